@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs everything unimeter's workstation side, demo and tests need on Debian/Ubuntu with Python 3.11.
+# torch is installed first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
+if ! command -v mosquitto >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq mosquitto >/dev/null
+fi
+python3 -m pip install -q "torch==2.13.0"
+python3 -m pip install -q -e ".[dev]"

@@ -1,0 +1,1 @@
+"""Workstation trainer (torch): the unified MoE model, pretraining, fine-tuning, distillation."""
