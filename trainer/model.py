@@ -1,0 +1,469 @@
+"""The unified mixture-of-experts model of seed 000, section III-A (one readable file).
+
+    x [B, L] (W) --instance norm--> patches [B, P, L/P] --FC + PE (eq 3)--> tokens [B, P, d_model]
+      --> N_model x (multi-head self-attention (eqs 4-5) + MoE feed-forward (eqs 6-12))
+      --> variational information bottleneck: mu, sigma, z = mu + sigma * eps (eqs 22-25)
+      --> linear recovery head g (eq 1) --> de-normalise --> x_hat [B, L] (W)
+
+Choices where the paper is vague or wrong (each is the sound option, stated once here):
+- P is the number of patches (Table I, "the number of data patch"), so the patch length is L / P.
+- The patch embedding sees the observed mask as a second channel ([values, observed] -> FC). A
+  zero after instance normalisation is the profile mean, so without the channel a hidden point
+  and an average point are indistinguishable; with it, pre-training masks (Alg. 2) and missing
+  points (imputation) speak the same language. ``observed_channel=False`` gives the paper's FC.
+- Instance normalisation uses observed points only and keeps (mean, std) to de-normalise.
+- Positional encoding (eq 3) is the fixed sinusoidal table of [28].
+- Encoder layers are pre-LayerNorm residual blocks (the paper gives no normalisation; pre-LN is
+  what trains 8 layers stably without warm-up).
+- Eq 9's noise scale is ``Softmax(x W_eps)`` as written (not Shazeer's softplus); noise is added
+  only in training, so inference routing is deterministic.
+- Eq 25 is the exact KL(N(mu, sigma^2) || N(0, I)) with the 1/2; eq 26 drops the 1/2, which
+  only rescales beta. The prior is N(0, I): the printed "N(1, 0)" is degenerate (a typo).
+- Eq 26's reconstruction term is the squared L2 norm over the L normalised points, averaged
+  over the batch; the CV^2 balance terms (w_value, w_load) are summed over the MoE layers.
+- Eq 12's Except(Noise(x), k, i) is the k-th largest noisy logit among the experts other than
+  i: the (k+1)-th largest overall if i is in the top k, else the k-th largest.
+
+Two dispatches share the same stacked expert weights [E, d_in, d_out]:
+- ``"loop"`` (training): per expert, gather the tokens routed to it, run the expert on those
+  tokens only, scatter-add the gated outputs back (Mixtral-style).
+- ``"gather"`` (export): ``F.embedding(topk_idx, W.reshape(E, -1))`` fetches each token's k
+  expert weight blocks, then batched ``torch.matmul``. Routing stays sparse in the graph
+  (TopK + Gather + MatMul) and quantises cleanly. ``model.set_dispatch("gather")``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+DISPATCHES = ("loop", "gather")
+
+
+@dataclass
+class ModelConfig:
+    """Defaults are seed 000 Table I (P=12, d_model=16, d_k=4, N_e=8, k=2, N_model=8, ...)."""
+
+    seq_len: int = 48  # L: points per input window (a day of 30-min means)
+    n_patches: int = 12  # P
+    d_model: int = 16
+    d_k: int = 4  # per-head dimension of Q, K, V; n_heads = d_model // d_k
+    n_experts: int = 8  # N_e
+    top_k: int = 2  # k
+    n_layers: int = 8  # N_model
+    d_expert: int = 32  # hidden width of each expert FFN (not given in the paper)
+    dropout: float = 0.1
+    beta: float = 0.001  # IB Lagrange penalty (eq 26)
+    w_value: float = 0.1
+    w_load: float = 0.1
+    moe: bool = True  # False: dense FFN of equal active compute (hidden = top_k * d_expert)
+    use_ib: bool = True  # False: z = mu, no KL (ablation)
+    observed_channel: bool = True
+    activation: str = "gelu"  # "gelu" | "relu"
+    norm_eps: float = 1e-5
+    log_sigma_min: float = -7.0
+    log_sigma_max: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.seq_len % self.n_patches:
+            raise ValueError(f"seq_len {self.seq_len} must be divisible by n_patches {self.n_patches}")
+        if self.d_model % self.d_k:
+            raise ValueError(f"d_model {self.d_model} must be divisible by d_k {self.d_k}")
+        if not 1 <= self.top_k <= self.n_experts:
+            raise ValueError(f"top_k {self.top_k} must be in [1, n_experts={self.n_experts}]")
+        if self.activation not in ("gelu", "relu"):
+            raise ValueError(f"activation must be 'gelu' or 'relu', got {self.activation!r}")
+
+    @property
+    def patch_len(self) -> int:
+        return self.seq_len // self.n_patches
+
+    @property
+    def n_heads(self) -> int:
+        return self.d_model // self.d_k
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
+        return cls(**data)
+
+    # Named configurations -------------------------------------------------------------------
+    @classmethod
+    def table1(cls, **overrides) -> ModelConfig:
+        """Seed 000 Table I, the student that runs on the Pi."""
+        return cls(**overrides)
+
+    @classmethod
+    def teacher(cls, **overrides) -> ModelConfig:
+        """A larger teacher for distillation (~30x the parameters of Table I)."""
+        base = dict(d_model=64, d_k=16, n_experts=16, top_k=2, n_layers=8, d_expert=128)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def teacher_large(cls, **overrides) -> ModelConfig:
+        base = dict(d_model=128, d_k=32, n_experts=32, top_k=2, n_layers=12, d_expert=256)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def tiny(cls, **overrides) -> ModelConfig:
+        """For tests: two layers, four experts."""
+        base = dict(d_model=8, d_k=4, n_experts=4, top_k=2, n_layers=2, d_expert=8, dropout=0.0)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def named(cls, name: str, **overrides) -> ModelConfig:
+        makers = {"table1": cls.table1, "teacher": cls.teacher,
+                  "teacher_large": cls.teacher_large, "tiny": cls.tiny}
+        if name not in makers:
+            raise ValueError(f"unknown model config {name!r}; choose from {sorted(makers)}")
+        return makers[name](**overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# Patching layer: instance normalisation and patches
+
+
+@dataclass
+class NormStats:
+    """Per-sample statistics kept to de-normalise: mean_w, std_w are [B, 1]."""
+
+    mean_w: torch.Tensor
+    std_w: torch.Tensor
+
+
+def instance_norm(x_w: torch.Tensor, observed: torch.Tensor | None, eps: float
+                  ) -> tuple[torch.Tensor, NormStats]:
+    """Normalise each row of x [B, L] by the mean/std of its observed points; missing -> 0."""
+    if observed is None:
+        observed = torch.ones_like(x_w)
+    count = observed.sum(-1, keepdim=True).clamp_min(1.0)
+    mean = (x_w * observed).sum(-1, keepdim=True) / count
+    var = (((x_w - mean) * observed) ** 2).sum(-1, keepdim=True) / count
+    std = torch.sqrt(var + eps)
+    return (x_w - mean) / std * observed, NormStats(mean, std)
+
+
+def instance_denorm(x_n: torch.Tensor, stats: NormStats) -> torch.Tensor:
+    """Inverse of ``instance_norm`` for [B, L] or [B, ..., L] (stats broadcast on dim 0)."""
+    shape = (x_n.shape[0],) + (1,) * (x_n.dim() - 1)
+    return x_n * stats.std_w.reshape(shape) + stats.mean_w.reshape(shape)
+
+
+def sinusoidal_table(n_pos: int, d_model: int) -> torch.Tensor:
+    pos = torch.arange(n_pos, dtype=torch.float32)[:, None]
+    div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    pe = torch.zeros(n_pos, d_model)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div)[:, : d_model // 2]
+    return pe
+
+
+class PatchEmbedding(nn.Module):
+    """Eq 3: x_emb = FC(x_p) + PE."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d_in = cfg.patch_len * (2 if cfg.observed_channel else 1)
+        self.fc = nn.Linear(d_in, cfg.d_model)
+        self.register_buffer("pe", sinusoidal_table(cfg.n_patches, cfg.d_model), persistent=False)
+
+    def forward(self, x_n: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        B = x_n.shape[0]
+        P, d_p = self.cfg.n_patches, self.cfg.patch_len
+        x_p = x_n.reshape(B, P, d_p)
+        if self.cfg.observed_channel:
+            x_p = torch.cat([x_p, observed.reshape(B, P, d_p)], dim=-1)
+        return self.fc(x_p) + self.pe
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoder: attention and the mixture-of-experts layer
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Eqs 4-5, written out with matmuls so it exports to plain ONNX ops."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.d_k = cfg.n_heads, cfg.d_k
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)  # W_o
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=-1)
+        q, k, v = (t.reshape(B, T, self.n_heads, self.d_k).transpose(1, 2) for t in (q, k, v))
+        att = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.d_k)
+        att = self.drop(torch.softmax(att, dim=-1))
+        y = torch.matmul(att, v).transpose(1, 2).reshape(B, T, D)
+        return self.proj(y)
+
+
+def _activation(name: str):
+    return F.gelu if name == "gelu" else F.relu
+
+
+def cv_squared(v: torch.Tensor) -> torch.Tensor:
+    """Squared coefficient of variation Var/Mean^2 (population variance; 0 when uniform)."""
+    return v.var(unbiased=False) / (v.mean() ** 2 + 1e-10)
+
+
+def normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+@dataclass
+class RoutingInfo:
+    """What one MoE layer decided for N tokens (for losses, tests and utilisation plots)."""
+
+    topk_idx: torch.Tensor  # [N, k] long
+    gates: torch.Tensor  # [N, k] softmax over the top-k logits
+    value: torch.Tensor  # [E] eq 11
+    payload: torch.Tensor  # [E] eq 12
+    balance_loss: torch.Tensor  # w_value * CV^2(value) + w_load * CV^2(payload)
+    tokens_per_expert: torch.Tensor = field(default=None)  # [E] float counts
+
+
+class NoisyTopKGate(nn.Module):
+    """Eqs 8-10 (noisy top-k softmax gate) plus Value (11), Payload (12) and the balance loss."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.w_g = nn.Linear(cfg.d_model, cfg.n_experts, bias=False)
+        self.w_eps = nn.Linear(cfg.d_model, cfg.n_experts, bias=False)
+        nn.init.zeros_(self.w_g.weight)  # uniform routing at start, as in [29]
+        nn.init.zeros_(self.w_eps.weight)
+
+    def forward(self, x: torch.Tensor) -> RoutingInfo:
+        cfg = self.cfg
+        E, k = cfg.n_experts, cfg.top_k
+        clean = self.w_g(x)  # [N, E]
+        noise_std = torch.softmax(self.w_eps(x), dim=-1)
+        noisy = clean + torch.randn_like(clean) * noise_std if self.training else clean
+        top_vals, top_idx = noisy.topk(min(k + 1, E), dim=-1)
+        topk_idx = top_idx[:, :k]
+        gates = torch.softmax(top_vals[:, :k], dim=-1)
+        dense = torch.zeros_like(clean).scatter(1, topk_idx, gates)
+        value = dense.sum(0)
+        payload = self._payload(clean, noisy, noise_std, top_vals) if k < E else \
+            torch.full_like(value, float(x.shape[0]))
+        balance = cfg.w_value * cv_squared(value) + cfg.w_load * cv_squared(payload)
+        counts = torch.zeros(E, device=x.device).index_add_(
+            0, topk_idx.reshape(-1), torch.ones(topk_idx.numel(), device=x.device))
+        return RoutingInfo(topk_idx, gates, value, payload, balance, counts)
+
+    def _payload(self, clean, noisy, noise_std, top_vals) -> torch.Tensor:
+        """Eq 12: P(expert i stays in the top k when its noise is re-drawn), summed over tokens."""
+        k = self.cfg.top_k
+        thr_if_in = top_vals[:, k:k + 1]  # (k+1)-th largest: the k-th among the others
+        thr_if_out = top_vals[:, k - 1:k]  # k-th largest
+        is_in = noisy > thr_if_in
+        thr = torch.where(is_in, thr_if_in, thr_if_out)
+        return normal_cdf((clean - thr) / (noise_std + 1e-9)).sum(0)
+
+
+class MoEFeedForward(nn.Module):
+    """Eq 6 with sparse gating: stacked expert weights [E, d_in, d_out], two dispatches."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        E, D, H = cfg.n_experts, cfg.d_model, cfg.d_expert
+        self.gate = NoisyTopKGate(cfg)
+        self.w1 = nn.Parameter(torch.empty(E, D, H))
+        self.b1 = nn.Parameter(torch.zeros(E, H))
+        self.w2 = nn.Parameter(torch.empty(E, H, D))
+        self.b2 = nn.Parameter(torch.zeros(E, D))
+        for w, fan_in in ((self.w1, D), (self.w2, H)):
+            nn.init.uniform_(w, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+        self.dispatch = "loop"
+        self.act = _activation(cfg.activation)
+        self.last_routing: RoutingInfo | None = None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        routing = self.gate(flat)
+        self.last_routing = routing
+        if self.dispatch == "gather":
+            y = self._gather(flat, routing.topk_idx, routing.gates)
+        else:
+            y = self._loop(flat, routing.topk_idx, routing.gates)
+        return y.reshape(shape), routing.balance_loss
+
+    def _loop(self, flat, topk_idx, gates) -> torch.Tensor:
+        out = torch.zeros_like(flat)
+        for e in range(self.cfg.n_experts):
+            token_idx, slot = torch.where(topk_idx == e)
+            if token_idx.numel() == 0:
+                continue
+            h = self.act(flat[token_idx] @ self.w1[e] + self.b1[e])
+            y = h @ self.w2[e] + self.b2[e]
+            out.index_add_(0, token_idx, y * gates[token_idx, slot, None])
+        return out
+
+    def _gather(self, flat, topk_idx, gates) -> torch.Tensor:
+        E, D, H = self.cfg.n_experts, self.cfg.d_model, self.cfg.d_expert
+        N, k = topk_idx.shape
+        w1 = F.embedding(topk_idx, self.w1.reshape(E, D * H)).reshape(N, k, D, H)
+        b1 = F.embedding(topk_idx, self.b1)  # [N, k, H]
+        w2 = F.embedding(topk_idx, self.w2.reshape(E, H * D)).reshape(N, k, H, D)
+        b2 = F.embedding(topk_idx, self.b2)  # [N, k, D]
+        xin = flat.reshape(N, 1, 1, D).expand(N, k, 1, D)
+        h = self.act(torch.matmul(xin, w1).squeeze(2) + b1)  # [N, k, H]
+        y = torch.matmul(h.unsqueeze(2), w2).squeeze(2) + b2  # [N, k, D]
+        return (y * gates.unsqueeze(-1)).sum(1)
+
+
+class DenseFeedForward(nn.Module):
+    """Ablation: one FFN with the active compute of the MoE (hidden = top_k * d_expert)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.d_model, cfg.top_k * cfg.d_expert)
+        self.fc2 = nn.Linear(cfg.top_k * cfg.d_expert, cfg.d_model)
+        self.act = _activation(cfg.activation)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.fc2(self.act(self.fc1(x))), x.new_zeros(())
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = MultiHeadSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.ffn = MoEFeedForward(cfg) if cfg.moe else DenseFeedForward(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x + self.drop(self.attn(self.ln1(x)))
+        y, balance = self.ffn(self.ln2(x))
+        return x + self.drop(y), balance
+
+
+# ---------------------------------------------------------------------------------------------
+# Information bottleneck and the whole model
+
+
+def gaussian_kl(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+    """Eq 25 per sample: sum_j 1/2 (-1 + mu^2 + sigma^2 - 2 log sigma), summed over all but dim 0."""
+    kl = 0.5 * (-1.0 + mu ** 2 + torch.exp(2 * log_sigma) - 2 * log_sigma)
+    return kl.reshape(kl.shape[0], -1).sum(-1)
+
+
+@dataclass
+class Encoded:
+    """Output of the unified model f: load characteristics z and what is needed around it."""
+
+    z: torch.Tensor  # [B, P, d_model] (sample in training, mu in eval)
+    mu: torch.Tensor
+    log_sigma: torch.Tensor
+    stats: NormStats
+    balance_loss: torch.Tensor  # summed over MoE layers
+    kl: torch.Tensor  # [B] eq 25 (zeros when use_ib=False)
+
+
+class UnifiedModel(nn.Module):
+    """The unified model f plus the linear recovery head g (pre-training model of eq 1)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = PatchEmbedding(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.ib_mu = nn.Linear(cfg.d_model, cfg.d_model)
+        self.ib_log_sigma = nn.Linear(cfg.d_model, cfg.d_model)
+        self.recovery = nn.Linear(cfg.n_patches * cfg.d_model, cfg.seq_len)  # g
+        self.last_losses: dict[str, float] = {}
+
+    # -- routing controls -----------------------------------------------------------------------
+    def moe_layers(self) -> list[MoEFeedForward]:
+        return [m for m in self.modules() if isinstance(m, MoEFeedForward)]
+
+    def set_dispatch(self, dispatch: str) -> UnifiedModel:
+        if dispatch not in DISPATCHES:
+            raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
+        for m in self.moe_layers():
+            m.dispatch = dispatch
+        return self
+
+    def expert_utilisation(self) -> list[list[float]]:
+        """Per MoE layer, the fraction of routed token slots each expert got in the last forward."""
+        out = []
+        for m in self.moe_layers():
+            c = m.last_routing.tokens_per_expert if m.last_routing is not None else None
+            out.append([] if c is None else (c / c.sum().clamp_min(1)).tolist())
+        return out
+
+    # -- forward ---------------------------------------------------------------------------------
+    def encode(self, x_w: torch.Tensor, observed: torch.Tensor | None = None,
+               patch_mask: torch.Tensor | None = None, noise_std: float = 0.0) -> Encoded:
+        """f: x [B, L] in W -> load characteristics.
+
+        observed [B, L] (1 observed, 0 missing); patch_mask [B, P] bool (True = hidden, Alg. 2);
+        noise_std adds N(0, noise_std^2) in normalised units before masking (eq 1).
+        """
+        cfg = self.cfg
+        if x_w.dim() != 2 or x_w.shape[1] != cfg.seq_len:
+            raise ValueError(f"expected input [B, {cfg.seq_len}], got {tuple(x_w.shape)}")
+        obs = torch.ones_like(x_w) if observed is None else observed.to(x_w.dtype)
+        x_n, stats = instance_norm(x_w, obs, cfg.norm_eps)
+        if noise_std > 0:
+            x_n = x_n + noise_std * torch.randn_like(x_n)
+        if patch_mask is not None:
+            keep = (~patch_mask).to(x_w.dtype).repeat_interleave(cfg.patch_len, dim=1)
+            obs = obs * keep
+        x_n = x_n * obs
+        h = self.drop(self.embed(x_n, obs))
+        balance = x_w.new_zeros(())
+        for layer in self.layers:
+            h, b = layer(h)
+            balance = balance + b
+        h = self.ln_f(h)
+        mu = self.ib_mu(h)
+        if not cfg.use_ib:
+            return Encoded(mu, mu, torch.zeros_like(mu), stats, balance, x_w.new_zeros(x_w.shape[0]))
+        log_sigma = self.ib_log_sigma(h).clamp(cfg.log_sigma_min, cfg.log_sigma_max)
+        z = mu + torch.exp(log_sigma) * torch.randn_like(mu) if self.training else mu
+        return Encoded(z, mu, log_sigma, stats, balance, gaussian_kl(mu, log_sigma))
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None, observed: torch.Tensor | None = None,
+                noise_std: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x [B, L] W -> (recovered x_hat [B, L] W, eq 26 loss if targets [B, L] W are given).
+
+        mask [B, P] bool hides patches (pre-training); observed [B, L] marks missing points.
+        """
+        enc = self.encode(x, observed=observed, patch_mask=mask, noise_std=noise_std)
+        rec_n = self.recovery(enc.z.reshape(enc.z.shape[0], -1))
+        out = instance_denorm(rec_n, enc.stats)
+        if targets is None:
+            return out, None
+        tgt_n = (targets - enc.stats.mean_w) / enc.stats.std_w
+        recon = ((rec_n - tgt_n) ** 2).sum(-1).mean()
+        kl = enc.kl.mean()
+        loss = recon + self.cfg.beta * kl + enc.balance_loss
+        self.last_losses = {"loss": loss.item(), "recon": recon.item(), "kl": kl.item(),
+                            "balance": enc.balance_loss.item()}
+        return out, loss
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
