@@ -244,7 +244,7 @@ class NoisyTopKGate(nn.Module):
         self.cfg = cfg
         self.w_g = nn.Linear(cfg.d_model, cfg.n_experts, bias=False)
         self.w_eps = nn.Linear(cfg.d_model, cfg.n_experts, bias=False)
-        nn.init.zeros_(self.w_g.weight)  # uniform routing at start, as in [29]
+        nn.init.normal_(self.w_g.weight, std=0.02)  # near-uniform routing, no exact ties
         nn.init.zeros_(self.w_eps.weight)
 
     def forward(self, x: torch.Tensor) -> RoutingInfo:
