@@ -81,9 +81,16 @@ class TelegramFramer:
                 buf.clear()
                 return FramingError(f"no '!' within {size} bytes (limit {self.config.max_telegram_bytes})")
             return None
-        eol = buf.find(b"\n", end)
+        # The trailer is short ("!" CRC CRLF): only look that far, so that a broken trailer never
+        # swallows the header of the next telegram.
+        trailer_end = end + 1 + _MAX_TRAILER
+        eol = buf.find(b"\n", end, trailer_end)
+        slash = buf.find(b"/", end, eol if eol >= 0 else trailer_end)
+        if slash > 0:
+            del buf[:slash]
+            return FramingError("new '/' inside the trailer after '!'")
         if eol < 0:
-            if len(buf) - end > _MAX_TRAILER:
+            if len(buf) >= trailer_end:
                 del buf[: end + 1]
                 return FramingError("no line end after '!'")
             return None

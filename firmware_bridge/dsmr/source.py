@@ -1,0 +1,130 @@
+"""DSMR P1 reader: serial port -> framer -> parser -> Reading, with a read timeout for silent ports."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from dataclasses import dataclass
+
+from firmware_bridge.clock import ClockPolicy
+from firmware_bridge.dsmr.framing import FramerConfig, TelegramFramer
+from firmware_bridge.dsmr.parser import DsmrParseConfig, parse_telegram, telegram_to_reading
+from firmware_bridge.errors import ConfigError, FrameError, TransientConnectionError
+from firmware_bridge.reading import Reading, ReadingFlag
+from firmware_bridge.serial_port import DSMR_SERIAL_SETTINGS, SerialSettings, open_serial
+from firmware_bridge.source import BackoffConfig, MeterSource
+
+
+@dataclass
+class DsmrConfig:
+    """Options of ``build_source("dsmr", ...)``.
+
+    port: serial device (``/dev/ttyUSB0``, ``/dev/serial/by-id/...``).
+    version: "5" (115200 8N1), "4" (115200 7E1), "2.2" (9600 7E1, no CRC), "fluvius" (BE, as 5).
+    read_timeout_s: no byte for this long -> the port is considered dead and reopened (the known
+        "reader stops after days until replugged" failure). DSMR 5 sends every 1 s, 4 every 10 s.
+    max_clock_skew_s: meter clock further than this from the gateway -> receive time + CLOCK_FALLBACK.
+    standard_utc_offset_s / timezone: how the meter's local time maps to UTC (see dsmr.parser).
+    max_telegram_bytes: framer buffer bound.
+    serial: override the line settings of ``version`` (e.g. a 2.2 meter wired at 115200).
+    """
+
+    port: str
+    version: str = "5"
+    read_timeout_s: float = 30.0
+    max_clock_skew_s: float = 300.0
+    standard_utc_offset_s: int = 3600
+    timezone: str = "Europe/Amsterdam"
+    max_telegram_bytes: int = 16384
+    serial: SerialSettings | None = None
+
+    def __post_init__(self) -> None:
+        if self.version not in DSMR_SERIAL_SETTINGS:
+            raise ConfigError(f"unknown DSMR version {self.version!r}; known {sorted(DSMR_SERIAL_SETTINGS)}")
+        if self.read_timeout_s <= 0:
+            raise ConfigError("read_timeout_s must be > 0")
+
+    @property
+    def serial_settings(self) -> SerialSettings:
+        return self.serial or DSMR_SERIAL_SETTINGS[self.version]
+
+    @property
+    def crc_mode(self) -> str:
+        return "none" if self.version == "2.2" else "required"
+
+
+class DsmrSource(MeterSource):
+    kind = "dsmr"
+
+    def __init__(
+        self,
+        config: DsmrConfig,
+        *,
+        meter_id: str = "p1",
+        backoff: BackoffConfig | None = None,
+        on_event=None,
+        extra_flags: ReadingFlag = ReadingFlag.NONE,
+        source_name: str = "dsmr",
+    ) -> None:
+        super().__init__(meter_id, backoff=backoff, on_event=on_event)
+        self.config = config
+        self.framer = TelegramFramer(FramerConfig(crc=config.crc_mode,
+                                                  max_telegram_bytes=config.max_telegram_bytes))
+        self.parse_config = DsmrParseConfig(config.standard_utc_offset_s, config.timezone)
+        self.clock = ClockPolicy(config.max_clock_skew_s)
+        self.extra_flags = extra_flags
+        self.source_name = source_name
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: collections.deque[Reading] = collections.deque()
+
+    async def _connect(self) -> None:
+        self.framer.reset()
+        self._pending.clear()
+        self._reader, self._writer = await open_serial(self.config.port, self.config.serial_settings)
+
+    async def _close(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _read(self) -> Reading:
+        while not self._pending:
+            data = await self._read_chunk()
+            self.feed(data, time.time())
+        return self._pending.popleft()
+
+    async def _read_chunk(self) -> bytes:
+        assert self._reader is not None
+        try:
+            data = await asyncio.wait_for(self._reader.read(4096), self.config.read_timeout_s)
+        except TimeoutError as e:
+            self.stats.read_timeouts += 1
+            raise TransientConnectionError(
+                f"no data on {self.config.port} for {self.config.read_timeout_s:.1f} s; reopening") from e
+        if not data:
+            raise TransientConnectionError(f"{self.config.port} closed (EOF)")
+        return data
+
+    def feed(self, data: bytes, received_s: float) -> list[Reading]:
+        """Push raw bytes through framer and parser; valid readings are queued and returned."""
+        out: list[Reading] = []
+        for item in self.framer.feed(data):
+            if isinstance(item, FrameError):
+                self.stats.count_frame_error(item)
+                continue
+            try:
+                telegram = parse_telegram(item, self.parse_config)
+            except FrameError as e:
+                self.stats.count_frame_error(e)
+                continue
+            out.append(telegram_to_reading(
+                telegram, meter_id=self.meter_id, received_s=received_s, clock=self.clock,
+                source=self.source_name, extra_flags=self.extra_flags))
+        self.stats.garbage_bytes = self.framer.garbage_bytes
+        self._pending.extend(out)
+        return out

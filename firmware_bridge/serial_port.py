@@ -1,0 +1,52 @@
+"""Serial transport: open a port with asyncio streams (pyserial-asyncio-fast), line settings as data."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from firmware_bridge.errors import ConfigError, MissingDependencyError, TransientConnectionError
+
+
+@dataclass(frozen=True)
+class SerialSettings:
+    baudrate: int
+    bytesize: int
+    parity: str  # "N", "E", "O"
+    stopbits: int = 1
+
+    def __post_init__(self) -> None:
+        if self.bytesize not in (5, 6, 7, 8) or self.parity not in ("N", "E", "O"):
+            raise ConfigError(f"bad serial settings {self}")
+
+    def describe(self) -> str:
+        return f"{self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"
+
+
+# P1 line settings per DSMR version (Fluvius e-MUCS follows DSMR 5).
+DSMR_SERIAL_SETTINGS: dict[str, SerialSettings] = {
+    "2.2": SerialSettings(9600, 7, "E", 1),
+    "4": SerialSettings(115200, 7, "E", 1),
+    "5": SerialSettings(115200, 8, "N", 1),
+    "fluvius": SerialSettings(115200, 8, "N", 1),
+}
+
+
+async def open_serial(
+    port: str, settings: SerialSettings, *, limit: int = 65536
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open ``port``; an absent or busy device raises TransientConnectionError (retry later)."""
+    try:
+        import serial
+        import serial_asyncio_fast
+    except ImportError as e:
+        raise MissingDependencyError(
+            "serial meters need pyserial and pyserial-asyncio-fast: pip install 'unimeter[edge]'"
+        ) from e
+    try:
+        return await serial_asyncio_fast.open_serial_connection(
+            url=port, baudrate=settings.baudrate, bytesize=settings.bytesize,
+            parity=settings.parity, stopbits=settings.stopbits, limit=limit,
+        )
+    except (OSError, serial.SerialException) as e:
+        raise TransientConnectionError(f"cannot open {port} ({settings.describe()}): {e}") from e
