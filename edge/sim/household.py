@@ -1,0 +1,853 @@
+"""Appliance-level household simulator (numpy only).
+
+A household is a :class:`HouseholdConfig` (which appliances it owns and how big they are, who
+lives there, heating, PV, EV, climate). :func:`simulate_household` turns it into a
+:class:`HouseholdTrace`: aggregate net active and reactive power as a meter would report them
+(noise, quantisation), cumulative import/export energy counters, per-appliance ground truth,
+outdoor temperature and calendar.
+
+How it works (and why it is fast and deterministic):
+
+- Time is an internal grid of ``step_s = resolution_s`` (<= 60 s) or ``gcd(resolution_s, 60)``
+  (coarser outputs are block means of the 1-min grid, so a 30-min profile is the true mean power).
+- Every random choice is drawn from a generator keyed by ``(seed, day, purpose)``
+  (:func:`edge.sim.weather.day_rng`): a day is the same whether it is simulated alone (the live
+  stream) or inside a year. Events of the previous days that spill past midnight are included.
+- Appliance uses are *events* sampled per day: a Poisson number of uses whose start hours follow
+  occupancy activity (by hour, work/free day, wake-up time, vacations) times the appliance's hour
+  affinity. Each event becomes constant-power *segments* (cycle appliances have several phases,
+  thermostat phases are split into on-periods). Segments are painted onto the grid with exact
+  fractional coverage of the first and last bin, using ``np.bincount`` on difference arrays, so
+  energy is exact at any resolution.
+- Weather-driven loads (heating, cooling, PV) and compressor cycles are vectorised over the grid.
+- Reactive power is ``Q = P * tan(acos(|pf|)) * sign(pf)`` per appliance and phase.
+- The meter integrates the true net power into the import/export counters; the reported power
+  is the interval mean plus Gaussian noise (``noise_w + noise_frac * |P|``), quantised to
+  ``quantum_w``.
+
+Memory: about ``9 * n_samples * n_appliances`` bytes for the trace (1-min, one year, 20
+appliances: ~95 MB); long runs are simulated in chunks of days to bound temporaries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from edge.sim import weather as wx
+from edge.sim.specs import (
+    ACTIVITY,
+    ALL_APPLIANCES,
+    APPLIANCE_SPECS,
+    ARCHETYPES,
+    COOLING_PF,
+    EV_PF,
+    HEATING_PF,
+    HOUR_AFFINITY,
+    PV_PF,
+    SPECS_BY_NAME,
+    ApplianceSpec,
+)
+
+DAY_S = wx.DAY_S
+_MAX_CHUNK_SAMPLES = 2_000_000
+_STREAM_HOUSEHOLD = 0x4855
+_STREAM_VACATION = 0x5641
+_STREAM_NOISE = 0x4E53
+_STREAM_EV = 0x4556
+
+
+class SimulationError(ValueError):
+    """Invalid simulator input (resolution, start date, configuration)."""
+
+
+@dataclass
+class HouseholdConfig:
+    """One household: occupants, owned appliances with their rated powers, heating, PV, EV."""
+
+    household_id: str = "h00000"
+    archetype: str = "worker"  # worker | home | family (see specs.ACTIVITY)
+    occupants: int = 2
+    wake_h: float = 7.0  # shifts the activity curves
+    activity_scale: float = 1.0  # multiplies uses per day
+    appliances: dict[str, float] = field(default_factory=lambda: {
+        s.name: float(np.mean(s.power_w)) for s in APPLIANCE_SPECS if s.ownership >= 0.5
+    })  # owned appliance name -> rated power (W)
+    uses_per_day: dict[str, float] = field(default_factory=dict)  # overrides spec midpoints
+    heating: str = "none"  # none | resistive | heat_pump
+    heating_power_w: float = 3000.0  # resistive capacity, or heat pump maximum electrical power
+    heat_loss_w_per_k: float = 120.0
+    comfort_c: float = 20.5
+    setback_c: float = 16.5
+    cooling_power_w: float = 0.0  # 0: no air conditioning
+    cooling_setpoint_c: float = 24.0
+    pv_kwp: float = 0.0
+    ev_charger_w: float = 0.0  # 0: no EV
+    ev_kwh_per_day: float = 8.0
+    ev_timer: bool = False  # charges on a night timer instead of on arrival
+    vacation_days: int = 14  # per year, nobody at home
+    climate: wx.Climate = field(default_factory=wx.Climate)
+    utc_offset_h: float = 0.0  # local (standard) time = UTC + offset; no DST
+    weather_seed: int = 0  # households of one fleet share the weather
+    noise_w: float = 2.0
+    noise_frac: float = 0.005
+    quantum_w: float = 1.0
+    initial_import_wh: float = 0.0
+    initial_export_wh: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.archetype not in ACTIVITY:
+            raise SimulationError(f"unknown archetype {self.archetype!r}; known: {ARCHETYPES}")
+        if self.heating not in ("none", *HEATING_PF):
+            raise SimulationError(f"unknown heating {self.heating!r}")
+        unknown = set(self.appliances) - set(SPECS_BY_NAME)
+        if unknown:
+            raise SimulationError(f"unknown appliances {sorted(unknown)}; known: {sorted(SPECS_BY_NAME)}")
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, household_id: str = "h00000",
+               weather_seed: int = 0, climate: wx.Climate | None = None) -> HouseholdConfig:
+        """A diverse random household (sizes, habits, heating, PV, EV) drawn from ``rng``."""
+        archetype = str(rng.choice(ARCHETYPES, p=[0.45, 0.25, 0.30]))
+        occupants = int(rng.integers(3, 6)) if archetype == "family" else int(rng.integers(1, 4))
+        appliances = {}
+        for s in APPLIANCE_SPECS:
+            if rng.random() < s.ownership:
+                appliances[s.name] = float(rng.uniform(*s.power_w))
+        size = math.sqrt(occupants / 2)
+        uses = {s.name: float(rng.uniform(*s.uses_per_day)) * size for s in APPLIANCE_SPECS}
+        heating = str(rng.choice(["none", "resistive", "heat_pump"], p=[0.72, 0.13, 0.15]))
+        ua = float(rng.uniform(70, 200)) * size
+        return cls(
+            household_id=household_id, archetype=archetype, occupants=occupants,
+            wake_h=float(np.clip(rng.normal(7.5 if archetype == "home" else 6.8, 0.6), 5, 10)),
+            activity_scale=float(rng.lognormal(0, 0.25)), appliances=appliances, uses_per_day=uses,
+            heating=heating,
+            heating_power_w=float(rng.uniform(3000, 7000) if heating == "resistive" else ua * 10),
+            heat_loss_w_per_k=ua, comfort_c=float(rng.uniform(19, 22)),
+            setback_c=float(rng.uniform(15, 18)),
+            cooling_power_w=float(rng.uniform(900, 2500)) if rng.random() < 0.1 else 0.0,
+            pv_kwp=float(rng.uniform(2, 8)) if rng.random() < 0.25 else 0.0,
+            ev_charger_w=float(rng.choice([3700, 7400, 11000])) if rng.random() < 0.15 else 0.0,
+            ev_kwh_per_day=float(rng.uniform(4, 15)), ev_timer=bool(rng.random() < 0.3),
+            vacation_days=int(rng.integers(0, 22)), climate=climate or wx.Climate(),
+            weather_seed=weather_seed, noise_w=float(rng.uniform(1, 4)),
+            quantum_w=float(rng.choice([1.0, 1.0, 10.0])),
+            initial_import_wh=float(rng.uniform(1e6, 3e7)), initial_export_wh=0.0,
+        )
+
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["climate"] = {f.name: getattr(self.climate, f.name) for f in fields(self.climate)}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> HouseholdConfig:
+        kw = dict(data)
+        kw["climate"] = wx.Climate(**kw.get("climate", {}))
+        return cls(**kw)
+
+
+@dataclass
+class ApplianceTrace:
+    power_w: np.ndarray  # float32 mean active power per sample
+    reactive_var: np.ndarray  # float32
+    on: np.ndarray  # bool: on at any time during the sample
+
+
+@dataclass
+class DailyProfiles:
+    """Daily 30-min mean powers of one household (the L=48 unit of seed 000)."""
+
+    household_id: str
+    dates: np.ndarray  # datetime64[D], local dates
+    load_w: np.ndarray  # float32 [n_days, 48]
+    temperature_c: np.ndarray  # float32 [n_days, 48]
+    weekday: np.ndarray  # int8 [n_days], Monday=0
+    is_holiday: np.ndarray  # bool [n_days]
+
+
+@dataclass
+class HouseholdTrace:
+    household_id: str
+    ts_s: np.ndarray  # int64 UTC epoch s, start of each sample interval
+    power_w: np.ndarray  # float32 measured net active power (import positive)
+    reactive_var: np.ndarray  # float32 measured reactive power
+    import_wh: np.ndarray  # float64 counter at the END of each sample interval
+    export_wh: np.ndarray  # float64
+    appliances: dict[str, ApplianceTrace]
+    temperature_c: np.ndarray  # float32 outdoor temperature
+    is_holiday: np.ndarray  # bool per sample (local date is a public holiday)
+    resolution_s: int
+    utc_offset_h: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.ts_s)
+
+    @property
+    def weekday(self) -> np.ndarray:
+        """Local weekday per sample, Monday=0."""
+        local_day = (self.ts_s + int(self.utc_offset_h * 3600)) // DAY_S
+        return ((local_day + 3) % 7).astype(np.int8)
+
+    def true_power_w(self) -> np.ndarray:
+        """Noise-free net active power: the sum of the appliance ground truth."""
+        total = np.zeros(len(self), np.float64)
+        for a in self.appliances.values():
+            total += a.power_w
+        return total
+
+    def resample(self, resolution_s: int) -> HouseholdTrace:
+        """Block means at a coarser resolution (a multiple of the current one)."""
+        if resolution_s % self.resolution_s or resolution_s < self.resolution_s:
+            raise SimulationError(
+                f"can only resample {self.resolution_s} s to a multiple of it, not {resolution_s} s")
+        k = resolution_s // self.resolution_s
+        n = len(self) // k
+        if n == 0:
+            raise SimulationError(f"trace of {len(self)} samples is shorter than one {resolution_s} s bin")
+
+        def mean(x: np.ndarray) -> np.ndarray:
+            return x[: n * k].reshape(n, k).mean(axis=1, dtype=np.float64).astype(np.float32)
+
+        apps = {name: ApplianceTrace(mean(a.power_w), mean(a.reactive_var),
+                                     a.on[: n * k].reshape(n, k).any(axis=1))
+                for name, a in self.appliances.items()}
+        return HouseholdTrace(
+            self.household_id, self.ts_s[: n * k : k].copy(), mean(self.power_w),
+            mean(self.reactive_var), self.import_wh[k - 1 : n * k : k].copy(),
+            self.export_wh[k - 1 : n * k : k].copy(), apps, mean(self.temperature_c),
+            self.is_holiday[: n * k : k].copy(), resolution_s, self.utc_offset_h)
+
+    def to_profiles(self) -> DailyProfiles:
+        """Daily 30-min mean power [n_days, 48] of the complete local days in the trace."""
+        half = self if self.resolution_s == 1800 else self.resample(1800)
+        local = half.ts_s + int(self.utc_offset_h * 3600)
+        first = int(np.argmax(local % DAY_S == 0)) if np.any(local % DAY_S == 0) else len(local)
+        n_days = (len(local) - first) // 48
+        sl = slice(first, first + n_days * 48)
+        days = local[sl][::48] // DAY_S
+        return DailyProfiles(
+            household_id=self.household_id,
+            dates=days.astype("datetime64[D]"),
+            load_w=half.power_w[sl].reshape(n_days, 48),
+            temperature_c=half.temperature_c[sl].reshape(n_days, 48),
+            weekday=((days + 3) % 7).astype(np.int8),
+            is_holiday=half.is_holiday[sl][::48].copy(),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Time grid and inputs
+
+
+def parse_resolution(value: str | int | float) -> int:
+    """'1s', '10s', '1min', '15min', '30min', '1h' or seconds -> seconds (must divide a day)."""
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = value.strip().lower()
+        units = (("min", 60), ("ms", None), ("s", 1), ("h", 3600))
+        for suffix, mult in units:
+            if text.endswith(suffix):
+                if mult is None:
+                    raise SimulationError(f"resolution {value!r}: sub-second resolution is not supported")
+                try:
+                    seconds = float(text[: -len(suffix)]) * mult
+                except ValueError as e:
+                    raise SimulationError(f"cannot parse resolution {value!r}") from e
+                break
+        else:
+            try:
+                seconds = float(text)
+            except ValueError as e:
+                raise SimulationError(f"cannot parse resolution {value!r} (use e.g. 1s, 1min, 30min)") from e
+    if seconds < 1 or seconds != int(seconds) or DAY_S % int(seconds):
+        raise SimulationError(f"resolution {value!r} must be a whole number of seconds dividing 86400")
+    return int(seconds)
+
+
+def parse_start(start: str | int | float | np.datetime64) -> int:
+    """A date/time (string, datetime64 or epoch seconds) -> UTC epoch seconds at a UTC midnight."""
+    try:
+        start_s = int(start) if isinstance(start, (int, float)) else int(
+            np.datetime64(start, "s").astype(np.int64))
+    except ValueError as e:
+        raise SimulationError(f"cannot parse start {start!r} (use e.g. 2024-01-01)") from e
+    if start_s % DAY_S:
+        raise SimulationError(f"start {start!r} must be a UTC midnight")
+    return start_s
+
+
+def internal_step_s(resolution_s: int) -> int:
+    return resolution_s if resolution_s <= 60 else math.gcd(resolution_s, 60)
+
+
+@dataclass
+class _Ctx:
+    """Per-chunk inputs shared by the appliance models."""
+
+    cfg: HouseholdConfig
+    seed: int
+    t0_s: int
+    step_s: int
+    n: int
+    hh: dict  # stable household-level random parameters
+    ts: np.ndarray = field(init=False)  # float64 grid
+    local_day: np.ndarray = field(init=False)  # int64 local day ordinal per sample
+    hour_idx: np.ndarray = field(init=False)  # int local hour per sample
+    temp_c: np.ndarray = field(init=False)
+    day0: int = field(init=False)  # first local day with activity rows
+    activity: np.ndarray = field(init=False)  # [n_act_days, 24]
+
+    def __post_init__(self) -> None:
+        off = self.cfg.utc_offset_h * 3600
+        self.ts = self.t0_s + self.step_s * np.arange(self.n, dtype=np.float64)
+        local = self.ts + off
+        self.local_day = np.floor(local / DAY_S).astype(np.int64)
+        self.hour_idx = ((local % DAY_S) // 3600).astype(np.int64)
+        self.temp_c = wx.temperature_c(self.cfg.weather_seed, self.ts, self.cfg.climate, self.cfg.utc_offset_h)
+        self.day0 = int(self.local_day[0]) - 2
+        n_days = int(self.local_day[-1]) - self.day0 + 3
+        self.activity = np.stack([_activity(self.cfg, self.seed, self.day0 + i) for i in range(n_days)])
+
+    @property
+    def event_days(self) -> range:
+        return range(self.day0, self.day0 + len(self.activity))
+
+    def act_at_grid(self) -> np.ndarray:
+        return self.activity[self.local_day - self.day0, self.hour_idx]
+
+    def day_start_utc(self, day: int) -> float:
+        return day * DAY_S - self.cfg.utc_offset_h * 3600
+
+
+def is_work_day(day: int) -> bool:
+    return wx.weekday_of_day(day) < 5 and not wx.is_holiday_day(day)
+
+
+def _vacation_days(seed: int, year: int, n_days: int) -> frozenset[int]:
+    """Day ordinals of this household's vacations in a year (one or two blocks)."""
+    if n_days <= 0:
+        return frozenset()
+    rng = wx.day_rng(seed, year, _STREAM_VACATION)
+    jan1 = int(np.datetime64(f"{year}-01-01", "D").astype(np.int64))
+    blocks = [n_days] if n_days < 8 else [n_days // 2, n_days - n_days // 2]
+    out: set[int] = set()
+    for length in blocks:
+        first = jan1 + int(rng.integers(0, 365 - length))
+        out.update(range(first, first + length))
+    return frozenset(out)
+
+
+_VACATION_CACHE: dict[tuple[int, int, int], frozenset[int]] = {}
+
+
+def _activity(cfg: HouseholdConfig, seed: int, day: int) -> np.ndarray:
+    """Probability of someone home and awake per local hour of one day."""
+    year = int(str(np.datetime64(int(day), "D"))[:4])
+    key = (seed, year, cfg.vacation_days)
+    if key not in _VACATION_CACHE:
+        _VACATION_CACHE[key] = _vacation_days(seed, year, cfg.vacation_days)
+    if day in _VACATION_CACHE[key]:
+        return np.zeros(24)
+    base = ACTIVITY[cfg.archetype]["work" if is_work_day(day) else "free"]
+    shift = cfg.wake_h - 7.0
+    hours = np.arange(24) + 0.5
+    return np.interp((hours - shift) % 24, np.arange(24) + 0.5, base, period=24)
+
+
+def _household_params(cfg: HouseholdConfig, seed: int) -> dict:
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, _STREAM_HOUSEHOLD])
+    return {
+        "fridge_duty": float(rng.uniform(0.28, 0.42)),
+        "freezer_duty": float(rng.uniform(0.30, 0.45)),
+        "fridge_defrost": bool(rng.random() < 0.5),
+        "heat_phase": float(rng.random()),
+        "cool_phase": float(rng.random()),
+        "cool_always": bool(rng.random() < 0.2),
+        "variable_phase": float(rng.random()),
+    }
+
+
+def _stream_id(name: str) -> int:
+    return sum((i + 1) * ord(c) for i, c in enumerate(name)) & 0xFFFF
+
+
+def _reactive(power_w: np.ndarray | float, pf: float) -> np.ndarray | float:
+    if abs(pf) >= 1.0:
+        return power_w * 0.0
+    return power_w * math.tan(math.acos(abs(pf))) * math.copysign(1.0, pf)
+
+
+# ---------------------------------------------------------------------------------------------
+# Segments -> grid
+
+
+@dataclass
+class _Segments:
+    start_s: np.ndarray
+    end_s: np.ndarray
+    power_w: np.ndarray
+    reactive_var: np.ndarray
+
+    @classmethod
+    def empty(cls) -> _Segments:
+        z = np.zeros(0)
+        return cls(z, z, z, z)
+
+    @classmethod
+    def concat(cls, parts: list[_Segments]) -> _Segments:
+        if not parts:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(p, f) for p in parts])
+                     for f in ("start_s", "end_s", "power_w", "reactive_var")))
+
+
+def _paint(ctx: _Ctx, values: list[np.ndarray], start_s: np.ndarray, end_s: np.ndarray) -> list[np.ndarray]:
+    """Mean of piecewise-constant signals per grid bin, exact for fractional bin coverage.
+
+    Each segment [a, b) adds ``v`` at bin floor(a) weighted by (1 - frac(a)) and at the next bin
+    by frac(a), and the opposite at b; a cumulative sum then gives the exact bin means.
+    """
+    a = np.clip((start_s - ctx.t0_s) / ctx.step_s, 0, ctx.n)
+    b = np.clip((end_s - ctx.t0_s) / ctx.step_s, 0, ctx.n)
+    keep = b > a
+    a, b = a[keep], b[keep]
+    ia, ib = np.floor(a).astype(np.int64), np.floor(b).astype(np.int64)
+    fa, fb = a - ia, b - ib
+    idx = np.concatenate([ia, ia + 1, ib, ib + 1])
+    out = []
+    for v in values:
+        v = v[keep]
+        w = np.concatenate([v * (1 - fa), v * fa, -v * (1 - fb), -v * fb])
+        acc = np.cumsum(np.bincount(idx, weights=w, minlength=ctx.n + 2)[: ctx.n])
+        acc[np.abs(acc) < 1e-9] = 0.0
+        out.append(acc)
+    return out
+
+
+def _paint_segments(ctx: _Ctx, seg: _Segments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    p, q, cover = _paint(ctx, [seg.power_w, seg.reactive_var, np.ones_like(seg.power_w)],
+                         seg.start_s, seg.end_s)
+    return p, q, cover > 1e-9
+
+
+def _drop_overlaps(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Indices of events kept when an appliance can only run once at a time (sorted by start)."""
+    order = np.argsort(starts, kind="stable")
+    keep, last_end = [], -np.inf
+    for i in order:
+        if starts[i] >= last_end:
+            keep.append(i)
+            last_end = ends[i]
+    return np.asarray(keep, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Event-driven appliances (Type 1, 2, 3)
+
+
+def _darkness(ctx: _Ctx, day: int) -> np.ndarray:
+    hours_utc = ctx.day_start_utc(day) + 3600 * (np.arange(24) + 0.5)
+    s = wx.solar_elevation_sin(hours_utc, ctx.cfg.climate.latitude_deg, ctx.cfg.utc_offset_h)
+    return np.clip(0.6 - s / 0.25, 0.05, 1.0)
+
+
+def _hour_weights(ctx: _Ctx, spec: ApplianceSpec, day: int) -> np.ndarray:
+    act = ctx.activity[day - ctx.day0]
+    if spec.hours == "dark":
+        return act * _darkness(ctx, day)
+    return act * HOUR_AFFINITY[spec.hours]
+
+
+def _reference_weight(ctx: _Ctx, spec: ApplianceSpec) -> float:
+    """Weight sum of an average week day, so that uses_per_day is the long-run mean."""
+    arch = ACTIVITY[ctx.cfg.archetype]
+    aff = 0.45 if spec.hours == "dark" else HOUR_AFFINITY[spec.hours]
+    ref = (5 * arch["work"] + 2 * arch["free"]) / 7 * aff
+    return float(np.sum(ref))
+
+
+def _sample_starts(ctx: _Ctx, spec: ApplianceSpec, stream: int) -> tuple[np.ndarray, list]:
+    """Start times (UTC s) of all uses over the event days, and the per-day generators."""
+    upd = ctx.cfg.uses_per_day.get(spec.name, float(np.mean(spec.uses_per_day)))
+    upd *= ctx.cfg.activity_scale
+    ref = _reference_weight(ctx, spec)
+    starts, rngs = [], []
+    for day in ctx.event_days:
+        rng = wx.day_rng(ctx.seed, day, stream)
+        rngs.append(rng)
+        w = _hour_weights(ctx, spec, day)
+        total = float(w.sum())
+        k = int(rng.poisson(upd * total / ref)) if total > 0 else 0
+        if k == 0:
+            starts.append(np.zeros(0))
+            continue
+        hours = rng.choice(24, size=k, p=w / total) + rng.random(k)
+        starts.append(ctx.day_start_utc(day) + hours * 3600)
+    return np.concatenate(starts), rngs
+
+
+def _onoff_segments(ctx: _Ctx, spec: ApplianceSpec, rated_w: float) -> _Segments:
+    stream = _stream_id(spec.name)
+    starts, _ = _sample_starts(ctx, spec, stream)
+    # Durations are derived from each start time, so they do not depend on the chunking.
+    u = _hash_uniform(starts, stream)
+    dur = spec.duration_s[0] + u * (spec.duration_s[1] - spec.duration_s[0])
+    ends = starts + dur
+    power = np.full(len(starts), rated_w)
+    if spec.multi_instance:  # each lamp/room its own power
+        power = rated_w * (0.5 + _hash_uniform(starts, stream + 7))
+    else:
+        keep = _drop_overlaps(starts, ends)
+        starts, ends, power = starts[keep], ends[keep], power[keep]
+    return _Segments(starts, ends, power, _reactive(power, spec.pf))
+
+
+def _hash_uniform(x: np.ndarray, salt: int) -> np.ndarray:
+    """Deterministic uniforms in [0, 1) from values (event start times), independent of chunking."""
+    v = (np.round(np.asarray(x, dtype=np.float64) * 1000).astype(np.int64) ^ np.int64(salt * 0x9E3779B1))
+    v = v.astype(np.uint64)
+    v ^= v >> np.uint64(33)
+    v *= np.uint64(0xFF51AFD7ED558CCD)
+    v ^= v >> np.uint64(33)
+    v *= np.uint64(0xC4CEB9FE1A85EC53)
+    v ^= v >> np.uint64(33)
+    return (v >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def _cycle_event(spec: ApplianceSpec, rated_w: float, t0: float, stream: int) -> list[tuple]:
+    """Segments (start, end, P, Q) of one run of a multi-state appliance starting at t0."""
+    segs, t = [], t0
+    for k, ph in enumerate(spec.phases):
+        u = float(_hash_uniform(np.array([t0]), stream + 31 * k + 1)[0])
+        dur = ph.duration_s[0] + u * (ph.duration_s[1] - ph.duration_s[0])
+        p = rated_w * ph.power_frac
+        q = float(_reactive(p, ph.pf))
+        if ph.duty >= 1.0:
+            segs.append((t, t + dur, p, q))
+        else:  # thermostat: on for duty * period at the start of every period
+            for c in np.arange(t, t + dur, ph.period_s):
+                segs.append((float(c), min(float(c) + ph.duty * ph.period_s, t + dur), p, q))
+        t += dur
+    return segs
+
+
+def _cycle_segments(ctx: _Ctx, spec: ApplianceSpec, rated_w: float) -> _Segments:
+    stream = _stream_id(spec.name)
+    starts, _ = _sample_starts(ctx, spec, stream)
+    events = [_cycle_event(spec, rated_w, float(t0), stream) for t0 in starts]
+    if not events:
+        return _Segments.empty()
+    ends = np.array([ev[-1][1] for ev in events])
+    parts = [seg for i in _drop_overlaps(starts, ends) for seg in events[i]]
+    arr = np.asarray(parts, dtype=np.float64)
+    return _Segments(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
+
+
+def _knot_noise(ctx: _Ctx, stream: int, knot_s: int) -> np.ndarray:
+    """Smooth noise in [0, 1) at the grid: per-day random knots, linearly interpolated."""
+    d0 = int(ctx.t0_s // DAY_S)
+    d1 = int((ctx.t0_s + ctx.n * ctx.step_s) // DAY_S) + 1
+    per_day = DAY_S // knot_s
+    knots = np.concatenate([wx.day_rng(ctx.seed, d, stream).random(per_day) for d in range(d0, d1 + 1)])
+    knot_ts = d0 * DAY_S + knot_s * np.arange(len(knots), dtype=np.float64)
+    return np.interp(ctx.ts, knot_ts, knots)
+
+
+def _variable(ctx: _Ctx, spec: ApplianceSpec, rated_w: float) -> tuple[np.ndarray, ...]:
+    """Type 3: sessions (on/off) whose power varies continuously within a session."""
+    seg = _onoff_segments(ctx, spec, 1.0)
+    _, _, cover = _paint(ctx, [seg.power_w, seg.reactive_var, np.ones_like(seg.power_w)],
+                         seg.start_s, seg.end_s)
+    level = 0.35 + 0.65 * _knot_noise(ctx, _stream_id(spec.name) + 3, 120)
+    p = rated_w * np.clip(cover, 0, 1) * level
+    return p, _reactive(p, spec.pf), cover > 1e-9
+
+
+def _always_on(ctx: _Ctx, spec: ApplianceSpec, rated_w: float) -> tuple[np.ndarray, ...]:
+    wobble = 0.97 + 0.06 * _knot_noise(ctx, _stream_id(spec.name) + 3, 900)
+    p = rated_w * wobble
+    return p, _reactive(p, spec.pf), np.ones(ctx.n, bool)
+
+
+def _activity_at(ctx: _Ctx, t_s: np.ndarray) -> np.ndarray:
+    local = t_s + ctx.cfg.utc_offset_h * 3600
+    row = np.floor(local / DAY_S).astype(np.int64) - ctx.day0
+    hour = ((local % DAY_S) // 3600).astype(np.int64)
+    ok = (row >= 0) & (row < len(ctx.activity))
+    out = np.full(len(t_s), 0.3)
+    out[ok] = ctx.activity[row[ok], hour[ok]]
+    return out
+
+
+def _compressor_segments(ctx: _Ctx, spec: ApplianceSpec, rated_w: float) -> _Segments:
+    """Thermostatic compressor cycles; warmer kitchens and door openings raise the duty cycle.
+
+    Cycles are generated per UTC day (clipped at midnight) so a day is chunk-independent.
+    """
+    stream = _stream_id(spec.name)
+    duty_base = ctx.hh["freezer_duty" if spec.name == "freezer" else "fridge_duty"]
+    on_mean = float(np.mean(spec.duration_s))
+    d0 = int(ctx.t0_s // DAY_S)
+    d1 = int((ctx.t0_s + ctx.n * ctx.step_s - 1) // DAY_S)
+    days = np.arange(d0, d1 + 1)
+    t_out, _ = wx.day_means(ctx.cfg.weather_seed, days, ctx.cfg.climate)
+    parts = []
+    for day, t_mean in zip(days, t_out, strict=True):
+        rng = wx.day_rng(ctx.seed, int(day), stream)
+        indoor_c = 20.0 + 0.35 * max(t_mean - 14.0, 0.0)
+        duty = float(np.clip(duty_base * (1 + 0.04 * (indoor_c - 20)), 0.12, 0.8))
+        n = int(DAY_S / (on_mean / duty)) + 8
+        on = on_mean * (0.85 + 0.3 * rng.random(n))
+        off = on * (1 - duty) / duty * (0.85 + 0.3 * rng.random(n))
+        first = day * DAY_S + rng.random() * (on[0] + off[0])
+        t = first + np.concatenate([[0.0], np.cumsum(on + off)[:-1]])
+        off = off * (1 - 0.3 * _activity_at(ctx, t))  # door openings shorten the off periods
+        t = first + np.concatenate([[0.0], np.cumsum(on + off)[:-1]])
+        end_day = (day + 1) * DAY_S
+        k = t < end_day
+        parts.append(_Segments(t[k], np.minimum(t[k] + on[k], end_day), np.full(k.sum(), rated_w),
+                               np.full(k.sum(), float(_reactive(rated_w, spec.pf)))))
+        if ctx.step_s <= 5:  # inrush at compressor start, visible at 1-5 s resolution
+            parts.append(_Segments(t[k], t[k] + 1.5, np.full(k.sum(), 3.0 * rated_w),
+                                   np.full(k.sum(), float(_reactive(3.0 * rated_w, 0.6)))))
+        if spec.name == "fridge" and ctx.hh["fridge_defrost"]:
+            t_def = day * DAY_S + DAY_S * rng.random()
+            parts.append(_Segments(np.array([t_def]), np.array([min(t_def + 1500, end_day)]),
+                                   np.array([220.0]), np.array([0.0])))
+    return _Segments.concat(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weather-driven and special loads
+
+
+def _pwm(ctx: _Ctx, duty: np.ndarray, period_s: float, phase: float) -> np.ndarray:
+    """Thermostat on/off: on for the first ``duty`` fraction of every period."""
+    return ((ctx.ts / period_s + phase) % 1.0) < duty
+
+
+def _heating(ctx: _Ctx) -> tuple[np.ndarray, ...]:
+    cfg = ctx.cfg
+    act = ctx.act_at_grid()
+    setpoint = np.where(act > 0.15, cfg.comfort_c, cfg.setback_c)
+    gains_w = 150.0 + 300.0 * act
+    demand_w = np.clip(cfg.heat_loss_w_per_k * (setpoint - ctx.temp_c) - gains_w, 0, None)
+    if cfg.heating == "resistive":
+        duty = np.clip(demand_w / cfg.heating_power_w, 0, 1)
+        p = cfg.heating_power_w * _pwm(ctx, duty, 1200.0, ctx.hh["heat_phase"])
+    else:  # heat pump: modulates between 30 % and 100 %, cycles below the minimum
+        cop = np.clip(2.9 + 0.085 * ctx.temp_c, 1.8, 5.0)
+        p_el = np.minimum(demand_w / cop, cfg.heating_power_w)
+        p_min = 0.3 * cfg.heating_power_w
+        cyc = _pwm(ctx, p_el / p_min, 1800.0, ctx.hh["heat_phase"])
+        p = np.where(p_el < p_min, p_min * cyc, p_el)
+    p = p.astype(np.float64)
+    return p, _reactive(p, HEATING_PF[cfg.heating]), p > 0
+
+
+def _cooling(ctx: _Ctx) -> tuple[np.ndarray, ...]:
+    cfg = ctx.cfg
+    act = ctx.act_at_grid()
+    sun = np.clip(wx.solar_elevation_sin(ctx.ts, cfg.climate.latitude_deg, cfg.utc_offset_h), 0, None)
+    load_w = cfg.heat_loss_w_per_k * (ctx.temp_c - cfg.cooling_setpoint_c) + 400.0 * sun
+    wanted = (act > 0.15) | ctx.hh["cool_always"]
+    duty = np.where(wanted, np.clip(load_w / 3.0 / cfg.cooling_power_w, 0, 1), 0.0)
+    p = cfg.cooling_power_w * _pwm(ctx, duty, 900.0, ctx.hh["cool_phase"]).astype(np.float64)
+    return p, _reactive(p, COOLING_PF), p > 0
+
+
+def _ev_segments(ctx: _Ctx) -> _Segments:
+    """Charging sessions: constant power, then a three-step taper (constant-voltage phase)."""
+    cfg = ctx.cfg
+    p_charge = float(np.clip(cfg.ev_kwh_per_day / 12.0, 0.2, 0.9))
+    parts = []
+    for day in ctx.event_days:
+        rng = wx.day_rng(ctx.seed, day, _STREAM_EV)
+        u = rng.random(4)
+        if ctx.activity[day - ctx.day0].sum() == 0 or u[0] > p_charge:
+            continue
+        energy_wh = float(np.clip(cfg.ev_kwh_per_day / p_charge * (0.6 + 0.8 * u[1]), 2, 60)) * 1000
+        if cfg.ev_timer:
+            hour = 24.5 + u[2]
+        elif is_work_day(day):
+            hour = float(np.clip(18.2 + rng.standard_normal(), 15, 23))
+        else:
+            hour = 10 + 10 * u[3]
+        t = ctx.day_start_utc(day) + hour * 3600
+        p = cfg.ev_charger_w
+        bulk_s = 0.92 * energy_wh / p * 3600
+        steps = [(bulk_s, p)] + [(0.08 / 3 * energy_wh / (f * p) * 3600, f * p) for f in (0.75, 0.5, 0.3)]
+        for dur, pw in steps:
+            parts.append((t, t + dur, pw, float(_reactive(pw, EV_PF))))
+            t += dur
+    if not parts:
+        return _Segments.empty()
+    arr = np.asarray(parts)
+    return _Segments(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
+
+
+def _pv(ctx: _Ctx) -> tuple[np.ndarray, ...]:
+    """PV export (negative power): clear-sky irradiance (Meinel air-mass model) x cloud factor."""
+    cfg = ctx.cfg
+    s = wx.solar_elevation_sin(ctx.ts, cfg.climate.latitude_deg, cfg.utc_offset_h)
+    up = s > 0.01
+    irr = np.zeros(ctx.n)
+    irr[up] = s[up] * 0.7 ** (s[up] ** -0.678) / 0.7
+    cloud = wx.cloud_factor(cfg.weather_seed, ctx.ts, cfg.climate)
+    p = -cfg.pv_kwp * 1000.0 * 0.8 * irr * cloud
+    return p, _reactive(p, PV_PF), p < -0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Household simulation
+
+
+def appliance_names(config: HouseholdConfig) -> list[str]:
+    """The appliances a trace of this household contains, in ALL_APPLIANCES order."""
+    extra = {
+        "heating": config.heating != "none", "cooling": config.cooling_power_w > 0,
+        "ev": config.ev_charger_w > 0, "pv": config.pv_kwp > 0,
+    }
+    return [n for n in ALL_APPLIANCES if n in config.appliances or extra.get(n, False)]
+
+
+def _simulate_chunk(ctx: _Ctx) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    out = {}
+    for name in appliance_names(ctx.cfg):
+        spec = SPECS_BY_NAME.get(name)
+        if spec is None:
+            if name in ("heating", "cooling", "pv"):
+                out[name] = {"heating": _heating, "cooling": _cooling, "pv": _pv}[name](ctx)
+            else:
+                out[name] = _paint_segments(ctx, _ev_segments(ctx))
+            continue
+        rated = ctx.cfg.appliances[name]
+        if spec.kind == "onoff":
+            out[name] = _paint_segments(ctx, _onoff_segments(ctx, spec, rated))
+        elif spec.kind == "cycle":
+            out[name] = _paint_segments(ctx, _cycle_segments(ctx, spec, rated))
+        elif spec.kind == "compressor":
+            out[name] = _paint_segments(ctx, _compressor_segments(ctx, spec, rated))
+        elif spec.kind == "variable":
+            out[name] = _variable(ctx, spec, rated)
+        else:
+            out[name] = _always_on(ctx, spec, rated)
+    return out
+
+
+def _block_mean(x: np.ndarray, k: int) -> np.ndarray:
+    return x if k == 1 else x.reshape(-1, k).mean(axis=1)
+
+
+def simulate_household(config: HouseholdConfig, days: int, resolution_s: int | str = 60,
+                       seed: int = 0, start: str | int | np.datetime64 = "2024-01-01") -> HouseholdTrace:
+    """Simulate ``days`` whole UTC days of one household at ``resolution_s`` (1 s .. 30 min).
+
+    Deterministic in (config, seed, start day): any day is identical however the run is cut.
+    """
+    res = parse_resolution(resolution_s)
+    start_s = parse_start(start)
+    if int(days) != days or days < 1:
+        raise SimulationError(f"days must be a positive whole number, got {days!r}")
+    days = int(days)
+    step = internal_step_s(res)
+    k = res // step
+    per_day_int, per_day_out = DAY_S // step, DAY_S // res
+    names = appliance_names(config)
+    n_out = days * per_day_out
+    app = {n: (np.zeros(n_out, np.float32), np.zeros(n_out, np.float32), np.zeros(n_out, bool)) for n in names}
+    temp = np.zeros(n_out, np.float32)
+    imp = np.zeros(n_out, np.float64)
+    exp_ = np.zeros(n_out, np.float64)
+    carry = [config.initial_import_wh, config.initial_export_wh]
+    hh = _household_params(config, seed)
+    chunk_days = max(1, _MAX_CHUNK_SAMPLES // per_day_int)
+    for c0 in range(0, days, chunk_days):
+        nd = min(chunk_days, days - c0)
+        ctx = _Ctx(config, seed, start_s + c0 * DAY_S, step, nd * per_day_int, hh)
+        parts = _simulate_chunk(ctx)
+        sl = slice(c0 * per_day_out, (c0 + nd) * per_day_out)
+        net = np.zeros(ctx.n)
+        for name, (p, q, on) in parts.items():
+            net += p
+            app[name][0][sl] = _block_mean(p, k)
+            app[name][1][sl] = _block_mean(q, k)
+            app[name][2][sl] = on.reshape(-1, k).any(axis=1)
+        temp[sl] = _block_mean(ctx.temp_c, k)
+        e_imp = np.cumsum(np.clip(net, 0, None)) * (step / 3600) + carry[0]
+        e_exp = np.cumsum(np.clip(-net, 0, None)) * (step / 3600) + carry[1]
+        imp[sl], exp_[sl] = e_imp[k - 1 :: k], e_exp[k - 1 :: k]
+        carry = [e_imp[-1], e_exp[-1]]
+    ts = start_s + res * np.arange(n_out, dtype=np.int64)
+    power, reactive = _meter(config, seed, ts, app, res)
+    local_days = (ts + int(config.utc_offset_h * 3600)) // DAY_S
+    uniq, inv = np.unique(local_days, return_inverse=True)
+    is_hol = np.array([wx.is_holiday_day(int(d)) for d in uniq])[inv]
+    return HouseholdTrace(
+        household_id=config.household_id, ts_s=ts, power_w=power, reactive_var=reactive,
+        import_wh=imp, export_wh=exp_,
+        appliances={n: ApplianceTrace(*v) for n, v in app.items()},
+        temperature_c=temp, is_holiday=is_hol, resolution_s=res, utc_offset_h=config.utc_offset_h,
+    )
+
+
+def _meter(config: HouseholdConfig, seed: int, ts: np.ndarray, app: dict, res: int) -> tuple[np.ndarray, np.ndarray]:
+    """What the meter reports: interval mean + noise, quantised (noise drawn per UTC day)."""
+    p = np.zeros(len(ts), np.float64)
+    q = np.zeros(len(ts), np.float64)
+    for pw, qv, _ in app.values():
+        p += pw
+        q += qv
+    per_day = DAY_S // res
+    d0 = int(ts[0] // DAY_S)
+    noise = np.concatenate([
+        wx.day_rng(seed, d0 + i, _STREAM_NOISE).standard_normal((2, per_day))
+        for i in range(len(ts) // per_day)], axis=1)
+    sd = config.noise_w + config.noise_frac * np.abs(p)
+    quantum = config.quantum_w
+    power = np.round((p + sd * noise[0]) / quantum) * quantum
+    reactive = np.round((q + sd * noise[1]) / quantum) * quantum
+    return power.astype(np.float32), reactive.astype(np.float32)
+
+
+def fleet_member(i: int, seed: int, climate: wx.Climate | None = None) -> tuple[HouseholdConfig, int]:
+    """Config and trace seed of household ``i`` of the fleet ``seed``."""
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(i), 0xF1EE7])
+    config = HouseholdConfig.random(rng, household_id=f"h{i:05d}", weather_seed=int(seed), climate=climate)
+    trace_seed = int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(i)]).generate_state(1)[0])
+    return config, trace_seed
+
+
+def _simulate_member(args: tuple) -> HouseholdTrace:
+    i, seed, days, resolution_s, start, climate = args
+    config, trace_seed = fleet_member(i, seed, climate)
+    return simulate_household(config, days, resolution_s, trace_seed, start)
+
+
+def simulate_fleet(n_households: int, days: int, resolution_s: int | str = 60, seed: int = 0,
+                   start: str | int | np.datetime64 = "2024-01-01", workers: int | None = 1,
+                   climate: wx.Climate | None = None) -> Iterator[HouseholdTrace]:
+    """Traces of ``n_households`` diverse households (sharing the weather), in household order.
+
+    ``workers`` > 1 (or None: all CPUs) simulates households in a process pool.
+    """
+    if n_households < 1:
+        raise SimulationError(f"n_households must be >= 1, got {n_households}")
+    parse_resolution(resolution_s)
+    parse_start(start)
+    jobs = [(i, seed, days, resolution_s, start, climate) for i in range(n_households)]
+    if workers == 1 or n_households == 1:
+        for job in jobs:
+            yield _simulate_member(job)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    with ctx.Pool(processes=workers) as pool:
+        yield from pool.imap(_simulate_member, jobs)
