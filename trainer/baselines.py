@@ -460,9 +460,22 @@ class SignalFiller:
         values = batch.observed_load()
         out = np.empty_like(values, dtype=np.float64)
         for i in range(len(values)):
-            filled = np.asarray(self.filler.fill(values[i], ~batch.observed[i], batch.ts_s[i]), dtype=np.float64)
+            filled = np.asarray(self.filler(values[i], ~batch.observed[i], batch.ts_s[i]), dtype=np.float64)
             out[i] = filled
         return np.where(batch.observed, batch.load_w, out)
+
+
+def training_masks(n: int, length: int, rates: tuple[float, ...], rng: np.random.Generator) -> np.ndarray:
+    """Observed masks [n, length] for training imputers: each window draws a rate from ``rates``;
+    half the windows lose random points, the other half one contiguous block."""
+    rate = rng.choice(rates, size=(n, 1))
+    observed = rng.random((n, length)) >= rate
+    for i in np.flatnonzero(rng.random(n) < 0.5):
+        n_miss = int(round(rate[i, 0] * length))
+        start = rng.integers(0, length - n_miss + 1)
+        observed[i] = True
+        observed[i, start : start + n_miss] = False
+    return observed
 
 
 class _BiLSTMImputerNet(nn.Module):
@@ -501,15 +514,8 @@ class BiLSTMImputer:
         return np.nan_to_num((load_w - mean) / std), mean, std
 
     def _training_arrays(self, b: ImputationBatch, seed: int) -> tuple[np.ndarray, ...]:
-        rng = np.random.default_rng(seed)
-        rates = rng.choice(self.cfg.missing_rates, size=(len(b), 1))
-        observed = rng.random(b.load_w.shape) >= rates
-        blocks = rng.random(len(b)) < 0.5  # half the windows get one contiguous gap instead
-        for i in np.flatnonzero(blocks):
-            n_miss = int(round(rates[i, 0] * b.load_w.shape[1]))
-            start = rng.integers(0, b.load_w.shape[1] - n_miss + 1)
-            observed[i] = True
-            observed[i, start : start + n_miss] = False
+        observed = training_masks(len(b), b.load_w.shape[1], self.cfg.missing_rates,
+                                  np.random.default_rng(seed))
         x, _, _ = self._normalise(b.load_w, observed)
         return x, observed.astype(np.float32), x, (~observed).astype(np.float32)
 
