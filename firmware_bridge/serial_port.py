@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import termios
 from dataclasses import dataclass
 
 from firmware_bridge.errors import ConfigError, MissingDependencyError, TransientConnectionError
@@ -32,6 +33,16 @@ DSMR_SERIAL_SETTINGS: dict[str, SerialSettings] = {
 }
 
 
+def pty_equivalent(settings: SerialSettings) -> SerialSettings:
+    """Line settings a Linux pty accepts for a meter wired as ``settings``.
+
+    Linux ptys only do 8 data bits without parity (tcsetattr fails with EINVAL otherwise). P1 data
+    is 7-bit ASCII, so a 7E1 line and 8N1 deliver the same bytes once a UART has checked and
+    stripped the parity bit; the simulated meters and their tests use this equivalent.
+    """
+    return SerialSettings(settings.baudrate, 8, "N", settings.stopbits)
+
+
 async def open_serial(
     port: str, settings: SerialSettings, *, limit: int = 65536
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -48,5 +59,9 @@ async def open_serial(
             url=port, baudrate=settings.baudrate, bytesize=settings.bytesize,
             parity=settings.parity, stopbits=settings.stopbits, limit=limit,
         )
+    except termios.error as e:  # e.g. a Linux pty rejects parity (PARENB) with EINVAL
+        raise ConfigError(
+            f"{port} does not support {settings.describe()}: {e}. A simulated meter (pty) needs "
+            "its pty_serial_settings (same bytes, no parity bit)") from e
     except (OSError, serial.SerialException) as e:
         raise TransientConnectionError(f"cannot open {port} ({settings.describe()}): {e}") from e

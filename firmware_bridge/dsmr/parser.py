@@ -103,7 +103,8 @@ def parse_quantity(text: str, expected_unit: str | None = None) -> float:
     si_unit, scale = UNIT_SCALE[unit]
     if expected_unit is not None and si_unit != expected_unit:
         raise ParseError(f"unit {unit!r} where {expected_unit} was expected in {text!r}")
-    return value * scale
+    # round away binary noise of the decimal scaling (65.180 kWh -> 65180.0 Wh, not ...0001)
+    return round(value * scale, 6) if scale != 1.0 else value
 
 
 def _decode_hex(text: str) -> str:

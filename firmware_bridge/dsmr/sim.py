@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from firmware_bridge.dsmr.writer import DSMR_VERSIONS, encode_telegram
 from firmware_bridge.pty_link import PtyDevice
+from firmware_bridge.serial_port import DSMR_SERIAL_SETTINGS, SerialSettings, pty_equivalent
 from firmware_bridge.simulated import PowerSource, SimulatedMeterState
 
 
@@ -49,6 +50,11 @@ class VirtualDsmrMeter:
     @property
     def port(self) -> str:
         return self.device.path
+
+    @property
+    def serial_settings(self) -> SerialSettings:
+        """What a reader must use on this pty (the version's settings without parity)."""
+        return pty_equivalent(DSMR_SERIAL_SETTINGS[self.version])
 
     def telegram(self, ts_s: float) -> bytes:
         regs = self.state.sample(ts_s)

@@ -1,0 +1,95 @@
+import datetime as dt
+
+import pytest
+
+from firmware_bridge.clock import ClockPolicy
+from firmware_bridge.dsmr.parser import parse_telegram, parse_timestamp, telegram_to_reading
+from firmware_bridge.errors import ParseError
+from firmware_bridge.reading import ReadingFlag
+
+from .telegrams import TELEGRAM_FLUVIUS, TELEGRAM_V4, TELEGRAM_V5, TELEGRAM_V22
+
+
+def _utc(*args) -> float:
+    return dt.datetime(*args, tzinfo=dt.UTC).timestamp()
+
+
+def _reading(telegram: bytes, received_s: float):
+    return telegram_to_reading(parse_telegram(telegram), meter_id="m1", received_s=received_s)
+
+
+def test_dsmr5_three_phase():
+    meter_ts = _utc(2010, 12, 9, 10, 30, 20)  # 101209113020W = 11:30:20 CET
+    r = _reading(TELEGRAM_V5, meter_ts + 2.0)
+    assert r.ts_s == meter_ts and r.flags == ReadingFlag.NONE
+    assert r.power_w == pytest.approx(1193.0)
+    assert r.import_wh == pytest.approx(2 * 123456789.0)
+    assert r.export_wh == pytest.approx(2 * 123456789.0)
+    assert r.voltage_v == pytest.approx(220.1) and r.current_a == 1.0
+    assert r.extra["voltage_l3_v"] == pytest.approx(220.3)
+    assert r.extra["power_l2_w"] == pytest.approx(2222.0 - 5555.0)
+    assert r.extra["gas_m3"] == pytest.approx(12785.123)
+    assert r.extra["gas_ts_s"] == _utc(2010, 12, 9, 10, 25, 0)
+    assert r.extra["equipment_id"] == "K8EG004046395507"
+    assert r.extra["tariff"] == 2.0 and r.extra["power_failures"] == 4.0
+    assert r.extra["dsmr_version"] == "5.0" and r.extra["text_message"] == "0123456789:;<=>?"
+
+
+def test_dsmr4_summer_time_sets_dst_flag():
+    meter_ts = _utc(2016, 7, 23, 12, 15, 3)  # 160723141503S = 14:15:03 CEST
+    r = _reading(TELEGRAM_V4, meter_ts)
+    assert r.ts_s == meter_ts and ReadingFlag.DST in r.flags
+    assert r.power_w == pytest.approx(287.0)
+    assert r.import_wh == pytest.approx(441879.0 + 436166.0) and r.export_wh == pytest.approx(12.0)
+    assert r.extra["dsmr_version"] == "4.2" and r.extra["gas_m3"] == pytest.approx(613.391)
+
+
+def test_dsmr22_has_no_clock_so_receive_time_is_used():
+    r = _reading(TELEGRAM_V22, 1_700_000_000.0)
+    assert r.ts_s == 1_700_000_000.0 and ReadingFlag.CLOCK_FALLBACK in r.flags
+    assert r.power_w == pytest.approx(1010.0) and r.import_wh == pytest.approx(2002.0)
+    assert r.extra["gas_m3"] == pytest.approx(1.001)  # value on the continuation line
+    assert r.extra["gas_ts_s"] == _utc(2016, 11, 7, 18, 0, 0)  # no suffix: Europe/Amsterdam (CET)
+    assert r.extra["dsmr_version"] == "2.2" and r.extra["limiter_threshold_w"] == 999000.0
+
+
+def test_fluvius():
+    meter_ts = _utc(2020, 5, 12, 11, 54, 9)
+    r = _reading(TELEGRAM_FLUVIUS, meter_ts + 1)
+    assert r.ts_s == meter_ts and ReadingFlag.DST in r.flags
+    assert r.power_w == pytest.approx(502.0) and r.current_a == pytest.approx(2.14)
+    assert r.import_wh == pytest.approx(34.0 + 15758.0) and r.export_wh == pytest.approx(11.0)
+    assert r.extra["avg_demand_w"] == pytest.approx(2351.0)
+    assert r.extra["max_demand_month_w"] == pytest.approx(2589.0)
+    assert r.extra["gas_m3"] == pytest.approx(112.384)
+    assert r.extra["gas_ts_s"] == _utc(2020, 5, 12, 11, 45, 58)
+    assert r.extra["dsmr_version"] == "fluvius-50217"
+
+
+def test_meter_clock_off_by_more_than_threshold_falls_back():
+    tg = parse_telegram(TELEGRAM_V5)
+    received_s = tg.timestamp.ts_s + 3600.0
+    r = telegram_to_reading(tg, meter_id="m", received_s=received_s, clock=ClockPolicy(300.0))
+    assert r.ts_s == received_s and ReadingFlag.CLOCK_FALLBACK in r.flags
+    assert r.extra["meter_ts_s"] == tg.timestamp.ts_s  # the meter's own clock is kept for audit
+    r_ok = telegram_to_reading(tg, meter_id="m", received_s=received_s, clock=ClockPolicy(7200.0))
+    assert r_ok.ts_s == tg.timestamp.ts_s
+
+
+def test_end_of_summer_time_repeated_hour_is_resolved_by_the_flag():
+    # 2023-10-29 02:30 local happens twice: S (00:30 UTC) and W (01:30 UTC)
+    assert parse_timestamp("231029023000S").ts_s == _utc(2023, 10, 29, 0, 30)
+    assert parse_timestamp("231029023000W").ts_s == _utc(2023, 10, 29, 1, 30)
+
+
+@pytest.mark.parametrize("bad", [
+    b"/X\r\n\r\n1-0:1.7.0(01.193*kW\r\n!\r\n",  # unclosed group
+    b"/X\r\n\r\n1-0:1.7.0(01.1x3*kW)\r\n!\r\n",  # bad number
+    b"/X\r\n\r\n1-0:1.7.0(01.193*kWh)\r\n!\r\n",  # energy unit where power is expected
+    b"/X\r\n\r\n0-0:1.0.0(101399113020W)\r\n1-0:1.7.0(01.193*kW)\r\n!\r\n",  # month 13
+    b"/X\r\n\r\n0-0:96.14.0(0002)\r\n!\r\n",  # neither power nor energy
+    b"/X\r\n\r\n1-0:1.7.0(01.193*kW)\xff\r\n!\r\n",  # non-ASCII
+])
+def test_malformed_content_raises_parse_error(bad):
+    with pytest.raises(ParseError):
+        parse_telegram(bad)
