@@ -414,18 +414,23 @@ class UnifiedModel(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------------
     def encode(self, x_w: torch.Tensor, observed: torch.Tensor | None = None,
-               patch_mask: torch.Tensor | None = None, noise_std: float = 0.0) -> Encoded:
+               patch_mask: torch.Tensor | None = None, noise_std: float = 0.0,
+               noise: torch.Tensor | None = None) -> Encoded:
         """f: x [B, L] in W -> load characteristics.
 
         observed [B, L] (1 observed, 0 missing); patch_mask [B, P] bool (True = hidden, Alg. 2);
-        noise_std adds N(0, noise_std^2) in normalised units before masking (eq 1).
+        noise_std adds N(0, noise_std^2) in normalised units before masking (eq 1); ``noise``
+        [B, L] (normalised units) gives that noise explicitly (the DDP trainer draws it per global
+        batch so every rank sees the slice a single process would).
         """
         cfg = self.cfg
         if x_w.dim() != 2 or x_w.shape[1] != cfg.seq_len:
             raise ValueError(f"expected input [B, {cfg.seq_len}], got {tuple(x_w.shape)}")
         obs = torch.ones_like(x_w) if observed is None else observed.to(x_w.dtype)
         x_n, stats = instance_norm(x_w, obs, cfg.norm_eps)
-        if noise_std > 0:
+        if noise is not None:
+            x_n = x_n + noise
+        elif noise_std > 0:
             x_n = x_n + noise_std * torch.randn_like(x_n)
         if patch_mask is not None:
             keep = (~patch_mask).to(x_w.dtype).repeat_interleave(cfg.patch_len, dim=1)
@@ -446,12 +451,13 @@ class UnifiedModel(nn.Module):
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None, observed: torch.Tensor | None = None,
-                noise_std: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+                noise_std: float = 0.0, noise: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x [B, L] W -> (recovered x_hat [B, L] W, eq 26 loss if targets [B, L] W are given).
 
         mask [B, P] bool hides patches (pre-training); observed [B, L] marks missing points.
         """
-        enc = self.encode(x, observed=observed, patch_mask=mask, noise_std=noise_std)
+        enc = self.encode(x, observed=observed, patch_mask=mask, noise_std=noise_std, noise=noise)
         rec_n = self.recovery(enc.z.reshape(enc.z.shape[0], -1))
         out = instance_denorm(rec_n, enc.stats)
         if targets is None:

@@ -1,0 +1,320 @@
+"""Pre-training of the unified model, seed 000 Algorithm 2.
+
+Per step: sample a batch of profiles, instance-normalise, add Gaussian noise, hide a random
+``mask_ratio`` of the patches, extract load characteristics z through the MoE encoder and the
+information bottleneck, recover the profile with the linear head g, and minimise eq 26
+(reconstruction + beta * KL + w_value * CV^2(Value) + w_load * CV^2(Payload)) with Adam.
+
+Seeded, resumable (``last.pt`` holds optimizer, RNG and position in the epoch), a progress bar,
+``metrics.jsonl`` and ``pretrain.png`` (losses and per-layer expert utilisation). The same code runs
+under ``torchrun --nproc_per_node=N`` with DistributedDataParallel: the mask and input noise are
+drawn per *global* batch from a step-seeded generator and each rank uses its slice, so the loss
+curve follows the single-process one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from trainer import distributed as D
+from trainer.checkpoint import CheckpointError, DataSpec, load_checkpoint, save_checkpoint
+from trainer.data import ArrayDataset, DataError
+from trainer.model import ModelConfig, UnifiedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainConfig:
+    """Defaults follow Table I (epochs 100, batch 16, Adam lr 1e-3)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    out_dir: str = "runs/pretrain"
+    epochs: int = 100
+    batch_size: int = 16  # global batch (split across DDP ranks)
+    lr: float = 1e-3
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    lr_schedule: str = "constant"  # "constant" (the paper) | "cosine"
+    mask_ratio: float = 0.4  # share of patches hidden per profile (not given in the paper)
+    noise_std: float = 0.1  # Gaussian input noise, in instance-normalised units
+    grad_clip: float = 1.0
+    seed: int = 0
+    max_steps: int | None = None
+    log_every: int = 10
+    ckpt_every: int = 500  # steps between resumable checkpoints (and at each epoch end)
+    resume: bool = True
+    progress: bool = True
+    plot: bool = True
+    threads: int | None = None  # torch intra-op threads (None: leave torch's default)
+    val_batch_size: int = 512
+    data_spec: DataSpec | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = ModelConfig.from_dict(self.model)
+        if isinstance(self.data_spec, dict):
+            self.data_spec = DataSpec(**self.data_spec)
+        if not 0 < self.mask_ratio < 1:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def random_patch_mask(batch: int, n_patches: int, ratio: float,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """bool [batch, n_patches], exactly round(ratio * P) True per row (at least 1, at most P-1)."""
+    n_mask = min(max(int(round(ratio * n_patches)), 1), n_patches - 1)
+    scores = torch.rand(batch, n_patches, generator=generator)
+    idx = scores.argsort(dim=1)[:, :n_mask]
+    return torch.zeros(batch, n_patches, dtype=torch.bool).scatter_(1, idx, True)
+
+
+def _step_inputs(cfg: PretrainConfig, step: int, global_batch: int, ctx: D.DistContext
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask and input noise for the whole global batch of this step; this rank's slice."""
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    mc = cfg.model
+    mask = random_patch_mask(global_batch, mc.n_patches, cfg.mask_ratio, g)
+    noise = cfg.noise_std * torch.randn(global_batch, mc.seq_len, generator=g)
+    rows = np.array_split(np.arange(global_batch), ctx.world)[ctx.rank]
+    return mask[rows], noise[rows]
+
+
+def _lr_at(cfg: PretrainConfig, step: int, total: int) -> float:
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    warm = max(total // 50, 1)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min((step - warm) / max(total - warm, 1), 1.0)))
+
+
+@torch.no_grad()
+def evaluate_pretrain(model: UnifiedModel, data: ArrayDataset, cfg: PretrainConfig) -> dict:
+    """Eq 26 terms on ``data`` in eval mode, with a fixed mask (seeded), plus masked-point MAE (W)."""
+    was_training = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(cfg.seed + 7919)
+    sums: dict[str, float] = {}
+    n, mae_sum, mae_n = 0, 0.0, 0.0
+    for batch in data.batches(cfg.val_batch_size, shuffle=False, drop_last=False):
+        x = torch.from_numpy(batch["load_w"]).float()
+        mask = random_patch_mask(len(x), cfg.model.n_patches, cfg.mask_ratio, g)
+        out, _ = model(x, targets=x, mask=mask)
+        for k, v in model.last_losses.items():
+            sums[k] = sums.get(k, 0.0) + v * len(x)
+        hidden = mask.repeat_interleave(cfg.model.patch_len, dim=1)
+        mae_sum += float((out - x).abs()[hidden].sum())
+        mae_n += float(hidden.sum())
+        n += len(x)
+    model.train(was_training)
+    res = {f"val_{k}": v / max(n, 1) for k, v in sums.items()}
+    res["val_masked_mae_w"] = mae_sum / max(mae_n, 1)
+    return res
+
+
+class _Run:
+    """State of one pre-training run (kept small so ``pretrain`` reads top to bottom)."""
+
+    def __init__(self, cfg: PretrainConfig, ctx: D.DistContext):
+        self.cfg, self.ctx = cfg, ctx
+        self.out = Path(cfg.out_dir)
+        self.metrics_path = self.out / "metrics.jsonl"
+        self.step = self.epoch = self.batch_in_epoch = 0
+        self.util_counts = torch.zeros(cfg.model.n_layers, cfg.model.n_experts)
+
+    def log(self, record: dict) -> None:
+        if self.ctx.is_main:
+            with self.metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _try_resume(run: _Run, model: UnifiedModel, opt: torch.optim.Optimizer) -> None:
+    last = run.out / "last.pt"
+    if not (run.cfg.resume and last.is_file()):
+        return
+    ckpt = load_checkpoint(last)
+    if ckpt["model_config"] != run.cfg.model.to_dict():
+        raise CheckpointError(f"{last} was written for another model config; use a new out_dir "
+                              "or resume=False")
+    model.load_state_dict(ckpt["state_dict"])
+    opt.load_state_dict(ckpt["optimizer"])
+    ex = ckpt["extra"]
+    run.step, run.epoch, run.batch_in_epoch = ckpt["step"], ckpt["epoch"], ex["batch_in_epoch"]
+    torch.set_rng_state(ex["rng"][min(run.ctx.rank, len(ex["rng"]) - 1)])
+    log.info("resumed %s at step %d (epoch %d, batch %d)", last, run.step, run.epoch,
+             run.batch_in_epoch)
+
+
+def _save(run: _Run, model: UnifiedModel, opt, name: str, metrics: dict | None = None,
+          with_optimizer: bool = True) -> Path:
+    rng = [torch.get_rng_state()]
+    return save_checkpoint(
+        run.out / name, model, kind="pretrain", model_cfg=run.cfg.model, data_spec=run.cfg.data_spec,
+        metrics=metrics, step=run.step, epoch=run.epoch, optimizer=opt if with_optimizer else None,
+        extra={"batch_in_epoch": run.batch_in_epoch, "rng": rng,
+               "pretrain_config": run.cfg.to_dict()})
+
+
+def pretrain(cfg: PretrainConfig, train_data, val_data=None) -> Path:
+    """Algorithm 2. ``train_data``/``val_data``: ArrayDataset, dict with ``load_w`` or [N, L] array.
+
+    Returns the path of the final checkpoint (``<out_dir>/pretrain.pt``, kind "pretrain").
+    """
+    ctx = D.setup()
+    try:
+        return _pretrain(cfg, ctx, train_data, val_data)
+    finally:
+        D.teardown(ctx)
+
+
+def _pretrain(cfg: PretrainConfig, ctx: D.DistContext, train_data, val_data) -> Path:
+    train = ArrayDataset.coerce(train_data, "pretrain")
+    val = ArrayDataset.coerce(val_data, "pretrain") if val_data is not None else None
+    L = train.arrays["load_w"].shape[1]
+    if cfg.model.seq_len != L:
+        raise DataError(f"profiles have {L} points but the model expects seq_len={cfg.model.seq_len}")
+    if len(train) < cfg.batch_size:
+        raise DataError(f"{len(train)} training profiles < one batch of {cfg.batch_size}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.data_spec is None:
+        cfg.data_spec = DataSpec(seq_len=L, n_patches=cfg.model.n_patches,
+                                 resolution_s=int(train.meta.get("resolution_s", 1800)),
+                                 source=str(train.meta.get("source", "")))
+    torch.manual_seed(cfg.seed)  # identical init on every rank
+    model = UnifiedModel(cfg.model).to(ctx.device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
+    run = _Run(cfg, ctx)
+    run.out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed + 1 + ctx.rank)  # gate and IB noise differ per rank
+    _try_resume(run, model, opt)
+    if ctx.is_main and run.step == 0:
+        run.metrics_path.write_text("")
+    ddp_model = D.wrap(model, ctx)
+    per_epoch = train.n_batches(cfg.batch_size)
+    total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
+    bar = tqdm(total=total, initial=run.step, desc="pretrain", unit="step",
+               disable=not (cfg.progress and ctx.is_main))
+    metrics: dict = {}
+    while run.epoch < cfg.epochs and run.step < total:
+        _train_epoch(run, model, ddp_model, opt, train, total, bar)
+        if run.batch_in_epoch < per_epoch:
+            break  # max_steps reached mid-epoch
+        metrics = _end_epoch(run, model, opt, val)
+    bar.close()
+    path = run.out / "pretrain.pt"
+    if ctx.is_main:
+        metrics = metrics or (evaluate_pretrain(model, val, cfg) if val is not None else {})
+        _save(run, model, opt, "last.pt", metrics)
+        _save(run, model, None, "pretrain.pt", metrics, with_optimizer=False)
+        if cfg.plot:
+            plot_pretrain(run.metrics_path, run.out / "pretrain.png")
+    D.barrier(ctx)
+    return path
+
+
+def _train_epoch(run: _Run, model: UnifiedModel, ddp_model, opt, train: ArrayDataset,
+                 total: int, bar) -> None:
+    cfg, ctx = run.cfg, run.ctx
+    model.train()
+    t0, seen = time.perf_counter(), 0
+    for batch in train.batches(cfg.batch_size, seed=cfg.seed, epoch=run.epoch, rank=ctx.rank,
+                               world=ctx.world, skip=run.batch_in_epoch):
+        if run.step >= total:
+            return
+        x = torch.from_numpy(batch["load_w"]).float().to(ctx.device)
+        mask, noise = _step_inputs(cfg, run.step, cfg.batch_size, ctx)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(cfg, run.step, total)
+        _, loss = ddp_model(x, targets=x, mask=mask.to(ctx.device), noise=noise.to(ctx.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        for i, m in enumerate(model.moe_layers()):
+            run.util_counts[i] += m.last_routing.tokens_per_expert.detach().cpu()
+        run.step += 1
+        run.batch_in_epoch += 1
+        seen += len(x) * ctx.world
+        bar.update(1)
+        if run.step % cfg.log_every == 0 or run.step == 1:
+            _log_step(run, model, opt, seen / (time.perf_counter() - t0), bar)
+        if cfg.ckpt_every and run.step % cfg.ckpt_every == 0 and ctx.is_main:
+            _save(run, model, opt, "last.pt")
+
+
+def _log_step(run: _Run, model: UnifiedModel, opt, samples_per_s: float, bar) -> None:
+    keys = ("loss", "recon", "kl", "balance")
+    parts = torch.tensor([model.last_losses[k] for k in keys])
+    parts = D.all_reduce_mean(parts, run.ctx)
+    rec = {"step": run.step, "epoch": run.epoch, **{k: float(v) for k, v in zip(keys, parts, strict=True)},
+           "lr": opt.param_groups[0]["lr"], "samples_per_s": samples_per_s}
+    bar.set_postfix(loss=f"{rec['loss']:.3f}", bal=f"{rec['balance']:.3f}")
+    run.log(rec)
+
+
+def _end_epoch(run: _Run, model: UnifiedModel, opt, val: ArrayDataset | None) -> dict:
+    cfg, ctx = run.cfg, run.ctx
+    counts = D.all_reduce_sum(run.util_counts, ctx)
+    util = (counts / counts.sum(1, keepdim=True).clamp_min(1)).tolist()
+    run.util_counts.zero_()
+    metrics = evaluate_pretrain(model, val, cfg) if (val is not None and ctx.is_main) else {}
+    run.log({"step": run.step, "epoch": run.epoch, "expert_utilisation": util, **metrics})
+    run.epoch += 1
+    run.batch_in_epoch = 0
+    if ctx.is_main:
+        _save(run, model, opt, "last.pt", metrics)
+    D.barrier(ctx)
+    return metrics
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_pretrain(metrics_path: str | Path, png_path: str | Path) -> Path:
+    """Losses over steps (train terms, validation) and the last epoch's expert utilisation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = read_metrics(metrics_path)
+    steps = [r for r in recs if "loss" in r]
+    epochs = [r for r in recs if "expert_utilisation" in r]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for key in ("loss", "recon", "balance"):
+        ax1.plot([r["step"] for r in steps], [r[key] for r in steps], label=key)
+    ax1.plot([r["step"] for r in steps], [r["kl"] * 1e-3 for r in steps], label="kl x 1e-3")
+    val = [r for r in epochs if "val_loss" in r]
+    if val:
+        ax1.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val loss")
+    ax1.set_yscale("log")
+    ax1.set_xlabel("step")
+    ax1.set_title("pre-training loss (eq 26)")
+    ax1.legend()
+    if epochs:
+        util = np.asarray(epochs[-1]["expert_utilisation"])
+        im = ax2.imshow(util, aspect="auto", cmap="viridis", vmin=0)
+        ax2.set_xlabel("expert")
+        ax2.set_ylabel("MoE layer")
+        ax2.set_title(f"share of routed tokens per expert (epoch {epochs[-1]['epoch']})")
+        fig.colorbar(im, ax=ax2)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return Path(png_path)
