@@ -1,0 +1,119 @@
+"""``unimeter agent``: run the gateway agent, check its config, or report its health.
+
+    unimeter agent --config agent.toml                 run (systemd: Type=notify)
+    unimeter agent check-config --config agent.toml    validate, print the effective config
+    unimeter agent health --config agent.toml [--max-age-s 120]   exit 0 if a reading is fresh
+
+Exit codes: 0 ok, 2 bad config (the message names the key), 3 store/sources failed to start,
+1 unhealthy (health).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import signal
+import sys
+
+from edge.agent.config import AgentConfig, ConfigError, load_config
+
+log = logging.getLogger("edge.agent")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", "-c", default=argparse.SUPPRESS, help="agent TOML file")
+    p = subparsers.add_parser("agent", parents=[common], help="run the gateway agent (meters -> model -> MQTT)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=cmd_run, config=None)
+    sub = p.add_subparsers(dest="agent_command", metavar="ACTION")
+    sub.add_parser("run", parents=[common], help="run the agent (default)").set_defaults(func=cmd_run)
+    sub.add_parser("check-config", parents=[common], help="validate the config and print it (no secrets)",
+                   ).set_defaults(func=cmd_check_config)
+    h = sub.add_parser("health", parents=[common], help="exit 0 if the newest stored reading is fresh")
+    h.add_argument("--max-age-s", type=float, default=120.0, help="oldest acceptable last reading (s)")
+    h.add_argument("--store", default=None, help="store path (default: from the config)")
+    h.set_defaults(func=cmd_health)
+
+
+def _load(args: argparse.Namespace) -> AgentConfig | None:
+    if not args.config:
+        print("unimeter agent: --config is required", file=sys.stderr)
+        return None
+    try:
+        return load_config(args.config)
+    except ConfigError as e:
+        print(f"unimeter agent: invalid config {args.config}: {e}", file=sys.stderr)
+        return None
+
+
+def _redacted(cfg: AgentConfig) -> dict:
+    d = dataclasses.asdict(cfg)
+    d["mqtt"]["password"] = "***" if cfg.mqtt.password else ""
+    return d
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if cfg is None:
+        return 2
+    print(json.dumps(_redacted(cfg), indent=2, default=str))
+    print(f"config OK: gateway {cfg.gateway.id}, {len(cfg.meters)} meters, store {cfg.store_path}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from edge.agent.store import StoreError, last_reading_age_s
+
+    store = args.store
+    if store is None:
+        cfg = _load(args)
+        if cfg is None:
+            return 2
+        store = cfg.store_path
+    try:
+        age_s = last_reading_age_s(store)
+    except StoreError as e:
+        print(f"unhealthy: {e}", file=sys.stderr)
+        return 1
+    if age_s is None:
+        print("unhealthy: no reading stored yet", file=sys.stderr)
+        return 1
+    ok = age_s <= args.max_age_s
+    print(f"{'healthy' if ok else 'unhealthy'}: last reading {age_s:.1f} s ago (limit {args.max_age_s:.0f} s)")
+    return 0 if ok else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if cfg is None:
+        return 2
+    logging.getLogger().setLevel(cfg.gateway.log_level.upper())
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(run_agent(cfg))
+
+
+async def run_agent(cfg: AgentConfig) -> int:
+    from edge.agent.agent import Agent
+    from edge.agent.simulated import SourceBuildError, build_sources
+    from edge.agent.store import StoreError
+
+    try:
+        sources = build_sources(cfg)
+    except SourceBuildError as e:
+        log.error("cannot start the meter sources: %s", e)
+        return 3
+    agent = Agent(cfg, sources)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.request_stop)
+    try:
+        return await agent.run()
+    except StoreError as e:
+        log.error("%s", e)
+        return 3

@@ -1,0 +1,283 @@
+"""Agent configuration: TOML (``tomllib``) validated into dataclasses.
+
+Every error names the dotted key and the problem, e.g.
+``mqtt.port: expected an integer in 1..65535, got 'abc'``. Unknown keys are errors too (a typo
+must not silently fall back to a default). Secrets (the MQTT password) come from a file or an
+environment variable named in the config, never from the TOML itself, and are never logged:
+``Secret.__repr__`` hides the value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """An invalid agent configuration; ``key`` is the dotted key at fault."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class Secret(str):
+    """A string whose repr/str in logs never shows the value."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self else "Secret('')"
+
+    def reveal(self) -> str:
+        return str.__str__(self)
+
+    def __str__(self) -> str:
+        return "***" if self else ""
+
+
+@dataclass
+class GatewayConfig:
+    id: str = "gateway"
+    state_dir: str = "/var/lib/unimeter"  # systemd StateDirectory; the store lives here
+    log_level: str = "info"
+
+
+@dataclass
+class MqttConfig:
+    enabled: bool = True
+    host: str = "localhost"
+    port: int = 1883
+    client_id: str = ""  # default: unimeter-<gateway id>
+    base_topic: str = "unimeter"
+    keepalive_s: int = 30
+    qos: int = 1
+    username: str = ""
+    password_file: str = ""  # a file holding the password (first line), or
+    password_env: str = ""  # the name of an environment variable holding it
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    tls_insecure: bool = False  # skip hostname verification (self-signed test brokers only)
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+    max_inflight: int = 200  # messages awaiting PUBACK
+    reconnect_max_s: float = 30.0
+    password: Secret = field(default_factory=lambda: Secret(""), repr=False)  # resolved, not read from TOML
+
+
+@dataclass
+class StoreConfig:
+    path: str = "agent.sqlite"  # relative to gateway.state_dir
+    batch_max: int = 500  # readings per commit at most
+    batch_interval_s: float = 0.05  # longest a received reading waits for its commit
+    synchronous: str = "normal"  # SQLite synchronous= in WAL mode: "normal" or "full"
+    retention_days: float = 30.0  # readings older than this (and already published) are pruned
+    outbox_max_rows: int = 200_000  # bounded-disk policy, see edge.agent.store
+    outbox_max_mb: float = 256.0
+
+
+@dataclass
+class ModelConfig:
+    bundle: str = ""  # bundle directory; empty: no inference (readings/quality only)
+    backend: str = "auto"  # auto | onnx | tflite
+    precision: str = "int8"  # int8 | fp32
+    threads: int = 1
+    watch_interval_s: float = 30.0  # how often the bundle path is checked for a new model
+
+
+@dataclass
+class ScheduleConfig:
+    profile_every_s: float = 1800.0  # imputation + anomaly on the last day of half-hour profiles
+    nilm_every_s: float = 60.0  # NILM on the rolling high-rate window
+    forecast_every_s: float = 86400.0  # day-ahead forecast
+    quality_every_s: float = 300.0
+    report_every_s: float = 86400.0
+    status_every_s: float = 60.0
+    nilm_resolution_s: float = 0.0  # 0: from the bundle manifest (fallback 10 s)
+    profile_resolution_s: float = 0.0  # 0: from the bundle manifest (fallback 1800 s)
+    min_coverage: float = 0.5  # skip inference on windows with less observed data than this
+
+
+@dataclass
+class MeterConfig:
+    id: str
+    kind: str  # a firmware_bridge source kind ("dsmr", "modbus", "zigbee", ...) or "sim*"
+    name: str = ""  # display name for Home Assistant
+    options: dict[str, Any] = field(default_factory=dict)  # passed to build_source
+
+
+@dataclass
+class AgentConfig:
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    meters: list[MeterConfig] = field(default_factory=list)
+
+    @property
+    def store_path(self) -> Path:
+        p = Path(self.store.path)
+        return p if p.is_absolute() else Path(self.gateway.state_dir) / p
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"unimeter-{self.gateway.id}"
+
+
+# --- validation --------------------------------------------------------------------------------
+
+_TOPIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_CHOICES = {
+    "gateway.log_level": ("debug", "info", "warning", "error"),
+    "store.synchronous": ("normal", "full"),
+    "model.backend": ("auto", "onnx", "tflite"),
+    "model.precision": ("int8", "fp32"),
+    "mqtt.qos": (0, 1, 2),
+}
+_RANGES = {
+    "mqtt.port": (1, 65535),
+    "mqtt.keepalive_s": (5, 3600),
+    "mqtt.max_inflight": (1, 65535),
+    "store.batch_max": (1, 100_000),
+    "model.threads": (1, 64),
+    "store.outbox_max_rows": (100, 10**9),
+}
+
+
+def _check_type(key: str, value: Any, kind: type) -> Any:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"expected a number, got {value!r}")
+        if value < 0:
+            raise ConfigError(key, f"must not be negative, got {value!r}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {value!r}")
+        return value
+    if kind is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a table, got {value!r}")
+        return value
+    raise ConfigError(key, f"unsupported type {kind}")  # pragma: no cover
+
+
+_KINDS = {"bool": bool, "int": int, "float": float, "str": str, "dict[str, Any]": dict}
+
+
+def _build(cls: type, section: str, data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(section, f"expected a table, got {data!r}")
+    known = {f.name: f for f in fields(cls) if f.name != "password"}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{section}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for name, f in known.items():
+        key = f"{section}.{name}"
+        if name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ConfigError(key, "required key is missing")
+            continue
+        value = _check_type(key, data[name], _KINDS[str(f.type)])
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ConfigError(key, f"must be one of {_CHOICES[key]}, got {value!r}")
+        if key in _RANGES and not _RANGES[key][0] <= value <= _RANGES[key][1]:
+            lo, hi = _RANGES[key]
+            raise ConfigError(key, f"expected an integer in {lo}..{hi}, got {value!r}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _resolve_password(mqtt: MqttConfig) -> Secret:
+    if mqtt.password_file and mqtt.password_env:
+        raise ConfigError("mqtt.password_file", "set password_file or password_env, not both")
+    if mqtt.password_file:
+        try:
+            text = Path(mqtt.password_file).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError("mqtt.password_file", f"cannot read the file: {e.strerror}") from e
+        lines = text.splitlines()
+        return Secret(lines[0] if lines else "")
+    if mqtt.password_env:
+        if mqtt.password_env not in os.environ:
+            raise ConfigError("mqtt.password_env", f"environment variable {mqtt.password_env} is not set")
+        return Secret(os.environ[mqtt.password_env])
+    return Secret("")
+
+
+def _check_semantics(cfg: AgentConfig) -> None:
+    if not _TOPIC_ID.match(cfg.gateway.id):
+        raise ConfigError("gateway.id", f"must match {_TOPIC_ID.pattern} (used in MQTT topics), got {cfg.gateway.id!r}")
+    if not cfg.mqtt.base_topic or any(c in cfg.mqtt.base_topic for c in "#+"):
+        raise ConfigError("mqtt.base_topic", f"must be non-empty without MQTT wildcards, got {cfg.mqtt.base_topic!r}")
+    if (cfg.mqtt.password_file or cfg.mqtt.password_env) and not cfg.mqtt.username:
+        raise ConfigError("mqtt.username", "a password is configured but no username")
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(cfg.mqtt, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"mqtt.{key}", f"file not found: {path}")
+    if bool(cfg.mqtt.cert_file) != bool(cfg.mqtt.key_file):
+        raise ConfigError("mqtt.cert_file", "cert_file and key_file go together")
+    if cfg.store.batch_interval_s <= 0:
+        raise ConfigError("store.batch_interval_s", "must be > 0")
+    for name in ("profile_every_s", "nilm_every_s", "forecast_every_s", "quality_every_s",
+                 "report_every_s", "status_every_s"):
+        if getattr(cfg.schedule, name) <= 0:
+            raise ConfigError(f"schedule.{name}", "must be > 0 seconds")
+    if not cfg.meters:
+        raise ConfigError("meters", "at least one [[meters]] entry is required")
+    seen: set[str] = set()
+    for i, m in enumerate(cfg.meters):
+        if not _TOPIC_ID.match(m.id):
+            raise ConfigError(f"meters[{i}].id", f"must match {_TOPIC_ID.pattern}, got {m.id!r}")
+        if m.id in seen:
+            raise ConfigError(f"meters[{i}].id", f"duplicate meter id {m.id!r}")
+        seen.add(m.id)
+
+
+def parse_config(data: dict, *, resolve_secrets: bool = True) -> AgentConfig:
+    """Validate a parsed TOML document into an :class:`AgentConfig`."""
+    sections = {"gateway": GatewayConfig, "mqtt": MqttConfig, "store": StoreConfig,
+                "model": ModelConfig, "schedule": ScheduleConfig}
+    for key in data:
+        if key not in (*sections, "meters"):
+            raise ConfigError(key, f"unknown section (known: {', '.join([*sections, 'meters'])})")
+    built = {name: _build(cls, name, data.get(name, {})) for name, cls in sections.items()}
+    meters_raw = data.get("meters", [])
+    if not isinstance(meters_raw, list):
+        raise ConfigError("meters", "expected an array of tables ([[meters]])")
+    meters = [_build(MeterConfig, f"meters[{i}]", m) for i, m in enumerate(meters_raw)]
+    cfg = AgentConfig(meters=meters, **built)
+    _check_semantics(cfg)
+    if resolve_secrets:
+        cfg.mqtt.password = _resolve_password(cfg.mqtt)
+    return cfg
+
+
+def load_config(path: str | Path, *, resolve_secrets: bool = True) -> AgentConfig:
+    """Read and validate an agent TOML file; raises :class:`ConfigError` naming the key."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError("<file>", f"cannot read {path}: {e.strerror}") from e
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError("<toml>", f"{path} is not valid TOML: {e}") from e
+    return parse_config(data, resolve_secrets=resolve_secrets)

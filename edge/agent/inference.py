@@ -1,0 +1,241 @@
+"""On-device inference for the agent: the model host (hot update) and the per-task steps.
+
+``ModelHost`` owns the live model. ``try_load(path)`` verifies a bundle (``edge.bundle.load_bundle``
+checks every sha256), opens an ``InferenceRuntime`` and runs every task once on zeros; only when
+all of that passes is the new model swapped in (one attribute assignment: atomic for the event
+loop and the inference thread). On any failure the old model keeps serving. If a freshly swapped
+model then fails ``rollback_after_errors`` runs in a row, the host rolls back to the previous one.
+
+The task steps turn resampled windows into publishable dicts (units in key names):
+``profile_step`` (imputation + anomaly on the last L bins), ``nilm_step`` and ``forecast_step``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+TASKS = ("imputation", "anomaly", "forecast", "nilm")
+
+
+class Runtime(Protocol):
+    """What the agent needs from ``edge.runtime.InferenceRuntime`` (a real one in production)."""
+
+    backend_name: str
+
+    def run(self, task: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class ModelLoadError(RuntimeError):
+    """A bundle was refused; the previous model (if any) keeps serving."""
+
+
+@dataclass(frozen=True)
+class TaskShape:
+    resolution_s: float
+    length: int
+
+
+@dataclass
+class LoadedModel:
+    """One verified model: its runtime and what the agent needs from its manifest."""
+
+    runtime: Any
+    version: str
+    path: Path
+    fingerprint: str
+    tasks: dict[str, TaskShape]
+    appliances: tuple[str, ...]
+    n_covariates: int = 0
+
+    def has(self, task: str) -> bool:
+        return task in self.tasks
+
+
+def bundle_fingerprint(path: str | Path) -> str:
+    """Cheap change detector for the watcher: resolved path + manifest mtime/size/inode."""
+    p = Path(path)
+    try:
+        root = p.resolve()
+        st = (root / "manifest.json").stat()
+    except OSError:
+        return ""
+    return f"{root}:{st.st_mtime_ns}:{st.st_size}:{st.st_ino}"
+
+
+def open_model(path: str | Path, backend: str, precision: str, threads: int) -> LoadedModel:
+    """Verify, open and smoke-test a bundle. Raises ModelLoadError saying why."""
+    from edge.bundle import BundleError, load_bundle
+    from edge.runtime import InferenceRuntime
+
+    fingerprint = bundle_fingerprint(path)
+    try:
+        bundle = load_bundle(path)
+        runtime = InferenceRuntime(bundle, backend=backend, precision=precision, threads=threads)
+        runtime.warmup()  # every task once on zeros: a graph that cannot run is refused here
+    except (BundleError, ValueError, OSError) as e:
+        raise ModelLoadError(f"bundle {path} refused: {e}") from e
+    except Exception as e:  # an interpreter failing on a corrupt graph raises its own types
+        raise ModelLoadError(f"bundle {path} refused: the model does not run: {e}") from e
+    tasks = {}
+    n_cov = 0
+    for name, spec in bundle.tasks.items():
+        first = spec.inputs[0]
+        tasks[name] = TaskShape(float(spec.input_spec["resolution_s"]), int(first.shape[-1]))
+        if name == "forecast":
+            cov = [t for t in spec.inputs if t.name == "covariates"]
+            n_cov = int(cov[0].shape[-1]) if cov else 0
+    return LoadedModel(runtime, bundle.model_version, bundle.path, fingerprint, tasks,
+                       bundle.appliances, n_cov)
+
+
+@dataclass
+class ModelHost:
+    """The live model with verified hot swap and rollback."""
+
+    opener: Callable[[str | Path], LoadedModel]
+    rollback_after_errors: int = 3
+    current: LoadedModel | None = None
+    previous: LoadedModel | None = None
+    last_error: str = ""
+    swaps: int = 0
+    rollbacks: int = 0
+    _errors_since_swap: int = 0
+    _proven: bool = True
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def try_load(self, path: str | Path) -> bool:
+        """Load and swap in a bundle; False (old model kept, ``last_error`` set) on failure."""
+        try:
+            model = self.opener(path)
+        except ModelLoadError as e:
+            self.last_error = str(e)
+            log.error("%s; still serving %s", e, self.current.version if self.current else "no model")
+            return False
+        with self._lock:
+            self.previous, self.current = self.current, model
+            self._errors_since_swap, self._proven = 0, self.previous is None
+            self.swaps += 1
+        self.last_error = ""
+        log.info("model %s from %s is live (%s)", model.version, model.path, model.runtime.backend_name)
+        return True
+
+    def run(self, task: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        model = self.current
+        if model is None:
+            raise ModelLoadError("no model loaded")
+        try:
+            out = model.runtime.run(task, inputs)
+        except Exception as e:
+            self._note_failure(model, e)
+            raise
+        with self._lock:
+            if model is self.current:
+                self._errors_since_swap, self._proven = 0, True
+        return out
+
+    def _note_failure(self, model: LoadedModel, error: Exception) -> None:
+        with self._lock:
+            if model is not self.current:
+                return
+            self._errors_since_swap += 1
+            if (not self._proven and self.previous is not None
+                    and self._errors_since_swap >= self.rollback_after_errors):
+                self.last_error = f"model {model.version} failed {self._errors_since_swap} runs: {error}"
+                log.error("%s; rolling back to %s", self.last_error, self.previous.version)
+                self.current, self.previous = self.previous, None
+                self.rollbacks += 1
+                self._proven = True
+
+
+# --- task steps (pure functions of windows; they run in the inference thread) ---------------------
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+def profile_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resolution_s: float,
+                 threshold: float = 0.5) -> tuple[dict, np.ndarray]:
+    """Imputation (when gaps) then anomaly detection on one window of L bins."""
+    observed = np.isfinite(window_w).astype(np.float32)
+    load = np.where(observed > 0, window_w, 0.0).astype(np.float32)
+    n_missing = int(len(load) - observed.sum())
+    if n_missing and host.current is not None and host.current.has("imputation"):
+        filled = host.run("imputation", {"load_w": load[None], "observed": observed[None]})["load_w_filled"][0]
+        load = np.where(observed > 0, load, filled).astype(np.float32)
+    out = host.run("anomaly", {"load_w": load[None]})
+    p_window = float(_sigmoid(out["window_logit"].reshape(-1))[0])
+    p_point = _sigmoid(out["point_logit"].reshape(-1))
+    flagged = np.flatnonzero(p_point > threshold)
+    return {
+        "anomaly": p_window > threshold,
+        "score": round(p_window, 4),
+        "threshold": threshold,
+        "window_start_s": start_ts_s,
+        "resolution_s": resolution_s,
+        "imputed_points": n_missing,
+        "anomalous_points_ts_s": [start_ts_s + float(i) * resolution_s for i in flagged],
+        "model_version": host.current.version if host.current else "",
+    }, load
+
+
+def nilm_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resolution_s: float,
+              threshold: float = 0.5, last_bins: int = 3) -> dict:
+    """Appliance states at the end of the rolling window (mean over its last few bins)."""
+    model = host.current
+    from edge.agent.quality import fill_gaps
+
+    load = fill_gaps(window_w)
+    load = np.nan_to_num(load, nan=float(np.nanmean(window_w)) if np.isfinite(window_w).any() else 0.0)
+    out = host.run("nilm", {"load_w": load[None].astype(np.float32)})
+    power = out["appliance_w"][0][:, -last_bins:].mean(axis=1)
+    p_on = _sigmoid(out["on_logit"][0][:, -last_bins:]).mean(axis=1)
+    names = model.appliances if model else ()
+    apps = {
+        name: {"on": bool(p_on[i] > threshold), "p_on": round(float(p_on[i]), 4),
+               "power_w": round(max(0.0, float(power[i])), 1)}
+        for i, name in enumerate(names)
+    }
+    return {"appliances": apps, "window_start_s": start_ts_s, "resolution_s": resolution_s,
+            "window_end_s": start_ts_s + len(window_w) * resolution_s,
+            "model_version": model.version if model else ""}
+
+
+def forecast_step(host: ModelHost, last_day_w: np.ndarray, day_start_ts_s: float, resolution_s: float,
+                  temperature_c_next_day: np.ndarray | None = None, is_holiday: bool = False) -> dict:
+    """Day-ahead forecast from the last (filled) day of profiles and the covariates of the next day.
+
+    Without a weather feed the next-day temperature is unknown; we pass a flat 10 degC series and
+    say so in the payload (``temperature_source``) rather than invent a profile.
+    """
+    from edge.features import forecast_covariates
+
+    model = host.current
+    next_day_s = day_start_ts_s + len(last_day_w) * resolution_s
+    date = dt.datetime.fromtimestamp(next_day_s, dt.UTC).date()
+    temp_src = "provided"
+    if temperature_c_next_day is None:
+        temperature_c_next_day, temp_src = np.full(48, 10.0, np.float32), "none (flat 10 degC assumed)"
+    cov = forecast_covariates(date, temperature_c_next_day, is_holiday)
+    if model is not None and model.n_covariates and cov.shape[0] != model.n_covariates:
+        raise ModelLoadError(f"model expects {model.n_covariates} covariates, the agent computes {cov.shape[0]}")
+    out = host.run("forecast", {"load_w": last_day_w[None].astype(np.float32), "covariates": cov[None]})
+    day = out["day_ahead_w"].reshape(-1)
+    hour = out["hour_ahead_w"].reshape(-1)
+    return {
+        "start_s": next_day_s, "resolution_s": 1800.0,
+        "start": dt.datetime.fromtimestamp(next_day_s, dt.UTC).isoformat().replace("+00:00", "Z"),
+        "day_ahead_w": [round(float(v), 1) for v in day],
+        "hour_ahead_w": [round(float(v), 1) for v in hour],
+        "temperature_source": temp_src,
+        "model_version": model.version if model else "",
+    }

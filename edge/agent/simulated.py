@@ -1,0 +1,153 @@
+"""Simulated meters for the agent (demo, tests, benchmark), and the source factory.
+
+Kinds handled here (everything else goes to ``firmware_bridge.sources.build_source``):
+
+``sim``         an in-process meter: a ``Reading`` every ``interval_s`` from a power source.
+``sim_dsmr``    a virtual DSMR P1 meter writing telegrams into a pty, read by the real DsmrSource.
+``sim_zigbee``  a virtual ZigBee metering device on a zigpy test radio, read by the real source.
+
+The power source is ``edge.sim.stream.HouseholdPowerSource`` (the household simulator, option
+``profile = "household"``, the default) or a plain daily sine (``profile = "sine"``, for the
+benchmark, where simulator cost would be measured instead of the agent's). Attacks from
+``edge.sim.inject`` are applied with the ``attack`` option. The bridge never imports edge: the
+wiring is here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from edge.agent.config import AgentConfig, MeterConfig
+from firmware_bridge.reading import Reading, ReadingFlag
+
+PowerSource = Callable[[float], Mapping[str, float]]
+
+
+class SourceBuildError(ValueError):
+    """A meter's kind/options cannot make a source; names the meter."""
+
+
+def sine_power_source(base_w: float = 400.0, amplitude_w: float = 300.0, seed: int = 0) -> PowerSource:
+    """A daily sine with a per-meter phase: cheap and deterministic."""
+    phase = (seed * 0.61803) % 1.0 * 2 * math.pi
+
+    def power(ts_s: float) -> dict[str, float]:
+        return {"power_w": base_w + amplitude_w * math.sin(2 * math.pi * ts_s / 86400.0 + phase)}
+
+    return power
+
+
+def household_power_source(seed: int, start_s: float, options: Mapping[str, Any]) -> PowerSource:
+    from edge.sim.stream import HouseholdPowerSource
+
+    return HouseholdPowerSource(options.get("household"), seed=seed, start_s=start_s)
+
+
+def make_power_source(meter: MeterConfig) -> PowerSource:
+    opts = meter.options
+    seed = int(opts.get("seed", abs(hash(meter.id)) % 10_000))
+    profile = opts.get("profile", "household")
+    if profile == "sine":
+        source = sine_power_source(float(opts.get("base_w", 400.0)), float(opts.get("amplitude_w", 300.0)), seed)
+    elif profile == "household":
+        source = household_power_source(seed, float(opts.get("start_s", time.time())), opts)
+    else:
+        raise SourceBuildError(f"meter {meter.id!r}: options.profile must be 'household' or 'sine', got {profile!r}")
+    attack = opts.get("attack")
+    if attack:
+        from edge.sim.inject import attack_power_source
+
+        source = attack_power_source(source, **attack)
+    return source
+
+
+class SimSource:
+    """In-process simulated meter: one Reading per ``interval_s`` (wall clock), SIMULATED flag."""
+
+    kind = "sim"
+
+    def __init__(self, meter_id: str, power_source: PowerSource, interval_s: float = 1.0,
+                 time_fn: Callable[[], float] = time.time):
+        if interval_s <= 0:
+            raise SourceBuildError(f"meter {meter_id!r}: options.interval_s must be > 0")
+        self.meter_id, self.power_source, self.interval_s, self.time_fn = meter_id, power_source, interval_s, time_fn
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        next_s = self.time_fn()
+        while True:
+            now_s = self.time_fn()
+            v = self.power_source(now_s)
+            yield Reading(self.meter_id, now_s, now_s, float(v.get("power_w", 0.0)),
+                          reactive_var=v.get("reactive_var"), import_wh=v.get("import_wh"),
+                          export_wh=v.get("export_wh"), voltage_v=v.get("voltage_v"),
+                          current_a=v.get("current_a"), source="sim", flags=ReadingFlag.SIMULATED)
+            next_s += self.interval_s
+            await asyncio.sleep(max(0.0, next_s - self.time_fn()))
+
+
+class SimDsmrSource:
+    """A virtual P1 meter on a pty plus the real DSMR reader on the other end."""
+
+    kind = "sim_dsmr"
+
+    def __init__(self, meter_id: str, power_source: PowerSource, interval_s: float = 1.0, version: str = "5"):
+        self.meter_id, self.power_source, self.interval_s, self.version = meter_id, power_source, interval_s, version
+        self.meter = None
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        from firmware_bridge.dsmr.sim import VirtualDsmrMeter
+        from firmware_bridge.dsmr.source import DsmrConfig, DsmrSource
+
+        async with VirtualDsmrMeter(self.power_source, version=self.version, interval_s=self.interval_s) as meter:
+            self.meter = meter
+            source = DsmrSource(DsmrConfig(port=meter.port, version=self.version), meter_id=self.meter_id,
+                                extra_flags=ReadingFlag.SIMULATED)
+            async for r in source.readings():
+                yield r
+
+
+class SimZigbeeSource:
+    """A virtual ZigBee metering device on a zigpy test radio plus the real ZigBee source."""
+
+    kind = "sim_zigbee"
+
+    def __init__(self, meter_id: str, power_source: PowerSource, interval_s: float = 1.0):
+        self.meter_id, self.power_source, self.interval_s = meter_id, power_source, interval_s
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        from firmware_bridge.zigbee.sim import simulated_zigbee_source
+
+        async with simulated_zigbee_source(self.meter_id, self.power_source, interval_s=self.interval_s) as src:
+            async for r in src.readings():
+                yield r
+
+
+def build_sources(cfg: AgentConfig) -> dict[str, Any]:
+    """One source per configured meter; raises SourceBuildError naming the meter on bad options."""
+    sources: dict[str, Any] = {}
+    for i, m in enumerate(cfg.meters):
+        opts = {k: v for k, v in m.options.items()
+                if k not in ("profile", "seed", "base_w", "amplitude_w", "start_s", "attack", "household",
+                             "energy")}
+        try:
+            if m.kind == "sim":
+                sources[m.id] = SimSource(m.id, make_power_source(m), float(opts.get("interval_s", 1.0)))
+            elif m.kind == "sim_dsmr":
+                sources[m.id] = SimDsmrSource(m.id, make_power_source(m), float(opts.get("interval_s", 1.0)),
+                                              str(opts.get("version", "5")))
+            elif m.kind == "sim_zigbee":
+                sources[m.id] = SimZigbeeSource(m.id, make_power_source(m), float(opts.get("interval_s", 1.0)))
+            else:
+                from firmware_bridge.sources import build_source
+
+                sources[m.id] = build_source(m.kind, meter_id=m.id, **opts)
+        except SourceBuildError:
+            raise
+        except (ImportError, TypeError, ValueError, KeyError) as e:
+            raise SourceBuildError(f"meters[{i}] ({m.id!r}, kind {m.kind!r}): {e}") from e
+    return sources
+

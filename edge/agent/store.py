@@ -1,0 +1,320 @@
+"""The durable store: every reading and every outgoing MQTT message, in one SQLite file (WAL).
+
+Guarantees
+----------
+* A reading counts as received only once the transaction that inserts it is committed. The same
+  transaction assigns its per-meter sequence number (``seq``, 1, 2, 3, ... without holes) and puts
+  its MQTT message in the outbox, so a reading is never published without being stored and never
+  stored without being queued for publication.
+* Outbox rows are deleted only after the broker acknowledged them (PUBACK for QoS 1). After a crash
+  or a broker outage the outbox is simply published again; a subscriber may see a message twice
+  (QoS 1 allows that) and recognises the duplicate by ``meter`` + ``seq``.
+* ``synchronous=FULL`` (default in the example config) makes a commit survive power loss; ``NORMAL``
+  survives a process crash (kill -9) but a power cut may roll back the last commits, with far fewer
+  SD-card writes. Either way the database stays consistent (WAL).
+
+Bounded-disk policy
+-------------------
+The outbox is capped at ``outbox_max_rows`` messages and ``outbox_max_mb`` of payload. When a cap
+is exceeded (a broker unreachable for days), the *oldest* outbox messages are dropped until the
+outbox is at 90 % of the cap. Readings themselves stay in the ``readings`` table (they are only
+pruned after ``retention_days``), so history is kept and only its live publication is lost; the
+subscriber sees the hole in ``seq``. Every drop is counted in the ``state`` table, logged at
+WARNING and reported on the gateway status topic (``outbox_dropped``, ``outbox_dropped_last_s``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from firmware_bridge.reading import Reading, ReadingFlag
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meters (
+    meter_id TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    last_ts_s REAL,
+    last_received_s REAL
+);
+CREATE TABLE IF NOT EXISTS readings (
+    meter_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts_s REAL NOT NULL,
+    received_s REAL NOT NULL,
+    power_w REAL, reactive_var REAL, import_wh REAL, export_wh REAL,
+    voltage_v REAL, current_a REAL,
+    source TEXT NOT NULL DEFAULT '',
+    flags INTEGER NOT NULL DEFAULT 0,
+    extra TEXT,
+    PRIMARY KEY (meter_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS readings_ts ON readings (meter_id, ts_s);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    created_s REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_READING_COLUMNS = ("power_w", "reactive_var", "import_wh", "export_wh", "voltage_v", "current_a")
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One MQTT message to send (or in the outbox, with its row ``id``)."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+    id: int = 0
+    created_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReading:
+    seq: int
+    reading: Reading
+
+
+MessageBuilder = Callable[[Reading, int], Message]
+
+
+class ReadingStore:
+    """SQLite WAL store. Not thread-safe: use it from one thread (the agent gives it its own)."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "full", outbox_max_rows: int = 200_000,
+                 outbox_max_mb: float = 256.0):
+        self.path = Path(path)
+        self.outbox_max_rows = outbox_max_rows
+        self.outbox_max_bytes = int(outbox_max_mb * 1e6)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self.db.executescript(SCHEMA)
+            self._check_schema()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the store {self.path}: {e}") from e
+        self._last_seq = dict(self.db.execute("SELECT meter_id, last_seq FROM meters"))
+        self.outbox_rows, self.outbox_bytes = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
+        self.dropped_total = int(self.get_state("outbox_dropped", "0"))
+
+    def _check_schema(self) -> None:
+        row = self.db.execute("SELECT value FROM state WHERE key='schema_version'").fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO state VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise StoreError(f"store schema version {row[0]}, this agent expects {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as e:  # still close; the WAL is replayed on the next open
+            log.warning("WAL checkpoint on close failed: %s", e)
+        self.db.close()
+
+    # --- readings ---------------------------------------------------------------------------
+
+    def commit_readings(self, readings: Iterable[Reading], build_messages: MessageBuilder | None = None,
+                        ) -> list[StoredReading]:
+        """Insert readings and their outbox messages in ONE transaction; return them with ``seq``.
+
+        Only after this returns do the readings count as received.
+        """
+        stored: list[StoredReading] = []
+        rows, out_rows = [], []
+        next_seq = dict(self._last_seq)
+        for r in readings:
+            seq = next_seq.get(r.meter_id, 0) + 1
+            next_seq[r.meter_id] = seq
+            stored.append(StoredReading(seq, r))
+            extra = json.dumps(dict(r.extra), separators=(",", ":")) if r.extra else None
+            rows.append((r.meter_id, seq, r.ts_s, r.received_s, r.power_w, r.reactive_var, r.import_wh,
+                         r.export_wh, r.voltage_v, r.current_a, r.source, int(r.flags), extra))
+            if build_messages is not None:
+                m = build_messages(r, seq)
+                out_rows.append((m.topic, m.payload, m.qos, int(m.retain), r.received_s))
+        if not rows:
+            return stored
+        last = {}
+        for s in stored:
+            last[s.reading.meter_id] = s
+        try:
+            with self._transaction():
+                self.db.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                self.db.executemany(
+                    "INSERT INTO meters (meter_id, last_seq, last_ts_s, last_received_s) VALUES (?,?,?,?) "
+                    "ON CONFLICT(meter_id) DO UPDATE SET last_seq=excluded.last_seq, "
+                    "last_ts_s=excluded.last_ts_s, last_received_s=excluded.last_received_s",
+                    [(m, s.seq, s.reading.ts_s, s.reading.received_s) for m, s in last.items()])
+                self.db.executemany(
+                    "INSERT INTO outbox (topic, payload, qos, retain, created_s) VALUES (?,?,?,?,?)", out_rows)
+        except sqlite3.Error as e:
+            raise StoreError(f"committing {len(rows)} readings failed: {e}") from e
+        self._last_seq = next_seq
+        self.outbox_rows += len(out_rows)
+        self.outbox_bytes += sum(len(o[1]) for o in out_rows)
+        self.enforce_outbox_bounds()
+        return stored
+
+    def _transaction(self):
+        db = self.db
+
+        class _Tx:
+            def __enter__(self_inner):
+                db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self_inner, exc_type, exc, tb):
+                if exc_type is None:
+                    db.execute("COMMIT")
+                else:
+                    db.execute("ROLLBACK")
+                return False
+
+        return _Tx()
+
+    def last_seq(self, meter_id: str) -> int:
+        return self._last_seq.get(meter_id, 0)
+
+    def meters(self) -> list[tuple[str, int, float | None, float | None]]:
+        """(meter_id, last_seq, last_ts_s, last_received_s) of every meter seen."""
+        return list(self.db.execute("SELECT meter_id, last_seq, last_ts_s, last_received_s FROM meters"))
+
+    def readings_since(self, meter_id: str, since_ts_s: float, until_ts_s: float = float("inf"),
+                       ) -> list[StoredReading]:
+        rows = self.db.execute(
+            "SELECT seq, ts_s, received_s, power_w, reactive_var, import_wh, export_wh, voltage_v, "
+            "current_a, source, flags, extra FROM readings WHERE meter_id=? AND ts_s>=? AND ts_s<? "
+            "ORDER BY ts_s", (meter_id, since_ts_s, until_ts_s))
+        out = []
+        for seq, ts_s, rx_s, *vals, source, flags, extra in rows:
+            out.append(StoredReading(seq, Reading(
+                meter_id, ts_s, rx_s, **dict(zip(_READING_COLUMNS, vals, strict=True)), source=source,
+                flags=ReadingFlag(flags), extra=json.loads(extra) if extra else {})))
+        return out
+
+    def bins(self, meter_id: str, resolution_s: float, since_ts_s: float) -> list[tuple[int, float, float]]:
+        """(bin index, sum of power_w, count) per ``resolution_s`` bin since ``since_ts_s`` (warm start)."""
+        return list(self.db.execute(
+            "SELECT CAST(ts_s / ? AS INTEGER) AS k, SUM(power_w), COUNT(power_w) FROM readings "
+            "WHERE meter_id=? AND ts_s>=? AND power_w IS NOT NULL GROUP BY k",
+            (resolution_s, meter_id, since_ts_s)))
+
+    def prune_readings(self, older_than_s: float) -> int:
+        """Delete readings with ``ts_s`` before ``older_than_s`` (retention); returns the count."""
+        with self._transaction():
+            cur = self.db.execute("DELETE FROM readings WHERE ts_s < ?", (older_than_s,))
+        return cur.rowcount
+
+    # --- outbox -------------------------------------------------------------------------------
+
+    def enqueue(self, messages: Sequence[Message]) -> None:
+        """Queue messages that are not tied to a reading (quality, anomaly, forecast, ...)."""
+        now_s = time.time()
+        with self._transaction():
+            self.db.executemany(
+                "INSERT INTO outbox (topic, payload, qos, retain, created_s) VALUES (?,?,?,?,?)",
+                [(m.topic, m.payload, m.qos, int(m.retain), m.created_s or now_s) for m in messages])
+        self.outbox_rows += len(messages)
+        self.outbox_bytes += sum(len(m.payload) for m in messages)
+        self.enforce_outbox_bounds()
+
+    def pending(self, after_id: int, limit: int) -> list[Message]:
+        """Outbox messages with id > after_id, oldest first."""
+        rows = self.db.execute(
+            "SELECT id, topic, payload, qos, retain, created_s FROM outbox WHERE id>? ORDER BY id LIMIT ?",
+            (after_id, limit))
+        return [Message(t, bytes(p), q, bool(r), i, c) for i, t, p, q, r, c in rows]
+
+    def acknowledge(self, ids: Sequence[int]) -> None:
+        """Delete acknowledged (PUBACKed) messages."""
+        if not ids:
+            return
+        with self._transaction():
+            sizes = self.db.execute(
+                f"SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)),0) FROM outbox WHERE id IN "
+                f"({','.join('?' * len(ids))})", list(ids)).fetchone()
+            self.db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
+        self.outbox_rows -= sizes[0]
+        self.outbox_bytes -= sizes[1]
+
+    def enforce_outbox_bounds(self) -> int:
+        """Apply the bounded-disk policy (module docstring); returns how many messages were dropped."""
+        if self.outbox_rows <= self.outbox_max_rows and self.outbox_bytes <= self.outbox_max_bytes:
+            return 0
+        target_rows = int(self.outbox_max_rows * 0.9)
+        target_bytes = int(self.outbox_max_bytes * 0.9)
+        drop_rows = max(0, self.outbox_rows - target_rows)
+        if self.outbox_bytes > target_bytes and self.outbox_rows:
+            per_row = self.outbox_bytes / self.outbox_rows
+            drop_rows = max(drop_rows, int((self.outbox_bytes - target_bytes) / per_row) + 1)
+        with self._transaction():
+            cut = self.db.execute("SELECT id FROM outbox ORDER BY id LIMIT 1 OFFSET ?",
+                                  (drop_rows - 1,)).fetchone()
+            if cut is None:
+                return 0
+            cur = self.db.execute("DELETE FROM outbox WHERE id <= ?", (cut[0],))
+            dropped = cur.rowcount
+            total = self.dropped_total + dropped
+            self.set_state("outbox_dropped", str(total))
+            self.set_state("outbox_dropped_last_s", repr(time.time()))
+        self.dropped_total = total
+        self.outbox_rows, self.outbox_bytes = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
+        log.warning("outbox over its bound (%d rows max, %.0f MB max): dropped the %d oldest messages "
+                    "(%d dropped in total); the readings stay in the store", self.outbox_max_rows,
+                    self.outbox_max_bytes / 1e6, dropped, total)
+        return dropped
+
+    # --- small key/value state ------------------------------------------------------------------
+
+    def get_state(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_state(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO state VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (key, value))
+
+    def integrity_check(self) -> str:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def last_reading_age_s(path: str | Path, now_s: float | None = None) -> float | None:
+    """Age of the newest received reading in a store, opened read-only (the health check).
+
+    Returns None when the store holds no reading yet.
+    """
+    uri = f"file:{Path(path).resolve()}?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True, timeout=5)
+        try:
+            row = db.execute("SELECT MAX(last_received_s) FROM meters").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot read the store {path}: {e}") from e
+    if row is None or row[0] is None:
+        return None
+    return (time.time() if now_s is None else now_s) - row[0]

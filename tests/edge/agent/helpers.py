@@ -1,0 +1,81 @@
+"""Test helpers: a real paho subscriber that records everything, and config builders."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from edge.agent.config import AgentConfig, parse_config
+
+
+class Recorder:
+    """Subscribes to ``topics`` (QoS 1); ``persistent=True`` keeps its session across broker restarts."""
+
+    def __init__(self, port: int, topics=("#",), client_id: str = "recorder", persistent: bool = False):
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=not persistent)
+        self.client.on_message = self._on_message
+        self.client.on_connect = lambda c, *_: [c.subscribe(t, qos=1) for t in topics]
+        self.client.reconnect_delay_set(0.2, 1)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_message(self, _c, _u, msg) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+    def json(self, suffix: str) -> list[dict]:
+        with self.lock:
+            return [json.loads(p) for t, p, _ in self.messages if t.endswith(suffix) and p]
+
+    def topics(self) -> set[str]:
+        with self.lock:
+            return {t for t, _, _ in self.messages}
+
+    def seqs(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = defaultdict(list)
+        for m in self.json("/reading"):
+            out[m["meter"]].append(m["seq"])
+        return out
+
+    def wait_for(self, predicate, timeout_s: float, poll_s: float = 0.1) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(poll_s)
+        return predicate()
+
+
+def make_config(state_dir: Path, port: int, meters: list[dict], **sections) -> AgentConfig:
+    data = {
+        "gateway": {"id": "gw1", "state_dir": str(state_dir)},
+        "mqtt": {"host": "127.0.0.1", "port": port, "keepalive_s": 5, "reconnect_max_s": 1.0},
+        "store": {"batch_interval_s": 0.02, "synchronous": "normal"},
+        "meters": meters,
+    }
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    return parse_config(data)
+
+
+def toml_text(state_dir: Path, port: int, meters: list[dict], extra: str = "") -> str:
+    lines = [f'[gateway]\nid = "gw1"\nstate_dir = "{state_dir}"\n',
+             f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nkeepalive_s = 5\nreconnect_max_s = 1.0\n',
+             '[store]\nbatch_interval_s = 0.02\nsynchronous = "normal"\n', extra]
+    for m in meters:
+        lines.append(f'[[meters]]\nid = "{m["id"]}"\nkind = "{m["kind"]}"\n[meters.options]\n')
+        for k, v in m.get("options", {}).items():
+            lines.append(f"{k} = {json.dumps(v)}\n")
+    return "\n".join(lines)
