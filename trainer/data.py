@@ -11,9 +11,8 @@ dimension (one row per window). Keys per use:
 
 Builders turn simulator traces (``edge.sim.simulate_fleet``) or Parquet shards
 (``edge.data.shards.iter_profile_batches``) into these arrays; missing-data and attack injection
-make the imputation and anomaly sets (``edge.sim.inject`` when present, else the definitions here,
-which follow seed 000 ref [34]: scaling multiplies a segment by (1 + lambda), ramping adds a
-linear ramp up and back down).
+make the imputation and anomaly sets (``edge.sim.inject``: missing points/blocks, and the scaling
+and ramping attacks of seed 000 ref [34]).
 
 Batches: one permutation per epoch from (seed, epoch), identical on every rank; under DDP each
 rank takes a contiguous 1/world slice of every global batch, so world x per-rank batch = the
@@ -126,15 +125,22 @@ def daily_profiles(ts_s: np.ndarray, power_w: np.ndarray, resolution_s: int = 18
 
 
 def profiles_from_traces(traces: Iterable) -> ArrayDataset:
-    """Stack the daily 30-min profiles of simulator traces (any resolution <= 30 min)."""
-    rows, households = [], []
+    """Stack the daily 30-min profiles (``HouseholdTrace.to_profiles``: complete local days) of
+    simulator traces, with their calendar and temperature (for forecast sets)."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in
+                                          ("load_w", "household", "day", "temperature_c", "is_holiday")}
     for h, trace in enumerate(traces):
-        prof, _ = daily_profiles(trace.ts_s, trace.power_w)
-        rows.append(prof)
-        households.append(np.full(len(prof), h, np.int32))
-    if not rows:
+        prof = trace.to_profiles()
+        n = len(prof.load_w)
+        parts["load_w"].append(np.asarray(prof.load_w, np.float32))
+        parts["household"].append(np.full(n, h, np.int32))
+        parts["day"].append(prof.dates.astype("datetime64[D]").astype(np.int64))
+        parts["temperature_c"].append(np.asarray(prof.temperature_c, np.float32))
+        parts["is_holiday"].append(np.asarray(prof.is_holiday, bool))
+    if not parts["load_w"]:
         raise DataError("no traces")
-    return ArrayDataset({"load_w": np.concatenate(rows), "household": np.concatenate(households)})
+    return ArrayDataset({k: np.concatenate(v) for k, v in parts.items()},
+                        {"resolution_s": 1800})
 
 
 def simulate_profiles(n_households: int, days: int, seed: int = 0) -> ArrayDataset:
@@ -207,27 +213,31 @@ def split_by_household(ds: ArrayDataset, fractions: Sequence[float] = (0.8, 0.2)
 
 def missing_mask(n: int, length: int, rate: float | tuple[float, float], mode: str,
                  rng: np.random.Generator) -> np.ndarray:
-    """observed [n, length] float32 (1 observed, 0 missing). ``mode``: "random" points or one
-    contiguous "block"; ``rate`` fixed or drawn uniformly per row from (lo, hi)."""
+    """observed [n, length] float32 (1 observed, 0 missing) from ``edge.sim.inject``: "random"
+    points (each missing with probability rate) or one contiguous "block" of round(rate * L);
+    ``rate`` fixed or drawn uniformly per row from (lo, hi). At least one point stays observed."""
+    from edge.sim import inject
+
     lo, hi = (rate, rate) if np.isscalar(rate) else rate
-    rates = rng.uniform(lo, hi, size=n)
     obs = np.ones((n, length), np.float32)
-    for i, r in enumerate(rates):
-        k = min(int(round(r * length)), length - 1)
-        if k <= 0:
-            continue
+    ones = np.ones(length)
+    for i, r in enumerate(rng.uniform(lo, hi, size=n)):
         if mode == "random":
-            obs[i, rng.choice(length, k, replace=False)] = 0
+            miss = inject.missing_points(ones, rng, float(r)).point_mask
         elif mode == "block":
-            s = rng.integers(0, length - k + 1)
-            obs[i, s:s + k] = 0
+            k = min(max(int(round(r * length)), 1), length - 1)
+            miss = inject.missing_block(ones, rng, k).point_mask
         else:
             raise DataError(f"missing mode must be 'random' or 'block', got {mode!r}")
+        if miss.all():
+            miss[rng.integers(length)] = False
+        obs[i, miss] = 0
     return obs
 
 
 def imputation_set(load_w: np.ndarray, rate: tuple[float, float] = (0.1, 0.5),
                    modes: Sequence[str] = ("random", "block"), seed: int = 0) -> ArrayDataset:
+    """Missing points/blocks at 10-50 % (seed 000's range); missing load_w set to 0."""
     rng = np.random.default_rng(seed)
     n, length = load_w.shape
     which = rng.integers(0, len(modes), size=n)
@@ -239,70 +249,53 @@ def imputation_set(load_w: np.ndarray, rate: tuple[float, float] = (0.1, 0.5),
     return ArrayDataset({"load_w": load_w * obs, "observed": obs, "target_w": load_w})
 
 
-def inject_attack(window_w: np.ndarray, kind: str, rng: np.random.Generator,
-                  magnitude: tuple[float, float] = (0.2, 0.8), steps: tuple[int, int] = (8, 24)
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """One scaling or ramping attack (seed 000 ref [34]) on a copy of a window: (window, point label)."""
-    x = window_w.astype(np.float32).copy()
-    label = np.zeros(len(x), np.float32)
-    if kind == "none":
-        return x, label
-    d = int(rng.integers(steps[0], min(steps[1], len(x)) + 1))
-    s = int(rng.integers(0, len(x) - d + 1))
-    lam = float(rng.uniform(*magnitude)) * (1 if rng.random() < 0.5 else -1)
-    if kind == "scaling":
-        factor = np.full(d, 1 + lam)
-    elif kind == "ramping":
-        half = np.minimum(np.arange(d), d - 1 - np.arange(d)) / max((d - 1) / 2, 1)
-        factor = 1 + lam * half
-    else:
-        raise DataError(f"attack kind must be 'none', 'scaling' or 'ramping', got {kind!r}")
-    x[s:s + d] = x[s:s + d] * factor
-    label[s:s + d] = 1
-    return x, label
+ANOMALY_KINDS = ("scaling", "ramp_i", "ramp_ii")  # seed 000: scaling and ramping attacks
 
 
 def anomaly_set(load_w: np.ndarray, attack_fraction: float = 0.5,
-                kinds: Sequence[str] = ("scaling", "ramping"), seed: int = 0) -> ArrayDataset:
+                kinds: Sequence[str] = ANOMALY_KINDS, seed: int = 0) -> ArrayDataset:
+    """Cui et al. scaling/ramping attacks (``edge.sim.inject.attack_batch``) on a share of rows."""
+    from edge.sim import inject
+
     rng = np.random.default_rng(seed)
-    windows, points, labels = [], [], []
-    for row in load_w:
-        kind = str(rng.choice(kinds)) if rng.random() < attack_fraction else "none"
-        w, p = inject_attack(row, kind, rng)
-        windows.append(w)
-        points.append(p)
-        labels.append(float(kind != "none"))
-    return ArrayDataset({"load_w": np.stack(windows), "point_label": np.stack(points),
-                         "window_label": np.asarray(labels, np.float32)})
+    x, points, window, codes = inject.attack_batch(load_w, rng, attack_fraction,
+                                                   inject.AttackConfig(kinds=tuple(kinds)))
+    return ArrayDataset({"load_w": x, "point_label": points.astype(np.float32),
+                         "window_label": window.astype(np.float32), "attack_code": codes})
 
 
-def forecast_set(series_w: np.ndarray, day_start_s: np.ndarray, temperature_c: np.ndarray,
-                 is_holiday: np.ndarray, stride_steps: int = 12, hour_ahead_steps: int = 2
+def forecast_set(profiles: ArrayDataset, stride_steps: int = 12, hour_ahead_steps: int = 2
                  ) -> ArrayDataset:
-    """Forecast windows from per-household 30-min series [H, D*48] with daily calendars [H, D].
-
-    Origins every ``stride_steps``: input = the 48 steps before the origin, targets = the next 48
-    (day-ahead) and the next ``hour_ahead_steps``; covariates from ``edge.features`` for the
-    calendar day the horizon starts in, with the horizon's 48 temperatures.
-    """
+    """Forecast windows from daily profiles with ``household``, ``day``, ``temperature_c`` and
+    ``is_holiday`` (``profiles_from_traces``). Each household's consecutive days are joined into
+    one series; origins every ``stride_steps``: input = the 48 steps before the origin, targets =
+    the next 48 (day-ahead) and the next ``hour_ahead_steps``; covariates (``edge.features``) for
+    the calendar day the horizon starts in, with the horizon's 48 temperatures. A gap in the
+    days (a dropped incomplete day) starts a new series, so no window spans it."""
     from edge.features import forecast_covariates
 
-    H, T = series_w.shape
-    L = STEPS_PER_DAY_30MIN
-    xs, covs, days, hours = [], [], [], []
-    for h in range(H):
-        for o in range(L, T - L + 1, stride_steps):
-            day = o // L
-            date = np.datetime64(int(day_start_s[h, day]), "s")
-            xs.append(series_w[h, o - L:o])
-            covs.append(forecast_covariates(date, temperature_c[h, o:o + L], bool(is_holiday[h, day])))
-            days.append(series_w[h, o:o + L])
-            hours.append(series_w[h, o:o + hour_ahead_steps])
-    if not xs:
-        raise DataError("series too short for one forecast window (needs 2 days)")
-    f = np.float32
-    return ArrayDataset({"load_w": np.asarray(xs, f), "covariates": np.asarray(covs, f),
-                         "day_ahead_w": np.asarray(days, f), "hour_ahead_w": np.asarray(hours, f)})
+    need = ("household", "day", "temperature_c", "is_holiday")
+    if any(k not in profiles.arrays for k in need):
+        raise DataError(f"forecast_set needs profile arrays {need}")
+    a, L = profiles.arrays, STEPS_PER_DAY_30MIN
+    cols: dict[str, list] = {"load_w": [], "covariates": [], "day_ahead_w": [], "hour_ahead_w": [],
+                             "household": []}
+    order = np.lexsort((a["day"], a["household"]))
+    breaks = np.flatnonzero((np.diff(a["household"][order]) != 0) | (np.diff(a["day"][order]) != 1)) + 1
+    for run in np.split(order, breaks):
+        series, temp = a["load_w"][run].reshape(-1), a["temperature_c"][run].reshape(-1)
+        for o in range(L, len(series) - L + 1, stride_steps):
+            d = run[o // L]
+            date = np.datetime64(int(a["day"][d]), "D")
+            cols["load_w"].append(series[o - L:o])
+            cols["covariates"].append(forecast_covariates(date, temp[o:o + L], bool(a["is_holiday"][d])))
+            cols["day_ahead_w"].append(series[o:o + L])
+            cols["hour_ahead_w"].append(series[o:o + hour_ahead_steps])
+            cols["household"].append(a["household"][d])
+    if not cols["load_w"]:
+        raise DataError("no household has two consecutive days for a forecast window")
+    return ArrayDataset({k: np.asarray(v, np.int32 if k == "household" else np.float32)
+                         for k, v in cols.items()})
 
 
 def synthetic_profiles(n: int, length: int = 48, seed: int = 0) -> np.ndarray:
