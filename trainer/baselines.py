@@ -666,28 +666,35 @@ class CNNDetector:
 
 
 class SignalNILM:
-    """Adapter for a classical NILM method of ``edge.signal``: any object with ``fit`` on
-    (aggregate, per-appliance power) and ``disaggregate(aggregate_w) -> {appliance: power_w}``.
-    ``on_threshold_w`` turns predicted power into ON/OFF when the method gives no states."""
+    """Adapter for a classical NILM method of ``edge.signal.nilm``. ``fit_fn(appliance_power_w,
+    aggregate_w, ts_s)`` (training series concatenated, at most ``max_fit_samples``) returns a
+    ``predict(aggregate_w, ts_s) -> {appliance: {"power_w", "on"}}`` callable, applied to each
+    window; appliances the method does not report are predicted OFF at 0 W."""
 
-    def __init__(self, name: str, method: object, on_threshold_w: float = 15.0) -> None:
+    def __init__(self, name: str, fit_fn: Callable, max_fit_samples: int = 50_000) -> None:
         self.name = name
-        self.method = method
-        self.on_threshold_w = on_threshold_w
+        self.fit_fn = fit_fn
+        self.max_fit_samples = max_fit_samples
+        self.predictor: Callable | None = None
 
     def fit(self, train: NILMBatch, val: NILMBatch) -> SignalNILM:
-        apps = {a: train.appliance_w[:, j].reshape(-1) for j, a in enumerate(train.appliances)}
-        self.method.fit(train.load_w.reshape(-1), apps)
+        n_win = max(1, self.max_fit_samples // train.load_w.shape[1])
+        apps = {a: train.appliance_w[:n_win, j].reshape(-1) for j, a in enumerate(train.appliances)}
+        self.predictor = self.fit_fn(apps, train.load_w[:n_win].reshape(-1), train.ts_s[:n_win].reshape(-1))
         return self
 
     def predict(self, batch: NILMBatch) -> NILMPrediction:
+        if self.predictor is None:
+            raise BaselineError(f"{self.name}.predict before fit")
         power = np.zeros(batch.appliance_w.shape)
+        on = np.zeros(batch.appliance_w.shape, dtype=bool)
         for i in range(len(batch)):
-            out = self.method.disaggregate(batch.load_w[i])
+            out = self.predictor(batch.load_w[i], batch.ts_s[i])
             for j, a in enumerate(batch.appliances):
                 if a in out:
-                    power[i, j] = np.asarray(out[a], dtype=np.float64)
-        return NILMPrediction(power, power > self.on_threshold_w)
+                    power[i, j] = np.asarray(out[a]["power_w"], dtype=np.float64)
+                    on[i, j] = np.asarray(out[a]["on"], dtype=bool)
+        return NILMPrediction(power, on)
 
 
 class _Seq2SeqCNN(nn.Module):

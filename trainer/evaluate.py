@@ -174,30 +174,15 @@ class FleetProfiles:
                              self.day_start_s[idx])
 
 
-def _per_day(values: np.ndarray, first: int, n_days: int, per_day: int) -> np.ndarray:
-    return values[first : first + n_days * per_day].reshape(n_days, STEPS_PER_DAY, -1).mean(-1)
-
-
 def profiles_from_trace(trace, n_days: int | None = None) -> tuple[np.ndarray, ...]:
-    """(power_w [D, 48], temperature_c [D, 48], is_holiday [D], day_start_s [D]) from one
-    simulator trace of any resolution that divides 30 min; starts at the first UTC midnight."""
-    ts_s = np.asarray(trace.ts_s, dtype=np.int64)
-    resolution_s = int(ts_s[1] - ts_s[0])
-    if 1800 % resolution_s:
-        raise EvaluationError(f"trace resolution {resolution_s} s does not divide 30 min")
-    per_day = 86_400 // resolution_s
-    first = int(np.argmax(ts_s % 86_400 == 0))
-    available = (len(ts_s) - first) // per_day
-    n_days = available if n_days is None else min(n_days, available)
-    power = _per_day(np.asarray(trace.power_w, float), first, n_days, per_day)
-    temp = _per_day(np.asarray(trace.temperature_c, float), first, n_days, per_day)
-    holiday = np.asarray(trace.is_holiday).astype(bool)
-    if holiday.shape[0] == len(ts_s):  # per sample -> per day
-        holiday = holiday[first : first + n_days * per_day : per_day]
-    else:  # per day of the trace
-        holiday = holiday[first // per_day : first // per_day + n_days]
-    day_start = ts_s[first : first + n_days * per_day : per_day]
-    return power, temp, holiday, day_start
+    """(power_w [D, 48], temperature_c [D, 48], is_holiday [D], day_start_s [D]) of the complete
+    local days of one simulator trace (``HouseholdTrace.to_profiles``). ``day_start_s`` is the
+    local midnight counted as if it were UTC: calendar features then follow the household's clock."""
+    prof = trace.to_profiles()
+    n = len(prof.dates) if n_days is None else min(n_days, len(prof.dates))
+    day_start = prof.dates[:n].astype("datetime64[s]").astype(np.int64)
+    return (np.asarray(prof.load_w[:n], float), np.asarray(prof.temperature_c[:n], float),
+            np.asarray(prof.is_holiday[:n], bool), day_start)
 
 
 def simulate_profiles(n_households: int, days: int, seed: int, progress: bool = True) -> FleetProfiles:
@@ -380,9 +365,19 @@ class NILMData:
     appliances: list[str]
 
 
+def nilm_appliances(traces: list, min_on: float = 1e-3, max_on: float = 0.95) -> list[str]:
+    """Appliances worth disaggregating: seen in the training traces, ON between ``min_on`` and
+    ``max_on`` of the time (always-on loads such as a router have no ON/OFF to detect)."""
+    on_time: dict[str, list[float]] = {}
+    for tr in traces:
+        for name, a in tr.appliances.items():
+            on_time.setdefault(name, []).append(float(np.mean(a.on)) if np.max(a.power_w, initial=0) > 1 else 0.0)
+    return sorted(n for n, v in on_time.items() if min_on <= np.mean(v) <= max_on)
+
+
 def nilm_data(cfg: EvalConfig) -> NILMData:
     """High-rate windows (``nilm_window`` steps at ``nilm_resolution_s``) of a separate simulated
-    fleet, split by household; the appliance list is every appliance seen in the training split."""
+    fleet, split by household; appliances as chosen by ``nilm_appliances`` on the training split."""
     from edge.sim import simulate_fleet
     from trainer.baselines import NILMBatch
 
@@ -390,7 +385,7 @@ def nilm_data(cfg: EvalConfig) -> NILMData:
                                            resolution_s=cfg.nilm_resolution_s, seed=cfg.seed + 1),
                             cfg.progress, "simulate NILM fleet", total=cfg.nilm_households))
     split = split_households(len(traces), cfg.split, cfg.seed + 1)
-    appliances = sorted({a for i in split["train"] for a in traces[i].appliances})
+    appliances = nilm_appliances([traces[i] for i in split["train"]])
     win = cfg.nilm_window
 
     def windows(idx: np.ndarray) -> NILMBatch:
@@ -472,7 +467,9 @@ def baseline_methods(task: str, cfg: EvalConfig) -> dict[str, Callable[[], objec
 
 
 def signal_nilm_methods() -> dict[str, Callable[[], object]]:
-    """Classical NILM of ``edge.signal.nilm`` that offer ``fit`` and ``disaggregate``."""
+    """Classical NILM of ``edge.signal.nilm``: FHMM (trained on the sub-metered training
+    households), Weiss signature matching (signatures learnt from them) and Parson (general
+    priors adapted to the aggregate, for the appliances it has priors for)."""
     from trainer import baselines as b
 
     try:
@@ -480,12 +477,22 @@ def signal_nilm_methods() -> dict[str, Callable[[], object]]:
     except ImportError as e:
         log.warning("edge.signal.nilm unavailable (%s): no classical NILM baselines", e)
         return {}
-    out = {}
-    for cls_name in ("FHMM",):
-        cls = getattr(nilm, cls_name, None)
-        if cls is not None and hasattr(cls, "disaggregate"):
-            out[f"signal_{cls_name.lower()}"] = lambda c=cls, n=cls_name: b.SignalNILM(f"signal_{n.lower()}", c())
-    return out
+
+    def fhmm(apps, agg, ts):
+        model = nilm.FHMM().fit(apps, agg)
+        return lambda x, t: model.predict(x)
+
+    def weiss(apps, agg, ts):
+        matcher = nilm.WeissMatcher(nilm.learn_signatures(apps))
+        return lambda x, t: matcher.predict(x, ts_s=t)
+
+    def parson(apps, agg, ts):
+        known = [a for a in apps if a in nilm.GENERAL_PRIORS]
+        model = nilm.ParsonDisaggregator(known).adapt(agg, ts)
+        return lambda x, t: model.predict(x, t)
+
+    return {f"signal_{n}": (lambda n=n, f=f: b.SignalNILM(f"signal_{n}", f))
+            for n, f in (("fhmm", fhmm), ("weiss", weiss), ("parson", parson))}
 
 
 # ----------------------------------------------------------------------------- the unified model
@@ -533,29 +540,21 @@ class UnifiedBackbones:
         return copy.deepcopy(model)
 
     def _pretrain(self, variant: UnifiedVariant, seq_len: int, train: np.ndarray, val: np.ndarray):
-        """Alg. 2: random patch masking (a ratio drawn per window from U(0.1, 0.5)) plus Gaussian
-        noise (std 0.05 in normalised units), minimising eq 26 through ``UnifiedModel.forward``."""
-        import torch
+        """Alg. 2 through ``trainer.pretrain.pretrain`` (patch masking + noise, eq 26), into a
+        scratch directory; the returned model is loaded back from its checkpoint."""
+        import tempfile
 
-        from trainer.baselines import train_regressor
-        from trainer.model import UnifiedModel
+        from trainer.checkpoint import load_pretrained_model
+        from trainer.pretrain import PretrainConfig, pretrain
 
         mcfg = self.model_config(variant, seq_len)
-        torch.manual_seed(self.cfg.seed)
-        model = UnifiedModel(mcfg)
-        rng = np.random.default_rng(self.cfg.seed)
-
-        def masks(n: int) -> np.ndarray:
-            ratio = rng.uniform(0.1, 0.5, size=(n, 1))
-            return (rng.random((n, mcfg.n_patches)) < ratio).astype(np.float32)
-
-        def loss_fn(m, x, mask):
-            return m(x, targets=x, mask=mask.bool(), noise_std=0.05)[1]
-
-        log_ = train_regressor(model, (train, masks(len(train))), (val, masks(len(val))), loss_fn,
-                               _train_cfg(self.cfg, 1e-3, 16, self.cfg.pretrain_epochs),
-                               f"pretrain {variant.name} L={seq_len}")
-        self.logs[f"{variant.name}_L{seq_len}"] = log_
+        with tempfile.TemporaryDirectory(prefix="unimeter-eval-") as tmp:
+            pcfg = PretrainConfig(model=mcfg, out_dir=tmp, epochs=self.cfg.pretrain_epochs,
+                                  seed=self.cfg.seed, progress=self.cfg.progress, plot=False,
+                                  resume=False, threads=self.cfg.threads)
+            path = pretrain(pcfg, train, val)
+            model, ckpt = load_pretrained_model(path)
+        self.logs[f"{variant.name}_L{seq_len}"] = ckpt.get("metrics", {})
         return model, mcfg.to_dict()
 
 
