@@ -1,0 +1,100 @@
+"""A virtual Eastron meter: a pymodbus RTU server on one end of a pty bridge."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+
+from firmware_bridge.modbus.registers import REGISTER_MAPS, encode_float32
+from firmware_bridge.pty_link import PtyBridge
+from firmware_bridge.simulated import PowerSource, SimulatedMeterState
+
+
+class VirtualModbusMeter:
+    """``async with VirtualModbusMeter(power_source, model="sdm630") as meter: meter.port``.
+
+    The pymodbus server opens one pty of a ``PtyBridge``; ``port`` is the other one, which a
+    ``ModbusSource`` opens like an RS485 adapter. Registers are refreshed from ``power_source`` on
+    every read (a pymodbus SimDevice action), so each poll sees the value at its own time.
+    ``respond = False`` makes the meter answer with exception responses (device failure);
+    ``power_off()``/``power_on()`` stop and restart the server: no answers at all (timeouts).
+    """
+
+    def __init__(self, power_source: PowerSource, *, model: str = "sdm120", unit_id: int = 1,
+                 phases: int | None = None, time_fn: Callable[[], float] = time.time) -> None:
+        if model not in REGISTER_MAPS:
+            raise ValueError(f"unknown model {model!r}")
+        self.register_map = REGISTER_MAPS[model]
+        self.model, self.unit_id, self.time_fn = model, unit_id, time_fn
+        self.phases = phases or (3 if model == "sdm630" else 1)
+        self.state = SimulatedMeterState(power_source)
+        self.bridge = PtyBridge()
+        self.reads_served = 0
+        self.respond = True
+        self._server = None
+
+    @property
+    def port(self) -> str:
+        return self.bridge.path_b
+
+    def register_values(self, ts_s: float) -> dict[str, float]:
+        regs = self.state.sample(ts_s)
+        values = {"voltage_v": regs.voltage_v, "current_a": regs.current_a, "power_w": regs.power_w,
+                  "reactive_var": regs.reactive_var, "import_wh": regs.import_wh,
+                  "export_wh": regs.export_wh, "frequency_hz": 50.0,
+                  "apparent_power_va": (regs.power_w**2 + regs.reactive_var**2) ** 0.5}
+        values["power_factor"] = regs.power_w / values["apparent_power_va"] if values["apparent_power_va"] else 1.0
+        for i in range(1, 4):
+            on = i <= self.phases
+            values[f"voltage_l{i}_v"] = regs.voltage_v if on else 0.0
+            values[f"current_l{i}_a"] = regs.current_a / self.phases if on else 0.0
+            values[f"power_l{i}_w"] = regs.power_w / self.phases if on else 0.0
+        return values
+
+    async def _on_access(self, function_code, start_address, address, count, registers, set_values):
+        from pymodbus.constants import ExcCodes
+
+        if not self.respond:
+            return ExcCodes.DEVICE_FAILURE
+        values = self.register_values(self.time_fn())
+        for spec in self.register_map.registers:
+            value = values.get(spec.target, 0.0) / spec.scale
+            i = spec.address - start_address
+            registers[i], registers[i + 1] = encode_float32(value)
+        self.reads_served += 1
+        return None
+
+    async def start(self) -> None:
+        self.bridge.start()
+        await self.power_on()
+
+    async def power_on(self) -> None:
+        from pymodbus.server import ModbusSerialServer
+        from pymodbus.simulator import DataType, SimData, SimDevice
+
+        if self._server is not None:
+            return
+        device = SimDevice(self.unit_id, simdata=[SimData(0, count=self.register_map.size,
+                                                          values=0, datatype=DataType.REGISTERS)],
+                           action=self._on_access)
+        self._server = ModbusSerialServer(device, port=self.bridge.path_a,
+                                          baudrate=self.register_map.default_baudrate, timeout=1)
+        await self._server.serve_forever(background=True)
+
+    async def power_off(self) -> None:
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.shutdown()
+            self._server = None
+
+    async def stop(self) -> None:
+        await self.power_off()
+        self.bridge.stop()
+
+    async def __aenter__(self) -> VirtualModbusMeter:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
