@@ -39,28 +39,32 @@ def availability(ts_s, sample_period_s: float, period_s: float = 3600.0,
                  anchor_ts_s: float | None = None) -> dict[str, np.ndarray]:
     """Eqs. (1)-(2) for consecutive periods of one meter.
 
-    Returns ``period_start_s``, ``n_max``, ``n_observed`` and ``q`` (arrays over periods).
+    Returns ``period_start_s``, ``n_max``, ``n_observed`` and ``q`` (arrays over periods). Periods
+    are aligned to multiples of ``period_s``; the first and last are clipped to ``[start_s,
+    end_s)``, which default to the first sample and one sample period after the last.
     Duplicate timestamps count once; ``q`` is capped at 1 (clock jitter can put an extra sample in
     a period, but availability cannot exceed "everything arrived").
     """
     ts = np.unique(np.asarray(ts_s, dtype=np.float64))
     if ts.size and not np.isfinite(ts).all():
         raise SignalInputError("ts_s must be finite")
-    if start_s is None:
+    if start_s is None or end_s is None:
         if not ts.size:
-            raise SignalInputError("no timestamps and no start_s: period range unknown")
-        start_s = math.floor(ts[0] / period_s) * period_s
-    if end_s is None:
-        end_s = (math.floor(ts[-1] / period_s) + 1) * period_s if ts.size else start_s + period_s
-    n_periods = int(math.ceil((end_s - start_s) / period_s))
-    if n_periods <= 0:
+            raise SignalInputError("no timestamps: give start_s and end_s")
+        start_s = float(ts[0]) if start_s is None else float(start_s)
+        end_s = float(ts[-1] + sample_period_s) if end_s is None else float(end_s)
+    if end_s <= start_s:
         raise SignalInputError(f"end_s ({end_s}) must be after start_s ({start_s})")
+    # periods aligned to multiples of period_s (clock hours), clipped to [start_s, end_s)
+    first = math.floor(start_s / period_s) * period_s
+    n_periods = int(math.ceil((end_s - first) / period_s))
+    starts = first + period_s * np.arange(n_periods, dtype=np.float64)
+    lo, hi = np.maximum(starts, start_s), np.minimum(starts + period_s, end_s)
     anchor = anchor_ts_s if anchor_ts_s is not None else (ts[0] if ts.size else start_s)
-    starts = float(start_s) + period_s * np.arange(n_periods, dtype=np.float64)
-    phase = (anchor - starts) % sample_period_s
-    n_max = np.ceil((period_s - phase) / sample_period_s - 1e-9).astype(np.int64)
-    inside = ts[(ts >= start_s) & (ts < start_s + n_periods * period_s)]
-    n_obs = np.bincount(((inside - start_s) // period_s).astype(np.int64), minlength=n_periods)
+    phase = (anchor - lo) % sample_period_s
+    n_max = np.maximum(np.ceil((hi - lo - phase) / sample_period_s - 1e-9), 0).astype(np.int64)
+    inside = ts[(ts >= start_s) & (ts < end_s)]
+    n_obs = np.bincount(((inside - first) // period_s).astype(np.int64), minlength=n_periods)
     q = np.minimum(n_obs / np.maximum(n_max, 1), 1.0)
     return {"period_start_s": starts, "n_max": n_max, "n_observed": n_obs, "q": q}
 
@@ -116,8 +120,9 @@ def quality_summary(meter_id: str, ts_s, power_w, sample_period_s: float,
     duplicates = int(ts.size - np.unique(ts).size)
     valid = np.isfinite(p)
     av = availability(ts[valid], sample_period_s, 3600.0, start_s, end_s)
-    start = float(av["period_start_s"][0])
-    end = float(av["period_start_s"][-1] + 3600.0)
+    start = float(start_s) if start_s is not None else float(ts[valid][0]) if valid.any() else 0.0
+    end = float(end_s) if end_s is not None else float(ts[valid][-1] + sample_period_s) \
+        if valid.any() else start + sample_period_s
     tv = np.unique(ts[valid])
     edges = np.concatenate(([start - sample_period_s], tv, [end]))
     missing_runs = np.floor(np.diff(edges) / sample_period_s + 1e-9).astype(int) - 1
