@@ -262,7 +262,7 @@ def _log_step(run: _Run, model: UnifiedModel, opt, samples_per_s: float, bar) ->
     parts = torch.tensor([model.last_losses[k] for k in keys])
     parts = D.all_reduce_mean(parts, run.ctx)
     rec = {"step": run.step, "epoch": run.epoch, **{k: float(v) for k, v in zip(keys, parts, strict=True)},
-           "lr": opt.param_groups[0]["lr"], "samples_per_s": samples_per_s}
+           "beta": run.cfg.model.beta, "lr": opt.param_groups[0]["lr"], "samples_per_s": samples_per_s}
     bar.set_postfix(loss=f"{rec['loss']:.3f}", bal=f"{rec['balance']:.3f}")
     run.log(rec)
 
@@ -299,7 +299,7 @@ def plot_pretrain(metrics_path: str | Path, png_path: str | Path) -> Path:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     for key in ("loss", "recon", "balance"):
         ax1.plot([r["step"] for r in steps], [r[key] for r in steps], label=key)
-    ax1.plot([r["step"] for r in steps], [r["kl"] * 1e-3 for r in steps], label="kl x 1e-3")
+    ax1.plot([r["step"] for r in steps], [r["kl"] * r.get("beta", 1e-3) for r in steps], label="beta x kl")
     val = [r for r in epochs if "val_loss" in r]
     if val:
         ax1.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val loss")
@@ -310,6 +310,11 @@ def plot_pretrain(metrics_path: str | Path, png_path: str | Path) -> Path:
     if epochs:
         util = np.asarray(epochs[-1]["expert_utilisation"])
         im = ax2.imshow(util, aspect="auto", cmap="viridis", vmin=0)
+        ax2.set_xticks(range(util.shape[1]))
+        ax2.set_yticks(range(util.shape[0]))
+        for (i, j), v in np.ndenumerate(util):
+            if util.size <= 256:
+                ax2.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w")
         ax2.set_xlabel("expert")
         ax2.set_ylabel("MoE layer")
         ax2.set_title(f"share of routed tokens per expert (epoch {epochs[-1]['epoch']})")
