@@ -1,0 +1,304 @@
+"""The verified model bundle, as the gateway reads it (torch-free: json, hashlib, numpy only).
+
+A bundle is a directory::
+
+    manifest.json
+    imputation.fp32.onnx  imputation.int8.onnx  imputation.int8.tflite  ...
+
+``manifest.json`` (written by ``export.bundle_writer.write_bundle``) holds the format version, the
+model version, ``created_at``, one entry per task (inputs and outputs with shapes and units, the
+input spec: resolution, L, P, normalisation; top-k settings; which artifact is which), the appliance
+list, the minimum runtime versions and the sha256 and size of every artifact.
+
+``load_bundle(path)`` checks all of it before anything is handed to an interpreter and raises a
+``BundleError`` subclass that says what is wrong: a file that does not match its hash was tampered
+with or corrupted; a listed file that is missing; a format version this code does not read; an
+installed runtime older than the bundle needs. A bundle that fails any check is refused whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+FORMAT_NAME = "unimeter-bundle"
+FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = (1,)
+MANIFEST_NAME = "manifest.json"
+
+# Artifact kinds a task may list, in the order the runtime prefers them.
+ARTIFACT_KINDS = ("onnx_int8", "onnx_fp32", "tflite_int8", "tflite_fp32", "onnx_fp32_dense")
+
+REQUIRED_TOP_FIELDS = (
+    "format",
+    "format_version",
+    "model_version",
+    "created_at",
+    "tasks",
+    "appliances",
+    "min_runtime_versions",
+    "artifacts",
+)
+REQUIRED_TASK_FIELDS = ("inputs", "outputs", "input_spec", "topk", "artifacts")
+REQUIRED_INPUT_SPEC_FIELDS = ("resolution_s", "L", "P", "normalisation")
+REQUIRED_TOPK_FIELDS = ("n_experts", "k", "n_moe_layers")
+
+# Distribution names of the interpreters the runtime can use, by the key used in the manifest.
+RUNTIME_DISTRIBUTIONS = {
+    "onnxruntime": ("onnxruntime",),
+    "ai-edge-litert": ("ai-edge-litert",),
+    "tflite-runtime": ("tflite-runtime", "tflite_runtime"),
+}
+
+
+class BundleError(Exception):
+    """A model bundle cannot be used; the message says why."""
+
+
+class BundleFormatError(BundleError):
+    """The manifest is missing, unreadable, incomplete or of an unsupported format version."""
+
+
+class BundleMissingArtifactError(BundleError):
+    """A file the manifest lists is not in the bundle."""
+
+
+class BundleIntegrityError(BundleError):
+    """A file does not match the sha256 (or size) in the manifest: tampered with or corrupted."""
+
+
+class BundleRuntimeError(BundleError):
+    """No installed interpreter satisfies the bundle's minimum runtime versions."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: name, shape (``None`` = batch dimension), dtype, unit."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str = "float32"
+    unit: str = ""
+    description: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> TensorSpec:
+        try:
+            shape = tuple(None if d is None else int(d) for d in data["shape"])
+            return cls(
+                name=str(data["name"]),
+                shape=shape,
+                dtype=str(data.get("dtype", "float32")),
+                unit=str(data.get("unit", "")),
+                description=str(data.get("description", "")),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise BundleFormatError(f"{where}: bad tensor spec {data!r}: {e}") from e
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything the runtime needs to know about one task's model."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    input_spec: dict[str, Any]
+    topk: dict[str, Any]
+    artifacts: dict[str, Path]  # kind ("onnx_int8", ...) -> absolute path
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...] | None:
+        """Fixed batch sizes the graphs accept, or ``None`` if the batch dimension is dynamic."""
+        fixed = self.input_spec.get("batch_sizes")
+        return tuple(int(b) for b in fixed) if fixed else None
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded, verified bundle."""
+
+    path: Path
+    manifest: dict[str, Any]
+    tasks: dict[str, TaskSpec]
+    appliances: tuple[str, ...]
+    model_version: str
+    created_at: str
+    format_version: int
+    min_runtime_versions: dict[str, str]
+
+    def task(self, name: str) -> TaskSpec:
+        try:
+            return self.tasks[name]
+        except KeyError as e:
+            raise BundleError(
+                f"bundle {self.path} has no task {name!r}; it has {sorted(self.tasks)}"
+            ) from e
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """``"1.31.1"`` -> ``(1, 31, 1)``; trailing tags (``rc1``, ``+cpu``) are ignored."""
+    parts = []
+    for piece in str(text).split("."):
+        m = re.match(r"\d+", piece)
+        if not m:
+            break
+        parts.append(int(m.group()))
+    if not parts:
+        raise ValueError(f"not a version: {text!r}")
+    return tuple(parts)
+
+
+def installed_version(runtime: str) -> str | None:
+    """Installed version of a runtime named as in the manifest, or ``None`` if not installed."""
+    for dist in RUNTIME_DISTRIBUTIONS.get(runtime, (runtime,)):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def usable_runtimes(min_versions: dict[str, str]) -> dict[str, str]:
+    """Runtimes that are installed and at least as new as the manifest asks: name -> version."""
+    usable = {}
+    for runtime, minimum in min_versions.items():
+        if runtime not in RUNTIME_DISTRIBUTIONS:
+            continue
+        have = installed_version(runtime)
+        if have is not None and parse_version(have) >= parse_version(minimum):
+            usable[runtime] = have
+    return usable
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    if not root.is_dir():
+        raise BundleFormatError(f"{root} is not a bundle directory")
+    manifest_path = root / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise BundleFormatError(f"{root} has no {MANIFEST_NAME}: not a unimeter bundle")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleFormatError(f"{manifest_path} is not valid JSON: {e}") from e
+    if not isinstance(manifest, dict):
+        raise BundleFormatError(f"{manifest_path} must hold a JSON object")
+    return manifest
+
+
+def _check_format(manifest: dict[str, Any], root: Path) -> None:
+    missing = [k for k in REQUIRED_TOP_FIELDS if k not in manifest]
+    if missing:
+        raise BundleFormatError(f"{root}/{MANIFEST_NAME} lacks required fields {missing}")
+    if manifest["format"] != FORMAT_NAME:
+        raise BundleFormatError(f"{root}: format is {manifest['format']!r}, expected {FORMAT_NAME!r}")
+    version = manifest["format_version"]
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        raise BundleFormatError(
+            f"{root}: unsupported bundle format version {version!r}; this unimeter reads "
+            f"{list(SUPPORTED_FORMAT_VERSIONS)} (upgrade unimeter or re-export the bundle)"
+        )
+    if not isinstance(manifest["tasks"], dict) or not manifest["tasks"]:
+        raise BundleFormatError(f"{root}: manifest lists no tasks")
+
+
+def _verify_artifacts(manifest: dict[str, Any], root: Path) -> None:
+    artifacts = manifest["artifacts"]
+    if not isinstance(artifacts, dict) or not artifacts:
+        raise BundleFormatError(f"{root}: manifest lists no artifacts")
+    for name, entry in artifacts.items():
+        if Path(name).name != name:
+            raise BundleFormatError(f"{root}: artifact name {name!r} must be a plain file name")
+        if not isinstance(entry, dict) or "sha256" not in entry:
+            raise BundleFormatError(f"{root}: artifact {name!r} has no sha256 in the manifest")
+        path = root / name
+        if not path.is_file():
+            raise BundleMissingArtifactError(f"{root}: artifact {name!r} listed in the manifest is missing")
+        size = path.stat().st_size
+        if "bytes" in entry and int(entry["bytes"]) != size:
+            raise BundleIntegrityError(
+                f"{path}: size {size} B differs from the manifest's {entry['bytes']} B: "
+                "the file was modified or truncated; refusing the bundle"
+            )
+        actual = sha256_file(path)
+        if actual != entry["sha256"]:
+            raise BundleIntegrityError(
+                f"{path}: sha256 {actual[:16]}... does not match the manifest's "
+                f"{str(entry['sha256'])[:16]}...: the file was tampered with or corrupted; refusing the bundle"
+            )
+
+
+def _parse_task(name: str, data: dict[str, Any], manifest: dict[str, Any], root: Path) -> TaskSpec:
+    where = f"{root}: task {name!r}"
+    if not isinstance(data, dict):
+        raise BundleFormatError(f"{where} must be an object")
+    missing = [k for k in REQUIRED_TASK_FIELDS if k not in data]
+    if missing:
+        raise BundleFormatError(f"{where} lacks required fields {missing}")
+    for sub, required in (("input_spec", REQUIRED_INPUT_SPEC_FIELDS), ("topk", REQUIRED_TOPK_FIELDS)):
+        lacking = [k for k in required if k not in data[sub]]
+        if lacking:
+            raise BundleFormatError(f"{where}: {sub} lacks {lacking}")
+    artifacts = {}
+    for kind, file_name in data["artifacts"].items():
+        if kind not in ARTIFACT_KINDS:
+            raise BundleFormatError(f"{where}: unknown artifact kind {kind!r}; known: {ARTIFACT_KINDS}")
+        if file_name not in manifest["artifacts"]:
+            raise BundleFormatError(f"{where}: artifact {file_name!r} has no sha256 entry in the manifest")
+        artifacts[kind] = root / file_name
+    if not artifacts:
+        raise BundleFormatError(f"{where} lists no model files")
+    return TaskSpec(
+        name=name,
+        inputs=tuple(TensorSpec.from_dict(t, where) for t in data["inputs"]),
+        outputs=tuple(TensorSpec.from_dict(t, where) for t in data["outputs"]),
+        input_spec=dict(data["input_spec"]),
+        topk=dict(data["topk"]),
+        artifacts=artifacts,
+        metrics=dict(data.get("metrics", {})),
+    )
+
+
+def load_bundle(path: str | Path, *, check_runtimes: bool = True) -> Bundle:
+    """Read and verify a bundle directory; raise a ``BundleError`` subclass if anything is wrong.
+
+    Verifies the format name and version, the required fields, the size and sha256 of every
+    artifact, and (``check_runtimes``) that at least one installed interpreter meets the
+    bundle's minimum versions.
+    """
+    root = Path(path).resolve()
+    manifest = _read_manifest(root)
+    _check_format(manifest, root)
+    _verify_artifacts(manifest, root)
+    tasks = {name: _parse_task(name, data, manifest, root) for name, data in manifest["tasks"].items()}
+    min_versions = {str(k): str(v) for k, v in manifest["min_runtime_versions"].items()}
+    if check_runtimes and not usable_runtimes(min_versions):
+        found = {r: installed_version(r) for r in RUNTIME_DISTRIBUTIONS}
+        raise BundleRuntimeError(
+            f"{root}: no installed interpreter meets the bundle's minimum versions {min_versions} "
+            f"(installed: {found}); pip install 'unimeter[edge]'"
+        )
+    return Bundle(
+        path=root,
+        manifest=manifest,
+        tasks=tasks,
+        appliances=tuple(str(a) for a in manifest["appliances"]),
+        model_version=str(manifest["model_version"]),
+        created_at=str(manifest["created_at"]),
+        format_version=int(manifest["format_version"]),
+        min_runtime_versions=min_versions,
+    )

@@ -1,0 +1,221 @@
+"""Write a verified model bundle (the format ``edge.bundle`` reads; see its docstring).
+
+For each task checkpoint: the sparse fp32 ONNX, its int8 twin (gate kept float), the int8
+TFLite model and, on request, the dense fp32 ONNX reference; each artifact is checked against
+PyTorch before it is listed, then hashed into ``manifest.json``. The bundle is built in a
+sibling temporary directory and renamed into place, so a failed export never leaves a half
+bundle, and it is re-read with ``edge.bundle.load_bundle`` before ``write_bundle`` returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from edge.bundle import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, load_bundle, sha256_file
+from export.onnx_export import ExportError, MoeShape, OnnxExportConfig, export_onnx
+from export.quantize import QuantizeConfig, quantize_onnx_int8, routing_agreement
+from trainer.checkpoint import load_task_model
+from trainer.tasks import OUTPUT_UNITS, ExportModule, TaskModel, export_module
+
+log = logging.getLogger(__name__)
+
+MAX_BUNDLE_BYTES = 1_000_000
+# onnx IR 10 / opset 18 need onnxruntime >= 1.16; the TFLite ops used are in every litert build.
+MIN_RUNTIME_VERSIONS = {"onnxruntime": "1.16.0", "ai-edge-litert": "1.0.0", "tflite-runtime": "2.14.0"}
+INPUT_UNITS = {"load_w": "W", "observed": "1 observed, 0 missing", "covariates": "see covariate_names"}
+FP32_TOLERANCE = 1e-4  # max |onnx - torch| / output scale; float32 rounding of the same graph
+
+
+@dataclass
+class BundleConfig:
+    include_tflite: bool = True
+    include_dense: bool = False
+    check_windows: int = 64  # random windows used to verify every artifact against PyTorch
+    max_bundle_bytes: int = MAX_BUNDLE_BYTES
+    quantize: QuantizeConfig | None = None
+
+
+def _check_inputs(module: ExportModule, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Plausible daily loads (W) with ~20% missing points, and standard-normal covariates."""
+    rng = np.random.default_rng(seed)
+    L = module.seq_len
+    t = np.linspace(0, 2 * np.pi, L, dtype=np.float32)
+    base = rng.uniform(100, 2000, (n, 1)) * (1 + 0.5 * np.sin(t + rng.uniform(0, 6, (n, 1))))
+    load_w = (base + rng.gamma(1.0, 100.0, (n, L))).astype(np.float32)
+    observed = (rng.random((n, L)) > 0.2).astype(np.float32)
+    feeds = {"load_w": load_w * observed if "observed" in module.input_names else load_w,
+             "observed": observed,
+             "covariates": rng.normal(size=(n, module.n_covariates)).astype(np.float32)}
+    return {k: feeds[k] for k in module.input_names}
+
+
+def torch_outputs(module: ExportModule, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    with torch.no_grad():
+        out = module(*(torch.from_numpy(feeds[n]) for n in module.input_names))
+    return {n: o.numpy() for n, o in zip(module.output_names, out, strict=True)}
+
+
+def scaled_error(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    """max |a - b| / max(1, max |b|) over all outputs: absolute for O(1) outputs (logits),
+    relative for outputs in W."""
+    return max(float(np.abs(a[k] - b[k]).max() / max(1.0, float(np.abs(b[k]).max()))) for k in b)
+
+
+def _onnx_outputs(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds), strict=True))
+
+
+def _task_entry(model: TaskModel, module: ExportModule, artifacts: dict[str, str],
+                checks: dict, tflite_io: dict | None) -> dict:
+    mc, ckpt = model.model_cfg, getattr(model, "checkpoint", {})
+    data_spec = ckpt.get("data_spec", {})
+    example = torch_outputs(module, _check_inputs(module, 1))
+    inputs = []
+    for name in module.input_names:
+        width = module.n_covariates if name == "covariates" else mc.seq_len
+        inputs.append({"name": name, "shape": [None, width], "dtype": "float32", "unit": INPUT_UNITS[name]})
+    outputs = [{"name": n, "shape": [None, *example[n].shape[1:]], "dtype": "float32",
+                "unit": OUTPUT_UNITS.get(n, "")} for n in module.output_names]
+    input_spec = {
+        "resolution_s": int(data_spec.get("resolution_s", 1800)),
+        "L": mc.seq_len, "P": mc.n_patches, "patch_len": mc.patch_len,
+        "normalisation": {"kind": "instance", "in_graph": True, "eps": mc.norm_eps,
+                          "stats": "mean and std over observed points; outputs de-normalised in the graph"},
+        "covariate_names": list(data_spec.get("covariate_names", [])),
+        "covariate_spec_version": int(data_spec.get("covariate_spec_version", 0)),
+        "batch_sizes": None,
+    }
+    if tflite_io:
+        input_spec["tflite_io"] = tflite_io
+    return {
+        "inputs": inputs, "outputs": outputs, "input_spec": input_spec,
+        "topk": {"n_experts": mc.n_experts, "k": mc.top_k, "n_moe_layers": mc.n_layers if mc.moe else 0,
+                 "d_model": mc.d_model, "d_expert": mc.d_expert, "activation": mc.activation,
+                 "dispatch": "gather (TopK + Gather + MatMul)", "gate_quantized": False,
+                 "gating_noise": False},
+        "appliances": list(model.task_cfg.appliances),
+        "artifacts": artifacts, "metrics": ckpt.get("metrics", {}), "verification": checks,
+    }
+
+
+def _export_task(task: str, model: TaskModel, tmp: Path, cfg: BundleConfig, bar: tqdm) -> dict:
+    module = export_module(model).eval()
+    feeds = _check_inputs(module, cfg.check_windows)
+    reference = torch_outputs(module, feeds)
+    artifacts: dict[str, str] = {}
+    checks: dict[str, float] = {}
+
+    bar.set_description(f"{task}: ONNX fp32")
+    fp32 = export_onnx(module, tmp / f"{task}.fp32.onnx", OnnxExportConfig(dispatch="sparse"))
+    checks["onnx_fp32_scaled_error"] = scaled_error(_onnx_outputs(fp32, feeds), reference)
+    if checks["onnx_fp32_scaled_error"] > FP32_TOLERANCE:
+        raise ExportError(f"{task}: ONNX fp32 differs from PyTorch by {checks['onnx_fp32_scaled_error']:.2e}")
+    artifacts["onnx_fp32"] = fp32.name
+    bar.update()
+
+    bar.set_description(f"{task}: ONNX int8")
+    int8 = quantize_onnx_int8(fp32, tmp / f"{task}.int8.onnx", cfg.quantize)
+    checks["onnx_int8_scaled_error"] = scaled_error(_onnx_outputs(int8, feeds), reference)
+    checks["onnx_int8_routing_agreement"] = routing_agreement(fp32, int8, feeds)
+    artifacts["onnx_int8"] = int8.name
+    bar.update()
+
+    tflite_io = None
+    if cfg.include_tflite:
+        from export.tflite_export import export_tflite, quantize_tflite_int8, tflite_io_map
+
+        bar.set_description(f"{task}: TFLite int8")
+        with tempfile.TemporaryDirectory() as scratch:
+            tfl32 = export_tflite(module, Path(scratch) / f"{task}.fp32.tflite")
+            tfl8 = quantize_tflite_int8(tfl32, tmp / f"{task}.int8.tflite")
+        tflite_io = tflite_io_map(tfl8, module.input_names, module.output_names)
+        artifacts["tflite_int8"] = tfl8.name
+    bar.update()
+
+    if cfg.include_dense:
+        bar.set_description(f"{task}: dense reference")
+        dense = export_onnx(module, tmp / f"{task}.dense.fp32.onnx", OnnxExportConfig(dispatch="dense"))
+        checks["onnx_dense_scaled_error"] = scaled_error(_onnx_outputs(dense, feeds), reference)
+        artifacts["onnx_fp32_dense"] = dense.name
+    bar.update()
+    log.info("%s: checks %s", task, checks)
+    return _task_entry(model, module, artifacts, checks, tflite_io)
+
+
+def write_bundle(task_checkpoints: dict[str, Path], out_dir: str | Path, *, model_version: str,
+                 cfg: BundleConfig | None = None, overwrite: bool = False,
+                 notes: str = "") -> Path:
+    """Export every task checkpoint into one verified bundle directory; returns its path."""
+    cfg = cfg or BundleConfig()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise ExportError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    if not task_checkpoints:
+        raise ExportError("no task checkpoints given")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        tasks, appliances = {}, []
+        with tqdm(total=4 * len(task_checkpoints), desc="export", unit="step") as bar:
+            for task, ckpt_path in task_checkpoints.items():
+                model = load_task_model(ckpt_path)
+                if model.task != task:
+                    raise ExportError(f"{ckpt_path} holds task {model.task!r}, not {task!r}")
+                tasks[task] = _export_task(task, model, tmp, cfg, bar)
+                appliances += [a for a in model.task_cfg.appliances if a not in appliances]
+        manifest = _manifest(tmp, tasks, appliances, model_version, notes)
+        size = sum(e["bytes"] for e in manifest["artifacts"].values())
+        if size > cfg.max_bundle_bytes:
+            log.warning("bundle is %d B, over the %d B target", size, cfg.max_bundle_bytes)
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        load_bundle(tmp)  # the reader's checks, before the bundle is put in place
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _manifest(tmp: Path, tasks: dict, appliances: list[str], model_version: str, notes: str) -> dict:
+    import onnxruntime
+
+    artifacts = {}
+    for task, entry in tasks.items():
+        for kind, name in entry["artifacts"].items():
+            path = tmp / name
+            artifacts[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size,
+                               "task": task, "kind": kind}
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "model_version": model_version,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "tasks": tasks,
+        "appliances": appliances,
+        "min_runtime_versions": dict(MIN_RUNTIME_VERSIONS),
+        "producer": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+        "notes": notes,
+        "total_bytes": sum(a["bytes"] for a in artifacts.values()),
+        "artifacts": artifacts,
+    }
+
+
+def moe_shape_of(checkpoint: Path) -> MoeShape:
+    """The MoE dimensions of a task checkpoint (for sparsity reports)."""
+    return MoeShape.of(load_task_model(checkpoint))
