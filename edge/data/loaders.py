@@ -1,0 +1,407 @@
+"""Loaders for the smart-meter data a user really has, all returning :class:`MeterSeries`.
+
+Nothing is downloaded: every loader reads files from paths the user gives. Malformed input raises
+:class:`LoaderError` naming the file and the 1-based line. Missing values that the format itself
+marks as missing (LCL ``Null``, empty cells) become NaN, so nothing is silently dropped.
+
+Formats (source and layout):
+
+- **CER / ISSDA** Smart Metering Electricity Customer Behaviour Trials (Irish Social Science Data
+  Archive, 2009-2010), ``File1.txt`` .. ``File6.txt``: no header, space-separated
+  ``meter_id day_code kWh`` where ``day_code`` is 5 digits ``DDDHH``: day DDD (1 = 2009-01-01)
+  and half-hour HH (1..48; 49/50 on the autumn clock-change day, 46 half-hours in spring),
+  intervals counted from local (Europe/Dublin) midnight; kWh consumed in that half-hour.
+- **Low Carbon London** (UK Power Networks, London Datastore, 2011-2014), e.g.
+  ``Power-Networks-LCL-June2015(withAcornGps)v2_1.csv``: header
+  ``LCLid,stdorToU,DateTime,KWH/hh (per half hour) [,Acorn,Acorn_grouped]``, rows like
+  ``MAC000002,Std,2012-10-12 00:30:00.0000000, 0.143 `` (UK local time, ``Null`` = missing).
+- **REDD** low-frequency (Kolter and Johnson, MIT, 2011), ``low_freq/house_N/channel_K.dat``:
+  ``unix_ts power_W`` per line, space-separated (mains ~1 Hz, circuits every ~3 s), and
+  ``labels.dat`` with ``K name`` per line (``1 mains``, ``2 mains``, ``3 oven``, ...).
+- **UK-DALE** (Kelly and Knottenbelt, UKERC, 2015), ``house_N/channel_K.dat``: ``unix_ts power_W``
+  (6 s), ``labels.dat`` with ``K name`` (``1 aggregate``, ``2 boiler``, ...).
+- **PJM hourly load**: either the PJM Data Miner ``hrl_load_metered`` CSV (``datetime_beginning_utc,
+  datetime_beginning_ept,nerc_region,mkt_region,zone,load_area,mw,is_verified``, timestamps like
+  ``1/1/2024 5:00:00 AM``) or the widely used per-zone files ``AEP_hourly.csv``
+  (``Datetime,AEP_MW``, local Eastern time ``2004-12-31 01:00:00``).
+- **Generic CSV / Parquet**: columns ``timestamp`` (ISO 8601 or epoch seconds; ``ts_s`` also
+  accepted), optional ``meter_id``, and ``power_w`` (mean power of the interval) or ``energy_wh``
+  (energy of the interval starting at the timestamp).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+import re
+import zoneinfo
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+CER_EPOCH = dt.date(2009, 1, 1)  # CER day code 1
+
+
+class LoaderError(ValueError):
+    """Malformed input; the message names the file and the line."""
+
+    def __init__(self, path: str | Path, line: int | None, message: str) -> None:
+        self.path, self.line = str(path), line
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass
+class MeterSeries:
+    """One meter's series: UTC epoch seconds and mean power (W) per sample, NaN where missing."""
+
+    meter_id: str
+    ts_s: np.ndarray  # int64, sorted ascending
+    power_w: np.ndarray  # float64
+    source: str = ""  # cer | lcl | redd | ukdale | pjm | generic
+    resolution_s: int | None = None  # median sample spacing
+    appliances: dict[str, np.ndarray] = field(default_factory=dict)  # per-appliance power, same ts
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ts_s)
+
+
+def _finish(meter_id: str, ts: np.ndarray, power: np.ndarray, source: str, **kw) -> MeterSeries:
+    order = np.argsort(ts, kind="stable")
+    ts = np.asarray(ts, dtype=np.int64)[order]
+    res = int(np.median(np.diff(ts))) if len(ts) > 1 else None
+    apps = {k: np.asarray(v, dtype=np.float64)[order] for k, v in kw.pop("appliances", {}).items()}
+    return MeterSeries(meter_id, ts, np.asarray(power, dtype=np.float64)[order], source, res, apps, **kw)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            yield from enumerate(f, start=1)
+    except OSError as e:
+        raise LoaderError(path, None, f"cannot read: {e}") from e
+    except UnicodeDecodeError as e:
+        raise LoaderError(path, None, f"not a text file: {e}") from e
+
+
+def _float(path: Path, lineno: int, text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as e:
+        raise LoaderError(path, lineno, f"{what} {text.strip()!r} is not a number") from e
+    if math.isinf(value):
+        raise LoaderError(path, lineno, f"{what} is infinite")
+    return value
+
+
+# --- CER / ISSDA -----------------------------------------------------------------------------
+
+
+def load_cer(path: str | Path, tz: str | None = "Europe/Dublin") -> list[MeterSeries]:
+    """A CER/ISSDA ``FileN.txt``: one :class:`MeterSeries` per meter, half-hourly mean power."""
+    path = Path(path)
+    zone = zoneinfo.ZoneInfo(tz) if tz else None
+    midnight_cache: dict[int, int] = {}
+    rows: dict[str, tuple[list[int], list[float]]] = {}
+    for lineno, line in _lines(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 3:
+            raise LoaderError(path, lineno, f"expected 'meter_id day_code kWh', got {line.strip()!r}")
+        meter, code, kwh = parts
+        if not code.isdigit() or len(code) != 5:
+            raise LoaderError(path, lineno, f"day code {code!r} is not 5 digits DDDHH")
+        day, half = int(code[:3]), int(code[3:])
+        if day < 1 or not 1 <= half <= 50:
+            raise LoaderError(path, lineno, f"day code {code}: day {day} / half-hour {half} out of range")
+        if day not in midnight_cache:
+            date = CER_EPOCH + dt.timedelta(days=day - 1)
+            local_midnight = dt.datetime(date.year, date.month, date.day, tzinfo=zone or dt.UTC)
+            midnight_cache[day] = int(local_midnight.timestamp())
+        ts = midnight_cache[day] + (half - 1) * 1800
+        value = _float(path, lineno, kwh, "kWh")
+        bucket = rows.setdefault(meter, ([], []))
+        bucket[0].append(ts)
+        bucket[1].append(value * 2000.0)  # kWh per half hour -> mean W
+    if not rows:
+        raise LoaderError(path, None, "no data rows")
+    return [_finish(m, np.array(t), np.array(p), "cer") for m, (t, p) in sorted(rows.items())]
+
+
+# --- Low Carbon London ----------------------------------------------------------------------
+
+
+def load_lcl(path: str | Path, tz: str | None = "Europe/London") -> list[MeterSeries]:
+    """A Low Carbon London CSV: one :class:`MeterSeries` per LCLid (``Null`` -> NaN)."""
+    path = Path(path)
+    zone = zoneinfo.ZoneInfo(tz) if tz else dt.UTC
+    rows: dict[str, tuple[list[int], list[float], str]] = {}
+    lines = _lines(path)
+    header_no, header = next(((n, h) for n, h in lines if h.strip()), (0, ""))
+    cols = [c.strip() for c in header.split(",")]
+    if len(cols) < 4 or cols[0] != "LCLid" or not cols[3].startswith("KWH/hh"):
+        raise LoaderError(path, header_no or 1, f"not a Low Carbon London header: {header.strip()!r}")
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 4:
+            raise LoaderError(path, lineno, f"expected at least 4 columns, got {len(parts)}")
+        meter, tariff, stamp, kwh = parts[:4]
+        try:
+            local = dt.datetime.fromisoformat(stamp[:19])
+        except ValueError as e:
+            raise LoaderError(path, lineno, f"bad DateTime {stamp!r}") from e
+        ts = int(local.replace(tzinfo=zone).timestamp())
+        value = math.nan if kwh in ("Null", "") else _float(path, lineno, kwh, "KWH/hh") * 2000.0
+        bucket = rows.setdefault(meter, ([], [], tariff))
+        bucket[0].append(ts)
+        bucket[1].append(value)
+    if not rows:
+        raise LoaderError(path, None, "no data rows")
+    return [_finish(m, np.array(t), np.array(p), "lcl", extra={"tariff": tariff})
+            for m, (t, p, tariff) in sorted(rows.items())]
+
+
+# --- REDD / UK-DALE channel files ------------------------------------------------------------
+
+
+def read_channel(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A ``channel_K.dat`` file (REDD low_freq, UK-DALE): (ts_s int64, power_w float64)."""
+    path = Path(path)
+    ts, pw = [], []
+    for lineno, line in _lines(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < 2:
+            raise LoaderError(path, lineno, f"expected 'timestamp power', got {line.strip()!r}")
+        t = _float(path, lineno, parts[0], "timestamp")
+        if t != int(t) or t < 0:
+            raise LoaderError(path, lineno, f"timestamp {parts[0]!r} is not whole UNIX seconds")
+        ts.append(int(t))
+        pw.append(_float(path, lineno, parts[1], "power"))
+    return np.array(ts, dtype=np.int64), np.array(pw, dtype=np.float64)
+
+
+def read_labels(path: str | Path) -> dict[int, str]:
+    """A ``labels.dat`` file: channel number -> appliance name."""
+    path = Path(path)
+    labels: dict[int, str] = {}
+    for lineno, line in _lines(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise LoaderError(path, lineno, f"expected 'channel name', got {line.strip()!r}")
+        labels[int(parts[0])] = parts[1]
+    if not labels:
+        raise LoaderError(path, None, "no labels")
+    return labels
+
+
+def _bin_mean(ts: np.ndarray, pw: np.ndarray, t0: int, res: int, n: int) -> np.ndarray:
+    idx = (ts - t0) // res
+    ok = (idx >= 0) & (idx < n)
+    s = np.bincount(idx[ok], weights=pw[ok], minlength=n)
+    c = np.bincount(idx[ok], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(c > 0, s / np.maximum(c, 1), np.nan)
+
+
+def _load_channels(house_dir: str | Path, mains_names: tuple[str, ...], resolution_s: int,
+                   source: str) -> MeterSeries:
+    house = Path(house_dir)
+    labels = read_labels(house / "labels.dat")
+    channels = {}
+    for k, name in labels.items():
+        f = house / f"channel_{k}.dat"
+        if f.exists():
+            channels[k] = (name, *read_channel(f))
+    mains = [c for c in channels.values() if c[0] in mains_names]
+    if not mains:
+        raise LoaderError(house / "labels.dat", None, f"no mains channel (one of {mains_names}) with a data file")
+    t0 = min(int(c[1].min()) for c in channels.values() if len(c[1]))
+    t1 = max(int(c[1].max()) for c in channels.values() if len(c[1]))
+    t0 -= t0 % resolution_s
+    n = (t1 - t0) // resolution_s + 1
+    power = sum(_bin_mean(ts, pw, t0, resolution_s, n) for _, ts, pw in mains)
+    apps: dict[str, np.ndarray] = {}
+    for name, ts, pw in channels.values():
+        if name in mains_names:
+            continue
+        binned = _bin_mean(ts, pw, t0, resolution_s, n)
+        apps[name] = apps[name] + binned if name in apps else binned  # same-name circuits add
+    ts_grid = t0 + resolution_s * np.arange(n, dtype=np.int64)
+    return _finish(f"{source}_{house.name}", ts_grid, power, source, appliances=apps)
+
+
+def load_redd_house(house_dir: str | Path, resolution_s: int = 60) -> MeterSeries:
+    """A REDD ``low_freq/house_N`` directory binned to ``resolution_s`` (mains 1 + 2 summed)."""
+    return _load_channels(house_dir, ("mains",), resolution_s, "redd")
+
+
+def load_ukdale_house(house_dir: str | Path, resolution_s: int = 60) -> MeterSeries:
+    """A UK-DALE ``house_N`` directory binned to ``resolution_s`` (channel ``aggregate`` = mains)."""
+    return _load_channels(house_dir, ("aggregate", "mains"), resolution_s, "ukdale")
+
+
+# --- PJM --------------------------------------------------------------------------------------
+
+_PJM_US = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{2}):(\d{2}) ([AP]M)$")
+
+
+def _pjm_time(path: Path, lineno: int, text: str, zone: dt.tzinfo) -> int:
+    m = _PJM_US.match(text.strip())
+    try:
+        if m:
+            mo, d, y, h, mi, s, ampm = m.groups()
+            hour = int(h) % 12 + (12 if ampm == "PM" else 0)
+            local = dt.datetime(int(y), int(mo), int(d), hour, int(mi), int(s))
+        else:
+            local = dt.datetime.fromisoformat(text.strip())
+    except ValueError as e:
+        raise LoaderError(path, lineno, f"bad timestamp {text!r}") from e
+    return int(local.replace(tzinfo=local.tzinfo or zone).timestamp())
+
+
+def load_pjm(path: str | Path, tz: str = "America/New_York") -> list[MeterSeries]:
+    """PJM hourly load (Data Miner ``hrl_load_metered`` or ``ZONE_hourly.csv``), MW -> W."""
+    path = Path(path)
+    rows: dict[str, tuple[list[int], list[float]]] = {}
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        if "datetime_beginning_utc" in header and "mw" in header:
+            i_t, i_mw = header.index("datetime_beginning_utc"), header.index("mw")
+            i_id = header.index("load_area") if "load_area" in header else header.index("zone")
+            zone, get_id = dt.UTC, (lambda r: r[i_id])
+        elif len(header) == 2 and header[0] == "Datetime" and header[1].endswith("_MW"):
+            i_t, i_mw, zone = 0, 1, zoneinfo.ZoneInfo(tz)
+            name = header[1][:-3]
+            get_id = lambda r: name  # noqa: E731
+        else:
+            raise LoaderError(path, 1, f"not a PJM hourly load header: {','.join(header)!r}")
+        for lineno, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise LoaderError(path, lineno, f"expected {len(header)} columns, got {len(row)}")
+            ts = _pjm_time(path, lineno, row[i_t], zone)
+            mw = math.nan if not row[i_mw].strip() else _float(path, lineno, row[i_mw], "MW")
+            bucket = rows.setdefault(get_id(row), ([], []))
+            bucket[0].append(ts)
+            bucket[1].append(mw * 1e6)
+    if not rows:
+        raise LoaderError(path, None, "no data rows")
+    return [_finish(m, np.array(t), np.array(p), "pjm") for m, (t, p) in sorted(rows.items())]
+
+
+# --- generic CSV / Parquet -----------------------------------------------------------------------
+
+
+def _parse_ts(path: Path, lineno: int, text: str) -> int:
+    text = str(text).strip()
+    try:
+        return int(float(text))
+    except ValueError:
+        pass
+    try:
+        stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise LoaderError(path, lineno, f"bad timestamp {text!r} (ISO 8601 or epoch seconds)") from e
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return int(stamp.timestamp())
+
+
+def _generic_rows(path: Path) -> tuple[list[str], Iterable[tuple[int, list]]]:
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as e:
+            raise LoaderError(path, None, "reading Parquet needs pyarrow: pip install 'unimeter[data]'") from e
+        try:
+            table = pq.read_table(path)
+        except Exception as e:  # pyarrow raises several types for corrupt files
+            raise LoaderError(path, None, f"not a readable Parquet file: {e}") from e
+        cols = table.column_names
+        data = [table.column(c).to_pylist() for c in cols]
+        # Parquet "line" = 1-based row number (+1 for a header-like offset kept consistent with CSV)
+        return cols, ((i + 2, list(r)) for i, r in enumerate(zip(*data, strict=True)))
+    f = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 (closed by the generator)
+    reader = csv.reader(f)
+    cols = [c.strip() for c in next(reader, [])]
+
+    def rows() -> Iterator[tuple[int, list]]:
+        with f:
+            for lineno, row in enumerate(reader, start=2):
+                if row:
+                    yield lineno, row
+
+    return cols, rows()
+
+
+def load_generic(path: str | Path, default_meter_id: str | None = None) -> list[MeterSeries]:
+    """A CSV or Parquet file with ``timestamp``, optional ``meter_id``, ``power_w`` or ``energy_wh``.
+
+    ``energy_wh`` is the energy of the interval from each timestamp to the next of the same meter
+    (the last interval uses the median spacing).
+    """
+    path = Path(path)
+    try:
+        cols, rows = _generic_rows(path)
+    except OSError as e:
+        raise LoaderError(path, None, f"cannot read: {e}") from e
+    i_t = next((cols.index(c) for c in ("timestamp", "ts_s") if c in cols), None)
+    i_v = next((cols.index(c) for c in ("power_w", "energy_wh") if c in cols), None)
+    if i_t is None or i_v is None:
+        raise LoaderError(path, 1, f"need columns timestamp (or ts_s) and power_w or energy_wh, got {cols}")
+    is_energy = cols[i_v] == "energy_wh"
+    i_id = cols.index("meter_id") if "meter_id" in cols else None
+    meter_default = default_meter_id or path.stem
+    data: dict[str, tuple[list[int], list[float]]] = {}
+    for lineno, row in rows:
+        if len(row) != len(cols):
+            raise LoaderError(path, lineno, f"expected {len(cols)} columns, got {len(row)}")
+        value = row[i_v]
+        v = math.nan if value is None or str(value).strip() == "" else _float(path, lineno, str(value), cols[i_v])
+        meter = str(row[i_id]) if i_id is not None else meter_default
+        bucket = data.setdefault(meter, ([], []))
+        bucket[0].append(_parse_ts(path, lineno, row[i_t]))
+        bucket[1].append(v)
+    if not data:
+        raise LoaderError(path, None, "no data rows")
+    out = []
+    for meter, (t, v) in sorted(data.items()):
+        s = _finish(meter, np.array(t), np.array(v), "generic")
+        if is_energy:
+            step = np.diff(s.ts_s, append=s.ts_s[-1] + (s.resolution_s or 1))
+            if np.any(step <= 0):
+                raise LoaderError(path, None, f"meter {meter}: repeated timestamps, cannot convert energy to power")
+            s.power_w = s.power_w * 3600.0 / step
+        out.append(s)
+    return out
+
+
+LOADERS = {
+    "cer": load_cer,
+    "lcl": load_lcl,
+    "redd": load_redd_house,
+    "ukdale": load_ukdale_house,
+    "pjm": load_pjm,
+    "generic": load_generic,
+}
+
+
+def load(path: str | Path, fmt: str) -> list[MeterSeries]:
+    """Load ``path`` in format ``fmt`` (a key of :data:`LOADERS`) as a list of series."""
+    if fmt not in LOADERS:
+        raise LoaderError(path, None, f"unknown format {fmt!r}; known: {sorted(LOADERS)}")
+    out = LOADERS[fmt](path)
+    return out if isinstance(out, list) else [out]

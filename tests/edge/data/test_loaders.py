@@ -1,0 +1,111 @@
+"""Loaders parse fixture files in the real formats and reject malformed lines naming file:line."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.data import loaders as L
+
+FIX = Path(__file__).resolve().parent / "fixtures"
+
+
+def _utc(*args: int) -> int:
+    return int(dt.datetime(*args, tzinfo=dt.UTC).timestamp())
+
+
+def test_cer_parses_meters_days_and_dst_half_hours():
+    series = L.load_cer(FIX / "cer" / "File1.txt")
+    assert [s.meter_id for s in series] == ["1392", "1951"]
+    s = series[0]
+    assert len(s) == 2 * 48 + 4 and s.source == "cer" and s.resolution_s == 1800
+    # day 195 = 2009-07-14, Irish summer time: local midnight is 23:00 UTC the day before
+    assert s.ts_s[0] == _utc(2009, 7, 13, 23, 0)
+    assert np.all(np.diff(s.ts_s) > 0)
+    # day 298 = 2009-10-25: 50 half-hours; half-hour 50 starts at 23:30 GMT (local midnight was IST)
+    assert s.ts_s[-1] == _utc(2009, 10, 24, 23) + 49 * 1800 == _utc(2009, 10, 25, 23, 30)
+    first_line = next(ln for ln in (FIX / "cer" / "File1.txt").read_text().splitlines() if ln.startswith("1392 19501 "))
+    assert s.power_w[0] == pytest.approx(float(first_line.split()[2]) * 2000)
+
+
+def test_cer_rejects_bad_value_naming_file_and_line():
+    with pytest.raises(L.LoaderError, match=r"File_bad\.txt:5: kWh '0\.2x1'"):
+        L.load_cer(FIX / "cer" / "File_bad.txt")
+
+
+def test_lcl_parses_meters_nulls_and_london_time():
+    series = L.load_lcl(FIX / "lcl" / "LCL-June2015v2_0.csv")
+    assert [s.meter_id for s in series] == ["MAC000002", "MAC000246"]
+    a, b = series
+    assert a.ts_s[0] == _utc(2012, 10, 11, 23, 30)  # 00:30 BST
+    assert a.power_w[0] == pytest.approx(0.314 * 2000)
+    assert np.isnan(b.power_w[10]) and np.isfinite(b.power_w[[9, 11]]).all()
+    assert b.extra["tariff"] == "ToU" and len(a) == 96
+
+
+def test_lcl_rejects_short_line():
+    with pytest.raises(L.LoaderError, match=r"LCL_bad\.csv:8: expected at least 4 columns"):
+        L.load_lcl(FIX / "lcl" / "LCL_bad.csv")
+
+
+def test_redd_sums_mains_and_bins_channels():
+    s = L.load_redd_house(FIX / "redd" / "house_1", resolution_s=60)
+    assert s.source == "redd" and s.resolution_s == 60
+    assert set(s.appliances) == {"oven", "refrigerator", "lighting"}
+    t1, p1 = L.read_channel(FIX / "redd" / "house_1" / "channel_1.dat")
+    t2, p2 = L.read_channel(FIX / "redd" / "house_1" / "channel_2.dat")
+    first = s.ts_s[0]
+    expect = p1[(t1 >= first) & (t1 < first + 60)].mean() + p2[(t2 >= first) & (t2 < first + 60)].mean()
+    assert s.power_w[0] == pytest.approx(expect)
+    t5, p5 = L.read_channel(FIX / "redd" / "house_1" / "channel_5.dat")
+    t6, p6 = L.read_channel(FIX / "redd" / "house_1" / "channel_6.dat")
+    lit = p5[(t5 >= first) & (t5 < first + 60)].mean() + p6[(t6 >= first) & (t6 < first + 60)].mean()
+    assert s.appliances["lighting"][0] == pytest.approx(lit)
+    assert s.appliances["oven"].max() > 1900
+
+
+def test_redd_rejects_bad_power_line():
+    with pytest.raises(L.LoaderError, match=r"channel_1\.dat:3: power 'oops'"):
+        L.load_redd_house(FIX / "redd" / "bad_house")
+
+
+def test_ukdale_aggregate_and_appliances():
+    s = L.load_ukdale_house(FIX / "ukdale" / "house_1", resolution_s=30)
+    assert set(s.appliances) == {"boiler", "kettle", "fridge"}
+    assert s.resolution_s == 30 and np.isfinite(s.power_w).mean() > 0.9
+    assert s.meter_id == "ukdale_house_1"
+
+
+def test_pjm_data_miner_and_zone_files():
+    areas = L.load_pjm(FIX / "pjm" / "hrl_load_metered.csv")
+    assert [s.meter_id for s in areas] == ["AECO", "BC"]
+    assert areas[0].ts_s[0] == _utc(2024, 1, 1, 5) and areas[0].resolution_s == 3600
+    assert areas[0].power_w[0] == pytest.approx(2571.006e6)
+    (aep,) = L.load_pjm(FIX / "pjm" / "AEP_hourly.csv")
+    assert aep.meter_id == "AEP" and aep.ts_s[0] == _utc(2004, 12, 31, 6)  # 01:00 EST
+    with pytest.raises(L.LoaderError, match=r"AEP_bad\.csv:6: expected 2 columns"):
+        L.load_pjm(FIX / "pjm" / "AEP_bad.csv")
+
+
+def test_generic_csv_parquet_power_and_energy():
+    kitchen, garage = sorted(L.load_generic(FIX / "generic" / "meters.csv"), key=lambda s: s.meter_id)[::-1]
+    assert kitchen.meter_id == "kitchen" and kitchen.power_w[3] == 130
+    assert kitchen.ts_s[0] == _utc(2024, 3, 1) and kitchen.resolution_s == 300
+    m1, m2 = L.load_generic(FIX / "generic" / "energy.parquet")
+    assert m1.meter_id == "m1"
+    np.testing.assert_allclose(m1.power_w, [500, 250, 1000, np.nan, 125, 750])  # Wh per hour = W
+    with pytest.raises(L.LoaderError, match=r"bad\.csv:5: power_w '12O'"):
+        L.load_generic(FIX / "generic" / "bad.csv")
+
+
+def test_missing_file_and_unknown_format_are_loader_errors(tmp_path):
+    with pytest.raises(L.LoaderError, match="cannot read"):
+        L.load_cer(tmp_path / "nope.txt")
+    with pytest.raises(L.LoaderError, match="unknown format"):
+        L.load(tmp_path, "xml")
+    (tmp_path / "x.csv").write_text("when,value\n1,2\n")
+    with pytest.raises(L.LoaderError, match=r"x\.csv:1: need columns"):
+        L.load_generic(tmp_path / "x.csv")
