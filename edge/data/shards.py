@@ -1,0 +1,400 @@
+"""Parquet dataset shards: daily 30-min profiles (L=48) and high-rate NILM windows, read as streams.
+
+Seed 000 pretrains on ~3 million daily profiles; they never have to fit in memory: writers flush
+every ``rows_per_shard`` rows and readers stream record batches.
+
+Layout of a dataset directory::
+
+    DIR/manifest.json
+    DIR/profiles/<split>/part-00000.parquet ...
+    DIR/nilm/<split>/part-00000.parquet ...
+
+Splits are by household: a household's rows all go to one split (train/val/test by default),
+assigned deterministically from the seed with exact fractions (:func:`split_households`) and
+recorded in ``manifest.json``.
+
+Profiles schema (one row per household-day; ``[48]`` = fixed-size list, half-hour k covers
+local time [k*30 min, (k+1)*30 min)):
+
+============== ======================== ==========================================================
+column         type                     meaning
+============== ======================== ==========================================================
+household_id   string
+date           date32                   local date
+load_w         float32[48]              measured mean power (W), as a model sees it: may contain
+                                        injected attacks, and NaN where missing
+load_clean_w   float32[48]              anomaly-free ground truth (W)
+observed       uint8[48]                1 = observed, 0 = missing
+anomaly_point  uint8[48]                1 = manipulated by an injected attack/fault
+anomaly_kind   int8                     ``edge.sim.inject.KINDS`` code of the day's attack, 0 none
+temperature_c  float32[48]              outdoor temperature (C)
+weekday        int8                     Monday = 0
+is_holiday     bool                     public holiday
+============== ======================== ==========================================================
+
+NILM schema (one row per window of ``L_nilm`` samples at ``resolution_s``; appliance order is
+``manifest["nilm"]["appliances"]``, A of them; ``[A*L]`` is row-major [A, L]):
+
+============== ======================== ==========================================================
+household_id   string
+start_ts_s     int64                    UTC epoch s of the first sample
+load_w         float32[L]               measured aggregate active power (W)
+reactive_var   float32[L]               measured aggregate reactive power (var)
+appliance_w    float32[A*L]             ground-truth active power per appliance (0 if not owned)
+appliance_on   uint8[A*L]               ground-truth on state
+owned          uint8[A]                 1 if the household has the appliance
+============== ======================== ==========================================================
+
+Readers return dicts of numpy arrays (``household_id`` as an object array of str, ``date`` as
+datetime64[D], lists reshaped to [B, 48], [B, L] or [B, A, L]).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from edge.sim.household import DailyProfiles, HouseholdTrace
+from edge.sim.specs import ALL_APPLIANCES
+
+FORMAT_VERSION = 1
+PROFILE_L = 48
+DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
+class ShardError(ValueError):
+    """A dataset directory that is missing, inconsistent or asked for something it lacks."""
+
+
+def split_households(household_ids: Sequence[str], fractions: dict[str, float] | None = None,
+                     seed: int = 0) -> dict[str, str]:
+    """Assign each household to one split with exact (rounded) fractions, deterministically.
+
+    Every split with a positive fraction gets at least one household when there are enough.
+    """
+    fractions = dict(fractions or DEFAULT_FRACTIONS)
+    if not fractions or any(f < 0 for f in fractions.values()) or sum(fractions.values()) <= 0:
+        raise ShardError(f"split fractions must be non-negative and not all zero: {fractions}")
+    ids = sorted(set(household_ids))
+    total = sum(fractions.values())
+    names = list(fractions)
+    counts = [int(np.floor(fractions[n] / total * len(ids))) for n in names]
+    for i in np.argsort([-(fractions[n] / total * len(ids) % 1) for n in names]):
+        if sum(counts) < len(ids):
+            counts[i] += 1
+    for i, n in enumerate(names):  # give empty positive splits one household from the largest
+        if fractions[n] > 0 and counts[i] == 0 and max(counts) > 1:
+            counts[int(np.argmax(counts))] -= 1
+            counts[i] += 1
+    perm = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5B17]).permutation(len(ids))
+    out, k = {}, 0
+    for name, c in zip(names, counts, strict=True):
+        for j in perm[k : k + c]:
+            out[ids[j]] = name
+        k += c
+    return out
+
+
+def _fixed(values: np.ndarray, width: int, pa_type: pa.DataType) -> pa.FixedSizeListArray:
+    flat = pa.array(np.ascontiguousarray(values).reshape(-1), type=pa_type)
+    return pa.FixedSizeListArray.from_arrays(flat, width)
+
+
+PROFILE_SCHEMA = pa.schema([
+    ("household_id", pa.string()), ("date", pa.date32()),
+    ("load_w", pa.list_(pa.float32(), PROFILE_L)), ("load_clean_w", pa.list_(pa.float32(), PROFILE_L)),
+    ("observed", pa.list_(pa.uint8(), PROFILE_L)), ("anomaly_point", pa.list_(pa.uint8(), PROFILE_L)),
+    ("anomaly_kind", pa.int8()), ("temperature_c", pa.list_(pa.float32(), PROFILE_L)),
+    ("weekday", pa.int8()), ("is_holiday", pa.bool_()),
+])
+
+
+def _nilm_schema(n_app: int, length: int) -> pa.Schema:
+    return pa.schema([
+        ("household_id", pa.string()), ("start_ts_s", pa.int64()),
+        ("load_w", pa.list_(pa.float32(), length)), ("reactive_var", pa.list_(pa.float32(), length)),
+        ("appliance_w", pa.list_(pa.float32(), n_app * length)),
+        ("appliance_on", pa.list_(pa.uint8(), n_app * length)), ("owned", pa.list_(pa.uint8(), n_app)),
+    ])
+
+
+@dataclass
+class _Part:
+    """Buffered rows of one (kind, split) and the files written so far."""
+
+    tables: list[pa.Table] = field(default_factory=list)
+    rows_buffered: int = 0
+    bytes_buffered: int = 0
+    files: list[str] = field(default_factory=list)
+    rows_written: int = 0
+    households: set[str] = field(default_factory=set)
+
+
+class DatasetWriter:
+    """Writes profile and NILM rows to per-split Parquet shards and the manifest on close."""
+
+    def __init__(self, out_dir: str | Path, split_of: dict[str, str], rows_per_shard: int = 200_000,
+                 nilm_window: int | None = None, nilm_resolution_s: int | None = None,
+                 nilm_appliances: Sequence[str] = ALL_APPLIANCES, meta: dict | None = None,
+                 max_shard_bytes: int = 128 << 20) -> None:
+        self.out = Path(out_dir)
+        self.max_shard_bytes = int(max_shard_bytes)
+        self.split_of = dict(split_of)
+        self.rows_per_shard = int(rows_per_shard)
+        self.nilm_window = nilm_window
+        self.nilm_resolution_s = nilm_resolution_s
+        self.nilm_appliances = tuple(nilm_appliances)
+        self.meta = dict(meta or {})
+        self._parts: dict[tuple[str, str], _Part] = {}
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def _split(self, household_id: str) -> str:
+        try:
+            return self.split_of[household_id]
+        except KeyError as e:
+            raise ShardError(f"household {household_id!r} has no split assigned") from e
+
+    def _append(self, kind: str, household_id: str, table: pa.Table) -> None:
+        split = self._split(household_id)
+        part = self._parts.setdefault((kind, split), _Part())
+        part.tables.append(table)
+        part.rows_buffered += table.num_rows
+        part.bytes_buffered += table.nbytes
+        part.households.add(household_id)
+        if part.rows_buffered >= self.rows_per_shard or part.bytes_buffered >= self.max_shard_bytes:
+            self._flush(kind, split)
+
+    def _flush(self, kind: str, split: str) -> None:
+        part = self._parts[(kind, split)]
+        if not part.tables:
+            return
+        table = pa.concat_tables(part.tables)
+        rel = f"{kind}/{split}/part-{len(part.files):05d}.parquet"
+        (self.out / rel).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, self.out / rel, compression="zstd")
+        part.files.append(rel)
+        part.rows_written += table.num_rows
+        part.tables, part.rows_buffered, part.bytes_buffered = [], 0, 0
+
+    def add_profiles(self, prof: DailyProfiles, load_w: np.ndarray | None = None,
+                     anomaly_point: np.ndarray | None = None, anomaly_kind: np.ndarray | None = None) -> None:
+        """Rows for one household's days; ``load_w`` defaults to the clean profiles."""
+        n = len(prof.dates)
+        if n == 0:
+            return
+        clean = np.asarray(prof.load_w, np.float32)
+        seen = clean if load_w is None else np.asarray(load_w, np.float32)
+        if seen.shape != (n, PROFILE_L):
+            raise ShardError(f"load_w must be [{n}, {PROFILE_L}], got {seen.shape}")
+        points = np.zeros((n, PROFILE_L), np.uint8) if anomaly_point is None else np.asarray(anomaly_point, np.uint8)
+        kinds = np.zeros(n, np.int8) if anomaly_kind is None else np.asarray(anomaly_kind, np.int8)
+        table = pa.table({
+            "household_id": pa.array([prof.household_id] * n, pa.string()),
+            "date": pa.array(np.asarray(prof.dates, "datetime64[D]"), pa.date32()),
+            "load_w": _fixed(seen, PROFILE_L, pa.float32()),
+            "load_clean_w": _fixed(clean, PROFILE_L, pa.float32()),
+            "observed": _fixed(np.isfinite(seen).astype(np.uint8), PROFILE_L, pa.uint8()),
+            "anomaly_point": _fixed(points, PROFILE_L, pa.uint8()),
+            "anomaly_kind": pa.array(kinds, pa.int8()),
+            "temperature_c": _fixed(np.asarray(prof.temperature_c, np.float32), PROFILE_L, pa.float32()),
+            "weekday": pa.array(np.asarray(prof.weekday, np.int8), pa.int8()),
+            "is_holiday": pa.array(np.asarray(prof.is_holiday, bool), pa.bool_()),
+        }, schema=PROFILE_SCHEMA)
+        self._append("profiles", prof.household_id, table)
+
+    def add_nilm(self, household_id: str, windows: dict[str, np.ndarray]) -> None:
+        """Rows from :func:`nilm_windows` output for one household."""
+        if self.nilm_window is None:
+            raise ShardError("this writer was created without nilm_window")
+        n, length = windows["load_w"].shape
+        n_app = len(self.nilm_appliances)
+        if length != self.nilm_window or windows["appliance_w"].shape != (n, n_app, length):
+            raise ShardError(f"NILM windows must be [{n}, {n_app}, {self.nilm_window}], got "
+                             f"{windows['appliance_w'].shape}")
+        if n == 0:
+            return
+        table = pa.table({
+            "household_id": pa.array([household_id] * n, pa.string()),
+            "start_ts_s": pa.array(windows["start_ts_s"].astype(np.int64)),
+            "load_w": _fixed(windows["load_w"].astype(np.float32), length, pa.float32()),
+            "reactive_var": _fixed(windows["reactive_var"].astype(np.float32), length, pa.float32()),
+            "appliance_w": _fixed(windows["appliance_w"].astype(np.float32), n_app * length, pa.float32()),
+            "appliance_on": _fixed(windows["appliance_on"].astype(np.uint8), n_app * length, pa.uint8()),
+            "owned": _fixed(np.tile(windows["owned"].astype(np.uint8), (n, 1)), n_app, pa.uint8()),
+        }, schema=_nilm_schema(n_app, length))
+        self._append("nilm", household_id, table)
+
+    def close(self) -> dict:
+        """Flush everything and write ``manifest.json``; returns the manifest."""
+        for kind, split in list(self._parts):
+            self._flush(kind, split)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "splits": sorted(set(self.split_of.values())),
+            "household_split": dict(sorted(self.split_of.items())),
+            **self.meta,
+        }
+        for kind in ("profiles", "nilm"):
+            parts = {s: p for (k, s), p in self._parts.items() if k == kind}
+            if not parts:
+                continue
+            section = {"splits": {s: {"files": p.files, "rows": p.rows_written,
+                                      "households": sorted(p.households)} for s, p in sorted(parts.items())}}
+            if kind == "profiles":
+                section.update(L=PROFILE_L, resolution_s=1800)
+            else:
+                section.update(L=self.nilm_window, resolution_s=self.nilm_resolution_s,
+                               appliances=list(self.nilm_appliances))
+            manifest[kind] = section
+        (self.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        return manifest
+
+
+def nilm_windows(trace: HouseholdTrace, window: int, n_windows: int, rng: np.random.Generator,
+                 appliances: Sequence[str] = ALL_APPLIANCES) -> dict[str, np.ndarray]:
+    """``n_windows`` random, non-overlapping windows of ``window`` samples from a trace."""
+    n_slots = len(trace) // window
+    if n_slots == 0:
+        raise ShardError(f"trace of {len(trace)} samples is shorter than a NILM window of {window}")
+    slots = np.sort(rng.choice(n_slots, size=min(n_windows, n_slots), replace=False))
+    idx = slots[:, None] * window + np.arange(window)[None, :]
+    n_app = len(appliances)
+    app_w = np.zeros((len(slots), n_app, window), np.float32)
+    app_on = np.zeros((len(slots), n_app, window), bool)
+    owned = np.zeros(n_app, bool)
+    for a, name in enumerate(appliances):
+        if name in trace.appliances:
+            owned[a] = True
+            app_w[:, a] = trace.appliances[name].power_w[idx]
+            app_on[:, a] = trace.appliances[name].on[idx]
+    return {"start_ts_s": trace.ts_s[slots * window], "load_w": trace.power_w[idx],
+            "reactive_var": trace.reactive_var[idx], "appliance_w": app_w, "appliance_on": app_on,
+            "owned": owned}
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def read_manifest(data_dir: str | Path) -> dict:
+    path = Path(data_dir) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise ShardError(f"{path}: no manifest (not a dataset directory)") from e
+    except json.JSONDecodeError as e:
+        raise ShardError(f"{path}: corrupt manifest: {e}") from e
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ShardError(f"{path}: format_version {manifest.get('format_version')} != {FORMAT_VERSION}")
+    return manifest
+
+
+def _column_to_numpy(col: pa.Array, shape: tuple[int, ...] | None) -> np.ndarray:
+    if pa.types.is_fixed_size_list(col.type):
+        flat = col.flatten().to_numpy(zero_copy_only=False)
+        return flat.reshape((len(col), *shape)) if shape else flat.reshape(len(col), -1)
+    if pa.types.is_date32(col.type):
+        return col.to_numpy(zero_copy_only=False).astype("datetime64[D]")
+    if pa.types.is_string(col.type):
+        return np.asarray(col.to_pylist(), dtype=object)
+    return col.to_numpy(zero_copy_only=False)
+
+
+def _iter_batches(data_dir: str | Path, kind: str, split: str, batch_size: int,
+                  shapes: dict[str, tuple[int, ...]], columns: Sequence[str] | None,
+                  shuffle: bool, seed: int, drop_last: bool) -> Iterator[dict[str, np.ndarray]]:
+    manifest = read_manifest(data_dir)
+    if kind not in manifest:
+        raise ShardError(f"{data_dir}: dataset has no {kind} shards")
+    splits = manifest[kind]["splits"]
+    if split not in splits:
+        raise ShardError(f"{data_dir}: no {kind} split {split!r}; have {sorted(splits)}")
+    if batch_size < 1:
+        raise ShardError(f"batch_size must be >= 1, got {batch_size}")
+    files = list(splits[split]["files"])
+    rng = np.random.default_rng(seed)
+    if shuffle:
+        rng.shuffle(files)
+    pending: list[dict[str, np.ndarray]] = []
+    n_pending = 0
+    for rel in files:
+        pf = pq.ParquetFile(Path(data_dir) / rel)
+        for rb in pf.iter_batches(batch_size=max(batch_size, 4096), columns=list(columns) if columns else None):
+            chunk = {name: _column_to_numpy(rb.column(i), shapes.get(name))
+                     for i, name in enumerate(rb.schema.names)}
+            if shuffle:
+                perm = rng.permutation(rb.num_rows)
+                chunk = {k: v[perm] for k, v in chunk.items()}
+            pending.append(chunk)
+            n_pending += rb.num_rows
+            while n_pending >= batch_size:
+                merged = {k: np.concatenate([c[k] for c in pending]) for k in pending[0]}
+                yield {k: v[:batch_size] for k, v in merged.items()}
+                rest = {k: v[batch_size:] for k, v in merged.items()}
+                n_pending -= batch_size
+                pending = [rest] if n_pending else []
+    if n_pending and not drop_last:
+        yield {k: np.concatenate([c[k] for c in pending]) for k in pending[0]}
+
+
+def iter_profile_batches(data_dir: str | Path, split: str, batch_size: int,
+                         columns: Sequence[str] | None = None, shuffle: bool = False, seed: int = 0,
+                         drop_last: bool = False) -> Iterator[dict[str, np.ndarray]]:
+    """Stream profile rows of ``split`` as dicts of numpy arrays ([B, 48] for the list columns).
+
+    ``shuffle`` permutes file order and rows within each read chunk (a streaming shuffle).
+    """
+    shapes = {c: (PROFILE_L,) for c in ("load_w", "load_clean_w", "observed", "anomaly_point", "temperature_c")}
+    yield from _iter_batches(data_dir, "profiles", split, batch_size, shapes, columns, shuffle, seed, drop_last)
+
+
+def iter_nilm_batches(data_dir: str | Path, split: str, batch_size: int,
+                      columns: Sequence[str] | None = None, shuffle: bool = False, seed: int = 0,
+                      drop_last: bool = False) -> Iterator[dict[str, np.ndarray]]:
+    """Stream NILM windows: load_w [B, L], appliance_w/appliance_on [B, A, L], owned [B, A]."""
+    section = read_manifest(data_dir).get("nilm")
+    if section is None:
+        raise ShardError(f"{data_dir}: dataset has no nilm shards")
+    length, n_app = int(section["L"]), len(section["appliances"])
+    shapes = {"load_w": (length,), "reactive_var": (length,), "appliance_w": (n_app, length),
+              "appliance_on": (n_app, length), "owned": (n_app,)}
+    yield from _iter_batches(data_dir, "nilm", split, batch_size, shapes, columns, shuffle, seed, drop_last)
+
+
+def write_traces(traces: Iterable[HouseholdTrace], out_dir: str | Path, household_ids: Sequence[str],
+                 fractions: dict[str, float] | None = None, seed: int = 0, nilm_window: int | None = None,
+                 nilm_per_household: int = 0, attack_fraction: float = 0.0,
+                 rows_per_shard: int = 200_000, meta: dict | None = None) -> dict:
+    """Write profiles (and NILM windows) of simulated traces; returns the manifest.
+
+    ``attack_fraction`` of the days get one random FDI attack (``edge.sim.inject``) in ``load_w``
+    while ``load_clean_w`` keeps the truth.
+    """
+    from edge.sim.inject import attack_batch
+
+    split_of = split_households(household_ids, fractions, seed)
+    writer = None
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xDA7A])
+    for tr in traces:
+        if writer is None:
+            writer = DatasetWriter(out_dir, split_of, rows_per_shard, nilm_window if nilm_per_household else None,
+                                   tr.resolution_s, meta={"seed": seed, "split_fractions": fractions or DEFAULT_FRACTIONS,
+                                                          **(meta or {})})
+        prof = tr.to_profiles()
+        if attack_fraction > 0 and len(prof.dates):
+            seen, points, _, kinds = attack_batch(prof.load_w, rng, attack_fraction)
+            writer.add_profiles(prof, seen, points, kinds)
+        else:
+            writer.add_profiles(prof)
+        if nilm_per_household and nilm_window:
+            writer.add_nilm(tr.household_id, nilm_windows(tr, nilm_window, nilm_per_household, rng))
+    if writer is None:
+        raise ShardError("no traces to write")
+    return writer.close()
