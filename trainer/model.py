@@ -12,6 +12,8 @@ Choices where the paper is vague or wrong (each is the sound option, stated once
   and an average point are indistinguishable; with it, pre-training masks (Alg. 2) and missing
   points (imputation) speak the same language. ``observed_channel=False`` gives the paper's FC.
 - Instance normalisation uses observed points only and keeps (mean, std) to de-normalise.
+  Pre-training's hidden patches are excluded from the statistics too, so nothing about them
+  leaks into the input (the model then recovers the whole profile in those units).
 - Positional encoding (eq 3) is the fixed sinusoidal table of [28].
 - Encoder layers are pre-LayerNorm residual blocks (the paper gives no normalisation; pre-LN is
   what trains 8 layers stably without warm-up).
@@ -427,14 +429,14 @@ class UnifiedModel(nn.Module):
         if x_w.dim() != 2 or x_w.shape[1] != cfg.seq_len:
             raise ValueError(f"expected input [B, {cfg.seq_len}], got {tuple(x_w.shape)}")
         obs = torch.ones_like(x_w) if observed is None else observed.to(x_w.dtype)
+        if patch_mask is not None:  # hidden patches count as missing, statistics included
+            keep = (~patch_mask).to(x_w.dtype).repeat_interleave(cfg.patch_len, dim=1)
+            obs = obs * keep
         x_n, stats = instance_norm(x_w, obs, cfg.norm_eps)
         if noise is not None:
             x_n = x_n + noise
         elif noise_std > 0:
             x_n = x_n + noise_std * torch.randn_like(x_n)
-        if patch_mask is not None:
-            keep = (~patch_mask).to(x_w.dtype).repeat_interleave(cfg.patch_len, dim=1)
-            obs = obs * keep
         x_n = x_n * obs
         h = self.drop(self.embed(x_n, obs))
         balance = x_w.new_zeros(())
