@@ -1,0 +1,200 @@
+"""A virtual ZigBee smart-meter plug: Metering (0x0702) and Electrical Measurement (0x0B04) server.
+
+It lives on a ``VirtualRadioApplication``: it answers Read Attributes and Configure Reporting with
+real ZCL frames, and sends Report Attributes frames every ``report_interval_s`` with the values of
+``power_source``. Raw values use the scaling a typical plug announces (demand in W via divisor
+1000 of kW, summation in Wh, voltage in 0.1 V, current in mA, active power in W).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from firmware_bridge.simulated import PowerSource, SimulatedMeterState
+from firmware_bridge.zigbee.clusters import (
+    ATTRIBUTES,
+    ELECTRICAL_MEASUREMENT_CLUSTER_ID,
+    METERING_CLUSTER_ID,
+)
+
+_NAME_TO_ID = {(cid, name): aid for (cid, aid), name in ATTRIBUTES.items()}
+_REPORTED = {
+    METERING_CLUSTER_ID: ("instantaneous_demand", "current_summ_delivered", "current_summ_received"),
+    ELECTRICAL_MEASUREMENT_CLUSTER_ID: ("active_power", "reactive_power", "rms_voltage", "rms_current"),
+}
+
+
+class VirtualZigbeeMeter:
+    """``async with VirtualZigbeeMeter(power_source) as meter:`` then attach it to a virtual radio
+    (``ZigbeeSource`` with radio="virtual" and ``virtual_devices=[meter]`` does that).
+
+    ``supports_reporting_config=False`` answers Configure Reporting with UNSUPPORTED_ATTRIBUTE (a
+    device that only reports on its own schedule).
+    """
+
+    def __init__(self, power_source: PowerSource, *, ieee: str = "00:0d:6f:00:0a:bc:de:01",
+                 nwk: int = 0x4A31, report_interval_s: float = 1.0,
+                 electrical_measurement: bool = True, supports_reporting_config: bool = True,
+                 model: str = "Virtual meter plug", manufacturer: str = "unimeter",
+                 time_fn: Callable[[], float] = time.time) -> None:
+        if report_interval_s <= 0:
+            raise ValueError("report_interval_s must be > 0")
+        self.state = SimulatedMeterState(power_source)
+        self.ieee, self.nwk, self.report_interval_s = ieee, nwk, report_interval_s
+        self.electrical_measurement = electrical_measurement
+        self.supports_reporting_config = supports_reporting_config
+        self.model, self.manufacturer, self.time_fn = model, manufacturer, time_fn
+        self.scaling = {"multiplier": 1, "divisor": 1000, "unit_of_measure": 0,
+                        "ac_power_multiplier": 1, "ac_power_divisor": 1,
+                        "ac_voltage_multiplier": 1, "ac_voltage_divisor": 10,
+                        "ac_current_multiplier": 1, "ac_current_divisor": 1000}
+        self.reporting_configured: dict[tuple[int, int], tuple[int, int]] = {}
+        self.reports_sent = 0
+        self.app = None
+        self._task: asyncio.Task | None = None
+        self._tsn = 0
+
+    @property
+    def cluster_ids(self) -> tuple[int, ...]:
+        if self.electrical_measurement:
+            return (METERING_CLUSTER_ID, ELECTRICAL_MEASUREMENT_CLUSTER_ID)
+        return (METERING_CLUSTER_ID,)
+
+    def raw_values(self, ts_s: float) -> dict[str, int]:
+        """Raw attribute values at ``ts_s`` (the integers a device puts on the air)."""
+        regs = self.state.sample(ts_s)
+        values = dict(self.scaling)
+        values.update(
+            instantaneous_demand=round(regs.power_w),  # W with multiplier 1 / divisor 1000 of kW
+            current_summ_delivered=max(0, round(regs.import_wh)),
+            current_summ_received=max(0, round(regs.export_wh)),
+            active_power=max(-32768, min(32767, round(regs.power_w))),
+            reactive_power=max(-32768, min(32767, round(regs.reactive_var))),
+            rms_voltage=max(0, min(65535, round(regs.voltage_v * 10))),
+            rms_current=max(0, min(65535, round(regs.current_a * 1000))),
+        )
+        return values
+
+    # -- radio side -----------------------------------------------------------------------------
+    def attach(self, app) -> None:
+        self.app = app
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._report_loop())
+
+    def detach(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self.app = None
+
+    async def _report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.report_interval_s)
+            if self.app is not None:
+                self.send_reports()
+
+    def send_reports(self) -> None:
+        values = self.raw_values(self.time_fn())
+        for cluster_id in self.cluster_ids:
+            names = _REPORTED[cluster_id]
+            self.app.packet_received(self._report_packet(cluster_id, names, values))
+        self.reports_sent += 1
+
+    def _report_packet(self, cluster_id: int, names, values):
+        from zigpy.zcl import foundation
+
+        records = [foundation.Attribute(attrid=_NAME_TO_ID[(cluster_id, n)],
+                                        value=self._type_value(cluster_id, n, values[n]))
+                   for n in names]
+        payload = b"".join(r.serialize() for r in records)
+        return self._packet(cluster_id, foundation.GeneralCommand.Report_Attributes,
+                            self._next_tsn(), payload)
+
+    def handle_packet(self, packet) -> list:
+        """Answer a ZCL request sent to this device: Read Attributes, Configure Reporting."""
+        from zigpy.zcl import foundation
+
+        if int(packet.cluster_id) not in self.cluster_ids:
+            return []
+        hdr, rest = foundation.ZCLHeader.deserialize(packet.data.serialize())
+        if hdr.frame_control.frame_type != foundation.FrameType.GLOBAL_COMMAND:
+            return []
+        cluster_id = int(packet.cluster_id)
+        if hdr.command_id == foundation.GeneralCommand.Read_Attributes:
+            return [self._read_response(cluster_id, hdr.tsn, rest)]
+        if hdr.command_id == foundation.GeneralCommand.Configure_Reporting:
+            return [self._configure_response(cluster_id, hdr.tsn, rest)]
+        return []
+
+    def _read_response(self, cluster_id: int, tsn: int, payload: bytes):
+        import zigpy.types as t
+        from zigpy.zcl import foundation
+
+        attr_ids, _ = t.List[t.uint16_t].deserialize(payload)
+        values = self.raw_values(self.time_fn())
+        records = []
+        for attr_id in attr_ids:
+            name = ATTRIBUTES.get((cluster_id, int(attr_id)))
+            if name is None or name not in values:
+                records.append(foundation.ReadAttributeRecord(
+                    attr_id, foundation.Status.UNSUPPORTED_ATTRIBUTE))
+                continue
+            records.append(foundation.ReadAttributeRecord(
+                attr_id, foundation.Status.SUCCESS,
+                self._type_value(cluster_id, name, values[name])))
+        return self._packet(cluster_id, foundation.GeneralCommand.Read_Attributes_rsp, tsn,
+                            b"".join(r.serialize() for r in records))
+
+    def _configure_response(self, cluster_id: int, tsn: int, payload: bytes):
+        from zigpy.zcl import foundation
+
+        schema = foundation.GENERAL_COMMANDS[foundation.GeneralCommand.Configure_Reporting].schema
+        request, _ = schema.deserialize(payload)
+        if self.supports_reporting_config:
+            for rec in request.config_records:
+                self.reporting_configured[(cluster_id, int(rec.attrid))] = (
+                    int(rec.min_interval), int(rec.max_interval))
+            records = [foundation.ConfigureReportingResponseRecord(
+                status=foundation.Status.SUCCESS)]
+        else:
+            records = [foundation.ConfigureReportingResponseRecord(
+                status=foundation.Status.UNSUPPORTED_ATTRIBUTE, direction=0, attrid=rec.attrid)
+                for rec in request.config_records]
+        body = foundation.ConfigureReportingResponse(records).serialize()
+        return self._packet(cluster_id, foundation.GeneralCommand.Configure_Reporting_rsp, tsn, body)
+
+    @staticmethod
+    def _type_value(cluster_id: int, name: str, value: int):
+        from zigpy.zcl import foundation
+        from zigpy.zcl.clusters.homeautomation import ElectricalMeasurement
+        from zigpy.zcl.clusters.smartenergy import Metering
+
+        cluster = Metering if cluster_id == METERING_CLUSTER_ID else ElectricalMeasurement
+        python_type = getattr(cluster.AttributeDefs, name).type
+        type_id = foundation.DataType.from_python_type(python_type).type_id
+        return foundation.TypeValue(type=type_id, value=python_type(value))
+
+    def _next_tsn(self) -> int:
+        self._tsn = (self._tsn + 1) % 256
+        return self._tsn
+
+    def _packet(self, cluster_id: int, command_id, tsn: int, payload: bytes):
+        import zigpy.profiles.zha
+        import zigpy.types as t
+        from zigpy.zcl import foundation
+
+        hdr = foundation.ZCLHeader.general(tsn, command_id,
+                                           direction=foundation.Direction.Server_to_Client)
+        return t.ZigbeePacket(
+            src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(self.nwk)), src_ep=1,
+            dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(0x0000)), dst_ep=1,
+            tsn=tsn, profile_id=zigpy.profiles.zha.PROFILE_ID, cluster_id=cluster_id,
+            data=t.SerializableBytes(hdr.serialize() + payload), lqi=255, rssi=-40)
+
+    async def __aenter__(self) -> VirtualZigbeeMeter:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.detach()

@@ -1,0 +1,126 @@
+"""ZigbeeSource on a real zigpy ControllerApplication whose radio is in-process (VirtualRadio).
+
+ZCL frames go both ways through zigpy's own stack: Read Attributes / Configure Reporting requests
+leave through ``send_packet`` and are answered by the virtual meter; its Report Attributes frames
+enter through ``packet_received`` and reach us as ``attribute_report`` events.
+"""
+
+import asyncio
+import contextlib
+import importlib.util
+
+import pytest
+
+from firmware_bridge.errors import ConfigError, MissingDependencyError
+from firmware_bridge.reading import ReadingFlag
+from firmware_bridge.zigbee.clusters import (
+    ELECTRICAL_MEASUREMENT_CLUSTER_ID,
+    METERING_CLUSTER_ID,
+    MeteringState,
+)
+from firmware_bridge.zigbee.radio import RADIO_LIBRARIES, load_application_class
+from firmware_bridge.zigbee.sim import VirtualZigbeeMeter
+from firmware_bridge.zigbee.source import ZigbeeConfig, ZigbeeSource
+
+
+def _power(ts_s: float) -> dict:
+    return {"power_w": 1234.0, "voltage_v": 231.2, "current_a": 5.5, "import_wh": 5000.0,
+            "export_wh": 12.0, "reactive_var": -50.0}
+
+
+async def _take(source, n, timeout_s=10.0):
+    out = []
+    async with contextlib.aclosing(source.readings()) as stream, asyncio.timeout(timeout_s):
+        async for reading in stream:
+            out.append(reading)
+            if len(out) >= n:
+                break
+    return out
+
+
+async def test_reports_become_scaled_readings_with_mapped_meter_id():
+    async with VirtualZigbeeMeter(_power, report_interval_s=0.05) as meter:
+        source = ZigbeeSource(ZigbeeConfig(radio="virtual", virtual_devices=[meter],
+                                           meters={meter.ieee.upper(): "plug-1"}))
+        readings = await _take(source, 3)
+    r = readings[-1]
+    assert r.meter_id == "plug-1" and r.source == "zigbee" and r.extra["ieee"] == meter.ieee
+    assert r.power_w == pytest.approx(1234.0)
+    assert r.import_wh == pytest.approx(5000.0) and r.export_wh == pytest.approx(12.0)
+    assert r.voltage_v == pytest.approx(231.2) and r.current_a == pytest.approx(5.5)
+    assert r.reactive_var == pytest.approx(-50.0)
+    assert ReadingFlag.CLOCK_FALLBACK in r.flags
+    # one Reading per report round, not one per attribute
+    assert len(readings) == 3 and meter.reports_sent >= 3
+    # reporting was configured over the air on both clusters
+    assert (METERING_CLUSTER_ID, 0x0400) in meter.reporting_configured
+    assert (ELECTRICAL_MEASUREMENT_CLUSTER_ID, 0x050B) in meter.reporting_configured
+    assert meter.reporting_configured[(METERING_CLUSTER_ID, 0x0400)] == (1, 60)
+    assert source.app is None  # shut down when the stream closed
+
+
+async def test_metering_only_device_uses_its_multiplier_and_divisor():
+    meter = VirtualZigbeeMeter(_power, report_interval_s=0.05, electrical_measurement=False)
+    # demand raw in W with divisor 1000 (kW): announce a different scale and check it is applied
+    meter.scaling.update(multiplier=2, divisor=1000)
+    source = ZigbeeSource(ZigbeeConfig(radio="virtual", virtual_devices=[meter]))
+    async with meter:
+        readings = await _take(source, 4)
+    r = readings[-1]
+    assert r.meter_id == meter.ieee  # unmapped devices are named by IEEE
+    assert r.power_w == pytest.approx(2 * 1234.0)  # raw 1234 * 2 / 1000 kW
+    assert r.import_wh == pytest.approx(2 * 5000.0)
+    assert r.voltage_v is None and r.current_a is None
+
+
+async def test_device_refusing_reporting_configuration_still_delivers():
+    meter = VirtualZigbeeMeter(_power, report_interval_s=0.05, supports_reporting_config=False)
+    source = ZigbeeSource(ZigbeeConfig(radio="virtual", virtual_devices=[meter]))
+    async with meter:
+        readings = await _take(source, 2)
+    assert readings[-1].power_w == pytest.approx(1234.0)
+    assert meter.reporting_configured == {}
+    statuses = source.configured[meter.ieee]
+    assert statuses and all(s != 0 for s in statuses.values())  # none reported SUCCESS
+
+
+async def test_only_listed_devices_are_read():
+    listed = VirtualZigbeeMeter(_power, report_interval_s=0.05)
+    other = VirtualZigbeeMeter(lambda ts: {"power_w": 7.0}, ieee="00:0d:6f:00:0a:bc:de:02",
+                               nwk=0x1234, report_interval_s=0.05)
+    source = ZigbeeSource(ZigbeeConfig(radio="virtual", virtual_devices=[listed, other],
+                                       meters={listed.ieee: "main"}, only_listed=True))
+    readings = await _take(source, 5)
+    listed.detach()
+    other.detach()
+    assert {r.meter_id for r in readings} == {"main"}
+    assert other.reports_sent >= 1  # the other device did talk, it was ignored
+
+
+def test_metering_state_scaling_rules():
+    state = MeteringState()
+    state.update("instantaneous_demand", 250)
+    state.update("multiplier", 1)
+    state.update("divisor", 100)
+    assert state.values()["power_w"] == pytest.approx(2500.0)  # 2.5 kW
+    state.update("divisor", 0)  # unset divisor counts as 1
+    assert state.values()["power_w"] == pytest.approx(250_000.0)
+    state.update("unit_of_measure", 0x01)  # m3: a gas meter, not electricity
+    assert state.values()["power_w"] is None
+
+
+@pytest.mark.parametrize("radio", ["znp", "ezsp", "deconz"])
+def test_radio_library_is_loaded_lazily_with_a_clear_error(radio):
+    module_name, package = RADIO_LIBRARIES[radio]
+    if importlib.util.find_spec(module_name.split(".")[0]) is None:
+        with pytest.raises(MissingDependencyError, match=f"pip install {package}"):
+            load_application_class(radio)
+    else:
+        assert load_application_class(radio).__name__ == "ControllerApplication"
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ConfigError):
+        ZigbeeConfig(radio="xbee")
+    with pytest.raises(ConfigError):
+        ZigbeeConfig(radio="znp", virtual_devices=[object()])
