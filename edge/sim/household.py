@@ -132,7 +132,7 @@ class HouseholdConfig:
             cooling_power_w=float(rng.uniform(900, 2500)) if rng.random() < 0.1 else 0.0,
             pv_kwp=float(rng.uniform(2, 8)) if rng.random() < 0.25 else 0.0,
             ev_charger_w=float(rng.choice([3700, 7400, 11000])) if rng.random() < 0.15 else 0.0,
-            ev_kwh_per_day=float(rng.uniform(4, 15)), ev_timer=bool(rng.random() < 0.3),
+            ev_kwh_per_day=float(rng.uniform(3, 10)), ev_timer=bool(rng.random() < 0.3),
             vacation_days=int(rng.integers(0, 22)), climate=climate or wx.Climate(),
             weather_seed=weather_seed, noise_w=float(rng.uniform(1, 4)),
             quantum_w=float(rng.choice([1.0, 1.0, 10.0])),
