@@ -191,6 +191,7 @@ class ExportModule(nn.Module):
         self.input_names, self.output_names = TASK_IO[model.task]
         self.seq_len = model.model_cfg.seq_len
         self.n_covariates = model.task_cfg.n_covariates
+        self.train(False)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         batch = dict(zip(self.input_names, inputs, strict=True))

@@ -1,0 +1,158 @@
+"""Task heads, the section-5 I/O contract, export modules and checkpoints (real ONNX export and
+onnxruntime for one task)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.checkpoint import (
+    CheckpointError,
+    load_pretrained_model,
+    load_task_model,
+    save_checkpoint,
+)
+from trainer.model import ModelConfig, UnifiedModel
+from trainer.tasks import TASK_IO, TaskConfig, TaskError, TaskModel, export_module
+
+APPLIANCES = ["kettle", "fridge", "washing_machine"]
+C = 24
+
+
+def _task_cfg(task: str) -> TaskConfig:
+    return TaskConfig(task, n_covariates=C if task == "forecast" else 0,
+                      appliances=APPLIANCES if task == "nilm" else [])
+
+
+def _model_cfg(task: str) -> ModelConfig:
+    return ModelConfig.tiny(seq_len=120, n_patches=12) if task == "nilm" else ModelConfig.tiny()
+
+
+def _batch(task: str, b: int = 4) -> dict[str, torch.Tensor]:
+    torch.manual_seed(1)
+    L = _model_cfg(task).seq_len
+    load = 200 + 800 * torch.rand(b, L)
+    obs = (torch.rand(b, L) > 0.3).float()
+    return {"load_w": load * obs if task == "imputation" else load, "observed": obs,
+            "target_w": load, "covariates": torch.randn(b, C),
+            "window_label": torch.tensor([0.0, 1, 0, 1]), "point_label": (torch.rand(b, L) > 0.8).float(),
+            "day_ahead_w": load[:, :48], "hour_ahead_w": load[:, :2],
+            "appliance_w": 100 * torch.rand(b, 3, L), "appliance_on": (torch.rand(b, 3, L) > 0.5).float()}
+
+
+OUT_SHAPES = {"load_w_filled": (4, 48), "window_logit": (4, 1), "point_logit": (4, 48),
+              "day_ahead_w": (4, 48), "hour_ahead_w": (4, 2), "appliance_w": (4, 3, 120),
+              "on_logit": (4, 3, 120)}
+
+
+@pytest.mark.parametrize("task", list(TASK_IO))
+def test_task_outputs_follow_contract_and_train(task):
+    model = TaskModel(_model_cfg(task), _task_cfg(task)).train()
+    out, loss = model.loss(_batch(task))
+    for name in TASK_IO[task][1]:
+        assert tuple(out[name].shape) == OUT_SHAPES[name]
+    loss.backward()
+    assert torch.isfinite(loss)
+    head_grads = [p.grad for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    assert all(g is not None and g.abs().sum() > 0 for g in head_grads)
+
+
+def test_imputation_keeps_observed_points_and_fills_missing():
+    model = TaskModel(ModelConfig.tiny(), _task_cfg("imputation")).eval()
+    b = _batch("imputation")
+    out = model(b)["load_w_filled"]
+    obs = b["observed"].bool()
+    torch.testing.assert_close(out[obs], b["load_w"][obs])
+    assert (out[~obs] != 0).all()
+
+
+def test_imputation_head_starts_from_recovery_head():
+    model = TaskModel(ModelConfig.tiny(), _task_cfg("imputation")).eval()
+    model.init_from_recovery()
+    x = _batch("imputation")["target_w"]
+    with torch.no_grad():
+        rec, _ = model.backbone(x)
+        out = model({"load_w": x, "observed": torch.zeros_like(x) + 1e-9})
+    # with an (almost) empty observed mask the filled output is the recovery of g
+    assert torch.isfinite(out["pred_w"]).all()
+    with torch.no_grad():
+        pred = model({"load_w": x, "observed": torch.ones_like(x)})["pred_w"]
+    torch.testing.assert_close(pred, rec, rtol=1e-4, atol=1e-3)
+
+
+def test_task_config_validation():
+    with pytest.raises(TaskError):
+        TaskConfig("classify")
+    with pytest.raises(TaskError):
+        TaskConfig("forecast")
+    with pytest.raises(TaskError):
+        TaskConfig("nilm")
+
+
+@pytest.mark.parametrize("task", list(TASK_IO))
+def test_checkpoint_round_trip(task, tmp_path):
+    model = TaskModel(_model_cfg(task), _task_cfg(task)).eval()
+    path = save_checkpoint(tmp_path / f"{task}.pt", model, kind="task", model_cfg=model.model_cfg,
+                           task_cfg=model.task_cfg, metrics={"val": 1.5})
+    loaded = load_task_model(path)
+    assert loaded.checkpoint["metrics"] == {"val": 1.5}
+    assert loaded.checkpoint["appliances"] == (APPLIANCES if task == "nilm" else [])
+    b = _batch(task)
+    with torch.no_grad():
+        for name in TASK_IO[task][1]:
+            torch.testing.assert_close(model(b)[name], loaded(b)[name])
+    with pytest.raises(CheckpointError, match="not 'pretrain'"):
+        load_pretrained_model(path)
+
+
+def test_bad_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_task_model(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_task_model(junk)
+    base = UnifiedModel(ModelConfig.tiny())
+    p = save_checkpoint(tmp_path / "pre.pt", base, kind="pretrain", model_cfg=base.cfg)
+    with pytest.raises(CheckpointError, match="not a task model"):
+        load_task_model(p)
+    rebuilt, ckpt = load_pretrained_model(p)
+    assert ckpt["data_spec"]["seq_len"] == 48 and rebuilt.cfg == base.cfg
+
+
+@pytest.mark.parametrize("task", list(TASK_IO))
+def test_export_module_takes_contract_inputs(task):
+    model = TaskModel(_model_cfg(task), _task_cfg(task)).train()
+    em = export_module(model)
+    assert model.training and model.backbone.moe_layers()[0].dispatch == "loop"  # caller untouched
+    assert em.input_names == TASK_IO[task][0] and em.output_names == TASK_IO[task][1]
+    inputs = em.example_inputs(2)
+    with torch.no_grad():
+        outs = em(*inputs)
+    assert len(outs) == len(em.output_names)
+    assert all(torch.isfinite(o).all() for o in outs)
+    assert all(m.dispatch == "gather" for m in em.model.backbone.moe_layers())
+
+
+def test_forecast_export_runs_in_onnxruntime_with_sparse_routing(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    model = TaskModel(ModelConfig.tiny(), _task_cfg("forecast"))
+    for moe in model.backbone.moe_layers():
+        torch.nn.init.normal_(moe.gate.w_g.weight)
+    em = export_module(model)
+    b = _batch("forecast")
+    inputs = (b["load_w"], b["covariates"])
+    path = tmp_path / "forecast.onnx"
+    torch.onnx.export(em, inputs, str(path), input_names=list(em.input_names),
+                      output_names=list(em.output_names), dynamo=True, opset_version=18)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"TopK", "Gather", "MatMul"} <= ops
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {n: t.numpy() for n, t in zip(em.input_names, inputs, strict=True)})
+    with torch.no_grad():
+        ref = em(*inputs)
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(g, r.numpy(), rtol=1e-4, atol=1e-2)
