@@ -58,6 +58,10 @@ _STREAM_HOUSEHOLD = 0x4855
 _STREAM_VACATION = 0x5641
 _STREAM_NOISE = 0x4E53
 _STREAM_EV = 0x4556
+_HEAT_CAPACITY_J_PER_K = 15e6  # effective thermal mass of a house (typ. 10-30 MJ/K)
+# Thermostat periods are not multiples of common sampling intervals, so cycling does not alias
+# into a fixed pattern in 30-min means.
+_HEAT_PERIOD_S, _HP_PERIOD_S, _COOL_PERIOD_S = 1117.0, 1777.0, 911.0
 
 
 class SimulationError(ValueError):
@@ -632,20 +636,50 @@ def _pwm(ctx: _Ctx, duty: np.ndarray, period_s: float, phase: float) -> np.ndarr
     return ((ctx.ts / period_s + phase) % 1.0) < duty
 
 
+def _comfort_timing(ctx: _Ctx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sample: comfort wanted, hours since comfort ended, hours since comfort started.
+
+    Computed on the hourly activity rows (which start two days before the chunk) and capped at
+    36 h, so the result does not depend on where a run is cut.
+    """
+    comfort_h = (ctx.activity > 0.15).reshape(-1)
+    idx = np.arange(len(comfort_h))
+    last_on = np.maximum.accumulate(np.where(comfort_h, idx, -10**6))
+    last_off = np.maximum.accumulate(np.where(~comfort_h, idx, -10**6))
+    row = (ctx.local_day - ctx.day0) * 24 + ctx.hour_idx
+    frac_h = ((ctx.ts + ctx.cfg.utc_offset_h * 3600) % 3600) / 3600
+    since_on = np.minimum(row - last_on[row] - 1 + frac_h, 36.0)
+    since_off = np.minimum(row - last_off[row] - 1 + frac_h, 36.0)
+    return comfort_h[row], np.where(comfort_h[row], 0.0, since_on), np.where(comfort_h[row], since_off, 0.0)
+
+
 def _heating(ctx: _Ctx) -> tuple[np.ndarray, ...]:
+    """Space heating with night/away setback and building thermal mass.
+
+    No thermal state is integrated (that would couple days); instead the first-order building
+    response is written in closed form: after comfort ends the house coasts, indoor temperature
+    decays from the comfort setpoint towards outdoors with time constant ``tau_h``, and heating
+    resumes only once it reaches the setback temperature; when comfort starts again the heater
+    runs a reheat boost for two hours.
+    """
     cfg = ctx.cfg
+    tau_h = _HEAT_CAPACITY_J_PER_K / max(cfg.heat_loss_w_per_k, 1.0) / 3600  # building time constant
+    comfort, since_end, since_start = _comfort_timing(ctx)
+    coast_c = ctx.temp_c + (cfg.comfort_c - ctx.temp_c) * np.exp(-since_end / tau_h)
     act = ctx.act_at_grid()
-    setpoint = np.where(act > 0.15, cfg.comfort_c, cfg.setback_c)
     gains_w = 150.0 + 300.0 * act
-    demand_w = np.clip(cfg.heat_loss_w_per_k * (setpoint - ctx.temp_c) - gains_w, 0, None)
+    loss_w = np.where(comfort, cfg.heat_loss_w_per_k * (cfg.comfort_c - ctx.temp_c),
+                      np.where(coast_c <= cfg.setback_c, cfg.heat_loss_w_per_k * (cfg.setback_c - ctx.temp_c), 0.0))
+    boost = np.where(comfort & (since_start < 2.0), 1.6, 1.0)
+    demand_w = np.clip(loss_w * boost - gains_w, 0, None)
     if cfg.heating == "resistive":
         duty = np.clip(demand_w / cfg.heating_power_w, 0, 1)
-        p = cfg.heating_power_w * _pwm(ctx, duty, 1200.0, ctx.hh["heat_phase"])
+        p = cfg.heating_power_w * _pwm(ctx, duty, _HEAT_PERIOD_S, ctx.hh["heat_phase"])
     else:  # heat pump: modulates between 30 % and 100 %, cycles below the minimum
         cop = np.clip(2.9 + 0.085 * ctx.temp_c, 1.8, 5.0)
         p_el = np.minimum(demand_w / cop, cfg.heating_power_w)
         p_min = 0.3 * cfg.heating_power_w
-        cyc = _pwm(ctx, p_el / p_min, 1800.0, ctx.hh["heat_phase"])
+        cyc = _pwm(ctx, p_el / p_min, _HP_PERIOD_S, ctx.hh["heat_phase"])
         p = np.where(p_el < p_min, p_min * cyc, p_el)
     p = p.astype(np.float64)
     return p, _reactive(p, HEATING_PF[cfg.heating]), p > 0
@@ -658,7 +692,7 @@ def _cooling(ctx: _Ctx) -> tuple[np.ndarray, ...]:
     load_w = cfg.heat_loss_w_per_k * (ctx.temp_c - cfg.cooling_setpoint_c) + 400.0 * sun
     wanted = (act > 0.15) | ctx.hh["cool_always"]
     duty = np.where(wanted, np.clip(load_w / 3.0 / cfg.cooling_power_w, 0, 1), 0.0)
-    p = cfg.cooling_power_w * _pwm(ctx, duty, 900.0, ctx.hh["cool_phase"]).astype(np.float64)
+    p = cfg.cooling_power_w * _pwm(ctx, duty, _COOL_PERIOD_S, ctx.hh["cool_phase"]).astype(np.float64)
     return p, _reactive(p, COOLING_PF), p > 0
 
 
