@@ -30,6 +30,7 @@ class PtyDevice:
         """Create a pty and point ``path`` at its slave (atomic symlink swap)."""
         if self.plugged:
             return
+        self._dir.mkdir(parents=True, exist_ok=True)
         master_fd, slave_fd = os.openpty()
         tty.setraw(slave_fd)
         attrs = termios.tcgetattr(slave_fd)

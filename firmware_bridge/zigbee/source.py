@@ -107,6 +107,9 @@ class ZigbeeSource(MeterSource):
     async def _connect(self) -> None:
         app_class = load_application_class(self.config.radio)
         self._lost = None
+        self.states.clear()  # a new application has new cluster objects: subscribe afresh
+        self._dirty.clear()
+        self._drop_wakeups()
         try:
             self.app = await app_class.new(self.config.zigpy_config(), auto_form=True)
         except Exception as e:  # zigpy raises its own TransientConnectionError, OSError, ...
@@ -141,6 +144,16 @@ class ZigbeeSource(MeterSource):
         if reading is None:
             raise TransientConnectionError(f"ZigBee radio connection lost: {self._lost}")
         return reading
+
+    def _drop_wakeups(self) -> None:
+        """Remove the connection-lost sentinels (None) from the queue, keeping the readings."""
+        kept = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                kept.append(item)
+        for item in kept:
+            self._queue.put_nowait(item)
 
     # -- zigpy listener callbacks ---------------------------------------------------------------
     def device_initialized(self, device) -> None:

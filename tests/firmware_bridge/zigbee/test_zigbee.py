@@ -124,3 +124,26 @@ def test_bad_config_is_rejected():
         ZigbeeConfig(radio="xbee")
     with pytest.raises(ConfigError):
         ZigbeeConfig(radio="znp", virtual_devices=[object()])
+
+
+async def test_radio_connection_loss_restarts_the_application():
+    from firmware_bridge.source import BackoffConfig
+
+    meter = VirtualZigbeeMeter(_power, report_interval_s=0.05)
+    source = ZigbeeSource(ZigbeeConfig(radio="virtual", virtual_devices=[meter]),
+                          backoff=BackoffConfig(initial_s=0.05, jitter=0.0))
+    apps = []
+    out = []
+    async with contextlib.aclosing(source.readings()) as stream, asyncio.timeout(10):
+        async for reading in stream:
+            out.append(reading)
+            if source.app not in apps:
+                apps.append(source.app)
+            if len(out) == 2:
+                source.app.connection_lost(ConnectionError("USB stick unplugged"))
+            if len(out) == 5:
+                break
+    assert len(apps) == 2  # a fresh ControllerApplication after the loss
+    assert source.stats.disconnects == 1 and source.stats.reconnects == 1
+    assert "USB stick unplugged" in source.stats.last_error
+    assert out[-1].power_w == pytest.approx(1234.0)

@@ -1,0 +1,191 @@
+"""``build_source(kind, **options)``: the one factory the agent's config maps to.
+
+Kinds and their options (besides the common ``meter_id``, ``backoff`` and ``on_event``):
+
+========== ======================================================================================
+kind       options (see the config dataclass for defaults and meaning)
+========== ======================================================================================
+dsmr       ``DsmrConfig``: port, version ("5", "4", "2.2", "fluvius"), read_timeout_s,
+           max_clock_skew_s, standard_utc_offset_s, timezone, max_telegram_bytes, serial
+modbus     ``ModbusConfig``: port, model ("sdm120", "sdm630"), unit_id, baudrate, parity, stopbits,
+           poll_interval_s, timeout_s, retries
+zigbee     ``ZigbeeConfig``: radio ("znp", "ezsp", "deconz"), device_path, baudrate, flow_control,
+           database_path, meters ({ieee: meter_id}), only_listed, configure_reporting,
+           report_min_interval_s, report_max_interval_s, request_timeout_s, read_timeout_s
+sim-dsmr   power_source (required), version, interval_s, clock_offset_s, gas_m3_per_h, phases,
+           read_timeout_s, max_clock_skew_s: a ``VirtualDsmrMeter`` on a pty read by the real
+           DSMR reader
+sim-modbus power_source (required), model, unit_id, poll_interval_s, timeout_s, retries: a pymodbus
+           server on a pty bridge read by the real Modbus client
+sim-zigbee power_source (required), report_interval_s, electrical_measurement, ieee: a virtual
+           meter on the virtual radio read through zigpy
+========== ======================================================================================
+
+``power_source`` is a callable ``ts_s -> Mapping[str, float]`` with keys among power_w,
+reactive_var, import_wh, export_wh, voltage_v, current_a (``edge.sim.stream.HouseholdPowerSource``).
+Simulated sources start their virtual meter on ``connect()`` and stop it on ``close()``; their
+readings carry ``ReadingFlag.SIMULATED`` and ``source`` = the kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from firmware_bridge.dsmr.sim import VirtualDsmrMeter
+from firmware_bridge.dsmr.source import DsmrConfig, DsmrSource
+from firmware_bridge.errors import ConfigError
+from firmware_bridge.modbus.sim import VirtualModbusMeter
+from firmware_bridge.modbus.source import ModbusConfig, ModbusSource
+from firmware_bridge.reading import ReadingFlag
+from firmware_bridge.source import BackoffConfig, MeterSource
+from firmware_bridge.zigbee.sim import VirtualZigbeeMeter
+from firmware_bridge.zigbee.source import ZigbeeConfig, ZigbeeSource
+
+SOURCE_KINDS = ("dsmr", "modbus", "zigbee", "sim-dsmr", "sim-modbus", "sim-zigbee")
+
+
+class _VirtualMeterOwner:
+    """Mixin: start the virtual meter on first connect, stop it on close (not on link drops)."""
+
+    virtual_meter: Any
+    _meter_started = False
+
+    async def _connect(self) -> None:
+        if not self._meter_started and hasattr(self.virtual_meter, "start"):
+            await self.virtual_meter.start()
+            self._meter_started = True
+        await super()._connect()  # type: ignore[misc]
+
+    async def close(self) -> None:
+        await super().close()  # type: ignore[misc]
+        if self._meter_started:
+            await self.virtual_meter.stop()
+            self._meter_started = False
+
+
+class SimulatedDsmrSource(_VirtualMeterOwner, DsmrSource):
+    kind = "sim-dsmr"
+
+
+class SimulatedModbusSource(_VirtualMeterOwner, ModbusSource):
+    kind = "sim-modbus"
+
+
+class SimulatedZigbeeSource(_VirtualMeterOwner, ZigbeeSource):
+    kind = "sim-zigbee"
+
+
+def _split(options: dict, names: set[str]) -> dict:
+    return {k: options.pop(k) for k in list(options) if k in names}
+
+
+def _fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _common(options: dict, kind: str) -> dict:
+    backoff = options.pop("backoff", None)
+    if isinstance(backoff, Mapping):
+        try:
+            backoff = BackoffConfig(**backoff)
+        except TypeError as e:
+            raise ConfigError(f"{kind}: bad backoff options {dict(backoff)}: {e}") from e
+    return {"meter_id": options.pop("meter_id", kind), "backoff": backoff,
+            "on_event": options.pop("on_event", None)}
+
+
+def _require_power_source(options: dict, kind: str) -> Callable:
+    power_source = options.pop("power_source", None)
+    if not callable(power_source):
+        raise ConfigError(f"{kind} needs power_source: a callable ts_s -> Mapping[str, float]")
+    return power_source
+
+
+def _check_empty(options: dict, kind: str, allowed: set[str]) -> None:
+    if options:
+        raise ConfigError(f"unknown options for {kind!r}: {sorted(options)}; "
+                          f"allowed: {sorted(allowed | {'meter_id', 'backoff', 'on_event'})}")
+
+
+def _config(cls, options: dict, kind: str):
+    allowed = _fields(cls)
+    values = _split(options, allowed)
+    _check_empty(options, kind, allowed)
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise ConfigError(f"{kind}: {e}") from e
+
+
+def build_source(kind: str, **options: Any) -> MeterSource:
+    """A MeterSource for ``kind`` (see the module docstring for each kind's options)."""
+    options = dict(options)
+    common = _common(options, kind)
+    if kind == "dsmr":
+        return DsmrSource(_config(DsmrConfig, options, kind), **common)
+    if kind == "modbus":
+        return ModbusSource(_config(ModbusConfig, options, kind), **common)
+    if kind == "zigbee":
+        return ZigbeeSource(_config(ZigbeeConfig, options, kind), **common)
+    if kind == "sim-dsmr":
+        return _sim_dsmr(options, common)
+    if kind == "sim-modbus":
+        return _sim_modbus(options, common)
+    if kind == "sim-zigbee":
+        return _sim_zigbee(options, common)
+    raise ConfigError(f"unknown source kind {kind!r}; known: {', '.join(SOURCE_KINDS)}")
+
+
+_SIM_FLAGS = {"extra_flags": ReadingFlag.SIMULATED}
+
+
+def _sim_dsmr(options: dict, common: dict) -> MeterSource:
+    power_source = _require_power_source(options, "sim-dsmr")
+    meter_keys = {"version", "interval_s", "clock_offset_s", "gas_m3_per_h", "phases"}
+    meter_opts = _split(options, meter_keys)
+    reader_opts = _split(options, {"read_timeout_s", "max_clock_skew_s"})
+    _check_empty(options, "sim-dsmr", meter_keys | {"read_timeout_s", "max_clock_skew_s"})
+    try:
+        meter = VirtualDsmrMeter(power_source, **meter_opts)
+    except ValueError as e:
+        raise ConfigError(f"sim-dsmr: {e}") from e
+    reader_opts.setdefault("read_timeout_s", max(5.0, 5 * meter.interval_s))
+    config = DsmrConfig(port=meter.port, version=meter.version, serial=meter.serial_settings,
+                        **reader_opts)
+    source = SimulatedDsmrSource(config, source_name="sim-dsmr", **common, **_SIM_FLAGS)
+    source.virtual_meter = meter
+    return source
+
+
+def _sim_modbus(options: dict, common: dict) -> MeterSource:
+    power_source = _require_power_source(options, "sim-modbus")
+    model, unit_id = options.pop("model", "sdm120"), options.pop("unit_id", 1)
+    client_keys = {"poll_interval_s", "timeout_s", "retries"}
+    client_opts = _split(options, client_keys)
+    _check_empty(options, "sim-modbus", client_keys | {"model", "unit_id"})
+    try:
+        meter = VirtualModbusMeter(power_source, model=model, unit_id=unit_id)
+    except ValueError as e:
+        raise ConfigError(f"sim-modbus: {e}") from e
+    config = ModbusConfig(port=meter.port, model=model, unit_id=unit_id, **client_opts)
+    source = SimulatedModbusSource(config, source_name="sim-modbus", **common, **_SIM_FLAGS)
+    source.virtual_meter = meter
+    return source
+
+
+def _sim_zigbee(options: dict, common: dict) -> MeterSource:
+    power_source = _require_power_source(options, "sim-zigbee")
+    meter_keys = {"report_interval_s", "electrical_measurement", "ieee"}
+    meter_opts = _split(options, meter_keys)
+    _check_empty(options, "sim-zigbee", meter_keys)
+    try:
+        meter = VirtualZigbeeMeter(power_source, **meter_opts)
+    except ValueError as e:
+        raise ConfigError(f"sim-zigbee: {e}") from e
+    config = ZigbeeConfig(radio="virtual", virtual_devices=[meter],
+                          meters={meter.ieee: common["meter_id"]})
+    source = SimulatedZigbeeSource(config, source_name="sim-zigbee", **common, **_SIM_FLAGS)
+    source.virtual_meter = meter
+    return source
