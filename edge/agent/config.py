@@ -207,10 +207,12 @@ def _resolve_password(mqtt: MqttConfig) -> Secret:
     if mqtt.password_file and mqtt.password_env:
         raise ConfigError("mqtt.password_file", "set password_file or password_env, not both")
     if mqtt.password_file:
+        # "$CREDENTIALS_DIRECTORY/mqtt-password" works with systemd's LoadCredential=
+        path = os.path.expandvars(mqtt.password_file)
         try:
-            text = Path(mqtt.password_file).read_text(encoding="utf-8")
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as e:
-            raise ConfigError("mqtt.password_file", f"cannot read the file: {e.strerror}") from e
+            raise ConfigError("mqtt.password_file", f"cannot read {path}: {e.strerror}") from e
         lines = text.splitlines()
         return Secret(lines[0] if lines else "")
     if mqtt.password_env:

@@ -42,9 +42,51 @@ def sine_power_source(base_w: float = 400.0, amplitude_w: float = 300.0, seed: i
 
 
 def household_power_source(seed: int, start_s: float, options: Mapping[str, Any]) -> PowerSource:
+    """The household simulator as a live meter; ``options.household`` may hold a HouseholdConfig dict."""
+    import numpy as np
+
+    from edge.sim.household import HouseholdConfig
     from edge.sim.stream import HouseholdPowerSource
 
-    return HouseholdPowerSource(options.get("household"), seed=seed, start_s=start_s)
+    household = options.get("household")
+    if household:
+        config = HouseholdConfig.from_dict(dict(household))
+    else:
+        config = HouseholdConfig.random(np.random.default_rng(seed), household_id=f"h{seed:05d}")
+    # start a day early so readings (and history back-fills) just before start_s are answerable
+    return HouseholdPowerSource(config, seed=seed, start_s=start_s - 86400.0)
+
+
+ATTACK_KINDS = ("scaling", "ramping_i", "ramping_ii", "smooth_curve", "additive_ramp")
+
+
+def attack_power_source(source: PowerSource, kind: str, start_s: float, end_s: float, lam: float,
+                        step_s: float = 1.0) -> PowerSource:
+    """False-data injection on a live meter with the templates of ``edge.sim.inject`` (Cui et al.).
+
+    Sample index t of the formulas is ``(ts_s - start_s) // step_s``; the template is evaluated on
+    the window with the live value at t, so p'(t) follows the paper's formula for that sample.
+    Only ``power_w`` is manipulated (the attacker edits the reported load), counters are not.
+    """
+    import numpy as np
+
+    from edge.sim import inject
+
+    if kind not in ATTACK_KINDS:
+        raise SourceBuildError(f"attack kind must be one of {ATTACK_KINDS}, got {kind!r}")
+    if end_s <= start_s or step_s <= 0:
+        raise SourceBuildError("attack needs start_s < end_s and step_s > 0")
+    template = getattr(inject, kind)
+    n = int(math.ceil((end_s - start_s) / step_s))
+
+    def attacked(ts_s: float) -> dict[str, float]:
+        values = dict(source(ts_s))
+        if start_s <= ts_s < end_s and "power_w" in values:
+            t = min(int((ts_s - start_s) // step_s), n - 1)
+            values["power_w"] = float(template(np.full(n, values["power_w"]), 0, n - 1, lam).values[t])
+        return values
+
+    return attacked
 
 
 def make_power_source(meter: MeterConfig) -> PowerSource:
@@ -59,9 +101,7 @@ def make_power_source(meter: MeterConfig) -> PowerSource:
         raise SourceBuildError(f"meter {meter.id!r}: options.profile must be 'household' or 'sine', got {profile!r}")
     attack = opts.get("attack")
     if attack:
-        from edge.sim.inject import attack_power_source
-
-        source = attack_power_source(source, **attack)
+        source = attack_power_source(source, **dict(attack))
     return source
 
 

@@ -1,0 +1,82 @@
+"""Config validation: errors name the key; secrets come from files/env and are never printed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.agent.config import ConfigError, load_config, parse_config
+from edge.cli import main
+
+REPO = Path(__file__).resolve().parents[3]
+METER = {"id": "m1", "kind": "sim"}
+
+
+def test_example_config_is_valid():
+    cfg = load_config(REPO / "deploy" / "agent.example.toml", resolve_secrets=False)
+    assert cfg.gateway.id == "home"
+    assert cfg.mqtt.tls and cfg.mqtt.port == 8883
+    assert [m.id for m in cfg.meters] == ["p1"]
+    assert cfg.store_path == Path("/var/lib/unimeter/agent.sqlite")
+
+
+@pytest.mark.parametrize(("data", "key"), [
+    ({"mqtt": {"port": "abc"}}, "mqtt.port"),
+    ({"mqtt": {"port": 70000}}, "mqtt.port"),
+    ({"mqtt": {"prot": 1883}}, "mqtt.prot"),
+    ({"mqtt": {"qos": 3}}, "mqtt.qos"),
+    ({"mqtt": {"tls": "yes"}}, "mqtt.tls"),
+    ({"gateway": {"id": "bad/id"}}, "gateway.id"),
+    ({"store": {"batch_interval_s": -1}}, "store.batch_interval_s"),
+    ({"model": {"backend": "cuda"}}, "model.backend"),
+    ({"schedule": {"nilm_every_s": 0}}, "schedule.nilm_every_s"),
+    ({"meters": [{"id": "m1"}]}, "meters[0].kind"),
+    ({"meters": [METER, METER]}, "meters[1].id"),
+    ({"meters": []}, "meters"),
+    ({"extra_section": {}}, "extra_section"),
+    ({"mqtt": {"password_env": "UNIMETER_TEST_NOT_SET", "username": "u"}}, "mqtt.password_env"),
+    ({"mqtt": {"password_env": "HOME"}}, "mqtt.username"),
+])
+def test_errors_name_the_key(data, key):
+    data.setdefault("meters", [METER])
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    assert err.value.key == key
+    assert str(err.value).startswith(f"{key}: ")
+
+
+def test_password_from_file_and_env_is_never_shown(tmp_path, monkeypatch, capsys):
+    secret_file = tmp_path / "pw"
+    secret_file.write_text("s3cret-from-file\n")
+    cfg = parse_config({"mqtt": {"username": "u", "password_file": str(secret_file)}, "meters": [METER]})
+    assert cfg.mqtt.password.reveal() == "s3cret-from-file"
+    assert "s3cret" not in repr(cfg) and "s3cret" not in str(cfg.mqtt.password)
+    monkeypatch.setenv("UNIMETER_TEST_PW", "s3cret-from-env")
+    monkeypatch.setenv("CREDS", str(tmp_path))
+    cfg = parse_config({"mqtt": {"username": "u", "password_env": "UNIMETER_TEST_PW"}, "meters": [METER]})
+    assert cfg.mqtt.password.reveal() == "s3cret-from-env"
+    cfg = parse_config({"mqtt": {"username": "u", "password_file": "$CREDS/pw"}, "meters": [METER]})
+    assert cfg.mqtt.password.reveal() == "s3cret-from-file"
+    toml = tmp_path / "agent.toml"
+    toml.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\n[mqtt]\nusername = "u"\n'
+                    'password_env = "UNIMETER_TEST_PW"\n[[meters]]\nid = "m1"\nkind = "sim"\n')
+    assert main(["agent", "check-config", "--config", str(toml)]) == 0
+    out = capsys.readouterr()
+    assert "s3cret" not in out.out + out.err
+    assert '"password": "***"' in out.out
+
+
+def test_broken_config_exits_nonzero_naming_the_key(tmp_path):
+    toml = tmp_path / "agent.toml"
+    toml.write_text('[mqtt]\nport = "not-a-port"\n[[meters]]\nid = "m1"\nkind = "sim"\n')
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "agent", "--config", str(toml)],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 2
+    assert "mqtt.port" in proc.stderr and "not-a-port" in proc.stderr
+    toml.write_text("[mqtt\nport = 1")
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "agent", "check-config", "--config", str(toml)],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 2 and "not valid TOML" in proc.stderr

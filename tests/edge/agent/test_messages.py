@@ -1,0 +1,76 @@
+"""Payloads, Home Assistant discovery, resampling and sd_notify (pure units, real sockets)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+
+from edge.agent.messages import Topics, iso_utc
+from edge.agent.notify import Notifier
+from edge.agent.resample import Resampler
+from firmware_bridge.reading import Reading
+
+T = Topics("unimeter", "gw1")
+
+
+def _configs(msgs):
+    return {m.topic: json.loads(m.payload) for m in msgs}
+
+
+def test_reading_payload_has_units_utc_and_seq():
+    m = T.reading_message(Reading("p1", 1.8e9, 1.8e9 + 0.2, 512.25, import_wh=12345.0), 7)
+    body = json.loads(m.payload)
+    assert m.topic == "unimeter/gw1/p1/reading" and m.retain and m.qos == 1
+    assert body["seq"] == 7 and body["power_w"] == 512.25 and body["energy_kwh"] == 12.345
+    assert body["ts"] == iso_utc(1.8e9) and body["ts"].endswith("Z")
+    nan = json.loads(T.reading_message(Reading("p1", 1.8e9, 1.8e9, float("nan")), 8).payload)
+    assert nan["power_w"] is None  # valid JSON, never NaN
+
+
+def test_home_assistant_discovery_configs():
+    cfgs = _configs(T.discovery("p1", "Main meter", appliances=("fridge", "washing machine"),
+                                model_version="v3"))
+    energy = cfgs["homeassistant/sensor/unimeter_gw1_p1/energy/config"]
+    assert energy["device_class"] == "energy" and energy["state_class"] == "total_increasing"
+    assert energy["unit_of_measurement"] == "kWh" and energy["state_topic"] == "unimeter/gw1/p1/reading"
+    power = cfgs["homeassistant/sensor/unimeter_gw1_p1/power/config"]
+    assert power["device_class"] == "power" and power["unit_of_measurement"] == "W"
+    anomaly = cfgs["homeassistant/binary_sensor/unimeter_gw1_p1/anomaly/config"]
+    assert anomaly["device_class"] == "problem" and anomaly["state_topic"].endswith("/anomaly")
+    assert "homeassistant/binary_sensor/unimeter_gw1_p1/appliance_washing_machine/config" in cfgs
+    forecast = cfgs["homeassistant/sensor/unimeter_gw1_p1/forecast/config"]
+    assert forecast["state_topic"] == "unimeter/gw1/p1/forecast"
+    for c in cfgs.values():
+        assert c["availability_topic"] == "unimeter/gw1/status"
+        assert c["device"]["identifiers"] == ["unimeter_gw1_p1"] and "v3" in c["device"]["sw_version"]
+        assert c["unique_id"].startswith("unimeter_gw1_p1_")
+    assert len({c["unique_id"] for c in cfgs.values()}) == len(cfgs)
+
+
+def test_resampler_means_closed_bins_and_marks_missing():
+    r = Resampler(10.0, keep_bins=8)
+    for ts, p in [(0, 1.0), (5, 3.0), (12, 10.0), (35, 7.0), (41, 0.0)]:
+        r.add(ts, p)
+    start, w, counts = r.window(4)
+    assert start == 0.0
+    np.testing.assert_allclose(w[[0, 1, 3]], [2.0, 10.0, 7.0])
+    assert np.isnan(w[2]) and counts.tolist() == [2, 1, 0, 1]
+    for ts in range(50, 200, 10):
+        r.add(ts, 1.0)
+    assert min(r._bins) > r.newest_bin - 8  # old bins evicted
+
+
+def test_notifier_sends_datagrams_to_notify_socket(tmp_path):
+    path = str(tmp_path / "notify.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    server.settimeout(2)
+    n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "20000000"})
+    assert n.watchdog_interval_s == 10.0
+    assert n.ready("3 meters") and n.watchdog()
+    assert server.recv(100) == b"READY=1\nSTATUS=3 meters"
+    assert server.recv(100) == b"WATCHDOG=1"
+    assert not Notifier({}).enabled and not Notifier({}).watchdog()
+    server.close()
