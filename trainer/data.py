@@ -179,7 +179,7 @@ def high_rate_windows(traces: Iterable, window: int, appliances: Sequence[str] |
     return ArrayDataset({"load_w": np.concatenate(loads), "appliance_w": np.concatenate(apps),
                          "appliance_on": np.concatenate(ons),
                          "household": np.concatenate(households)},
-                        {"appliances": list(appliances)})
+                        {"appliances": list(appliances), "resolution_s": int(traces[0].resolution_s)})
 
 
 def profiles_from_shards(paths: Sequence[str], rank: int = 0, world: int = 1) -> ArrayDataset:
