@@ -80,6 +80,9 @@ class EvalConfig:
     max_train_windows: int = 20_000
     max_eval_windows: int = 6_000
     max_imputation_test_days: int = 1_000  # the classical fillers run per day, some ~30 ms each
+    epoch_windows: int = 6_000  # learned baselines: a fresh random subset of this many per epoch
+    finetune_windows: int = 6_000  # unified model: fine-tuning windows (a fixed random subset)
+    finetune_batch_size: int = 32
     # budgets
     baseline_epochs: int = 12
     unified_model: str = "table1"
@@ -96,8 +99,10 @@ class EvalConfig:
     def tiny(cls, **overrides) -> EvalConfig:
         """A few households and days: the end-to-end test and a dry run."""
         base = dict(n_households=10, days=16, origin_stride_steps=24, nilm_households=5, nilm_days=1,
-                    nilm_window=120, max_train_windows=512, max_eval_windows=256, baseline_epochs=1,
-                    pretrain_epochs=1, finetune_epochs=1, unified_model="tiny", progress=False)
+                    nilm_window=120, max_train_windows=512, max_eval_windows=256,
+                    max_imputation_test_days=8, epoch_windows=256, finetune_windows=256,
+                    baseline_epochs=1, pretrain_epochs=1, finetune_epochs=1, unified_model="tiny",
+                    progress=False)
         base.update(overrides)
         return cls(**base)
 
@@ -417,7 +422,7 @@ def _train_cfg(cfg: EvalConfig, lr: float, batch_size: int = 32, epochs: int | N
 
     return TrainConfig(epochs=epochs or cfg.baseline_epochs, batch_size=batch_size, lr=lr,
                        early_stop_patience=max(3, (epochs or cfg.baseline_epochs) // 3),
-                       seed=cfg.seed, progress=cfg.progress)
+                       max_train_windows=cfg.epoch_windows, seed=cfg.seed, progress=cfg.progress)
 
 
 def signal_fillers() -> dict[str, Callable]:
@@ -466,6 +471,9 @@ def baseline_methods(task: str, cfg: EvalConfig) -> dict[str, Callable[[], objec
     raise EvaluationError(f"unknown task {task!r}")
 
 
+FHMM_APPLIANCES = 5
+
+
 def signal_nilm_methods() -> dict[str, Callable[[], object]]:
     """Classical NILM of ``edge.signal.nilm``: FHMM (trained on the sub-metered training
     households), Weiss signature matching (signatures learnt from them) and Parson (general
@@ -479,7 +487,10 @@ def signal_nilm_methods() -> dict[str, Callable[[], object]]:
         return {}
 
     def fhmm(apps, agg, ts):
-        model = nilm.FHMM().fit(apps, agg)
+        # the joint state space grows as 2^A: model the FHMM_APPLIANCES largest consumers (the
+        # usual FHMM set-up), the rest fall into its "other" chain and are predicted OFF
+        top = sorted(apps, key=lambda a: -float(np.sum(apps[a])))[:FHMM_APPLIANCES]
+        model = nilm.FHMM().fit({a: apps[a] for a in top}, agg)
         return lambda x, t: model.predict(x)
 
     def weiss(apps, agg, ts):
@@ -514,82 +525,73 @@ UNIFIED_VARIANTS = {
 
 
 class UnifiedBackbones:
-    """Pre-trains (Alg. 2) each unified-model variant once per input length on the training
-    households and hands out copies to the task fine-tunings (Alg. 1)."""
+    """Pre-trains (Alg. 2, ``trainer.pretrain.pretrain``) each unified-model variant once per input
+    length on the training households, into a scratch directory that lives as long as this object;
+    the task methods fine-tune from those checkpoints (Alg. 1, ``trainer.finetune.finetune``)."""
 
     def __init__(self, cfg: EvalConfig) -> None:
+        import tempfile
+
         self.cfg = cfg
-        self.cache: dict[tuple[str, int], tuple[object, dict]] = {}
+        self._tmp = tempfile.TemporaryDirectory(prefix="unimeter-eval-")
+        self.root = Path(self._tmp.name)
+        self.checkpoints: dict[tuple[str, int], Path] = {}
         self.pretrain_data: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self.logs: dict[str, list] = {}
+        self.logs: dict[str, dict] = {}
+
+    def close(self) -> None:
+        self._tmp.cleanup()
 
     def model_config(self, variant: UnifiedVariant, seq_len: int):
         from trainer.model import ModelConfig
 
         return ModelConfig.named(self.cfg.unified_model, seq_len=seq_len, n_patches=12, **variant.overrides)
 
-    def get(self, variant: UnifiedVariant, seq_len: int):
-        """A fresh ``UnifiedModel`` holding the pre-trained weights of ``variant``."""
-        import copy
-
-        key = (variant.name, seq_len)
-        if key not in self.cache:
-            train, val = self.pretrain_data[seq_len]
-            self.cache[key] = self._pretrain(variant, seq_len, train, val)
-        model, _ = self.cache[key]
-        return copy.deepcopy(model)
-
-    def _pretrain(self, variant: UnifiedVariant, seq_len: int, train: np.ndarray, val: np.ndarray):
-        """Alg. 2 through ``trainer.pretrain.pretrain`` (patch masking + noise, eq 26), into a
-        scratch directory; the returned model is loaded back from its checkpoint."""
-        import tempfile
-
-        from trainer.checkpoint import load_pretrained_model
+    def checkpoint(self, variant: UnifiedVariant, seq_len: int) -> Path:
+        """The pre-trained checkpoint of ``variant`` for windows of ``seq_len`` points."""
+        from trainer.checkpoint import load_checkpoint
         from trainer.pretrain import PretrainConfig, pretrain
 
-        mcfg = self.model_config(variant, seq_len)
-        with tempfile.TemporaryDirectory(prefix="unimeter-eval-") as tmp:
-            pcfg = PretrainConfig(model=mcfg, out_dir=tmp, epochs=self.cfg.pretrain_epochs,
-                                  seed=self.cfg.seed, progress=self.cfg.progress, plot=False,
-                                  resume=False, threads=self.cfg.threads)
-            path = pretrain(pcfg, train, val)
-            model, ckpt = load_pretrained_model(path)
-        self.logs[f"{variant.name}_L{seq_len}"] = ckpt.get("metrics", {})
-        return model, mcfg.to_dict()
+        key = (variant.name, seq_len)
+        if key not in self.checkpoints:
+            train, val = self.pretrain_data[seq_len]
+            pcfg = PretrainConfig(model=self.model_config(variant, seq_len),
+                                  out_dir=str(self.root / f"pretrain_{variant.name}_L{seq_len}"),
+                                  epochs=self.cfg.pretrain_epochs, seed=self.cfg.seed, plot=False,
+                                  progress=self.cfg.progress, resume=False, threads=self.cfg.threads)
+            self.checkpoints[key] = pretrain(pcfg, train, val)
+            self.logs[f"{variant.name}_L{seq_len}"] = load_checkpoint(self.checkpoints[key]).get("metrics", {})
+        return self.checkpoints[key]
 
 
 class UnifiedTaskMethod:
-    """The unified model on one task: the pre-trained backbone plus the task head of
-    ``trainer.tasks.TaskModel``, fine-tuned on the training households (Alg. 1). The loss adds the
-    backbone's MoE balance term and beta * KL (eq 26's regularisers) to the task loss."""
+    """The unified model on one task: fine-tuned from its pre-trained checkpoint with
+    ``trainer.finetune`` (Alg. 1, eq 2 with the L2-SP regulariser, early stopping on the
+    validation households), then run in eval mode from the fine-tuned checkpoint."""
 
-    def __init__(self, variant: UnifiedVariant, backbones: UnifiedBackbones, task: str) -> None:
-        self.name, self.variant, self.backbones, self.task = variant.name, variant, backbones, task
+    task = ""
+    keys: tuple[str, ...] = ()
+
+    def __init__(self, variant: UnifiedVariant, backbones: UnifiedBackbones) -> None:
+        self.name, self.variant, self.backbones = variant.name, variant, backbones
         self.model = None
 
-    # -- training ---------------------------------------------------------------------------
-    def _build(self, seq_len: int, **task_kw):
-        from trainer.tasks import TaskConfig, TaskModel
-
-        backbone = self.backbones.get(self.variant, seq_len)
-        model = TaskModel(backbone.cfg, TaskConfig(task=self.task, **task_kw))
-        model.backbone.load_state_dict(backbone.state_dict())
-        model.init_from_recovery()
-        return model
-
-    def _fit(self, keys: tuple[str, ...], train: tuple, val: tuple, batch_size: int = 16) -> None:
-        from trainer.baselines import train_regressor
-
-        def loss_fn(m, *tensors):
-            batch = dict(zip(keys, tensors, strict=True))
-            _, loss = m.loss(batch)
-            enc = m._last_encoded
-            return loss + enc.balance_loss + m.model_cfg.beta * enc.kl.mean()
+    def _fit(self, train: tuple, val: tuple, appliances: list[str] | None = None) -> None:
+        from trainer.checkpoint import load_task_model
+        from trainer.finetune import FinetuneConfig, finetune
 
         cfg = self.backbones.cfg
-        self.log = train_regressor(self.model, train, val, loss_fn,
-                                   _train_cfg(cfg, 1e-3, batch_size, cfg.finetune_epochs),
-                                   f"finetune {self.name} {self.task}")
+        seq_len = train[0].shape[1]
+        ckpt = self.backbones.checkpoint(self.variant, seq_len)
+        keep = _cap(len(train[0]), cfg.finetune_windows, np.random.default_rng(cfg.seed))
+        train_d = {k: np.asarray(v[keep], np.float32) for k, v in zip(self.keys, train, strict=True)}
+        val_d = {k: np.asarray(v, np.float32) for k, v in zip(self.keys, val, strict=True)}
+        fcfg = FinetuneConfig(task=self.task, out_dir=str(self.backbones.root / f"{self.name}_{self.task}"),
+                              epochs=cfg.finetune_epochs, batch_size=cfg.finetune_batch_size,
+                              patience=max(2, cfg.finetune_epochs // 3), seed=cfg.seed,
+                              progress=cfg.progress, plot=False, threads=cfg.threads,
+                              appliances=list(appliances or []))
+        self.model = load_task_model(finetune(fcfg, ckpt, train_d, val_d))
 
     def _run(self, inputs: dict[str, np.ndarray], batch: int = 1024) -> dict[str, np.ndarray]:
         import torch
@@ -607,16 +609,14 @@ class UnifiedTaskMethod:
 class UnifiedForecaster(UnifiedTaskMethod):
     """Input: the last day (48 points) before the origin and the horizon covariates."""
 
-    def __init__(self, variant: UnifiedVariant, backbones: UnifiedBackbones) -> None:
-        super().__init__(variant, backbones, "forecast")
+    task, keys = "forecast", ("load_w", "covariates", "day_ahead_w", "hour_ahead_w")
 
     @staticmethod
     def _arrays(b) -> tuple[np.ndarray, ...]:
         return b.history_w[:, -STEPS_PER_DAY:], b.covariates, b.target_w, b.target_w[:, :2]
 
     def fit(self, train, val) -> UnifiedForecaster:
-        self.model = self._build(STEPS_PER_DAY, n_covariates=train.covariates.shape[1])
-        self._fit(("load_w", "covariates", "day_ahead_w", "hour_ahead_w"), self._arrays(train), self._arrays(val))
+        self._fit(self._arrays(train), self._arrays(val))
         return self
 
     def predict(self, batch):
@@ -627,10 +627,10 @@ class UnifiedForecaster(UnifiedTaskMethod):
 
 
 class UnifiedImputer(UnifiedTaskMethod):
-    """Contract inputs: ``load_w`` with missing points set to 0, ``observed`` 1/0."""
+    """Contract inputs: ``load_w`` with missing points set to 0, ``observed`` 1/0. Training masks
+    are drawn like the BiLSTM imputer's (same rates, half random points, half blocks)."""
 
-    def __init__(self, variant: UnifiedVariant, backbones: UnifiedBackbones) -> None:
-        super().__init__(variant, backbones, "imputation")
+    task, keys = "imputation", ("load_w", "observed", "target_w")
 
     def _arrays(self, days, seed: int) -> tuple[np.ndarray, ...]:
         from trainer.baselines import training_masks
@@ -640,9 +640,8 @@ class UnifiedImputer(UnifiedTaskMethod):
         return np.where(obs, days.load_w, 0.0), obs.astype(np.float32), days.load_w
 
     def fit(self, train, val) -> UnifiedImputer:
-        self.model = self._build(STEPS_PER_DAY)
         seed = self.backbones.cfg.seed
-        self._fit(("load_w", "observed", "target_w"), self._arrays(train, seed), self._arrays(val, seed + 1))
+        self._fit(self._arrays(train, seed), self._arrays(val, seed + 1))
         return self
 
     def predict(self, batch) -> np.ndarray:
@@ -654,8 +653,7 @@ class UnifiedImputer(UnifiedTaskMethod):
 class UnifiedDetector(UnifiedTaskMethod):
     """Window and point logits; decision thresholds are the best-F1 ones on validation."""
 
-    def __init__(self, variant: UnifiedVariant, backbones: UnifiedBackbones) -> None:
-        super().__init__(variant, backbones, "anomaly")
+    task, keys = "anomaly", ("load_w", "window_label", "point_label")
 
     @staticmethod
     def _arrays(b) -> tuple[np.ndarray, ...]:
@@ -664,8 +662,7 @@ class UnifiedDetector(UnifiedTaskMethod):
     def fit(self, train, val) -> UnifiedDetector:
         from trainer.baselines import best_f1_threshold
 
-        self.model = self._build(STEPS_PER_DAY)
-        self._fit(("load_w", "window_label", "point_label"), self._arrays(train), self._arrays(val))
+        self._fit(self._arrays(train), self._arrays(val))
         out = self._run({"load_w": val.window_w})
         self.window_threshold = best_f1_threshold(out["window_logit"][:, 0], val.window_label)
         self.point_threshold = best_f1_threshold(out["point_logit"], val.point_label)
@@ -682,16 +679,14 @@ class UnifiedDetector(UnifiedTaskMethod):
 class UnifiedDisaggregator(UnifiedTaskMethod):
     """The same architecture pre-trained on high-rate windows (its own L), with the NILM head."""
 
-    def __init__(self, variant: UnifiedVariant, backbones: UnifiedBackbones) -> None:
-        super().__init__(variant, backbones, "nilm")
+    task, keys = "nilm", ("load_w", "appliance_w", "appliance_on")
 
     @staticmethod
     def _arrays(b) -> tuple[np.ndarray, ...]:
         return b.load_w, b.appliance_w, b.on.astype(np.float32)
 
     def fit(self, train, val) -> UnifiedDisaggregator:
-        self.model = self._build(train.load_w.shape[1], appliances=list(train.appliances))
-        self._fit(("load_w", "appliance_w", "appliance_on"), self._arrays(train), self._arrays(val))
+        self._fit(self._arrays(train), self._arrays(val), appliances=list(train.appliances))
         return self
 
     def predict(self, batch):
@@ -831,17 +826,34 @@ def evaluate(cfg: EvalConfig, fleet: FleetProfiles | None = None, command: str |
         fleet = simulate_profiles(cfg.n_households, cfg.days, cfg.seed, cfg.progress)
     timing["simulate_s"] = time.perf_counter() - t_start
     split = split_households(fleet.n_households, cfg.split, cfg.seed)
-    backbones = UnifiedBackbones(cfg)
-    day_rows = {s: fleet.households(idx).power_w.reshape(-1, STEPS_PER_DAY).astype(np.float32)
-                for s, idx in split.items()}
-    rng = np.random.default_rng(cfg.seed)
-    cap = {"train": cfg.max_train_windows, "val": cfg.max_eval_windows, "test": cfg.max_eval_windows}
-    imputation_cap = {**cap, "test": min(cfg.max_eval_windows, cfg.max_imputation_test_days)}
-    backbones.pretrain_data[STEPS_PER_DAY] = (day_rows["train"][rng.permutation(len(day_rows["train"]))
-                                              [: cfg.max_train_windows]], day_rows["val"][: cfg.max_eval_windows])
     results: dict = {"config": _config_dict(cfg), "command": command or "", "tasks": {},
                      "data": {"households": {k: int(len(v)) for k, v in split.items()},
                               "days_per_household": fleet.n_days}}
+    backbones = UnifiedBackbones(cfg)
+    try:
+        _run_tasks(cfg, fleet, split, backbones, results, timing)
+    finally:
+        backbones.close()
+    results["pretrain_logs"] = backbones.logs
+    results["targets"] = check_targets(results)
+    timing["total_s"] = time.perf_counter() - t_start
+    results["timing_s"] = {k: round(v, 1) for k, v in timing.items()}
+    results["environment"] = {"python": platform.python_version(), "torch": torch.__version__,
+                              "numpy": np.__version__, "threads": cfg.threads}
+    write_outputs(results, cfg)
+    return results
+
+
+def _run_tasks(cfg: EvalConfig, fleet: FleetProfiles, split: dict, backbones: UnifiedBackbones,
+               results: dict, timing: dict) -> None:
+    rng = np.random.default_rng(cfg.seed)
+    cap = {"train": cfg.max_train_windows, "val": cfg.max_eval_windows, "test": cfg.max_eval_windows}
+    imputation_cap = {**cap, "test": min(cfg.max_eval_windows, cfg.max_imputation_test_days)}
+    days = {s: fleet.households(idx).power_w.reshape(-1, STEPS_PER_DAY).astype(np.float32)
+            for s, idx in split.items()}
+    pre_train = days["train"][_cap(len(days["train"]), cfg.max_train_windows, rng)]
+    pre_val = days["val"][_cap(len(days["val"]), cfg.max_eval_windows, rng)]
+    backbones.pretrain_data[STEPS_PER_DAY] = (pre_train, pre_val)
     builders = {
         "forecast": lambda s: forecast_data(fleet, split[s], cfg, cap[s], rng),
         "imputation": lambda s: imputation_days(fleet, split[s], imputation_cap[s], rng),
@@ -860,14 +872,6 @@ def evaluate(cfg: EvalConfig, fleet: FleetProfiles | None = None, command: str |
             data = {s: builders[task](s) for s in ("train", "val", "test")}
             results["tasks"][task] = runners[task](data, all_methods(task, cfg, backbones), cfg)
         timing[f"{task}_s"] = time.perf_counter() - t0
-    results["pretrain_logs"] = backbones.logs
-    results["targets"] = check_targets(results)
-    timing["total_s"] = time.perf_counter() - t_start
-    results["timing_s"] = {k: round(v, 1) for k, v in timing.items()}
-    results["environment"] = {"python": platform.python_version(), "torch": torch.__version__,
-                              "numpy": np.__version__, "threads": cfg.threads}
-    write_outputs(results, cfg)
-    return results
 
 
 def _config_dict(cfg: EvalConfig) -> dict:
@@ -1161,9 +1165,9 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
 def run(args: argparse.Namespace) -> int:
     """Handler of ``unimeter train evaluate``."""
     cfg = config_from_args(args)
-    command = "unimeter train evaluate " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:]))
+    command = getattr(args, "command_line", None) or "unimeter " + shlex.join(sys.argv[1:])
     try:
-        results = evaluate(cfg, command=getattr(args, "command_line", None) or command)
+        results = evaluate(cfg, command=command)
     except EvaluationError as e:
         print(f"unimeter train evaluate: {e}", file=sys.stderr)
         return 2
@@ -1176,7 +1180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.evaluate", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    args.command_line = "python -m trainer.evaluate " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    args.command_line = "python -m trainer.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)
     return run(args)
 
 
