@@ -1,0 +1,100 @@
+"""Datasets: batching and DDP sharding, task sets built with edge.sim and edge.sim.inject."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trainer import data as d
+
+
+@pytest.fixture(scope="module")
+def profiles():
+    return d.simulate_profiles(4, 6, seed=2)
+
+
+def test_rank_slices_partition_each_global_batch():
+    ds = d.ArrayDataset({"load_w": np.arange(100, dtype=np.float32)[:, None] * np.ones((1, 4), np.float32)})
+    single = [b["load_w"][:, 0] for b in ds.batches(20, seed=3, epoch=1)]
+    ranks = [[b["load_w"][:, 0] for b in ds.batches(20, seed=3, epoch=1, rank=r, world=2)] for r in (0, 1)]
+    assert len(single) == 5
+    for i, full in enumerate(single):
+        np.testing.assert_array_equal(np.concatenate([ranks[0][i], ranks[1][i]]), full)
+    assert not np.array_equal(single[0], next(ds.batches(20, seed=3, epoch=2))["load_w"][:, 0])
+    assert len(list(ds.batches(20, seed=3, epoch=1, skip=3))) == 2
+    with pytest.raises(d.DataError, match="divisible"):
+        next(ds.batches(21, world=2))
+
+
+def test_bad_arrays_are_rejected():
+    with pytest.raises(d.DataError, match="differ in length"):
+        d.ArrayDataset({"a": np.zeros(3), "b": np.zeros(4)})
+    with pytest.raises(d.DataError, match="non-finite"):
+        d.ArrayDataset({"a": np.array([1.0, np.inf])})
+    with pytest.raises(d.DataError, match="lacks"):
+        d.ArrayDataset.coerce({"load_w": np.zeros((2, 48))}, "anomaly")
+
+
+def test_simulated_profiles_and_household_split(profiles):
+    a = profiles.arrays
+    assert a["load_w"].shape[1] == 48 and len(a["load_w"]) >= 4 * 5
+    assert (a["load_w"] >= -10000).all() and a["load_w"].mean() > 50
+    train, val = d.split_by_household(profiles, (0.5, 0.5), seed=0)
+    assert not set(train.arrays["household"]) & set(val.arrays["household"])
+    assert len(train) + len(val) == len(profiles)
+
+
+@pytest.mark.parametrize("mode", ["random", "block"])
+def test_missing_rate_and_shape(mode):
+    obs = d.missing_mask(400, 48, 0.3, mode, np.random.default_rng(0))
+    assert abs(1 - obs.mean() - 0.3) < 0.03
+    if mode == "block":  # one contiguous run of zeros per row
+        runs = (np.diff(np.pad(1 - obs, ((0, 0), (1, 1))), axis=1) == 1).sum(1)
+        assert (runs == 1).all()
+
+
+def test_imputation_set_zeroes_missing_points(profiles):
+    s = d.imputation_set(profiles.arrays["load_w"], seed=1)
+    a = s.arrays
+    assert (a["load_w"][a["observed"] == 0] == 0).all()
+    np.testing.assert_array_equal(a["load_w"][a["observed"] == 1], a["target_w"][a["observed"] == 1])
+    assert 0.1 <= 1 - a["observed"].mean() <= 0.5
+
+
+def test_anomaly_set_labels_match_changes(profiles):
+    s = d.anomaly_set(profiles.arrays["load_w"], attack_fraction=0.5, seed=4)
+    a = s.arrays
+    changed = np.abs(a["load_w"] - profiles.arrays["load_w"]) > 1e-3
+    assert not (changed & (a["point_label"] == 0)).any()  # nothing changes outside the labels
+    np.testing.assert_array_equal(a["window_label"] == 1, a["point_label"].any(1))
+    assert 0.2 < a["window_label"].mean() < 0.8
+
+
+def test_forecast_targets_follow_inputs(profiles):
+    s = d.forecast_set(profiles, stride_steps=24)
+    a, p = s.arrays, profiles.arrays
+    h0 = p["load_w"][p["household"] == 0].reshape(-1)
+    np.testing.assert_array_equal(a["load_w"][0], h0[:48])
+    np.testing.assert_array_equal(a["day_ahead_w"][0], h0[48:96])
+    np.testing.assert_array_equal(a["hour_ahead_w"][1], h0[72:74])
+    assert a["covariates"].shape[1] == 24
+
+
+def test_daily_profiles_bin_means():
+    ts = np.arange(0, 2 * 86400, 60, dtype=np.int64) + 1_700_006_400  # two whole UTC days
+    power = np.where((ts // 1800) % 2 == 0, 100.0, 300.0)
+    prof, starts = d.daily_profiles(ts, power)
+    assert prof.shape == (2, 48) and starts[0] % 86400 == 0
+    np.testing.assert_allclose(prof[0, :2], [100.0, 300.0])
+
+
+def test_high_rate_windows_carry_ground_truth():
+    from edge.sim import simulate_fleet
+
+    ds = d.high_rate_windows(simulate_fleet(2, 1, resolution_s=60, seed=1), window=240)
+    a = ds.arrays
+    assert a["appliance_w"].shape[1:] == (len(ds.meta["appliances"]), 240)
+    assert ds.meta["resolution_s"] == 60
+    # the aggregate is (close to) the sum of the appliances: meter noise only
+    err = np.abs(a["load_w"] - a["appliance_w"].sum(1)).mean()
+    assert err < 0.1 * np.abs(a["load_w"]).mean()
