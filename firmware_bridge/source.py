@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import ClassVar
 
 from firmware_bridge.errors import (
@@ -27,7 +27,7 @@ from firmware_bridge.errors import (
     ParseError,
     TransientConnectionError,
 )
-from firmware_bridge.reading import Reading
+from firmware_bridge.reading import Reading, ReadingFlag
 
 LOGGER = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ class MeterSource(abc.ABC):
         self.connected = False
         self._ever_connected = False
         self._down_since_s: float | None = None
+        self._last_ts_s: dict[str, float] = {}
 
     # -- to implement --------------------------------------------------------------------------
     @abc.abstractmethod
@@ -168,10 +169,19 @@ class MeterSource(abc.ABC):
         """The next valid reading (corrupt frames are skipped and counted)."""
         if not self.connected:
             raise TransientConnectionError(f"{self.kind} source {self.meter_id!r} is not connected")
-        reading = await self._read()
+        reading = self._flag_order(await self._read())
         self.stats.frames_ok += 1
         self.stats.last_reading_received_s = reading.received_s
         return reading
+
+    def _flag_order(self, reading: Reading) -> Reading:
+        """DUPLICATE / OUT_OF_ORDER against the previous timestamp of the same meter."""
+        last_ts_s = self._last_ts_s.get(reading.meter_id)
+        self._last_ts_s[reading.meter_id] = max(reading.ts_s, last_ts_s or reading.ts_s)
+        if last_ts_s is None or reading.ts_s > last_ts_s:
+            return reading
+        flag = ReadingFlag.DUPLICATE if reading.ts_s == last_ts_s else ReadingFlag.OUT_OF_ORDER
+        return replace(reading, flags=reading.flags | flag)
 
     async def close(self) -> None:
         """Close the link (idempotent)."""

@@ -58,6 +58,8 @@ OBIS_TABLE: dict[str, tuple[str, str]] = {
 # DSMR 2.2 "0-n:24.3.0" with the value on the next line. M-Bus device type 3 = gas.
 GAS_OBIS_SUFFIXES: tuple[str, ...] = (":24.2.1", ":24.2.3", ":24.3.0")
 MBUS_DEVICE_TYPE_SUFFIX = ":24.1.0"
+MBUS_GAS = 3  # M-Bus device types (EN 13757-3)
+MBUS_WATER = 7
 
 # unit in the telegram -> (SI unit of the Reading, scale)
 UNIT_SCALE: dict[str, tuple[str, float]] = {

@@ -24,6 +24,8 @@ from firmware_bridge.dsmr.obis import (
     GAS_OBIS_SUFFIXES,
     KIND_UNIT,
     MBUS_DEVICE_TYPE_SUFFIX,
+    MBUS_GAS,
+    MBUS_WATER,
     OBIS_TABLE,
     UNIT_SCALE,
 )
@@ -57,6 +59,9 @@ class Telegram:
     gas_m3: float | None = None
     gas_time: MeterTime | None = None
     max_demand_time: MeterTime | None = None
+    water_m3: float | None = None
+    mbus_types: dict[int, int] = field(default_factory=dict)  # channel -> M-Bus device type
+    mbus_values: dict[int, tuple[MeterTime | None, float]] = field(default_factory=dict)
     unknown: dict[str, str] = field(default_factory=dict)  # OBIS -> raw groups, not in the table
 
     @property
@@ -132,12 +137,17 @@ def _split_lines(body: str) -> list[tuple[str, list[str]]]:
 
 
 def _apply_object(tg: Telegram, obis: str, groups: list[str], config: DsmrParseConfig) -> None:
-    if obis.endswith(GAS_OBIS_SUFFIXES) and obis.startswith("0-"):
-        if tg.gas_m3 is None and len(groups) >= 2:  # first gas channel wins
-            tg.gas_time = parse_timestamp(groups[0], config) if groups[0] else None
-            tg.gas_m3 = parse_quantity(groups[-1], "m3")
+    if obis.startswith("0-") and obis.endswith(GAS_OBIS_SUFFIXES):
+        if len(groups) >= 2:
+            channel = int(obis[2 : obis.index(":")])
+            stamp = parse_timestamp(groups[0], config) if groups[0] else None
+            tg.mbus_values[channel] = (stamp, parse_quantity(groups[-1], "m3"))
         return
     if obis.endswith(MBUS_DEVICE_TYPE_SUFFIX):
+        try:
+            tg.mbus_types[int(obis[2 : obis.index(":")])] = int(groups[0])
+        except (ValueError, IndexError) as e:
+            raise ParseError(f"bad M-Bus device type line {obis}{groups}") from e
         return
     spec = OBIS_TABLE.get(obis)
     if spec is None:
@@ -164,6 +174,17 @@ def _apply_object(tg: Telegram, obis: str, groups: list[str], config: DsmrParseC
         tg.values[name] = parse_quantity(first, KIND_UNIT[kind])
 
 
+def _assign_mbus(tg: Telegram) -> None:
+    """Gas is the M-Bus channel of device type 3 (or the first untyped one); water is type 7."""
+    for channel in sorted(tg.mbus_values):
+        stamp, value_m3 = tg.mbus_values[channel]
+        device_type = tg.mbus_types.get(channel)
+        if device_type == MBUS_WATER:
+            tg.water_m3 = value_m3 if tg.water_m3 is None else tg.water_m3
+        elif device_type in (MBUS_GAS, None) and tg.gas_m3 is None:
+            tg.gas_m3, tg.gas_time = value_m3, stamp
+
+
 def parse_telegram(data: bytes, config: DsmrParseConfig = DsmrParseConfig()) -> Telegram:
     """Parse one framed telegram (``/`` ... ``!CRC``). Raises ParseError on malformed content."""
     try:
@@ -182,6 +203,7 @@ def parse_telegram(data: bytes, config: DsmrParseConfig = DsmrParseConfig()) -> 
     tg = Telegram(header=header.strip())
     for obis, groups in _split_lines(body):
         _apply_object(tg, obis, groups, config)
+    _assign_mbus(tg)
     if not any(k in tg.values for k in ("power_delivered_w", "import_t1_wh", "import_total_wh")):
         raise ParseError("telegram has neither power nor an energy register")
     return tg
@@ -230,6 +252,8 @@ def telegram_to_reading(
             extra[f"power_{phase}_w"] = float(d or 0.0) - float(r or 0.0)
     if meter_ts_s is not None:
         extra["meter_ts_s"] = meter_ts_s
+    if tg.water_m3 is not None:
+        extra["water_m3"] = tg.water_m3
     if tg.gas_m3 is not None:
         extra["gas_m3"] = tg.gas_m3
         if tg.gas_time is not None:

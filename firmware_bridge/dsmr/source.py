@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from firmware_bridge.clock import ClockPolicy
@@ -41,6 +42,11 @@ class DsmrConfig:
     serial: SerialSettings | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.serial, Mapping):  # from the agent's TOML: {baudrate=..., parity=...}
+            try:
+                self.serial = SerialSettings(**self.serial)
+            except TypeError as e:
+                raise ConfigError(f"bad serial settings {dict(self.serial)}: {e}") from e
         if self.version not in DSMR_SERIAL_SETTINGS:
             raise ConfigError(f"unknown DSMR version {self.version!r}; known {sorted(DSMR_SERIAL_SETTINGS)}")
         if self.read_timeout_s <= 0:

@@ -114,3 +114,13 @@ async def test_read_before_connect_is_a_transient_error():
 def test_meter_id_is_required():
     with pytest.raises(ValueError):
         MeterSource.__init__(ScriptedSource.__new__(ScriptedSource), "")
+
+
+async def test_repeated_and_backwards_timestamps_are_flagged():
+    from firmware_bridge.reading import ReadingFlag
+
+    source = ScriptedSource([None], [10, 11, 11, 9, 12])
+    await source.connect()
+    flags = [(await source.read()).flags for _ in range(5)]
+    assert flags == [ReadingFlag.NONE, ReadingFlag.NONE, ReadingFlag.DUPLICATE,
+                     ReadingFlag.OUT_OF_ORDER, ReadingFlag.NONE]

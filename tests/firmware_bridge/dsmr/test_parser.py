@@ -7,7 +7,7 @@ from firmware_bridge.dsmr.parser import parse_telegram, parse_timestamp, telegra
 from firmware_bridge.errors import ParseError
 from firmware_bridge.reading import ReadingFlag
 
-from .telegrams import TELEGRAM_FLUVIUS, TELEGRAM_V4, TELEGRAM_V5, TELEGRAM_V22
+from .telegrams import DSMR5_BODY, TELEGRAM_FLUVIUS, TELEGRAM_V4, TELEGRAM_V5, TELEGRAM_V22
 
 
 def _utc(*args) -> float:
@@ -93,3 +93,18 @@ def test_end_of_summer_time_repeated_hour_is_resolved_by_the_flag():
 def test_malformed_content_raises_parse_error(bad):
     with pytest.raises(ParseError):
         parse_telegram(bad)
+
+
+def test_water_and_gas_on_separate_mbus_channels():
+    from firmware_bridge.dsmr.writer import with_crc
+
+    body = DSMR5_BODY.replace(
+        "0-1:24.1.0(003)\n0-1:96.1.0(3232323241424344313233343536373839)\n"
+        "0-1:24.2.1(101209112500W)(12785.123*m3)\n",
+        "0-1:24.1.0(007)\n0-1:24.2.1(101209112500W)(00042.500*m3)\n"
+        "0-2:24.1.0(003)\n0-2:24.2.1(101209110000W)(00777.001*m3)\n")
+    assert body != DSMR5_BODY
+    r = _reading(with_crc(body), _utc(2010, 12, 9, 10, 30, 20))
+    assert r.extra["water_m3"] == pytest.approx(42.5)
+    assert r.extra["gas_m3"] == pytest.approx(777.001)
+    assert r.extra["gas_ts_s"] == _utc(2010, 12, 9, 10, 0, 0)

@@ -158,3 +158,13 @@ def test_bad_config_is_rejected():
         DsmrConfig(port="/dev/ttyUSB0", version="6")
     with pytest.raises(ConfigError):
         DsmrConfig(port="/dev/ttyUSB0", read_timeout_s=0)
+
+
+def test_serial_settings_from_a_config_table():
+    config = DsmrConfig(port="/dev/ttyUSB0", version="2.2",
+                        serial={"baudrate": 115200, "bytesize": 7, "parity": "E"})
+    assert config.serial_settings.describe() == "115200 7E1"
+    with pytest.raises(ConfigError):
+        DsmrConfig(port="/dev/ttyUSB0", serial={"speed": 9600})
+    with pytest.raises(ConfigError):
+        DsmrConfig(port="/dev/ttyUSB0", serial={"baudrate": 9600, "bytesize": 9, "parity": "N"})
