@@ -11,7 +11,7 @@ How it works (and why it is fast and deterministic):
 - Time is an internal grid of ``step_s = resolution_s`` (<= 60 s) or ``gcd(resolution_s, 60)``
   (coarser outputs are block means of the 1-min grid, so a 30-min profile is the true mean power).
 - Every random choice is drawn from a generator keyed by ``(seed, day, purpose)``
-  (:func:`edge.sim.weather.day_rng`): a day is the same whether it is simulated alone (the live
+  (counter-based :func:`edge.sim.weather.hash_uniform`): a day is the same whether it is simulated alone (the live
   stream) or inside a year. Events of the previous days that spill past midnight are included.
 - Appliance uses are *events* sampled per day: a Poisson number of uses whose start hours follow
   occupancy activity (by hour, work/free day, wake-up time, vacations) times the appliance's hour
@@ -306,6 +306,8 @@ class _Ctx:
     temp_c: np.ndarray = field(init=False)
     day0: int = field(init=False)  # first local day with activity rows
     activity: np.ndarray = field(init=False)  # [n_act_days, 24]
+    event_day_arr: np.ndarray = field(init=False)  # local day ordinals of the activity rows
+    _sun: np.ndarray | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         off = self.cfg.utc_offset_h * 3600
@@ -316,7 +318,8 @@ class _Ctx:
         self.temp_c = wx.temperature_c(self.cfg.weather_seed, self.ts, self.cfg.climate, self.cfg.utc_offset_h)
         self.day0 = int(self.local_day[0]) - 2
         n_days = int(self.local_day[-1]) - self.day0 + 3
-        self.activity = np.stack([_activity(self.cfg, self.seed, self.day0 + i) for i in range(n_days)])
+        self.activity = _activity_rows(self.cfg, self.seed, np.arange(self.day0, self.day0 + n_days))
+        self.event_day_arr = np.arange(self.day0, self.day0 + n_days)
 
     @property
     def event_days(self) -> range:
@@ -325,8 +328,15 @@ class _Ctx:
     def act_at_grid(self) -> np.ndarray:
         return self.activity[self.local_day - self.day0, self.hour_idx]
 
-    def day_start_utc(self, day: int) -> float:
+    def day_start_utc(self, day: int | np.ndarray) -> float | np.ndarray:
         return day * DAY_S - self.cfg.utc_offset_h * 3600
+
+    @property
+    def sun(self) -> np.ndarray:
+        """sin(solar elevation) at the grid (computed once)."""
+        if self._sun is None:
+            self._sun = wx.solar_elevation_sin(self.ts, self.cfg.climate.latitude_deg, self.cfg.utc_offset_h)
+        return self._sun
 
 
 def is_work_day(day: int) -> bool:
@@ -350,18 +360,24 @@ def _vacation_days(seed: int, year: int, n_days: int) -> frozenset[int]:
 _VACATION_CACHE: dict[tuple[int, int, int], frozenset[int]] = {}
 
 
-def _activity(cfg: HouseholdConfig, seed: int, day: int) -> np.ndarray:
-    """Probability of someone home and awake per local hour of one day."""
-    year = int(str(np.datetime64(int(day), "D"))[:4])
-    key = (seed, year, cfg.vacation_days)
-    if key not in _VACATION_CACHE:
-        _VACATION_CACHE[key] = _vacation_days(seed, year, cfg.vacation_days)
-    if day in _VACATION_CACHE[key]:
-        return np.zeros(24)
-    base = ACTIVITY[cfg.archetype]["work" if is_work_day(day) else "free"]
-    shift = cfg.wake_h - 7.0
+def _activity_rows(cfg: HouseholdConfig, seed: int, days: np.ndarray) -> np.ndarray:
+    """Probability of someone home and awake per local hour, [len(days), 24]."""
     hours = np.arange(24) + 0.5
-    return np.interp((hours - shift) % 24, np.arange(24) + 0.5, base, period=24)
+    shift = cfg.wake_h - 7.0
+    work = np.interp((hours - shift) % 24, hours, ACTIVITY[cfg.archetype]["work"], period=24)
+    free = np.interp((hours - shift) % 24, hours, ACTIVITY[cfg.archetype]["free"], period=24)
+    years = days.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
+    vacation = set()
+    for year in np.unique(years):
+        key = (seed, int(year), cfg.vacation_days)
+        if key not in _VACATION_CACHE:
+            _VACATION_CACHE[key] = _vacation_days(seed, int(year), cfg.vacation_days)
+        vacation |= _VACATION_CACHE[key]
+    is_work = np.array([is_work_day(int(d)) for d in days])
+    away = np.isin(days, np.fromiter(vacation, np.int64, len(vacation)))
+    rows = np.where(is_work[:, None], work[None, :], free[None, :])
+    rows[away] = 0.0
+    return rows
 
 
 def _household_params(cfg: HouseholdConfig, seed: int) -> dict:
@@ -435,6 +451,14 @@ def _paint(ctx: _Ctx, values: list[np.ndarray], start_s: np.ndarray, end_s: np.n
 
 
 def _paint_segments(ctx: _Ctx, seg: _Segments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(P, Q, on) at the grid. Q is painted separately only if the power factor varies."""
+    if len(seg.power_w) == 0:
+        z = np.zeros(ctx.n)
+        return z, z.copy(), np.zeros(ctx.n, bool)
+    ratio = seg.reactive_var / seg.power_w
+    if np.all(seg.power_w > 0) and np.allclose(ratio, ratio[0], rtol=1e-12, atol=1e-12):
+        (p,) = _paint(ctx, [seg.power_w], seg.start_s, seg.end_s)
+        return p, p * ratio[0], p > 1e-9
     p, q, cover = _paint(ctx, [seg.power_w, seg.reactive_var, np.ones_like(seg.power_w)],
                          seg.start_s, seg.end_s)
     return p, q, cover > 1e-9
@@ -455,17 +479,13 @@ def _drop_overlaps(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
 # Event-driven appliances (Type 1, 2, 3)
 
 
-def _darkness(ctx: _Ctx, day: int) -> np.ndarray:
-    hours_utc = ctx.day_start_utc(day) + 3600 * (np.arange(24) + 0.5)
-    s = wx.solar_elevation_sin(hours_utc, ctx.cfg.climate.latitude_deg, ctx.cfg.utc_offset_h)
-    return np.clip(0.6 - s / 0.25, 0.05, 1.0)
-
-
-def _hour_weights(ctx: _Ctx, spec: ApplianceSpec, day: int) -> np.ndarray:
-    act = ctx.activity[day - ctx.day0]
+def _hour_weights(ctx: _Ctx, spec: ApplianceSpec) -> np.ndarray:
+    """[event days, 24] relative start probability per local hour."""
     if spec.hours == "dark":
-        return act * _darkness(ctx, day)
-    return act * HOUR_AFFINITY[spec.hours]
+        hours_utc = ctx.day_start_utc(ctx.event_day_arr)[:, None] + 3600 * (np.arange(24) + 0.5)[None, :]
+        s = wx.solar_elevation_sin(hours_utc, ctx.cfg.climate.latitude_deg, ctx.cfg.utc_offset_h)
+        return ctx.activity * np.clip(0.6 - s / 0.25, 0.05, 1.0)
+    return ctx.activity * HOUR_AFFINITY[spec.hours][None, :]
 
 
 def _reference_weight(ctx: _Ctx, spec: ApplianceSpec) -> float:
@@ -476,29 +496,50 @@ def _reference_weight(ctx: _Ctx, spec: ApplianceSpec) -> float:
     return float(np.sum(ref))
 
 
-def _sample_starts(ctx: _Ctx, spec: ApplianceSpec, stream: int) -> tuple[np.ndarray, list]:
-    """Start times (UTC s) of all uses over the event days, and the per-day generators."""
-    upd = ctx.cfg.uses_per_day.get(spec.name, float(np.mean(spec.uses_per_day)))
-    upd *= ctx.cfg.activity_scale
-    ref = _reference_weight(ctx, spec)
-    starts, rngs = [], []
-    for day in ctx.event_days:
-        rng = wx.day_rng(ctx.seed, day, stream)
-        rngs.append(rng)
-        w = _hour_weights(ctx, spec, day)
-        total = float(w.sum())
-        k = int(rng.poisson(upd * total / ref)) if total > 0 else 0
-        if k == 0:
-            starts.append(np.zeros(0))
-            continue
-        hours = rng.choice(24, size=k, p=w / total) + rng.random(k)
-        starts.append(ctx.day_start_utc(day) + hours * 3600)
-    return np.concatenate(starts), rngs
+def _poisson_inverse_cdf(u: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """Poisson(mu) variates from uniforms u (vectorised inverse CDF; mu up to a few hundred)."""
+    mu = np.clip(np.asarray(mu, np.float64), 0, None)
+    k_max = int(np.ceil(mu.max() + 10 * np.sqrt(mu.max()) + 10)) if len(mu) else 1
+    k = np.arange(k_max)
+    log_pmf = k[None, :] * np.log(np.maximum(mu, 1e-300))[:, None] - mu[:, None] - _log_factorial(k)[None, :]
+    cdf = np.cumsum(np.exp(log_pmf), axis=1)
+    counts = (cdf < u[:, None]).sum(axis=1)
+    return np.where(mu > 0, counts, 0).astype(np.int64)
+
+
+def _log_factorial(k: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, len(k))))])[: len(k)]
+
+
+def _sample_starts(ctx: _Ctx, spec: ApplianceSpec, stream: int) -> np.ndarray:
+    """Start times (UTC s) of all uses over the event days, sorted.
+
+    Per day: a Poisson number of uses (inverse CDF of a keyed uniform), then each use's hour
+    from that day's hour weights (inverse CDF) and a uniform position inside the hour. All
+    variates are keyed by (seed, day, stream, use index), so days are independent of chunking.
+    """
+    upd = ctx.cfg.uses_per_day.get(spec.name, float(np.mean(spec.uses_per_day))) * ctx.cfg.activity_scale
+    w = _hour_weights(ctx, spec)
+    total = w.sum(axis=1)
+    days = ctx.event_day_arr
+    mu = upd * total / _reference_weight(ctx, spec)
+    counts = _poisson_inverse_cdf(wx.hash_uniform(ctx.seed, days, stream, 0), mu)
+    if counts.sum() == 0:
+        return np.zeros(0)
+    row = np.repeat(np.arange(len(days)), counts)
+    j = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)  # index within day
+    cdf = np.cumsum(w / np.where(total > 0, total, 1.0)[:, None], axis=1)
+    cdf[:, -1] = 1.0
+    u_hour = wx.hash_uniform(ctx.seed, days[row], stream, 1 + 2 * j)
+    flat = (cdf + np.arange(len(days))[:, None]).reshape(-1)
+    hour = np.searchsorted(flat, row + u_hour, side="right") - 24 * row
+    hour = np.clip(hour, 0, 23) + wx.hash_uniform(ctx.seed, days[row], stream, 2 + 2 * j)
+    return np.sort(ctx.day_start_utc(days[row]) + hour * 3600)
 
 
 def _onoff_segments(ctx: _Ctx, spec: ApplianceSpec, rated_w: float) -> _Segments:
     stream = _stream_id(spec.name)
-    starts, _ = _sample_starts(ctx, spec, stream)
+    starts = _sample_starts(ctx, spec, stream)
     # Durations are derived from each start time, so they do not depend on the chunking.
     u = _hash_uniform(starts, stream)
     dur = spec.duration_s[0] + u * (spec.duration_s[1] - spec.duration_s[0])
@@ -524,41 +565,41 @@ def _hash_uniform(x: np.ndarray, salt: int) -> np.ndarray:
     return (v >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def _cycle_event(spec: ApplianceSpec, rated_w: float, t0: float, stream: int) -> list[tuple]:
-    """Segments (start, end, P, Q) of one run of a multi-state appliance starting at t0."""
-    segs, t = [], t0
+def _cycle_segments(ctx: _Ctx, spec: ApplianceSpec, rated_w: float) -> _Segments:
+    """Multi-state runs: consecutive phases; thermostat phases split into on-periods."""
+    stream = _stream_id(spec.name)
+    starts = _sample_starts(ctx, spec, stream)
+    if len(starts) == 0:
+        return _Segments.empty()
+    durs = np.stack([ph.duration_s[0] + _hash_uniform(starts, stream + 31 * k + 1)
+                     * (ph.duration_s[1] - ph.duration_s[0]) for k, ph in enumerate(spec.phases)], axis=1)
+    offsets = np.concatenate([np.zeros((len(starts), 1)), np.cumsum(durs, axis=1)], axis=1)
+    keep = _drop_overlaps(starts, starts + offsets[:, -1])
+    starts, durs, offsets = starts[keep], durs[keep], offsets[keep]
+    parts = []
     for k, ph in enumerate(spec.phases):
-        u = float(_hash_uniform(np.array([t0]), stream + 31 * k + 1)[0])
-        dur = ph.duration_s[0] + u * (ph.duration_s[1] - ph.duration_s[0])
+        t0, dur = starts + offsets[:, k], durs[:, k]
         p = rated_w * ph.power_frac
         q = float(_reactive(p, ph.pf))
         if ph.duty >= 1.0:
-            segs.append((t, t + dur, p, q))
-        else:  # thermostat: on for duty * period at the start of every period
-            for c in np.arange(t, t + dur, ph.period_s):
-                segs.append((float(c), min(float(c) + ph.duty * ph.period_s, t + dur), p, q))
-        t += dur
-    return segs
-
-
-def _cycle_segments(ctx: _Ctx, spec: ApplianceSpec, rated_w: float) -> _Segments:
-    stream = _stream_id(spec.name)
-    starts, _ = _sample_starts(ctx, spec, stream)
-    events = [_cycle_event(spec, rated_w, float(t0), stream) for t0 in starts]
-    if not events:
-        return _Segments.empty()
-    ends = np.array([ev[-1][1] for ev in events])
-    parts = [seg for i in _drop_overlaps(starts, ends) for seg in events[i]]
-    arr = np.asarray(parts, dtype=np.float64)
-    return _Segments(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
+            a, b = t0, t0 + dur
+        else:  # on for duty * period at the start of every period of the phase
+            n_per = np.ceil(dur / ph.period_s).astype(np.int64)
+            ev = np.repeat(np.arange(len(t0)), n_per)
+            c = np.arange(n_per.sum()) - np.repeat(np.cumsum(n_per) - n_per, n_per)
+            a = t0[ev] + c * ph.period_s
+            b = np.minimum(a + ph.duty * ph.period_s, (t0 + dur)[ev])
+        parts.append(_Segments(a, b, np.full(len(a), p), np.full(len(a), q)))
+    return _Segments.concat(parts)
 
 
 def _knot_noise(ctx: _Ctx, stream: int, knot_s: int) -> np.ndarray:
-    """Smooth noise in [0, 1) at the grid: per-day random knots, linearly interpolated."""
+    """Smooth noise in [0, 1) at the grid: keyed random knots every ``knot_s``, interpolated."""
     d0 = int(ctx.t0_s // DAY_S)
     d1 = int((ctx.t0_s + ctx.n * ctx.step_s) // DAY_S) + 1
     per_day = DAY_S // knot_s
-    knots = np.concatenate([wx.day_rng(ctx.seed, d, stream).random(per_day) for d in range(d0, d1 + 1)])
+    days = np.arange(d0, d1 + 1)
+    knots = wx.hash_uniform(ctx.seed, days[:, None], stream, np.arange(per_day)[None, :]).reshape(-1)
     knot_ts = d0 * DAY_S + knot_s * np.arange(len(knots), dtype=np.float64)
     return np.interp(ctx.ts, knot_ts, knots)
 
@@ -601,29 +642,29 @@ def _compressor_segments(ctx: _Ctx, spec: ApplianceSpec, rated_w: float) -> _Seg
     d1 = int((ctx.t0_s + ctx.n * ctx.step_s - 1) // DAY_S)
     days = np.arange(d0, d1 + 1)
     t_out, _ = wx.day_means(ctx.cfg.weather_seed, days, ctx.cfg.climate)
-    parts = []
-    for day, t_mean in zip(days, t_out, strict=True):
-        rng = wx.day_rng(ctx.seed, int(day), stream)
-        indoor_c = 20.0 + 0.35 * max(t_mean - 14.0, 0.0)
-        duty = float(np.clip(duty_base * (1 + 0.04 * (indoor_c - 20)), 0.12, 0.8))
-        n = int(DAY_S / (on_mean / duty)) + 8
-        on = on_mean * (0.85 + 0.3 * rng.random(n))
-        off = on * (1 - duty) / duty * (0.85 + 0.3 * rng.random(n))
-        first = day * DAY_S + rng.random() * (on[0] + off[0])
-        t = first + np.concatenate([[0.0], np.cumsum(on + off)[:-1]])
-        off = off * (1 - 0.3 * _activity_at(ctx, t))  # door openings shorten the off periods
-        t = first + np.concatenate([[0.0], np.cumsum(on + off)[:-1]])
-        end_day = (day + 1) * DAY_S
-        k = t < end_day
-        parts.append(_Segments(t[k], np.minimum(t[k] + on[k], end_day), np.full(k.sum(), rated_w),
-                               np.full(k.sum(), float(_reactive(rated_w, spec.pf)))))
-        if ctx.step_s <= 5:  # inrush at compressor start, visible at 1-5 s resolution
-            parts.append(_Segments(t[k], t[k] + 1.5, np.full(k.sum(), 3.0 * rated_w),
-                                   np.full(k.sum(), float(_reactive(3.0 * rated_w, 0.6)))))
-        if spec.name == "fridge" and ctx.hh["fridge_defrost"]:
-            t_def = day * DAY_S + DAY_S * rng.random()
-            parts.append(_Segments(np.array([t_def]), np.array([min(t_def + 1500, end_day)]),
-                                   np.array([220.0]), np.array([0.0])))
+    indoor_c = 20.0 + 0.35 * np.clip(t_out - 14.0, 0.0, None)
+    duty = np.clip(duty_base * (1 + 0.04 * (indoor_c - 20)), 0.12, 0.8)[:, None]
+    n = int(DAY_S / (on_mean / duty.min())) + 8
+    i = np.arange(n)[None, :]
+    on = on_mean * (0.85 + 0.3 * wx.hash_uniform(ctx.seed, days[:, None], stream, i))
+    off = on * (1 - duty) / duty * (0.85 + 0.3 * wx.hash_uniform(ctx.seed, days[:, None], stream + 1, i))
+    first = days[:, None] * DAY_S + wx.hash_uniform(ctx.seed, days, stream + 2)[:, None] * (on[:, :1] + off[:, :1])
+    cum = np.concatenate([np.zeros((len(days), 1)), np.cumsum(on + off, axis=1)[:, :-1]], axis=1)
+    act = _activity_at(ctx, (first + cum).reshape(-1)).reshape(on.shape)
+    off = off * (1 - 0.3 * act)  # door openings shorten the off periods
+    t = first + np.concatenate([np.zeros((len(days), 1)), np.cumsum(on + off, axis=1)[:, :-1]], axis=1)
+    end_day = ((days + 1) * DAY_S)[:, None] + 0 * t
+    k = t < end_day
+    t, on, end_day = t[k], on[k], end_day[k]
+    q = float(_reactive(rated_w, spec.pf))
+    parts = [_Segments(t, np.minimum(t + on, end_day), np.full(len(t), rated_w), np.full(len(t), q))]
+    if ctx.step_s <= 5:  # inrush at compressor start, visible at 1-5 s resolution
+        parts.append(_Segments(t, t + 1.5, np.full(len(t), 3.0 * rated_w),
+                               np.full(len(t), float(_reactive(3.0 * rated_w, 0.6)))))
+    if spec.name == "fridge" and ctx.hh["fridge_defrost"]:  # daily defrost heater
+        t_def = days * DAY_S + DAY_S * wx.hash_uniform(ctx.seed, days, stream + 3)
+        parts.append(_Segments(t_def, np.minimum(t_def + 1500, (days + 1) * DAY_S),
+                               np.full(len(days), 220.0), np.zeros(len(days))))
     return _Segments.concat(parts)
 
 
@@ -688,7 +729,7 @@ def _heating(ctx: _Ctx) -> tuple[np.ndarray, ...]:
 def _cooling(ctx: _Ctx) -> tuple[np.ndarray, ...]:
     cfg = ctx.cfg
     act = ctx.act_at_grid()
-    sun = np.clip(wx.solar_elevation_sin(ctx.ts, cfg.climate.latitude_deg, cfg.utc_offset_h), 0, None)
+    sun = np.clip(ctx.sun, 0, None)
     load_w = cfg.heat_loss_w_per_k * (ctx.temp_c - cfg.cooling_setpoint_c) + 400.0 * sun
     wanted = (act > 0.15) | ctx.hh["cool_always"]
     duty = np.where(wanted, np.clip(load_w / 3.0 / cfg.cooling_power_w, 0, 1), 0.0)
@@ -700,36 +741,32 @@ def _ev_segments(ctx: _Ctx) -> _Segments:
     """Charging sessions: constant power, then a three-step taper (constant-voltage phase)."""
     cfg = ctx.cfg
     p_charge = float(np.clip(cfg.ev_kwh_per_day / 12.0, 0.2, 0.9))
-    parts = []
-    for day in ctx.event_days:
-        rng = wx.day_rng(ctx.seed, day, _STREAM_EV)
-        u = rng.random(4)
-        if ctx.activity[day - ctx.day0].sum() == 0 or u[0] > p_charge:
-            continue
-        energy_wh = float(np.clip(cfg.ev_kwh_per_day / p_charge * (0.6 + 0.8 * u[1]), 2, 60)) * 1000
-        if cfg.ev_timer:
-            hour = 24.5 + u[2]
-        elif is_work_day(day):
-            hour = float(np.clip(18.2 + rng.standard_normal(), 15, 23))
-        else:
-            hour = 10 + 10 * u[3]
-        t = ctx.day_start_utc(day) + hour * 3600
-        p = cfg.ev_charger_w
-        bulk_s = 0.92 * energy_wh / p * 3600
-        steps = [(bulk_s, p)] + [(0.08 / 3 * energy_wh / (f * p) * 3600, f * p) for f in (0.75, 0.5, 0.3)]
-        for dur, pw in steps:
-            parts.append((t, t + dur, pw, float(_reactive(pw, EV_PF))))
-            t += dur
-    if not parts:
+    days = ctx.event_day_arr
+    u = wx.hash_uniform(ctx.seed, days[:, None], _STREAM_EV, np.arange(4)[None, :])
+    home = ctx.activity.sum(axis=1) > 0
+    charge = home & (u[:, 0] <= p_charge)
+    if not charge.any():
         return _Segments.empty()
-    arr = np.asarray(parts)
-    return _Segments(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
+    days, u = days[charge], u[charge]
+    energy_wh = np.clip(cfg.ev_kwh_per_day / p_charge * (0.6 + 0.8 * u[:, 1]), 2, 60) * 1000
+    work = np.array([is_work_day(int(d)) for d in days])
+    arrive_h = np.clip(18.2 + wx.hash_normal(ctx.seed, days, _STREAM_EV, 9), 15, 23)
+    hour = np.full(len(days), 24.5) + u[:, 2] if cfg.ev_timer else np.where(work, arrive_h, 10 + 10 * u[:, 3])
+    t = ctx.day_start_utc(days) + hour * 3600
+    p = cfg.ev_charger_w
+    steps = [(0.92 * energy_wh / p * 3600, p)] + [(0.08 / 3 * energy_wh / (f * p) * 3600, f * p)
+                                                   for f in (0.75, 0.5, 0.3)]
+    parts = []
+    for dur, pw in steps:
+        parts.append(_Segments(t.copy(), t + dur, np.full(len(t), pw), np.full(len(t), float(_reactive(pw, EV_PF)))))
+        t = t + dur
+    return _Segments.concat(parts)
 
 
 def _pv(ctx: _Ctx) -> tuple[np.ndarray, ...]:
     """PV export (negative power): clear-sky irradiance (Meinel air-mass model) x cloud factor."""
     cfg = ctx.cfg
-    s = wx.solar_elevation_sin(ctx.ts, cfg.climate.latitude_deg, cfg.utc_offset_h)
+    s = ctx.sun
     up = s > 0.01
     irr = np.zeros(ctx.n)
     irr[up] = s[up] * 0.7 ** (s[up] ** -0.678) / 0.7
@@ -839,10 +876,8 @@ def _meter(config: HouseholdConfig, seed: int, ts: np.ndarray, app: dict, res: i
         p += pw
         q += qv
     per_day = DAY_S // res
-    d0 = int(ts[0] // DAY_S)
-    noise = np.concatenate([
-        wx.day_rng(seed, d0 + i, _STREAM_NOISE).standard_normal((2, per_day))
-        for i in range(len(ts) // per_day)], axis=1)
+    noise = np.concatenate([wx.day_rng(seed, int(d), _STREAM_NOISE).standard_normal((2, per_day))
+                            for d in ts[::per_day] // DAY_S], axis=1)
     sd = config.noise_w + config.noise_frac * np.abs(p)
     quantum = config.quantum_w
     power = np.round((p + sd * noise[0]) / quantum) * quantum

@@ -44,7 +44,7 @@ def day_rng(seed: int, day: int, stream: int) -> np.random.Generator:
 
 
 @lru_cache(maxsize=4096)
-def _daily_weather(seed: int, day: int, clim: Climate) -> tuple[float, float, tuple[float, ...]]:
+def _daily_weather(seed: int, day: int, clim: Climate) -> tuple[float, float, np.ndarray]:
     """(mean temperature C, clearness 0..1, cloud knots every 5 min) of one day."""
     eps = [_innovation(seed, day - k) for k in range(_AR_LAGS)]
     weights = _AR_PHI ** np.arange(_AR_LAGS)
@@ -57,7 +57,8 @@ def _daily_weather(seed: int, day: int, clim: Climate) -> tuple[float, float, tu
     knots = np.clip(1 - (1 - clear) * (1 + 0.6 * rng.standard_normal(288)), 0.05, 1.0)
     temp = clim.mean_temp_c + clim.seasonal_amp_c * season + anomaly
     temp += 1.5 * (clear - 0.5) * season  # clear summer days warmer, clear winter days colder
-    return float(temp), clear, tuple(float(k) for k in knots)
+    knots.setflags(write=False)  # cached and shared
+    return float(temp), clear, knots
 
 
 @lru_cache(maxsize=8192)
@@ -142,3 +143,36 @@ def is_holiday_day(day: int) -> bool:
 def weekday_of_day(day: int) -> int:
     """Monday=0 .. Sunday=6 of a day ordinal (1970-01-01 was a Thursday)."""
     return (int(day) + 3) % 7
+
+
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_KEY_MULT = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xD1B54A32D192ED03),
+             np.uint64(0xABC98388FB8FAC03), np.uint64(0x8CB92BA72F3D8DD7), np.uint64(0xF1357AEA2E62A9C5))
+
+
+def hash_uniform(*keys: int | np.ndarray) -> np.ndarray:
+    """Counter-based uniforms in [0, 1): a pure function of integer keys (broadcast together).
+
+    The simulator keys its randomness by (seed, day, purpose, index), so any day can be produced
+    alone, vectorised over many days, and identical however a run is cut into chunks.
+    """
+    if len(keys) > len(_KEY_MULT):
+        raise ValueError(f"at most {len(_KEY_MULT)} keys")
+    x = np.full(np.broadcast_shapes(*(np.shape(k) for k in keys)), 0x632BE59BD9B4E019, np.uint64)
+    with np.errstate(over="ignore"):
+        for k, mult in zip(keys, _KEY_MULT, strict=False):  # scalars mix in cheaply
+            x = x + np.asarray(k).astype(np.int64).astype(np.uint64) * mult
+        for _ in range(2):  # splitmix64 finaliser, twice: keys that differ by one decorrelate
+            x ^= x >> np.uint64(30)
+            x *= _M1
+            x ^= x >> np.uint64(27)
+            x *= _M2
+            x ^= x >> np.uint64(31)
+    return (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def hash_normal(*keys: int | np.ndarray) -> np.ndarray:
+    """Standard normal variates from :func:`hash_uniform` (Box-Muller)."""
+    u1 = 1.0 - hash_uniform(*keys, 1)
+    u2 = hash_uniform(*keys, 2)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2 * np.pi * u2)
