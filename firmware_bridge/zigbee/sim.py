@@ -51,6 +51,7 @@ class VirtualZigbeeMeter:
                         "ac_voltage_multiplier": 1, "ac_voltage_divisor": 10,
                         "ac_current_multiplier": 1, "ac_current_divisor": 1000}
         self.reporting_configured: dict[tuple[int, int], tuple[int, int]] = {}
+        self.bound_clusters: set[int] = set()
         self.reports_sent = 0
         self.app = None
         self._task: asyncio.Task | None = None
@@ -116,6 +117,8 @@ class VirtualZigbeeMeter:
         """Answer a ZCL request sent to this device: Read Attributes, Configure Reporting."""
         from zigpy.zcl import foundation
 
+        if int(packet.dst_ep) == 0:  # ZDO
+            return self._handle_zdo(packet)
         if int(packet.cluster_id) not in self.cluster_ids:
             return []
         hdr, rest = foundation.ZCLHeader.deserialize(packet.data.serialize())
@@ -127,6 +130,26 @@ class VirtualZigbeeMeter:
         if hdr.command_id == foundation.GeneralCommand.Configure_Reporting:
             return [self._configure_response(cluster_id, hdr.tsn, rest)]
         return []
+
+    def _handle_zdo(self, packet) -> list:
+        """Answer Bind_req (the coordinator subscribing to a cluster's reports) with SUCCESS."""
+        import zigpy.types as t
+        import zigpy.zdo.types as zdo_t
+
+        if int(packet.cluster_id) != zdo_t.ZDOCmd.Bind_req:
+            return []
+        data = packet.data.serialize()
+        tsn = data[0]
+        _src_ieee, rest = t.EUI64.deserialize(data[1:])
+        _src_ep, rest = t.uint8_t.deserialize(rest)
+        cluster_id, _ = t.uint16_t.deserialize(rest)
+        self.bound_clusters.add(int(cluster_id))
+        status = bytes([tsn]) + zdo_t.Status.SUCCESS.serialize()
+        return [t.ZigbeePacket(
+            src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(self.nwk)), src_ep=0,
+            dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(0x0000)), dst_ep=0,
+            tsn=tsn, profile_id=0, cluster_id=zdo_t.ZDOCmd.Bind_rsp,
+            data=t.SerializableBytes(status), lqi=255, rssi=-40)]
 
     def _read_response(self, cluster_id: int, tsn: int, payload: bytes):
         import zigpy.types as t

@@ -42,7 +42,8 @@ class ZigbeeConfig:
     database_path: zigpy's SQLite device database (None: in memory, devices re-join each start).
     meters: device IEEE ("00:0d:6f:...") -> meter id; devices not listed get their IEEE as id
         unless ``only_listed`` is set.
-    configure_reporting: send Configure Reporting (min/max interval s) to each metering device.
+    configure_reporting: bind each metering cluster to the coordinator and send Configure
+        Reporting (report_min/max_interval_s) to it; refusals are recorded, never fatal.
     request_timeout_s: timeout of the reads/configure requests at subscription.
     read_timeout_s: no report from any device for this long -> restart the radio (None: never).
     virtual_devices: VirtualZigbeeMeter objects to attach (radio="virtual" only).
@@ -200,8 +201,19 @@ class ZigbeeSource(MeterSource):
             except Exception as e:  # a sleepy or minimal device: keep defaults (1/1)
                 LOGGER.info("%s: reading scaling attributes failed: %s", ieee, e)
             if self.config.configure_reporting:
+                status[f"bind_{cluster.cluster_id:#06x}"] = await self._bind(cluster)
                 status.update(await self._configure(cluster))
         self.configured[ieee] = status
+
+    async def _bind(self, cluster) -> object:
+        """Bind the cluster to the coordinator so that reports are sent to us (as ZHA does)."""
+        try:
+            async with asyncio.timeout(self.config.request_timeout_s):
+                result = await cluster.bind()
+            return result[0] if isinstance(result, list | tuple) and result else result
+        except Exception as e:  # devices that report to the coordinator by default
+            LOGGER.info("bind of cluster %#06x failed: %s", cluster.cluster_id, e)
+            return f"failed: {e}"
 
     async def _configure(self, cluster) -> dict[str, object]:
         from zigpy.zcl.foundation import Status

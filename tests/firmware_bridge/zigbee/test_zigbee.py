@@ -56,6 +56,8 @@ async def test_reports_become_scaled_readings_with_mapped_meter_id():
     assert (METERING_CLUSTER_ID, 0x0400) in meter.reporting_configured
     assert (ELECTRICAL_MEASUREMENT_CLUSTER_ID, 0x050B) in meter.reporting_configured
     assert meter.reporting_configured[(METERING_CLUSTER_ID, 0x0400)] == (1, 60)
+    assert meter.bound_clusters == {METERING_CLUSTER_ID, ELECTRICAL_MEASUREMENT_CLUSTER_ID}
+    assert source.configured[meter.ieee]["bind_0x0702"] == 0  # ZDO Status.SUCCESS
     assert source.app is None  # shut down when the stream closed
 
 
@@ -80,7 +82,7 @@ async def test_device_refusing_reporting_configuration_still_delivers():
         readings = await _take(source, 2)
     assert readings[-1].power_w == pytest.approx(1234.0)
     assert meter.reporting_configured == {}
-    statuses = source.configured[meter.ieee]
+    statuses = {k: v for k, v in source.configured[meter.ieee].items() if not k.startswith("bind")}
     assert statuses and all(s != 0 for s in statuses.values())  # none reported SUCCESS
 
 
