@@ -398,3 +398,83 @@ def write_traces(traces: Iterable[HouseholdTrace], out_dir: str | Path, househol
     if writer is None:
         raise ShardError("no traces to write")
     return writer.close()
+
+
+@dataclass
+class FleetJob:
+    """One household of a simulated fleet, as sent to a worker process."""
+
+    index: int
+    seed: int
+    days: int
+    resolution_s: int
+    start: str
+    nilm_window: int = 0
+    nilm_per_household: int = 0
+    attack_fraction: float = 0.0
+    keep_trace: bool = False
+
+
+def _fleet_member_rows(job: FleetJob) -> dict:
+    """Simulate one household in a worker and return only what the writer needs (small IPC)."""
+    from edge.sim.household import fleet_member, simulate_household
+    from edge.sim.inject import attack_batch
+
+    config, trace_seed = fleet_member(job.index, job.seed)
+    tr = simulate_household(config, job.days, job.resolution_s, trace_seed, job.start)
+    rng = np.random.default_rng([int(job.seed) & 0xFFFFFFFF, job.index, 0xDA7A])
+    prof = tr.to_profiles()
+    out: dict = {"household_id": tr.household_id, "profiles": prof, "attacks": None, "nilm": None,
+                 "trace": tr if job.keep_trace else None}
+    if job.attack_fraction > 0 and len(prof.dates):
+        seen, points, _, kinds = attack_batch(prof.load_w, rng, job.attack_fraction)
+        out["attacks"] = (seen, points, kinds)
+    if job.nilm_per_household and job.nilm_window:
+        out["nilm"] = nilm_windows(tr, job.nilm_window, job.nilm_per_household, rng)
+    return out
+
+
+def write_fleet(out_dir: str | Path, n_households: int, days: int, resolution_s: int, seed: int = 0,
+                start: str = "2024-01-01", workers: int = 1, fractions: dict[str, float] | None = None,
+                nilm_window: int = 240, nilm_per_household: int = 0, attack_fraction: float = 0.0,
+                keep_trace_of: int | None = None, rows_per_shard: int = 200_000, progress: bool = True,
+                meta: dict | None = None) -> tuple[dict, object]:
+    """Simulate a fleet in ``workers`` processes and write its shards; returns (manifest, trace).
+
+    Workers return profiles (and NILM windows) rather than whole traces, so the parent stays
+    light. ``trace`` is the full trace of household ``keep_trace_of`` (for plotting) or None.
+    Deterministic given ``seed``, whatever the number of workers.
+    """
+    from tqdm import tqdm
+
+    ids = [f"h{i:05d}" for i in range(n_households)]
+    split_of = split_households(ids, fractions, seed)
+    writer = DatasetWriter(out_dir, split_of, rows_per_shard, nilm_window if nilm_per_household else None,
+                           resolution_s, meta={"seed": seed, "split_fractions": fractions or DEFAULT_FRACTIONS,
+                                               **(meta or {})})
+    jobs = [FleetJob(i, seed, days, resolution_s, start, nilm_window, nilm_per_household, attack_fraction,
+                     keep_trace=(i == keep_trace_of)) for i in range(n_households)]
+    kept = None
+    if workers > 1 and n_households > 1:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        pool = ctx.Pool(processes=workers)
+        results = pool.imap(_fleet_member_rows, jobs)
+    else:
+        pool, results = None, map(_fleet_member_rows, jobs)
+    try:
+        for res in tqdm(results, total=n_households, unit="household", desc="simulate", disable=not progress):
+            if res["attacks"] is not None:
+                writer.add_profiles(res["profiles"], *res["attacks"])
+            else:
+                writer.add_profiles(res["profiles"])
+            if res["nilm"] is not None:
+                writer.add_nilm(res["household_id"], res["nilm"])
+            if res["trace"] is not None:
+                kept = res["trace"]
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return writer.close(), kept

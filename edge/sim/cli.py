@@ -51,16 +51,20 @@ def _fractions(text: str) -> dict[str, float]:
     return out
 
 
-def _showcase(trace) -> bool:
+def showcase_household(n_households: int, seed: int) -> int:
     """A household worth plotting: many appliances and no EV dominating the scale."""
-    return len(trace.appliances) >= 13 and "ev" not in trace.appliances
+    from edge.sim.household import appliance_names, fleet_member
+
+    for i in range(min(n_households, 20)):
+        names = appliance_names(fleet_member(i, seed)[0])
+        if len(names) >= 13 and "ev" not in names:
+            return i
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from edge.data.shards import write_traces
-    from edge.sim.household import SimulationError, parse_resolution, parse_start, simulate_fleet
+    from edge.data.shards import write_fleet
+    from edge.sim.household import SimulationError, parse_resolution, parse_start
 
     try:
         res = parse_resolution(args.resolution)
@@ -72,28 +76,22 @@ def run(args: argparse.Namespace) -> int:
         print("unimeter simulate: --households and --days must be >= 1", file=sys.stderr)
         return 2
     workers = args.workers or min(os.cpu_count() or 1, 8)
-    ids = [f"h{i:05d}" for i in range(args.households)]
     t0 = time.perf_counter()
-    first = {}
-
-    def traces():
-        fleet = simulate_fleet(args.households, args.days, res, args.seed, start=args.start, workers=workers)
-        for tr in tqdm(fleet, total=args.households, unit="household", desc="simulate", file=sys.stderr):
-            if args.plot and not first and (_showcase(tr) or tr.household_id == ids[min(9, len(ids) - 1)]):
-                from edge.sim.plot import plot_week
-
-                first["png"] = plot_week(tr, args.out / "simulated_week.png", days=min(7, args.days))
-            yield tr
-
-    manifest = write_traces(
-        traces(), args.out, ids, fractions=_fractions(args.split), seed=args.seed,
-        nilm_window=args.nilm_window, nilm_per_household=args.nilm_windows,
-        attack_fraction=args.attack_fraction,
+    manifest, trace = write_fleet(
+        args.out, args.households, args.days, res, seed=args.seed, start=args.start, workers=workers,
+        fractions=_fractions(args.split), nilm_window=args.nilm_window,
+        nilm_per_household=args.nilm_windows, attack_fraction=args.attack_fraction,
+        keep_trace_of=showcase_household(args.households, args.seed) if args.plot else None,
         meta={"source": "simulator", "days": args.days, "resolution_s": res, "start": args.start},
     )
     elapsed = time.perf_counter() - t0
-    rows = sum(s["rows"] for s in manifest["profiles"]["splits"].values())
-    print(json.dumps({"out": str(args.out), "profiles": rows, "seconds": round(elapsed, 1),
-                      "household_days_per_s": round(args.households * args.days / elapsed, 1),
-                      **({"plot": str(first["png"])} if first else {})}))
+    summary = {"out": str(args.out),
+               "profiles": sum(s["rows"] for s in manifest["profiles"]["splits"].values()),
+               "seconds": round(elapsed, 1),
+               "household_days_per_s": round(args.households * args.days / elapsed, 1)}
+    if trace is not None:
+        from edge.sim.plot import plot_week
+
+        summary["plot"] = str(plot_week(trace, args.out / "simulated_week.png", days=min(7, args.days)))
+    print(json.dumps(summary))
     return 0

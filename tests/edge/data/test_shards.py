@@ -110,3 +110,18 @@ def test_reader_errors(tmp_path, dataset):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(S.ShardError, match="corrupt manifest"):
         S.read_manifest(tmp_path)
+
+
+def test_write_fleet_same_rows_for_any_worker_count(tmp_path):
+    kw = dict(n_households=4, days=3, resolution_s=60, seed=8, nilm_window=60, nilm_per_household=2,
+              attack_fraction=0.5, progress=False)
+    m1, _ = S.write_fleet(tmp_path / "one", workers=1, **kw)
+    m2, kept = S.write_fleet(tmp_path / "two", workers=2, keep_trace_of=1, **kw)
+    assert m1["household_split"] == m2["household_split"] and kept.household_id == "h00001"
+    for split in m1["profiles"]["splits"]:
+        a = list(S.iter_profile_batches(tmp_path / "one", split, 100))
+        b = list(S.iter_profile_batches(tmp_path / "two", split, 100))
+        for x, y in zip(a, b, strict=True):
+            for k in ("load_w", "load_clean_w", "anomaly_point", "anomaly_kind"):
+                np.testing.assert_array_equal(x[k], y[k])
+    assert sum(s["rows"] for s in m2["nilm"]["splits"].values()) == 8
