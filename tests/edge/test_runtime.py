@@ -1,0 +1,120 @@
+"""edge.runtime.InferenceRuntime on a real exported bundle: real onnxruntime and ai-edge-litert
+interpreters, contract names and shapes, backend choice, and input validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.bundle import load_bundle
+from edge.runtime import BackendUnavailableError, InferenceRuntime, InputError
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from tests.export._tiny import tiny as build
+
+    return build()
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny):
+    return load_bundle(tiny.bundle)
+
+
+@pytest.fixture(scope="module")
+def windows(tiny):
+    data = tiny.held_out["imputation"].arrays
+    return {"load_w": data["load_w"][:16].astype(np.float32), "observed": data["observed"][:16].astype(np.float32)}
+
+
+def test_auto_backend_is_onnxruntime_and_says_its_version(bundle):
+    import onnxruntime
+
+    rt = InferenceRuntime(bundle)
+    assert rt.backend == "onnx"
+    assert rt.backend_name == f"onnxruntime {onnxruntime.__version__}"
+    assert set(rt.tasks) == {"imputation", "anomaly"}
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_onnx_outputs_follow_the_contract(bundle, windows, precision):
+    rt = InferenceRuntime(bundle, backend="onnx", precision=precision)
+    out = rt.run("imputation", windows)
+    assert set(out) == {"load_w_filled"} and out["load_w_filled"].shape == (16, 48)
+    observed = windows["observed"] > 0.5
+    # observed points pass through; missing ones are filled with plausible (positive) power
+    np.testing.assert_allclose(out["load_w_filled"][observed], windows["load_w"][observed], rtol=1e-5, atol=1e-2)
+    assert (out["load_w_filled"][~observed] > 0).mean() > 0.9
+    anomaly = rt.run("anomaly", {"load_w": windows["load_w"]})
+    assert anomaly["window_logit"].shape == (16, 1) and anomaly["point_logit"].shape == (16, 48)
+
+
+def test_int8_and_fp32_agree_closely(bundle, windows):
+    a = InferenceRuntime(bundle, backend="onnx", precision="fp32").run("imputation", windows)["load_w_filled"]
+    b = InferenceRuntime(bundle, backend="onnx", precision="int8").run("imputation", windows)["load_w_filled"]
+    assert np.abs(a - b).max() / np.abs(a).max() < 0.05
+
+
+def test_tflite_backend_runs_in_ai_edge_litert_and_matches_onnx(bundle, windows):
+    from importlib.metadata import version
+
+    rt = InferenceRuntime(bundle, backend="tflite", precision="int8")
+    assert rt.backend_name == f"ai-edge-litert {version('ai-edge-litert')}"
+    tfl = rt.run("imputation", windows)["load_w_filled"]  # batch 16 on a batch-1 graph: chunked
+    onnx = InferenceRuntime(bundle, backend="onnx", precision="fp32").run("imputation", windows)["load_w_filled"]
+    assert tfl.shape == (16, 48)
+    # weight-only int8 TFLite against fp32 ONNX: within 5% of the output scale
+    assert np.abs(tfl - onnx).max() / np.abs(onnx).max() < 0.05
+    one = rt.run("imputation", {k: v[3:4] for k, v in windows.items()})["load_w_filled"]
+    np.testing.assert_allclose(one[0], tfl[3], rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("precision, atol", [("fp32", 1e-4), ("int8", 0.1)])
+def test_batches_of_any_size_give_the_same_rows(bundle, windows, precision, atol):
+    """fp32: identical per row. int8: dynamic quantization picks the activation scale per call,
+    so a row's logits move slightly with the rest of the batch (bounded here)."""
+    rt = InferenceRuntime(bundle, precision=precision)
+    full = rt.run("anomaly", {"load_w": windows["load_w"]})["point_logit"]
+    for i in (0, 7, 15):
+        row = rt.run("anomaly", {"load_w": windows["load_w"][i:i + 1]})["point_logit"]
+        np.testing.assert_allclose(row[0], full[i], rtol=1e-4, atol=atol)
+
+
+def test_input_validation_errors_say_what_is_wrong(bundle, windows):
+    rt = InferenceRuntime(bundle)
+    with pytest.raises(InputError, match=r"missing \['observed'\]"):
+        rt.run("imputation", {"load_w": windows["load_w"]})
+    with pytest.raises(InputError, match=r"unknown \['power'\]"):
+        rt.run("anomaly", {"load_w": windows["load_w"], "power": windows["load_w"]})
+    with pytest.raises(InputError, match=r"shape \('B', 48\), got \(16, 47\)"):
+        rt.run("anomaly", {"load_w": windows["load_w"][:, :47]})
+    with pytest.raises(InputError, match="shape"):
+        rt.run("anomaly", {"load_w": windows["load_w"][0]})
+    bad = windows["load_w"].copy()
+    bad[2, 5] = np.nan
+    with pytest.raises(InputError, match="1 NaN/inf"):
+        rt.run("anomaly", {"load_w": bad})
+    with pytest.raises(InputError, match="disagree on batch size"):
+        rt.run("imputation", {"load_w": windows["load_w"], "observed": windows["observed"][:3]})
+    with pytest.raises(InputError, match="empty batch"):
+        rt.run("anomaly", {"load_w": windows["load_w"][:0]})
+    assert isinstance(InputError("x"), ValueError)
+
+
+def test_unavailable_backend_and_bad_arguments(bundle):
+    with pytest.raises(BackendUnavailableError, match="no tflite_fp32 model"):
+        InferenceRuntime(bundle, backend="tflite", precision="fp32")
+    with pytest.raises(ValueError, match="backend"):
+        InferenceRuntime(bundle, backend="gpu")
+    with pytest.raises(ValueError, match="precision"):
+        InferenceRuntime(bundle, precision="int4")
+    with pytest.raises(ValueError, match="threads"):
+        InferenceRuntime(bundle, threads=0)
+
+
+def test_runtime_accepts_a_path_and_warms_up(tiny):
+    rt = InferenceRuntime(str(tiny.bundle), threads=1)
+    rt.warmup()
+    assert rt.spec("anomaly").outputs[0].name == "window_logit"
+    assert rt.spec("anomaly").outputs[1].unit == "logit"

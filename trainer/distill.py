@@ -1,0 +1,364 @@
+"""``unimeter train distill``: a fine-tuned teacher into a student sized for the Raspberry Pi.
+
+The student is the same architecture (so it exports the same sparse way) with a smaller width
+and depth; N_e and k stay configurable. Its loss on a batch is
+
+    L = L_task(student)                                  (the task loss of trainer.tasks)
+      + w_kd * sum_heads D(student head, teacher head)   (every output head)
+      + w_z  * || A z_student - z_teacher ||^2           (optional, load characteristics)
+      + the student's MoE balance terms (inside the task model's forward)
+
+with D the squared error in the window's normalised units (outputs in W are divided by the
+teacher's instance std, which puts a 50 W and a 5 kW household on one scale) and, for logits,
+the binary cross-entropy against the teacher's probabilities at temperature T, times T^2
+(Hinton et al.'s scaling, so the gradient size does not depend on T). The z term needs a
+learned adapter A (student d_model -> teacher d_model) because widths differ; it is dropped
+after training. The teacher runs in eval mode (no gating noise, z = mu).
+
+Reported: each task's metric (trainer.evaluate's definitions) for teacher and student on the
+validation windows: imputation MAE on the missing points, anomaly window F1, forecast
+day-ahead MAE, NILM mean ON/OFF F1 and energy MAE.
+
+The student checkpoint has the same format as a fine-tuned one (``trainer.checkpoint``), so
+``load_task_model`` and the exporter read it unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from trainer.checkpoint import DataSpec, load_checkpoint, load_task_model, save_checkpoint
+from trainer.data import ArrayDataset
+from trainer.evaluate import classification_metrics, nilm_metrics, regression_metrics
+from trainer.model import ModelConfig
+from trainer.tasks import TaskModel
+
+log = logging.getLogger(__name__)
+
+LOGIT_OUTPUTS = ("window_logit", "point_logit", "on_logit")
+WATT_OUTPUTS = ("pred_w", "day_ahead_w", "hour_ahead_w", "appliance_w")
+
+
+class DistillError(ValueError):
+    """Distillation cannot run as configured."""
+
+
+def default_student_config(teacher: ModelConfig, **overrides) -> ModelConfig:
+    """Table I width (d_model=16, d_k=4), half of Table I's depth, relu experts, the teacher's
+    L and P. relu: the gathered expert blocks then need no Erf in the int8 graph, and
+    onnxruntime's MoE kernels are several times faster with relu than with gelu."""
+    base = dict(seq_len=teacher.seq_len, n_patches=teacher.n_patches, d_model=16, d_k=4,
+                n_experts=8, top_k=2, n_layers=4, d_expert=32, activation="relu",
+                observed_channel=teacher.observed_channel, dropout=0.0)
+    return ModelConfig(**{**base, **overrides})
+
+
+@dataclass
+class DistillConfig:
+    out_dir: str = "runs/distill"
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 2e-3
+    w_task: float = 1.0
+    w_kd: float = 1.0
+    w_z: float = 0.0  # > 0: also match the load characteristics z through a linear adapter
+    temperature: float = 2.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    max_steps: int | None = None
+    patience: int = 5
+    progress: bool = True
+    threads: int | None = None
+    plot: bool = True
+    student_overrides: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses and metrics
+
+
+def distill_loss(task: str, student_out: dict, teacher_out: dict, teacher_std_w: torch.Tensor,
+                 temperature: float) -> torch.Tensor:
+    """Sum over every head the student and teacher share (see the module docstring)."""
+    terms = []
+    for name, t in teacher_out.items():
+        if name not in student_out:
+            continue
+        s = student_out[name]
+        if name in LOGIT_OUTPUTS:
+            soft = torch.sigmoid(t / temperature)
+            terms.append(F.binary_cross_entropy_with_logits(s / temperature, soft) * temperature**2)
+        elif name in WATT_OUTPUTS:
+            scale = teacher_std_w.reshape(-1, *([1] * (t.dim() - 1)))
+            terms.append(F.mse_loss(s / scale, t / scale))
+    if not terms:
+        raise DistillError(f"teacher and student share no output heads for task {task!r}")
+    return torch.stack(terms).sum()
+
+
+def task_metric(task: str, outputs: dict[str, np.ndarray], data: dict[str, np.ndarray],
+                appliances: list[str] | None = None, resolution_s: int = 1800) -> dict[str, float]:
+    """The task's headline metrics from model outputs (numpy; any backend) and labelled windows."""
+    if task == "imputation":
+        miss = data["observed"] < 0.5
+        m = regression_metrics(data["target_w"][miss], outputs["load_w_filled"][miss])
+        return {"mae_w": m["mae_w"], "rmse_w": m["rmse_w"], "mape_pct": m["mape_pct"]}
+    if task == "anomaly":
+        w = classification_metrics(data["window_label"], outputs["window_logit"].ravel() > 0)
+        p = classification_metrics(data["point_label"], outputs["point_logit"] > 0)
+        return {"window_f1": w["f1"], "window_accuracy": w["accuracy"], "point_f1": p["f1"]}
+    if task == "forecast":
+        d = regression_metrics(data["day_ahead_w"], outputs["day_ahead_w"])
+        h = regression_metrics(data["hour_ahead_w"], outputs["hour_ahead_w"])
+        return {"day_ahead_mae_w": d["mae_w"], "day_ahead_rmse_w": d["rmse_w"],
+                "hour_ahead_mae_w": h["mae_w"]}
+    if task == "nilm":
+        names = appliances or [f"appliance_{j}" for j in range(outputs["appliance_w"].shape[1])]
+        m = nilm_metrics(data["appliance_w"], data["appliance_on"] > 0.5, outputs["appliance_w"],
+                         outputs["on_logit"] > 0, names, resolution_s)
+        return {"mean_f1": m["mean_f1"], "mean_energy_mae_wh": m["mean_energy_mae_wh"]}
+    raise DistillError(f"unknown task {task!r}")
+
+
+HEADLINE = {"imputation": ("mae_w", "lower"), "anomaly": ("window_f1", "higher"),
+            "forecast": ("day_ahead_mae_w", "lower"), "nilm": ("mean_f1", "higher")}
+
+
+def _to_torch(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in batch.items()
+            if np.issubdtype(np.asarray(v).dtype, np.number)}
+
+
+@torch.no_grad()
+def predict(model: TaskModel, data: ArrayDataset, batch_size: int = 512) -> dict[str, np.ndarray]:
+    """Contract outputs of a task model over a dataset, in eval mode."""
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    for batch in data.batches(batch_size, shuffle=False, drop_last=False):
+        out = model(_to_torch(batch))
+        for name in model.output_names:
+            parts.setdefault(name, []).append(out[name].numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def evaluate_model(model: TaskModel, data: ArrayDataset, resolution_s: int = 1800) -> dict[str, float]:
+    return task_metric(model.task, predict(model, data), data.arrays,
+                       list(model.task_cfg.appliances), resolution_s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+class _ZAdapter(nn.Module):
+    def __init__(self, d_student: int, d_teacher: int):
+        super().__init__()
+        self.proj = nn.Linear(d_student, d_teacher)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.proj(z)
+
+
+def _step_loss(cfg: DistillConfig, student: TaskModel, teacher: TaskModel, adapter: _ZAdapter | None,
+               batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    with torch.no_grad():
+        t_out = teacher(batch)
+        t_enc = teacher._last_encoded
+    s_out, task_loss = student.loss(batch)
+    kd = distill_loss(student.task, s_out, t_out, t_enc.stats.std_w, cfg.temperature)
+    loss = cfg.w_task * task_loss + cfg.w_kd * kd
+    parts = {"task": float(task_loss), "kd": float(kd)}
+    if adapter is not None:
+        s_z = student._last_encoded.z
+        if s_z.shape[:2] != t_enc.z.shape[:2]:
+            raise DistillError(f"z matching needs equal patch counts: {tuple(s_z.shape)} vs {tuple(t_enc.z.shape)}")
+        z_loss = F.mse_loss(adapter(s_z), t_enc.z)
+        loss = loss + cfg.w_z * z_loss
+        parts["z"] = float(z_loss)
+    return loss, parts
+
+
+def _train(cfg: DistillConfig, student: TaskModel, teacher: TaskModel, train: ArrayDataset,
+           val: ArrayDataset) -> tuple[list[dict], dict]:
+    adapter = _ZAdapter(student.model_cfg.d_model, teacher.model_cfg.d_model) if cfg.w_z > 0 else None
+    params = list(student.parameters()) + (list(adapter.parameters()) if adapter else [])
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    per_epoch = train.n_batches(cfg.batch_size)
+    total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
+    history, best = [], (math.inf, None, -1)
+    step = 0
+    with tqdm(total=total, desc=f"distill {student.task}", unit="step", disable=not cfg.progress) as bar:
+        for epoch in range(cfg.epochs):
+            student.train()
+            losses = []
+            for batch in train.batches(cfg.batch_size, seed=cfg.seed, epoch=epoch):
+                if step >= total:
+                    break
+                loss, parts = _step_loss(cfg, student, teacher, adapter, _to_torch(batch))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                losses.append(float(loss))
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", kd=f"{parts['kd']:.4f}")
+            val_loss = _val_loss(cfg, student, teacher, adapter, val)
+            history.append({"epoch": epoch, "step": step, "train_loss": float(np.mean(losses or [np.nan])),
+                            "val_loss": val_loss})
+            if val_loss < best[0]:
+                best = (val_loss, {k: v.detach().clone() for k, v in student.state_dict().items()}, epoch)
+            if epoch - best[2] >= cfg.patience or step >= total:
+                break
+    if best[1] is not None:
+        student.load_state_dict(best[1])
+    return history, {"best_val_loss": best[0], "best_epoch": best[2]}
+
+
+@torch.no_grad()
+def _val_loss(cfg, student, teacher, adapter, val: ArrayDataset) -> float:
+    student.eval()
+    total, n = 0.0, 0
+    for batch in val.batches(512, shuffle=False, drop_last=False):
+        loss, _ = _step_loss(cfg, student, teacher, adapter, _to_torch(batch))
+        total += float(loss) * len(batch["load_w"])
+        n += len(batch["load_w"])
+    return total / max(n, 1)
+
+
+def distill(teacher_ckpt: Path | str, student_cfg: ModelConfig | None, train_data,
+            val_data=None, cfg: DistillConfig | None = None) -> Path:
+    """Distil a fine-tuned teacher checkpoint into a student; returns ``<out_dir>/<task>.pt``.
+
+    ``train_data``/``val_data``: ``ArrayDataset`` or dict of arrays with the task's keys
+    (``trainer.data.TASK_KEYS``). Without ``val_data``, 20% of the training windows are held out.
+    ``student_cfg=None`` uses ``default_student_config(teacher)``.
+    """
+    cfg = cfg or DistillConfig()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    teacher = load_task_model(teacher_ckpt).eval()
+    teacher.requires_grad_(False)
+    task = teacher.task
+    train = ArrayDataset.coerce(train_data, task)
+    if val_data is None:
+        order = np.random.default_rng(cfg.seed).permutation(len(train))
+        n_val = max(1, len(train) // 5)
+        train, val = train.subset(order[n_val:]), train.subset(order[:n_val])
+    else:
+        val = ArrayDataset.coerce(val_data, task)
+    if len(train) < cfg.batch_size:
+        raise DistillError(f"{len(train)} training windows < one batch of {cfg.batch_size}")
+    s_cfg = student_cfg or default_student_config(teacher.model_cfg, **cfg.student_overrides)
+    if (s_cfg.seq_len, s_cfg.n_patches) != (teacher.model_cfg.seq_len, teacher.model_cfg.n_patches) \
+            and cfg.w_z > 0:
+        raise DistillError("z distillation needs the student's L and P to equal the teacher's")
+    torch.manual_seed(cfg.seed)
+    student = TaskModel(s_cfg, teacher.task_cfg)
+    history, best = _train(cfg, student, teacher, train, val)
+    ckpt = teacher.checkpoint
+    resolution_s = int(ckpt.get("data_spec", {}).get("resolution_s", 1800))
+    report = {"teacher": evaluate_model(teacher, val, resolution_s),
+              "student": evaluate_model(student, val, resolution_s),
+              "teacher_parameters": sum(p.numel() for p in teacher.parameters()),
+              "student_parameters": sum(p.numel() for p in student.parameters()),
+              "n_val_windows": len(val), **best}
+    out = Path(cfg.out_dir)
+    path = save_checkpoint(
+        out / f"{task}.pt", student, kind="task", model_cfg=s_cfg, task_cfg=teacher.task_cfg,
+        data_spec=DataSpec(**{k: v for k, v in ckpt.get("data_spec", {}).items()
+                              if k in DataSpec.__dataclass_fields__}),
+        metrics={"distill": report}, epoch=best["best_epoch"],
+        extra={"distill_config": cfg.to_dict(), "teacher_checkpoint": str(teacher_ckpt),
+               "history": history})
+    (out / f"{task}_distill_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if cfg.plot:
+        _plot(history, report, out / f"{task}_distill.png", task)
+    log.info("distilled %s: %s", task, report)
+    return path
+
+
+def _plot(history: list[dict], report: dict, png: Path, task: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    ep = [h["epoch"] for h in history]
+    a.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
+    a.plot(ep, [h["val_loss"] for h in history], "s-", label="validation")
+    a.set_xlabel("epoch")
+    a.set_ylabel("task + distillation loss")
+    a.legend()
+    keys = list(report["teacher"])
+    x = np.arange(len(keys))
+    b.bar(x - 0.2, [report["teacher"][k] for k in keys], 0.4, label="teacher")
+    b.bar(x + 0.2, [report["student"][k] for k in keys], 0.4, label="student")
+    b.set_xticks(x, keys, rotation=20)
+    b.legend()
+    fig.suptitle(f"distillation: {task} ({report['teacher_parameters']} -> {report['student_parameters']} parameters)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI (``unimeter train distill``, registered by trainer.cli)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from trainer.cli import _data_arguments
+
+    _data_arguments(p)
+    p.add_argument("--teacher", required=True, help="fine-tuned task checkpoint (the teacher)")
+    p.add_argument("--student-json", help='ModelConfig overrides for the student, e.g. \'{"n_experts": 32}\'')
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--w-kd", type=float, default=1.0, help="weight of the head distillation terms")
+    p.add_argument("--w-z", type=float, default=0.0, help="weight of the z matching term (0: off)")
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--out", default="runs/distill")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from trainer.cli import _task_sets
+
+    ckpt = load_checkpoint(args.teacher)
+    if ckpt.get("kind") != "task":
+        print(f"unimeter train distill: {args.teacher} is not a fine-tuned task checkpoint", flush=True)
+        return 2
+    train, val = _task_sets(args, ckpt["task"], int(ckpt["model_config"]["seq_len"]))
+    cfg = DistillConfig(out_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                        w_kd=args.w_kd, w_z=args.w_z, temperature=args.temperature,
+                        patience=args.patience, seed=args.seed, max_steps=args.max_steps,
+                        threads=args.threads, progress=not args.no_progress,
+                        student_overrides=json.loads(args.student_json) if args.student_json else {})
+    path = distill(args.teacher, None, train, val, cfg)
+    report = json.loads((Path(args.out) / f"{ckpt['task']}_distill_report.json").read_text())
+    metric, _ = HEADLINE[ckpt["task"]]
+    print(f"{ckpt['task']}: {metric} teacher {report['teacher'][metric]:.4g} -> student "
+          f"{report['student'][metric]:.4g} ({report['teacher_parameters']} -> "
+          f"{report['student_parameters']} parameters)")
+    print(path)
+    return 0
