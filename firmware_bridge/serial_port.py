@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import termios
 from dataclasses import dataclass
 
 from firmware_bridge.errors import ConfigError, MissingDependencyError, TransientConnectionError
+
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,11 @@ DSMR_SERIAL_SETTINGS: dict[str, SerialSettings] = {
     "5": SerialSettings(115200, 8, "N", 1),
     "fluvius": SerialSettings(115200, 8, "N", 1),
 }
+
+
+def is_pty(port: str) -> bool:
+    """A pseudo-terminal (a simulated meter) rather than a UART."""
+    return os.path.realpath(port).startswith("/dev/pts/")
 
 
 def pty_equivalent(settings: SerialSettings) -> SerialSettings:
@@ -60,6 +69,10 @@ async def open_serial(
             parity=settings.parity, stopbits=settings.stopbits, limit=limit,
         )
     except termios.error as e:  # e.g. a Linux pty rejects parity (PARENB) with EINVAL
+        if is_pty(port) and settings != pty_equivalent(settings):
+            LOGGER.info("%s is a pty: opening it %s instead of %s", port,
+                        pty_equivalent(settings).describe(), settings.describe())
+            return await open_serial(port, pty_equivalent(settings), limit=limit)
         raise ConfigError(
             f"{port} does not support {settings.describe()}: {e}. A simulated meter (pty) needs "
             "its pty_serial_settings (same bytes, no parity bit)") from e

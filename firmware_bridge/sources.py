@@ -21,7 +21,7 @@ sim-zigbee power_source (required), report_interval_s, electrical_measurement, i
            meter on the virtual radio read through zigpy
 ========== ======================================================================================
 
-``power_source`` is a callable ``ts_s -> Mapping[str, float]`` with keys among power_w,
+Kinds may be spelt with "_" ("sim_dsmr"). ``power_source`` is a callable ``ts_s -> Mapping[str, float]`` with keys among power_w,
 reactive_var, import_wh, export_wh, voltage_v, current_a (``edge.sim.stream.HouseholdPowerSource``).
 Simulated sources start their virtual meter on ``connect()`` and stop it on ``close()``; their
 readings carry ``ReadingFlag.SIMULATED`` and ``source`` = the kind.
@@ -122,6 +122,7 @@ def _config(cls, options: dict, kind: str):
 def build_source(kind: str, **options: Any) -> MeterSource:
     """A MeterSource for ``kind`` (see the module docstring for each kind's options)."""
     options = dict(options)
+    kind = kind.replace("_", "-")  # "sim_dsmr" as written in TOML keys is "sim-dsmr"
     common = _common(options, kind)
     if kind == "dsmr":
         return DsmrSource(_config(DsmrConfig, options, kind), **common)

@@ -9,6 +9,7 @@ real ZCL frames, and sends Report Attributes frames every ``report_interval_s`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -221,3 +222,25 @@ class VirtualZigbeeMeter:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.detach()
+
+
+@contextlib.asynccontextmanager
+async def simulated_zigbee_source(meter_id: str, power_source: PowerSource, *,
+                                  interval_s: float = 1.0, **meter_options):
+    """``async with simulated_zigbee_source("m1", power) as source: async for r in source.readings()``.
+
+    A VirtualZigbeeMeter reporting every ``interval_s`` on the virtual radio, read by the real
+    ZigbeeSource; readings carry ReadingFlag.SIMULATED and ``meter_id``.
+    """
+    from firmware_bridge.reading import ReadingFlag
+    from firmware_bridge.zigbee.source import ZigbeeConfig, ZigbeeSource
+
+    meter = VirtualZigbeeMeter(power_source, report_interval_s=interval_s, **meter_options)
+    config = ZigbeeConfig(radio="virtual", virtual_devices=[meter], meters={meter.ieee: meter_id})
+    source = ZigbeeSource(config, meter_id=meter_id, extra_flags=ReadingFlag.SIMULATED,
+                          source_name="sim-zigbee")
+    async with meter:
+        try:
+            yield source
+        finally:
+            await source.close()

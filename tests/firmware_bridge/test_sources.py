@@ -55,7 +55,7 @@ def test_bad_options_give_clear_config_errors(kind, options, match):
 
 @pytest.mark.parametrize("kind,options", [
     ("sim-dsmr", {"interval_s": 0.05}),
-    ("sim-dsmr", {"interval_s": 0.05, "version": "2.2"}),
+    ("sim_dsmr", {"interval_s": 0.05, "version": "2.2"}),
     ("sim-modbus", {"poll_interval_s": 0.05, "model": "sdm630"}),
     ("sim-zigbee", {"report_interval_s": 0.05}),
 ])
@@ -64,7 +64,7 @@ async def test_simulated_kinds_deliver_flagged_readings(kind, options):
     readings = await _take(source, 3)
     assert len(readings) == 3
     for r in readings:
-        assert r.meter_id == "sim-house" and r.source == kind
+        assert r.meter_id == "sim-house" and r.source == kind.replace("_", "-")
         assert ReadingFlag.SIMULATED in r.flags
         assert r.power_w == pytest.approx(640.0, abs=10.0)  # DSMR 2.2 has 10 W resolution
     # the virtual meter was stopped with the stream: a second run starts it again

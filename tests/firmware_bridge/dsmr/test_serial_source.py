@@ -145,12 +145,12 @@ async def test_clock_skewed_meter_gets_receive_time_and_flag():
         assert r.extra["meter_ts_s"] < r.received_s - 3 * 3600 + 10
 
 
-async def test_parity_on_a_pty_is_a_clear_config_error():
+async def test_a_pty_opened_with_parity_falls_back_to_8n1():
+    """ptys reject 7E1 (EINVAL); the reader recognises a pty and opens it 8N1 (same bytes)."""
     async with VirtualDsmrMeter(_power, version="4", interval_s=0.05) as meter:
         source = DsmrSource(DsmrConfig(port=meter.port, version="4"), meter_id="p1")
-        with pytest.raises(ConfigError, match="7E1"):
-            await source.connect()
-        assert not source.connected
+        readings = await _take(source, 2)
+    assert readings[-1].extra["dsmr_version"] == "4.2"
 
 
 def test_bad_config_is_rejected():

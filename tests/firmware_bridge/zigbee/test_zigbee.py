@@ -149,3 +149,13 @@ async def test_radio_connection_loss_restarts_the_application():
     assert source.stats.disconnects == 1 and source.stats.reconnects == 1
     assert "USB stick unplugged" in source.stats.last_error
     assert out[-1].power_w == pytest.approx(1234.0)
+
+
+async def test_simulated_zigbee_source_helper():
+    from firmware_bridge.zigbee.sim import simulated_zigbee_source
+
+    async with simulated_zigbee_source("sim-plug", _power, interval_s=0.05) as source:
+        readings = await _take(source, 2)
+    assert [r.meter_id for r in readings] == ["sim-plug", "sim-plug"]
+    assert all(ReadingFlag.SIMULATED in r.flags for r in readings)
+    assert source.app is None
