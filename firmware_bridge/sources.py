@@ -21,7 +21,8 @@ sim-zigbee power_source (required), report_interval_s, electrical_measurement, i
            meter on the virtual radio read through zigpy
 ========== ======================================================================================
 
-Kinds may be spelt with "_" ("sim_dsmr"). ``power_source`` is a callable ``ts_s -> Mapping[str, float]`` with keys among power_w,
+Kinds may be spelt with "_" ("sim_dsmr"); every sim kind takes ``interval_s`` (telegram, poll
+or report period). ``power_source`` is a callable ``ts_s -> Mapping[str, float]`` with keys among power_w,
 reactive_var, import_wh, export_wh, voltage_v, current_a (``edge.sim.stream.HouseholdPowerSource``).
 Simulated sources start their virtual meter on ``connect()`` and stop it on ``close()``; their
 readings carry ``ReadingFlag.SIMULATED`` and ``source`` = the kind.
@@ -162,6 +163,8 @@ def _sim_dsmr(options: dict, common: dict) -> MeterSource:
 
 def _sim_modbus(options: dict, common: dict) -> MeterSource:
     power_source = _require_power_source(options, "sim-modbus")
+    if "interval_s" in options:  # the one period option every sim kind understands
+        options["poll_interval_s"] = options.pop("interval_s")
     model, unit_id = options.pop("model", "sdm120"), options.pop("unit_id", 1)
     client_keys = {"poll_interval_s", "timeout_s", "retries"}
     client_opts = _split(options, client_keys)
@@ -178,6 +181,8 @@ def _sim_modbus(options: dict, common: dict) -> MeterSource:
 
 def _sim_zigbee(options: dict, common: dict) -> MeterSource:
     power_source = _require_power_source(options, "sim-zigbee")
+    if "interval_s" in options:
+        options["report_interval_s"] = options.pop("interval_s")
     meter_keys = {"report_interval_s", "electrical_measurement", "ieee"}
     meter_opts = _split(options, meter_keys)
     _check_empty(options, "sim-zigbee", meter_keys)

@@ -57,7 +57,8 @@ def test_bad_options_give_clear_config_errors(kind, options, match):
     ("sim-dsmr", {"interval_s": 0.05}),
     ("sim_dsmr", {"interval_s": 0.05, "version": "2.2"}),
     ("sim-modbus", {"poll_interval_s": 0.05, "model": "sdm630"}),
-    ("sim-zigbee", {"report_interval_s": 0.05}),
+    ("sim-zigbee", {"interval_s": 0.05}),
+    ("sim-modbus", {"interval_s": 0.05}),
 ])
 async def test_simulated_kinds_deliver_flagged_readings(kind, options):
     source = build_source(kind, power_source=_power, meter_id="sim-house", **options)
