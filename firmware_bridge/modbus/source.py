@@ -129,6 +129,7 @@ class ModbusSource(MeterSource):
                 response = await self._client.read_input_registers(
                     start, count=count, device_id=self.config.unit_id)
             except ModbusException as e:
+                self.stats.read_timeouts += 1
                 raise TransientConnectionError(f"no response from unit {self.config.unit_id}: {e}") from e
             if response.isError():
                 raise ParseError(f"exception response {response} for registers {start:#06x}+{count}")
