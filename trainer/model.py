@@ -37,7 +37,7 @@ Two dispatches share the same stacked expert weights [E, d_in, d_out]:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -235,7 +235,7 @@ class RoutingInfo:
     value: torch.Tensor  # [E] eq 11
     payload: torch.Tensor  # [E] eq 12
     balance_loss: torch.Tensor  # w_value * CV^2(value) + w_load * CV^2(payload)
-    tokens_per_expert: torch.Tensor = field(default=None)  # [E] float counts
+    tokens_per_expert: torch.Tensor | None = None  # [E] float counts (training/aux only)
 
 
 class NoisyTopKGate(nn.Module):
@@ -248,11 +248,16 @@ class NoisyTopKGate(nn.Module):
         self.w_eps = nn.Linear(cfg.d_model, cfg.n_experts, bias=False)
         nn.init.normal_(self.w_g.weight, std=0.02)  # near-uniform routing, no exact ties
         nn.init.zeros_(self.w_eps.weight)
+        self.aux_losses = True  # eval mode: still compute Value/Payload (validation logging)
 
     def forward(self, x: torch.Tensor) -> RoutingInfo:
         cfg = self.cfg
         E, k = cfg.n_experts, cfg.top_k
         clean = self.w_g(x)  # [N, E]
+        if not (self.training or self.aux_losses):  # inference/export: W_eps is not needed
+            top_vals, topk_idx = clean.topk(k, dim=-1)
+            zero = clean.new_zeros(())
+            return RoutingInfo(topk_idx, torch.softmax(top_vals, dim=-1), zero, zero, zero)
         noise_std = torch.softmax(self.w_eps(x), dim=-1)
         noisy = clean + torch.randn_like(clean) * noise_std if self.training else clean
         top_vals, top_idx = noisy.topk(min(k + 1, E), dim=-1)
@@ -406,11 +411,19 @@ class UnifiedModel(nn.Module):
             m.dispatch = dispatch
         return self
 
+    def set_aux_losses(self, enabled: bool) -> UnifiedModel:
+        """In eval mode, skip W_eps, Value, Payload and the balance loss (inference/export)."""
+        for m in self.moe_layers():
+            m.gate.aux_losses = enabled
+        return self
+
     def expert_utilisation(self) -> list[list[float]]:
         """Per MoE layer, the fraction of routed token slots each expert got in the last forward."""
         out = []
         for m in self.moe_layers():
             c = m.last_routing.tokens_per_expert if m.last_routing is not None else None
+            if c is None and m.last_routing is not None:
+                c = torch.bincount(m.last_routing.topk_idx.reshape(-1), minlength=self.cfg.n_experts).float()
             out.append([] if c is None else (c / c.sum().clamp_min(1)).tolist())
         return out
 

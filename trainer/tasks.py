@@ -186,7 +186,7 @@ class ExportModule(nn.Module):
     def __init__(self, model: TaskModel):
         super().__init__()
         self.model = copy.deepcopy(model).eval()
-        self.model.backbone.set_dispatch("gather")
+        self.model.backbone.set_dispatch("gather").set_aux_losses(False)
         self.task = model.task
         self.input_names, self.output_names = TASK_IO[model.task]
         self.seq_len = model.model_cfg.seq_len

@@ -187,3 +187,16 @@ def test_ablations_run():
 def test_bad_input_shape_is_a_clear_error():
     with pytest.raises(ValueError, match="expected input"):
         UnifiedModel(ModelConfig.tiny())(torch.zeros(2, 47))
+
+
+def test_inference_routing_without_aux_losses_is_identical():
+    model = UnifiedModel(ModelConfig.tiny()).eval()
+    for moe in model.moe_layers():
+        torch.nn.init.normal_(moe.gate.w_g.weight)
+    x = _loads()
+    with torch.no_grad():
+        a, _ = model(x)
+        b, _ = model.set_aux_losses(False)(x)
+    torch.testing.assert_close(a, b)
+    assert model.moe_layers()[0].last_routing.tokens_per_expert is None
+    assert sum(model.expert_utilisation()[0]) == pytest.approx(1.0)
