@@ -836,6 +836,8 @@ def simulate_household(config: HouseholdConfig, days: int, resolution_s: int | s
     temp = np.zeros(n_out, np.float32)
     imp = np.zeros(n_out, np.float64)
     exp_ = np.zeros(n_out, np.float64)
+    p_true = np.zeros(n_out, np.float64)
+    q_true = np.zeros(n_out, np.float64)
     carry = [config.initial_import_wh, config.initial_export_wh]
     hh = _household_params(config, seed)
     chunk_days = max(1, _MAX_CHUNK_SAMPLES // per_day_int)
@@ -845,18 +847,21 @@ def simulate_household(config: HouseholdConfig, days: int, resolution_s: int | s
         parts = _simulate_chunk(ctx)
         sl = slice(c0 * per_day_out, (c0 + nd) * per_day_out)
         net = np.zeros(ctx.n)
+        net_q = np.zeros(ctx.n)
         for name, (p, q, on) in parts.items():
             net += p
+            net_q += q
             app[name][0][sl] = _block_mean(p, k)
             app[name][1][sl] = _block_mean(q, k)
-            app[name][2][sl] = on.reshape(-1, k).any(axis=1)
+            app[name][2][sl] = on if k == 1 else on.reshape(-1, k).any(axis=1)
+        p_true[sl], q_true[sl] = _block_mean(net, k), _block_mean(net_q, k)
         temp[sl] = _block_mean(ctx.temp_c, k)
         e_imp = np.cumsum(np.clip(net, 0, None)) * (step / 3600) + carry[0]
         e_exp = np.cumsum(np.clip(-net, 0, None)) * (step / 3600) + carry[1]
         imp[sl], exp_[sl] = e_imp[k - 1 :: k], e_exp[k - 1 :: k]
         carry = [e_imp[-1], e_exp[-1]]
     ts = start_s + res * np.arange(n_out, dtype=np.int64)
-    power, reactive = _meter(config, seed, ts, app, res)
+    power, reactive = _meter(config, seed, ts, p_true, q_true, res)
     local_days = (ts + int(config.utc_offset_h * 3600)) // DAY_S
     uniq, inv = np.unique(local_days, return_inverse=True)
     is_hol = np.array([wx.is_holiday_day(int(d)) for d in uniq])[inv]
@@ -868,13 +873,9 @@ def simulate_household(config: HouseholdConfig, days: int, resolution_s: int | s
     )
 
 
-def _meter(config: HouseholdConfig, seed: int, ts: np.ndarray, app: dict, res: int) -> tuple[np.ndarray, np.ndarray]:
+def _meter(config: HouseholdConfig, seed: int, ts: np.ndarray, p: np.ndarray, q: np.ndarray,
+           res: int) -> tuple[np.ndarray, np.ndarray]:
     """What the meter reports: interval mean + noise, quantised (noise drawn per UTC day)."""
-    p = np.zeros(len(ts), np.float64)
-    q = np.zeros(len(ts), np.float64)
-    for pw, qv, _ in app.values():
-        p += pw
-        q += qv
     per_day = DAY_S // res
     noise = np.concatenate([wx.day_rng(seed, int(d), _STREAM_NOISE).standard_normal((2, per_day))
                             for d in ts[::per_day] // DAY_S], axis=1)
