@@ -9,6 +9,7 @@ port (a broker outage), keeping retained messages and persistent sessions across
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -35,8 +36,11 @@ class Mosquitto:
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
         self.conf = directory / "mosquitto.conf"
+        # mosquitto started as root drops to user "mosquitto", which cannot write pytest's private
+        # temporary directories: stay the current user so the persistence file can be written.
+        user = pwd.getpwuid(os.geteuid()).pw_name
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"user {user}\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {directory}/\nautosave_interval 1\n"
             "max_queued_messages 0\nmax_inflight_messages 0\nlog_dest stderr\nlog_type error\n"
         )

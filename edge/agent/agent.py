@@ -207,7 +207,7 @@ class Agent:
         for t in readers + aux:
             t.cancel()
         await asyncio.gather(*readers, *aux, return_exceptions=True)
-        self._queue.put_nowait(None)  # type: ignore[arg-type]  # sentinel: the writer drains and exits
+        await self._queue.put(None)  # type: ignore[arg-type]  # sentinel: the writer drains and exits
         await core[0]
         if self.publisher is not None:
             deadline = time.monotonic() + self.shutdown_flush_s

@@ -3,8 +3,12 @@
 Kinds handled here (everything else goes to ``firmware_bridge.sources.build_source``):
 
 ``sim``         an in-process meter: a ``Reading`` every ``interval_s`` from a power source.
-``sim_dsmr``    a virtual DSMR P1 meter writing telegrams into a pty, read by the real DsmrSource.
-``sim_zigbee``  a virtual ZigBee metering device on a zigpy test radio, read by the real source.
+``sim-dsmr``    a virtual DSMR P1 meter writing telegrams into a pty, read by the real DsmrSource.
+``sim-modbus``  a virtual Modbus meter on a pty bridge, read by the real Modbus client.
+``sim-zigbee``  a virtual ZigBee metering device on zigpy's virtual radio, read by the real source.
+
+For the bridge's ``sim-*`` kinds this module only builds the ``power_source`` callable and passes
+it with the remaining options to ``firmware_bridge.sources.build_source``.
 
 The power source is ``edge.sim.stream.HouseholdPowerSource`` (the household simulator, option
 ``profile = "household"``, the default) or a plain daily sine (``profile = "sine"``, for the
@@ -22,9 +26,11 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from edge.agent.config import AgentConfig, MeterConfig
+from firmware_bridge.errors import BridgeError
 from firmware_bridge.reading import Reading, ReadingFlag
 
 PowerSource = Callable[[float], Mapping[str, float]]
+SIMULATED_BRIDGE_KINDS = ("sim-dsmr", "sim-modbus", "sim-zigbee")
 
 
 class SourceBuildError(ValueError):
@@ -99,6 +105,7 @@ def make_power_source(meter: MeterConfig) -> PowerSource:
         source = household_power_source(seed, float(opts.get("start_s", time.time())), opts)
     else:
         raise SourceBuildError(f"meter {meter.id!r}: options.profile must be 'household' or 'sine', got {profile!r}")
+    source(time.time())  # simulate today now, not in the event loop when the first reading is due
     attack = opts.get("attack")
     if attack:
         source = attack_power_source(source, **dict(attack))
@@ -129,43 +136,6 @@ class SimSource:
             await asyncio.sleep(max(0.0, next_s - self.time_fn()))
 
 
-class SimDsmrSource:
-    """A virtual P1 meter on a pty plus the real DSMR reader on the other end."""
-
-    kind = "sim_dsmr"
-
-    def __init__(self, meter_id: str, power_source: PowerSource, interval_s: float = 1.0, version: str = "5"):
-        self.meter_id, self.power_source, self.interval_s, self.version = meter_id, power_source, interval_s, version
-        self.meter = None
-
-    async def readings(self) -> AsyncIterator[Reading]:
-        from firmware_bridge.dsmr.sim import VirtualDsmrMeter
-        from firmware_bridge.dsmr.source import DsmrConfig, DsmrSource
-
-        async with VirtualDsmrMeter(self.power_source, version=self.version, interval_s=self.interval_s) as meter:
-            self.meter = meter
-            source = DsmrSource(DsmrConfig(port=meter.port, version=self.version), meter_id=self.meter_id,
-                                extra_flags=ReadingFlag.SIMULATED)
-            async for r in source.readings():
-                yield r
-
-
-class SimZigbeeSource:
-    """A virtual ZigBee metering device on a zigpy test radio plus the real ZigBee source."""
-
-    kind = "sim_zigbee"
-
-    def __init__(self, meter_id: str, power_source: PowerSource, interval_s: float = 1.0):
-        self.meter_id, self.power_source, self.interval_s = meter_id, power_source, interval_s
-
-    async def readings(self) -> AsyncIterator[Reading]:
-        from firmware_bridge.zigbee.sim import simulated_zigbee_source
-
-        async with simulated_zigbee_source(self.meter_id, self.power_source, interval_s=self.interval_s) as src:
-            async for r in src.readings():
-                yield r
-
-
 def build_sources(cfg: AgentConfig) -> dict[str, Any]:
     """One source per configured meter; raises SourceBuildError naming the meter on bad options."""
     sources: dict[str, Any] = {}
@@ -176,18 +146,15 @@ def build_sources(cfg: AgentConfig) -> dict[str, Any]:
         try:
             if m.kind == "sim":
                 sources[m.id] = SimSource(m.id, make_power_source(m), float(opts.get("interval_s", 1.0)))
-            elif m.kind == "sim_dsmr":
-                sources[m.id] = SimDsmrSource(m.id, make_power_source(m), float(opts.get("interval_s", 1.0)),
-                                              str(opts.get("version", "5")))
-            elif m.kind == "sim_zigbee":
-                sources[m.id] = SimZigbeeSource(m.id, make_power_source(m), float(opts.get("interval_s", 1.0)))
-            else:
-                from firmware_bridge.sources import build_source
+                continue
+            from firmware_bridge.sources import build_source
 
-                sources[m.id] = build_source(m.kind, meter_id=m.id, **opts)
+            if m.kind in SIMULATED_BRIDGE_KINDS:
+                opts["power_source"] = make_power_source(m)
+            sources[m.id] = build_source(m.kind, meter_id=m.id, **opts)
         except SourceBuildError:
             raise
-        except (ImportError, TypeError, ValueError, KeyError) as e:
+        except (ImportError, TypeError, ValueError, KeyError, BridgeError) as e:
             raise SourceBuildError(f"meters[{i}] ({m.id!r}, kind {m.kind!r}): {e}") from e
     return sources
 

@@ -1,0 +1,118 @@
+"""End to end: a simulated P1 meter on a pty and a simulated ZigBee meter (zigpy virtual radio)
+-> agent (real store, real tiny model in onnxruntime) -> real Mosquitto -> subscriber.
+
+The gateway has been running for a day: the store is seeded with a day of history from the same
+household simulator, and on the P1 meter a false-data-injection attack (Cui et al. scaling,
+lambda = 2) covers the last hours. The subscriber must see Home Assistant discovery configs, the
+readings of both meters (continuing the stored sequence numbers), an anomaly flag for the attacked
+meter, appliance states and a forecast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+
+from edge.agent.agent import Agent
+from edge.agent.inference import open_model
+from edge.agent.simulated import attack_power_source, build_sources, household_power_source
+from edge.agent.store import ReadingStore
+from firmware_bridge.reading import Reading
+from tests.edge.agent.helpers import Recorder, make_config
+
+ATTACK_H = 8.0
+
+
+def _seed_history(store_path, meter_id: str, seed: int, now_s: float, nilm_res_s: float,
+                  nilm_len: int, attacked: bool) -> None:
+    """A day at 60 s and the last NILM window at the NILM resolution, from the live simulator."""
+    source = household_power_source(seed, now_s - 2 * 86400, {})
+    if attacked:
+        source = attack_power_source(source, "scaling", now_s - ATTACK_H * 3600, now_s + 3600, 2.0)
+    recent_s = nilm_len * nilm_res_s
+    ts = np.concatenate([np.arange(now_s - 86400, now_s - recent_s, 60.0),
+                         np.arange(now_s - recent_s, now_s - 1, nilm_res_s)])
+    readings = []
+    for t in ts:
+        v = source(float(t))
+        readings.append(Reading(meter_id, float(t), float(t), v["power_w"], import_wh=v["import_wh"],
+                                export_wh=v["export_wh"], source="history"))
+    store = ReadingStore(store_path, synchronous="normal")
+    store.commit_readings(readings)
+    store.close()
+
+
+async def test_meters_to_subscriber_end_to_end(tiny_bundle, mosquitto, tmp_path):
+    model = open_model(tiny_bundle, "onnx", "fp32", 1)
+    nilm = model.tasks["nilm"]
+    now_s = time.time()
+    attack = {"kind": "scaling", "start_s": now_s - ATTACK_H * 3600, "end_s": now_s + 3600, "lam": 2.0}
+    meters = [
+        {"id": "p1", "kind": "sim-dsmr", "name": "P1 meter",
+         "options": {"profile": "household", "seed": 11, "start_s": now_s - 86400, "interval_s": 1.0,
+                     "attack": attack}},
+        {"id": "zb1", "kind": "sim-zigbee", "name": "ZigBee plug",
+         "options": {"profile": "household", "seed": 12, "start_s": now_s - 86400, "report_interval_s": 1.0}},
+    ]
+    cfg = make_config(tmp_path / "state", mosquitto.port, meters,
+                      model={"bundle": str(tiny_bundle), "backend": "onnx", "precision": "fp32"},
+                      schedule={"profile_every_s": 3.0, "nilm_every_s": 2.0, "forecast_every_s": 4.0,
+                                "quality_every_s": 2.0, "report_every_s": 5.0, "status_every_s": 2.0})
+    for m, seed, attacked in (("p1", 11, True), ("zb1", 12, False)):
+        _seed_history(cfg.store_path, m, seed, now_s, nilm.resolution_s, nilm.length, attacked)
+    rec = Recorder(mosquitto.port, ["unimeter/#", "homeassistant/#"], client_id="e2e-sub")
+    agent = Agent(cfg, build_sources(cfg))
+    task = asyncio.create_task(agent.run())
+
+    def have_all() -> bool:
+        return all(rec.json(f"/{m}/{k}") for m in ("p1", "zb1")
+                   for k in ("reading", "anomaly", "appliances", "forecast", "quality", "report"))
+
+    try:
+        for _ in range(400):
+            if have_all() and len(rec.json("/p1/reading")) >= 3 and len(rec.json("/zb1/reading")) >= 3:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        agent.request_stop()
+        await asyncio.wait_for(task, 30)
+        rec.stop()
+    assert have_all(), sorted(rec.topics())
+
+    # readings: both protocols, units, sequence numbers continuing the stored history
+    for meter, source in (("p1", "sim-dsmr"), ("zb1", "sim-zigbee")):
+        readings = rec.json(f"/{meter}/reading")
+        assert {r["source"] for r in readings} == {source}
+        assert min(r["seq"] for r in readings) > 1000  # history had seq 1..N
+        assert all(r["power_w"] is not None and r["ts"].endswith("Z") for r in readings)
+        assert all(r["energy_kwh"] > 0 for r in readings)
+
+    # Home Assistant discovery
+    configs = {t: json.loads(p) for t, p, _ in rec.messages if t.startswith("homeassistant/")}
+    energy = configs["homeassistant/sensor/unimeter_gw1_p1/energy/config"]
+    assert energy["state_class"] == "total_increasing" and energy["device_class"] == "energy"
+    assert configs["homeassistant/binary_sensor/unimeter_gw1_zb1/anomaly/config"]["device_class"] == "problem"
+    assert "homeassistant/sensor/unimeter_gw1_p1/forecast/config" in configs
+    for app in model.appliances:
+        slug = "".join(c if c.isalnum() else "_" for c in app.lower()).strip("_")
+        assert f"homeassistant/binary_sensor/unimeter_gw1_p1/appliance_{slug}/config" in configs
+
+    # anomaly: the attacked meter is flagged, and scores higher than the clean one
+    p1, zb1 = rec.json("/p1/anomaly")[-1], rec.json("/zb1/anomaly")[-1]
+    assert p1["anomaly"] is True, p1
+    assert p1["score"] > zb1["score"]
+    assert p1["model_version"] == model.version
+
+    # appliances and forecast
+    apps = rec.json("/p1/appliances")[-1]["appliances"]
+    assert set(apps) == set(model.appliances)
+    assert all(isinstance(a["on"], bool) and a["power_w"] >= 0 for a in apps.values())
+    fc = rec.json("/zb1/forecast")[-1]
+    assert len(fc["day_ahead_w"]) == 48 and len(fc["hour_ahead_w"]) == 2
+    assert all(np.isfinite(fc["day_ahead_w"]))
+    assert "kWh" in rec.json("/p1/report")[-1]["text"]
+    status = [s for s in rec.json("/gw1/status") if s["state"] == "online" and "model_version" in s]
+    assert status and status[-1]["model_version"] == model.version
