@@ -199,7 +199,6 @@ class MeterSource(abc.ABC):
                 if not self.connected:
                     try:
                         await self.connect()
-                        attempt = 0
                     except (OSError, TransientConnectionError) as e:
                         self.stats.connect_failures += 1
                         self._mark_down(e)
@@ -213,7 +212,11 @@ class MeterSource(abc.ABC):
                 except (OSError, TransientConnectionError) as e:
                     LOGGER.warning("%s: link lost: %s", self.meter_id, e)
                     await self._drop_link(e)
+                    # sleep here too: a port that opens but fails at once must not spin
+                    await asyncio.sleep(self.backoff.next_delay_s(attempt))
+                    attempt += 1
                     continue
+                attempt = 0  # the backoff restarts once the link delivers again
                 yield reading
         finally:
             await self.close()

@@ -101,7 +101,7 @@ class DsmrSource(MeterSource):
     async def _read(self) -> Reading:
         while not self._pending:
             data = await self._read_chunk()
-            self.feed(data, time.time())
+            self._pending.extend(self.feed(data, time.time()))
         return self._pending.popleft()
 
     async def _read_chunk(self) -> bytes:
@@ -117,7 +117,7 @@ class DsmrSource(MeterSource):
         return data
 
     def feed(self, data: bytes, received_s: float) -> list[Reading]:
-        """Push raw bytes through framer and parser; valid readings are queued and returned."""
+        """Push raw bytes through framer and parser; returns the valid readings, counts the rest."""
         out: list[Reading] = []
         for item in self.framer.feed(data):
             if isinstance(item, FrameError):
@@ -132,5 +132,4 @@ class DsmrSource(MeterSource):
                 telegram, meter_id=self.meter_id, received_s=received_s, clock=self.clock,
                 source=self.source_name, extra_flags=self.extra_flags))
         self.stats.garbage_bytes = self.framer.garbage_bytes
-        self._pending.extend(out)
         return out

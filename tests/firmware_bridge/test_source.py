@@ -71,7 +71,7 @@ async def test_reconnects_after_failures_and_reports_outage():
     assert got == [1.0, 2.0, 3.0]
     assert [e.kind for e in events] == [EVENT_CONNECTED, EVENT_DISCONNECTED, EVENT_RECONNECTED,
                                         EVENT_CLOSED]
-    assert events[2].outage_s >= 0.02  # two backoff sleeps
+    assert events[2].outage_s >= 0.04  # three backoff sleeps: 0.01 + 0.02 + 0.02
     assert "EIO" in events[1].error
     s = source.stats
     assert (s.frames_ok, s.disconnects, s.connect_failures, s.reconnects) == (3, 1, 2, 1)
@@ -124,3 +124,14 @@ async def test_repeated_and_backwards_timestamps_are_flagged():
     flags = [(await source.read()).flags for _ in range(5)]
     assert flags == [ReadingFlag.NONE, ReadingFlag.NONE, ReadingFlag.DUPLICATE,
                      ReadingFlag.OUT_OF_ORDER, ReadingFlag.NONE]
+
+
+async def test_a_link_that_fails_right_after_connecting_backs_off():
+    source = ScriptedSource(connect_results=[None] * 5, read_results=[OSError("EOF")] * 4 + [7],
+                            backoff=BackoffConfig(initial_s=0.02, max_s=1.0, jitter=0.0))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    async with contextlib.aclosing(source.readings()) as stream:
+        reading = await anext(stream)
+    assert reading.ts_s == 7.0 and source.stats.disconnects == 4
+    assert loop.time() - t0 >= 0.02 + 0.04 + 0.08 + 0.16  # grew, did not spin

@@ -78,7 +78,7 @@ async def test_reads_a_virtual_eastron_meter(model):
     if model == "sdm630":
         assert r.extra["power_l2_w"] == pytest.approx(2345.5 / 3, rel=1e-6)
     gaps = [b.received_s - a.received_s for a, b in zip(readings, readings[1:], strict=False)]
-    assert all(g >= 0.07 for g in gaps)  # the poll interval is respected
+    assert all(g >= 0.05 for g in gaps)  # the 0.1 s poll interval is respected (+- latency)
 
 
 async def test_exception_responses_are_counted_and_polling_continues():
