@@ -1,0 +1,126 @@
+"""The exported ONNX graph keeps the MoE sparse (proved by walking the graph), matches PyTorch,
+and the int8 model keeps the routing and the task metric."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from export.bundle_writer import scaled_error, torch_outputs
+from export.onnx_export import (
+    MoeShape,
+    OnnxExportConfig,
+    export_onnx,
+    gate_node_names,
+    sparsity_report,
+)
+from export.quantize import routing_agreement
+from tests.export._tiny import feeds, tiny
+from trainer.checkpoint import load_task_model
+from trainer.distill import task_metric
+from trainer.tasks import export_module
+
+
+@pytest.fixture(scope="module")
+def t():
+    return tiny()
+
+
+@pytest.fixture(scope="module")
+def module(t):
+    return export_module(load_task_model(t.checkpoints["imputation"])).eval()
+
+
+@pytest.fixture(scope="module")
+def dense_path(t, module, tmp_path_factory):
+    return export_onnx(module, tmp_path_factory.mktemp("dense") / "dense.onnx", OnnxExportConfig(dispatch="dense"))
+
+
+def _run(path, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in s.get_outputs()]
+    return dict(zip(names, s.run(names, x), strict=True))
+
+
+def test_sparse_graph_walk_proves_top_k_routing(t, module, dense_path):
+    moe = MoeShape.of(module)
+    n_layers = module.model.model_cfg.n_layers
+    one = feeds(t.held_out["imputation"], module.input_names, 1)
+    tokens = module.model.model_cfg.n_patches
+    sparse = sparsity_report(t.bundle / "imputation.fp32.onnx", moe, one, tokens)
+    dense = sparsity_report(dense_path, moe, one, tokens)
+    assert sparse.n_topk == n_layers
+    assert len(sparse.expert_gathers) == 2 * n_layers  # W1 and W2 tables gathered per layer
+    assert sparse.dense_operands == []  # no MatMul reads a whole expert table
+    assert sparse.is_sparse
+    # the dense reference is caught by the same walk: its MatMuls read all N_e experts
+    assert len(dense.dense_operands) == 2 * n_layers and not dense.is_sparse
+    per_token = 2 * moe.d_model * moe.d_expert * n_layers  # W1 and W2 of one expert, all layers
+    assert sparse.expert_macs_per_token == pytest.approx(moe.top_k * per_token)
+    assert dense.expert_macs_per_token == pytest.approx(moe.n_experts * per_token)
+    assert sparse.expert_macs_per_token / dense.expert_macs_per_token == pytest.approx(moe.top_k / moe.n_experts)
+
+
+def test_int8_graph_stays_sparse_and_gate_stays_float(t, module):
+    moe = MoeShape.of(module)
+    path = t.bundle / "imputation.int8.onnx"
+    one = feeds(t.held_out["imputation"], module.input_names, 1)
+    report = sparsity_report(path, moe, one, module.model.model_cfg.n_patches)
+    assert report.is_sparse and report.n_topk == module.model.model_cfg.n_layers
+    model = onnx.load(str(path))
+    ops = [n.op_type for n in model.graph.node]
+    assert "MatMulInteger" in ops  # something was quantized
+    gates = gate_node_names(path)
+    assert len(gates) == module.model.model_cfg.n_layers
+    by_name = {n.name: n for n in model.graph.node}
+    inits = {i.name: i for i in model.graph.initializer}
+    for name in gates:
+        node = by_name[name]
+        assert node.op_type in ("MatMul", "Gemm"), f"gate {name} was quantized to {node.op_type}"
+        weight = inits[node.input[1]]
+        assert weight.data_type == onnx.TensorProto.FLOAT
+
+
+def test_onnx_fp32_matches_pytorch(t, module):
+    """<= 1e-4 max abs error on logits and on outputs in W relative to their scale (a kW-sized
+    output carries 1e-4 W of float32 rounding by itself)."""
+    x = feeds(t.held_out["imputation"], module.input_names, 64)
+    ref = torch_outputs(module, x)
+    got = _run(t.bundle / "imputation.fp32.onnx", x)
+    assert scaled_error(got, ref) <= 1e-4
+    anomaly = export_module(load_task_model(t.checkpoints["anomaly"])).eval()
+    xa = feeds(t.held_out["anomaly"], anomaly.input_names, 64)
+    ref_a, got_a = torch_outputs(anomaly, xa), _run(t.bundle / "anomaly.fp32.onnx", xa)
+    for name in ("window_logit", "point_logit"):
+        assert np.abs(got_a[name] - ref_a[name]).max() <= 1e-4
+
+
+def test_dynamic_batch_runs_batch_1_and_64(t, module, dense_path):
+    x = feeds(t.held_out["imputation"], module.input_names, 64)
+    for path in (t.bundle / "imputation.fp32.onnx", dense_path):
+        full = _run(path, x)["load_w_filled"]
+        assert full.shape == (64, 48)
+        for i in (0, 63):
+            row = _run(path, {k: v[i:i + 1] for k, v in x.items()})["load_w_filled"]
+            np.testing.assert_allclose(row[0], full[i], rtol=1e-6, atol=1e-3)
+    np.testing.assert_allclose(_run(dense_path, x)["load_w_filled"], full, rtol=1e-5, atol=1e-2)
+
+
+def test_int8_routing_agreement_and_task_metrics(t):
+    """Routing: >= 99% of (window, token, layer) top-k sets identical to fp32 on held-out windows.
+    Metrics on this tiny model: imputation MAE within 5% relative, anomaly window F1 within 0.05
+    (the benchmark reports the student's real figures)."""
+    for task in ("imputation", "anomaly"):
+        data = t.held_out[task]
+        spec_inputs = ("load_w", "observed") if task == "imputation" else ("load_w",)
+        x = feeds(data, spec_inputs)
+        fp32, int8 = t.bundle / f"{task}.fp32.onnx", t.bundle / f"{task}.int8.onnx"
+        assert routing_agreement(fp32, int8, x) >= 0.99
+        m32 = task_metric(task, _run(fp32, x), data.arrays)
+        m8 = task_metric(task, _run(int8, x), data.arrays)
+        if task == "imputation":
+            assert abs(m8["mae_w"] - m32["mae_w"]) <= 0.05 * m32["mae_w"]
+        else:
+            assert abs(m8["window_f1"] - m32["window_f1"]) <= 0.05
