@@ -307,25 +307,46 @@ def _column_to_numpy(col: pa.Array, shape: tuple[int, ...] | None) -> np.ndarray
     return col.to_numpy(zero_copy_only=False)
 
 
-def _iter_batches(data_dir: str | Path, kind: str, split: str, batch_size: int,
+def _files_of(data: str | Path | Sequence[str | Path], kind: str, split: str | None) -> list[Path]:
+    """Shard files from a dataset directory (one split, or all when ``split`` is None), a Parquet
+    file, or a list of either."""
+    if isinstance(data, (str, Path)):
+        data = [data]
+    files: list[Path] = []
+    for item in data:
+        path = Path(item)
+        if path.suffix == ".parquet":
+            if not path.exists():
+                raise ShardError(f"{path}: no such shard file")
+            files.append(path)
+            continue
+        manifest = read_manifest(path)
+        if kind not in manifest:
+            raise ShardError(f"{path}: dataset has no {kind} shards")
+        splits = manifest[kind]["splits"]
+        if split is not None and split not in splits:
+            raise ShardError(f"{path}: no {kind} split {split!r}; have {sorted(splits)}")
+        for name in [split] if split is not None else sorted(splits):
+            files += [path / rel for rel in splits[name]["files"]]
+    return files
+
+
+def _iter_batches(data: str | Path | Sequence[str | Path], kind: str, split: str | None, batch_size: int,
                   shapes: dict[str, tuple[int, ...]], columns: Sequence[str] | None,
                   shuffle: bool, seed: int, drop_last: bool) -> Iterator[dict[str, np.ndarray]]:
-    manifest = read_manifest(data_dir)
-    if kind not in manifest:
-        raise ShardError(f"{data_dir}: dataset has no {kind} shards")
-    splits = manifest[kind]["splits"]
-    if split not in splits:
-        raise ShardError(f"{data_dir}: no {kind} split {split!r}; have {sorted(splits)}")
     if batch_size < 1:
         raise ShardError(f"batch_size must be >= 1, got {batch_size}")
-    files = list(splits[split]["files"])
+    files = _files_of(data, kind, split)
     rng = np.random.default_rng(seed)
     if shuffle:
         rng.shuffle(files)
     pending: list[dict[str, np.ndarray]] = []
     n_pending = 0
-    for rel in files:
-        pf = pq.ParquetFile(Path(data_dir) / rel)
+    for path in files:
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as e:  # pyarrow raises several types for corrupt files
+            raise ShardError(f"{path}: not a readable Parquet shard: {e}") from e
         for rb in pf.iter_batches(batch_size=max(batch_size, 4096), columns=list(columns) if columns else None):
             chunk = {name: _column_to_numpy(rb.column(i), shapes.get(name))
                      for i, name in enumerate(rb.schema.names)}
@@ -344,21 +365,28 @@ def _iter_batches(data_dir: str | Path, kind: str, split: str, batch_size: int,
         yield {k: np.concatenate([c[k] for c in pending]) for k in pending[0]}
 
 
-def iter_profile_batches(data_dir: str | Path, split: str, batch_size: int,
-                         columns: Sequence[str] | None = None, shuffle: bool = False, seed: int = 0,
+def iter_profile_batches(data_dir: str | Path | Sequence[str | Path], split: str | None = None,
+                         batch_size: int = 4096, columns: Sequence[str] | None = None,
+                         shuffle: bool = False, seed: int = 0,
                          drop_last: bool = False) -> Iterator[dict[str, np.ndarray]]:
     """Stream profile rows of ``split`` as dicts of numpy arrays ([B, 48] for the list columns).
 
-    ``shuffle`` permutes file order and rows within each read chunk (a streaming shuffle).
+    ``data_dir`` is a dataset directory, a shard file, or a list of either; with ``split=None`` a
+    directory yields all its splits (pass ``split="train"`` for training so that val/test
+    households stay unseen). ``shuffle`` permutes file order and rows within each read chunk (a
+    streaming shuffle).
     """
     shapes = {c: (PROFILE_L,) for c in ("load_w", "load_clean_w", "observed", "anomaly_point", "temperature_c")}
     yield from _iter_batches(data_dir, "profiles", split, batch_size, shapes, columns, shuffle, seed, drop_last)
 
 
-def iter_nilm_batches(data_dir: str | Path, split: str, batch_size: int,
+def iter_nilm_batches(data_dir: str | Path, split: str | None = None, batch_size: int = 256,
                       columns: Sequence[str] | None = None, shuffle: bool = False, seed: int = 0,
                       drop_last: bool = False) -> Iterator[dict[str, np.ndarray]]:
-    """Stream NILM windows: load_w [B, L], appliance_w/appliance_on [B, A, L], owned [B, A]."""
+    """Stream NILM windows: load_w [B, L], appliance_w/appliance_on [B, A, L], owned [B, A].
+
+    ``data_dir`` is a dataset directory (its manifest gives L and the appliance order).
+    """
     section = read_manifest(data_dir).get("nilm")
     if section is None:
         raise ShardError(f"{data_dir}: dataset has no nilm shards")

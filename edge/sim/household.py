@@ -228,7 +228,13 @@ class HouseholdTrace:
 
     def to_profiles(self) -> DailyProfiles:
         """Daily 30-min mean power [n_days, 48] of the complete local days in the trace."""
-        half = self if self.resolution_s == 1800 else self.resample(1800)
+        if self.resolution_s == 1800:
+            half = self
+        else:  # only the columns a profile needs, not every appliance
+            light = HouseholdTrace(self.household_id, self.ts_s, self.power_w, self.reactive_var,
+                                   self.import_wh, self.export_wh, {}, self.temperature_c,
+                                   self.is_holiday, self.resolution_s, self.utc_offset_h)
+            half = light.resample(1800)
         local = half.ts_s + int(self.utc_offset_h * 3600)
         first = int(np.argmax(local % DAY_S == 0)) if np.any(local % DAY_S == 0) else len(local)
         n_days = (len(local) - first) // 48

@@ -125,3 +125,14 @@ def test_write_fleet_same_rows_for_any_worker_count(tmp_path):
             for k in ("load_w", "load_clean_w", "anomaly_point", "anomaly_kind"):
                 np.testing.assert_array_equal(x[k], y[k])
     assert sum(s["rows"] for s in m2["nilm"]["splits"].values()) == 8
+
+
+def test_read_from_shard_files_or_whole_directory(dataset):
+    out, manifest, _ = dataset
+    total = sum(s["rows"] for s in manifest["profiles"]["splits"].values())
+    assert sum(len(b["date"]) for b in S.iter_profile_batches(out, batch_size=9)) == total
+    files = [out / f for f in manifest["profiles"]["splits"]["val"]["files"]]
+    got = sum(len(b["date"]) for b in S.iter_profile_batches(files, batch_size=3))
+    assert got == manifest["profiles"]["splits"]["val"]["rows"]
+    with pytest.raises(S.ShardError, match="no such shard"):
+        next(S.iter_profile_batches([out / "missing.parquet"]))
