@@ -69,7 +69,8 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resolution-s", type=int, default=1800,
                    help="1800: daily 30-min profiles; smaller: high-rate windows of --seq-len points")
     g.add_argument("--profiles-npy", help="a .npy of windows [N, L] in W (pre-training)")
-    g.add_argument("--shards", nargs="+", help="Parquet profile shards (edge.data.shards)")
+    g.add_argument("--shards", help="a Parquet dataset directory (edge.data.shards): its 'train' "
+                   "split trains, 'val' validates; profiles at 1800 s, NILM windows otherwise")
     g.add_argument("--val-fraction", type=float, default=0.2, help="households held out for validation")
 
 
@@ -115,7 +116,13 @@ def _load_windows(args: argparse.Namespace, seq_len: int):
         order = np.random.default_rng(args.seed).permutation(len(ds))
         return ds.subset(order[n_val:]), (ds.subset(order[:n_val]) if n_val else None)
     if args.shards:
-        return d.profiles_from_shards(args.shards, rank, world), None
+        read = d.profiles_from_shards if args.resolution_s >= 1800 else d.nilm_from_shards
+        train = read(args.shards, "train", rank, world)
+        try:
+            val = read(args.shards, "val")
+        except d.DataError:
+            val = None
+        return train, val
     if args.sim_households <= 0:
         raise SystemExit("give a data source: --sim-households N, --profiles-npy or --shards")
     if args.resolution_s >= 1800:

@@ -182,17 +182,67 @@ def high_rate_windows(traces: Iterable, window: int, appliances: Sequence[str] |
                         {"appliances": list(appliances), "resolution_s": int(traces[0].resolution_s)})
 
 
-def profiles_from_shards(paths: Sequence[str], rank: int = 0, world: int = 1) -> ArrayDataset:
-    """Profiles from Parquet shards (``edge.data.shards``); under DDP each rank reads every
-    world-th shard, so no rank holds the whole corpus."""
+def _shard_files(data_dir: str, kind: str, split: str, rank: int, world: int) -> tuple[list, dict]:
+    """This rank's share (every world-th file) of a dataset split, and the manifest section."""
+    from pathlib import Path
+
+    from edge.data.shards import read_manifest
+
+    section = read_manifest(data_dir).get(kind)
+    if section is None or split not in section["splits"]:
+        raise DataError(f"{data_dir}: no {kind} split {split!r}")
+    files = [Path(data_dir) / f for f in section["splits"][split]["files"]]
+    mine = files[rank::world]
+    if not mine:
+        raise DataError(f"rank {rank} of {world} got no {kind} shard out of {len(files)}; "
+                        "write the dataset with more, smaller shards")
+    return mine, section
+
+
+def profiles_from_shards(data_dir: str, split: str = "train", rank: int = 0, world: int = 1,
+                         column: str = "load_w") -> ArrayDataset:
+    """Daily profiles of a Parquet dataset (``edge.data.shards``) split, with household, day,
+    temperature and holiday (so ``forecast_set`` works on them). Under DDP each rank reads every
+    world-th shard, so no rank holds the whole corpus. Rows with a missing point are dropped
+    (pre-training needs complete days); ``column="load_clean_w"`` reads the attack-free truth."""
     from edge.data.shards import iter_profile_batches
 
-    mine = list(paths)[rank::world]
-    if not mine:
-        raise DataError(f"rank {rank} of {world} got no shard out of {len(paths)}")
-    rows = [np.asarray(b["load_w"] if isinstance(b, dict) else b, np.float32)
-            for b in iter_profile_batches(mine)]
-    return ArrayDataset({"load_w": np.concatenate(rows)}, {"source": ",".join(map(str, mine))})
+    files, _ = _shard_files(data_dir, "profiles", split, rank, world)
+    cols = ("household_id", "date", column, "temperature_c", "is_holiday")
+    parts: dict[str, list] = {k: [] for k in cols}
+    for b in iter_profile_batches(files, columns=list(cols)):
+        keep = np.isfinite(b[column]).all(axis=1)
+        for k in cols:
+            parts[k].append(b[k][keep])
+    if not parts[column]:
+        raise DataError(f"{data_dir}: split {split!r} has no complete profile")
+    hh = np.concatenate(parts["household_id"])
+    _, codes = np.unique(hh, return_inverse=True)
+    return ArrayDataset({"load_w": np.concatenate(parts[column]).astype(np.float32),
+                         "household": codes.astype(np.int32),
+                         "day": np.concatenate(parts["date"]).astype("datetime64[D]").astype(np.int64),
+                         "temperature_c": np.concatenate(parts["temperature_c"]).astype(np.float32),
+                         "is_holiday": np.concatenate(parts["is_holiday"]).astype(bool)},
+                        {"source": f"{data_dir}:{split}", "resolution_s": 1800})
+
+
+def nilm_from_shards(data_dir: str, split: str = "train", rank: int = 0, world: int = 1
+                     ) -> ArrayDataset:
+    """High-rate NILM windows of a Parquet dataset split (appliance order from the manifest)."""
+    from edge.data.shards import iter_nilm_batches
+
+    _, section = _shard_files(data_dir, "nilm", split, rank, world)
+    cols = ("load_w", "appliance_w", "appliance_on")
+    parts: dict[str, list] = {k: [] for k in cols}
+    for i, b in enumerate(iter_nilm_batches(data_dir, split=split, columns=list(cols))):
+        if i % world == rank:  # batches, not files: NILM files are few
+            for k in cols:
+                parts[k].append(b[k])
+    if not parts["load_w"]:
+        raise DataError(f"{data_dir}: no NILM window for rank {rank} in split {split!r}")
+    arrays = {k: np.concatenate(v).astype(np.float32) for k, v in parts.items()}
+    return ArrayDataset(arrays, {"appliances": list(section["appliances"]), "source": f"{data_dir}:{split}",
+                                 "resolution_s": int(section["resolution_s"])})
 
 
 def split_by_household(ds: ArrayDataset, fractions: Sequence[float] = (0.8, 0.2), seed: int = 0

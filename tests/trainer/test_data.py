@@ -98,3 +98,29 @@ def test_high_rate_windows_carry_ground_truth():
     # the aggregate is (close to) the sum of the appliances: meter noise only
     err = np.abs(a["load_w"] - a["appliance_w"].sum(1)).mean()
     assert err < 0.1 * np.abs(a["load_w"]).mean()
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory):
+    from edge.data.shards import write_fleet
+
+    out = tmp_path_factory.mktemp("shards")
+    write_fleet(out, 6, 5, 60, seed=0, nilm_per_household=2, nilm_window=120, progress=False,
+                rows_per_shard=8)
+    return out
+
+
+def test_profiles_from_shards_split_across_ranks(shard_dir):
+    full = d.profiles_from_shards(str(shard_dir), "train")
+    parts = [d.profiles_from_shards(str(shard_dir), "train", r, 2) for r in (0, 1)]
+    assert len(parts[0]) + len(parts[1]) == len(full) > 0
+    assert full.arrays["load_w"].shape[1] == 48 and np.isfinite(full.arrays["load_w"]).all()
+    assert len(d.forecast_set(full)) > 0
+    with pytest.raises(d.DataError, match="no profiles split"):
+        d.profiles_from_shards(str(shard_dir), "holdout")
+
+
+def test_nilm_from_shards(shard_dir):
+    ds = d.nilm_from_shards(str(shard_dir), "train")
+    assert ds.meta["resolution_s"] == 60
+    assert ds.arrays["appliance_w"].shape[1:] == (len(ds.meta["appliances"]), 120)
