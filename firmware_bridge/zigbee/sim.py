@@ -39,6 +39,7 @@ class VirtualZigbeeMeter:
                  nwk: int = 0x4A31, report_interval_s: float = 1.0,
                  electrical_measurement: bool = True, supports_reporting_config: bool = True,
                  model: str = "Virtual meter plug", manufacturer: str = "unimeter",
+                 silent_attributes: tuple[str, ...] = (),
                  time_fn: Callable[[], float] = time.time) -> None:
         if report_interval_s <= 0:
             raise ValueError("report_interval_s must be > 0")
@@ -47,6 +48,7 @@ class VirtualZigbeeMeter:
         self.electrical_measurement = electrical_measurement
         self.supports_reporting_config = supports_reporting_config
         self.model, self.manufacturer, self.time_fn = model, manufacturer, time_fn
+        self.silent_attributes = silent_attributes  # never reported (e.g. a meter without demand)
         self.scaling = {"multiplier": 1, "divisor": 1000, "unit_of_measure": 0,
                         "ac_power_multiplier": 1, "ac_power_divisor": 1,
                         "ac_voltage_multiplier": 1, "ac_voltage_divisor": 10,
@@ -100,7 +102,7 @@ class VirtualZigbeeMeter:
     def send_reports(self) -> None:
         values = self.raw_values(self.time_fn())
         for cluster_id in self.cluster_ids:
-            names = _REPORTED[cluster_id]
+            names = tuple(n for n in _REPORTED[cluster_id] if n not in self.silent_attributes)
             self.app.packet_received(self._report_packet(cluster_id, names, values))
         self.reports_sent += 1
 

@@ -97,6 +97,7 @@ class ZigbeeSource(MeterSource):
         self.app = None
         self.states: dict[str, MeteringState] = {}  # by IEEE
         self.configured: dict[str, dict] = {}  # IEEE -> {attribute name: status}
+        self._last_counters: dict[str, tuple[float, float | None, float | None]] = {}
         self._queue: asyncio.Queue[Reading] = asyncio.Queue(maxsize=4096)
         self._dirty: set[str] = set()
         self._flush_scheduled = False
@@ -261,7 +262,25 @@ class ZigbeeSource(MeterSource):
         values = self.states[ieee].values()
         if values["power_w"] is None and values["import_wh"] is None:
             return None  # only scaling or voltage so far
+        flags = ReadingFlag.CLOCK_FALLBACK | self.extra_flags
+        if values["power_w"] is None:
+            values["power_w"] = self._power_from_counters(ieee, values, received_s)
+            if values["power_w"] is not None:
+                flags |= ReadingFlag.ESTIMATED
+        self._last_counters[ieee] = (received_s, values["import_wh"], values["export_wh"])
         meter_id = self.meter_id_for(ieee) or ieee
         return Reading(meter_id=meter_id, ts_s=received_s, received_s=received_s,
-                       source=self.source_name, extra={"ieee": ieee},
-                       flags=ReadingFlag.CLOCK_FALLBACK | self.extra_flags, **values)
+                       source=self.source_name, extra={"ieee": ieee}, flags=flags, **values)
+
+    def _power_from_counters(self, ieee: str, values: dict, received_s: float) -> float | None:
+        """Mean power since the previous report from the summation counters (a device that
+        reports energy but no demand). None until two reports, or when a counter went backwards."""
+        last = self._last_counters.get(ieee)
+        if last is None or values["import_wh"] is None or last[1] is None:
+            return None
+        dt_s = received_s - last[0]
+        d_import_wh = values["import_wh"] - last[1]
+        d_export_wh = (values["export_wh"] or 0.0) - (last[2] or 0.0)
+        if dt_s <= 0 or d_import_wh < 0 or d_export_wh < 0:
+            return None
+        return (d_import_wh - d_export_wh) * 3600.0 / dt_s

@@ -159,3 +159,19 @@ async def test_simulated_zigbee_source_helper():
     assert [r.meter_id for r in readings] == ["sim-plug", "sim-plug"]
     assert all(ReadingFlag.SIMULATED in r.flags for r in readings)
     assert source.app is None
+
+
+async def test_power_is_estimated_from_counters_when_demand_is_never_reported():
+    power_w = 360_000.0  # 100 Wh/s: ~20 Wh per report, so whole-Wh counters quantise by ~5 %
+
+    meter = VirtualZigbeeMeter(lambda ts: {"power_w": power_w}, report_interval_s=0.2,
+                               electrical_measurement=False,
+                               silent_attributes=("instantaneous_demand",))
+    source = ZigbeeSource(ZigbeeConfig(radio="virtual", virtual_devices=[meter]))
+    async with meter:
+        readings = await _take(source, 6)
+    assert readings[0].power_w is None  # one counter value: nothing to difference yet
+    estimated = [r for r in readings[1:] if r.power_w is not None]
+    assert estimated and all(ReadingFlag.ESTIMATED in r.flags for r in estimated)
+    mean_w = sum(r.power_w for r in estimated) / len(estimated)
+    assert mean_w == pytest.approx(power_w, rel=0.25)
