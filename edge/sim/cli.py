@@ -63,8 +63,14 @@ def showcase_household(n_households: int, seed: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.data.shards import write_fleet
     from edge.sim.household import SimulationError, parse_resolution, parse_start
+
+    try:
+        from edge.data.shards import write_fleet
+    except ImportError as e:  # pyarrow is in the 'data' extra, not on every gateway
+        print(f"unimeter simulate: writing shards needs pyarrow ({e}); pip install 'unimeter[data]'",
+              file=sys.stderr)
+        return 2
 
     try:
         res = parse_resolution(args.resolution)

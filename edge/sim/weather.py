@@ -88,7 +88,11 @@ def temperature_c(seed: int, ts_s: np.ndarray, clim: Climate, utc_offset_h: floa
     c = np.interp(local_s, noon, clear)
     hour = (local_s % DAY_S) / 3600
     diurnal = clim.diurnal_amp_c * (0.5 + c) * np.cos(2 * np.pi * (hour - 15) / 24)
-    return (t_mean + diurnal).astype(np.float32)
+    # hour-to-hour weather noise: keyed normal knots every hour, linearly interpolated
+    h0 = int(np.floor(local_s.min() / 3600))
+    knots = hash_normal(seed, np.arange(h0, int(np.floor(local_s.max() / 3600)) + 2), _STREAM_WEATHER)
+    wiggle = np.interp(local_s / 3600 - h0, np.arange(len(knots)), knots)
+    return (t_mean + diurnal + 0.6 * wiggle).astype(np.float32)
 
 
 def solar_elevation_sin(ts_s: np.ndarray, latitude_deg: float, utc_offset_h: float) -> np.ndarray:
