@@ -262,7 +262,9 @@ class Agent:
                     done = True
                     break
                 batch.append(r)
-            builder = self.topics.reading_message if self.publisher is not None else None
+            builder = (partial(self.topics.reading_messages,
+                               max_per_message=self.cfg.mqtt.max_readings_per_message)
+                       if self.publisher is not None else None)
             while True:
                 try:
                     stored = await self.db(self.store.commit_readings, batch, builder)

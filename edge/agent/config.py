@@ -66,6 +66,7 @@ class MqttConfig:
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
     max_inflight: int = 200  # messages awaiting PUBACK
+    max_readings_per_message: int = 1  # >1: a high-rate meter's readings of one commit share a message
     reconnect_max_s: float = 30.0
     password: Secret = field(default_factory=lambda: Secret(""), repr=False)  # resolved, not read from TOML
 
@@ -144,6 +145,7 @@ _RANGES = {
     "mqtt.port": (1, 65535),
     "mqtt.keepalive_s": (5, 3600),
     "mqtt.max_inflight": (1, 65535),
+    "mqtt.max_readings_per_message": (1, 10_000),
     "store.batch_max": (1, 100_000),
     "model.threads": (1, 64),
     "store.outbox_max_rows": (100, 10**9),

@@ -3,7 +3,8 @@
 Topics (``base`` defaults to ``unimeter``)::
 
     <base>/<gateway>/status                  retained JSON {"state": "online"|"offline", ...} (LWT)
-    <base>/<gateway>/<meter>/reading         retained, one message per stored reading, with "seq"
+    <base>/<gateway>/<meter>/reading         retained, per stored reading (or a few, see
+                                             reading_messages), with "seq_first".."seq"
     <base>/<gateway>/<meter>/quality         retained
     <base>/<gateway>/<meter>/anomaly         retained
     <base>/<gateway>/<meter>/appliances      retained
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from edge.agent.store import Message
+from edge.agent.store import Message, StoredReading
 from firmware_bridge.reading import Reading
 
 TOPIC_KINDS = ("reading", "quality", "anomaly", "appliances", "forecast", "report")
@@ -68,9 +69,34 @@ class Topics:
 
     # --- messages -----------------------------------------------------------------------------
 
-    def reading_message(self, r: Reading, seq: int) -> Message:
+    def reading_messages(self, group: Sequence[StoredReading], max_per_message: int = 1) -> list[Message]:
+        """Reading messages of one meter's readings from one commit, ``max_per_message`` at most each.
+
+        One reading per message is what Home Assistant wants from a 1-10 s meter, and what a meter
+        at those rates gets in any case (a commit holds 50 ms of readings). A high-rate meter (NILM
+        at 10-50 Hz) or a backlog would cost one QoS 1 round trip per sample, which is where a Pi
+        runs out of CPU; with ``max_per_message`` > 1 the message carries the latest reading in the
+        usual fields (the HA state) plus every reading in ``samples`` (columnar: seq, ts_s,
+        power_w), and ``seq_first``..``seq`` says which sequence numbers it holds. ``created_s`` is
+        the receive time of the oldest reading in it, so latency is measured for the worst one.
+        """
+        out = []
+        for i in range(0, len(group), max_per_message):
+            chunk = group[i:i + max_per_message]
+            m = self.reading_message(chunk[-1].reading, chunk[-1].seq, chunk[0].reading.received_s)
+            if len(chunk) > 1:
+                body = json.loads(m.payload)
+                body["seq_first"] = chunk[0].seq
+                body["samples"] = {"seq": [s.seq for s in chunk],
+                                   "ts_s": [s.reading.ts_s for s in chunk],
+                                   "power_w": [_finite(s.reading.power_w) for s in chunk]}
+                m = Message(m.topic, dumps(body), m.qos, m.retain, created_s=m.created_s)
+            out.append(m)
+        return out
+
+    def reading_message(self, r: Reading, seq: int, created_s: float | None = None) -> Message:
         payload = {
-            "meter": r.meter_id, "seq": seq, "ts": iso_utc(r.ts_s), "ts_s": r.ts_s,
+            "meter": r.meter_id, "seq": seq, "seq_first": seq, "ts": iso_utc(r.ts_s), "ts_s": r.ts_s,
             "received_s": round(r.received_s, 3), "power_w": _finite(r.power_w),
             "reactive_var": _finite(r.reactive_var), "import_wh": _finite(r.import_wh),
             "export_wh": _finite(r.export_wh), "voltage_v": _finite(r.voltage_v),
@@ -78,7 +104,8 @@ class Topics:
         }
         if r.import_wh is not None:
             payload["energy_kwh"] = _finite(r.import_wh / 1000.0, 4)
-        return Message(self.meter(r.meter_id, "reading"), dumps(payload), self.qos, retain=True)
+        return Message(self.meter(r.meter_id, "reading"), dumps(payload), self.qos, retain=True,
+                       created_s=r.received_s if created_s is None else created_s)
 
     def meter_message(self, meter_id: str, kind: str, seq: int, ts_s: float, body: Mapping) -> Message:
         """A derived message (quality/anomaly/appliances/forecast/report) with the common header."""

@@ -94,7 +94,8 @@ class StoredReading:
     reading: Reading
 
 
-MessageBuilder = Callable[[Reading, int], Message]
+# Builds the outbox message(s) of the stored readings of ONE meter in one commit (oldest first).
+MessageBuilder = Callable[[Sequence["StoredReading"]], Sequence[Message]]
 
 
 class ReadingStore:
@@ -152,14 +153,16 @@ class ReadingStore:
             extra = json.dumps(dict(r.extra), separators=(",", ":")) if r.extra else None
             rows.append((r.meter_id, seq, r.ts_s, r.received_s, r.power_w, r.reactive_var, r.import_wh,
                          r.export_wh, r.voltage_v, r.current_a, r.source, int(r.flags), extra))
-            if build_messages is not None:
-                m = build_messages(r, seq)
-                out_rows.append((m.topic, m.payload, m.qos, int(m.retain), r.received_s))
         if not rows:
             return stored
-        last = {}
+        by_meter: dict[str, list[StoredReading]] = {}
         for s in stored:
-            last[s.reading.meter_id] = s
+            by_meter.setdefault(s.reading.meter_id, []).append(s)
+        last = {m: group[-1] for m, group in by_meter.items()}
+        if build_messages is not None:
+            for group in by_meter.values():
+                for m in build_messages(group):
+                    out_rows.append((m.topic, m.payload, m.qos, int(m.retain), m.created_s))
         try:
             with self._transaction():
                 self.db.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)

@@ -44,9 +44,19 @@ class Recorder:
             return {t for t, _, _ in self.messages}
 
     def seqs(self) -> dict[str, list[int]]:
+        """Sequence numbers received per meter (a message holds seq_first..seq)."""
         out: dict[str, list[int]] = defaultdict(list)
         for m in self.json("/reading"):
-            out[m["meter"]].append(m["seq"])
+            out[m["meter"]].extend(range(m["seq_first"], m["seq"] + 1))
+        return out
+
+    def samples(self) -> dict[tuple[str, int], tuple[float, float]]:
+        """(meter, seq) -> (ts_s, power_w) of every reading received."""
+        out = {}
+        for m in self.json("/reading"):
+            s = m.get("samples") or {"seq": [m["seq"]], "ts_s": [m["ts_s"]], "power_w": [m["power_w"]]}
+            for seq, ts, p in zip(s["seq"], s["ts_s"], s["power_w"], strict=True):
+                out[(m["meter"], seq)] = (ts, p)
         return out
 
     def wait_for(self, predicate, timeout_s: float, poll_s: float = 0.1) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edge.agent.config import ConfigError, load_config, parse_config
-from edge.cli import main
+from edge.agent.__main__ import main
 
 REPO = Path(__file__).resolve().parents[3]
 METER = {"id": "m1", "kind": "sim"}
@@ -63,7 +63,7 @@ def test_password_from_file_and_env_is_never_shown(tmp_path, monkeypatch, capsys
     toml = tmp_path / "agent.toml"
     toml.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\n[mqtt]\nusername = "u"\n'
                     'password_env = "UNIMETER_TEST_PW"\n[[meters]]\nid = "m1"\nkind = "sim"\n')
-    assert main(["agent", "check-config", "--config", str(toml)]) == 0
+    assert main(["check-config", "--config", str(toml)]) == 0
     out = capsys.readouterr()
     assert "s3cret" not in out.out + out.err
     assert '"password": "***"' in out.out
@@ -72,11 +72,11 @@ def test_password_from_file_and_env_is_never_shown(tmp_path, monkeypatch, capsys
 def test_broken_config_exits_nonzero_naming_the_key(tmp_path):
     toml = tmp_path / "agent.toml"
     toml.write_text('[mqtt]\nport = "not-a-port"\n[[meters]]\nid = "m1"\nkind = "sim"\n')
-    proc = subprocess.run([sys.executable, "-m", "edge.cli", "agent", "--config", str(toml)],
+    proc = subprocess.run([sys.executable, "-m", "edge.agent", "--config", str(toml)],
                           capture_output=True, text=True, timeout=60, cwd=REPO)
     assert proc.returncode == 2
     assert "mqtt.port" in proc.stderr and "not-a-port" in proc.stderr
     toml.write_text("[mqtt\nport = 1")
-    proc = subprocess.run([sys.executable, "-m", "edge.cli", "agent", "check-config", "--config", str(toml)],
+    proc = subprocess.run([sys.executable, "-m", "edge.agent", "check-config", "--config", str(toml)],
                           capture_output=True, text=True, timeout=60, cwd=REPO)
     assert proc.returncode == 2 and "not valid TOML" in proc.stderr

@@ -29,6 +29,20 @@ def test_reading_payload_has_units_utc_and_seq():
     assert nan["power_w"] is None  # valid JSON, never NaN
 
 
+def test_readings_of_one_commit_share_messages_up_to_the_limit():
+    from edge.agent.store import StoredReading
+
+    group = [StoredReading(10 + i, Reading("p1", 1.8e9 + i, 1.8e9 + i + 0.1, 100.0 + i)) for i in range(5)]
+    single = T.reading_messages(group)
+    assert [json.loads(m.payload)["seq"] for m in single] == [10, 11, 12, 13, 14]
+    batched = T.reading_messages(group, max_per_message=3)
+    bodies = [json.loads(m.payload) for m in batched]
+    assert [(b["seq_first"], b["seq"]) for b in bodies] == [(10, 12), (13, 14)]
+    assert bodies[0]["samples"]["power_w"] == [100.0, 101.0, 102.0]
+    assert bodies[0]["power_w"] == 102.0  # the latest reading is the HA state
+    assert batched[0].created_s == 1.8e9 + 0.1  # latency counts from the oldest reading
+
+
 def test_home_assistant_discovery_configs():
     cfgs = _configs(T.discovery("p1", "Main meter", appliances=("fridge", "washing machine"),
                                 model_version="v3"))

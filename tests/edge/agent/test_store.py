@@ -22,12 +22,12 @@ def readings(meter: str, n: int, t0: float = 1.79e9) -> list[Reading]:
 def test_sequence_numbers_are_contiguous_per_meter_and_survive_reopen(tmp_path):
     path = tmp_path / "s.sqlite"
     store = ReadingStore(path, synchronous="normal")
-    a = store.commit_readings(readings("a", 3) + readings("b", 2), TOPICS.reading_message)
+    a = store.commit_readings(readings("a", 3) + readings("b", 2), TOPICS.reading_messages)
     assert [s.seq for s in a] == [1, 2, 3, 1, 2]
     assert store.outbox_rows == 5
     store.close()
     store = ReadingStore(path)
-    b = store.commit_readings(readings("a", 2, 1.8e9), TOPICS.reading_message)
+    b = store.commit_readings(readings("a", 2, 1.8e9), TOPICS.reading_messages)
     assert [s.seq for s in b] == [4, 5]
     got = store.readings_since("a", 0)
     assert [s.seq for s in got] == [1, 2, 3, 4, 5]
@@ -37,7 +37,7 @@ def test_sequence_numbers_are_contiguous_per_meter_and_survive_reopen(tmp_path):
 
 def test_outbox_rows_are_deleted_only_when_acknowledged(tmp_path):
     store = ReadingStore(tmp_path / "s.sqlite")
-    store.commit_readings(readings("a", 4), TOPICS.reading_message)
+    store.commit_readings(readings("a", 4), TOPICS.reading_messages)
     store.enqueue([Message("t/x", b"{}", 1, True)])
     pending = store.pending(0, 100)
     assert len(pending) == 5 and pending[0].topic == "unimeter/gw1/a/reading"
@@ -52,7 +52,7 @@ def test_outbox_rows_are_deleted_only_when_acknowledged(tmp_path):
 def test_bounded_disk_policy_drops_oldest_messages_keeps_readings(tmp_path, caplog):
     store = ReadingStore(tmp_path / "s.sqlite", outbox_max_rows=100)
     with caplog.at_level("WARNING"):
-        store.commit_readings(readings("a", 150), TOPICS.reading_message)
+        store.commit_readings(readings("a", 150), TOPICS.reading_messages)
     assert store.outbox_rows == 90  # dropped down to 90 % of the cap
     assert store.dropped_total == 60
     assert store.get_state("outbox_dropped") == "60"
@@ -66,7 +66,7 @@ def test_bounded_disk_policy_drops_oldest_messages_keeps_readings(tmp_path, capl
 
 def test_bounded_disk_policy_by_size(tmp_path):
     store = ReadingStore(tmp_path / "s.sqlite", outbox_max_rows=10**6, outbox_max_mb=0.01)
-    store.commit_readings(readings("a", 200), TOPICS.reading_message)
+    store.commit_readings(readings("a", 200), TOPICS.reading_messages)
     assert store.outbox_bytes <= 0.01e6
     assert store.dropped_total > 0
 
