@@ -3,12 +3,47 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from firmware_bridge.modbus.registers import REGISTER_MAPS, encode_float32
 from firmware_bridge.pty_link import PtyBridge
 from firmware_bridge.simulated import PowerSource, SimulatedMeterState
+
+
+class _SimUnit:
+    """One Eastron meter on the simulated bus: register map, meter state, reads served."""
+
+    def __init__(self, unit_id: int, model: str, power_source: PowerSource, phases: int | None):
+        if model not in REGISTER_MAPS:
+            raise ValueError(f"unknown model {model!r}")
+        self.unit_id, self.model, self.register_map = unit_id, model, REGISTER_MAPS[model]
+        self.phases = phases or (3 if model == "sdm630" else 1)
+        self.state = SimulatedMeterState(power_source)
+        self.reads_served = 0
+
+    def register_values(self, ts_s: float) -> dict[str, float]:
+        regs = self.state.sample(ts_s)
+        apparent_va = (regs.power_w**2 + regs.reactive_var**2) ** 0.5
+        values = {"voltage_v": regs.voltage_v, "current_a": regs.current_a, "power_w": regs.power_w,
+                  "reactive_var": regs.reactive_var, "import_wh": regs.import_wh,
+                  "export_wh": regs.export_wh, "frequency_hz": 50.0,
+                  "apparent_power_va": apparent_va,
+                  "power_factor": regs.power_w / apparent_va if apparent_va else 1.0}
+        for i in range(1, 4):
+            on = i <= self.phases
+            values[f"voltage_l{i}_v"] = regs.voltage_v if on else 0.0
+            values[f"current_l{i}_a"] = regs.current_a / self.phases if on else 0.0
+            values[f"power_l{i}_w"] = regs.power_w / self.phases if on else 0.0
+        return values
+
+    def fill(self, start_address: int, registers: list[int], ts_s: float) -> None:
+        values = self.register_values(ts_s)
+        for spec in self.register_map.registers:
+            i = spec.address - start_address
+            registers[i], registers[i + 1] = encode_float32(values.get(spec.target, 0.0) / spec.scale)
+        self.reads_served += 1
 
 
 class VirtualModbusMeter:
@@ -17,20 +52,20 @@ class VirtualModbusMeter:
     The pymodbus server opens one pty of a ``PtyBridge``; ``port`` is the other one, which a
     ``ModbusSource`` opens like an RS485 adapter. Registers are refreshed from ``power_source`` on
     every read (a pymodbus SimDevice action), so each poll sees the value at its own time.
-    ``respond = False`` makes the meter answer with exception responses (device failure);
+    ``other_units`` ({unit_id: (model, power_source)}) puts more meters on the same bus.
+    ``respond = False`` makes the meters answer with exception responses (device failure);
     ``power_off()``/``power_on()`` stop and restart the server: no answers at all (timeouts).
     """
 
     def __init__(self, power_source: PowerSource, *, model: str = "sdm120", unit_id: int = 1,
-                 phases: int | None = None, time_fn: Callable[[], float] = time.time) -> None:
-        if model not in REGISTER_MAPS:
-            raise ValueError(f"unknown model {model!r}")
-        self.register_map = REGISTER_MAPS[model]
+                 phases: int | None = None, time_fn: Callable[[], float] = time.time,
+                 other_units: Mapping[int, tuple[str, PowerSource]] | None = None) -> None:
+        self.units = {unit_id: _SimUnit(unit_id, model, power_source, phases)}
+        for other_id, (other_model, other_source) in (other_units or {}).items():
+            self.units[other_id] = _SimUnit(other_id, other_model, other_source, None)
         self.model, self.unit_id, self.time_fn = model, unit_id, time_fn
-        self.phases = phases or (3 if model == "sdm630" else 1)
-        self.state = SimulatedMeterState(power_source)
+        self.register_map = self.units[unit_id].register_map
         self.bridge = PtyBridge()
-        self.reads_served = 0
         self.respond = True
         self._server = None
 
@@ -38,31 +73,20 @@ class VirtualModbusMeter:
     def port(self) -> str:
         return self.bridge.path_b
 
-    def register_values(self, ts_s: float) -> dict[str, float]:
-        regs = self.state.sample(ts_s)
-        values = {"voltage_v": regs.voltage_v, "current_a": regs.current_a, "power_w": regs.power_w,
-                  "reactive_var": regs.reactive_var, "import_wh": regs.import_wh,
-                  "export_wh": regs.export_wh, "frequency_hz": 50.0,
-                  "apparent_power_va": (regs.power_w**2 + regs.reactive_var**2) ** 0.5}
-        values["power_factor"] = regs.power_w / values["apparent_power_va"] if values["apparent_power_va"] else 1.0
-        for i in range(1, 4):
-            on = i <= self.phases
-            values[f"voltage_l{i}_v"] = regs.voltage_v if on else 0.0
-            values[f"current_l{i}_a"] = regs.current_a / self.phases if on else 0.0
-            values[f"power_l{i}_w"] = regs.power_w / self.phases if on else 0.0
-        return values
+    @property
+    def reads_served(self) -> int:
+        return sum(u.reads_served for u in self.units.values())
 
-    async def _on_access(self, function_code, start_address, address, count, registers, set_values):
+    def register_values(self, ts_s: float) -> dict[str, float]:
+        return self.units[self.unit_id].register_values(ts_s)
+
+    async def _on_access(self, unit: _SimUnit, function_code, start_address, address, count,
+                         registers, set_values):
         from pymodbus.constants import ExcCodes
 
         if not self.respond:
             return ExcCodes.DEVICE_FAILURE
-        values = self.register_values(self.time_fn())
-        for spec in self.register_map.registers:
-            value = values.get(spec.target, 0.0) / spec.scale
-            i = spec.address - start_address
-            registers[i], registers[i + 1] = encode_float32(value)
-        self.reads_served += 1
+        unit.fill(start_address, registers, self.time_fn())
         return None
 
     async def start(self) -> None:
@@ -75,11 +99,15 @@ class VirtualModbusMeter:
 
         if self._server is not None:
             return
-        device = SimDevice(self.unit_id, simdata=[SimData(0, count=self.register_map.size,
-                                                          values=0, datatype=DataType.REGISTERS)],
-                           action=self._on_access)
-        self._server = ModbusSerialServer(device, port=self.bridge.path_a,
-                                          baudrate=self.register_map.default_baudrate, timeout=1)
+        devices = [SimDevice(unit.unit_id, simdata=[SimData(0, count=unit.register_map.size, values=0,
+                                                            datatype=DataType.REGISTERS)],
+                             action=functools.partial(self._on_access, unit))
+                   for unit in self.units.values()]
+        # ignore_missing_devices: on a real RS485 bus an address nobody has gets no answer
+        # (pymodbus 3.16's SimCore still answers unknown ids with a DEVICE_FAILURE exception)
+        self._server = ModbusSerialServer(devices, port=self.bridge.path_a,
+                                          baudrate=self.register_map.default_baudrate, timeout=1,
+                                          ignore_missing_devices=True)
         await self._server.serve_forever(background=True)
 
     async def power_off(self) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from firmware_bridge.errors import (
@@ -24,20 +26,44 @@ from firmware_bridge.reading import Reading, ReadingFlag
 from firmware_bridge.source import BackoffConfig, MeterSource
 
 
+@dataclass(frozen=True)
+class ModbusUnit:
+    """One meter on the RS485 bus. meter_id None: the source's meter_id."""
+
+    unit_id: int
+    model: str = "sdm120"
+    meter_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.model not in REGISTER_MAPS:
+            raise ConfigError(f"unknown Modbus meter model {self.model!r}; known {sorted(REGISTER_MAPS)}")
+        if not 1 <= self.unit_id <= 247:
+            raise ConfigError(f"unit_id must be 1..247, got {self.unit_id}")
+
+    @property
+    def register_map(self) -> RegisterMap:
+        return REGISTER_MAPS[self.model]
+
+
 @dataclass
 class ModbusConfig:
     """Options of ``build_source("modbus", ...)``.
 
     port: RS485 adapter (``/dev/ttyUSB0``). model: "sdm120" or "sdm630" (see registers.py).
-    unit_id: Modbus device address (1..247). baudrate: None = the model's factory default
-    (SDM120 2400, SDM630 9600); parity/stopbits as set on the meter (Eastron default 8N1).
+    unit_id: Modbus device address (1..247). units: several meters on the same bus instead, as
+    ``[{unit_id=1, model="sdm630", meter_id="house"}, {unit_id=2, meter_id="heatpump"}]``; each
+    poll reads them in turn and a unit that does not answer does not take the others down.
+    baudrate: None = the (first) model's factory default (SDM120 2400, SDM630 9600; all meters on a
+    bus must share it); parity/stopbits as set on the meter (Eastron default 8N1).
     poll_interval_s: time between polls. timeout_s: per-request response timeout. retries: resends
-    of a request before the link counts as down (then the source reconnects with backoff).
+    of a request before the unit counts as not answering; when no unit answers the link is down
+    and the source reconnects with backoff.
     """
 
     port: str
     model: str = "sdm120"
     unit_id: int = 1
+    units: Sequence[Mapping | ModbusUnit] = ()
     baudrate: int | None = None
     parity: str = "N"
     stopbits: int = 1
@@ -46,16 +72,20 @@ class ModbusConfig:
     retries: int = 2
 
     def __post_init__(self) -> None:
-        if self.model not in REGISTER_MAPS:
-            raise ConfigError(f"unknown Modbus meter model {self.model!r}; known {sorted(REGISTER_MAPS)}")
-        if not 1 <= self.unit_id <= 247:
-            raise ConfigError(f"unit_id must be 1..247, got {self.unit_id}")
         if self.poll_interval_s <= 0 or self.timeout_s <= 0 or self.retries < 0:
             raise ConfigError("poll_interval_s and timeout_s must be > 0, retries >= 0")
+        try:
+            units = [u if isinstance(u, ModbusUnit) else ModbusUnit(**u) for u in self.units]
+        except TypeError as e:
+            raise ConfigError(f"bad Modbus unit in {list(self.units)}: {e}") from e
+        self.units = tuple(units) or (ModbusUnit(self.unit_id, self.model),)
+        ids = [u.unit_id for u in self.units]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"duplicate Modbus unit ids {ids}")
 
     @property
     def register_map(self) -> RegisterMap:
-        return REGISTER_MAPS[self.model]
+        return self.units[0].register_map
 
 
 def registers_to_values(register_map: RegisterMap, start: int, registers: list[int]) -> dict[str, float]:
@@ -82,6 +112,7 @@ class ModbusSource(MeterSource):
         self.extra_flags, self.source_name = extra_flags, source_name
         self._client = None
         self._next_poll_s = 0.0
+        self._pending: collections.deque[Reading] = collections.deque()
 
     async def _connect(self) -> None:
         try:
@@ -98,6 +129,7 @@ class ModbusSource(MeterSource):
         if not await self._client.connect():
             raise TransientConnectionError(f"cannot open Modbus port {cfg.port}")
         self._next_poll_s = 0.0
+        self._pending.clear()
 
     async def _close(self) -> None:
         client, self._client = self._client, None
@@ -106,41 +138,59 @@ class ModbusSource(MeterSource):
                 client.close()
 
     async def _read(self) -> Reading:
-        while True:
+        while not self._pending:
             delay_s = self._next_poll_s - time.monotonic()
             if delay_s > 0:
                 await asyncio.sleep(delay_s)
             # fixed-rate polling that does not try to catch up after a slow poll
             self._next_poll_s = max(self._next_poll_s, time.monotonic()) + self.config.poll_interval_s
+            self._pending.extend(await self._poll_bus())
+        return self._pending.popleft()
+
+    async def _poll_bus(self) -> list[Reading]:
+        """Poll every unit once. Raises TransientConnectionError only if none answered."""
+        readings, silent = [], []
+        for unit in self.config.units:
             try:
-                return await self.poll()
+                readings.append(await self.poll(unit))
             except ParseError as e:  # an exception response or a bad value: skip this poll
                 self.stats.count_frame_error(e)
+            except TransientConnectionError as e:
+                silent.append(e)
+        if silent and len(silent) == len(self.config.units):
+            raise silent[0]
+        return readings
 
-    async def poll(self) -> Reading:
-        """One poll of every register block -> Reading. Raises TransientConnectionError or ParseError."""
+    async def poll(self, unit: ModbusUnit | None = None) -> Reading:
+        """One poll of one unit (default: the first) -> Reading.
+
+        Raises TransientConnectionError (no response) or ParseError (exception response, NaN).
+        """
         from pymodbus.exceptions import ModbusException
 
+        unit = unit or self.config.units[0]
         if self._client is None:
             raise TransientConnectionError("Modbus client not connected")
         values: dict[str, float] = {}
-        for start, count in self.config.register_map.blocks():
+        for start, count in unit.register_map.blocks():
             try:
                 response = await self._client.read_input_registers(
-                    start, count=count, device_id=self.config.unit_id)
+                    start, count=count, device_id=unit.unit_id)
             except ModbusException as e:
                 self.stats.read_timeouts += 1
-                raise TransientConnectionError(f"no response from unit {self.config.unit_id}: {e}") from e
+                raise TransientConnectionError(f"no response from unit {unit.unit_id}: {e}") from e
             if response.isError():
-                raise ParseError(f"exception response {response} for registers {start:#06x}+{count}")
-            values.update(registers_to_values(self.config.register_map, start, response.registers))
-        return self._to_reading(values, time.time())
+                raise ParseError(f"unit {unit.unit_id}: exception response {response} "
+                                 f"for registers {start:#06x}+{count}")
+            values.update(registers_to_values(unit.register_map, start, response.registers))
+        return self._to_reading(unit, values, time.time())
 
-    def _to_reading(self, values: dict[str, float], received_s: float) -> Reading:
+    def _to_reading(self, unit: ModbusUnit, values: dict[str, float], received_s: float) -> Reading:
         fields = {k: values.get(k) for k in READING_FIELDS}
-        extra = {k: v for k, v in values.items() if k not in READING_FIELDS}
-        extra["model"] = self.config.model
+        extra: dict[str, float | str] = {k: v for k, v in values.items() if k not in READING_FIELDS}
+        extra["model"] = unit.model
+        extra["unit_id"] = float(unit.unit_id)
         # Eastron meters have no clock: the timestamp is the receive time, flagged as such.
-        return Reading(meter_id=self.meter_id, ts_s=received_s, received_s=received_s,
+        return Reading(meter_id=unit.meter_id or self.meter_id, ts_s=received_s, received_s=received_s,
                        source=self.source_name, extra=extra,
                        flags=ReadingFlag.CLOCK_FALLBACK | self.extra_flags, **fields)

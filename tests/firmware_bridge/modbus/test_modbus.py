@@ -121,3 +121,37 @@ def test_bad_config_is_rejected():
         ModbusConfig(port="/dev/ttyUSB0", model="sdm999")
     with pytest.raises(ConfigError):
         ModbusConfig(port="/dev/ttyUSB0", unit_id=0)
+
+
+async def test_several_meters_on_one_bus_and_a_dead_unit_does_not_stop_the_others():
+    def heat_pump(ts_s):
+        return {"power_w": 1800.0, "voltage_v": 230.0}
+
+    async with VirtualModbusMeter(_power, model="sdm630", unit_id=1,
+                                  other_units={2: ("sdm120", heat_pump)}) as meter:
+        config = ModbusConfig(port=meter.port, poll_interval_s=0.05, timeout_s=0.15, retries=0,
+                              units=[{"unit_id": 1, "model": "sdm630", "meter_id": "house"},
+                                     {"unit_id": 2, "model": "sdm120", "meter_id": "heatpump"},
+                                     {"unit_id": 9, "model": "sdm120", "meter_id": "unplugged"}])
+        source = ModbusSource(config, meter_id="bus", backoff=FAST_BACKOFF)
+        readings = await _take(source, 6)
+    by_meter = {}
+    for r in readings:
+        by_meter.setdefault(r.meter_id, []).append(r)
+    assert set(by_meter) == {"house", "heatpump"}
+    assert by_meter["house"][0].power_w == pytest.approx(2345.5)
+    assert by_meter["heatpump"][0].power_w == pytest.approx(1800.0)
+    assert by_meter["heatpump"][0].extra["unit_id"] == 2.0
+    # unit 9 is on nobody's address: a timeout on a real bus, a DEVICE_FAILURE exception response
+    # from pymodbus' simulator; either way it is counted and the link stays up
+    assert source.stats.read_timeouts + source.stats.parse_errors >= 2
+    assert source.stats.disconnects == 0
+
+
+def test_bus_config_errors():
+    with pytest.raises(ConfigError, match="duplicate"):
+        ModbusConfig(port="/dev/ttyUSB0", units=[{"unit_id": 1}, {"unit_id": 1}])
+    with pytest.raises(ConfigError):
+        ModbusConfig(port="/dev/ttyUSB0", units=[{"unit": 1}])
+    with pytest.raises(ConfigError):
+        ModbusConfig(port="/dev/ttyUSB0", units=[{"unit_id": 3, "model": "sdm72"}])
