@@ -155,3 +155,28 @@ def test_bus_config_errors():
         ModbusConfig(port="/dev/ttyUSB0", units=[{"unit": 1}])
     with pytest.raises(ConfigError):
         ModbusConfig(port="/dev/ttyUSB0", units=[{"unit_id": 3, "model": "sdm72"}])
+
+
+async def test_a_silent_unit_times_out_without_dropping_the_bus():
+    """pymodbus' simulator cannot leave one address unanswered (see above), so the silent unit is
+    a stub of ``poll`` for unit 9 only; units 1 and 2 go over the real pty to the real server."""
+    from firmware_bridge.errors import TransientConnectionError
+
+    async with VirtualModbusMeter(_power, model="sdm120", unit_id=1,
+                                  other_units={2: ("sdm120", _power)}) as meter:
+        config = ModbusConfig(port=meter.port, poll_interval_s=0.05, units=[
+            {"unit_id": 1, "meter_id": "a"}, {"unit_id": 2, "meter_id": "b"},
+            {"unit_id": 9, "meter_id": "silent"}])
+        source = ModbusSource(config, meter_id="bus", backoff=FAST_BACKOFF)
+        real_poll = source.poll
+
+        async def poll(unit=None):
+            if unit is not None and unit.unit_id == 9:
+                source.stats.read_timeouts += 1
+                raise TransientConnectionError("no response from unit 9")
+            return await real_poll(unit)
+
+        source.poll = poll
+        readings = await _take(source, 4)
+    assert {r.meter_id for r in readings} == {"a", "b"}
+    assert source.stats.read_timeouts >= 2 and source.stats.disconnects == 0
