@@ -7,8 +7,9 @@ kind       options (see the config dataclass for defaults and meaning)
 ========== ======================================================================================
 dsmr       ``DsmrConfig``: port, version ("5", "4", "2.2", "fluvius"), read_timeout_s,
            max_clock_skew_s, standard_utc_offset_s, timezone, max_telegram_bytes, serial
-modbus     ``ModbusConfig``: port, model ("sdm120", "sdm630"), unit_id, baudrate, parity, stopbits,
-           poll_interval_s, timeout_s, retries
+modbus     ``ModbusConfig``: port, model ("sdm120", "sdm630"), unit_id, or units (several meters on
+           one bus: [{unit_id, model, meter_id}]), baudrate, parity, stopbits, poll_interval_s,
+           timeout_s, retries
 zigbee     ``ZigbeeConfig``: radio ("znp", "ezsp", "deconz"), device_path, baudrate, flow_control,
            database_path, meters ({ieee: meter_id}), only_listed, configure_reporting,
            report_min_interval_s, report_max_interval_s, request_timeout_s, read_timeout_s
