@@ -181,14 +181,14 @@ def _step_loss(cfg: DistillConfig, student: TaskModel, teacher: TaskModel, adapt
     s_out, task_loss = student.loss(batch)
     kd = distill_loss(student.task, s_out, t_out, t_enc.stats.std_w, cfg.temperature)
     loss = cfg.w_task * task_loss + cfg.w_kd * kd
-    parts = {"task": float(task_loss), "kd": float(kd)}
+    parts = {"task": task_loss.item(), "kd": kd.item()}
     if adapter is not None:
         s_z = student._last_encoded.z
         if s_z.shape[:2] != t_enc.z.shape[:2]:
             raise DistillError(f"z matching needs equal patch counts: {tuple(s_z.shape)} vs {tuple(t_enc.z.shape)}")
         z_loss = F.mse_loss(adapter(s_z), t_enc.z)
         loss = loss + cfg.w_z * z_loss
-        parts["z"] = float(z_loss)
+        parts["z"] = z_loss.item()
     return loss, parts
 
 
@@ -213,7 +213,7 @@ def _train(cfg: DistillConfig, student: TaskModel, teacher: TaskModel, train: Ar
                 loss.backward()
                 nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
-                losses.append(float(loss))
+                losses.append(loss.item())
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", kd=f"{parts['kd']:.4f}")
