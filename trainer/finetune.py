@@ -30,6 +30,7 @@ from trainer import distributed as D
 from trainer.checkpoint import DataSpec, load_pretrained_model, save_checkpoint
 from trainer.data import ArrayDataset, DataError
 from trainer.model import ModelConfig, UnifiedModel
+from trainer.pretrain import check_finite
 from trainer.tasks import TASKS, TaskConfig, TaskModel
 
 log = logging.getLogger(__name__)
@@ -237,6 +238,7 @@ def _train_epoch(cfg, model: TaskModel, ddp, opt, reg, train: ArrayDataset, epoc
         if step >= total:
             break
         loss = ddp(_to_torch(batch, ctx.device))
+        check_finite(loss, step)
         r = reg()
         total_loss = loss if r is None else loss + r
         opt.zero_grad(set_to_none=True)

@@ -33,6 +33,16 @@ from trainer.model import ModelConfig, UnifiedModel
 log = logging.getLogger(__name__)
 
 
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss: lower the learning rate or check the data)."""
+
+
+def check_finite(loss: torch.Tensor, step: int, what: str = "loss") -> None:
+    if not torch.isfinite(loss):
+        raise TrainingError(f"non-finite {what} ({loss.item()}) at step {step}; lower the learning "
+                            "rate or check the data for extreme values")
+
+
 @dataclass
 class PretrainConfig:
     """Defaults follow Table I (epochs 100, batch 16, Adam lr 1e-3)."""
@@ -240,6 +250,7 @@ def _train_epoch(run: _Run, model: UnifiedModel, ddp_model, opt, train: ArrayDat
         for group in opt.param_groups:
             group["lr"] = _lr_at(cfg, run.step, total)
         _, loss = ddp_model(x, targets=x, mask=mask.to(ctx.device), noise=noise.to(ctx.device))
+        check_finite(loss, run.step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:

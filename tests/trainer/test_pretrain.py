@@ -99,3 +99,11 @@ def test_bad_data_is_a_clear_error(tmp_path):
         pretrain(_cfg(tmp_path), bad)
     with pytest.raises(DataError, match="one batch"):
         pretrain(_cfg(tmp_path), synthetic_profiles(8))
+
+
+def test_non_finite_loss_stops_training_clearly():
+    from trainer.pretrain import TrainingError, check_finite
+
+    check_finite(torch.tensor(1.0), 0)
+    with pytest.raises(TrainingError, match="step 3"):
+        check_finite(torch.tensor(float("nan")), 3)
