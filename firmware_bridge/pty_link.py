@@ -15,12 +15,18 @@ import os
 import tempfile
 import termios
 import tty
+import uuid
 from pathlib import Path
+
+
+def _unique_temp_dir(prefix: str) -> str:
+    return os.path.join(tempfile.gettempdir(), prefix + uuid.uuid4().hex[:12])
 
 
 class PtyDevice:
     def __init__(self, name: str = "ttyV0", directory: str | None = None) -> None:
-        self._dir = Path(directory or tempfile.mkdtemp(prefix="unimeter-pty-"))
+        # the directory is created on plug(): a device that is never plugged leaves nothing behind
+        self._dir = Path(directory or _unique_temp_dir("unimeter-pty-"))
         self.path = str(self._dir / name)
         self.master_fd: int | None = None
         self._slave_fd: int | None = None
@@ -74,7 +80,7 @@ class PtyBridge:
     """Two ptys whose masters are relayed to each other: ``path_a`` <-> ``path_b``."""
 
     def __init__(self) -> None:
-        self._dir = tempfile.mkdtemp(prefix="unimeter-bridge-")
+        self._dir = _unique_temp_dir("unimeter-bridge-")
         self.a = PtyDevice("ttyA", self._dir)
         self.b = PtyDevice("ttyB", self._dir)
         self._loop: asyncio.AbstractEventLoop | None = None
