@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="simulate", help="result file name under bench/results/")
     args = p.parse_args(argv)
     res = parse_resolution(args.resolution)
-    command = "python bench/simulate.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = ("python bench/simulate.py " + shlex.join(argv if argv is not None else sys.argv[1:])).strip()
 
     one_s = single_household_s(min(args.days, 365), res)
     with tempfile.TemporaryDirectory() as tmp:
