@@ -81,9 +81,11 @@ async def run_phase(cfg, n_meters: int, rate_total: float, duration_s: float, bu
     await asyncio.sleep(2.0)  # warm-up
     c0, p0, t0 = agent.stats.committed, agent.stats.published, time.monotonic()
     agent.stats.latencies_s.clear()
+    agent.stats.commit_latencies_s.clear()
     await asyncio.sleep(duration_s)
     c1, p1, t1 = agent.stats.committed, agent.stats.published, time.monotonic()
     lat = np.asarray(agent.stats.latencies_s)
+    clat = np.asarray(agent.stats.commit_latencies_s)
     backlog = agent.store.outbox_rows
     inference_runs = {k: len(v) for k, v in agent.last_results.items()}
     agent.request_stop()
@@ -91,10 +93,12 @@ async def run_phase(cfg, n_meters: int, rate_total: float, duration_s: float, bu
     return {
         "offered_per_s": rate_total or None,
         "committed_per_s": (c1 - c0) / (t1 - t0),
-        "published_per_s": (p1 - p0) / (t1 - t0),
+        "published_messages_per_s": (p1 - p0) / (t1 - t0),
         "latency_p50_ms": float(np.percentile(lat, 50) * 1e3) if lat.size else None,
         "latency_p99_ms": float(np.percentile(lat, 99) * 1e3) if lat.size else None,
         "latency_max_ms": float(lat.max() * 1e3) if lat.size else None,
+        "commit_latency_p50_ms": float(np.percentile(clat, 50) * 1e3) if clat.size else None,
+        "commit_latency_p99_ms": float(np.percentile(clat, 99) * 1e3) if clat.size else None,
         "outbox_backlog_at_end": backlog,
         "meters_with_inference_results": len(inference_runs),
         "model": agent.host.current.version if agent.host.current else None,
@@ -102,10 +106,11 @@ async def run_phase(cfg, n_meters: int, rate_total: float, duration_s: float, bu
     }
 
 
-def make_config(state_dir: Path, port: int, bundle: str, synchronous: str):
+def make_config(state_dir: Path, port: int, bundle: str, synchronous: str, per_message: int):
     return parse_config({
         "gateway": {"id": "bench", "state_dir": str(state_dir), "log_level": "warning"},
-        "mqtt": {"host": "127.0.0.1", "port": port, "discovery": True, "max_inflight": 500},
+        "mqtt": {"host": "127.0.0.1", "port": port, "discovery": True, "max_inflight": 500,
+                 "max_readings_per_message": per_message},
         "store": {"synchronous": synchronous, "batch_interval_s": 0.05, "batch_max": 2000,
                   "outbox_max_rows": 10**7},
         "model": {"bundle": bundle, "threads": 1},
@@ -124,7 +129,11 @@ def write_results(res: dict, args: argparse.Namespace, command: str) -> None:
     ok = res["meets_targets"]
     rows = [
         ("max readings/s (saturation, committed)", f"{sat['committed_per_s']:.0f}", ">= 2000", ok["readings_per_s"]),
-        (f"sustained readings/s at {args.rate:.0f}/s offered (published)", f"{s['published_per_s']:.0f}", "", ""),
+        (f"sustained readings/s at {args.rate:.0f}/s offered (committed, then published)",
+         f"{s['committed_per_s']:.0f}", ">= 2000", ok["readings_per_s"]),
+        ("MQTT messages/s in the sustained phase (PUBACKed)", f"{s['published_messages_per_s']:.0f}", "", ""),
+        ("latency p50 / p99 reading -> committed (ms)",
+         f"{s['commit_latency_p50_ms']:.1f} / {s['commit_latency_p99_ms']:.1f}", "", ""),
         ("latency p50 reading -> PUBACK (ms)", f"{s['latency_p50_ms']:.1f}", "", ""),
         ("latency p99 reading -> PUBACK (ms)", f"{s['latency_p99_ms']:.1f}", "< 200", ok["latency_p99_ms"]),
         ("outbox backlog at end of sustained phase", f"{s['outbox_backlog_at_end']}", "", ""),
@@ -132,7 +141,8 @@ def write_results(res: dict, args: argparse.Namespace, command: str) -> None:
     ]
     md = ["# Agent benchmark", "", f"Command: `{command}`", "",
           f"One core (CPU {res['cpu']}), {args.meters} meters, model: {s['model'] or 'none'} "
-          f"(backend {res['backend']}), store synchronous={args.synchronous}, real Mosquitto; "
+          f"(backend {res['backend']}), store synchronous={args.synchronous}, "
+          f"max_readings_per_message={args.per_message}, real Mosquitto; "
           f"{res['host']}.", "", "| metric | value | target | met |", "|---|---|---|---|"]
     md += [f"| {a} | {b} | {c} | {'' if d == '' else ('yes' if d else 'NO')} |" for a, b, c, d in rows]
     (RESULTS / "agent.md").write_text("\n".join(md) + "\n")
@@ -168,6 +178,8 @@ def main() -> int:
     ap.add_argument("--saturation-duration", type=float, default=10.0)
     ap.add_argument("--synchronous", choices=("normal", "full"), default="full")
     ap.add_argument("--cpu", type=int, default=0, help="CPU core to pin the agent to")
+    ap.add_argument("--per-message", type=int, default=50,
+                    help="mqtt.max_readings_per_message (1: one MQTT message per reading)")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from export.broker import LocalBroker
@@ -187,16 +199,17 @@ def main() -> int:
     os.sched_setaffinity(0, {args.cpu})  # the agent and all its threads on one core
     with LocalBroker(kind="mosquitto") as broker, tempfile.TemporaryDirectory() as tmp:
         res: dict = {"cpu": args.cpu, "host": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"}
-        cfg = make_config(Path(tmp) / "sat", broker.port, bundle, args.synchronous)
+        cfg = make_config(Path(tmp) / "sat", broker.port, bundle, args.synchronous, args.per_message)
         res["saturation"] = asyncio.run(run_phase(cfg, args.meters, 0.0, args.saturation_duration, bundle))
-        cfg = make_config(Path(tmp) / "sus", broker.port, bundle, args.synchronous)
+        cfg = make_config(Path(tmp) / "sus", broker.port, bundle, args.synchronous, args.per_message)
         res["sustained"] = asyncio.run(run_phase(cfg, args.meters, args.rate, args.duration, bundle))
     res["backend"] = "onnxruntime" if bundle else "none"
     res["peak_rss_mb"] = rss_mb()
     s = res["sustained"]
     res["meets_targets"] = {
         "readings_per_s": res["saturation"]["committed_per_s"] >= TARGETS["readings_per_s"]
-        and s["published_per_s"] >= 0.97 * args.rate,
+        and s["committed_per_s"] >= 0.97 * args.rate
+        and s["outbox_backlog_at_end"] * args.per_message < args.rate,  # under 1 s behind
         "latency_p99_ms": (s["latency_p99_ms"] or 1e9) < TARGETS["latency_p99_ms"],
         "peak_rss_mb": res["peak_rss_mb"] <= TARGETS["peak_rss_mb"],
     }

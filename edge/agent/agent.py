@@ -68,6 +68,7 @@ class Stats:
     committed: int = 0
     published: int = 0
     latencies_s: list[float] = field(default_factory=list)  # reading received -> PUBACK, recent
+    commit_latencies_s: list[float] = field(default_factory=list)  # reading received -> committed
     writer_tick_s: float = 0.0
     pump_tick_s: float = 0.0
     errors: int = 0
@@ -76,6 +77,12 @@ class Stats:
         self.latencies_s.append(lat_s)
         if len(self.latencies_s) > keep:
             del self.latencies_s[: keep // 2]
+
+    def note_commit(self, stored: list[StoredReading], keep: int = 20000) -> None:
+        now_s = time.time()
+        self.commit_latencies_s.extend(now_s - s.reading.received_s for s in stored[:: max(1, len(stored) // 20)])
+        if len(self.commit_latencies_s) > keep:
+            del self.commit_latencies_s[: keep // 2]
 
 
 class Agent:
@@ -274,6 +281,7 @@ class Agent:
                     log.exception("commit of %d readings failed; retrying in 1 s", len(batch))
                     await asyncio.sleep(1.0)
             self.stats.committed += len(stored)
+            self.stats.note_commit(stored)
             self._after_commit(stored)
             self._wake.set()
 
@@ -471,10 +479,9 @@ class Agent:
 
     # --- watchdog ---------------------------------------------------------------------------------
 
-    def healthy(self, now_s: float | None = None) -> bool:
+    def healthy(self, now_s: float | None = None, limit_s: float = 10.0) -> bool:
         """Writer and pump made progress recently (they tick at least every second when idle)."""
         now_s = time.monotonic() if now_s is None else now_s
-        limit_s = 10.0
         if now_s - self.stats.writer_tick_s > limit_s:
             return False
         return not (self.publisher is not None and now_s - self.stats.pump_tick_s > limit_s)
@@ -483,9 +490,10 @@ class Agent:
         interval_s = self.notifier.watchdog_interval_s
         if interval_s is None:
             return
+        limit_s = max(3.0, 2 * interval_s)  # writer/pump tick at least every 1 s when idle
         while True:
             await asyncio.sleep(interval_s)
-            if self.healthy():
+            if self.healthy(limit_s=limit_s):
                 self.notifier.watchdog()
             else:
                 log.error("pipeline stalled (writer or publisher not progressing): withholding the "

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.agent.config import ConfigError, load_config, parse_config
 from edge.agent.__main__ import main
+from edge.agent.config import ConfigError, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[3]
 METER = {"id": "m1", "kind": "sim"}
