@@ -31,7 +31,8 @@ def free_port() -> int:
 class Mosquitto:
     """A real mosquitto process on 127.0.0.1:<port>; ``stop()``/``start()`` simulate an outage."""
 
-    def __init__(self, directory: Path, port: int | None = None):
+    def __init__(self, directory: Path, port: int | None = None, extra_conf: str = "",
+                 anonymous: bool = True):
         self.dir = directory
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
@@ -40,7 +41,8 @@ class Mosquitto:
         # temporary directories: stay the current user so the persistence file can be written.
         user = pwd.getpwuid(os.geteuid()).pw_name
         self.conf.write_text(
-            f"user {user}\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"user {user}\nlistener {self.port} 127.0.0.1\n{extra_conf}"
+            f"allow_anonymous {'true' if anonymous else 'false'}\n"
             f"persistence true\npersistence_location {directory}/\nautosave_interval 1\n"
             "max_queued_messages 0\nmax_inflight_messages 0\nlog_dest stderr\nlog_type error\n"
         )
