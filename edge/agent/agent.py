@@ -366,8 +366,21 @@ class Agent:
     # --- schedules --------------------------------------------------------------------------------
 
     async def _every(self, period_s: float, fn: Callable) -> None:
+        """Run ``fn`` once soon after start, then on the wall-clock grid of ``period_s``.
+
+        Aligned to the grid plus a small offset, so a half-hourly profile round runs just after
+        the half-hour bin closed and the daily forecast just after midnight UTC, whenever the agent
+        was started (and a freshly started agent does not wait a day for its first forecast).
+        """
+        offset_s = min(5.0, 0.1 * period_s)
+        first = True
         while True:
-            await asyncio.sleep(period_s)
+            if first:
+                await asyncio.sleep(min(period_s, 10.0))
+                first = False
+            else:
+                now_s = time.time()
+                await asyncio.sleep((now_s // period_s + 1) * period_s + offset_s - now_s)
             try:
                 await fn()
             except asyncio.CancelledError:
@@ -375,6 +388,15 @@ class Agent:
             except Exception:
                 self.stats.errors += 1
                 log.exception("%s failed; next try in %.0f s", getattr(fn, "__name__", fn), period_s)
+
+    async def _guarded(self, meter_id: str, task: str, fn: Callable, *args: Any) -> Any:
+        """Run one inference step; a failure is logged and counted, the other meters still run."""
+        try:
+            return await self.infer(fn, *args)
+        except Exception as e:
+            self.stats.errors += 1
+            log.error("%s: %s inference failed: %s", meter_id, task, e)
+            return None
 
     def _enough(self, window: np.ndarray) -> bool:
         return float(np.isfinite(window).mean()) >= self.cfg.schedule.min_coverage
@@ -389,8 +411,9 @@ class Agent:
             if not self._enough(window):
                 log.debug("%s: profile window %.0f%% covered, skipping", st.id, 100 * np.isfinite(window).mean())
                 continue
-            body, _filled = await self.infer(profile_step, self.host, window, start_s, res)
-            await self.publish_result(st.id, "anomaly", body)
+            result = await self._guarded(st.id, "anomaly", profile_step, self.host, window, start_s, res)
+            if result is not None:
+                await self.publish_result(st.id, "anomaly", result[0])
 
     async def _nilm_round(self) -> None:
         model = self.host.current
@@ -401,8 +424,9 @@ class Agent:
             start_s, window, _ = st.nilm.window(n)
             if not self._enough(window):
                 continue
-            body = await self.infer(nilm_step, self.host, window, start_s, res)
-            await self.publish_result(st.id, "appliances", body)
+            body = await self._guarded(st.id, "nilm", nilm_step, self.host, window, start_s, res)
+            if body is not None:
+                await self.publish_result(st.id, "appliances", body)
 
     async def _forecast_round(self) -> None:
         model = self.host.current
@@ -415,12 +439,16 @@ class Agent:
             if not self._enough(window):
                 continue
             if not np.isfinite(window).all():
-                if model.has("imputation"):
-                    _, window = await self.infer(profile_step, self.host, window, start_s, res)
+                if model.has("imputation") and model.has("anomaly"):
+                    result = await self._guarded(st.id, "imputation", profile_step, self.host, window, start_s, res)
+                    if result is None:
+                        continue
+                    window = result[1]
                 else:
                     window = np.nan_to_num(window, nan=float(np.nanmean(window)))
-            body = await self.infer(forecast_step, self.host, window, start_s, res)
-            await self.publish_result(st.id, "forecast", body)
+            body = await self._guarded(st.id, "forecast", forecast_step, self.host, window, start_s, res)
+            if body is not None:
+                await self.publish_result(st.id, "forecast", body)
 
     async def _quality_round(self) -> None:
         from edge.agent.quality import quality_body
