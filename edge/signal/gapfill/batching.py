@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.signal.gapfill.base import Gap, window
+from edge.signal.gapfill.base import Gap
 
 
 @dataclass
@@ -22,13 +22,23 @@ class WindowBatch:
     target: np.ndarray  # [B, N] bool: the positions of this batch's gap (to be written)
 
 
+def bucket_length(length: int) -> int:
+    """Gap lengths rounded up to a coarse grid (1-8 exact, then ~12 % steps), so gaps of
+    similar length share one window length and one vectorised batch."""
+    if length <= 8:
+        return length
+    return int(np.ceil(8 * 1.125 ** np.ceil(np.log(length / 8) / np.log(1.125))))
+
+
 def window_batches(x: np.ndarray, m: np.ndarray, t: np.ndarray, gaps: list[Gap],
                    knowledge: int) -> Iterator[WindowBatch]:
+    """Windows of ``knowledge`` samples before each gap and after its bucketed length."""
     lin = x.copy()
     lin[m] = np.interp(t[m], t[~m], x[~m])
     groups: dict[int, list[tuple[Gap, int, int]]] = defaultdict(list)
     for g in gaps:
-        lo, hi = window(g, x.size, knowledge)
+        lo = max(0, g.start - knowledge)
+        hi = min(x.size, g.start + bucket_length(g.length) + knowledge)
         groups[hi - lo].append((g, lo, hi))
     for n, items in groups.items():
         lo = np.array([it[1] for it in items])
