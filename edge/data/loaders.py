@@ -101,10 +101,61 @@ def _float(path: Path, lineno: int, text: str, what: str) -> float:
 # --- CER / ISSDA -----------------------------------------------------------------------------
 
 
+def _cer_midnight_s(day: int, zone: dt.tzinfo | None) -> int:
+    date = CER_EPOCH + dt.timedelta(days=int(day) - 1)
+    return int(dt.datetime(date.year, date.month, date.day, tzinfo=zone or dt.UTC).timestamp())
+
+
 def load_cer(path: str | Path, tz: str | None = "Europe/Dublin") -> list[MeterSeries]:
-    """A CER/ISSDA ``FileN.txt``: one :class:`MeterSeries` per meter, half-hourly mean power."""
+    """A CER/ISSDA ``FileN.txt``: one :class:`MeterSeries` per meter, half-hourly mean power.
+
+    The trial files hold ~25 million lines each: they are parsed with pyarrow when it is
+    installed (seconds); anything the fast path does not accept is re-read line by line, which
+    names the offending line.
+    """
     path = Path(path)
     zone = zoneinfo.ZoneInfo(tz) if tz else None
+    fast = _load_cer_fast(path, zone)
+    return fast if fast is not None else _load_cer_lines(path, zone)
+
+
+def _load_cer_fast(path: Path, zone: dt.tzinfo | None) -> list[MeterSeries] | None:
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+    except ImportError:
+        return None
+    try:
+        table = pacsv.read_csv(
+            path, read_options=pacsv.ReadOptions(column_names=["meter", "code", "kwh"]),
+            parse_options=pacsv.ParseOptions(delimiter=" ", ignore_empty_lines=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={"meter": pa.string(), "code": pa.int64(), "kwh": pa.float64()}))
+    except (pa.ArrowInvalid, OSError):
+        return None  # the line parser reports where
+    if table.num_rows == 0 or any(table[c].null_count for c in ("meter", "code", "kwh")):
+        return None
+    code = table["code"].to_numpy()
+    kwh = table["kwh"].to_numpy()
+    day, half = code // 100, code % 100
+    if code.min() < 101 or code.max() > 99999 or half.min() < 1 or half.max() > 50 or not np.isfinite(kwh).all():
+        return None
+    days, inv = np.unique(day, return_inverse=True)
+    midnight = np.array([_cer_midnight_s(int(d), zone) for d in days], np.int64)
+    ts = midnight[inv] + (half - 1) * 1800
+    encoded = table["meter"].combine_chunks().dictionary_encode()
+    names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+    by_name = np.argsort(names)  # meters in sorted order, like the line parser
+    rank = np.empty(len(names), np.int64)
+    rank[by_name] = np.arange(len(names))
+    meters, m_inv = names[by_name], rank[encoded.indices.to_numpy()]
+    order = np.lexsort((ts, m_inv))
+    bounds = np.searchsorted(m_inv[order], np.arange(len(meters) + 1))
+    return [_finish(str(m), ts[order[a:b]], kwh[order[a:b]] * 2000.0, "cer")
+            for m, a, b in zip(meters, bounds[:-1], bounds[1:], strict=True)]
+
+
+def _load_cer_lines(path: Path, zone: dt.tzinfo | None) -> list[MeterSeries]:
     midnight_cache: dict[int, int] = {}
     rows: dict[str, tuple[list[int], list[float]]] = {}
     for lineno, line in _lines(path):
@@ -120,9 +171,7 @@ def load_cer(path: str | Path, tz: str | None = "Europe/Dublin") -> list[MeterSe
         if day < 1 or not 1 <= half <= 50:
             raise LoaderError(path, lineno, f"day code {code}: day {day} / half-hour {half} out of range")
         if day not in midnight_cache:
-            date = CER_EPOCH + dt.timedelta(days=day - 1)
-            local_midnight = dt.datetime(date.year, date.month, date.day, tzinfo=zone or dt.UTC)
-            midnight_cache[day] = int(local_midnight.timestamp())
+            midnight_cache[day] = _cer_midnight_s(day, zone)
         ts = midnight_cache[day] + (half - 1) * 1800
         value = _float(path, lineno, kwh, "kWh")
         bucket = rows.setdefault(meter, ([], []))
