@@ -56,6 +56,37 @@ def single_household_s(days: int, resolution_s: int, repeats: int = 3) -> float:
     return best
 
 
+def stream_numbers(resolution_s: int = 1, calls: int = 20_000) -> dict:
+    """The live meter: first call (simulates a day) and the cost per reading after that."""
+    from edge.sim.stream import HouseholdPowerSource
+
+    config, seed = fleet_member(1, 0)
+    day0 = 1_704_067_200
+    src = HouseholdPowerSource(config, seed, start_s=day0, resolution_s=resolution_s)
+    t0 = time.perf_counter()
+    src(day0 + 8 * 3600.0)
+    first_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i in range(calls):
+        src(day0 + 8 * 3600.0 + i * 0.5)
+    per_call_us = (time.perf_counter() - t0) / calls * 1e6
+    return {"stream_resolution_s": resolution_s, "stream_first_call_s": round(first_s, 3),
+            "stream_per_call_us": round(per_call_us, 1)}
+
+
+def write_stream_results(command: str) -> dict:
+    result = {"command": command, **stream_numbers(), "load_avg_1min": round(os.getloadavg()[0], 2)}
+    (RESULTS / "simulate.stream.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = [f"# Live simulated meter (HouseholdPowerSource)\n\nCommand: `{command}`\n",
+          "| metric | value |", "|---|---|",
+          f"| first reading of a day (simulates the day at {result['stream_resolution_s']} s) | "
+          f"{result['stream_first_call_s']:.3f} s |",
+          f"| each further reading | {result['stream_per_call_us']:.1f} us |",
+          f"| machine load (1-min avg) | {result['load_avg_1min']} (shared machine) |"]
+    (RESULTS / "simulate.stream.md").write_text("\n".join(md) + "\n")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--households", type=int, default=200)
@@ -65,9 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="dataset directory (default: a temporary one)")
     p.add_argument("--name", default="simulate", help="result file name under bench/results/")
+    p.add_argument("--stream-only", action="store_true",
+                   help="only time the live meter source (bench/results/simulate.stream.*)")
     args = p.parse_args(argv)
     res = parse_resolution(args.resolution)
     command = ("python bench/simulate.py " + shlex.join(argv if argv is not None else sys.argv[1:])).strip()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.stream_only:
+        print(json.dumps(write_stream_results(command), indent=2))
+        return 0
 
     one_s = single_household_s(min(args.days, 365), res)
     with tempfile.TemporaryDirectory() as tmp:
