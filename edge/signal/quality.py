@@ -98,12 +98,13 @@ def activity(values, epsilon: float) -> np.ndarray:
 
 
 def noise_threshold(values, k: float = 3.0) -> float:
-    """A robust epsilon for eq. (5): k times the MAD-based sigma of the sample differences."""
+    """A robust epsilon for eq. (5): k times the MAD-based sigma of the sample differences
+    (eq. 5 compares consecutive samples, so the noise that matters is that of the differences)."""
     d = np.diff(np.asarray(values, dtype=np.float64))
     d = d[np.isfinite(d)]
     if not d.size:
         return 0.0
-    return float(k * 1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2))
+    return float(k * 1.4826 * np.median(np.abs(d - np.median(d))))
 
 
 def quality_summary(meter_id: str, ts_s, power_w, sample_period_s: float,
