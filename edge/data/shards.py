@@ -441,6 +441,7 @@ class FleetJob:
     nilm_per_household: int = 0
     attack_fraction: float = 0.0
     keep_trace: bool = False
+    tz: str | None = None
 
 
 def _fleet_member_rows(job: FleetJob) -> dict:
@@ -448,7 +449,7 @@ def _fleet_member_rows(job: FleetJob) -> dict:
     from edge.sim.household import fleet_member, simulate_household
     from edge.sim.inject import attack_batch
 
-    config, trace_seed = fleet_member(job.index, job.seed)
+    config, trace_seed = fleet_member(job.index, job.seed, tz=job.tz)
     tr = simulate_household(config, job.days, job.resolution_s, trace_seed, job.start)
     rng = np.random.default_rng([int(job.seed) & 0xFFFFFFFF, job.index, 0xDA7A])
     prof = tr.to_profiles()
@@ -466,7 +467,7 @@ def write_fleet(out_dir: str | Path, n_households: int, days: int, resolution_s:
                 start: str = "2024-01-01", workers: int = 1, fractions: dict[str, float] | None = None,
                 nilm_window: int = 240, nilm_per_household: int = 0, attack_fraction: float = 0.0,
                 keep_trace_of: int | None = None, rows_per_shard: int = 200_000, progress: bool = True,
-                meta: dict | None = None) -> tuple[dict, object]:
+                meta: dict | None = None, tz: str | None = None) -> tuple[dict, object]:
     """Simulate a fleet in ``workers`` processes and write its shards; returns (manifest, trace).
 
     Workers return profiles (and NILM windows) rather than whole traces, so the parent stays
@@ -481,7 +482,7 @@ def write_fleet(out_dir: str | Path, n_households: int, days: int, resolution_s:
                            resolution_s, meta={"seed": seed, "split_fractions": fractions or DEFAULT_FRACTIONS,
                                                **(meta or {})})
     jobs = [FleetJob(i, seed, days, resolution_s, start, nilm_window, nilm_per_household, attack_fraction,
-                     keep_trace=(i == keep_trace_of)) for i in range(n_households)]
+                     keep_trace=(i == keep_trace_of), tz=tz) for i in range(n_households)]
     kept = None
     if workers > 1 and n_households > 1:
         import multiprocessing as mp

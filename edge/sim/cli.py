@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="fleet seed (default 0)")
     p.add_argument("--start", default="2024-01-01", help="first day, UTC (default 2024-01-01)")
+    p.add_argument("--tz", default=None,
+                   help="households live by this clock incl. daylight saving, e.g. Europe/London (default: UTC)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count, max 8)")
     p.add_argument("--split", default="train=0.8,val=0.1,test=0.1",
                    help="split fractions by household (default train=0.8,val=0.1,test=0.1)")
@@ -67,7 +69,7 @@ def showcase_household(n_households: int, seed: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.sim.household import SimulationError, parse_resolution, parse_start
+    from edge.sim.household import HouseholdConfig, SimulationError, parse_resolution, parse_start
 
     try:
         from edge.data.shards import write_fleet
@@ -79,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = parse_resolution(args.resolution)
         parse_start(args.start)
+        if args.tz:
+            HouseholdConfig(tz=args.tz)  # validates the zone name
     except SimulationError as e:
         print(f"unimeter simulate: {e}", file=sys.stderr)
         return 2
@@ -91,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
         args.out, args.households, args.days, res, seed=args.seed, start=args.start, workers=workers,
         fractions=_fractions(args.split), nilm_window=args.nilm_window,
         nilm_per_household=args.nilm_windows, attack_fraction=args.attack_fraction,
-        keep_trace_of=showcase_household(args.households, args.seed) if args.plot else None,
-        meta={"source": "simulator", "days": args.days, "resolution_s": res, "start": args.start},
+        keep_trace_of=showcase_household(args.households, args.seed) if args.plot else None, tz=args.tz,
+        meta={"source": "simulator", "days": args.days, "resolution_s": res, "start": args.start, "tz": args.tz},
     )
     elapsed = time.perf_counter() - t0
     summary = {"out": str(args.out),

@@ -32,8 +32,9 @@ appliances: ~95 MB); long runs are simulated in chunks of days to bound temporar
 from __future__ import annotations
 
 import math
+import zoneinfo
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -94,7 +95,8 @@ class HouseholdConfig:
     ev_timer: bool = False  # charges on a night timer instead of on arrival
     vacation_days: int = 14  # per year, nobody at home
     climate: wx.Climate = field(default_factory=wx.Climate)
-    utc_offset_h: float = 0.0  # local (standard) time = UTC + offset; no DST
+    utc_offset_h: float = 0.0  # local (standard) time = UTC + offset, when tz is None
+    tz: str | None = None  # IANA zone (e.g. "Europe/London"): behaviour follows the clock incl. DST
     weather_seed: int = 0  # households of one fleet share the weather
     noise_w: float = 2.0
     noise_frac: float = 0.005
@@ -107,6 +109,11 @@ class HouseholdConfig:
             raise SimulationError(f"unknown archetype {self.archetype!r}; known: {ARCHETYPES}")
         if self.heating not in ("none", *HEATING_PF):
             raise SimulationError(f"unknown heating {self.heating!r}")
+        if self.tz is not None:
+            try:
+                zoneinfo.ZoneInfo(self.tz)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
+                raise SimulationError(f"unknown time zone {self.tz!r}") from e
         unknown = set(self.appliances) - set(SPECS_BY_NAME)
         if unknown:
             raise SimulationError(f"unknown appliances {sorted(unknown)}; known: {sorted(SPECS_BY_NAME)}")
@@ -142,6 +149,15 @@ class HouseholdConfig:
             quantum_w=float(rng.choice([1.0, 1.0, 10.0])),
             initial_import_wh=float(rng.uniform(1e6, 3e7)), initial_export_wh=0.0,
         )
+
+    @property
+    def solar_offset_h(self) -> float:
+        """Offset of local standard time, used for sun and weather (which ignore DST)."""
+        return wx.standard_offset_h(self.tz) if self.tz else self.utc_offset_h
+
+    def clock_offsets_s(self, ts_s: np.ndarray) -> np.ndarray:
+        """Seconds from UTC to the household's wall clock at each timestamp."""
+        return wx.clock_offsets_s(ts_s, self.utc_offset_h, self.tz)
 
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -187,6 +203,7 @@ class HouseholdTrace:
     is_holiday: np.ndarray  # bool per sample (local date is a public holiday)
     resolution_s: int
     utc_offset_h: float = 0.0
+    tz: str | None = None
 
     def __len__(self) -> int:
         return len(self.ts_s)
@@ -194,7 +211,7 @@ class HouseholdTrace:
     @property
     def weekday(self) -> np.ndarray:
         """Local weekday per sample, Monday=0."""
-        local_day = (self.ts_s + int(self.utc_offset_h * 3600)) // DAY_S
+        local_day = (self.ts_s + wx.clock_offsets_s(self.ts_s, self.utc_offset_h, self.tz)) // DAY_S
         return ((local_day + 3) % 7).astype(np.int8)
 
     def true_power_w(self) -> np.ndarray:
@@ -224,7 +241,7 @@ class HouseholdTrace:
             self.household_id, self.ts_s[: n * k : k].copy(), mean(self.power_w),
             mean(self.reactive_var), self.import_wh[k - 1 : n * k : k].copy(),
             self.export_wh[k - 1 : n * k : k].copy(), apps, mean(self.temperature_c),
-            self.is_holiday[: n * k : k].copy(), resolution_s, self.utc_offset_h)
+            self.is_holiday[: n * k : k].copy(), resolution_s, self.utc_offset_h, self.tz)
 
     def to_profiles(self) -> DailyProfiles:
         """Daily 30-min mean power [n_days, 48] of the complete local days in the trace."""
@@ -233,21 +250,38 @@ class HouseholdTrace:
         else:  # only the columns a profile needs, not every appliance
             light = HouseholdTrace(self.household_id, self.ts_s, self.power_w, self.reactive_var,
                                    self.import_wh, self.export_wh, {}, self.temperature_c,
-                                   self.is_holiday, self.resolution_s, self.utc_offset_h)
+                                   self.is_holiday, self.resolution_s, self.utc_offset_h, self.tz)
             half = light.resample(1800)
-        local = half.ts_s + int(self.utc_offset_h * 3600)
-        first = int(np.argmax(local % DAY_S == 0)) if np.any(local % DAY_S == 0) else len(local)
-        n_days = (len(local) - first) // 48
-        sl = slice(first, first + n_days * 48)
-        days = local[sl][::48] // DAY_S
+        local = half.ts_s + wx.clock_offsets_s(half.ts_s, self.utc_offset_h, self.tz)
+        slot = local // 1800
+        d0, d1 = int(-(-slot.min() // 48)), int((slot.max() + 1) // 48)  # complete local days
+        n_days = max(d1 - d0, 0)
+        idx = slot - d0 * 48
+        ok = (idx >= 0) & (idx < n_days * 48)
         return DailyProfiles(
             household_id=self.household_id,
-            dates=days.astype("datetime64[D]"),
-            load_w=half.power_w[sl].reshape(n_days, 48),
-            temperature_c=half.temperature_c[sl].reshape(n_days, 48),
-            weekday=((days + 3) % 7).astype(np.int8),
-            is_holiday=half.is_holiday[sl][::48].copy(),
+            dates=np.arange(d0, d0 + n_days).astype("datetime64[D]"),
+            load_w=_slot_means(idx[ok], half.power_w[ok], n_days),
+            temperature_c=_slot_means(idx[ok], half.temperature_c[ok], n_days),
+            weekday=((np.arange(d0, d0 + n_days) + 3) % 7).astype(np.int8),
+            is_holiday=np.array([wx.is_holiday_day(d) for d in range(d0, d0 + n_days)], bool),
         )
+
+
+def _slot_means(idx: np.ndarray, values: np.ndarray, n_days: int) -> np.ndarray:
+    """[n_days, 48] means of the samples in each local half-hour.
+
+    Only the clock changes make a slot empty (the hour skipped in spring, interpolated) or
+    doubled (the hour repeated in autumn, averaged).
+    """
+    total = np.bincount(idx, weights=values, minlength=n_days * 48)
+    count = np.bincount(idx, minlength=n_days * 48)
+    out = (total / np.maximum(count, 1)).reshape(n_days, 48)
+    empty = (count == 0).reshape(n_days, 48)
+    for d in np.flatnonzero(empty.any(axis=1)):
+        have = ~empty[d]
+        out[d, empty[d]] = np.interp(np.flatnonzero(empty[d]), np.flatnonzero(have), out[d, have])
+    return out.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,6 +341,7 @@ class _Ctx:
     n: int
     hh: dict  # stable household-level random parameters
     ts: np.ndarray = field(init=False)  # float64 grid
+    local: np.ndarray = field(init=False)  # wall-clock seconds (UTC + clock offset)
     local_day: np.ndarray = field(init=False)  # int64 local day ordinal per sample
     hour_idx: np.ndarray = field(init=False)  # int local hour per sample
     temp_c: np.ndarray = field(init=False)
@@ -316,12 +351,11 @@ class _Ctx:
     _sun: np.ndarray | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        off = self.cfg.utc_offset_h * 3600
         self.ts = self.t0_s + self.step_s * np.arange(self.n, dtype=np.float64)
-        local = self.ts + off
+        self.local = local = self.ts + self.cfg.clock_offsets_s(self.ts)
         self.local_day = np.floor(local / DAY_S).astype(np.int64)
         self.hour_idx = ((local % DAY_S) // 3600).astype(np.int64)
-        self.temp_c = wx.temperature_c(self.cfg.weather_seed, self.ts, self.cfg.climate, self.cfg.utc_offset_h)
+        self.temp_c = wx.temperature_c(self.cfg.weather_seed, self.ts, self.cfg.climate, self.cfg.solar_offset_h)
         self.day0 = int(self.local_day[0]) - 2
         n_days = int(self.local_day[-1]) - self.day0 + 3
         self.activity = _activity_rows(self.cfg, self.seed, np.arange(self.day0, self.day0 + n_days))
@@ -335,13 +369,17 @@ class _Ctx:
         return self.activity[self.local_day - self.day0, self.hour_idx]
 
     def day_start_utc(self, day: int | np.ndarray) -> float | np.ndarray:
-        return day * DAY_S - self.cfg.utc_offset_h * 3600
+        """UTC time of local midnight of local day(s) ``day`` (event times are placed from it)."""
+        if not self.cfg.tz:
+            return day * DAY_S - self.cfg.utc_offset_h * 3600
+        d = np.asarray(day)
+        return d * DAY_S - self.cfg.clock_offsets_s(d * DAY_S + 43200.0)
 
     @property
     def sun(self) -> np.ndarray:
         """sin(solar elevation) at the grid (computed once)."""
         if self._sun is None:
-            self._sun = wx.solar_elevation_sin(self.ts, self.cfg.climate.latitude_deg, self.cfg.utc_offset_h)
+            self._sun = wx.solar_elevation_sin(self.ts, self.cfg.climate.latitude_deg, self.cfg.solar_offset_h)
         return self._sun
 
 
@@ -489,7 +527,7 @@ def _hour_weights(ctx: _Ctx, spec: ApplianceSpec) -> np.ndarray:
     """[event days, 24] relative start probability per local hour."""
     if spec.hours == "dark":
         hours_utc = ctx.day_start_utc(ctx.event_day_arr)[:, None] + 3600 * (np.arange(24) + 0.5)[None, :]
-        s = wx.solar_elevation_sin(hours_utc, ctx.cfg.climate.latitude_deg, ctx.cfg.utc_offset_h)
+        s = wx.solar_elevation_sin(hours_utc, ctx.cfg.climate.latitude_deg, ctx.cfg.solar_offset_h)
         return ctx.activity * np.clip(0.6 - s / 0.25, 0.05, 1.0)
     return ctx.activity * HOUR_AFFINITY[spec.hours][None, :]
 
@@ -627,7 +665,7 @@ def _always_on(ctx: _Ctx, spec: ApplianceSpec, rated_w: float) -> tuple[np.ndarr
 
 
 def _activity_at(ctx: _Ctx, t_s: np.ndarray) -> np.ndarray:
-    local = t_s + ctx.cfg.utc_offset_h * 3600
+    local = t_s + ctx.cfg.clock_offsets_s(t_s)
     row = np.floor(local / DAY_S).astype(np.int64) - ctx.day0
     hour = ((local % DAY_S) // 3600).astype(np.int64)
     ok = (row >= 0) & (row < len(ctx.activity))
@@ -694,7 +732,7 @@ def _comfort_timing(ctx: _Ctx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     last_on = np.maximum.accumulate(np.where(comfort_h, idx, -10**6))
     last_off = np.maximum.accumulate(np.where(~comfort_h, idx, -10**6))
     row = (ctx.local_day - ctx.day0) * 24 + ctx.hour_idx
-    frac_h = ((ctx.ts + ctx.cfg.utc_offset_h * 3600) % 3600) / 3600
+    frac_h = (ctx.local % 3600) / 3600
     since_on = np.minimum(row - last_on[row] - 1 + frac_h, 36.0)
     since_off = np.minimum(row - last_off[row] - 1 + frac_h, 36.0)
     return comfort_h[row], np.where(comfort_h[row], 0.0, since_on), np.where(comfort_h[row], since_off, 0.0)
@@ -868,7 +906,7 @@ def simulate_household(config: HouseholdConfig, days: int, resolution_s: int | s
         carry = [e_imp[-1], e_exp[-1]]
     ts = start_s + res * np.arange(n_out, dtype=np.int64)
     power, reactive = _meter(config, seed, ts, p_true, q_true, res)
-    local_days = (ts + int(config.utc_offset_h * 3600)) // DAY_S
+    local_days = (ts + config.clock_offsets_s(ts)) // DAY_S
     uniq, inv = np.unique(local_days, return_inverse=True)
     is_hol = np.array([wx.is_holiday_day(int(d)) for d in uniq])[inv]
     return HouseholdTrace(
@@ -876,6 +914,7 @@ def simulate_household(config: HouseholdConfig, days: int, resolution_s: int | s
         import_wh=imp, export_wh=exp_,
         appliances={n: ApplianceTrace(*v) for n, v in app.items()},
         temperature_c=temp, is_holiday=is_hol, resolution_s=res, utc_offset_h=config.utc_offset_h,
+        tz=config.tz,
     )
 
 
@@ -892,23 +931,26 @@ def _meter(config: HouseholdConfig, seed: int, ts: np.ndarray, p: np.ndarray, q:
     return power.astype(np.float32), reactive.astype(np.float32)
 
 
-def fleet_member(i: int, seed: int, climate: wx.Climate | None = None) -> tuple[HouseholdConfig, int]:
-    """Config and trace seed of household ``i`` of the fleet ``seed``."""
+def fleet_member(i: int, seed: int, climate: wx.Climate | None = None,
+                 tz: str | None = None) -> tuple[HouseholdConfig, int]:
+    """Config and trace seed of household ``i`` of the fleet ``seed`` (clock zone ``tz``)."""
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(i), 0xF1EE7])
     config = HouseholdConfig.random(rng, household_id=f"h{i:05d}", weather_seed=int(seed), climate=climate)
+    if tz is not None:
+        config = replace(config, tz=tz)
     trace_seed = int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(i)]).generate_state(1)[0])
     return config, trace_seed
 
 
 def _simulate_member(args: tuple) -> HouseholdTrace:
-    i, seed, days, resolution_s, start, climate = args
-    config, trace_seed = fleet_member(i, seed, climate)
+    i, seed, days, resolution_s, start, climate, tz = args
+    config, trace_seed = fleet_member(i, seed, climate, tz)
     return simulate_household(config, days, resolution_s, trace_seed, start)
 
 
 def simulate_fleet(n_households: int, days: int, resolution_s: int | str = 60, seed: int = 0,
                    start: str | int | np.datetime64 = "2024-01-01", workers: int | None = 1,
-                   climate: wx.Climate | None = None) -> Iterator[HouseholdTrace]:
+                   climate: wx.Climate | None = None, tz: str | None = None) -> Iterator[HouseholdTrace]:
     """Traces of ``n_households`` diverse households (sharing the weather), in household order.
 
     ``workers`` > 1 (or None: all CPUs) simulates households in a process pool.
@@ -917,7 +959,7 @@ def simulate_fleet(n_households: int, days: int, resolution_s: int | str = 60, s
         raise SimulationError(f"n_households must be >= 1, got {n_households}")
     parse_resolution(resolution_s)
     parse_start(start)
-    jobs = [(i, seed, days, resolution_s, start, climate) for i in range(n_households)]
+    jobs = [(i, seed, days, resolution_s, start, climate, tz) for i in range(n_households)]
     if workers == 1 or n_households == 1:
         for job in jobs:
             yield _simulate_member(job)

@@ -15,6 +15,7 @@ distribution with intra-day cloud fluctuations (5-minute knots, linearly interpo
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -180,3 +181,35 @@ def hash_normal(*keys: int | np.ndarray) -> np.ndarray:
     u1 = 1.0 - hash_uniform(*keys, 1)
     u2 = hash_uniform(*keys, 2)
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2 * np.pi * u2)
+
+
+@lru_cache(maxsize=65536)
+def zone_offset_s(tz: str, day: int) -> int:
+    """UTC offset (s) of time zone ``tz`` at 12:00 UTC of the UTC day ordinal ``day``."""
+    zone = zoneinfo.ZoneInfo(tz)
+    return int(dt.datetime.fromtimestamp(int(day) * DAY_S + 43200, zone).utcoffset().total_seconds())
+
+
+def clock_offsets_s(ts_s: np.ndarray, utc_offset_h: float, tz: str | None) -> np.ndarray:
+    """Seconds from UTC to the household's wall clock per timestamp.
+
+    A fixed ``utc_offset_h`` without ``tz``; with an IANA ``tz`` the zone's offset of each UTC day
+    (daylight saving switches at UTC midnight instead of 01:00 UTC, close enough for behaviour).
+    """
+    ts = np.asarray(ts_s)
+    if not tz:
+        return np.full(ts.shape, int(round(utc_offset_h * 3600)), np.int64)
+    days = np.floor(ts / DAY_S).astype(np.int64)
+    if days.size == 0:
+        return np.zeros(ts.shape, np.int64)
+    d0 = int(days.min())
+    table = np.array([zone_offset_s(tz, d) for d in range(d0, int(days.max()) + 1)], np.int64)
+    return table[days - d0]
+
+
+def standard_offset_h(tz: str) -> float:
+    """The zone's standard (winter) offset in hours, for solar time."""
+    year = 2024
+    jan = int(np.datetime64(f"{year}-01-15", "D").astype(np.int64))
+    jul = int(np.datetime64(f"{year}-07-15", "D").astype(np.int64))
+    return min(zone_offset_s(tz, jan), zone_offset_s(tz, jul)) / 3600

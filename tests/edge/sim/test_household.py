@@ -205,3 +205,26 @@ def test_bad_inputs_rejected():
         simulate_household(HouseholdConfig(), 0, 60)
     with pytest.raises(SimulationError, match="unknown appliances"):
         HouseholdConfig(appliances={"jacuzzi": 3000.0})
+
+
+def _mean_morning_kettle_hour_utc(tr, days: slice) -> float:
+    per_day = 86400 // tr.resolution_s
+    on = tr.appliances["kettle"].power_w.reshape(-1, per_day)[days]
+    hours = (np.arange(per_day) * tr.resolution_s / 3600)[None, :].repeat(len(on), 0)
+    morning = (hours >= 3) & (hours < 11)
+    return float((on * hours)[morning].sum() / on[morning].sum())
+
+
+def test_daylight_saving_moves_behaviour_in_utc():
+    """With tz=Europe/London, habits follow the clock: after 31 March they happen 1 h earlier in UTC."""
+    base = dict(archetype="worker", vacation_days=0, uses_per_day={"kettle": 8.0})
+    shifts = {}
+    for tz in (None, "Europe/London"):
+        tr = simulate_household(HouseholdConfig(tz=tz, **base), 56, "5min", seed=2, start="2024-03-03")
+        shifts[tz] = _mean_morning_kettle_hour_utc(tr, slice(0, 28)) - _mean_morning_kettle_hour_utc(tr, slice(28, 56))
+        prof = tr.to_profiles()
+        assert len(prof.dates) >= 55 and np.isfinite(prof.load_w).all()
+    assert abs(shifts[None]) < 0.35
+    assert 0.6 < shifts["Europe/London"] < 1.4
+    with pytest.raises(SimulationError, match="time zone"):
+        HouseholdConfig(tz="Mars/Olympus")
