@@ -21,6 +21,9 @@ How it works (and why it is fast and deterministic):
   energy is exact at any resolution.
 - Weather-driven loads (heating, cooling, PV) and compressor cycles are vectorised over the grid.
 - Reactive power is ``Q = P * tan(acos(|pf|)) * sign(pf)`` per appliance and phase.
+- Behaviour follows the household's wall clock: a fixed ``utc_offset_h`` or an IANA ``tz`` with
+  daylight saving (switching at UTC midnight of the change day); sun and weather use local
+  standard time. Profiles are cut at local midnights.
 - The meter integrates the true net power into the import/export counters; the reported power
   is the interval mean plus Gaussian noise (``noise_w + noise_frac * |P|``), quantised to
   ``quantum_w``.
