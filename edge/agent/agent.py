@@ -108,6 +108,7 @@ class Agent:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pump_last_id = 0  # outbox id of the last message handed to paho
         self.store: ReadingStore | None = None
         self.publisher: MqttPublisher | None = None
         self.ready = asyncio.Event()
@@ -282,6 +283,7 @@ class Agent:
                     await asyncio.sleep(1.0)
             self.stats.committed += len(stored)
             self.stats.note_commit(stored)
+            self._publish_fresh(self.store.fresh if builder is not None else [])
             self._after_commit(stored)
             self._wake.set()
 
@@ -299,32 +301,49 @@ class Agent:
 
     # --- publishing ------------------------------------------------------------------------------
 
+    def _publish_fresh(self, fresh: list[Message]) -> None:
+        """Hand the messages of a commit straight to paho when the pump has caught up with the
+        outbox (saves a round trip through the store thread); otherwise the pump sends them."""
+        pub = self.publisher
+        if (not fresh or pub is None or fresh[0].id != self._pump_last_id + 1
+                or not pub.connected.is_set() or pub.inflight + len(fresh) > self.pump_window):
+            return
+        for m in fresh:
+            if not pub.publish(m):
+                return
+            self._pump_last_id = m.id
+
     async def _pump(self) -> None:
         """Outbox -> paho while connected; delete on PUBACK."""
         pub = self.publisher
-        last_id = 0
         while True:
             self.stats.pump_tick_s = time.monotonic()
             self._wake.clear()
-            await self._ack_pending()
-            connected = pub.connected.is_set()
-            room = self.pump_window - pub.inflight
-            if connected and room > 0:
-                msgs = await self.db(self.store.pending, last_id, room)
-                for m in msgs:
-                    if not pub.publish(m):
-                        break
-                    last_id = m.id
-                if len(msgs) == room:
+            acks = pub.drain_acks()
+            room = self.pump_window - pub.inflight if pub.connected.is_set() else 0
+            msgs = []
+            if acks or room > 0:
+                msgs = await self.db(self.store.ack_and_fetch, [a.outbox_id for a in acks],
+                                     self._pump_last_id, room)
+                self._note_acks(acks)
+            for m in msgs:
+                if m.id <= self._pump_last_id:  # already sent by _publish_fresh meanwhile
                     continue
+                if not pub.publish(m):
+                    break
+                self._pump_last_id = m.id
+            if msgs and len(msgs) == room:
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=0.5)
 
     async def _ack_pending(self) -> None:
         acks = self.publisher.drain_acks()
-        if not acks:
-            return
-        await self.db(self.store.acknowledge, [a.outbox_id for a in acks])
+        if acks:
+            await self.db(self.store.acknowledge, [a.outbox_id for a in acks])
+            self._note_acks(acks)
+
+    def _note_acks(self, acks: list) -> None:
         self.stats.published += len(acks)
         for a in acks:
             self.stats.note_latency(a.acked_s - a.created_s)

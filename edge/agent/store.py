@@ -120,6 +120,7 @@ class ReadingStore:
         self.outbox_rows, self.outbox_bytes = self.db.execute(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
         self.dropped_total = int(self.get_state("outbox_dropped", "0"))
+        self.fresh: list[Message] = []  # outbox messages of the last commit_readings, with ids
 
     def _check_schema(self) -> None:
         row = self.db.execute("SELECT value FROM state WHERE key='schema_version'").fetchone()
@@ -173,9 +174,13 @@ class ReadingStore:
                     [(m, s.seq, s.reading.ts_s, s.reading.received_s) for m, s in last.items()])
                 self.db.executemany(
                     "INSERT INTO outbox (topic, payload, qos, retain, created_s) VALUES (?,?,?,?,?)", out_rows)
+                last_id = self.db.execute("SELECT last_insert_rowid()").fetchone()[0] if out_rows else 0
         except sqlite3.Error as e:
             raise StoreError(f"committing {len(rows)} readings failed: {e}") from e
         self._last_seq = next_seq
+        # one writer, one transaction: the new outbox ids are contiguous and end at last_id
+        first_id = last_id - len(out_rows) + 1
+        self.fresh = [Message(t, p, q, bool(r), first_id + i, c) for i, (t, p, q, r, c) in enumerate(out_rows)]
         self.outbox_rows += len(out_rows)
         self.outbox_bytes += sum(len(o[1]) for o in out_rows)
         self.enforce_outbox_bounds()
@@ -261,6 +266,11 @@ class ReadingStore:
             self.db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
         self.outbox_rows -= sizes[0]
         self.outbox_bytes -= sizes[1]
+
+    def ack_and_fetch(self, ack_ids: Sequence[int], after_id: int, limit: int) -> list[Message]:
+        """``acknowledge`` then ``pending`` in one call (one hop to the store thread per pump cycle)."""
+        self.acknowledge(ack_ids)
+        return self.pending(after_id, limit) if limit > 0 else []
 
     def enforce_outbox_bounds(self) -> int:
         """Apply the bounded-disk policy (module docstring); returns how many messages were dropped."""
