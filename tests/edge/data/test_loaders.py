@@ -125,3 +125,10 @@ def test_cer_fast_and_line_parsers_agree(tmp_path):
     bad.write_text("1000 19501 0.5\n1000 19551 0.5\n")
     with pytest.raises(L.LoaderError, match=r"File9\.txt:2: day code 19551"):
         L.load_cer(bad)
+
+
+def test_lcl_halfhourly_block_variant():
+    a, b = L.load_lcl(FIX / "lcl" / "block_0.csv")
+    assert (a.meter_id, b.meter_id) == ("MAC000002", "MAC000003")
+    np.testing.assert_array_equal(a.power_w[:2], [0.0, 500.0])
+    assert np.isnan(a.power_w[2]) and b.power_w[0] == 1000.0
