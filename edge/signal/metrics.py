@@ -58,11 +58,15 @@ def sample_mse(true, filled, missing) -> float:
 
 
 def frequency_response_error(true, filled) -> float:
-    """Relative error of the magnitude spectrum of the reconstruction (window-level):
-    ``||  |F(filled)| - |F(true)|  || / || |F(true)| ||`` with the mean removed."""
+    """Symmetric relative error of the magnitude spectra (mean removed) of a window:
+    ``|| |F(filled)| - |F(true)| || / (|| |F(true)| || + || |F(filled)| ||)``, in [0, 1].
+
+    Seed 002 compares Fourier transforms without fixing a formula; the symmetric form stays
+    defined on flat windows (a constant load with a filled wiggle scores 1, not infinity)."""
     a = np.abs(np.fft.rfft(np.asarray(true, float) - np.mean(true), axis=-1))
     b = np.abs(np.fft.rfft(np.asarray(filled, float) - np.mean(filled), axis=-1))
-    return float(np.linalg.norm(a - b) / (np.linalg.norm(a) + 1e-12))
+    den = np.linalg.norm(a) + np.linalg.norm(b)
+    return float(np.linalg.norm(a - b) / den) if den > 1e-12 else 0.0
 
 
 def jitter_power(x, smooth_samples: int = 5) -> float:
@@ -72,6 +76,7 @@ def jitter_power(x, smooth_samples: int = 5) -> float:
 
 
 def jitter_power_error(true, filled, smooth_samples: int = 5) -> float:
-    """Relative error of the jitter power of the reconstruction."""
-    jt = jitter_power(true, smooth_samples)
-    return float(abs(jitter_power(filled, smooth_samples) - jt) / (jt + 1e-12))
+    """Symmetric relative error of the jitter power, ``|J_f - J_t| / (J_f + J_t)`` in [0, 1]
+    (defined when the true window has no jitter at all)."""
+    jt, jf = jitter_power(true, smooth_samples), jitter_power(filled, smooth_samples)
+    return float(abs(jf - jt) / (jf + jt)) if jf + jt > 1e-12 else 0.0

@@ -75,7 +75,8 @@ def fill_gaps(x: np.ndarray, m: np.ndarray, t: np.ndarray, gaps: list[Gap],
         s, e = g.start - lo, g.stop - lo
         if hi - lo < 8:
             continue
-        imfs, res = emd(xw, cfg.max_imfs, cfg.max_sifts, cfg.sd_stop)
+        with np.errstate(over="ignore", invalid="ignore"):  # degenerate splines: caught in finish()
+            imfs, res = emd(xw, cfg.max_imfs, cfg.max_sifts, cfg.sd_stop)
         idx = np.arange(hi - lo)
         total = np.interp(idx[s:e], idx[kw], res[kw])
         for imf in imfs:

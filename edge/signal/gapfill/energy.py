@@ -5,8 +5,8 @@ interval ``(ts_s[i-1], ts_s[i]]``, so ``counter_wh[b] - counter_wh[a] = sum_{i=a
 (ts_s[i] - ts_s[i-1]) / 3600``. For each gap, ``a`` is the last sample before it and ``b`` the first
 sample after it that carry a counter reading; the known samples in ``(a, b]`` stay fixed and the
 missing ones absorb the difference. The shape of the fill is kept by scaling when the filled
-energy and the energy still owed have the same sign; otherwise (e.g. a flat zero fill) a constant
-power is added. Gaps not bracketed by counters are left as they are.
+energy and the energy still owed have the same sign and are within a factor of 4 of each other;
+otherwise (e.g. a fill near zero, where a scale factor would explode) a constant power is added. Gaps not bracketed by counters are left as they are.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ def apply_energy_constraint(filled_w, missing, ts_s, counter_wh) -> np.ndarray:
         free = span[m[span]]
         owed_wh = (e[b] - e[a]) - np.sum(p[span[~m[span]]] * dt_h[span[~m[span]]])
         have_wh = np.sum(p[free] * dt_h[free])
-        if have_wh != 0 and np.sign(have_wh) == np.sign(owed_wh):
-            p[free] *= owed_wh / have_wh
+        ratio = owed_wh / have_wh if have_wh != 0 else np.inf
+        if 0.25 <= ratio <= 4.0:  # same sign and comparable: keep the shape
+            p[free] *= ratio
         else:
             p[free] += (owed_wh - have_wh) / np.sum(dt_h[free])
     return p

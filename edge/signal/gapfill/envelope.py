@@ -42,8 +42,10 @@ def local_extrema(x: np.ndarray, known: np.ndarray, prominence_frac: float = 0.1
 
 
 def _envelope_at(pos: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    """Envelope through the known extrema; held constant beyond the outermost ones (a
+    polynomial extrapolated across a long gap can run off to any value)."""
     if idx.size >= 2:
-        return PchipInterpolator(idx, vals, extrapolate=True)(pos)
+        return PchipInterpolator(idx, vals)(np.clip(pos, idx[0], idx[-1]))
     return np.full(pos.shape, vals[0])
 
 

@@ -44,6 +44,18 @@ def fit_ar(x: np.ndarray, known: np.ndarray, order: int, ridge: float) -> np.nda
         return None
 
 
+def stabilise(coef: np.ndarray, max_radius: float = 0.98) -> np.ndarray:
+    """Pull the predictor's poles inside ``max_radius`` (coefficient k scaled by g^k): an
+    unstable least-squares fit would otherwise grow without bound across a long gap."""
+    # x[n] = sum_j coef[j] x[n-order+j]  ->  characteristic polynomial z^p - a_1 z^(p-1) - ...
+    a = coef[::-1]  # a_1 .. a_p (lag 1 first)
+    radius = np.abs(np.roots(np.concatenate(([1.0], -a)))).max() if a.size else 0.0
+    if radius < max_radius:
+        return coef
+    g = max_radius / radius
+    return (a * g ** np.arange(1, a.size + 1))[::-1]
+
+
 def _predict(history: np.ndarray, coef: np.ndarray, steps: int) -> np.ndarray:
     buf = list(history[-coef.size:])
     out = np.empty(steps)
@@ -68,6 +80,7 @@ def fill_gaps(x: np.ndarray, m: np.ndarray, t: np.ndarray, gaps: list[Gap],
         coef = fit_ar(r, kw, order, cfg.ridge) if order >= 1 else None
         if coef is None:
             continue
+        coef = stabilise(coef)
         n, s, e = g.length, g.start - lo, g.stop - lo
         fwd = _predict(r[s - before:s], coef, n) if before >= coef.size else None
         bwd = _predict(r[e:e + after][::-1], coef, n)[::-1] if after >= coef.size else None

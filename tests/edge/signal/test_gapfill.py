@@ -193,3 +193,18 @@ def test_unknown_filler_and_policy_choice():
     assert choose(long_gap, policy) == "ssa"
     thin = find_gaps(_mask(200, [(100, 30), (132, 5)]))[0]
     assert choose(thin, policy) == "linear"  # only 2 known samples after it
+
+
+def test_gap_metrics_on_known_cases():
+    from edge.signal.metrics import frequency_response_error, jitter_power_error, sample_mse
+
+    x = np.sin(np.arange(64) / 3)
+    m = _mask(64, [(10, 4)])
+    y = x.copy()
+    y[m] += 2.0
+    assert sample_mse(x, y, m) == pytest.approx(4.0)
+    assert frequency_response_error(x, x) == 0.0 and jitter_power_error(x, x) == 0.0
+    flat = np.full(64, 160.0)
+    assert frequency_response_error(flat, flat) == 0.0
+    assert frequency_response_error(flat, y) == pytest.approx(1.0)  # bounded, not infinite
+    assert 0 < jitter_power_error(x, 0.5 * x) < 1
