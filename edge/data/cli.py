@@ -1,4 +1,5 @@
-"""``unimeter import-data``: real meter files (CER, LCL, REDD, UK-DALE, PJM, CSV/Parquet) -> shards."""
+"""``unimeter import-data``: real meter files (CER, LCL, REDD, UK-DALE, PJM, Home Assistant
+history, CSV/Parquet) -> shards."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "profiles (and NILM windows for REDD/UK-DALE houses) as shards split by meter, like "
         "'unimeter simulate' does for simulated households.",
     )
-    p.add_argument("format", choices=["cer", "lcl", "redd", "ukdale", "pjm", "generic"])
+    p.add_argument("format", choices=["cer", "lcl", "redd", "ukdale", "pjm", "generic", "homeassistant"])
     p.add_argument("paths", nargs="+", type=Path, help="files (or REDD/UK-DALE house directories)")
     p.add_argument("--out", required=True, type=Path, help="output dataset directory")
     p.add_argument("--tz", default=None, help="local time zone for the daily profiles, e.g. Europe/London")

@@ -24,6 +24,9 @@ Formats (source and layout):
   datetime_beginning_ept,nerc_region,mkt_region,zone,load_area,mw,is_verified``, timestamps like
   ``1/1/2024 5:00:00 AM``) or the widely used per-zone files ``AEP_hourly.csv``
   (``Datetime,AEP_MW``, local Eastern time ``2004-12-31 01:00:00``).
+- **Home Assistant** history export (History panel, "download data"): ``entity_id,state,
+  last_changed`` with ISO 8601 UTC times; power sensors (W, sample-and-hold) or cumulative energy
+  sensors (kWh).
 - **Generic CSV / Parquet**: columns ``timestamp`` (ISO 8601 or epoch seconds; ``ts_s`` also
   accepted), optional ``meter_id``, and ``power_w`` (mean power of the interval) or ``energy_wh``
   (energy of the interval starting at the timestamp).
@@ -446,6 +449,83 @@ def load_generic(path: str | Path, default_meter_id: str | None = None) -> list[
     return out
 
 
+# --- Home Assistant history export ------------------------------------------------------------
+
+
+def _held_means(t: np.ndarray, v: np.ndarray, t0: int, res: int, n: int, min_cover: float) -> np.ndarray:
+    """Time-weighted bin means of a sample-and-hold signal (value v[i] holds on [t[i], t[i+1]))."""
+    seg_a, seg_b = t[:-1], t[1:]
+    ok = np.isfinite(v[:-1]) & (seg_b > seg_a)
+    a = np.clip((seg_a[ok] - t0) / res, 0, n)
+    b = np.clip((seg_b[ok] - t0) / res, 0, n)
+    ia, ib = np.floor(a).astype(np.int64), np.floor(b).astype(np.int64)
+    fa, fb = a - ia, b - ib
+    idx = np.concatenate([ia, ia + 1, ib, ib + 1])
+    out = []
+    for w in (v[:-1][ok], np.ones(ok.sum())):
+        diff = np.concatenate([w * (1 - fa), w * fa, -w * (1 - fb), -w * fb])
+        out.append(np.cumsum(np.bincount(idx, weights=diff, minlength=n + 2)[:n]))
+    total, cover = out
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cover >= min_cover, total / np.maximum(cover, 1e-12), np.nan)
+
+
+def load_home_assistant(path: str | Path, resolution_s: int = 60, kind: str = "auto",
+                        min_cover: float = 0.5) -> list[MeterSeries]:
+    """A Home Assistant history export (History panel -> download): ``entity_id,state,last_changed``.
+
+    Each entity becomes a regular series at ``resolution_s``. ``kind``: ``power`` (state in W,
+    held until the next change; bins are time-weighted means), ``energy_kwh`` (a cumulative
+    ``total_increasing`` kWh sensor, differentiated between bin edges; resets give NaN) or
+    ``auto`` (by the entity name: ``energy`` -> energy_kwh, else power). ``unavailable`` /
+    ``unknown`` states are gaps; bins covered less than ``min_cover`` are NaN.
+    """
+    path = Path(path)
+    data: dict[str, tuple[list[float], list[float]]] = {}
+    lines = _lines(path)
+    header_no, header = next(((n, h) for n, h in lines if h.strip()), (0, ""))
+    cols = [c.strip() for c in header.split(",")]
+    if cols[:3] != ["entity_id", "state", "last_changed"]:
+        raise LoaderError(path, header_no or 1, f"not a Home Assistant history header: {header.strip()!r}")
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 3:
+            raise LoaderError(path, lineno, f"expected entity_id,state,last_changed, got {line.strip()!r}")
+        entity, state, stamp = parts[:3]
+        ts = _parse_ts(path, lineno, stamp)
+        value = math.nan if state in ("unavailable", "unknown", "") else _float(path, lineno, state, "state")
+        bucket = data.setdefault(entity, ([], []))
+        bucket[0].append(float(ts))
+        bucket[1].append(value)
+    if not data:
+        raise LoaderError(path, None, "no data rows")
+    return [_ha_series(entity, np.array(t), np.array(v), resolution_s, kind, min_cover)
+            for entity, (t, v) in sorted(data.items())]
+
+
+def _ha_series(entity: str, t: np.ndarray, v: np.ndarray, res: int, kind: str, min_cover: float) -> MeterSeries:
+    order = np.argsort(t, kind="stable")
+    t, v = t[order], v[order]
+    if kind == "auto":
+        kind = "energy_kwh" if "energy" in entity else "power"
+    t0 = int(t[0]) - int(t[0]) % res
+    n = max(1, int(np.ceil((t[-1] - t0) / res)))
+    grid = t0 + res * np.arange(n, dtype=np.int64)
+    if kind == "power":
+        power = _held_means(np.append(t, t0 + n * res), np.append(v, np.nan), t0, res, n, min_cover)
+    elif kind == "energy_kwh":
+        ok = np.isfinite(v)
+        edges = t0 + res * np.arange(n + 1, dtype=np.float64)
+        counter = np.interp(edges, t[ok], v[ok], left=np.nan, right=np.nan)
+        power = np.diff(counter) * 3.6e6 / res
+        power[power < 0] = np.nan  # counter reset
+    else:
+        raise LoaderError(entity, None, f"unknown kind {kind!r} (power, energy_kwh or auto)")
+    return _finish(entity, grid, power, "homeassistant", extra={"kind": kind})
+
+
 LOADERS = {
     "cer": load_cer,
     "lcl": load_lcl,
@@ -453,6 +533,7 @@ LOADERS = {
     "ukdale": load_ukdale_house,
     "pjm": load_pjm,
     "generic": load_generic,
+    "homeassistant": load_home_assistant,
 }
 
 
