@@ -436,7 +436,6 @@ def _household_params(cfg: HouseholdConfig, seed: int) -> dict:
         "heat_phase": float(rng.random()),
         "cool_phase": float(rng.random()),
         "cool_always": bool(rng.random() < 0.2),
-        "variable_phase": float(rng.random()),
     }
 
 
