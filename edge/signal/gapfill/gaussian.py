@@ -5,7 +5,9 @@ that hour is drawn as ``mu_h + sigma_h * Z`` with ``Z ~ N(0, 1)`` and clipped to
 (seed 004 clipped to the plant's 2000 kW capacity and to zero). The draw preserves the hourly
 distribution (and so the jitter power), not the sample value: it is meant for very sparse data.
 An hour with fewer than ``min_samples`` known values uses the statistics of all known samples.
-``capacity_w=None`` uses the largest known value (a household's fuse limit is rarely known).
+``capacity_w=None`` uses the largest known value (a household's fuse limit is rarely known). The
+lower clip is 0, as in the seed, unless the known data are negative somewhere (a net meter
+exporting PV): then the lowest known value, since clipping export to 0 would bias the fill.
 """
 
 from __future__ import annotations
@@ -41,13 +43,15 @@ def hourly_stats(x: np.ndarray, known: np.ndarray, hour: np.ndarray, min_samples
 
 def fill_gaps(x: np.ndarray, m: np.ndarray, t: np.ndarray, gaps: list[Gap],
               cfg: GaussianConfig = GaussianConfig()) -> np.ndarray:
-    capacity = cfg.capacity_w if cfg.capacity_w is not None else float(x[~m].max())
-    if capacity < 0:
-        raise SignalInputError(f"capacity_w must be >= 0, got {capacity}")
+    known = x[~m]
+    floor = 0.0 if known.min() >= 0 else float(known.min())  # a net meter exporting PV
+    capacity = cfg.capacity_w if cfg.capacity_w is not None else max(float(known.max()), floor)
+    if capacity < floor:
+        raise SignalInputError(f"capacity_w ({capacity}) is below the lowest value ({floor})")
     hour = (np.floor((t + cfg.utc_offset_s) / 3600.0) % 24).astype(np.int64)
     mu, sigma = hourly_stats(x, ~m, hour, cfg.min_samples)
     est = x.copy()
     idx = np.concatenate([np.arange(g.start, g.stop) for g in gaps]) if gaps else np.zeros(0, int)
     z = np.random.default_rng(cfg.seed).standard_normal(idx.size)
-    est[idx] = np.clip(mu[hour[idx]] + sigma[hour[idx]] * z, 0.0, capacity)
+    est[idx] = np.clip(mu[hour[idx]] + sigma[hour[idx]] * z, floor, capacity)
     return est

@@ -208,3 +208,14 @@ def test_gap_metrics_on_known_cases():
     assert frequency_response_error(flat, flat) == 0.0
     assert frequency_response_error(flat, y) == pytest.approx(1.0)  # bounded, not infinite
     assert 0 < jitter_power_error(x, 0.5 * x) < 1
+
+
+def test_gaussian_keeps_export_on_net_meters_and_rejects_bad_capacity():
+    ts = np.arange(48 * 60) * 60.0
+    x = np.where((ts // 3600) % 24 == 12, -1500.0, 300.0)  # PV export at noon
+    m = np.zeros(x.size, bool)
+    m[::7] = True
+    out = fill("gaussian", x, m, ts)
+    assert out[m].min() < 0  # export survives: the floor follows the known data
+    with pytest.raises(SignalInputError, match="below"):
+        fill("gaussian", x, m, ts, config=GaussianConfig(capacity_w=-2000.0))
