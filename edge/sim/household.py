@@ -834,6 +834,18 @@ def appliance_names(config: HouseholdConfig) -> list[str]:
     return [n for n in ALL_APPLIANCES if n in config.appliances or extra.get(n, False)]
 
 
+def _fluctuate(ctx: _Ctx, spec: ApplianceSpec, p: np.ndarray, q: np.ndarray,
+               on: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Smooth relative power fluctuation while on (drum motor, screen content), power factor kept."""
+    if spec.fluctuation <= 0 or not on.any():
+        return p, q, on
+    knot_s = max(int(spec.fluctuation_s), 1)
+    while DAY_S % knot_s:
+        knot_s += 1
+    factor = 1.0 + spec.fluctuation * (2.0 * _knot_noise(ctx, _stream_id(spec.name) + 5, knot_s) - 1.0)
+    return p * factor, q * factor, on
+
+
 def _simulate_chunk(ctx: _Ctx) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     out = {}
     for name in appliance_names(ctx.cfg):
@@ -846,9 +858,9 @@ def _simulate_chunk(ctx: _Ctx) -> dict[str, tuple[np.ndarray, np.ndarray, np.nda
             continue
         rated = ctx.cfg.appliances[name]
         if spec.kind == "onoff":
-            out[name] = _paint_segments(ctx, _onoff_segments(ctx, spec, rated))
+            out[name] = _fluctuate(ctx, spec, *_paint_segments(ctx, _onoff_segments(ctx, spec, rated)))
         elif spec.kind == "cycle":
-            out[name] = _paint_segments(ctx, _cycle_segments(ctx, spec, rated))
+            out[name] = _fluctuate(ctx, spec, *_paint_segments(ctx, _cycle_segments(ctx, spec, rated)))
         elif spec.kind == "compressor":
             out[name] = _paint_segments(ctx, _compressor_segments(ctx, spec, rated))
         elif spec.kind == "variable":

@@ -50,6 +50,8 @@ class ApplianceSpec:
     ownership: float = 1.0  # fraction of households owning one
     phases: tuple[Phase, ...] = ()  # cycle appliances
     multi_instance: bool = False  # several uses may overlap (lighting: several rooms)
+    fluctuation: float = 0.0  # relative power fluctuation while on (motor load, screen content)
+    fluctuation_s: float = 60.0  # its time scale
 
 
 # Washing machine (40-60 degC programme): fill, heat, wash (drum tumbling), rinse, spin.
@@ -80,21 +82,24 @@ _DRYER = (
 )
 
 APPLIANCE_SPECS: tuple[ApplianceSpec, ...] = (
-    ApplianceSpec("kettle", "onoff", (1800, 3000), 1.0, (90, 240), (2.0, 6.0), "drinks", 0.95),
+    ApplianceSpec("kettle", "onoff", (1800, 3000), 1.0, (90, 240), (2.0, 6.0), "drinks", 0.95,
+                  fluctuation=0.02, fluctuation_s=30.0),
     ApplianceSpec("toaster", "onoff", (800, 1400), 1.0, (120, 300), (0.3, 1.2), "breakfast", 0.55),
-    ApplianceSpec("microwave", "onoff", (900, 1500), 0.95, (60, 480), (0.5, 2.5), "meals", 0.8),
+    ApplianceSpec("microwave", "onoff", (900, 1500), 0.95, (60, 480), (0.5, 2.5), "meals", 0.8,
+                  fluctuation=0.05, fluctuation_s=10.0),
     ApplianceSpec("lighting", "onoff", (20, 80), -0.90, (1800, 10800), (3.0, 8.0), "dark", 1.0,
                   multi_instance=True),
-    ApplianceSpec("tv", "onoff", (60, 200), -0.95, (3600, 12600), (0.6, 2.0), "tv", 0.95),
+    ApplianceSpec("tv", "onoff", (60, 200), -0.95, (3600, 12600), (0.6, 2.0), "tv", 0.95,
+                  fluctuation=0.15, fluctuation_s=20.0),
     ApplianceSpec("water_heater", "onoff", (2000, 3000), 1.0, (900, 2700), (0.8, 2.0), "wash", 0.25),
     ApplianceSpec("washing_machine", "cycle", (1800, 2400), 1.0, uses_per_day=(0.3, 1.1),
-                  hours="daytime", ownership=0.85, phases=_WASHER),
+                  hours="daytime", ownership=0.85, phases=_WASHER, fluctuation=0.25, fluctuation_s=12.0),
     ApplianceSpec("dishwasher", "cycle", (1800, 2400), 1.0, uses_per_day=(0.3, 1.1),
-                  hours="after_meals", ownership=0.5, phases=_DISHWASHER),
+                  hours="after_meals", ownership=0.5, phases=_DISHWASHER, fluctuation=0.05),
     ApplianceSpec("oven", "cycle", (2000, 3200), 1.0, uses_per_day=(0.2, 0.8),
                   hours="dinner", ownership=0.7, phases=_OVEN),
     ApplianceSpec("tumble_dryer", "cycle", (2000, 2800), 0.98, uses_per_day=(0.1, 0.5),
-                  hours="daytime", ownership=0.4, phases=_DRYER),
+                  hours="daytime", ownership=0.4, phases=_DRYER, fluctuation=0.08, fluctuation_s=30.0),
     ApplianceSpec("computer", "variable", (60, 250), -0.92, (3600, 21600), (0.5, 1.5),
                   "office", 0.7),
     ApplianceSpec("router", "always_on", (6, 15), -0.60),
