@@ -1,0 +1,361 @@
+"""``unimeter demo``: the whole product end to end on the built-in default.
+
+1. simulate a fleet, pretrain both backbones, fine-tune the four tasks, distill, export a bundle
+   (``export.pipeline``; or reuse one with ``--bundle``);
+2. start a local MQTT broker (Mosquitto when installed, else amqtt) and a subscriber;
+3. seed the gateway store with a day of meter history (a gateway that has been running), with a
+   false-data-injection attack (scaling, Cui et al.) on the P1 meter's last hours;
+4. run the real agent (``unimeter agent --config``, a subprocess) on a simulated DSMR P1 meter
+   on a pty and a simulated ZigBee meter on zigpy's virtual radio for ``--agent-seconds``;
+5. print a summary table and write ``summary.json``, ``demo.png`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+GATEWAY_ID = "demo"
+HISTORY_STEP_S = 60.0
+METERS = (
+    # id, kind, seed, interval_s, name
+    ("p1", "sim-dsmr", 11, 1.0, "Smart meter (P1, simulated)"),
+    ("zb1", "sim-zigbee", 12, 5.0, "ZigBee meter (simulated)"),
+)
+ATTACKED_METER = "p1"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
+    p.add_argument("--preset", default="demo", choices=("quick", "demo", "full"),
+                   help="training size (demo: a few minutes on 2 cores)")
+    p.add_argument("--bundle", default=None, help="use this model bundle instead of training one")
+    p.add_argument("--agent-seconds", type=float, default=150.0, help="how long the agent runs")
+    p.add_argument("--history-hours", type=float, default=26.0,
+                   help="meter history written to the gateway store before the agent starts")
+    p.add_argument("--broker", default="auto", choices=("auto", "mosquitto", "amqtt"))
+    p.add_argument("--no-tflite", action="store_true", help="skip the TFLite export (faster)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+# --------------------------------------------------------------------------------------------
+# MQTT subscriber
+
+
+@dataclass
+class Collector:
+    """Subscribes to everything the gateway publishes and keeps it (thread-safe)."""
+
+    port: int
+    messages: list[tuple[float, str, dict | str]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> Collector:
+        import paho.mqtt.client as mqtt
+
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="unimeter-demo-sub")
+        self._client.on_connect = lambda c, *_a: c.subscribe([("unimeter/#", 1), ("homeassistant/#", 1)])
+        self._client.on_message = self._on_message
+        self._client.connect("127.0.0.1", self.port)
+        self._client.loop_start()
+        return self
+
+    def _on_message(self, _client, _userdata, msg) -> None:
+        try:
+            body: dict | str = json.loads(msg.payload) if msg.payload else ""
+        except ValueError:
+            body = msg.payload.decode(errors="replace")
+        with self._lock:
+            self.messages.append((time.time(), msg.topic, body))
+
+    def stop(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+    def by_kind(self) -> dict[str, dict[str, list[dict]]]:
+        """meter -> kind -> payloads, for unimeter/<gateway>/<meter>/<kind> topics."""
+        out: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+        with self._lock:
+            for _t, topic, body in self.messages:
+                parts = topic.split("/")
+                if parts[0] == "unimeter" and len(parts) == 4 and isinstance(body, dict):
+                    out[parts[2]][parts[3]].append(body)
+        return out
+
+    def discovery_topics(self) -> list[str]:
+        with self._lock:
+            return sorted({t for _ts, t, b in self.messages if t.startswith("homeassistant/") and b})
+
+
+# --------------------------------------------------------------------------------------------
+# Agent configuration and history
+
+
+def agent_config_text(out: Path, port: int, bundle: Path, now_s: float, history_s: float) -> str:
+    lines = [
+        "# Written by `unimeter demo`: simulated meters, local broker, fast schedules.",
+        "[gateway]", f'id = "{GATEWAY_ID}"', f'state_dir = "{out / "state"}"', 'log_level = "info"', "",
+        "[mqtt]", 'host = "127.0.0.1"', f"port = {port}", "tls = false", "discovery = true", "",
+        "[model]", f'bundle = "{bundle}"', 'backend = "auto"', 'precision = "int8"', "threads = 1", "",
+        "[schedule]", "profile_every_s = 30", "nilm_every_s = 15", "forecast_every_s = 45",
+        "quality_every_s = 20", "report_every_s = 60", "status_every_s = 15", "",
+    ]
+    for meter_id, kind, seed, interval_s, name in METERS:
+        lines += ["[[meters]]", f'id = "{meter_id}"', f'name = "{name}"', f'kind = "{kind}"',
+                  "[meters.options]", f"seed = {seed}", f"interval_s = {interval_s}",
+                  f"start_s = {now_s - history_s:.0f}"]
+        if meter_id == ATTACKED_METER:
+            lines += ["[meters.options.attack]", 'kind = "scaling"', f"start_s = {now_s - 6 * 3600:.0f}",
+                      f"end_s = {now_s + 2 * 3600:.0f}", "lam = 0.8", f"step_s = {HISTORY_STEP_S:.0f}"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def seed_history(cfg, now_s: float, history_s: float) -> dict[str, int]:
+    """Write ``history_s`` of 1-min readings per meter into the agent's store (not published)."""
+    from edge.agent.simulated import make_power_source
+    from edge.agent.store import ReadingStore
+    from firmware_bridge.reading import Reading, ReadingFlag
+
+    store = ReadingStore(cfg.store_path, synchronous=cfg.store.synchronous)
+    counts = {}
+    try:
+        for meter in cfg.meters:
+            power_source = make_power_source(meter)
+            ts = np.arange(now_s - history_s, now_s - 5.0, HISTORY_STEP_S)
+            readings = []
+            for t in ts:
+                v = power_source(float(t))
+                readings.append(Reading(meter.id, float(t), float(t), float(v["power_w"]),
+                                        reactive_var=v.get("reactive_var"), import_wh=v.get("import_wh"),
+                                        export_wh=v.get("export_wh"), voltage_v=v.get("voltage_v"),
+                                        current_a=v.get("current_a"), source="history",
+                                        flags=ReadingFlag.SIMULATED))
+            store.commit_readings(readings)
+            counts[meter.id] = len(readings)
+    finally:
+        store.close()
+    return counts
+
+
+def run_agent_process(config_path: Path, seconds: float, log_path: Path) -> int:
+    """The real CLI in a subprocess; SIGTERM after ``seconds`` (a graceful, flushing stop)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "agent", "--config", str(config_path)],
+                                stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        _progress_wait(proc, seconds)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return proc.returncode
+
+
+def _progress_wait(proc: subprocess.Popen, seconds: float) -> None:
+    from tqdm import tqdm
+
+    with tqdm(total=int(seconds), desc="agent running", unit="s",
+              mininterval=1.0 if sys.stderr.isatty() else 15.0) as bar:
+        t0 = time.monotonic()
+        while proc.poll() is None and time.monotonic() - t0 < seconds:
+            time.sleep(1.0)
+            bar.n = min(int(time.monotonic() - t0), int(seconds))
+            bar.refresh()
+
+
+# --------------------------------------------------------------------------------------------
+# Summary, plots and report
+
+
+def summarise(collector: Collector, history: dict[str, int]) -> dict:
+    kinds = collector.by_kind()
+    meters = {}
+    for meter_id, *_rest in METERS:
+        got = kinds.get(meter_id, {})
+        seqs = sorted({int(b["seq"]) for b in got.get("reading", []) if "seq" in b})
+        live = [s for s in seqs if s > history.get(meter_id, 0)]
+        gaps = int(sum(b - a - 1 for a, b in zip(live, live[1:], strict=False) if b > a + 1))
+        anomaly = got.get("anomaly", [])
+        appliances = got.get("appliances", [])
+        forecast = got.get("forecast", [])
+        on_now = [n for n, s in (appliances[-1].get("appliances", {}) if appliances else {}).items()
+                  if s.get("on")]
+        meters[meter_id] = {
+            "messages": {k: len(v) for k, v in got.items()},
+            "live_readings": len(live),
+            "seq_gaps": gaps,
+            "anomaly_flags": sum(bool(b.get("anomaly")) for b in anomaly),
+            "anomaly_last_score": anomaly[-1].get("score") if anomaly else None,
+            "appliances_on": on_now,
+            "forecast_next_hour_w": forecast[-1].get("hour_ahead_w") if forecast else None,
+            "reports": [b.get("text") or b.get("report") for b in got.get("report", [])][-1:],
+        }
+    return {"meters": meters, "discovery_configs": len(collector.discovery_topics()),
+            "messages_total": len(collector.messages)}
+
+
+def print_summary(summary: dict, stage_seconds: dict[str, float]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if stage_seconds:
+        t = Table(title="Workstation pipeline")
+        t.add_column("stage")
+        t.add_column("seconds", justify="right")
+        for k, v in stage_seconds.items():
+            t.add_row(k, f"{v:.1f}")
+        console.print(t)
+    t = Table(title=f"Gateway '{GATEWAY_ID}' over MQTT ({summary['messages_total']} messages, "
+                    f"{summary['discovery_configs']} Home Assistant discovery configs)")
+    for col in ("meter", "live readings", "seq gaps", "anomaly flags", "last score", "appliances on",
+                "next hour (W)"):
+        t.add_column(col)
+    for meter_id, m in summary["meters"].items():
+        t.add_row(meter_id, str(m["live_readings"]), str(m["seq_gaps"]), str(m["anomaly_flags"]),
+                  str(m["anomaly_last_score"]), ", ".join(m["appliances_on"]) or "-",
+                  str(m["forecast_next_hour_w"]))
+    console.print(t)
+
+
+def plot_demo(store_path: Path, collector: Collector, png: Path, now_s: float) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edge.agent.store import ReadingStore
+
+    kinds = collector.by_kind()
+    store = ReadingStore(store_path)
+    fig, axes = plt.subplots(len(METERS), 2, figsize=(14, 4.2 * len(METERS)),
+                             gridspec_kw={"width_ratios": [3, 1]}, squeeze=False)
+    try:
+        for row, (meter_id, _kind, _seed, _iv, name) in enumerate(METERS):
+            ax, bx = axes[row]
+            bins = store.bins(meter_id, 1800.0, now_s - 2 * 86400)
+            if bins:
+                k, s, c = (np.array(v, float) for v in zip(*bins, strict=True))
+                ax.step((k * 1800 - now_s) / 3600, s / np.maximum(c, 1), where="post",
+                        label="measured (30-min mean)", color="C0")
+            fc = kinds.get(meter_id, {}).get("forecast", [])
+            if fc:
+                day = np.array(fc[-1]["day_ahead_w"], float)
+                start_h = (fc[-1]["start_s"] - now_s) / 3600
+                ax.step(start_h + np.arange(len(day)) * 0.5, day, where="post", color="C1",
+                        label="day-ahead forecast (int8 student)")
+            if meter_id == ATTACKED_METER:
+                ax.axvspan(-6, 2, color="red", alpha=0.08, label="injected scaling attack")
+            for b in kinds.get(meter_id, {}).get("anomaly", []):
+                for t in b.get("anomalous_points_ts_s", []):
+                    ax.axvline((t - now_s) / 3600, color="red", alpha=0.15, lw=1)
+            ax.set_title(f"{meter_id}: {name}")
+            ax.set_xlabel("hours from demo start")
+            ax.set_ylabel("power (W)")
+            ax.legend(loc="upper left", fontsize=8)
+            apps = kinds.get(meter_id, {}).get("appliances", [])
+            if apps:
+                last = apps[-1]["appliances"]
+                names = list(last)
+                bx.barh(names, [last[n]["p_on"] for n in names],
+                        color=["C2" if last[n]["on"] else "0.7" for n in names])
+                bx.set_xlim(0, 1)
+            bx.set_title("NILM: P(on), last window")
+    finally:
+        store.close()
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
+def write_report(path: Path, summary: dict, pipeline: dict | None, agent_rc: int) -> Path:
+    lines = ["# unimeter demo report", ""]
+    if pipeline:
+        lines += ["## Training (teacher vs distilled student, held-out validation)", "",
+                  "| task | metric | teacher | student |", "|---|---|---|---|"]
+        for task, rep in pipeline.get("distill_reports", {}).items():
+            for metric, value in rep.get("teacher", {}).items():
+                s = rep.get("student", {}).get(metric)
+                lines.append(f"| {task} | {metric} | {value:.4g} | {s:.4g} |" if s is not None else
+                             f"| {task} | {metric} | {value:.4g} | - |")
+        lines.append("")
+    lines += [f"## Gateway (agent exit code {agent_rc})", ""]
+    for meter_id, m in summary["meters"].items():
+        lines.append(f"- **{meter_id}**: {m['live_readings']} live readings (seq gaps: {m['seq_gaps']}), "
+                     f"messages {m['messages']}, anomaly flags {m['anomaly_flags']}, appliances on now: "
+                     f"{', '.join(m['appliances_on']) or 'none'}")
+        for text in m["reports"]:
+            if text:
+                lines += ["", f"  > {text}"]
+    lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge.agent.config import load_config
+    from export.broker import LocalBroker
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    stage_seconds: dict[str, float] = {}
+    pipeline_summary = None
+    if args.bundle:
+        bundle = Path(args.bundle).resolve()
+    else:
+        from export.pipeline import PipelineConfig, run_pipeline
+
+        cfg = PipelineConfig.preset(args.preset, out / "train", seed=args.seed,
+                                    include_tflite=not args.no_tflite)
+        result = run_pipeline(cfg)
+        bundle, stage_seconds, pipeline_summary = result.bundle_dir, result.stage_seconds, result.summary()
+    now_s = time.time()
+    history_s = args.history_hours * 3600.0
+    with LocalBroker(kind=args.broker) as broker:
+        print(f"broker: {broker.kind_used} on 127.0.0.1:{broker.port}")
+        config_path = out / "agent.toml"
+        config_path.write_text(agent_config_text(out, broker.port, bundle, now_s, history_s))
+        cfg = load_config(config_path)
+        store_file = Path(cfg.store_path)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{store_file}{suffix}").unlink(missing_ok=True)
+        store_file.parent.mkdir(parents=True, exist_ok=True)
+        history = seed_history(cfg, now_s, history_s)
+        collector = Collector(broker.port).start()
+        agent_rc = run_agent_process(config_path, args.agent_seconds, out / "agent.log")
+        time.sleep(1.0)
+        collector.stop()
+    summary = summarise(collector, history)
+    summary.update(agent_exit_code=agent_rc, bundle=str(bundle), broker=broker.kind_used,
+                   history_readings=history, stage_seconds=stage_seconds,
+                   wall_seconds=round(time.perf_counter() - t_start, 1))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    plot_demo(store_file, collector, out / "demo.png", now_s)
+    write_report(out / "report.md", summary, pipeline_summary, agent_rc)
+    print_summary(summary, stage_seconds)
+    print(f"wrote {out / 'summary.json'}, {out / 'demo.png'}, {out / 'report.md'} "
+          f"({summary['wall_seconds']} s)")
+    return 0 if agent_rc == 0 else 1

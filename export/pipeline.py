@@ -1,0 +1,238 @@
+"""The whole workstation job in one call: simulate -> pretrain -> fine-tune -> distill -> bundle.
+
+`run_pipeline(PipelineConfig.preset("demo", out_dir=...))` is what `unimeter demo` runs before it
+starts the agent; `quick_bundle(out_dir)` is the same path on a tiny configuration (about a minute)
+for tests that need a real trained bundle.
+
+Two pre-trained backbones, as seed 000 prescribes one architecture for all tasks but NILM needs
+high-rate data: the profile backbone (L=48 half-hour means, P=12) serves imputation, anomaly
+detection and forecasting; the NILM backbone has the same architecture on 1-min windows with its
+own L and P. Each task is fine-tuned from its backbone (Alg. 1), then distilled into the student
+that ships in the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PROFILE_TASKS = ("imputation", "anomaly", "forecast")
+DEFAULT_NILM_APPLIANCES = ("fridge", "kettle", "washing_machine", "dishwasher", "tv", "oven")
+
+
+@dataclass
+class PipelineConfig:
+    out_dir: Path
+    households: int = 24
+    days: int = 42
+    nilm_households: int = 8
+    nilm_days: int = 4
+    nilm_resolution_s: int = 60
+    nilm_window: int = 120  # 2 h of 1-min samples
+    nilm_patches: int = 12
+    nilm_appliances: tuple[str, ...] = DEFAULT_NILM_APPLIANCES
+    tasks: tuple[str, ...] = (*PROFILE_TASKS, "nilm")
+    teacher: dict = field(default_factory=lambda: dict(d_model=32, d_k=8, n_experts=8, top_k=2,
+                                                       n_layers=4, d_expert=64, dropout=0.0))
+    student: dict = field(default_factory=dict)  # overrides of trainer.distill.default_student_config
+    pretrain_steps: int = 400
+    finetune_steps: int = 300
+    distill_steps: int = 300
+    batch_size: int = 64
+    seed: int = 0
+    include_tflite: bool = True
+    model_version: str = "demo-1"
+    progress: bool = True
+
+    @classmethod
+    def preset(cls, name: str, out_dir: str | Path, **overrides) -> PipelineConfig:
+        """"quick": seconds per stage, for tests; "demo": a few minutes; "full": a workstation run."""
+        presets = {
+            "quick": dict(households=8, days=21, nilm_households=5, nilm_days=2, nilm_window=60,
+                          nilm_patches=6, teacher=dict(d_model=8, d_k=4, n_experts=4, top_k=2,
+                                                      n_layers=2, d_expert=16, dropout=0.0),
+                          student=dict(d_model=8, d_k=4, n_experts=4, n_layers=2, d_expert=16),
+                          pretrain_steps=60, finetune_steps=80, distill_steps=60, batch_size=32,
+                          model_version="quick-1"),
+            "demo": {},
+            "full": dict(households=200, days=120, nilm_households=40, nilm_days=14,
+                         teacher=dict(d_model=64, d_k=16, n_experts=16, top_k=2, n_layers=8,
+                                      d_expert=128, dropout=0.1),
+                         pretrain_steps=20000, finetune_steps=5000, distill_steps=5000,
+                         batch_size=64, model_version="full-1"),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown pipeline preset {name!r}; choose from {sorted(presets)}")
+        return cls(out_dir=Path(out_dir), **{**presets[name], **overrides})
+
+
+@dataclass
+class PipelineResult:
+    bundle_dir: Path
+    teacher_checkpoints: dict[str, Path]
+    student_checkpoints: dict[str, Path]
+    reports: dict[str, dict]
+    stage_seconds: dict[str, float]
+    data: dict  # held-out task sets, for the demo's plots and checks
+
+    def summary(self) -> dict:
+        return {
+            "bundle_dir": str(self.bundle_dir),
+            "stage_seconds": {k: round(v, 2) for k, v in self.stage_seconds.items()},
+            "distill_reports": self.reports,
+        }
+
+
+class _Stages:
+    """Times each stage and logs it."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        log.info("stage %s ...", name)
+        out = fn(*args, **kwargs)
+        self.seconds[name] = time.perf_counter() - t0
+        log.info("stage %s done in %.1f s", name, self.seconds[name])
+        return out
+
+
+def build_profile_sets(cfg: PipelineConfig) -> dict:
+    """Daily profiles of a simulated fleet, split by household, and every profile task's sets."""
+    from trainer.data import (
+        anomaly_set,
+        forecast_set,
+        imputation_set,
+        simulate_profiles,
+        split_by_household,
+    )
+
+    profiles = simulate_profiles(cfg.households, cfg.days, seed=cfg.seed)
+    train, val, test = split_by_household(profiles, (0.7, 0.15, 0.15), seed=cfg.seed)
+    _check_splits("profiles", cfg.households, train=train, val=val, test=test)
+    sets: dict = {"pretrain": {"train": train, "val": val}}
+    for split_name, split, offset in (("train", train, 1), ("val", val, 2), ("test", test, 3)):
+        load_w = split.arrays["load_w"]
+        seed = cfg.seed + 10 * offset
+        sets.setdefault("imputation", {})[split_name] = imputation_set(load_w, seed=seed)
+        sets.setdefault("anomaly", {})[split_name] = anomaly_set(load_w, seed=seed + 1)
+        sets.setdefault("forecast", {})[split_name] = forecast_set(split)
+    return sets
+
+
+def build_nilm_sets(cfg: PipelineConfig) -> dict:
+    from edge.sim import simulate_fleet
+    from trainer.data import high_rate_windows, split_by_household
+
+    traces = simulate_fleet(n_households=cfg.nilm_households, days=cfg.nilm_days,
+                            resolution_s=cfg.nilm_resolution_s, seed=cfg.seed + 1000)
+    windows = high_rate_windows(traces, cfg.nilm_window, list(cfg.nilm_appliances))
+    train, val, test = split_by_household(windows, (0.6, 0.2, 0.2), seed=cfg.seed)
+    _check_splits("NILM windows", cfg.nilm_households, train=train, val=val, test=test)
+    return {"train": train, "val": val, "test": test}
+
+
+def _check_splits(what: str, n_households: int, **splits) -> None:
+    empty = [name for name, ds in splits.items() if len(ds) == 0]
+    if empty:
+        raise ValueError(f"{what}: split(s) {empty} are empty with {n_households} households; "
+                         "simulate more households")
+
+
+def _model_cfg(cfg: PipelineConfig, seq_len: int, n_patches: int):
+    from trainer.model import ModelConfig
+
+    return ModelConfig(seq_len=seq_len, n_patches=n_patches, **cfg.teacher)
+
+
+def _pretrain(cfg: PipelineConfig, name: str, model_cfg, train, val) -> Path:
+    from trainer.checkpoint import DataSpec
+    from trainer.pretrain import PretrainConfig, pretrain
+
+    resolution_s = cfg.nilm_resolution_s if name == "nilm" else 1800
+    pcfg = PretrainConfig(model=model_cfg, out_dir=str(cfg.out_dir / "pretrain" / name),
+                          epochs=10_000, batch_size=cfg.batch_size, seed=cfg.seed,
+                          max_steps=cfg.pretrain_steps, progress=cfg.progress, resume=False,
+                          data_spec=DataSpec(resolution_s=resolution_s, seq_len=model_cfg.seq_len,
+                                             n_patches=model_cfg.n_patches))
+    return pretrain(pcfg, train, val)
+
+
+def _finetune(cfg: PipelineConfig, task: str, backbone: Path, sets: dict) -> Path:
+    from trainer.finetune import FinetuneConfig, finetune
+
+    fcfg = FinetuneConfig(task=task, out_dir=str(cfg.out_dir / "finetune" / task), epochs=10_000,
+                          batch_size=cfg.batch_size, max_steps=cfg.finetune_steps, seed=cfg.seed,
+                          progress=cfg.progress, patience=10_000,
+                          appliances=list(cfg.nilm_appliances) if task == "nilm" else [])
+    return finetune(fcfg, backbone, sets["train"], sets["val"])
+
+
+def _distill(cfg: PipelineConfig, teacher_ckpt: Path, sets: dict) -> Path:
+    from trainer.checkpoint import load_task_model
+    from trainer.distill import DistillConfig, default_student_config, distill
+
+    teacher_cfg = load_task_model(teacher_ckpt).model_cfg
+    student_cfg = default_student_config(teacher_cfg, **cfg.student)
+    dcfg = DistillConfig(out_dir=str(cfg.out_dir / "student"), epochs=10_000,
+                         batch_size=cfg.batch_size, max_steps=cfg.distill_steps, seed=cfg.seed,
+                         progress=cfg.progress, patience=10_000)
+    return distill(teacher_ckpt, student_cfg, sets["train"], sets["val"], dcfg)
+
+
+def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
+    """Simulate, pretrain both backbones, fine-tune every task, distill, and write the bundle."""
+    import torch
+
+    from export.bundle_writer import BundleConfig, write_bundle
+
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    stages = _Stages()
+    sets = stages.run("simulate profiles", build_profile_sets, cfg)
+    backbones = {"profile": stages.run(
+        "pretrain profile backbone", _pretrain, cfg, "profile", _model_cfg(cfg, 48, 12),
+        sets["pretrain"]["train"], sets["pretrain"]["val"])}
+    if "nilm" in cfg.tasks:
+        sets["nilm"] = stages.run("simulate 1-min NILM windows", build_nilm_sets, cfg)
+        backbones["nilm"] = stages.run(
+            "pretrain NILM backbone", _pretrain, cfg, "nilm",
+            _model_cfg(cfg, cfg.nilm_window, cfg.nilm_patches), sets["nilm"]["train"],
+            sets["nilm"]["val"])
+    teachers, students, reports = {}, {}, {}
+    for task in cfg.tasks:
+        backbone = backbones["nilm" if task == "nilm" else "profile"]
+        teachers[task] = stages.run(f"fine-tune {task}", _finetune, cfg, task, backbone, sets[task])
+        students[task] = stages.run(f"distill {task}", _distill, cfg, teachers[task], sets[task])
+        report_path = students[task].with_name(f"{task}_distill_report.json")
+        reports[task] = json.loads(report_path.read_text()) if report_path.exists() else {}
+    bundle_dir = stages.run(
+        "export bundle", write_bundle, students, cfg.out_dir / "bundle",
+        model_version=cfg.model_version, overwrite=True,
+        cfg=BundleConfig(include_tflite=cfg.include_tflite),
+        notes=f"unimeter pipeline seed={cfg.seed}")
+    result = PipelineResult(bundle_dir, teachers, students, reports, stages.seconds,
+                            {task: sets[task].get("test") for task in cfg.tasks})
+    summary = {**result.summary(), "config": _jsonable(asdict(replace(cfg, out_dir=str(cfg.out_dir))))}
+    (cfg.out_dir / "pipeline.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return result
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+def quick_bundle(out_dir: str | Path, seed: int = 0, *, include_tflite: bool = False) -> Path:
+    """A real bundle of all four tasks from the tiny "quick" pipeline (about a minute on 2 cores)."""
+    cfg = PipelineConfig.preset("quick", out_dir, seed=seed, include_tflite=include_tflite,
+                                progress=False)
+    return run_pipeline(cfg).bundle_dir

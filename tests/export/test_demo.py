@@ -1,0 +1,32 @@
+"""`unimeter demo` end to end on a real trained bundle: real broker, real agent process, real
+simulated DSMR (pty) and ZigBee (zigpy virtual radio) meters. Training is skipped with --bundle
+(the session's tiny bundle) so the test spends its time on the gateway side."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_publishes_every_kind_of_result(tiny_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "demo", "--bundle", str(tiny_bundle), "--out", str(out),
+         "--agent-seconds", "50", "--history-hours", "26"],
+        capture_output=True, text=True, timeout=400,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["agent_exit_code"] == 0
+    assert summary["discovery_configs"] >= 10  # power, energy, anomaly, forecast, appliances per meter
+    for meter_id in ("p1", "zb1"):
+        m = summary["meters"][meter_id]
+        assert m["live_readings"] >= 5, (meter_id, m)
+        assert m["seq_gaps"] == 0, (meter_id, m)
+        for kind in ("reading", "anomaly", "appliances", "forecast", "quality"):
+            assert m["messages"].get(kind, 0) >= 1, (meter_id, kind, m["messages"])
+        assert len(m["forecast_next_hour_w"]) == 2
+    for name in ("demo.png", "report.md", "agent.toml", "agent.log"):
+        assert (out / name).stat().st_size > 0, name
