@@ -59,16 +59,20 @@ def detect_events(power_w, ts_s=None, reactive_var=None, cfg: EventConfig = Even
     starts = edge[new_run]
     ends = np.append(edge[np.flatnonzero(new_run)[1:] - 1], edge[-1])
     k = cfg.steady_samples
+    # steady windows stop at the neighbouring edges, so a short use (a kettle for 3 samples)
+    # is measured on its own plateau, not on the next transition
+    prev_end = np.concatenate(([-1], ends[:-1]))
+    next_start = np.concatenate((starts[1:], [p.size - 1]))
     idx, dp, dq = [], [], []
-    for s, e in zip(starts, ends, strict=True):
-        before, after = _level(p, s + 1 - k, s + 1), _level(p, e + 1, e + 1 + k)
-        step = after - before
-        if abs(step) < cfg.threshold_w:
+    for s, e, pe, ns in zip(starts, ends, prev_end, next_start, strict=True):
+        b0, b1 = max(s + 1 - k, pe + 1), s + 1
+        a0, a1 = e + 1, min(e + 1 + k, ns + 1)
+        step = _level(p, a0, a1) - _level(p, b0, b1)
+        if not abs(step) >= cfg.threshold_w:
             continue  # a spike that returned to its level
         idx.append(e + 1)
         dp.append(step)
-        dq.append(_level(q, e + 1, e + 1 + k) - _level(q, s + 1 - k, s + 1) if q is not None
-                  else np.nan)
+        dq.append(_level(q, a0, a1) - _level(q, b0, b1) if q is not None else np.nan)
     index = np.asarray(idx, dtype=np.int64)
     return Events(index, t[index] if index.size else np.zeros(0), np.asarray(dp, float),
                   np.asarray(dq, float))

@@ -50,13 +50,13 @@ def test_event_detector_finds_steps_with_their_reactive_change():
     q = np.zeros(300)
     p[50:120] += 1000
     q[50:120] += 300
-    p[200] += 40  # a 1-sample spike returning to its level: not an event
+    p[200] += 40  # a one-sample use: ON and OFF, measured on its own plateau
     p[250] += 20  # below threshold
     p[150:153] += np.array([40, 80, 120])  # a ramp over 3 samples is one event
     p[153:] += 120
     ev = detect_events(p, np.arange(300) * MIN, q)
-    assert ev.index.tolist() == [50, 120, 152]
-    np.testing.assert_allclose(ev.dp_w, [1000, -1000, 120])
+    assert ev.index.tolist() == [50, 120, 152, 200, 201]
+    np.testing.assert_allclose(ev.dp_w, [1000, -1000, 120, 40, -40])
     np.testing.assert_allclose(ev.dq_var[:2], [300, -300])
     with pytest.raises(SignalInputError):
         detect_events(np.array([1.0, np.nan, 2.0]))
