@@ -215,11 +215,14 @@ def evaluate_loss(model: nn.Module, tensors: tuple[torch.Tensor, ...], loss_fn, 
     return total / max(n, 1)
 
 
-def instance_stats(x: np.ndarray, axis: int = -1, floor: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (floored, in W) of each row, ignoring NaN; shapes keep ``axis`` as size 1."""
-    mean = np.nanmean(x, axis=axis, keepdims=True)
-    std = np.nanstd(x, axis=axis, keepdims=True)
-    return np.nan_to_num(mean), np.maximum(np.nan_to_num(std), floor)
+def instance_stats(x: np.ndarray, axis: int = -1, floor_w: float = 10.0,
+                   floor_frac: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of each row (NaN ignored), keeping ``axis`` as size 1. The std is floored at
+    ``max(floor_w, floor_frac * |mean|)``: a flat stretch (an empty house, a night) has a std of a
+    few W, and dividing the next day by it would make single windows dominate an MSE loss."""
+    mean = np.nan_to_num(np.nanmean(x, axis=axis, keepdims=True))
+    std = np.nan_to_num(np.nanstd(x, axis=axis, keepdims=True))
+    return mean, np.maximum(std, np.maximum(floor_w, floor_frac * np.abs(mean)))
 
 
 @torch.no_grad()
@@ -560,14 +563,16 @@ def best_f1_threshold(score: np.ndarray, label: np.ndarray) -> float:
 
 @dataclass
 class ZScoreConfig:
-    smooth_steps: int = 3  # moving mean of |z| over this many steps before taking the window max
-    std_floor_w: float = 20.0  # at least this std (W), so flat nights do not explode z
+    smooth_steps: int = 8  # moving mean of the signed z over this many steps (4 h at 30 min)
+    scale_floor_w: float = 20.0  # at least this scale (W), so flat nights do not explode z
 
 
 class ZScoreDetector:
-    """Each point against the same time of day in the household's own history: z = (x - mean) /
-    std over the history days; the window score is the maximum of the smoothed |z|. Window and
-    point thresholds are the best-F1 thresholds on the validation households."""
+    """Each point against the same time of day in the household's own history, robustly: z =
+    (x - median) / (1.4826 MAD) over the history days, so appliance spikes in the history do not
+    inflate the scale. Scaling and ramping attacks shift a run of points the same way while
+    spikes are short, so the signed z is averaged over ``smooth_steps`` before taking |.|; the
+    window score is its maximum. Thresholds are the best-F1 ones on the validation households."""
 
     name = "zscore"
 
@@ -579,11 +584,11 @@ class ZScoreDetector:
     def _scores(self, b: AnomalyBatch) -> tuple[np.ndarray, np.ndarray]:
         steps = b.window_w.shape[1]
         hist = b.history_w.reshape(len(b), -1, steps)
-        mean = hist.mean(axis=1)
-        std = np.maximum(hist.std(axis=1), self.cfg.std_floor_w)
-        z = np.abs(b.window_w - mean) / std
+        median = np.median(hist, axis=1)
+        mad = np.median(np.abs(hist - median[:, None, :]), axis=1)
+        z = (b.window_w - median) / np.maximum(1.4826 * mad, self.cfg.scale_floor_w)
         kernel = np.ones(self.cfg.smooth_steps) / self.cfg.smooth_steps
-        smooth = np.apply_along_axis(lambda r: np.convolve(r, kernel, mode="same"), 1, z)
+        smooth = np.abs(np.apply_along_axis(lambda r: np.convolve(r, kernel, mode="same"), 1, z))
         return smooth.max(axis=1), smooth
 
     def fit(self, train: AnomalyBatch, val: AnomalyBatch) -> ZScoreDetector:
@@ -721,6 +726,16 @@ class CNNDisaggregatorConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, epochs=30))
 
 
+def on_thresholds(logit: np.ndarray, on: np.ndarray) -> np.ndarray:
+    """Per appliance, the best-F1 ON threshold of [N, A, T] logits on validation windows (rare
+    appliances would otherwise never cross a logit of 0); 0 where validation has no ON point."""
+    out = np.zeros(logit.shape[1])
+    for j in range(logit.shape[1]):
+        if on[:, j].any():
+            out[j] = best_f1_threshold(logit[:, j], on[:, j])
+    return out
+
+
 class CNNDisaggregator:
     """A dilated 1-D CNN, sequence to sequence: per-appliance power (regressed in units of the
     window's scale) and ON/OFF logits from the aggregate window."""
@@ -749,6 +764,8 @@ class CNNDisaggregator:
         self.net = _Seq2SeqCNN(len(train.appliances), self.cfg.channels, self.cfg.kernel)
         self.log = train_regressor(self.net, self._arrays(train), self._arrays(val), self._loss,
                                    self.cfg.train, "cnn-nilm")
+        _, logit = predict_batched(self.net, (val.load_w / self._scale(val),))
+        self.on_thresholds = on_thresholds(logit, val.on)
         return self
 
     def predict(self, batch: NILMBatch) -> NILMPrediction:
@@ -756,4 +773,4 @@ class CNNDisaggregator:
             raise BaselineError("CNNDisaggregator.predict before fit")
         power, logit = predict_batched(self.net, (batch.load_w / self._scale(batch),))
         power = np.maximum(power * self._scale(batch)[:, :, None], 0.0)
-        return NILMPrediction(power, logit > 0.0)
+        return NILMPrediction(power, logit > self.on_thresholds[None, :, None])
