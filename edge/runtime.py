@@ -28,6 +28,7 @@ from edge.bundle import (
     TaskSpec,
     installed_version,
     load_bundle,
+    parse_version,
     usable_runtimes,
 )
 
@@ -207,6 +208,7 @@ class InferenceRuntime:
         path = spec.artifacts.get(kind)
         if path is None:
             raise BackendUnavailableError(f"task {task!r} has no {kind} model in the bundle")
+        self._check_requirements(task, kind)
         if self.backend == "onnx":
             session: _OnnxSession | _TfliteSession = _OnnxSession(
                 str(path), self.config.threads, [t.name for t in spec.outputs]
@@ -216,6 +218,17 @@ class InferenceRuntime:
             session = _TfliteSession(str(path), self.config.threads, spec, interpreter_cls)
         self._sessions[task] = session
         return session
+
+    def _check_requirements(self, task: str, kind: str) -> None:
+        """Per-artifact minimum versions (e.g. an fp32 graph using com.microsoft.MoE)."""
+        needs = self.bundle.manifest["tasks"][task].get("artifact_requirements", {}).get(kind, {})
+        for runtime, minimum in needs.items():
+            have = installed_version(runtime)
+            if have is None or parse_version(have) < parse_version(minimum):
+                raise BackendUnavailableError(
+                    f"task {task!r}: the {kind} model needs {runtime} >= {minimum} (installed: {have}); "
+                    "use precision='int8' or upgrade"
+                )
 
     def _validate(self, spec: TaskSpec, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         expected = [t.name for t in spec.inputs]

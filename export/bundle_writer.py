@@ -34,12 +34,17 @@ MAX_BUNDLE_BYTES = 1_000_000
 MIN_RUNTIME_VERSIONS = {"onnxruntime": "1.16.0", "ai-edge-litert": "1.0.0", "tflite-runtime": "2.14.0"}
 INPUT_UNITS = {"load_w": "W", "observed": "1 observed, 0 missing", "covariates": "see covariate_names"}
 FP32_TOLERANCE = 1e-4  # max |onnx - torch| / output scale; float32 rounding of the same graph
+GATHER_DISPATCH = "gather (TopK + Gather + MatMul)"
+# The CPU kernel of com.microsoft.MoE is recent; the version it was verified with is the minimum
+# stated for bundles whose fp32 model uses it (the int8 and TFLite models need no contrib op).
+MOE_OP_MIN_ONNXRUNTIME = "1.31.0"
 
 
 @dataclass
 class BundleConfig:
     include_tflite: bool = True
     include_dense: bool = False
+    fp32_moe_op: bool = True  # fp32 ONNX as com.microsoft.MoE (relu students; see onnx_export)
     check_windows: int = 64  # random windows used to verify every artifact against PyTorch
     max_bundle_bytes: int = MAX_BUNDLE_BYTES
     quantize: QuantizeConfig | None = None
@@ -105,33 +110,49 @@ def _task_entry(model: TaskModel, module: ExportModule, artifacts: dict[str, str
         "inputs": inputs, "outputs": outputs, "input_spec": input_spec,
         "topk": {"n_experts": mc.n_experts, "k": mc.top_k, "n_moe_layers": mc.n_layers if mc.moe else 0,
                  "d_model": mc.d_model, "d_expert": mc.d_expert, "activation": mc.activation,
-                 "dispatch": "gather (TopK + Gather + MatMul)", "gate_quantized": False,
+                 "gate_quantized": False,
                  "gating_noise": False},
         "appliances": list(model.task_cfg.appliances),
         "artifacts": artifacts, "metrics": ckpt.get("metrics", {}), "verification": checks,
     }
 
 
-def _export_task(task: str, model: TaskModel, tmp: Path, cfg: BundleConfig, bar: tqdm) -> dict:
+def _export_onnx_checked(module: ExportModule, path: Path, dispatch: str, feeds, reference) -> float:
+    export_onnx(module, path, OnnxExportConfig(dispatch=dispatch))
+    error = scaled_error(_onnx_outputs(path, feeds), reference)
+    if error > FP32_TOLERANCE:
+        raise ExportError(f"{module.task}: ONNX fp32 ({dispatch}) differs from PyTorch by {error:.2e}")
+    return error
+
+
+def _export_task(task: str, model: TaskModel, tmp: Path, scratch: Path, cfg: BundleConfig,
+                 bar: tqdm) -> dict:
     module = export_module(model).eval()
     feeds = _check_inputs(module, cfg.check_windows)
     reference = torch_outputs(module, feeds)
     artifacts: dict[str, str] = {}
+    dispatch: dict[str, str] = {}
     checks: dict[str, float] = {}
 
     bar.set_description(f"{task}: ONNX fp32")
-    fp32 = export_onnx(module, tmp / f"{task}.fp32.onnx", OnnxExportConfig(dispatch="sparse"))
-    checks["onnx_fp32_scaled_error"] = scaled_error(_onnx_outputs(fp32, feeds), reference)
-    if checks["onnx_fp32_scaled_error"] > FP32_TOLERANCE:
-        raise ExportError(f"{task}: ONNX fp32 differs from PyTorch by {checks['onnx_fp32_scaled_error']:.2e}")
+    gather = scratch / f"{task}.gather.fp32.onnx"
+    checks["onnx_fp32_gather_scaled_error"] = _export_onnx_checked(module, gather, "sparse", feeds, reference)
+    fp32 = tmp / f"{task}.fp32.onnx"
+    if model.model_cfg.activation == "relu" and cfg.fp32_moe_op:
+        checks["onnx_fp32_scaled_error"] = _export_onnx_checked(module, fp32, "moe_op", feeds, reference)
+        dispatch["onnx_fp32"] = "com.microsoft.MoE"
+    else:
+        shutil.copyfile(gather, fp32)
+        checks["onnx_fp32_scaled_error"] = checks["onnx_fp32_gather_scaled_error"]
+        dispatch["onnx_fp32"] = GATHER_DISPATCH
     artifacts["onnx_fp32"] = fp32.name
     bar.update()
 
     bar.set_description(f"{task}: ONNX int8")
-    int8 = quantize_onnx_int8(fp32, tmp / f"{task}.int8.onnx", cfg.quantize)
+    int8 = quantize_onnx_int8(gather, tmp / f"{task}.int8.onnx", cfg.quantize)
     checks["onnx_int8_scaled_error"] = scaled_error(_onnx_outputs(int8, feeds), reference)
-    checks["onnx_int8_routing_agreement"] = routing_agreement(fp32, int8, feeds)
-    artifacts["onnx_int8"] = int8.name
+    checks["onnx_int8_routing_agreement"] = routing_agreement(gather, int8, feeds)
+    artifacts["onnx_int8"], dispatch["onnx_int8"] = int8.name, GATHER_DISPATCH
     bar.update()
 
     tflite_io = None
@@ -139,21 +160,24 @@ def _export_task(task: str, model: TaskModel, tmp: Path, cfg: BundleConfig, bar:
         from export.tflite_export import export_tflite, quantize_tflite_int8, tflite_io_map
 
         bar.set_description(f"{task}: TFLite int8")
-        with tempfile.TemporaryDirectory() as scratch:
-            tfl32 = export_tflite(module, Path(scratch) / f"{task}.fp32.tflite")
-            tfl8 = quantize_tflite_int8(tfl32, tmp / f"{task}.int8.tflite")
+        tfl32 = export_tflite(module, scratch / f"{task}.fp32.tflite")
+        tfl8 = quantize_tflite_int8(tfl32, tmp / f"{task}.int8.tflite")
         tflite_io = tflite_io_map(tfl8, module.input_names, module.output_names)
-        artifacts["tflite_int8"] = tfl8.name
+        artifacts["tflite_int8"], dispatch["tflite_int8"] = tfl8.name, GATHER_DISPATCH
     bar.update()
 
     if cfg.include_dense:
         bar.set_description(f"{task}: dense reference")
-        dense = export_onnx(module, tmp / f"{task}.dense.fp32.onnx", OnnxExportConfig(dispatch="dense"))
-        checks["onnx_dense_scaled_error"] = scaled_error(_onnx_outputs(dense, feeds), reference)
-        artifacts["onnx_fp32_dense"] = dense.name
+        dense = tmp / f"{task}.dense.fp32.onnx"
+        checks["onnx_dense_scaled_error"] = _export_onnx_checked(module, dense, "dense", feeds, reference)
+        artifacts["onnx_fp32_dense"], dispatch["onnx_fp32_dense"] = dense.name, "dense (all experts)"
     bar.update()
     log.info("%s: checks %s", task, checks)
-    return _task_entry(model, module, artifacts, checks, tflite_io)
+    entry = _task_entry(model, module, artifacts, checks, tflite_io)
+    entry["topk"]["dispatch"] = dispatch
+    if dispatch["onnx_fp32"] == "com.microsoft.MoE":
+        entry["artifact_requirements"] = {"onnx_fp32": {"onnxruntime": MOE_OP_MIN_ONNXRUNTIME}}
+    return entry
 
 
 def write_bundle(task_checkpoints: dict[str, Path], out_dir: str | Path, *, model_version: str,
@@ -168,6 +192,7 @@ def write_bundle(task_checkpoints: dict[str, Path], out_dir: str | Path, *, mode
         raise ExportError("no task checkpoints given")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    scratch = Path(tempfile.mkdtemp(prefix="unimeter-export-"))
     try:
         tasks, appliances = {}, []
         with tqdm(total=4 * len(task_checkpoints), desc="export", unit="step") as bar:
@@ -175,7 +200,7 @@ def write_bundle(task_checkpoints: dict[str, Path], out_dir: str | Path, *, mode
                 model = load_task_model(ckpt_path)
                 if model.task != task:
                     raise ExportError(f"{ckpt_path} holds task {model.task!r}, not {task!r}")
-                tasks[task] = _export_task(task, model, tmp, cfg, bar)
+                tasks[task] = _export_task(task, model, tmp, scratch, cfg, bar)
                 appliances += [a for a in model.task_cfg.appliances if a not in appliances]
         manifest = _manifest(tmp, tasks, appliances, model_version, notes)
         size = sum(e["bytes"] for e in manifest["artifacts"].values())
@@ -189,6 +214,8 @@ def write_bundle(task_checkpoints: dict[str, Path], out_dir: str | Path, *, mode
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return out_dir
 
 

@@ -1,32 +1,35 @@
 """ONNX export with the MoE routing kept sparse, a dense reference export, and a graph walk that
 proves the sparsity.
 
-Sparse dispatch: the gather form, chosen over a ``com.microsoft`` MoE/QMoE rewrite
------------------------------------------------------------------------------------
-Each MoE layer exports as ``TopK`` over the gate logits, ``Gather`` of each token's k expert
-blocks from the flattened expert tables ``W.reshape(E, -1)`` (``F.embedding``), and batched
-``MatMul`` (``trainer.model.MoEFeedForward._gather``). Only k of N_e expert blocks are read and
-multiplied per token; no MatMul operand spans all experts (``sparsity_report`` checks this).
+Sparse dispatches: the gather form, and onnxruntime's contrib MoE op for relu students
+--------------------------------------------------------------------------------------
+``"sparse"`` (gather form): each MoE layer exports as ``TopK`` over the gate logits, ``Gather``
+of each token's k expert blocks from the flattened expert tables ``W.reshape(E, -1)``
+(``F.embedding``), and batched ``MatMul`` (``trainer.model.MoEFeedForward._gather``). Only k of
+N_e expert blocks are read and multiplied per token; no MatMul operand spans all experts
+(``sparsity_report`` walks the graph and checks it). It exports with ``torch.onnx.export(dynamo=
+True, opset 18)``, matches PyTorch to float rounding, quantizes with the stock ORT quantizer
+(gate excluded) and converts with litert-torch: it is the form of the int8 ONNX and TFLite models.
 
-Measured here (onnxruntime 1.31.1, one thread, d_model=16, d_expert=64, k=2, one MoE layer):
+``"moe_op"``: the whole layer as one ``com.microsoft.MoE`` node (router logits in, softmax over
+the top k inside, experts run only on their tokens: sparse by construction, grouped by expert,
+so the per-token weight copies of the gather form disappear). torch.onnx cannot emit it, so the
+layer calls a registered custom op (``unimeter::moe_ffn``) whose translation emits the node.
+Measured here (onnxruntime 1.31.1, one thread, d_model=16, d_expert=64, k=2, one layer, us):
 
 =============================  =========  =========  =========  ==========
-per layer, us                  E=8 T=12   E=8 T=768  E=32 T=12  E=32 T=768
+per layer                      E=8 T=12   E=8 T=768  E=32 T=12  E=32 T=768
 =============================  =========  =========  =========  ==========
 dense (all experts, masked)    13         345        33         1794
 com.microsoft MoE, relu        17         201        22         323
 com.microsoft MoE, gelu        35         2289       42         2392
 =============================  =========  =========  =========  ==========
 
-The contrib MoE op is sparse and fast on relu, but (a) torch.onnx cannot emit it, (b) its gelu
-is the tanh approximation (1e-3 off PyTorch's erf gelu, failing the 1e-4 match) and 10x slower,
-(c) its int8 twin QMoE needs hand-packed weights the ORT quantizer does not produce, and (d)
-TFLite cannot run it, so the bundle would hold two different graphs of the same model. The
-gather form is one graph that exports with ``torch.onnx.export(dynamo=True, opset 18)``, matches
-PyTorch to float rounding, quantizes with the stock ORT quantizer (gate excluded) and converts
-with litert-torch. Its cost at large batch is the per-token copy of k weight blocks; with the
-student's small experts (d_model=16, d_expert=32) that copy is ~4 KB per token and layer, and
-``bench/export.py`` measures batch 1 and batch 64 against the dense export.
+At T=768 (batch 64) the gather form was slower than dense (bench/results/export.md), the MoE op
+~1.7x faster and flat in N_e. Its gelu is the tanh approximation (1e-3 off PyTorch's erf gelu)
+and 10x slower, so it is used for relu models only; TFLite cannot run it and the ORT quantizer
+does not produce its int8 twin (QMoE), so the bundle ships: fp32 ONNX = MoE op (relu students),
+int8 ONNX and TFLite = gather form. The choice is per artifact and recorded in the manifest.
 
 Batch dimension: dynamic (``Dim("batch")``), everything else static (L, P, covariates). One file
 serves the agent's batch 1 and backfills of many windows, which keeps the bundle small; the
@@ -57,7 +60,7 @@ log = logging.getLogger(__name__)
 
 OPSET = 18
 IR_VERSION = 10  # what onnxruntime >= 1.17 reads; also what the contrib MoE ops need
-DISPATCHES = ("sparse", "dense")
+DISPATCHES = ("sparse", "dense", "moe_op")
 # Ops that only move or re-type a tensor: a weight seen through them is still that weight.
 PASS_THROUGH_OPS = {
     "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Expand", "Cast", "Identity", "Flatten",
@@ -75,7 +78,7 @@ class ExportError(Exception):
 class OnnxExportConfig:
     opset: int = OPSET
     dynamic_batch: bool = True
-    dispatch: str = "sparse"  # "sparse" (gather form) | "dense" (reference: every expert on every token)
+    dispatch: str = "sparse"  # "sparse" (gather) | "moe_op" (contrib MoE) | "dense" (reference)
     example_batch: int = 2
 
 
@@ -95,20 +98,82 @@ def _dense_experts(self: MoEFeedForward, flat: torch.Tensor, topk_idx: torch.Ten
     return (y * dense_gates.t().unsqueeze(-1)).sum(0)
 
 
+@torch.library.custom_op("unimeter::moe_ffn", mutates_args=())
+def moe_ffn(x: torch.Tensor, logits: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+            b2: torch.Tensor, k: int, activation: str) -> torch.Tensor:
+    """One MoE feed-forward layer given the router logits (what com.microsoft.MoE computes):
+    softmax over the top-k logits, experts on their routed tokens only."""
+    vals, idx = logits.topk(k, dim=-1)
+    gates = torch.softmax(vals, dim=-1)
+    act = torch.relu if activation == "relu" else torch.nn.functional.gelu
+    out = torch.zeros_like(x)
+    for e in range(w1.shape[0]):
+        token, slot = torch.where(idx == e)
+        if token.numel():
+            y = act(x[token] @ w1[e] + b1[e]) @ w2[e] + b2[e]
+            out.index_add_(0, token, y * gates[token, slot, None])
+    return out
+
+
+@moe_ffn.register_fake
+def _moe_ffn_fake(x, logits, w1, b1, w2, b2, k, activation):
+    return torch.empty_like(x)
+
+
+def _moe_op_forward(self: MoEFeedForward, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = x.reshape(-1, x.shape[-1])
+    logits = self.gate.w_g(flat)  # eval: no gating noise
+    y = torch.ops.unimeter.moe_ffn(flat, logits, self.w1, self.b1, self.w2, self.b2,
+                                   self.cfg.top_k, self.cfg.activation)
+    return y.reshape(x.shape), x.new_zeros(())
+
+
+def _moe_translation() -> dict:
+    """torch.ops.unimeter.moe_ffn -> com.microsoft.MoE (weights transposed to [E, out, in])."""
+    import onnxscript
+    from onnx.defs import OpSchema
+    from onnxscript import opset18 as op
+    from onnxscript._internal.values import Op
+
+    param = OpSchema.FormalParameter
+    schema = OpSchema(
+        "MoE", "com.microsoft", 1,
+        inputs=[param(n, "T") for n in ("input", "router_probs", "fc1_experts_weights",
+                                          "fc1_experts_bias", "fc2_experts_weights", "fc2_experts_bias")],
+        outputs=[param("output", "T")], type_constraints=[("T", ["tensor(float)"], "")],
+        attributes=[OpSchema.Attribute("k", OpSchema.AttrType.INT, ""),
+                    OpSchema.Attribute("activation_type", OpSchema.AttrType.STRING, ""),
+                    OpSchema.Attribute("normalize_routing_weights", OpSchema.AttrType.INT, "")],
+    )
+    moe = Op(onnxscript.values.Opset("com.microsoft", 1), "MoE", schema)
+
+    def moe_onnx(x, logits, w1, b1, w2, b2, k: int, activation: str):
+        return moe(x, logits, op.Transpose(w1, perm=[0, 2, 1]), b1, op.Transpose(w2, perm=[0, 2, 1]), b2,
+                   k=k, activation_type=activation, normalize_routing_weights=1)
+
+    return {torch.ops.unimeter.moe_ffn.default: moe_onnx}
+
+
 @contextlib.contextmanager
 def moe_dispatch(module: torch.nn.Module, dispatch: str) -> Iterator[None]:
-    """Temporarily route every MoE layer of ``module`` through the sparse or the dense dispatch."""
+    """Temporarily route every MoE layer of ``module`` through one dispatch (see module doc)."""
     if dispatch not in DISPATCHES:
         raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
     layers = [m for m in module.modules() if isinstance(m, MoEFeedForward)]
+    if dispatch == "moe_op" and any(m.cfg.activation != "relu" for m in layers):
+        raise ExportError("the com.microsoft MoE dispatch matches PyTorch for relu experts only")
     saved = [m.dispatch for m in layers]
     for m in layers:
         m.dispatch = "gather"
         if dispatch == "dense":
             m._gather = types.MethodType(_dense_experts, m)
+    original_forward = MoEFeedForward.forward
+    if dispatch == "moe_op":  # a class attribute: torch.export looks forward up on the class
+        MoEFeedForward.forward = _moe_op_forward
     try:
         yield
     finally:
+        MoEFeedForward.forward = original_forward
         for m, d in zip(layers, saved, strict=True):
             m.dispatch = d
             m.__dict__.pop("_gather", None)
@@ -135,6 +200,7 @@ def export_onnx(module: ExportModule, path: str | Path, cfg: OnnxExportConfig | 
                 module, example, input_names=list(module.input_names),
                 output_names=list(module.output_names), dynamo=True, opset_version=cfg.opset,
                 dynamic_shapes=dynamic_shapes, optimize=True, verbose=False,
+                custom_translation_table=_moe_translation() if cfg.dispatch == "moe_op" else None,
             )
         except Exception as e:  # torch.onnx raises several private types
             raise ExportError(f"torch.onnx.export of task {module.task!r} ({cfg.dispatch}) failed: {e}") from e

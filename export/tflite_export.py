@@ -77,8 +77,23 @@ def quantize_tflite_int8(fp32_path: str | Path, int8_path: str | Path,
     if int8_path.exists():
         int8_path.unlink()
     result.export_model(str(int8_path))
+    shorten_tensor_names(int8_path)
     log.info("quantized %s -> %s (%d B)", fp32_path.name, int8_path.name, int8_path.stat().st_size)
     return int8_path
+
+
+def shorten_tensor_names(path: str | Path) -> None:
+    """Replace litert-torch's tensor names (full module paths, ~60% of a small model's file) by
+    short ones; gate tensors keep a ``gate`` marker. Signatures refer to tensors by index, so
+    the signature runner is unaffected."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    model = fb.read_model(Path(path))
+    for g, subgraph in enumerate(model.subgraphs):
+        for i, tensor in enumerate(subgraph.tensors):
+            name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name or "")
+            tensor.name = f"gate_w_g/{g}.{i}" if "Linear_w_g" in name else f"{g}.{i}"
+    fb.write_model(model, str(path))
 
 
 def _index(name: str) -> int:

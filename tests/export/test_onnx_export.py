@@ -38,18 +38,24 @@ def dense_path(t, module, tmp_path_factory):
     return export_onnx(module, tmp_path_factory.mktemp("dense") / "dense.onnx", OnnxExportConfig(dispatch="dense"))
 
 
+@pytest.fixture(scope="module")
+def gather_path(t, module, tmp_path_factory):
+    """The gather-form fp32 export (the int8 and TFLite models are made from it)."""
+    return export_onnx(module, tmp_path_factory.mktemp("gather") / "gather.onnx", OnnxExportConfig())
+
+
 def _run(path, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in s.get_outputs()]
     return dict(zip(names, s.run(names, x), strict=True))
 
 
-def test_sparse_graph_walk_proves_top_k_routing(t, module, dense_path):
+def test_sparse_graph_walk_proves_top_k_routing(t, module, dense_path, gather_path):
     moe = MoeShape.of(module)
     n_layers = module.model.model_cfg.n_layers
     one = feeds(t.held_out["imputation"], module.input_names, 1)
     tokens = module.model.model_cfg.n_patches
-    sparse = sparsity_report(t.bundle / "imputation.fp32.onnx", moe, one, tokens)
+    sparse = sparsity_report(gather_path, moe, one, tokens)
     dense = sparsity_report(dense_path, moe, one, tokens)
     assert sparse.n_topk == n_layers
     assert len(sparse.expert_gathers) == 2 * n_layers  # W1 and W2 tables gathered per layer
@@ -83,13 +89,23 @@ def test_int8_graph_stays_sparse_and_gate_stays_float(t, module):
         assert weight.data_type == onnx.TensorProto.FLOAT
 
 
-def test_onnx_fp32_matches_pytorch(t, module):
+def test_bundle_fp32_is_one_contrib_moe_node_per_layer(t, module):
+    model = onnx.load(str(t.bundle / "imputation.fp32.onnx"))
+    moe_nodes = [n for n in model.graph.node if n.domain == "com.microsoft" and n.op_type == "MoE"]
+    assert len(moe_nodes) == module.model.model_cfg.n_layers
+    for node in moe_nodes:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["k"] == module.model.model_cfg.top_k and attrs["activation_type"] == b"relu"
+        assert attrs["normalize_routing_weights"] == 1
+
+
+def test_onnx_fp32_matches_pytorch(t, module, gather_path):
     """<= 1e-4 max abs error on logits and on outputs in W relative to their scale (a kW-sized
-    output carries 1e-4 W of float32 rounding by itself)."""
+    output carries 1e-4 W of float32 rounding by itself); both fp32 dispatches."""
     x = feeds(t.held_out["imputation"], module.input_names, 64)
     ref = torch_outputs(module, x)
-    got = _run(t.bundle / "imputation.fp32.onnx", x)
-    assert scaled_error(got, ref) <= 1e-4
+    for path in (t.bundle / "imputation.fp32.onnx", gather_path):
+        assert scaled_error(_run(path, x), ref) <= 1e-4
     anomaly = export_module(load_task_model(t.checkpoints["anomaly"])).eval()
     xa = feeds(t.held_out["anomaly"], anomaly.input_names, 64)
     ref_a, got_a = torch_outputs(anomaly, xa), _run(t.bundle / "anomaly.fp32.onnx", xa)
@@ -97,9 +113,9 @@ def test_onnx_fp32_matches_pytorch(t, module):
         assert np.abs(got_a[name] - ref_a[name]).max() <= 1e-4
 
 
-def test_dynamic_batch_runs_batch_1_and_64(t, module, dense_path):
+def test_dynamic_batch_runs_batch_1_and_64(t, module, dense_path, gather_path):
     x = feeds(t.held_out["imputation"], module.input_names, 64)
-    for path in (t.bundle / "imputation.fp32.onnx", dense_path):
+    for path in (t.bundle / "imputation.fp32.onnx", dense_path, gather_path):
         full = _run(path, x)["load_w_filled"]
         assert full.shape == (64, 48)
         for i in (0, 63):
@@ -108,7 +124,7 @@ def test_dynamic_batch_runs_batch_1_and_64(t, module, dense_path):
     np.testing.assert_allclose(_run(dense_path, x)["load_w_filled"], full, rtol=1e-5, atol=1e-2)
 
 
-def test_int8_routing_agreement_and_task_metrics(t):
+def test_int8_routing_agreement_and_task_metrics(t, tmp_path):
     """Routing: >= 99% of (window, token, layer) top-k sets identical to fp32 on held-out windows.
     Metrics on this tiny model: imputation MAE within 5% relative, anomaly window F1 within 0.05
     (the benchmark reports the student's real figures)."""
@@ -117,7 +133,9 @@ def test_int8_routing_agreement_and_task_metrics(t):
         spec_inputs = ("load_w", "observed") if task == "imputation" else ("load_w",)
         x = feeds(data, spec_inputs)
         fp32, int8 = t.bundle / f"{task}.fp32.onnx", t.bundle / f"{task}.int8.onnx"
-        assert routing_agreement(fp32, int8, x) >= 0.99
+        module = export_module(load_task_model(t.checkpoints[task])).eval()
+        gather = export_onnx(module, tmp_path / f"{task}.onnx", OnnxExportConfig(dispatch="sparse"))
+        assert routing_agreement(gather, int8, x) >= 0.99
         m32 = task_metric(task, _run(fp32, x), data.arrays)
         m8 = task_metric(task, _run(int8, x), data.arrays)
         if task == "imputation":

@@ -1,0 +1,323 @@
+"""Export benchmark: latency, throughput, file sizes and memory of the Pi-sized student in every
+form the bundle ships, sparse against dense, N_e = 8 against 32 at k = 2.
+
+    python bench/export.py                 # full run (~10 min on 2 shared cores)
+    python bench/export.py --quick         # smoke run (small training, fewer iterations)
+
+For each N_e it trains the student (``trainer.distill.default_student_config``: d_model=16,
+4 layers, k=2, d_expert=32, relu) on simulated households for the imputation and anomaly
+tasks, writes a real bundle (``export.bundle_writer.write_bundle`` with the dense reference),
+then times every artifact in its own subprocess (one thread; peak RSS from that process):
+
+* torch fp32 (eval, gather dispatch), ONNX fp32 dense, ONNX fp32 sparse, ONNX int8 sparse
+  (onnxruntime), TFLite int8 (ai-edge-litert; batch 64 = 64 calls of the batch-1 graph);
+* batch 1 and batch 64: p50/p99 latency per call and windows/s;
+* the int8 model's task metrics against fp32 on held-out households and its routing agreement.
+
+Writes bench/results/export.json, bench/results/export.md and bench/results/export.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))
+
+FORMS = ("torch_fp32", "onnx_fp32_dense", "onnx_fp32_sparse", "onnx_int8_sparse", "tflite_int8")
+TASKS = ("imputation", "anomaly")
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker: one form, one process (so peak memory is that form's)
+
+
+def _session(form: str, model_path: str, task: str):
+    """A callable feeds -> outputs for one form, single-threaded."""
+    if form == "torch_fp32":
+        import torch
+
+        from trainer.checkpoint import load_task_model
+        from trainer.tasks import export_module
+
+        torch.set_num_threads(1)
+        module = export_module(load_task_model(model_path)).eval()
+
+        def run_torch(feeds):
+            with torch.no_grad():
+                return module(*(torch.from_numpy(feeds[n]) for n in module.input_names))
+        return run_torch
+    if form.startswith("onnx"):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+        return lambda feeds: session.run(None, feeds)
+    from edge.bundle import load_bundle
+    from edge.runtime import InferenceRuntime
+
+    runtime = InferenceRuntime(load_bundle(model_path), backend="tflite", precision="int8", threads=1)
+    return lambda feeds: runtime.run(task, feeds)
+
+
+def _time(call, feeds: dict, iters: int) -> dict:
+    for _ in range(max(5, iters // 10)):
+        call(feeds)
+    times = np.empty(iters)
+    for i in range(iters):
+        t0 = time.perf_counter()
+        call(feeds)
+        times[i] = time.perf_counter() - t0
+    batch = next(iter(feeds.values())).shape[0]
+    return {"p50_ms": float(np.percentile(times, 50) * 1e3), "p99_ms": float(np.percentile(times, 99) * 1e3),
+            "mean_ms": float(times.mean() * 1e3), "windows_per_s": float(batch / times.mean()),
+            "p50_ms_per_window": float(np.percentile(times, 50) * 1e3 / batch)}
+
+
+def worker(spec: dict) -> dict:
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    call = _session(spec["form"], spec["path"], spec["task"])
+    data = np.load(spec["feeds"])
+    result = {}
+    for batch, iters in ((1, spec["iters"]), (64, max(20, spec["iters"] // 10))):
+        feeds = {k: np.ascontiguousarray(data[k][:batch]) for k in data.files}
+        result[f"batch{batch}"] = _time(call, feeds, iters)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["import_rss_mb"] = rss_before / 1024
+    return result
+
+
+def run_worker(spec: dict) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {spec['form']} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the students and their bundles
+
+
+def build(n_experts: int, out: Path, steps: int, households: int, seed: int = 0) -> dict:
+    from export.bundle_writer import BundleConfig, write_bundle
+    from trainer.data import anomaly_set, imputation_set, simulate_profiles, split_by_household
+    from trainer.distill import default_student_config
+    from trainer.finetune import FinetuneConfig, finetune
+    from trainer.model import ModelConfig
+
+    profiles = simulate_profiles(households, 30, seed)
+    train, test = split_by_household(profiles, (0.8, 0.2), seed)
+    sets = {"imputation": (imputation_set(train.arrays["load_w"], seed=1),
+                           imputation_set(test.arrays["load_w"], rate=(0.3, 0.3), seed=2)),
+            "anomaly": (anomaly_set(train.arrays["load_w"], seed=3), anomaly_set(test.arrays["load_w"], seed=4))}
+    model_cfg = default_student_config(ModelConfig.table1(), n_experts=n_experts)
+    ckpts = {}
+    for task in TASKS:
+        cfg = FinetuneConfig(task=task, out_dir=str(out / "ckpt"), epochs=1000, batch_size=64, lr=2e-3,
+                             regularizer="none", max_steps=steps, progress=True, plot=False,
+                             model=model_cfg, patience=1000, seed=seed)
+        ckpts[task] = finetune(cfg, None, sets[task][0], sets[task][1])
+    bundle = write_bundle(ckpts, out / "bundle", model_version=f"bench-ne{n_experts}",
+                          cfg=BundleConfig(include_dense=True), overwrite=True)
+    return {"ckpts": ckpts, "bundle": bundle, "test": {t: s[1] for t, s in sets.items()}, "config": model_cfg}
+
+
+def quality(built: dict) -> dict:
+    """int8 (ONNX and TFLite) against fp32 on held-out households: task metrics and routing."""
+    import onnxruntime as ort
+
+    from edge.bundle import load_bundle
+    from edge.runtime import InferenceRuntime
+    from export.quantize import routing_agreement
+    from trainer.distill import HEADLINE, task_metric
+
+    bundle = built["bundle"]
+    tflite = InferenceRuntime(load_bundle(bundle), backend="tflite", precision="int8")
+    out = {}
+    for task in TASKS:
+        data = built["test"][task]
+        names = ("load_w", "observed") if task == "imputation" else ("load_w",)
+        feeds = {k: data.arrays[k].astype(np.float32) for k in names}
+        metrics = {}
+        for form, path in (("fp32", f"{task}.fp32.onnx"), ("int8", f"{task}.int8.onnx")):
+            s = ort.InferenceSession(str(bundle / path), providers=["CPUExecutionProvider"])
+            metrics[f"onnx_{form}"] = task_metric(task, dict(zip([o.name for o in s.get_outputs()],
+                                                                  s.run(None, feeds), strict=True)), data.arrays)
+        metrics["tflite_int8"] = task_metric(task, tflite.run(task, feeds), data.arrays)
+        key, _ = HEADLINE[task]
+        ref = metrics["onnx_fp32"][key]
+        out[task] = {"metrics": metrics, "headline": key,
+                     "onnx_int8_rel_change": abs(metrics["onnx_int8"][key] - ref) / max(abs(ref), 1e-9),
+                     "tflite_int8_rel_change": abs(metrics["tflite_int8"][key] - ref) / max(abs(ref), 1e-9),
+                     "routing_agreement": routing_agreement(bundle / f"{task}.fp32.onnx",
+                                                            bundle / f"{task}.int8.onnx", feeds),
+                     "n_windows": len(data)}
+    return out
+
+
+def measure(built: dict, iters: int, scratch: Path) -> dict:
+    task = "imputation"
+    data = built["test"][task].arrays
+    feeds_path = scratch / "feeds.npz"
+    np.savez(feeds_path, load_w=data["load_w"][:64].astype(np.float32),
+             observed=data["observed"][:64].astype(np.float32))
+    b = built["bundle"]
+    paths = {"torch_fp32": built["ckpts"][task], "onnx_fp32_dense": b / f"{task}.dense.fp32.onnx",
+             "onnx_fp32_sparse": b / f"{task}.fp32.onnx", "onnx_int8_sparse": b / f"{task}.int8.onnx",
+             "tflite_int8": b}
+    results = {}
+    for form in FORMS:
+        print(f"  timing {form} ...", flush=True)
+        results[form] = run_worker({"form": form, "path": str(paths[form]), "task": task,
+                                    "feeds": str(feeds_path), "iters": iters})
+    return results
+
+
+def sizes(bundle: Path) -> dict:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    per = {name: a["bytes"] for name, a in manifest["artifacts"].items()}
+    shipped = {n: s for n, s in per.items() if ".dense." not in n}
+    return {"files": per, "bundle_bytes_without_dense": sum(shipped.values()),
+            "per_task_bytes": {t: sum(s for n, s in shipped.items() if n.startswith(t + ".")) for t in TASKS}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def targets(res: dict) -> dict:
+    e8, e32 = res["n_experts"]["8"], res["n_experts"]["32"]
+    lat = lambda r, f, b: r["latency"][f][f"batch{b}"]["p50_ms"]  # noqa: E731
+    per_task = e8["sizes"]["per_task_bytes"]
+    return {
+        "sparse_vs_dense_batch1_speedup": lat(e8, "onnx_fp32_dense", 1) / lat(e8, "onnx_fp32_sparse", 1),
+        "sparse_vs_dense_batch64_speedup": lat(e8, "onnx_fp32_dense", 64) / lat(e8, "onnx_fp32_sparse", 64),
+        "sparse_batch1_ne32_over_ne8": lat(e32, "onnx_fp32_sparse", 1) / lat(e8, "onnx_fp32_sparse", 1),
+        "int8_batch1_ne32_over_ne8": lat(e32, "onnx_int8_sparse", 1) / lat(e8, "onnx_int8_sparse", 1),
+        "dense_batch1_ne32_over_ne8": lat(e32, "onnx_fp32_dense", 1) / lat(e8, "onnx_fp32_dense", 1),
+        "onnx_int8_batch1_p50_ms": lat(e8, "onnx_int8_sparse", 1),
+        "bundle_bytes_two_tasks": e8["sizes"]["bundle_bytes_without_dense"],
+        "bundle_bytes_per_task_max": max(per_task.values()),
+        "worst_int8_metric_rel_change": max(q["onnx_int8_rel_change"] for q in e8["quality"].values()),
+        "worst_routing_agreement": min(q["routing_agreement"] for q in e8["quality"].values()),
+    }
+
+
+def markdown(res: dict, command: str) -> str:
+    t = res["targets"]
+    lines = [f"# Export benchmark\n\nCommand: `{command}`  \nMachine: {res['machine']}  \n"
+             f"Student: {res['student']}\n",
+             "## Latency (imputation task, one thread, p50 / p99 ms per call)\n",
+             "| N_e | form | batch 1 p50 | batch 1 p99 | batch 64 p50 | batch 64 p99 | windows/s @64 | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for ne, r in res["n_experts"].items():
+        for form, m in r["latency"].items():
+            b1, b64 = m["batch1"], m["batch64"]
+            lines.append(f"| {ne} | {form} | {b1['p50_ms']:.3f} | {b1['p99_ms']:.3f} | {b64['p50_ms']:.3f} | "
+                         f"{b64['p99_ms']:.3f} | {b64['windows_per_s']:.0f} | {m['peak_rss_mb']:.0f} |")
+    lines += ["\n## int8 against fp32 on held-out households (N_e = 8)\n",
+              "| task | metric | ONNX fp32 | ONNX int8 | TFLite int8 | int8 rel. change | routing agreement |",
+              "|---|---|---|---|---|---|---|"]
+    for task, q in res["n_experts"]["8"]["quality"].items():
+        k, m = q["headline"], q["metrics"]
+        lines.append(f"| {task} | {k} | {m['onnx_fp32'][k]:.4g} | {m['onnx_int8'][k]:.4g} | "
+                     f"{m['tflite_int8'][k]:.4g} | {q['onnx_int8_rel_change']:.2%} | {q['routing_agreement']:.4f} |")
+    lines += ["\n## Files (N_e = 8)\n", "| file | bytes |", "|---|---|"]
+    lines += [f"| {n} | {b} |" for n, b in res["n_experts"]["8"]["sizes"]["files"].items()]
+    lines += ["\n## Targets\n", "| target | measured | met |", "|---|---|---|"]
+    checks = [
+        ("sparse >= 1.5x faster than dense, batch 1", f"{t['sparse_vs_dense_batch1_speedup']:.2f}x",
+         t["sparse_vs_dense_batch1_speedup"] >= 1.5),
+        ("sparse no slower than dense, batch 64", f"{t['sparse_vs_dense_batch64_speedup']:.2f}x",
+         t["sparse_vs_dense_batch64_speedup"] >= 1.0),
+        ("latency nearly flat N_e 8 -> 32 (sparse fp32, batch 1)", f"x{t['sparse_batch1_ne32_over_ne8']:.2f} "
+         f"(dense: x{t['dense_batch1_ne32_over_ne8']:.2f})", t["sparse_batch1_ne32_over_ne8"] <= 1.25),
+        ("ONNX int8 batch-1 p50 <= 0.5 ms", f"{t['onnx_int8_batch1_p50_ms']:.3f} ms", t["onnx_int8_batch1_p50_ms"] <= 0.5),
+        ("int8 task metric within 2% of fp32", f"{t['worst_int8_metric_rel_change']:.2%}",
+         t["worst_int8_metric_rel_change"] <= 0.02),
+        ("int8 routing agreement >= 99%", f"{t['worst_routing_agreement']:.2%}", t["worst_routing_agreement"] >= 0.99),
+        ("bundle <= 1 MB (two tasks here)", f"{t['bundle_bytes_two_tasks'] / 1e6:.3f} MB "
+         f"(largest task {t['bundle_bytes_per_task_max'] / 1e6:.3f} MB)", t["bundle_bytes_two_tasks"] <= 1_000_000),
+    ]
+    lines += [f"| {name} | {value} | {'yes' if ok else 'NO'} |" for name, value, ok in checks]
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, batch in zip(axes, (1, 64), strict=True):
+        x = np.arange(len(FORMS))
+        for i, (ne, r) in enumerate(res["n_experts"].items()):
+            ax.bar(x + (i - 0.5) * 0.4, [r["latency"][f][f"batch{batch}"]["p50_ms"] for f in FORMS], 0.4,
+                   label=f"N_e={ne}")
+        ax.set_xticks(x, [f.replace("_", "\n", 1) for f in FORMS], fontsize=8)
+        ax.set_ylabel("p50 ms per call")
+        ax.set_title(f"batch {batch}, one thread")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small training and few iterations (smoke run)")
+    p.add_argument("--steps", type=int, default=1500, help="training steps per task and N_e")
+    p.add_argument("--households", type=int, default=60)
+    p.add_argument("--iters", type=int, default=2000, help="timed calls at batch 1 (batch 64: /10)")
+    p.add_argument("--out", default=str(RESULTS), help="results directory")
+    p.add_argument("--work", default="/tmp/unimeter-bench-export", help="scratch directory")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    if args.quick:
+        args.steps, args.iters, args.households = 100, 200, 20
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    command = "python bench/export.py " + " ".join(sys.argv[1:])
+    work = Path(args.work)
+    res = {"command": command, "machine": f"{platform.machine()} {platform.processor() or ''} "
+           f"{os.cpu_count()} cores (shared), Python {platform.python_version()}", "n_experts": {}}
+    for ne in (8, 32):
+        print(f"N_e = {ne}: training the student and writing its bundle", flush=True)
+        built = build(ne, work / f"ne{ne}", args.steps, args.households)
+        res["student"] = {k: v for k, v in built["config"].to_dict().items()
+                          if k in ("d_model", "n_layers", "top_k", "d_expert", "activation")}
+        res["n_experts"][str(ne)] = {"latency": measure(built, args.iters, work / f"ne{ne}"),
+                                     "sizes": sizes(built["bundle"]), "quality": quality(built)}
+    res["targets"] = targets(res)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "export.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    (out / "export.md").write_text(markdown(res, command))
+    plot(res, out / "export.png")
+    print((out / "export.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
