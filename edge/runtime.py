@@ -36,15 +36,15 @@ BACKENDS = ("auto", "onnx", "tflite")
 PRECISIONS = ("int8", "fp32")
 
 
-class RuntimeError_(BundleError):
-    """Base of runtime errors (named to avoid shadowing the builtin RuntimeError)."""
+class InferenceError(BundleError):
+    """Base of the runtime's errors."""
 
 
-class BackendUnavailableError(RuntimeError_):
+class BackendUnavailableError(InferenceError):
     """The asked-for backend or precision cannot run with this bundle and these packages."""
 
 
-class InputError(RuntimeError_, ValueError):
+class InputError(InferenceError, ValueError):
     """Inputs do not match the task's spec (missing/unknown name, shape, dtype, NaN)."""
 
 

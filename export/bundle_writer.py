@@ -45,6 +45,7 @@ class BundleConfig:
     include_tflite: bool = True
     include_dense: bool = False
     fp32_moe_op: bool = True  # fp32 ONNX as com.microsoft.MoE (relu students; see onnx_export)
+    include_fp32: bool = True  # False: int8 ONNX + TFLite only (the Pi's default; ~half the bytes)
     check_windows: int = 64  # random windows used to verify every artifact against PyTorch
     max_bundle_bytes: int = MAX_BUNDLE_BYTES
     quantize: QuantizeConfig | None = None
@@ -137,7 +138,7 @@ def _export_task(task: str, model: TaskModel, tmp: Path, scratch: Path, cfg: Bun
     bar.set_description(f"{task}: ONNX fp32")
     gather = scratch / f"{task}.gather.fp32.onnx"
     checks["onnx_fp32_gather_scaled_error"] = _export_onnx_checked(module, gather, "sparse", feeds, reference)
-    fp32 = tmp / f"{task}.fp32.onnx"
+    fp32 = (tmp if cfg.include_fp32 else scratch) / f"{task}.fp32.onnx"
     if model.model_cfg.activation == "relu" and cfg.fp32_moe_op:
         checks["onnx_fp32_scaled_error"] = _export_onnx_checked(module, fp32, "moe_op", feeds, reference)
         dispatch["onnx_fp32"] = "com.microsoft.MoE"
@@ -145,7 +146,8 @@ def _export_task(task: str, model: TaskModel, tmp: Path, scratch: Path, cfg: Bun
         shutil.copyfile(gather, fp32)
         checks["onnx_fp32_scaled_error"] = checks["onnx_fp32_gather_scaled_error"]
         dispatch["onnx_fp32"] = GATHER_DISPATCH
-    artifacts["onnx_fp32"] = fp32.name
+    if cfg.include_fp32:
+        artifacts["onnx_fp32"] = fp32.name
     bar.update()
 
     bar.set_description(f"{task}: ONNX int8")
@@ -174,8 +176,8 @@ def _export_task(task: str, model: TaskModel, tmp: Path, scratch: Path, cfg: Bun
     bar.update()
     log.info("%s: checks %s", task, checks)
     entry = _task_entry(model, module, artifacts, checks, tflite_io)
-    entry["topk"]["dispatch"] = dispatch
-    if dispatch["onnx_fp32"] == "com.microsoft.MoE":
+    entry["topk"]["dispatch"] = {k: v for k, v in dispatch.items() if k in artifacts}
+    if "onnx_fp32" in artifacts and dispatch["onnx_fp32"] == "com.microsoft.MoE":
         entry["artifact_requirements"] = {"onnx_fp32": {"onnxruntime": MOE_OP_MIN_ONNXRUNTIME}}
     return entry
 

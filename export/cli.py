@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model-version", default="0.1.0", help="version string stored in the manifest")
     p.add_argument("--dense", action="store_true", help="also store the dense fp32 ONNX reference")
     p.add_argument("--no-tflite", action="store_true", help="skip the TFLite model (no litert-torch)")
+    p.add_argument("--no-fp32", action="store_true",
+                   help="ship int8 models only (ONNX int8 + TFLite int8): about half the bundle size")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle directory")
     p.add_argument("--notes", default="", help="free text stored in the manifest")
     p.set_defaults(func=run_export)
@@ -66,15 +68,18 @@ def _checkpoint_map(specs: list[str]) -> dict[str, Path]:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from edge.bundle import BundleError
     from export.bundle_writer import BundleConfig, write_bundle
     from export.onnx_export import ExportError
+    from trainer.checkpoint import CheckpointError
 
     try:
         tasks = _checkpoint_map(args.checkpoint)
-        cfg = BundleConfig(include_tflite=not args.no_tflite, include_dense=args.dense)
+        cfg = BundleConfig(include_tflite=not args.no_tflite, include_dense=args.dense,
+                           include_fp32=not args.no_fp32)
         out = write_bundle(tasks, args.out, model_version=args.model_version, cfg=cfg,
                            overwrite=args.overwrite, notes=args.notes)
-    except (ExportError, OSError) as e:
+    except (ExportError, CheckpointError, BundleError, OSError) as e:
         print(f"unimeter export: {e}", file=sys.stderr)
         return 1
     from edge.bundle import load_bundle

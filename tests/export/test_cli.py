@@ -20,13 +20,13 @@ def t():
 def test_export_command_writes_a_verified_bundle(t, tmp_path, capsys):
     out = tmp_path / "bundle"
     rc = main(["export", "--checkpoint", f"anomaly={t.checkpoints['anomaly']}", "--out", str(out),
-               "--no-tflite", "--model-version", "9.9.9"])
+               "--no-tflite", "--no-fp32", "--model-version", "9.9.9"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "1 task(s)" in printed and "anomaly.int8.onnx" in printed
     bundle = load_bundle(out)
     assert bundle.model_version == "9.9.9" and set(bundle.tasks) == {"anomaly"}
-    assert set(bundle.tasks["anomaly"].artifacts) == {"onnx_fp32", "onnx_int8"}
+    assert set(bundle.tasks["anomaly"].artifacts) == {"onnx_int8"}  # --no-fp32 --no-tflite
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["tasks"]["anomaly"]["topk"]["gate_quantized"] is False
     assert manifest["tasks"]["anomaly"]["verification"]["onnx_fp32_scaled_error"] <= 1e-4
@@ -39,6 +39,12 @@ def test_export_command_writes_a_verified_bundle(t, tmp_path, capsys):
 def test_export_refuses_a_wrong_task_label(t, tmp_path):
     with pytest.raises(SystemExit, match="holds task 'imputation', not 'anomaly'"):
         main(["export", "--checkpoint", f"anomaly={t.checkpoints['imputation']}", "--out", str(tmp_path / "b")])
+    assert not (tmp_path / "b").exists()
+
+
+def test_export_reports_a_missing_checkpoint(tmp_path, capsys):
+    rc = main(["export", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "b")])
+    assert rc == 1 and "no checkpoint at" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
 
 
