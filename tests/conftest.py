@@ -3,7 +3,8 @@
 ``mosquitto`` (per test) and ``mosquitto_module`` (per module) start /usr/sbin/mosquitto with
 persistence in a temporary directory; ``broker.stop()`` / ``broker.start()`` restart it on the same
 port (a broker outage), keeping retained messages and persistent sessions across the restart.
-``tiny_bundle`` (per session) trains and exports a tiny model with ``export.pipeline.quick_bundle``.
+``tiny_bundle`` (per session) trains and exports a tiny model with ``export.pipeline.quick_bundle``
+(or reuses the bundle directory named by $UNIMETER_TINY_BUNDLE).
 """
 
 from __future__ import annotations
@@ -103,6 +104,9 @@ def mosquitto_module(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     """A real bundle from a tiny model trained on simulated data (about a minute, once per session)."""
+    reuse = os.environ.get("UNIMETER_TINY_BUNDLE")  # a bundle quick_bundle wrote before (dev loop)
+    if reuse:
+        return Path(reuse)
     from export.pipeline import quick_bundle
 
     out = tmp_path_factory.mktemp("tiny_bundle")
