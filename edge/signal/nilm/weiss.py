@@ -2,8 +2,11 @@
 
 Each appliance has an ON signature (dP, dQ); its OFF signature is the negative. An aggregate event
 is matched to the nearest signature in a scaled (dP, dQ) space and accepted if within tolerance
-(relative to the signature, with a floor); otherwise it is an unknown device. An ON match turns the
-appliance on until its matching OFF event. Only Type-1 behaviour is modelled, as in the seed.
+(relative to the signature, with a floor); otherwise it is an unknown device. Matching is
+state-aware: an ON event is matched only among appliances that are OFF and an OFF event only among
+those that are ON. An ON match turns the appliance on until its matching OFF event, but never for
+longer than twice the longest use seen in the sub-metered data: an OFF hidden by another load's
+simultaneous step would otherwise leave the appliance on for days. Only Type-1 behaviour is modelled, as in the seed.
 Signatures are learned here from sub-metered data (the seed did the same); they can also be
 entered by hand (the AppliSense phone workflow) as rows of the table.
 """
@@ -23,12 +26,14 @@ class Signature:
     appliance: str
     dp_w: float
     dq_var: float
+    max_on_samples: int = 2**62  # a session never runs longer (learned: 2x the longest seen)
 
 
 @dataclass(frozen=True)
 class WeissConfig:
     rel_tol: float = 0.25  # accepted distance, relative to the signature size
-    floor_w: float = 20.0  # minimum tolerance (W and var)
+    floor_w: float = 20.0  # minimum tolerance on dP (W)
+    floor_var: float = 60.0  # minimum tolerance on dQ (var): reactive noise of other loads
     events: EventConfig = EventConfig()
 
 
@@ -44,7 +49,10 @@ def learn_signatures(appliance_power_w: dict[str, np.ndarray],
         if not on.any():
             continue
         dq = float(np.nanmedian(ev.dq_var[on])) if q is not None else 0.0
-        out.append(Signature(name, float(np.median(ev.dp_w[on])), dq))
+        runs = np.diff(np.flatnonzero(np.diff(np.concatenate(([0], p > cfg.events.threshold_w / 2,
+                                                              [0])).astype(np.int8)) != 0))[::2]
+        longest = int(runs.max()) if runs.size else p.size
+        out.append(Signature(name, float(np.median(ev.dp_w[on])), dq, 2 * longest))
     return out
 
 
@@ -56,36 +64,49 @@ class WeissMatcher:
         self.names = [s.appliance for s in signatures]
         self._sig = np.array([[s.dp_w, s.dq_var] for s in signatures])
 
-    def match(self, dp_w: np.ndarray, dq_var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per event: index of the matched signature (-1 unknown) and +1 ON / -1 OFF."""
+    def distances(self, dp_w: np.ndarray, dq_var: np.ndarray) -> np.ndarray:
+        """Squared scaled distance of every event to every signature [E, S]; <= 1 is a match."""
         ev = np.stack([np.abs(dp_w), np.where(np.isfinite(dq_var), dq_var, 0.0)], axis=1)
-        sign = np.sign(dp_w)
-        ev[:, 1] *= sign  # an OFF event is the negated ON signature
-        scale = np.maximum(self.cfg.rel_tol * np.abs(self._sig), self.cfg.floor_w)  # [S, 2]
+        ev[:, 1] *= np.sign(dp_w)  # an OFF event is the negated ON signature
+        floor = np.array([self.cfg.floor_w, self.cfg.floor_var])
+        scale = np.maximum(self.cfg.rel_tol * np.abs(self._sig), floor)  # [S, 2]
         use_q = np.isfinite(dq_var)[:, None]
         d2 = ((ev[:, None, 0] - self._sig[None, :, 0]) / scale[None, :, 0]) ** 2
-        d2 = d2 + np.where(use_q, ((ev[:, None, 1] - self._sig[None, :, 1]) / scale[None, :, 1]) ** 2, 0)
-        best = d2.argmin(1)
+        return d2 + np.where(use_q, ((ev[:, None, 1] - self._sig[None, :, 1]) / scale[None, :, 1]) ** 2, 0)
+
+    def match(self, dp_w: np.ndarray, dq_var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per event: index of the nearest signature (-1 unknown) and +1 ON / -1 OFF."""
+        d2 = self.distances(dp_w, dq_var)
+        best = d2.argmin(1) if d2.size else np.zeros(0, int)
         ok = d2[np.arange(best.size), best] <= 1.0
-        return np.where(ok, best, -1), sign.astype(int)
+        return np.where(ok, best, -1), np.sign(dp_w).astype(int)
 
     def predict(self, aggregate_w, reactive_var=None, ts_s=None) -> dict[str, dict[str, np.ndarray]]:
         agg = np.asarray(aggregate_w, float)
         ev = detect_events(agg, ts_s, reactive_var, self.cfg.events)
-        which, sign = self.match(ev.dp_w, ev.dq_var)
+        d2 = self.distances(ev.dp_w, ev.dq_var)
+        sign = np.sign(ev.dp_w)
         on = np.zeros((len(self.signatures), agg.size), dtype=bool)
         state = np.zeros(len(self.signatures), dtype=bool)
         since = np.zeros(len(self.signatures), dtype=np.int64)
-        for idx, w, s in zip(ev.index, which, sign, strict=True):
-            if w < 0:
-                continue
-            if s > 0 and not state[w]:
+        limit = np.array([sig.max_on_samples for sig in self.signatures])
+        for e, (idx, s) in enumerate(zip(ev.index, sign, strict=True)):
+            expired = state & (idx - since > limit)  # missed OFF (e.g. masked by another load)
+            for w in np.flatnonzero(expired):
+                on[w, since[w]:since[w] + limit[w]] = True
+            state &= ~expired
+            # state-aware: an ON event can only start an appliance that is OFF, and vice versa
+            d = np.where(state == (s < 0), d2[e], np.inf)
+            w = int(np.argmin(d))
+            if not d[w] <= 1.0:
+                continue  # an unknown device
+            if s > 0:
                 state[w], since[w] = True, idx
-            elif s < 0 and state[w]:
+            else:
                 on[w, since[w]:idx] = True
                 state[w] = False
         for w in np.flatnonzero(state):
-            on[w, since[w]:] = True
+            on[w, since[w]:since[w] + limit[w]] = True
         out: dict[str, dict[str, np.ndarray]] = {}
         for i, name in enumerate(self.names):
             power = on[i] * self._sig[i, 0]
