@@ -17,8 +17,15 @@ import numpy as np
 from edge.signal.gapfill.base import Gap, check_input, find_gaps, finish
 
 # (max_gap_samples, min_knowledge, method); rows are tried in order, the last must catch all.
+# From `python bench/gapfill.py` (bench/results/gapfill.json, 1-min data, knowledge grid 2/6/15/48):
+# a method other than linear only where it beat linear with confidence on the validation homes.
 DEFAULT_POLICY: tuple[tuple[int, int, str], ...] = (
-    (5, 0, "linear"),
+    (20, 0, "linear"),  # 1-20 samples: linear (seed 002: best for 1-5; here up to 20)
+    (30, 48, "linear"),
+    (30, 15, "wiener"),  # 21-30 samples with 15-47 known either side
+    (30, 0, "linear"),
+    (60, 15, "linear"),
+    (60, 6, "ssa"),  # 31-60 samples with 6-14 known either side
     (10**9, 0, "linear"),
 )
 
