@@ -86,6 +86,7 @@ def fill_gaps(x: np.ndarray, m: np.ndarray, t: np.ndarray, gaps: list[Gap],
     est[m] = np.interp(t[m], t[~m], x[~m])
     for g in gaps:
         lo, hi = window(g, x.size, cfg.knowledge)
-        est[g.start:g.stop] = fill_window(x[lo:hi], ~m[lo:hi], g.start - lo, g.stop - lo,
-                                                  cfg.prominence_frac)
+        with np.errstate(over="ignore", invalid="ignore"):  # degenerate splines: caught in finish()
+            est[g.start:g.stop] = fill_window(x[lo:hi], ~m[lo:hi], g.start - lo, g.stop - lo,
+                                              cfg.prominence_frac)
     return est
