@@ -839,11 +839,17 @@ def _fluctuate(ctx: _Ctx, spec: ApplianceSpec, p: np.ndarray, q: np.ndarray,
     """Smooth relative power fluctuation while on (drum motor, screen content), power factor kept."""
     if spec.fluctuation <= 0 or not on.any():
         return p, q, on
-    knot_s = max(int(spec.fluctuation_s), 1)
-    while DAY_S % knot_s:
-        knot_s += 1
-    factor = 1.0 + spec.fluctuation * (2.0 * _knot_noise(ctx, _stream_id(spec.name) + 5, knot_s) - 1.0)
-    return p * factor, q * factor, on
+    knot_s = max(float(spec.fluctuation_s), 1.0)
+    pos = ctx.ts[on] / knot_s  # only where the appliance is on: cost follows its duty cycle
+    k = np.floor(pos).astype(np.int64)
+    stream = _stream_id(spec.name) + 5
+    u0, u1 = wx.hash_uniform(ctx.seed, k, stream), wx.hash_uniform(ctx.seed, k + 1, stream)
+    noise = u0 + (u1 - u0) * (pos - k)  # keyed by absolute knot index: chunk-independent
+    factor = 1.0 + spec.fluctuation * (2.0 * noise - 1.0)
+    p, q = p.copy(), q.copy()
+    p[on] *= factor
+    q[on] *= factor
+    return p, q, on
 
 
 def _simulate_chunk(ctx: _Ctx) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
