@@ -251,6 +251,28 @@ def layer_bench(iters: int, scratch: Path) -> dict:
     return out
 
 
+def runtime_overhead(built: dict, iters: int) -> dict:
+    """edge.runtime.InferenceRuntime.run (validation, dict plumbing) against a bare onnxruntime
+    session on the same int8 model, batch 1 (the agent's per-window call)."""
+    import onnxruntime as ort
+
+    from edge.bundle import load_bundle
+    from edge.runtime import InferenceRuntime
+
+    data = built["test"]["imputation"].arrays
+    feeds = {k: np.ascontiguousarray(data[k][:1], dtype=np.float32) for k in ("load_w", "observed")}
+    runtime = InferenceRuntime(load_bundle(built["bundle"]), backend="onnx", precision="int8", threads=1)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    bare = ort.InferenceSession(str(built["bundle"] / "imputation.int8.onnx"), options,
+                                providers=["CPUExecutionProvider"])
+    wrapped = _time(lambda f: runtime.run("imputation", f), feeds, iters)
+    raw = _time(lambda f: bare.run(None, f), feeds, iters)
+    return {"runtime_p50_ms": wrapped["p50_ms"], "bare_session_p50_ms": raw["p50_ms"],
+            "overhead_us": (wrapped["p50_ms"] - raw["p50_ms"]) * 1e3,
+            "runtime_windows_per_s": wrapped["windows_per_s"]}
+
+
 def sizes(bundle: Path) -> dict:
     manifest = json.loads((bundle / "manifest.json").read_text())
     per = {name: a["bytes"] for name, a in manifest["artifacts"].items()}
@@ -320,6 +342,10 @@ def markdown(res: dict, command: str) -> str:
         k, m = q["headline"], q["metrics"]
         lines.append(f"| {task} | {k} | {m['onnx_fp32'][k]:.4g} | {m['onnx_int8'][k]:.4g} | "
                      f"{m['tflite_int8'][k]:.4g} | {q['onnx_int8_rel_change']:.2%} | {q['routing_agreement']:.4f} |")
+    rt = res["n_experts"]["8"]["runtime"]
+    lines += [f"\nedge.runtime.InferenceRuntime, int8, batch 1: p50 {rt['runtime_p50_ms']:.3f} ms "
+              f"({rt['runtime_windows_per_s']:.0f} windows/s; bare session {rt['bare_session_p50_ms']:.3f} ms, "
+              f"validation and plumbing {rt['overhead_us']:.0f} us per call)\n"]
     lines += ["\n## Files (N_e = 8)\n", "| file | bytes |", "|---|---|"]
     lines += [f"| {n} | {b} |" for n, b in res["n_experts"]["8"]["sizes"]["files"].items()]
     lines += ["\n## Targets\n", "| target | measured | met |", "|---|---|---|"]
@@ -370,7 +396,7 @@ def plot(res: dict, png: Path) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small training and few iterations (smoke run)")
-    p.add_argument("--steps", type=int, default=1500, help="training steps per task and N_e")
+    p.add_argument("--steps", type=int, default=600, help="training steps per task and N_e")
     p.add_argument("--households", type=int, default=60)
     p.add_argument("--iters", type=int, default=2000, help="timed calls at batch 1 (batch 64: /10)")
     p.add_argument("--out", default=str(RESULTS), help="results directory")
@@ -396,7 +422,8 @@ def main() -> int:
         res["student"] = {k: v for k, v in built["config"].to_dict().items()
                           if k in ("d_model", "n_layers", "top_k", "d_expert", "activation")}
         res["n_experts"][str(ne)] = {"latency": measure(built, args.iters, work / f"ne{ne}"),
-                                     "sizes": sizes(built["bundle"]), "quality": quality(built)}
+                                     "sizes": sizes(built["bundle"]), "quality": quality(built),
+                                     "runtime": runtime_overhead(built, args.iters)}
     print("MoE layer alone ...", flush=True)
     res["moe_layer_p50_us"] = layer_bench(args.iters, work)
     res["targets"] = targets(res)

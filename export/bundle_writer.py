@@ -139,7 +139,7 @@ def _export_task(task: str, model: TaskModel, tmp: Path, scratch: Path, cfg: Bun
     gather = scratch / f"{task}.gather.fp32.onnx"
     checks["onnx_fp32_gather_scaled_error"] = _export_onnx_checked(module, gather, "sparse", feeds, reference)
     fp32 = (tmp if cfg.include_fp32 else scratch) / f"{task}.fp32.onnx"
-    if model.model_cfg.activation == "relu" and cfg.fp32_moe_op:
+    if model.model_cfg.moe and model.model_cfg.activation == "relu" and cfg.fp32_moe_op:
         checks["onnx_fp32_scaled_error"] = _export_onnx_checked(module, fp32, "moe_op", feeds, reference)
         dispatch["onnx_fp32"] = "com.microsoft.MoE"
     else:

@@ -48,8 +48,9 @@ def quantize_onnx_int8(fp32_path: str | Path, int8_path: str | Path,
     gates = gate_node_names(fp32_path) if cfg.exclude_gate else []
     # the quantizer rewrites Gemm as MatMul + Add and names the MatMul "<gemm>_MatMul"
     exclude = [*gates, *(f"{name}_MatMul" for name in gates)]
-    if cfg.exclude_gate and not gates:
-        raise ExportError(f"{fp32_path}: no gate MatMul found upstream of a TopK; is this an MoE export?")
+    n_topk = sum(n.op_type == "TopK" for n in onnx.load(str(fp32_path)).graph.node)
+    if cfg.exclude_gate and len(gates) != n_topk:
+        raise ExportError(f"{fp32_path}: found {len(gates)} gate MatMuls for {n_topk} TopK nodes")
     # The exporter's value_info can disagree with onnx's own shape inference (seen on Split);
     # the quantizer re-infers shapes, so hand it the graph without the stale annotations.
     clean = onnx.load(str(fp32_path))
