@@ -21,8 +21,9 @@ Choices where the paper is vague or wrong (each is the sound option, stated once
   only in training, so inference routing is deterministic.
 - Eq 25 is the exact KL(N(mu, sigma^2) || N(0, I)) with the 1/2; eq 26 drops the 1/2, which
   only rescales beta. The prior is N(0, I): the printed "N(1, 0)" is degenerate (a typo).
-- Eq 26's reconstruction term is the squared L2 norm over the L normalised points, averaged
-  over the batch; the CV^2 balance terms (w_value, w_load) are summed over the MoE layers.
+- Eq 26's reconstruction term is the squared L2 norm over the L points in units of the clean
+  target's standard deviation (``loss_scale_w``; the paper's normalised space), averaged over
+  the batch; the CV^2 balance terms (w_value, w_load) are summed over the MoE layers.
 - Eq 12's Except(Noise(x), k, i) is the k-th largest noisy logit among the experts other than
   i: the (k+1)-th largest overall if i is in the top k, else the k-th largest.
 
@@ -477,13 +478,22 @@ class UnifiedModel(nn.Module):
         out = instance_denorm(rec_n, enc.stats)
         if targets is None:
             return out, None
-        tgt_n = (targets - enc.stats.mean_w) / enc.stats.std_w
-        recon = ((rec_n - tgt_n) ** 2).sum(-1).mean()
+        recon = (((out - targets) / loss_scale_w(targets)) ** 2).sum(-1).mean()
         kl = enc.kl.mean()
         loss = recon + self.cfg.beta * kl + enc.balance_loss
         self.last_losses = {"loss": loss.item(), "recon": recon.item(), "kl": kl.item(),
                             "balance": enc.balance_loss.item()}
         return out, loss
+
+
+def loss_scale_w(target_w: torch.Tensor, floor_w: float = 1.0) -> torch.Tensor:
+    """[B, 1] scale that makes a loss in W scale-free: the std of the complete target row.
+
+    Losses are measured in these units rather than in the input's instance-norm units: those
+    come from the visible points only, and a day whose visible part is flat (std of a few W)
+    would turn one hidden kettle spike into a squared error of 10^4 and dominate the batch.
+    """
+    return target_w.reshape(target_w.shape[0], -1).std(-1, unbiased=False, keepdim=True).clamp_min(floor_w)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -20,7 +20,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainer.model import Encoded, ModelConfig, NormStats, UnifiedModel, instance_denorm
+from trainer.model import (
+    Encoded,
+    ModelConfig,
+    NormStats,
+    UnifiedModel,
+    instance_denorm,
+    loss_scale_w,
+)
 
 TASKS = ("imputation", "anomaly", "forecast", "nilm")
 
@@ -157,7 +164,7 @@ class TaskModel(nn.Module):
         if self.task == "imputation":
             tgt = batch["target_w"]
             miss = 1 - batch["observed"].to(tgt.dtype)
-            err = ((out["pred_w"] - tgt) / stats.std_w) ** 2
+            err = ((out["pred_w"] - tgt) / loss_scale_w(tgt)) ** 2
             # missing points carry the task; observed points keep the recovery skill (weight 0.1)
             loss = (err * (miss + 0.1 * (1 - miss))).sum() / (miss.sum() + 0.1 * (1 - miss).sum())
         elif self.task == "anomaly":
@@ -165,7 +172,7 @@ class TaskModel(nn.Module):
             p = F.binary_cross_entropy_with_logits(out["point_logit"], batch["point_label"])
             loss = w + self.task_cfg.point_loss_weight * p
         elif self.task == "forecast":
-            s = stats.std_w
+            s = loss_scale_w(torch.cat([batch["load_w"], batch["day_ahead_w"]], dim=1))
             loss = F.mse_loss(out["day_ahead_w"] / s, batch["day_ahead_w"] / s) + \
                 F.mse_loss(out["hour_ahead_w"] / s, batch["hour_ahead_w"] / s)
         else:
