@@ -45,8 +45,10 @@ NORM_SETTINGS: dict[str, NormFilterConfig] = {
     "tv": NormFilterConfig(),
     "computer": NormFilterConfig((NormStage(600, 900), NormStage(1200, 1800))),
     "lighting": NormFilterConfig((NormStage(300, 600), NormStage(900, 1200))),
-    "washing_machine": NormFilterConfig((NormStage(300, 1200), NormStage(1800, 1800))),
-    "dishwasher": NormFilterConfig((NormStage(300, 1200), NormStage(1800, 1800))),
+    # programme appliances: join the detected high-power phases of one cycle (they are separated
+    # by long low-power washing phases), then drop what cannot be a whole programme
+    "washing_machine": NormFilterConfig((NormStage(120, 3600), NormStage(1800, 3600))),
+    "dishwasher": NormFilterConfig((NormStage(120, 3600), NormStage(1800, 3600))),
 }
 
 
