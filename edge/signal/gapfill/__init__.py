@@ -3,7 +3,7 @@
 Every filler leaves known samples exactly as given and writes only the missing ones. Bad input
 raises :class:`edge.signal.errors.SignalInputError`; an all-missing series :class:`FillError`.
 
-    filled = fill("papoulis", power_w, missing, ts_s)
+    filled = FILLERS["papoulis"](power_w, missing, ts_s)   # or fill("papoulis", ...)
     filled = auto_fill(power_w, missing, ts_s, counter_wh=import_wh)
     FILLERS["wiener"].config  # the dataclass of its settings
 """
@@ -29,6 +29,10 @@ class FillerSpec:
     config: type
     needs_ts: bool  # uses the clock (not just sample order)
     summary: str
+
+    def __call__(self, values, missing, ts_s=None, config=None, **options) -> np.ndarray:
+        """The common interface: ``FILLERS["wiener"](values, missing, ts_s) -> filled``."""
+        return fill(self.name, values, missing, ts_s, config, **options)
 
 
 # The registry, as a data table: name -> implementation, settings, what it is for.
