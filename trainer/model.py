@@ -14,6 +14,11 @@ Choices where the paper is vague or wrong (each is the sound option, stated once
 - Instance normalisation uses observed points only and keeps (mean, std) to de-normalise.
   Pre-training's hidden patches are excluded from the statistics too, so nothing about them
   leaks into the input (the model then recovers the whole profile in those units).
+- Hidden (pre-training) and missing (imputation) points enter linearly interpolated between
+  their observed neighbours (``fill_missing="linear"``), and the recovery head g predicts a
+  correction on top of that fill (a residual). The model starts from linear interpolation and
+  learns what it misses: daily shape, peaks inside gaps. ``fill_missing="zero"`` is the plain
+  zero-fill of the paper.
 - Positional encoding (eq 3) is the fixed sinusoidal table of [28].
 - Encoder layers are pre-LayerNorm residual blocks (the paper gives no normalisation; pre-LN is
   what trains 8 layers stably without warm-up).
@@ -66,6 +71,7 @@ class ModelConfig:
     moe: bool = True  # False: dense FFN of equal active compute (hidden = top_k * d_expert)
     use_ib: bool = True  # False: z = mu, no KL (ablation)
     observed_channel: bool = True
+    fill_missing: str = "linear"  # "linear": hidden/missing points enter linearly interpolated; "zero"
     activation: str = "gelu"  # "gelu" | "relu"
     norm_eps: float = 1e-5
     log_sigma_min: float = -7.0
@@ -78,6 +84,8 @@ class ModelConfig:
             raise ValueError(f"d_model {self.d_model} must be divisible by d_k {self.d_k}")
         if not 1 <= self.top_k <= self.n_experts:
             raise ValueError(f"top_k {self.top_k} must be in [1, n_experts={self.n_experts}]")
+        if self.fill_missing not in ("linear", "zero"):
+            raise ValueError(f"fill_missing must be 'linear' or 'zero', got {self.fill_missing!r}")
         if self.activation not in ("gelu", "relu"):
             raise ValueError(f"activation must be 'gelu' or 'relu', got {self.activation!r}")
 
@@ -160,6 +168,25 @@ def instance_denorm(x_n: torch.Tensor, stats: NormStats) -> torch.Tensor:
     """Inverse of ``instance_norm`` for [B, L] or [B, ..., L] (stats broadcast on dim 0)."""
     shape = (x_n.shape[0],) + (1,) * (x_n.dim() - 1)
     return x_n * stats.std_w.reshape(shape) + stats.mean_w.reshape(shape)
+
+
+def linear_fill(x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """Fill the unobserved points of x [B, L] by linear interpolation between the nearest observed
+    neighbours (nearest value at the ends, 0 if a row has none). Written with [B, L, L] masked
+    max/min and gather so that it exports to plain ONNX/TFLite ops (no cumulative max)."""
+    L = x.shape[1]
+    idx = torch.arange(L, device=x.device, dtype=x.dtype)
+    obs = observed > 0.5
+    before = idx[None, :] <= idx[:, None]  # [i, j]: j <= i
+    prev = torch.where(obs[:, None, :] & before[None], idx, -1.0).amax(-1)
+    nxt = torch.where(obs[:, None, :] & before.T[None], idx, float(L)).amin(-1)
+    has_prev, has_next = prev >= 0, nxt < L
+    x_prev = torch.gather(x, 1, prev.clamp(0, L - 1).long())
+    x_next = torch.gather(x, 1, nxt.clamp(0, L - 1).long())
+    w = (idx - prev) / (nxt - prev).clamp_min(1.0)
+    inner = x_prev + w * (x_next - x_prev)
+    edge = torch.where(has_prev, x_prev, torch.where(has_next, x_next, torch.zeros_like(x)))
+    return torch.where(obs, x, torch.where(has_prev & has_next, inner, edge))
 
 
 def sinusoidal_table(n_pos: int, d_model: int) -> torch.Tensor:
@@ -384,6 +411,7 @@ class Encoded:
     stats: NormStats
     balance_loss: torch.Tensor  # summed over MoE layers
     kl: torch.Tensor  # [B] eq 25 (zeros when use_ib=False)
+    fill_n: torch.Tensor  # [B, L] normalised input with hidden/missing points filled
 
 
 class UnifiedModel(nn.Module):
@@ -452,7 +480,8 @@ class UnifiedModel(nn.Module):
         elif noise_std > 0:
             x_n = x_n + noise_std * torch.randn_like(x_n)
         x_n = x_n * obs
-        h = self.drop(self.embed(x_n, obs))
+        fill_n = linear_fill(x_n, obs) if cfg.fill_missing == "linear" else x_n
+        h = self.drop(self.embed(fill_n, obs))
         balance = x_w.new_zeros(())
         for layer in self.layers:
             h, b = layer(h)
@@ -460,10 +489,11 @@ class UnifiedModel(nn.Module):
         h = self.ln_f(h)
         mu = self.ib_mu(h)
         if not cfg.use_ib:
-            return Encoded(mu, mu, torch.zeros_like(mu), stats, balance, x_w.new_zeros(x_w.shape[0]))
+            return Encoded(mu, mu, torch.zeros_like(mu), stats, balance, x_w.new_zeros(x_w.shape[0]),
+                           fill_n)
         log_sigma = self.ib_log_sigma(h).clamp(cfg.log_sigma_min, cfg.log_sigma_max)
         z = mu + torch.exp(log_sigma) * torch.randn_like(mu) if self.training else mu
-        return Encoded(z, mu, log_sigma, stats, balance, gaussian_kl(mu, log_sigma))
+        return Encoded(z, mu, log_sigma, stats, balance, gaussian_kl(mu, log_sigma), fill_n)
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None, observed: torch.Tensor | None = None,
@@ -474,7 +504,7 @@ class UnifiedModel(nn.Module):
         mask [B, P] bool hides patches (pre-training); observed [B, L] marks missing points.
         """
         enc = self.encode(x, observed=observed, patch_mask=mask, noise_std=noise_std, noise=noise)
-        rec_n = self.recovery(enc.z.reshape(enc.z.shape[0], -1))
+        rec_n = enc.fill_n + self.recovery(enc.z.reshape(enc.z.shape[0], -1))
         out = instance_denorm(rec_n, enc.stats)
         if targets is None:
             return out, None

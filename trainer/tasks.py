@@ -134,7 +134,7 @@ class TaskModel(nn.Module):
         enc = self.backbone.encode(load_w, observed=observed)
         self._last_encoded = enc
         if self.task == "imputation":
-            pred_w = instance_denorm(self.head(self._features(enc)), enc.stats)
+            pred_w = instance_denorm(enc.fill_n + self.head(self._features(enc)), enc.stats)
             obs = observed.to(load_w.dtype)
             return {"load_w_filled": obs * load_w + (1 - obs) * pred_w, "pred_w": pred_w}
         if self.task == "anomaly":

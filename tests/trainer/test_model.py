@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -200,3 +201,20 @@ def test_inference_routing_without_aux_losses_is_identical():
     torch.testing.assert_close(a, b)
     assert model.moe_layers()[0].last_routing.tokens_per_expert is None
     assert sum(model.expert_utilisation()[0]) == pytest.approx(1.0)
+
+
+def test_linear_fill_matches_numpy_interp():
+    from trainer.model import linear_fill
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(32, 48, generator=g) * 1000
+    obs = (torch.rand(32, 48, generator=g) > 0.5).float()
+    obs[:, 0] = obs[:, -1] = 1  # np.interp holds the end values, like linear_fill does
+    obs[5] = 0
+    filled = linear_fill(x * obs, obs)
+    for i in range(32):
+        o = obs[i].numpy() > 0
+        ref = np.interp(np.arange(48), np.flatnonzero(o), x[i].numpy()[o]) if o.any() else np.zeros(48)
+        np.testing.assert_allclose(filled[i].numpy(), ref, rtol=1e-5, atol=1e-3)
+    edge = linear_fill(torch.tensor([[0.0, 3.0, 0.0]]), torch.tensor([[0.0, 1.0, 0.0]]))
+    assert edge.tolist() == [[3.0, 3.0, 3.0]]
