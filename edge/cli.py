@@ -19,6 +19,7 @@ from importlib.metadata import entry_points
 # Subcommand modules of the edge layer, each exposing ``register(subparsers)``.
 EDGE_COMMAND_MODULES = (
     "edge.sim.cli",
+    "edge.data.cli",
     "edge.signal.cli",
     "edge.agent.cli",
     "edge.bench_cli",
