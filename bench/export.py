@@ -229,8 +229,8 @@ def layer_bench(iters: int, scratch: Path) -> dict:
             torch.nn.init.normal_(self.layer.gate.w_g.weight)  # spread routing as after training
             self.d_model = cfg.d_model
 
-        def forward(self, x):
-            return (self.layer(x)[0],)
+        def forward(self, *inputs):  # positional inputs, as trainer.tasks.ExportModule
+            return (self.layer(inputs[0])[0],)
 
         def example_inputs(self, n: int):
             return (torch.randn(n * 12, self.d_model),)

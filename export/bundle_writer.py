@@ -205,7 +205,7 @@ def write_bundle(task_checkpoints: dict[str, Path], out_dir: str | Path, *, mode
                 tasks[task] = _export_task(task, model, tmp, scratch, cfg, bar)
                 appliances += [a for a in model.task_cfg.appliances if a not in appliances]
         manifest = _manifest(tmp, tasks, appliances, model_version, notes)
-        size = sum(e["bytes"] for e in manifest["artifacts"].values())
+        size = sum(e["bytes"] for e in manifest["artifacts"].values() if e["kind"] != "onnx_fp32_dense")
         if size > cfg.max_bundle_bytes:
             log.warning("bundle is %d B, over the %d B target", size, cfg.max_bundle_bytes)
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
