@@ -16,6 +16,7 @@ and the interpreter call: at a 48-point window that is microseconds next to the 
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -129,7 +130,7 @@ class InferenceRuntime:
 
     def __init__(
         self,
-        bundle: Bundle | str,
+        bundle: Bundle | str | os.PathLike,
         backend: str = "auto",
         precision: str = "int8",
         threads: int = 1,
