@@ -111,7 +111,7 @@ def make_config(state_dir: Path, port: int, bundle: str, synchronous: str, per_m
         "gateway": {"id": "bench", "state_dir": str(state_dir), "log_level": "warning"},
         "mqtt": {"host": "127.0.0.1", "port": port, "discovery": True, "max_inflight": 500,
                  "max_readings_per_message": per_message},
-        "store": {"synchronous": synchronous, "batch_interval_s": 0.05, "batch_max": 2000,
+        "store": {"synchronous": synchronous, "batch_interval_s": 0.02, "batch_max": 2000,
                   "outbox_max_rows": 10**7},
         "model": {"bundle": bundle, "threads": 1},
         "schedule": {"profile_every_s": 5.0, "nilm_every_s": 2.0, "forecast_every_s": 10.0,
@@ -142,7 +142,7 @@ def write_results(res: dict, args: argparse.Namespace, command: str) -> None:
     md = ["# Agent benchmark", "", f"Command: `{command}`", "",
           f"One core (CPU {res['cpu']}), {args.meters} meters, model: {s['model'] or 'none'} "
           f"(backend {res['backend']}), store synchronous={args.synchronous}, "
-          f"max_readings_per_message={args.per_message}, real Mosquitto; "
+          f"batch_interval_s=0.02, max_readings_per_message={args.per_message}, real Mosquitto; "
           f"{res['host']}.", "", "| metric | value | target | met |", "|---|---|---|---|"]
     md += [f"| {a} | {b} | {c} | {'' if d == '' else ('yes' if d else 'NO')} |" for a, b, c, d in rows]
     (RESULTS / "agent.md").write_text("\n".join(md) + "\n")
@@ -201,6 +201,7 @@ def main() -> int:
         res: dict = {"cpu": args.cpu, "host": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"}
         cfg = make_config(Path(tmp) / "sat", broker.port, bundle, args.synchronous, args.per_message)
         res["saturation"] = asyncio.run(run_phase(cfg, args.meters, 0.0, args.saturation_duration, bundle))
+        res["peak_rss_mb_after_saturation"] = rss_mb()
         cfg = make_config(Path(tmp) / "sus", broker.port, bundle, args.synchronous, args.per_message)
         res["sustained"] = asyncio.run(run_phase(cfg, args.meters, args.rate, args.duration, bundle))
     res["backend"] = "onnxruntime" if bundle else "none"

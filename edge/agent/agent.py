@@ -19,6 +19,8 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +50,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PROFILE = (1800.0, 48)  # resolution_s, L when no model says otherwise
 DEFAULT_NILM = (10.0, 256)
+
+
+def _lower_priority(niceness: int = 10) -> None:
+    """Run the inference thread at a lower CPU priority (Linux per-thread nice): a model round
+    may take a while, but it must never hold up the path from meter to store to broker."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (OSError, AttributeError) as e:  # not Linux, or not allowed: run at normal priority
+        log.debug("could not lower the inference thread's priority: %s", e)
 
 
 @dataclass
@@ -103,7 +114,7 @@ class Agent:
         self.meters: dict[str, MeterState] = {}
         self.last_results: dict[str, dict[str, dict]] = {}  # meter -> kind -> last body
         self._db_pool = ThreadPoolExecutor(1, thread_name_prefix="store")
-        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")
+        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer", initializer=_lower_priority)
         self._queue: asyncio.Queue[Reading] = asyncio.Queue(maxsize=20000)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()

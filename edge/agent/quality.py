@@ -35,13 +35,20 @@ def quality_body(st: Any, n_res: float, n_len: int, period_s: float) -> dict:
 
 
 def fill_gaps(window_w: np.ndarray) -> np.ndarray:
-    """Gap filling of a resampled window with edge.signal's automatic policy (NaN = missing)."""
-    from edge.signal.gapfill import auto_fill
+    """Linear interpolation over the missing bins (NaN) of a resampled window; edges held flat.
 
-    missing = ~np.isfinite(window_w)
-    if not missing.any() or missing.all():
-        return window_w.astype(np.float32)
-    return np.asarray(auto_fill(np.where(missing, 0.0, window_w), missing), dtype=np.float32)
+    This is what ``edge.signal.gapfill.auto_fill`` picks for every gap under its default policy
+    (linear for all lengths, chosen by bench/gapfill.py). It is written out here because importing
+    ``edge.signal.gapfill`` loads every filler and scipy.signal with them (+69 MB RSS measured),
+    which the Pi's 150 MB budget cannot afford for an interpolation. Long gaps in profile windows
+    go to the imputation model instead (``profile_step``).
+    """
+    x = np.asarray(window_w, dtype=np.float64)
+    ok = np.isfinite(x)
+    if ok.all() or not ok.any():
+        return x.astype(np.float32)
+    idx = np.arange(len(x))
+    return np.interp(idx, idx[ok], x[ok]).astype(np.float32)
 
 
 def report_body(st: Any, profile_len: int, last: dict[str, dict]) -> dict:

@@ -88,3 +88,11 @@ def test_notifier_sends_datagrams_to_notify_socket(tmp_path):
     assert server.recv(100) == b"WATCHDOG=1"
     assert not Notifier({}).enabled and not Notifier({}).watchdog()
     server.close()
+
+
+def test_fill_gaps_interpolates_inside_and_holds_edges():
+    from edge.agent.quality import fill_gaps
+
+    w = np.array([np.nan, 1.0, np.nan, np.nan, 4.0, np.nan], np.float32)
+    np.testing.assert_allclose(fill_gaps(w), [1.0, 1.0, 2.0, 3.0, 4.0, 4.0])
+    assert np.isnan(fill_gaps(np.full(4, np.nan, np.float32))).all()  # nothing to go on: stays missing
