@@ -57,6 +57,8 @@ class TaskConfig:
     point_loss_weight: float = 1.0  # anomaly: weight of the per-point BCE
     on_loss_weight: float = 1.0  # nilm: weight of the ON/OFF BCE
     head_dropout: float = 0.1
+    regression_loss: str = "mse"  # imputation/forecast/NILM power: "mse" | "l1" | "huber"
+    huber_delta: float = 1.0  # in units of the target's std
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -65,6 +67,8 @@ class TaskConfig:
             raise TaskError("forecast needs n_covariates > 0")
         if self.task == "nilm" and not self.appliances:
             raise TaskError("nilm needs a non-empty appliance list")
+        if self.regression_loss not in ("mse", "l1", "huber"):
+            raise TaskError(f"regression_loss must be mse, l1 or huber, got {self.regression_loss!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -164,7 +168,7 @@ class TaskModel(nn.Module):
         if self.task == "imputation":
             tgt = batch["target_w"]
             miss = 1 - batch["observed"].to(tgt.dtype)
-            err = ((out["pred_w"] - tgt) / loss_scale_w(tgt)) ** 2
+            err = self._pointwise((out["pred_w"] - tgt) / loss_scale_w(tgt))
             # missing points carry the task; observed points keep the recovery skill (weight 0.1)
             loss = (err * (miss + 0.1 * (1 - miss))).sum() / (miss.sum() + 0.1 * (1 - miss).sum())
         elif self.task == "anomaly":
@@ -173,14 +177,24 @@ class TaskModel(nn.Module):
             loss = w + self.task_cfg.point_loss_weight * p
         elif self.task == "forecast":
             s = loss_scale_w(torch.cat([batch["load_w"], batch["day_ahead_w"]], dim=1))
-            loss = F.mse_loss(out["day_ahead_w"] / s, batch["day_ahead_w"] / s) + \
-                F.mse_loss(out["hour_ahead_w"] / s, batch["hour_ahead_w"] / s)
+            loss = self._pointwise((out["day_ahead_w"] - batch["day_ahead_w"]) / s).mean() + \
+                self._pointwise((out["hour_ahead_w"] - batch["hour_ahead_w"]) / s).mean()
         else:
             scale_w = (stats.mean_w.abs() + stats.std_w)[:, :, None]
-            pw = F.mse_loss(out["appliance_w"] / scale_w, batch["appliance_w"] / scale_w)
+            pw = self._pointwise((out["appliance_w"] - batch["appliance_w"]) / scale_w).mean()
             on = F.binary_cross_entropy_with_logits(out["on_logit"], batch["appliance_on"])
             loss = pw + self.task_cfg.on_loss_weight * on
         return out, loss
+
+
+    def _pointwise(self, err: torch.Tensor) -> torch.Tensor:
+        """Elementwise regression loss of a scale-free error (MSE, L1 or Huber)."""
+        kind = self.task_cfg.regression_loss
+        if kind == "mse":
+            return err ** 2
+        if kind == "l1":
+            return err.abs()
+        return F.huber_loss(err, torch.zeros_like(err), reduction="none", delta=self.task_cfg.huber_delta)
 
 
 class ExportModule(nn.Module):

@@ -156,3 +156,20 @@ def test_forecast_export_runs_in_onnxruntime_with_sparse_routing(tmp_path):
         ref = em(*inputs)
     for g, r in zip(got, ref, strict=True):
         np.testing.assert_allclose(g, r.numpy(), rtol=1e-4, atol=1e-2)
+
+
+@pytest.mark.parametrize("kind", ["mse", "l1", "huber"])
+def test_regression_loss_options(kind):
+    model = TaskModel(ModelConfig.tiny(), TaskConfig("imputation", regression_loss=kind)).eval()
+    b = _batch("imputation")
+    with torch.no_grad():
+        out, loss = model.loss(b)
+    tgt = b["target_w"]
+    err = (out["pred_w"] - tgt) / tgt.std(1, unbiased=False, keepdim=True)
+    point = {"mse": err ** 2, "l1": err.abs(),
+             "huber": torch.where(err.abs() < 1, 0.5 * err ** 2, err.abs() - 0.5)}[kind]
+    miss = 1 - b["observed"]
+    weight = miss + 0.1 * (1 - miss)
+    torch.testing.assert_close(loss, (point * weight).sum() / weight.sum(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(TaskError):
+        TaskConfig("imputation", regression_loss="l3")
