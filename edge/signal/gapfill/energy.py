@@ -1,7 +1,9 @@
 """The energy-counter constraint: filled power integrates to the counter difference across a gap.
 
-Convention (stated because the answer depends on it): ``power_w[i]`` is the mean power over the
-interval ``(ts_s[i-1], ts_s[i]]``, so ``counter_wh[b] - counter_wh[a] = sum_{i=a+1..b} power_w[i] *
+Convention (stated because the answer depends on it): sample ``i`` carries the energy of one
+sample interval and the counter is read at the end of it -- edge.sim's convention (``ts_s`` marks
+the interval start, ``import_wh`` its end) and equally that of a meter whose ``power_w[i]`` is the
+mean over ``(ts_s[i-1], ts_s[i]]``. So ``counter_wh[b] - counter_wh[a] = sum_{i=a+1..b} power_w[i] *
 (ts_s[i] - ts_s[i-1]) / 3600``. For each gap, ``a`` is the last sample before it and ``b`` the first
 sample after it that carry a counter reading; the known samples in ``(a, b]`` stay fixed and the
 missing ones absorb the difference. The shape of the fill is kept by scaling when the filled
