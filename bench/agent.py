@@ -124,7 +124,7 @@ def write_results(res: dict, args: argparse.Namespace, command: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     lat = res["sustained"].pop("latencies_ms")
     res["saturation"].pop("latencies_ms")
-    (RESULTS / "agent.json").write_text(json.dumps(res, indent=2))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(res, indent=2))
     s, sat = res["sustained"], res["saturation"]
     ok = res["meets_targets"]
     rows = [
@@ -145,7 +145,7 @@ def write_results(res: dict, args: argparse.Namespace, command: str) -> None:
           f"batch_interval_s=0.02, max_readings_per_message={args.per_message}, real Mosquitto; "
           f"{res['host']}.", "", "| metric | value | target | met |", "|---|---|---|---|"]
     md += [f"| {a} | {b} | {c} | {'' if d == '' else ('yes' if d else 'NO')} |" for a, b, c, d in rows]
-    (RESULTS / "agent.md").write_text("\n".join(md) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
     try:
         import matplotlib
 
@@ -162,7 +162,7 @@ def write_results(res: dict, args: argparse.Namespace, command: str) -> None:
         ax.set_title(f"agent at {args.rate:.0f} readings/s, one core")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(RESULTS / "agent.png", dpi=120)
+        fig.savefig(RESULTS / f"{args.name}.png", dpi=120)
     except ImportError:
         pass
 
@@ -178,6 +178,7 @@ def main() -> int:
     ap.add_argument("--saturation-duration", type=float, default=10.0)
     ap.add_argument("--synchronous", choices=("normal", "full"), default="full")
     ap.add_argument("--cpu", type=int, default=0, help="CPU core to pin the agent to")
+    ap.add_argument("--name", default="agent", help="results file stem under bench/results/")
     ap.add_argument("--per-message", type=int, default=50,
                     help="mqtt.max_readings_per_message (1: one MQTT message per reading)")
     args = ap.parse_args()
@@ -216,7 +217,7 @@ def main() -> int:
     }
     command = "python bench/agent.py " + " ".join(sys.argv[1:])
     write_results(res, args, command)
-    print((RESULTS / "agent.md").read_text())
+    print((RESULTS / f"{args.name}.md").read_text())
     return 0
 
 
