@@ -57,7 +57,9 @@ class TaskConfig:
     point_loss_weight: float = 1.0  # anomaly: weight of the per-point BCE
     on_loss_weight: float = 1.0  # nilm: weight of the ON/OFF BCE
     head_dropout: float = 0.1
-    regression_loss: str = "mse"  # imputation/forecast/NILM power: "mse" | "l1" | "huber"
+    # "mse" | "l1" | "huber"; None: l1 for imputation (scored by MAE, and the median of a spiky
+    # gap beats its mean there), mse for forecast and NILM power
+    regression_loss: str | None = None
     huber_delta: float = 1.0  # in units of the target's std
 
     def __post_init__(self) -> None:
@@ -67,6 +69,8 @@ class TaskConfig:
             raise TaskError("forecast needs n_covariates > 0")
         if self.task == "nilm" and not self.appliances:
             raise TaskError("nilm needs a non-empty appliance list")
+        if self.regression_loss is None:
+            self.regression_loss = "l1" if self.task == "imputation" else "mse"
         if self.regression_loss not in ("mse", "l1", "huber"):
             raise TaskError(f"regression_loss must be mse, l1 or huber, got {self.regression_loss!r}")
 

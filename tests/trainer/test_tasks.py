@@ -173,3 +173,8 @@ def test_regression_loss_options(kind):
     torch.testing.assert_close(loss, (point * weight).sum() / weight.sum(), rtol=1e-4, atol=1e-5)
     with pytest.raises(TaskError):
         TaskConfig("imputation", regression_loss="l3")
+
+
+def test_default_regression_losses():
+    assert TaskConfig("imputation").regression_loss == "l1"
+    assert TaskConfig("forecast", n_covariates=3).regression_loss == "mse"
