@@ -172,3 +172,15 @@ def test_cli_arguments_build_the_config():
 def test_unknown_task_is_a_clear_error(tmp_path):
     with pytest.raises(ev.EvaluationError, match="unknown tasks"):
         ev.evaluate(ev.EvalConfig.tiny(tasks=("weather",), out_dir=str(tmp_path)))
+
+
+def test_cli_render_only_rewrites_the_report(tiny_run):
+    """``unimeter train evaluate --render-only`` through the real console-script parser."""
+    from edge.cli import main
+
+    _, _, out = tiny_run
+    md = out / "evaluation.md"
+    md.unlink()
+    assert main(["train", "evaluate", "--render-only", "--out-dir", str(out), "--name", "evaluation"]) == 0
+    assert "## Targets" in md.read_text()
+    assert main(["train", "evaluate", "--render-only", "--out-dir", str(out), "--name", "missing"]) == 2
