@@ -143,7 +143,11 @@ def write_results(res: dict, args: argparse.Namespace, command: str) -> None:
           f"One core (CPU {res['cpu']}), {args.meters} meters, model: {s['model'] or 'none'} "
           f"(backend {res['backend']}), store synchronous={args.synchronous}, "
           f"batch_interval_s=0.02, max_readings_per_message={args.per_message}, real Mosquitto; "
-          f"{res['host']}.", "", "| metric | value | target | met |", "|---|---|---|---|"]
+          f"{res['host']}.", "",
+          f"Bundle: `{res['bundle'] or 'none'}` (model {s['model'] or 'none'}; `--quick-bundle` makes one with "
+          "`export.pipeline.quick_bundle(out_dir, seed=0)`). Inference schedules: profile every 5 s, NILM "
+          "every 2 s, forecast every 10 s, for every meter (production: 30 min / 60 s / daily).", "",
+          "| metric | value | target | met |", "|---|---|---|---|"]
     md += [f"| {a} | {b} | {c} | {'' if d == '' else ('yes' if d else 'NO')} |" for a, b, c, d in rows]
     (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
     try:
@@ -206,6 +210,7 @@ def main() -> int:
         cfg = make_config(Path(tmp) / "sus", broker.port, bundle, args.synchronous, args.per_message)
         res["sustained"] = asyncio.run(run_phase(cfg, args.meters, args.rate, args.duration, bundle))
     res["backend"] = "onnxruntime" if bundle else "none"
+    res["bundle"] = bundle
     res["peak_rss_mb"] = rss_mb()
     s = res["sustained"]
     res["meets_targets"] = {
