@@ -46,7 +46,7 @@ def _seed_history(store_path, meter_id: str, seed: int, now_s: float, nilm_res_s
 
 
 async def test_meters_to_subscriber_end_to_end(tiny_bundle, mosquitto, tmp_path):
-    model = open_model(tiny_bundle, "onnx", "fp32", 1)
+    model = open_model(tiny_bundle, "onnx", "int8", 1)
     nilm = model.tasks["nilm"]
     now_s = time.time()
     attack = {"kind": "scaling", "start_s": now_s - ATTACK_H * 3600, "end_s": now_s + 3600, "lam": 2.0}
@@ -58,7 +58,7 @@ async def test_meters_to_subscriber_end_to_end(tiny_bundle, mosquitto, tmp_path)
          "options": {"profile": "household", "seed": 12, "start_s": now_s - 86400, "report_interval_s": 1.0}},
     ]
     cfg = make_config(tmp_path / "state", mosquitto.port, meters,
-                      model={"bundle": str(tiny_bundle), "backend": "onnx", "precision": "fp32"},
+                      model={"bundle": str(tiny_bundle), "backend": "onnx", "precision": "int8"},
                       schedule={"profile_every_s": 3.0, "nilm_every_s": 2.0, "forecast_every_s": 4.0,
                                 "quality_every_s": 2.0, "report_every_s": 5.0, "status_every_s": 2.0})
     for m, seed, attacked in (("p1", 11, True), ("zb1", 12, False)):

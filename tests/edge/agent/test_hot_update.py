@@ -20,7 +20,7 @@ from tests.edge.agent.helpers import Recorder, make_config
 
 
 def _open(path):
-    return open_model(path, backend="onnx", precision="fp32", threads=1)
+    return open_model(path, backend="onnx", precision="int8", threads=1)
 
 
 def _tamper(src, dst):
@@ -95,7 +95,7 @@ async def test_agent_hot_swaps_verified_bundles_only(tiny_bundle, mosquitto, tmp
     cfg = make_config(
         tmp_path / "state", mosquitto.port,
         [{"id": "h1", "kind": "sim", "options": {"profile": "sine", "interval_s": 0.1}}],
-        model={"bundle": str(link), "watch_interval_s": 0.5, "backend": "onnx", "precision": "fp32"},
+        model={"bundle": str(link), "watch_interval_s": 0.5, "backend": "onnx", "precision": "int8"},
         schedule={"profile_every_s": 0.5, "nilm_every_s": 0.5, "status_every_s": 0.5,
                   "min_coverage": 0.0, "profile_resolution_s": 1.0, "nilm_resolution_s": 0.5})
     rec = Recorder(mosquitto.port, ["unimeter/gw1/#"], client_id="hot-sub")
