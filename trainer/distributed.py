@@ -8,6 +8,7 @@ everything here is a no-op and training runs in one process.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ class DistContext:
     world: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
-    owns_group: bool = False  # we initialised the group, so we tear it down
+    owns_group: bool = False  # this call initialised the group (destroyed at process exit)
 
     @property
     def is_main(self) -> bool:
@@ -45,15 +46,23 @@ def setup(backend: str | None = None) -> DistContext:
         torch.cuda.set_device(device)
     owns = False
     if not dist.is_initialized():
+        # One group per process, kept for its lifetime: torchrun's rendezvous store does not take
+        # a second init after a destroy (it hangs), and a pipeline runs pretrain then finetune.
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        atexit.register(_destroy)
         owns = True
     return DistContext(rank, world, local_rank, device, owns)
 
 
-def teardown(ctx: DistContext) -> None:
-    if ctx.owns_group and dist.is_initialized():
-        dist.barrier()
+def _destroy() -> None:
+    if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def teardown(ctx: DistContext) -> None:
+    """End of one training run: wait for every rank (the group stays up for the next run)."""
+    if ctx.enabled and dist.is_initialized():
+        dist.barrier()
 
 
 def all_reduce_mean(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:

@@ -122,14 +122,17 @@ def build_task_model(cfg: FinetuneConfig, pretrained_ckpt: Path | None, data: Ar
 
 
 class _LossModule(torch.nn.Module):
-    """forward(batch) -> task loss, so DDP's gradient hooks see the whole computation."""
+    """forward(batch) -> (task loss l, l + lambda R): the whole objective of eq 2 inside one
+    forward, so DDP's gradient hooks see every use of every parameter exactly once."""
 
-    def __init__(self, model: TaskModel):
+    def __init__(self, model: TaskModel, reg):
         super().__init__()
-        self.model = model
+        self.model, self.reg = model, reg
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model.loss(batch)[1]
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = self.model.loss(batch)[1]
+        r = self.reg()
+        return loss, (loss if r is None else loss + r)
 
 
 def _regulariser(cfg: FinetuneConfig, model: TaskModel):
@@ -202,7 +205,7 @@ def _finetune(cfg: FinetuneConfig, ckpt: Path | None, ctx: D.DistContext, train_
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed + 1 + ctx.rank)
-    ddp = D.wrap(_LossModule(model.to(ctx.device)), ctx)
+    ddp = D.wrap(_LossModule(model.to(ctx.device), reg), ctx)
     per_epoch = train.n_batches(cfg.batch_size)
     total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
     history: list[dict] = []
@@ -211,7 +214,7 @@ def _finetune(cfg: FinetuneConfig, ckpt: Path | None, ctx: D.DistContext, train_
                disable=not (cfg.progress and ctx.is_main))
     step = 0
     for epoch in range(cfg.epochs):
-        train_loss, step = _train_epoch(cfg, model, ddp, opt, reg, train, epoch, step, total, ctx, bar)
+        train_loss, step = _train_epoch(cfg, model, ddp, opt, train, epoch, step, total, ctx, bar)
         val_loss = evaluate_task_loss(model, val, cfg.val_batch_size) if val is not None else train_loss
         history.append({"epoch": epoch, "step": step, "train_loss": train_loss, "val_loss": val_loss})
         if val_loss < best[0]:
@@ -227,7 +230,7 @@ def _finetune(cfg: FinetuneConfig, ckpt: Path | None, ctx: D.DistContext, train_
     return path
 
 
-def _train_epoch(cfg, model: TaskModel, ddp, opt, reg, train: ArrayDataset, epoch: int, step: int,
+def _train_epoch(cfg, model: TaskModel, ddp, opt, train: ArrayDataset, epoch: int, step: int,
                  total: int, ctx: D.DistContext, bar) -> tuple[float, int]:
     model.train()
     if cfg.regularizer == "frozen":
@@ -237,10 +240,8 @@ def _train_epoch(cfg, model: TaskModel, ddp, opt, reg, train: ArrayDataset, epoc
                                world=ctx.world):
         if step >= total:
             break
-        loss = ddp(_to_torch(batch, ctx.device))
-        check_finite(loss, step)
-        r = reg()
-        total_loss = loss if r is None else loss + r
+        loss, total_loss = ddp(_to_torch(batch, ctx.device))
+        check_finite(total_loss, step)
         opt.zero_grad(set_to_none=True)
         total_loss.backward()
         if cfg.grad_clip:

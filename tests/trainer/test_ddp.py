@@ -20,7 +20,14 @@ SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     cfg = PretrainConfig(model=ModelConfig.tiny(), out_dir=sys.argv[1], epochs=3, batch_size=32,
                          log_every=1, progress=False, plot=False, resume=False)
-    pretrain(cfg, synthetic_profiles(320, seed=0), synthetic_profiles(64, seed=1))
+    ckpt = pretrain(cfg, synthetic_profiles(320, seed=0), synthetic_profiles(64, seed=1))
+    if len(sys.argv) > 2:  # fine-tuning runs under DDP too
+        from trainer.data import anomaly_set
+        from trainer.finetune import FinetuneConfig, finetune
+        fcfg = FinetuneConfig("anomaly", out_dir=sys.argv[2], epochs=2, batch_size=32,
+                              progress=False, plot=False)
+        finetune(fcfg, ckpt, anomaly_set(synthetic_profiles(256, seed=2), seed=3),
+                 anomaly_set(synthetic_profiles(64, seed=4), seed=5))
 """)
 
 
@@ -47,7 +54,7 @@ def curves(tmp_path_factory):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     _single_process(tmp / "single")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node=2", str(script), str(tmp / "ddp")],
+                           "--nproc_per_node=2", str(script), str(tmp / "ddp"), str(tmp / "ddp_ft")],
                           env=env, timeout=300, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return _losses(tmp / "single" / "metrics.jsonl"), _losses(tmp / "ddp" / "metrics.jsonl"), tmp
@@ -72,3 +79,13 @@ def test_ddp_writes_one_checkpoint_from_rank_zero(curves):
     model, ckpt = load_pretrained_model(tmp / "ddp" / "pretrain.pt")
     assert ckpt["step"] == 30
     assert not any(k.startswith("module.") for k in ckpt["state_dict"])
+
+
+def test_ddp_finetune_writes_a_task_model(curves):
+    from trainer.checkpoint import load_task_model
+
+    _, _, tmp = curves
+    model = load_task_model(tmp / "ddp_ft" / "anomaly.pt")
+    hist = model.checkpoint["extra"]["history"]
+    assert model.task == "anomaly" and len(hist) == 2
+    assert all(np.isfinite(h["val_loss"]) for h in hist)
