@@ -70,10 +70,8 @@ for minor in $(seq 17 36); do PLATFORMS+=("manylinux_2_${minor}_aarch64"); done
 PLATFORM_ARGS=()
 for p in "${PLATFORMS[@]}"; do PLATFORM_ARGS+=(--platform "$p"); done
 
-# Pure-Python packages published as sdist only: they build on any platform without a compiler.
-# sdnotify is one file of Python; the agent does not even import it (edge/agent/notify.py speaks the
-# protocol itself), it is only listed in the edge extra. Dockerfile.arm64 passes --no-binary for it.
-ALLOW_SDIST=(sdnotify)
+# Pure-Python packages published as sdist only (they build anywhere without a compiler); none now.
+ALLOW_SDIST=()
 
 fail=0
 {
