@@ -67,3 +67,14 @@ def test_every_edge_module_imports_without_torch() -> None:
         [sys.executable, "-c", BLOCKER], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, f"edge path needs torch/trainer/export:\n{result.stdout}{result.stderr}"
+
+
+def test_building_the_cli_imports_no_torch() -> None:
+    """`unimeter agent` on the Pi (and `unimeter --help` anywhere) must not pay for torch."""
+    code = (
+        "import sys; from edge.cli import build_parser; build_parser(); "
+        "sys.exit(1 if 'torch' in sys.modules else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, "building the CLI imported torch" + result.stderr

@@ -1,0 +1,53 @@
+"""``unimeter train distill``: arguments and handler, kept apart from ``trainer.distill`` so that
+registering the command (every ``unimeter`` start, the Pi's agent included) never imports torch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from trainer.cli import _data_arguments
+
+    _data_arguments(p)
+    p.add_argument("--teacher", required=True, help="fine-tuned task checkpoint (the teacher)")
+    p.add_argument("--student-json", help='ModelConfig overrides for the student, e.g. \'{"n_experts": 32}\'')
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--w-kd", type=float, default=1.0, help="weight of the head distillation terms")
+    p.add_argument("--w-z", type=float, default=0.0, help="weight of the z matching term (0: off)")
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--out", default="runs/distill")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from trainer.checkpoint import load_checkpoint
+    from trainer.cli import _task_sets
+    from trainer.distill import HEADLINE, DistillConfig, distill
+
+    ckpt = load_checkpoint(args.teacher)
+    if ckpt.get("kind") != "task":
+        print(f"unimeter train distill: {args.teacher} is not a fine-tuned task checkpoint", flush=True)
+        return 2
+    train, val = _task_sets(args, ckpt["task"], int(ckpt["model_config"]["seq_len"]))
+    cfg = DistillConfig(out_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                        w_kd=args.w_kd, w_z=args.w_z, temperature=args.temperature,
+                        patience=args.patience, seed=args.seed, max_steps=args.max_steps,
+                        threads=args.threads, progress=not args.no_progress,
+                        student_overrides=json.loads(args.student_json) if args.student_json else {})
+    path = distill(args.teacher, None, train, val, cfg)
+    report = json.loads((Path(args.out) / f"{ckpt['task']}_distill_report.json").read_text())
+    metric, _ = HEADLINE[ckpt["task"]]
+    print(f"{ckpt['task']}: {metric} teacher {report['teacher'][metric]:.4g} -> student "
+          f"{report['student'][metric]:.4g} ({report['teacher_parameters']} -> "
+          f"{report['student_parameters']} parameters)")
+    print(path)
+    return 0
