@@ -859,18 +859,22 @@ def evaluate(cfg: EvalConfig, fleet: FleetProfiles | None = None, command: str |
 
 def _run_tasks(cfg: EvalConfig, fleet: FleetProfiles, split: dict, backbones: UnifiedBackbones,
                results: dict, timing: dict) -> None:
-    rng = np.random.default_rng(cfg.seed)
+    # one generator per (task, split): the test subsets and attacks do not depend on budgets
+    def rng(task: str, split_name: str) -> np.random.Generator:
+        return np.random.default_rng([cfg.seed, TASKS.index(task), ("train", "val", "test").index(split_name)])
+
     cap = {"train": cfg.max_train_windows, "val": cfg.max_val_windows, "test": cfg.max_eval_windows}
     imputation_cap = {**cap, "test": min(cfg.max_eval_windows, cfg.max_imputation_test_days)}
     days = {s: fleet.households(idx).power_w.reshape(-1, STEPS_PER_DAY).astype(np.float32)
             for s, idx in split.items()}
-    pre_train = days["train"][_cap(len(days["train"]), cfg.pretrain_profiles, rng)]
-    pre_val = days["val"][_cap(len(days["val"]), cfg.max_val_windows, rng)]
+    pre_rng = np.random.default_rng([cfg.seed, len(TASKS)])
+    pre_train = days["train"][_cap(len(days["train"]), cfg.pretrain_profiles, pre_rng)]
+    pre_val = days["val"][_cap(len(days["val"]), cfg.max_val_windows, pre_rng)]
     backbones.pretrain_data[STEPS_PER_DAY] = (pre_train, pre_val)
     builders = {
-        "forecast": lambda s: forecast_data(fleet, split[s], cfg, cap[s], rng),
-        "imputation": lambda s: imputation_days(fleet, split[s], imputation_cap[s], rng),
-        "anomaly": lambda s: anomaly_data(fleet, split[s], cfg, cap[s], rng),
+        "forecast": lambda s: forecast_data(fleet, split[s], cfg, cap[s], rng("forecast", s)),
+        "imputation": lambda s: imputation_days(fleet, split[s], imputation_cap[s], rng("imputation", s)),
+        "anomaly": lambda s: anomaly_data(fleet, split[s], cfg, cap[s], rng("anomaly", s)),
     }
     runners = {"forecast": run_forecast, "imputation": run_imputation, "anomaly": run_anomaly}
     for task in cfg.tasks:
@@ -878,7 +882,7 @@ def _run_tasks(cfg: EvalConfig, fleet: FleetProfiles, split: dict, backbones: Un
         log.info("task %s", task)
         if task == "nilm":
             data = nilm_data(cfg)
-            pre = data.train.load_w[_cap(len(data.train), cfg.pretrain_profiles, rng)]
+            pre = data.train.load_w[_cap(len(data.train), cfg.pretrain_profiles, pre_rng)]
             backbones.pretrain_data[data.train.load_w.shape[1]] = (pre.astype(np.float32),
                                                                   data.val.load_w.astype(np.float32))
             results["tasks"][task] = run_nilm(data, all_methods(task, cfg, backbones), cfg)
