@@ -177,8 +177,7 @@ def _progress_wait(proc: subprocess.Popen, seconds: float) -> None:
         t0 = time.monotonic()
         while proc.poll() is None and time.monotonic() - t0 < seconds:
             time.sleep(1.0)
-            bar.n = min(int(time.monotonic() - t0), int(seconds))
-            bar.refresh()
+            bar.update(min(int(time.monotonic() - t0), int(seconds)) - bar.n)
 
 
 # --------------------------------------------------------------------------------------------
