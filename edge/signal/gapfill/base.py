@@ -86,12 +86,27 @@ def linear_fill(x: np.ndarray, m: np.ndarray, t: np.ndarray) -> np.ndarray:
     return out
 
 
+# A fill may leave the range of the known samples by this share of that range before it counts as
+# diverged. Spline-based fillers (envelope, EMD) extrapolate cubics across long gaps and were seen
+# to reach thousands of W on a household whose known samples stay below 3 kW.
+DIVERGENCE_MARGIN = 1.0
+
+
 def finish(x: np.ndarray, m: np.ndarray, estimate: np.ndarray) -> np.ndarray:
-    """Write estimates into missing positions only; known samples stay exactly as given."""
+    """Write estimates into missing positions only; known samples stay exactly as given.
+
+    Where a filler diverged (non-finite, or further outside the known samples' range than
+    ``DIVERGENCE_MARGIN`` times that range) the linear fill is used at those samples instead."""
     out = x.copy()
     est = np.asarray(estimate, dtype=np.float64)
+    known = x[~m]
     bad = m & ~np.isfinite(est)
-    if bad.any():  # a filler diverged somewhere: never return NaN, fall back to linear there
+    if known.size and np.isfinite(known).all():
+        lo, hi = float(known.min()), float(known.max())
+        margin = DIVERGENCE_MARGIN * max(hi - lo, 1e-9)
+        with np.errstate(invalid="ignore"):
+            bad |= m & ((est < lo - margin) | (est > hi + margin))
+    if bad.any():  # a filler diverged somewhere: never return NaN or a blow-up, use linear there
         lin = linear_fill(x, m, np.arange(x.size, dtype=np.float64))
         est = np.where(bad, lin, est)
     out[m] = est[m]

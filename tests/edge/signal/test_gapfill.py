@@ -219,3 +219,16 @@ def test_gaussian_keeps_export_on_net_meters_and_rejects_bad_capacity():
     assert out[m].min() < 0  # export survives: the floor follows the known data
     with pytest.raises(SignalInputError, match="below"):
         fill("gaussian", x, m, ts, config=GaussianConfig(capacity_w=-2000.0))
+
+
+def test_finish_replaces_a_diverged_estimate_with_linear() -> None:
+    """A spline filler that blows up across a long gap is replaced by the linear fill there."""
+    from edge.signal.gapfill.base import finish
+
+    x = np.array([100.0, 200.0, np.nan, np.nan, np.nan, 300.0, 250.0])
+    m = np.isnan(x)
+    estimate = np.array([0, 0, 220.0, 9_000.0, -7_000.0, 0, 0])  # one plausible, two diverged
+    out = finish(x, m, estimate)
+    assert out[2] == 220.0  # inside the known range plus margin: kept
+    assert out[3] == pytest.approx(250.0) and out[4] == pytest.approx(275.0)  # linear
+    assert np.array_equal(out[~m], x[~m])
