@@ -1,7 +1,5 @@
 """build_source for every kind; the simulated kinds run end to end on the real code paths."""
 
-import asyncio
-import contextlib
 
 import pytest
 
@@ -9,20 +7,13 @@ from firmware_bridge import ConfigError, ReadingFlag, build_source
 from firmware_bridge.dsmr.source import DsmrSource
 from firmware_bridge.modbus.source import ModbusSource
 from firmware_bridge.zigbee.source import ZigbeeSource
+from tests.firmware_bridge._streams import take_readings as _take
 
 
 def _power(ts_s: float) -> dict:
     return {"power_w": 640.0, "voltage_v": 230.0}
 
 
-async def _take(source, n, timeout_s=15.0):
-    out = []
-    async with contextlib.aclosing(source.readings()) as stream, asyncio.timeout(timeout_s):
-        async for reading in stream:
-            out.append(reading)
-            if len(out) >= n:
-                break
-    return out
 
 
 def test_real_kinds_map_options_to_their_config():

@@ -1,7 +1,6 @@
 """DsmrSource on a real pyserial port: the slave side of a pty, fed by the virtual meter."""
 
 import asyncio
-import contextlib
 import time
 
 import pytest
@@ -17,6 +16,7 @@ from firmware_bridge.source import (
     EVENT_RECONNECTED,
     BackoffConfig,
 )
+from tests.firmware_bridge._streams import take_readings as _take
 
 FAST_BACKOFF = BackoffConfig(initial_s=0.05, max_s=0.2, jitter=0.0)
 
@@ -25,17 +25,6 @@ def _power(ts_s: float) -> dict:
     return {"power_w": 1000.0 + (ts_s % 10) * 10, "voltage_v": 231.0}
 
 
-async def _take(source, n: int, timeout_s: float = 10.0, on_each=None):
-    out = []
-    async with contextlib.aclosing(source.readings()) as stream:
-        async with asyncio.timeout(timeout_s):
-            async for reading in stream:
-                out.append(reading)
-                if on_each is not None:
-                    on_each(len(out))
-                if len(out) >= n:
-                    break
-    return out
 
 
 @pytest.mark.parametrize("version", ["5", "4", "2.2", "fluvius"])

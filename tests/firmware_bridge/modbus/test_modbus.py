@@ -1,7 +1,6 @@
 """ModbusSource against a real pymodbus RTU server, over a pty bridge (two real serial ports)."""
 
 import asyncio
-import contextlib
 import math
 
 import pytest
@@ -18,6 +17,7 @@ from firmware_bridge.modbus.sim import VirtualModbusMeter
 from firmware_bridge.modbus.source import ModbusConfig, ModbusSource, registers_to_values
 from firmware_bridge.reading import ReadingFlag
 from firmware_bridge.source import EVENT_DISCONNECTED, EVENT_RECONNECTED, BackoffConfig
+from tests.firmware_bridge._streams import take_readings as _take
 
 FAST_BACKOFF = BackoffConfig(initial_s=0.05, max_s=0.2, jitter=0.0)
 
@@ -27,16 +27,6 @@ def _power(ts_s: float) -> dict:
             "export_wh": 789.0}
 
 
-async def _take(source, n, timeout_s=15.0, on_each=None):
-    out = []
-    async with contextlib.aclosing(source.readings()) as stream, asyncio.timeout(timeout_s):
-        async for reading in stream:
-            out.append(reading)
-            if on_each is not None:
-                await on_each(len(out))
-            if len(out) >= n:
-                break
-    return out
 
 
 def test_register_maps_are_consistent():

@@ -21,6 +21,7 @@ from firmware_bridge.zigbee.clusters import (
 from firmware_bridge.zigbee.radio import RADIO_LIBRARIES, load_application_class
 from firmware_bridge.zigbee.sim import VirtualZigbeeMeter
 from firmware_bridge.zigbee.source import ZigbeeConfig, ZigbeeSource
+from tests.firmware_bridge._streams import take_readings as _take
 
 
 def _power(ts_s: float) -> dict:
@@ -28,14 +29,6 @@ def _power(ts_s: float) -> dict:
             "export_wh": 12.0, "reactive_var": -50.0}
 
 
-async def _take(source, n, timeout_s=10.0):
-    out = []
-    async with contextlib.aclosing(source.readings()) as stream, asyncio.timeout(timeout_s):
-        async for reading in stream:
-            out.append(reading)
-            if len(out) >= n:
-                break
-    return out
 
 
 async def test_reports_become_scaled_readings_with_mapped_meter_id():
