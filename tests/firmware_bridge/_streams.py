@@ -21,3 +21,10 @@ async def take_readings(source, n: int, timeout_s: float = 15.0, on_each=None) -
             if len(out) >= n:
                 break
     return out
+
+
+def fast_backoff():
+    """Reconnect backoff short enough for unplug/replug tests (no jitter: deterministic)."""
+    from firmware_bridge.source import BackoffConfig
+
+    return BackoffConfig(initial_s=0.05, max_s=0.2, jitter=0.0)

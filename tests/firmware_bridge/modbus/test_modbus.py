@@ -16,10 +16,11 @@ from firmware_bridge.modbus.registers import (
 from firmware_bridge.modbus.sim import VirtualModbusMeter
 from firmware_bridge.modbus.source import ModbusConfig, ModbusSource, registers_to_values
 from firmware_bridge.reading import ReadingFlag
-from firmware_bridge.source import EVENT_DISCONNECTED, EVENT_RECONNECTED, BackoffConfig
+from firmware_bridge.source import EVENT_DISCONNECTED, EVENT_RECONNECTED
+from tests.firmware_bridge._streams import fast_backoff
 from tests.firmware_bridge._streams import take_readings as _take
 
-FAST_BACKOFF = BackoffConfig(initial_s=0.05, max_s=0.2, jitter=0.0)
+FAST_BACKOFF = fast_backoff()
 
 
 def _power(ts_s: float) -> dict:
