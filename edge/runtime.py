@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,10 +184,14 @@ class InferenceRuntime:
                 reasons.append(f"the bundle has no {kind} model")
                 continue
             if backend == "onnx":
-                if "onnxruntime" in usable:
-                    return backend, f"onnxruntime {usable['onnxruntime']}"
-                reasons.append("onnxruntime is not installed or older than the bundle needs")
-                continue
+                if "onnxruntime" not in usable:
+                    reasons.append("onnxruntime is not installed or older than the bundle needs")
+                    continue
+                unmet = self._unmet_requirements(kind)
+                if unmet:
+                    reasons.append(unmet[0])
+                    continue
+                return backend, f"onnxruntime {usable['onnxruntime']}"
             try:
                 _, label = _tflite_interpreter_class()
             except BackendUnavailableError as e:
@@ -220,16 +224,22 @@ class InferenceRuntime:
         self._sessions[task] = session
         return session
 
+    def _unmet_requirements(self, kind: str, tasks: Iterable[str] | None = None) -> list[str]:
+        """Per-artifact minimum versions not met here (graphs using com.microsoft.MoE / QMoE)."""
+        unmet = []
+        for task in self.tasks if tasks is None else tasks:
+            needs = self.bundle.manifest["tasks"][task].get("artifact_requirements", {}).get(kind, {})
+            for runtime, minimum in needs.items():
+                have = installed_version(runtime)
+                if have is None or parse_version(have) < parse_version(minimum):
+                    unmet.append(f"task {task!r}: the {kind} model needs {runtime} >= {minimum} "
+                                 f"(installed: {have}); upgrade it or use backend='tflite'")
+        return unmet
+
     def _check_requirements(self, task: str, kind: str) -> None:
-        """Per-artifact minimum versions (e.g. an fp32 graph using com.microsoft.MoE)."""
-        needs = self.bundle.manifest["tasks"][task].get("artifact_requirements", {}).get(kind, {})
-        for runtime, minimum in needs.items():
-            have = installed_version(runtime)
-            if have is None or parse_version(have) < parse_version(minimum):
-                raise BackendUnavailableError(
-                    f"task {task!r}: the {kind} model needs {runtime} >= {minimum} (installed: {have}); "
-                    "use precision='int8' or upgrade"
-                )
+        unmet = self._unmet_requirements(kind, [task])
+        if unmet:
+            raise BackendUnavailableError(unmet[0])
 
     def _validate(self, spec: TaskSpec, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         expected = [t.name for t in spec.inputs]

@@ -1,7 +1,10 @@
 """Write a verified model bundle (the format ``edge.bundle`` reads; see its docstring).
 
 For each task checkpoint: the sparse fp32 ONNX, its int8 twin (gate kept float), the int8
-TFLite model and, on request, the dense fp32 ONNX reference; each artifact is checked against
+TFLite model and, on request, the dense fp32 ONNX reference. For relu students both ONNX models
+use onnxruntime's contrib MoE kernels (fp32: ``com.microsoft.MoE``; int8: ``com.microsoft.QMoE``
+with 8-bit experts, see ``export.quantize``); otherwise, and always for TFLite, the gather form
+(TopK + Gather + MatMul). Each artifact is checked against
 PyTorch before it is listed, then hashed into ``manifest.json``. The bundle is built in a
 sibling temporary directory and renamed into place, so a failed export never leaves a half
 bundle, and it is re-read with ``edge.bundle.load_bundle`` before ``write_bundle`` returns.
@@ -23,7 +26,12 @@ from tqdm import tqdm
 
 from edge.bundle import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, load_bundle, sha256_file
 from export.onnx_export import ExportError, MoeShape, OnnxExportConfig, export_onnx
-from export.quantize import QuantizeConfig, quantize_onnx_int8, routing_agreement
+from export.quantize import (
+    QuantizeConfig,
+    quantize_moe_op_int8,
+    quantize_onnx_int8,
+    routing_agreement,
+)
 from trainer.checkpoint import load_task_model
 from trainer.tasks import OUTPUT_UNITS, ExportModule, TaskModel, export_module
 
@@ -35,9 +43,19 @@ MIN_RUNTIME_VERSIONS = {"onnxruntime": "1.16.0", "ai-edge-litert": "1.0.0", "tfl
 INPUT_UNITS = {"load_w": "W", "observed": "1 observed, 0 missing", "covariates": "see covariate_names"}
 FP32_TOLERANCE = 1e-4  # max |onnx - torch| / output scale; float32 rounding of the same graph
 GATHER_DISPATCH = "gather (TopK + Gather + MatMul)"
-# The CPU kernel of com.microsoft.MoE is recent; the version it was verified with is the minimum
-# stated for bundles whose fp32 model uses it (the int8 and TFLite models need no contrib op).
+MOE_OP_DISPATCH = "com.microsoft.MoE"
+QMOE_DISPATCH = "com.microsoft.QMoE (8-bit experts)"
+# The CPU kernels of com.microsoft.MoE / QMoE are recent; the version they were verified with is
+# the minimum stated for the artifacts that use them (the gather-form and TFLite models need no
+# contrib op, so an older onnxruntime falls back to TFLite: see edge.runtime).
 MOE_OP_MIN_ONNXRUNTIME = "1.31.0"
+# Tasks whose outputs are thresholded logits keep their heads float in the QMoE int8 model: a
+# weak or uncertain model has many logits near 0, where a head's int8 error (~0.02) flips the
+# decision (measured: 6 of 120 anomaly windows flipped with int8 heads, none with float heads,
+# for ~20 kB). Regression heads degrade smoothly (imputation MAE moved 0.01%) and the forecast
+# head is the largest matrix of all, so those are int8.
+FLOAT_HEAD_TASKS = ("anomaly", "nilm")
+INT8_ROUTING_MIN = 0.99  # int8 must pick the fp32 model's top-k experts on at least this share
 
 
 @dataclass
@@ -45,6 +63,7 @@ class BundleConfig:
     include_tflite: bool = True
     include_dense: bool = False
     fp32_moe_op: bool = True  # fp32 ONNX as com.microsoft.MoE (relu students; see onnx_export)
+    int8_moe_op: bool = True  # int8 ONNX as com.microsoft.QMoE (relu students; see export.quantize)
     include_fp32: bool = True  # False: int8 ONNX + TFLite only (the Pi's default; ~half the bytes)
     check_windows: int = 64  # random windows used to verify every artifact against PyTorch
     max_bundle_bytes: int = MAX_BUNDLE_BYTES
@@ -139,9 +158,14 @@ def _export_task(task: str, model: TaskModel, tmp: Path, scratch: Path, cfg: Bun
     gather = scratch / f"{task}.gather.fp32.onnx"
     checks["onnx_fp32_gather_scaled_error"] = _export_onnx_checked(module, gather, "sparse", feeds, reference)
     fp32 = (tmp if cfg.include_fp32 else scratch) / f"{task}.fp32.onnx"
-    if model.model_cfg.moe and model.model_cfg.activation == "relu" and cfg.fp32_moe_op:
-        checks["onnx_fp32_scaled_error"] = _export_onnx_checked(module, fp32, "moe_op", feeds, reference)
-        dispatch["onnx_fp32"] = "com.microsoft.MoE"
+    relu_moe = model.model_cfg.moe and model.model_cfg.activation == "relu"
+    if relu_moe and (cfg.fp32_moe_op or cfg.int8_moe_op):
+        moe_fp32 = fp32 if cfg.fp32_moe_op else scratch / f"{task}.moe_op.fp32.onnx"
+        checks["onnx_fp32_moe_op_scaled_error"] = _export_onnx_checked(module, moe_fp32, "moe_op", feeds,
+                                                                       reference)
+    if relu_moe and cfg.fp32_moe_op:
+        checks["onnx_fp32_scaled_error"] = checks["onnx_fp32_moe_op_scaled_error"]
+        dispatch["onnx_fp32"] = MOE_OP_DISPATCH
     else:
         shutil.copyfile(gather, fp32)
         checks["onnx_fp32_scaled_error"] = checks["onnx_fp32_gather_scaled_error"]
@@ -151,10 +175,20 @@ def _export_task(task: str, model: TaskModel, tmp: Path, scratch: Path, cfg: Bun
     bar.update()
 
     bar.set_description(f"{task}: ONNX int8")
-    int8 = quantize_onnx_int8(gather, tmp / f"{task}.int8.onnx", cfg.quantize)
+    int8 = tmp / f"{task}.int8.onnx"
+    if relu_moe and cfg.int8_moe_op:
+        scope = "experts" if task in FLOAT_HEAD_TASKS else "heads"
+        quantize_moe_op_int8(moe_fp32, int8, cfg.quantize or QuantizeConfig(moe_int8_scope=scope))
+        dispatch["onnx_int8"] = QMOE_DISPATCH
+    else:
+        quantize_onnx_int8(gather, int8, cfg.quantize)
+        dispatch["onnx_int8"] = GATHER_DISPATCH
     checks["onnx_int8_scaled_error"] = scaled_error(_onnx_outputs(int8, feeds), reference)
     checks["onnx_int8_routing_agreement"] = routing_agreement(gather, int8, feeds)
-    artifacts["onnx_int8"], dispatch["onnx_int8"] = int8.name, GATHER_DISPATCH
+    if checks["onnx_int8_routing_agreement"] < INT8_ROUTING_MIN:
+        log.warning("%s: int8 routing agreement %.4f is under %.2f", task,
+                    checks["onnx_int8_routing_agreement"], INT8_ROUTING_MIN)
+    artifacts["onnx_int8"] = int8.name
     bar.update()
 
     tflite_io = None
@@ -177,8 +211,10 @@ def _export_task(task: str, model: TaskModel, tmp: Path, scratch: Path, cfg: Bun
     log.info("%s: checks %s", task, checks)
     entry = _task_entry(model, module, artifacts, checks, tflite_io)
     entry["topk"]["dispatch"] = {k: v for k, v in dispatch.items() if k in artifacts}
-    if "onnx_fp32" in artifacts and dispatch["onnx_fp32"] == "com.microsoft.MoE":
-        entry["artifact_requirements"] = {"onnx_fp32": {"onnxruntime": MOE_OP_MIN_ONNXRUNTIME}}
+    requirements = {kind: {"onnxruntime": MOE_OP_MIN_ONNXRUNTIME} for kind in artifacts
+                    if dispatch.get(kind) in (MOE_OP_DISPATCH, QMOE_DISPATCH)}
+    if requirements:
+        entry["artifact_requirements"] = requirements
     return entry
 
 

@@ -9,7 +9,8 @@ of each token's k expert blocks from the flattened expert tables ``W.reshape(E, 
 N_e expert blocks are read and multiplied per token; no MatMul operand spans all experts
 (``sparsity_report`` walks the graph and checks it). It exports with ``torch.onnx.export(dynamo=
 True, opset 18)``, matches PyTorch to float rounding, quantizes with the stock ORT quantizer
-(gate excluded) and converts with litert-torch: it is the form of the int8 ONNX and TFLite models.
+(gate excluded) and converts with litert-torch: it is the form of the TFLite models (and of the
+int8 ONNX for students the contrib kernels cannot run).
 
 ``"moe_op"``: the whole layer as one ``com.microsoft.MoE`` node (router logits in, softmax over
 the top k inside, experts run only on their tokens: sparse by construction, grouped by expert,
@@ -29,9 +30,12 @@ bench/results/export.md (student: d_model=16, d_expert=32, 4 layers): one layer 
 64 windows, the MoE op is 1.8x / 4.2x faster than dense and the gather form 0.9x / 0.75x; the
 whole model at batch 64 is 1.28x faster than dense with the MoE op and 0.85x with the gather form;
 from N_e=8 to 32 the MoE op's batch-1 latency grows 9%, dense's 67%. Its gelu is the tanh approximation (1e-3 off PyTorch's erf gelu)
-and 10x slower, so it is used for relu models only; TFLite cannot run it and the ORT quantizer
-does not produce its int8 twin (QMoE), so the bundle ships: fp32 ONNX = MoE op (relu students),
-int8 ONNX and TFLite = gather form. The choice is per artifact and recorded in the manifest.
+and 10x slower, so it is used for relu models only. TFLite cannot run it. The ORT quantizer does
+not produce its int8 twin (``com.microsoft.QMoE``), so ``export.quantize.quantize_moe_op_int8``
+rewrites the nodes itself. The bundle ships, for relu students: fp32 ONNX = MoE op, int8 ONNX =
+QMoE, TFLite = gather form; for others the gather form throughout. The choice is per artifact
+and recorded in the manifest (``topk.dispatch``), with the onnxruntime version the contrib
+kernels need (``artifact_requirements``; an older onnxruntime falls back to TFLite).
 
 Batch dimension: dynamic (``Dim("batch")``), everything else static (L, P, covariates). One file
 serves the agent's batch 1 and backfills of many windows, which keeps the bundle small; the
@@ -62,6 +66,7 @@ log = logging.getLogger(__name__)
 
 OPSET = 18
 IR_VERSION = 10  # what onnxruntime >= 1.17 reads; also what the contrib MoE ops need
+MOE_OPS = ("MoE", "QMoE")  # onnxruntime contrib ops (domain com.microsoft) that route sparsely
 DISPATCHES = ("sparse", "dense", "moe_op")
 # Ops that only move or re-type a tensor: a weight seen through them is still that weight.
 PASS_THROUGH_OPS = {
@@ -265,10 +270,15 @@ class SparsityReport:
     dense_operands: list[str]  # "node: initializer" pairs where a MatMul reads all experts
     expert_macs_per_token: float  # measured from the shapes of a batch-1 run
     expert_matmuls: list[str] = field(default_factory=list)
+    # contrib MoE/QMoE nodes whose k < N_e, and expert tables read by anything else
+    moe_nodes: list[str] = field(default_factory=list)
+    moe_table_leaks: list[str] = field(default_factory=list)
 
     @property
     def is_sparse(self) -> bool:
-        return self.n_topk > 0 and bool(self.expert_gathers) and not self.dense_operands
+        if self.dense_operands or self.moe_table_leaks:
+            return False
+        return (self.n_topk > 0 and bool(self.expert_gathers)) or bool(self.moe_nodes)
 
 
 def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
@@ -370,20 +380,48 @@ def _matmul_macs(model: onnx.ModelProto, nodes: list, feeds: dict[str, np.ndarra
     return total
 
 
+def _contrib_moe(model: onnx.ModelProto, moe: MoeShape) -> tuple[list[str], list[str], float]:
+    """The com.microsoft MoE/QMoE nodes: those routing k < N_e experts per token, any consumer
+    other than such a node of their expert tables, and their expert MACs per token. The kernels
+    run each token through its k routed experts only (grouped by expert), so per token and layer
+    they cost k x (d_model x d_expert) x 2 MACs, read off the node's k and its weight shapes."""
+    shapes = _initializer_shapes(model)
+    sparse_nodes, leaks, macs = [], [], 0.0
+    tables: set[str] = set()
+    for node in model.graph.node:
+        if node.domain != "com.microsoft" or node.op_type not in MOE_OPS:
+            continue
+        k = next((a.i for a in node.attribute if a.name == "k"), 0)
+        w1, w2 = shapes.get(node.input[2]), shapes.get(node.input[4 if node.op_type == "MoE" else 5])
+        if w1 is None or w2 is None or w1[0] != moe.n_experts or not 0 < k < moe.n_experts:
+            continue
+        sparse_nodes.append(node.name)
+        tables.update({node.input[2], node.input[4 if node.op_type == "MoE" else 5]})
+        macs += k * (w1[1] * moe.d_model + w2[1] * moe.d_expert)
+    for node in model.graph.node:
+        if node.name not in sparse_nodes:
+            leaks += [f"{node.name}: {name}" for name in node.input if name in tables]
+    return sparse_nodes, leaks, macs
+
+
 def sparsity_report(model_path: str | Path, moe: MoeShape, feeds: dict[str, np.ndarray],
                     n_tokens: int) -> SparsityReport:
     """Walk an exported graph: count TopK nodes, find Gathers of expert tables, flag any MatMul
     operand that is a whole expert table, and measure expert-layer MACs per token with ``feeds``
-    (``n_tokens`` = batch x P tokens in that run)."""
+    (``n_tokens`` = batch x P tokens in that run). Contrib MoE/QMoE nodes are sparse when k < N_e
+    and nothing else reads their expert tables; their MACs come from k and the weight shapes."""
     model = onnx.load(str(model_path))
     gathers, dense, matmuls = _expert_matmuls(model, moe)
     macs = _matmul_macs(model, matmuls, feeds) / n_tokens if matmuls else 0.0
+    moe_nodes, leaks, moe_macs = _contrib_moe(model, moe)
     return SparsityReport(
         n_topk=sum(n.op_type == "TopK" for n in model.graph.node),
         expert_gathers=gathers,
         dense_operands=sorted(set(dense)),
-        expert_macs_per_token=macs,
+        expert_macs_per_token=macs + moe_macs,
         expert_matmuls=sorted({n.name for n in matmuls}),
+        moe_nodes=moe_nodes,
+        moe_table_leaks=leaks,
     )
 
 

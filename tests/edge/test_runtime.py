@@ -118,3 +118,24 @@ def test_runtime_accepts_a_path_and_warms_up(tiny):
     rt.warmup()
     assert rt.spec("anomaly").outputs[0].name == "window_logit"
     assert rt.spec("anomaly").outputs[1].unit == "logit"
+
+
+def test_onnxruntime_too_old_for_the_contrib_kernels_falls_back_to_tflite(tiny, tmp_path, windows):
+    """The int8 ONNX uses com.microsoft.QMoE, so its manifest entry names a minimum onnxruntime.
+    Raise that minimum past the installed version (the manifest is not hashed, the models are):
+    auto picks TFLite and says why not ONNX; an explicit onnx backend is refused."""
+    import json
+    import shutil
+
+    root = tmp_path / "bundle"
+    shutil.copytree(tiny.bundle, root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    needs = manifest["tasks"]["imputation"]["artifact_requirements"]
+    assert needs["onnx_int8"]["onnxruntime"]  # written by the bundle writer for the QMoE model
+    needs["onnx_int8"]["onnxruntime"] = "99.0"
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    rt = InferenceRuntime(root)
+    assert rt.backend == "tflite"
+    assert rt.run("imputation", windows)["load_w_filled"].shape == (16, 48)
+    with pytest.raises(BackendUnavailableError, match=r"onnx_int8 model needs onnxruntime >= 99\.0"):
+        InferenceRuntime(root, backend="onnx")

@@ -16,7 +16,13 @@ from export.onnx_export import (
     gate_node_names,
     sparsity_report,
 )
-from export.quantize import routing_agreement
+from export.quantize import (
+    QuantizeConfig,
+    _gate_inputs,
+    quantize_moe_op_int8,
+    quantize_onnx_int8,
+    routing_agreement,
+)
 from tests.export._tiny import feeds, tiny
 from trainer.checkpoint import load_task_model
 from trainer.distill import task_metric
@@ -69,24 +75,70 @@ def test_sparse_graph_walk_proves_top_k_routing(t, module, dense_path, gather_pa
     assert sparse.expert_macs_per_token / dense.expert_macs_per_token == pytest.approx(moe.top_k / moe.n_experts)
 
 
-def test_int8_graph_stays_sparse_and_gate_stays_float(t, module):
-    moe = MoeShape.of(module)
-    path = t.bundle / "imputation.int8.onnx"
-    one = feeds(t.held_out["imputation"], module.input_names, 1)
-    report = sparsity_report(path, moe, one, module.model.model_cfg.n_patches)
-    assert report.is_sparse and report.n_topk == module.model.model_cfg.n_layers
+def _assert_gates_float(path, n_layers: int) -> None:
     model = onnx.load(str(path))
-    ops = [n.op_type for n in model.graph.node]
-    assert "MatMulInteger" in ops  # something was quantized
-    gates = gate_node_names(path)
-    assert len(gates) == module.model.model_cfg.n_layers
+    gates = gate_node_names(path) or sorted(_gate_inputs(model))
+    assert len(gates) == n_layers
     by_name = {n.name: n for n in model.graph.node}
     inits = {i.name: i for i in model.graph.initializer}
     for name in gates:
         node = by_name[name]
         assert node.op_type in ("MatMul", "Gemm"), f"gate {name} was quantized to {node.op_type}"
-        weight = inits[node.input[1]]
-        assert weight.data_type == onnx.TensorProto.FLOAT
+        assert inits[node.input[1]].data_type == onnx.TensorProto.FLOAT
+
+
+def test_int8_gather_form_stays_sparse_and_gate_stays_float(t, module, gather_path, tmp_path):
+    """The int8 gather form (what gelu students ship) is walked like the fp32 one."""
+    moe = MoeShape.of(module)
+    path = quantize_onnx_int8(gather_path, tmp_path / "gather.int8.onnx")
+    one = feeds(t.held_out["imputation"], module.input_names, 1)
+    report = sparsity_report(path, moe, one, module.model.model_cfg.n_patches)
+    assert report.is_sparse and report.n_topk == module.model.model_cfg.n_layers
+    assert "MatMulInteger" in [n.op_type for n in onnx.load(str(path)).graph.node]  # something was quantized
+    _assert_gates_float(path, module.model.model_cfg.n_layers)
+
+
+def test_bundle_int8_is_qmoe_with_8bit_experts_and_float_gates(t, module, dense_path):
+    """The bundle's int8 ONNX: one QMoE node per layer (k of N_e experts per token, uint8 expert
+    tables read by nothing else), gates float, the heads dynamic int8."""
+    moe, cfg = MoeShape.of(module), module.model.model_cfg
+    path = t.bundle / "imputation.int8.onnx"
+    model = onnx.load(str(path))
+    qmoe = [n for n in model.graph.node if n.domain == "com.microsoft" and n.op_type == "QMoE"]
+    assert len(qmoe) == cfg.n_layers and not any(n.op_type in ("MoE", "TopK") for n in model.graph.node)
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in qmoe:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["k"] == cfg.top_k and attrs["expert_weight_bits"] == 8
+        for name in (node.input[2], node.input[5]):
+            assert inits[name].data_type == onnx.TensorProto.UINT8 and inits[name].dims[0] == cfg.n_experts
+    one = feeds(t.held_out["imputation"], module.input_names, 1)
+    report = sparsity_report(path, moe, one, cfg.n_patches)
+    dense = sparsity_report(dense_path, moe, one, cfg.n_patches)
+    assert report.is_sparse and len(report.moe_nodes) == cfg.n_layers and report.moe_table_leaks == []
+    assert report.expert_macs_per_token / dense.expert_macs_per_token == pytest.approx(cfg.top_k / cfg.n_experts)
+    assert "MatMulInteger" in [n.op_type for n in model.graph.node]  # the regression head
+    _assert_gates_float(path, cfg.n_layers)
+    # thresholded logits (anomaly): heads float, so only the experts are int8
+    anomaly = onnx.load(str(t.bundle / "anomaly.int8.onnx"))
+    ops = [n.op_type for n in anomaly.graph.node]
+    assert ops.count("QMoE") == cfg.n_layers and "MatMulInteger" not in ops
+
+
+def test_qmoe_scopes_keep_routing_and_quantize_what_they_say(t, module, tmp_path):
+    """experts: no dynamic int8 MatMul at all; heads: only after the last MoE layer; all: every
+    MatMul but the gates. Routing agreement with fp32 stays >= 99% in each."""
+    x = feeds(t.held_out["imputation"], module.input_names, 64)
+    moe_fp32 = export_onnx(module, tmp_path / "moe.onnx", OnnxExportConfig(dispatch="moe_op"))
+    quantized = {}
+    for scope in ("experts", "heads", "all"):
+        path = quantize_moe_op_int8(moe_fp32, tmp_path / f"{scope}.onnx", QuantizeConfig(moe_int8_scope=scope))
+        quantized[scope] = sum(n.op_type == "MatMulInteger" for n in onnx.load(str(path)).graph.node)
+        assert routing_agreement(moe_fp32, path, x) >= 0.99
+        assert scaled_error(_run(path, x), _run(moe_fp32, x)) < 0.05
+    assert quantized["experts"] == 0 < quantized["heads"] < quantized["all"]
+    with pytest.raises(ValueError, match="moe_int8_scope"):
+        quantize_moe_op_int8(moe_fp32, tmp_path / "x.onnx", QuantizeConfig(moe_int8_scope="some"))
 
 
 def test_bundle_fp32_is_one_contrib_moe_node_per_layer(t, module):
