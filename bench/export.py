@@ -129,7 +129,9 @@ def run_worker(spec: dict) -> dict:
 # Building the students and their bundles
 
 
-def build(n_experts: int, out: Path, steps: int, households: int, seed: int = 0) -> dict:
+def build(n_experts: int, out: Path, steps: int, households: int, seed: int = 0, reuse: bool = False) -> dict:
+    """Train the student for each task and write its bundle (``reuse``: take the checkpoints and
+    bundle a previous run left in ``out``, to re-time on a quieter machine)."""
     from export.bundle_writer import BundleConfig, write_bundle
     from export.onnx_export import OnnxExportConfig, export_onnx
     from export.quantize import quantize_onnx_int8
@@ -146,7 +148,11 @@ def build(n_experts: int, out: Path, steps: int, households: int, seed: int = 0)
                            imputation_set(test.arrays["load_w"], rate=(0.3, 0.3), seed=2)),
             "anomaly": (anomaly_set(train.arrays["load_w"], seed=3), anomaly_set(test.arrays["load_w"], seed=4))}
     model_cfg = default_student_config(ModelConfig.table1(), n_experts=n_experts)
-    ckpts = {}
+    ckpts = {task: out / "ckpt" / f"{task}.pt" for task in TASKS}
+    if reuse and (out / "bundle" / "manifest.json").exists() and all(p.exists() for p in ckpts.values()):
+        return {"ckpts": ckpts, "bundle": out / "bundle", "gather": {t: out / f"{t}.gather.onnx" for t in TASKS},
+                "gather_int8": {t: out / f"{t}.gather.int8.onnx" for t in TASKS},
+                "test": {t: s[1] for t, s in sets.items()}, "config": model_cfg}
     for task in TASKS:
         cfg = FinetuneConfig(task=task, out_dir=str(out / "ckpt"), epochs=1000, batch_size=64, lr=2e-3,
                              regularizer="none", max_steps=steps, progress=True, plot=False,
@@ -363,7 +369,9 @@ def targets(res: dict) -> dict:
 def markdown(res: dict, command: str) -> str:
     t = res["targets"]
     lines = [f"# Export benchmark\n\nCommand: `{command}`  \nMachine: {res['machine']}  \n"
-             f"Student: {res['student']}\n",
+             f"Student: {res['student']}\n" + ("\nThe students and bundles are a previous full run's "
+                                                "(`python bench/export.py`), re-timed (`--reuse`).\n"
+                                                if res.get("reused") else ""),
              "## Latency (imputation task, one thread, p50 / p99 ms per call)\n",
              "| N_e | form | batch 1 p50 | batch 1 p99 | batch 64 p50 | batch 64 p99 | windows/s @64 | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|"]
@@ -463,6 +471,8 @@ def main() -> int:
     p.add_argument("--iters", type=int, default=2000, help="timed calls at batch 1 (batch 64: /10)")
     p.add_argument("--out", default=str(RESULTS), help="results directory")
     p.add_argument("--work", default="/tmp/unimeter-bench-export", help="scratch directory")
+    p.add_argument("--reuse", action="store_true",
+                   help="re-time the students and bundles a previous run left in --work (no training)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -477,11 +487,12 @@ def main() -> int:
     command = "python bench/export.py " + " ".join(sys.argv[1:])
     work = Path(args.work)
     res = {"command": command, "machine": f"{platform.machine()} {platform.processor() or ''} "
-           f"{os.cpu_count()} cores (shared), Python {platform.python_version()}", "n_experts": {}}
+           f"{os.cpu_count()} cores (shared), Python {platform.python_version()}", "n_experts": {},
+           "reused": args.reuse}
     models: dict[str, Path] = {}
     for ne in (8, 32):
         print(f"N_e = {ne}: training the student and writing its bundle", flush=True)
-        built = build(ne, work / f"ne{ne}", args.steps, args.households)
+        built = build(ne, work / f"ne{ne}", args.steps, args.households, reuse=args.reuse)
         models.update({f"ne{ne}/{f}": p for f, p in form_paths(built).items() if f in ONNX_FORMS})
         feeds_path = feeds_file(built, work)
         res["student"] = {k: v for k, v in built["config"].to_dict().items()

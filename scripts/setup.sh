@@ -11,3 +11,11 @@ if ! command -v mosquitto >/dev/null 2>&1; then
 fi
 python3 -m pip install -q "torch==2.13.0"
 python3 -m pip install -q -e ".[dev]"
+# The TFLite fallback interpreter (tflite-runtime 2.14 needs numpy<2, so it cannot share this
+# environment with ai-edge-litert): a small side venv the runtime's fallback test runs in.
+TFLITE_VENV=.venv-tflite-runtime
+if [ ! -x "$TFLITE_VENV/bin/python" ] || ! "$TFLITE_VENV/bin/python" -c "import tflite_runtime" 2>/dev/null; then
+  rm -rf "$TFLITE_VENV"
+  python3 -m venv "$TFLITE_VENV"
+  "$TFLITE_VENV/bin/python" -m pip install -q "numpy<2" "tflite-runtime==2.14.0"
+fi

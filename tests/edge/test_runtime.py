@@ -139,3 +139,41 @@ def test_onnxruntime_too_old_for_the_contrib_kernels_falls_back_to_tflite(tiny, 
     assert rt.run("imputation", windows)["load_w_filled"].shape == (16, 48)
     with pytest.raises(BackendUnavailableError, match=r"onnx_int8 model needs onnxruntime >= 99\.0"):
         InferenceRuntime(root, backend="onnx")
+
+
+_FALLBACK_SCRIPT = """
+import json, sys
+import numpy as np
+from edge.runtime import InferenceRuntime
+rt = InferenceRuntime(sys.argv[1])
+x = np.load(sys.argv[2])
+np.save(sys.argv[3], rt.run("imputation", {k: x[k] for k in ("load_w", "observed")})["load_w_filled"])
+print(json.dumps({"backend": rt.backend, "name": rt.backend_name}))
+"""
+
+
+def test_tflite_runtime_fallback_in_its_own_environment(tiny, windows, tmp_path):
+    """Where only tflite-runtime 2.14 is installed (numpy<2, no onnxruntime, no ai-edge-litert), as
+    on older Pi images: auto picks it, says so, and gives the same numbers as ai-edge-litert on the
+    same TFLite model. It runs in the side venv scripts/setup.sh builds (the two interpreters
+    need different numpy majors, so they cannot share one environment)."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    python = root / ".venv-tflite-runtime" / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"{python} is missing: run scripts/setup.sh (it builds the tflite-runtime venv)")
+    np.savez(tmp_path / "x.npz", **windows)
+    proc = subprocess.run(
+        [str(python), "-c", _FALLBACK_SCRIPT, str(tiny.bundle), str(tmp_path / "x.npz"), str(tmp_path / "y.npy")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    chosen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert chosen == {"backend": "tflite", "name": "tflite-runtime 2.14.0"}, chosen
+    litert = InferenceRuntime(tiny.bundle, backend="tflite").run("imputation", windows)["load_w_filled"]
+    assert InferenceRuntime(tiny.bundle, backend="tflite").backend_name.startswith("ai-edge-litert")
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), litert, rtol=1e-4, atol=1e-2)
