@@ -16,6 +16,12 @@ python3 -m pip install -q -e ".[dev]"
 TFLITE_VENV=.venv-tflite-runtime
 if [ ! -x "$TFLITE_VENV/bin/python" ] || ! "$TFLITE_VENV/bin/python" -c "import tflite_runtime" 2>/dev/null; then
   rm -rf "$TFLITE_VENV"
-  python3 -m venv "$TFLITE_VENV"
+  if ! python3 -m venv "$TFLITE_VENV" 2>/dev/null; then  # Debian's python3 ships venv separately
+    rm -rf "$TFLITE_VENV"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq "python3.$(python3 -c 'import sys; print(sys.version_info.minor)')-venv" >/dev/null
+    python3 -m venv "$TFLITE_VENV"
+  fi
   "$TFLITE_VENV/bin/python" -m pip install -q "numpy<2" "tflite-runtime==2.14.0"
 fi
