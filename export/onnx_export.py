@@ -425,15 +425,21 @@ def sparsity_report(model_path: str | Path, moe: MoeShape, feeds: dict[str, np.n
     )
 
 
-def gate_node_names(model_path: str | Path) -> list[str]:
-    """The MatMul/Gemm nodes that compute gate logits: the first matmul upstream of each TopK."""
-    model = onnx.load(str(model_path))
+def gate_node_names(model: str | Path | onnx.ModelProto) -> list[str]:
+    """The MatMul/Gemm nodes that compute gate logits: the first matmul upstream of each TopK's
+    input (gather form) or of each contrib MoE/QMoE node's router logits."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model))
     producers = _producers(model.graph)
     names = []
     for node in model.graph.node:
-        if node.op_type != "TopK":
+        if node.op_type == "TopK":
+            name = node.input[0]
+        elif node.op_type in MOE_OPS and node.domain == "com.microsoft":
+            name = node.input[1]
+        else:
             continue
-        name, depth = node.input[0], 0
+        depth = 0
         while name in producers and depth < 16:
             src = producers[name]
             if src.op_type in MATMUL_OPS:

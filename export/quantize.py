@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from export.onnx_export import MOE_OPS, ExportError, _name_nodes, gate_node_names
+from export.onnx_export import MOE_OPS, ExportError, _name_nodes, _producers, gate_node_names
 
 log = logging.getLogger(__name__)
 
@@ -57,35 +57,41 @@ class QuantizeConfig:
     moe_int8_scope: str = "heads"  # QMoE form: "experts" | "heads" (after the last MoE) | "all"
 
 
-def quantize_onnx_int8(fp32_path: str | Path, int8_path: str | Path,
-                       cfg: QuantizeConfig | None = None) -> Path:
-    """Dynamic int8 quantization of an exported fp32 model; the gate MatMuls stay float."""
+def _dynamic_int8(model: onnx.ModelProto, int8_path: Path, op_types: list[str], exclude: list[str],
+                  cfg: QuantizeConfig, source: Path) -> None:
+    """onnxruntime's dynamic int8 quantization of ``model`` into ``int8_path``, nodes renamed."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    cfg = cfg or QuantizeConfig()
-    fp32_path, int8_path = Path(fp32_path), Path(int8_path)
-    gates = gate_node_names(fp32_path) if cfg.exclude_gate else []
-    # the quantizer rewrites Gemm as MatMul + Add and names the MatMul "<gemm>_MatMul"
-    exclude = [*gates, *(f"{name}_MatMul" for name in gates)]
-    n_topk = sum(n.op_type == "TopK" for n in onnx.load(str(fp32_path)).graph.node)
-    if cfg.exclude_gate and len(gates) != n_topk:
-        raise ExportError(f"{fp32_path}: found {len(gates)} gate MatMuls for {n_topk} TopK nodes")
     # The exporter's value_info can disagree with onnx's own shape inference (seen on Split);
     # the quantizer re-infers shapes, so hand it the graph without the stale annotations.
-    clean = onnx.load(str(fp32_path))
-    del clean.graph.value_info[:]
+    del model.graph.value_info[:]
+    # the quantizer rewrites Gemm as MatMul + Add and names the MatMul "<gemm>_MatMul"
+    exclude = [*exclude, *(f"{name}_MatMul" for name in exclude)]
     int8_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         quantize_dynamic(
-            clean, str(int8_path), op_types_to_quantize=cfg.op_types,
+            model, str(int8_path), op_types_to_quantize=op_types,
             per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, weight_type=QuantType.QInt8,
             nodes_to_exclude=exclude, extra_options={"MatMulConstBOnly": True},
         )
     except Exception as e:  # the quantizer raises bare Exceptions
-        raise ExportError(f"int8 quantization of {fp32_path} failed: {e}") from e
-    model = onnx.load(str(int8_path))
-    _name_nodes(model)
-    onnx.save_model(model, str(int8_path))
+        raise ExportError(f"int8 quantization of {source} failed: {e}") from e
+    quantized = onnx.load(str(int8_path))
+    _name_nodes(quantized)
+    onnx.save_model(quantized, str(int8_path))
+
+
+def quantize_onnx_int8(fp32_path: str | Path, int8_path: str | Path,
+                       cfg: QuantizeConfig | None = None) -> Path:
+    """Dynamic int8 quantization of an exported fp32 model; the gate MatMuls stay float."""
+    cfg = cfg or QuantizeConfig()
+    fp32_path, int8_path = Path(fp32_path), Path(int8_path)
+    model = onnx.load(str(fp32_path))
+    gates = gate_node_names(model) if cfg.exclude_gate else []
+    n_topk = sum(n.op_type == "TopK" for n in model.graph.node)
+    if cfg.exclude_gate and len(gates) != n_topk:
+        raise ExportError(f"{fp32_path}: found {len(gates)} gate MatMuls for {n_topk} TopK nodes")
+    _dynamic_int8(model, int8_path, cfg.op_types, gates, cfg, fp32_path)
     log.info("quantized %s -> %s (%d B); gate kept float: %s", fp32_path.name, int8_path.name,
              int8_path.stat().st_size, gates)
     return int8_path
@@ -134,7 +140,7 @@ def _moe_to_qmoe(model: onnx.ModelProto) -> int:
 
 def _upstream_of_moe(model: onnx.ModelProto) -> set[str]:
     """Names of the nodes some MoE/QMoE node depends on (everything ahead of the last gate)."""
-    producers = {out: node for node in model.graph.node for out in node.output}
+    producers = _producers(model.graph)
     seen: set[str] = set()
     stack = [name for n in model.graph.node if n.op_type in MOE_OPS for name in n.input]
     while stack:
@@ -159,45 +165,16 @@ def quantize_moe_op_int8(moe_fp32_path: str | Path, int8_path: str | Path,
     _name_nodes(model)
     matmuls = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm")]
     keep_float = {"experts": set(matmuls), "heads": _upstream_of_moe(model), "all": set()}[cfg.moe_int8_scope]
-    gates = {n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm")} & _gate_inputs(model)
-    exclude = sorted((keep_float | gates) & set(matmuls))
-    # the quantizer rewrites Gemm as MatMul + Add and names the MatMul "<gemm>_MatMul"
-    exclude += [f"{name}_MatMul" for name in exclude]
-    int8_path.parent.mkdir(parents=True, exist_ok=True)
+    exclude = sorted((keep_float | set(gate_node_names(model))) & set(matmuls))
     if set(exclude) >= set(matmuls):
         onnx.checker.check_model(model)
+        int8_path.parent.mkdir(parents=True, exist_ok=True)
         onnx.save_model(model, str(int8_path))
     else:
-        del model.graph.value_info[:]
-        try:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quantize_dynamic(model, str(int8_path), op_types_to_quantize=["MatMul", "Gemm"],
-                             per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
-                             weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-                             extra_options={"MatMulConstBOnly": True})
-        except Exception as e:  # the quantizer raises bare Exceptions
-            raise ExportError(f"int8 quantization of {moe_fp32_path} failed: {e}") from e
-        quantized = onnx.load(str(int8_path))
-        _name_nodes(quantized)
-        onnx.save_model(quantized, str(int8_path))
+        _dynamic_int8(model, int8_path, ["MatMul", "Gemm"], exclude, cfg, moe_fp32_path)
     log.info("quantized %s -> %s (%d B): QMoE experts, %d of %d MatMuls int8", moe_fp32_path.name,
              int8_path.name, int8_path.stat().st_size, len(set(matmuls) - set(exclude)), len(matmuls))
     return int8_path
-
-
-def _gate_inputs(model: onnx.ModelProto) -> set[str]:
-    """Names of the MatMul/Gemm nodes that compute a MoE node's router logits."""
-    producers = {out: node for node in model.graph.node for out in node.output}
-    names = set()
-    for node in model.graph.node:
-        if node.op_type in MOE_OPS:
-            src = producers.get(node.input[1])
-            while src is not None and src.op_type not in ("MatMul", "Gemm"):
-                src = producers.get(src.input[0]) if src.input else None
-            if src is not None:
-                names.add(src.name)
-    return names
 
 
 def _with_route_outputs(path: str | Path) -> tuple[bytes, list[str], list[int]]:
