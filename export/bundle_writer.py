@@ -17,7 +17,7 @@ import json
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -145,50 +145,76 @@ def _export_onnx_checked(module: ExportModule, path: Path, dispatch: str, feeds,
     return error
 
 
+@dataclass
+class _TaskWork:
+    """One task's export in progress: its module, check windows and what has been written."""
+    task: str
+    module: ExportModule
+    feeds: dict[str, np.ndarray]
+    reference: dict[str, np.ndarray]
+    tmp: Path
+    scratch: Path
+    artifacts: dict[str, str] = field(default_factory=dict)
+    dispatch: dict[str, str] = field(default_factory=dict)
+    checks: dict[str, float] = field(default_factory=dict)
+
+    def export_checked(self, path: Path, dispatch: str) -> float:
+        return _export_onnx_checked(self.module, path, dispatch, self.feeds, self.reference)
+
+
+def _export_fp32(w: _TaskWork, relu_moe: bool, cfg: BundleConfig) -> tuple[Path, Path | None]:
+    """The gather-form fp32 export (always: TFLite, routing checks and non-relu int8 use it), the
+    MoE-op export when a relu student's fp32 or int8 model needs it, and the bundle's fp32 model."""
+    gather = w.scratch / f"{w.task}.gather.fp32.onnx"
+    w.checks["onnx_fp32_gather_scaled_error"] = w.export_checked(gather, "sparse")
+    fp32 = (w.tmp if cfg.include_fp32 else w.scratch) / f"{w.task}.fp32.onnx"
+    moe_fp32 = None
+    if relu_moe and (cfg.fp32_moe_op or cfg.int8_moe_op):
+        moe_fp32 = fp32 if cfg.fp32_moe_op else w.scratch / f"{w.task}.moe_op.fp32.onnx"
+        w.checks["onnx_fp32_moe_op_scaled_error"] = w.export_checked(moe_fp32, "moe_op")
+    if relu_moe and cfg.fp32_moe_op:
+        w.checks["onnx_fp32_scaled_error"] = w.checks["onnx_fp32_moe_op_scaled_error"]
+        w.dispatch["onnx_fp32"] = MOE_OP_DISPATCH
+    else:
+        shutil.copyfile(gather, fp32)
+        w.checks["onnx_fp32_scaled_error"] = w.checks["onnx_fp32_gather_scaled_error"]
+        w.dispatch["onnx_fp32"] = GATHER_DISPATCH
+    if cfg.include_fp32:
+        w.artifacts["onnx_fp32"] = fp32.name
+    return gather, moe_fp32
+
+
+def _export_int8(w: _TaskWork, gather: Path, moe_fp32: Path | None, cfg: BundleConfig) -> None:
+    """int8 ONNX: QMoE from the MoE-op export (relu students), else the int8 gather form."""
+    int8 = w.tmp / f"{w.task}.int8.onnx"
+    if moe_fp32 is not None and cfg.int8_moe_op:
+        scope = "experts" if w.task in FLOAT_HEAD_TASKS else "heads"
+        quantize_moe_op_int8(moe_fp32, int8, cfg.quantize or QuantizeConfig(moe_int8_scope=scope))
+        w.dispatch["onnx_int8"] = QMOE_DISPATCH
+    else:
+        quantize_onnx_int8(gather, int8, cfg.quantize)
+        w.dispatch["onnx_int8"] = GATHER_DISPATCH
+    w.checks["onnx_int8_scaled_error"] = scaled_error(_onnx_outputs(int8, w.feeds), w.reference)
+    agreement = w.checks["onnx_int8_routing_agreement"] = routing_agreement(gather, int8, w.feeds)
+    if agreement < INT8_ROUTING_MIN:
+        log.warning("%s: int8 routing agreement %.4f is under %.2f", w.task, agreement, INT8_ROUTING_MIN)
+    w.artifacts["onnx_int8"] = int8.name
+
+
 def _export_task(task: str, model: TaskModel, tmp: Path, scratch: Path, cfg: BundleConfig,
                  bar: tqdm) -> dict:
     module = export_module(model).eval()
     feeds = _check_inputs(module, cfg.check_windows)
-    reference = torch_outputs(module, feeds)
-    artifacts: dict[str, str] = {}
-    dispatch: dict[str, str] = {}
-    checks: dict[str, float] = {}
+    w = _TaskWork(task, module, feeds, torch_outputs(module, feeds), tmp, scratch)
+    artifacts, dispatch, checks = w.artifacts, w.dispatch, w.checks
 
     bar.set_description(f"{task}: ONNX fp32")
-    gather = scratch / f"{task}.gather.fp32.onnx"
-    checks["onnx_fp32_gather_scaled_error"] = _export_onnx_checked(module, gather, "sparse", feeds, reference)
-    fp32 = (tmp if cfg.include_fp32 else scratch) / f"{task}.fp32.onnx"
     relu_moe = model.model_cfg.moe and model.model_cfg.activation == "relu"
-    if relu_moe and (cfg.fp32_moe_op or cfg.int8_moe_op):
-        moe_fp32 = fp32 if cfg.fp32_moe_op else scratch / f"{task}.moe_op.fp32.onnx"
-        checks["onnx_fp32_moe_op_scaled_error"] = _export_onnx_checked(module, moe_fp32, "moe_op", feeds,
-                                                                       reference)
-    if relu_moe and cfg.fp32_moe_op:
-        checks["onnx_fp32_scaled_error"] = checks["onnx_fp32_moe_op_scaled_error"]
-        dispatch["onnx_fp32"] = MOE_OP_DISPATCH
-    else:
-        shutil.copyfile(gather, fp32)
-        checks["onnx_fp32_scaled_error"] = checks["onnx_fp32_gather_scaled_error"]
-        dispatch["onnx_fp32"] = GATHER_DISPATCH
-    if cfg.include_fp32:
-        artifacts["onnx_fp32"] = fp32.name
+    gather, moe_fp32 = _export_fp32(w, relu_moe, cfg)
     bar.update()
 
     bar.set_description(f"{task}: ONNX int8")
-    int8 = tmp / f"{task}.int8.onnx"
-    if relu_moe and cfg.int8_moe_op:
-        scope = "experts" if task in FLOAT_HEAD_TASKS else "heads"
-        quantize_moe_op_int8(moe_fp32, int8, cfg.quantize or QuantizeConfig(moe_int8_scope=scope))
-        dispatch["onnx_int8"] = QMOE_DISPATCH
-    else:
-        quantize_onnx_int8(gather, int8, cfg.quantize)
-        dispatch["onnx_int8"] = GATHER_DISPATCH
-    checks["onnx_int8_scaled_error"] = scaled_error(_onnx_outputs(int8, feeds), reference)
-    checks["onnx_int8_routing_agreement"] = routing_agreement(gather, int8, feeds)
-    if checks["onnx_int8_routing_agreement"] < INT8_ROUTING_MIN:
-        log.warning("%s: int8 routing agreement %.4f is under %.2f", task,
-                    checks["onnx_int8_routing_agreement"], INT8_ROUTING_MIN)
-    artifacts["onnx_int8"] = int8.name
+    _export_int8(w, gather, moe_fp32, cfg)
     bar.update()
 
     tflite_io = None
@@ -205,7 +231,7 @@ def _export_task(task: str, model: TaskModel, tmp: Path, scratch: Path, cfg: Bun
     if cfg.include_dense:
         bar.set_description(f"{task}: dense reference")
         dense = tmp / f"{task}.dense.fp32.onnx"
-        checks["onnx_dense_scaled_error"] = _export_onnx_checked(module, dense, "dense", feeds, reference)
+        checks["onnx_dense_scaled_error"] = w.export_checked(dense, "dense")
         artifacts["onnx_fp32_dense"], dispatch["onnx_fp32_dense"] = dense.name, "dense (all experts)"
     bar.update()
     log.info("%s: checks %s", task, checks)

@@ -193,3 +193,20 @@ def test_int8_routing_agreement_and_task_metrics(t, tmp_path):
             assert abs(m8["mae_w"] - m32["mae_w"]) <= 0.05 * m32["mae_w"]
         else:
             assert abs(m8["window_f1"] - m32["window_f1"]) <= 0.05
+
+
+def test_bundle_int8_gather_form_when_asked_needs_no_contrib_kernel(t, tmp_path):
+    """int8_moe_op=False (what a gelu student gets): the int8 ONNX is the gather form, which any
+    onnxruntime >= the bundle minimum runs, so the manifest sets no per-artifact requirement."""
+    from edge.bundle import load_bundle
+    from export.bundle_writer import GATHER_DISPATCH, BundleConfig, write_bundle
+
+    cfg = BundleConfig(include_tflite=False, include_fp32=False, int8_moe_op=False, check_windows=8)
+    bundle = load_bundle(write_bundle({"anomaly": t.checkpoints["anomaly"]}, tmp_path / "b",
+                                      model_version="gather-int8", cfg=cfg))
+    entry = bundle.manifest["tasks"]["anomaly"]
+    assert entry["topk"]["dispatch"] == {"onnx_int8": GATHER_DISPATCH}
+    assert "artifact_requirements" not in entry
+    ops = [n.op_type for n in onnx.load(str(bundle.tasks["anomaly"].artifacts["onnx_int8"])).graph.node]
+    assert "TopK" in ops and "QMoE" not in ops
+    assert entry["verification"]["onnx_int8_routing_agreement"] >= 0.99
