@@ -235,6 +235,21 @@ def print_summary(summary: dict, stage_seconds: dict[str, float]) -> None:
     console.print(t)
 
 
+def _plot_anomaly_scores(ax, anomalies: list[dict], now_s: float):
+    """Each anomaly message's window score at its window's end, on a right-hand 0-1 axis, with
+    the threshold dashed and flagged windows filled; returns the line for the legend."""
+    cx = ax.twinx()
+    end_h = np.array([(b.get("window_end_s", b["window_start_s"]) - now_s) / 3600 for b in anomalies])
+    score = np.array([b["score"] for b in anomalies], float)
+    flagged = np.array([bool(b["anomaly"]) for b in anomalies])
+    (line,) = cx.plot(end_h, score, color="C3", lw=1, marker=".", ms=4)
+    cx.scatter(end_h[flagged], score[flagged], color="C3", s=22, zorder=3)
+    cx.axhline(float(anomalies[-1].get("threshold", 0.5)), color="C3", ls="--", lw=0.8, alpha=0.6)
+    cx.set_ylim(0, 1)
+    cx.set_ylabel("anomaly score", color="C3")
+    return line
+
+
 def plot_demo(store_path: Path, collector: Collector, png: Path, now_s: float) -> Path:
     import matplotlib
 
@@ -263,13 +278,18 @@ def plot_demo(store_path: Path, collector: Collector, png: Path, now_s: float) -
                         label="day-ahead forecast (int8 student)")
             if meter_id == ATTACKED_METER:
                 ax.axvspan(-6, 2, color="red", alpha=0.08, label="injected scaling attack")
-            for b in kinds.get(meter_id, {}).get("anomaly", []):
+            anomalies = kinds.get(meter_id, {}).get("anomaly", [])
+            for b in anomalies:
                 for t in b.get("anomalous_points_ts_s", []):
                     ax.axvline((t - now_s) / 3600, color="red", alpha=0.15, lw=1)
             ax.set_title(f"{meter_id}: {name}")
             ax.set_xlabel("hours from demo start")
             ax.set_ylabel("power (W)")
-            ax.legend(loc="upper left", fontsize=8)
+            handles, labels = ax.get_legend_handles_labels()
+            if anomalies:
+                handles.append(_plot_anomaly_scores(ax, anomalies, now_s))
+                labels.append("anomaly score of the day ending here (right axis)")
+            ax.legend(handles, labels, loc="upper left", fontsize=8)
             apps = kinds.get(meter_id, {}).get("appliances", [])
             if apps:
                 last = apps[-1]["appliances"]

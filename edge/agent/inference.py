@@ -181,6 +181,7 @@ def profile_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resol
         "score": round(p_window, 4),
         "threshold": threshold,
         "window_start_s": start_ts_s,
+        "window_end_s": start_ts_s + len(window_w) * resolution_s,
         "resolution_s": resolution_s,
         "imputed_points": n_missing,
         "anomalous_points_ts_s": [start_ts_s + float(i) * resolution_s for i in flagged],

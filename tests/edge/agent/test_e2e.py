@@ -106,6 +106,7 @@ async def test_meters_to_subscriber_end_to_end(tiny_bundle, mosquitto, tmp_path)
     assert p1["anomaly"] is True, p1
     assert 0.0 <= zb1["score"] <= 1.0 and isinstance(zb1["anomaly"], bool)
     assert p1["model_version"] == model.version and p1["resolution_s"] == 1800.0
+    assert p1["window_end_s"] - p1["window_start_s"] == 1800.0 * model.tasks["anomaly"].length
 
     # appliances and forecast
     apps = rec.json("/p1/appliances")[-1]["appliances"]
