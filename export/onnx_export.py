@@ -27,9 +27,9 @@ com.microsoft MoE, gelu        35         2289       42         2392
 =============================  =========  =========  =========  ==========
 
 bench/results/export.md (student: d_model=16, d_expert=32, 4 layers): one layer at N_e=8, batch 1 /
-64 windows, the MoE op is 1.8x / 4.2x faster than dense and the gather form 0.9x / 0.75x; the
-whole model at batch 64 is 1.28x faster than dense with the MoE op and 0.85x with the gather form;
-from N_e=8 to 32 the MoE op's batch-1 latency grows 9%, dense's 67%. Its gelu is the tanh approximation (1e-3 off PyTorch's erf gelu)
+64 windows, the MoE op is 2.8x / 4.2x faster than dense and the gather form 1.4x / 0.8x; the
+whole model is 1.27x / 1.65x faster than dense with the MoE op and 0.99x / 0.82x with the gather
+form; from N_e=8 to 32 the MoE op's batch-1 latency grows 10%, dense's 44%. Its gelu is the tanh approximation (1e-3 off PyTorch's erf gelu)
 and 10x slower, so it is used for relu models only. TFLite cannot run it. The ORT quantizer does
 not produce its int8 twin (``com.microsoft.QMoE``), so ``export.quantize.quantize_moe_op_int8``
 rewrites the nodes itself. The bundle ships, for relu students: fp32 ONNX = MoE op, int8 ONNX =
@@ -392,11 +392,12 @@ def _contrib_moe(model: onnx.ModelProto, moe: MoeShape) -> tuple[list[str], list
         if node.domain != "com.microsoft" or node.op_type not in MOE_OPS:
             continue
         k = next((a.i for a in node.attribute if a.name == "k"), 0)
-        w1, w2 = shapes.get(node.input[2]), shapes.get(node.input[4 if node.op_type == "MoE" else 5])
+        w1_name, w2_name = node.input[2], node.input[4 if node.op_type == "MoE" else 5]  # QMoE: +scales
+        w1, w2 = shapes.get(w1_name), shapes.get(w2_name)
         if w1 is None or w2 is None or w1[0] != moe.n_experts or not 0 < k < moe.n_experts:
             continue
         sparse_nodes.append(node.name)
-        tables.update({node.input[2], node.input[4 if node.op_type == "MoE" else 5]})
+        tables.update({w1_name, w2_name})
         macs += k * (w1[1] * moe.d_model + w2[1] * moe.d_expert)
     for node in model.graph.node:
         if node.name not in sparse_nodes:
