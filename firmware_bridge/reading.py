@@ -26,6 +26,11 @@ class ReadingFlag(enum.IntFlag):
     OUT_OF_ORDER = 16  # the meter clock went backwards relative to the last reading
     DUPLICATE = 32  # same meter and timestamp seen before
     PARTIAL = 64  # some objects of the frame could not be read: dropped, listed in Reading.warnings
+    INVALID_VALUE = 128  # a value was the protocol's "no value" (ZCL invalid number, NaN): set to None
+    IMPLAUSIBLE = 256  # a value outside the meter's limits was withheld: extra["<field>_withheld"]
+    COUNTER_GLITCH = 512  # a counter jumped implausibly: withheld (extra["<field>_withheld"])
+    COUNTER_RESET = 1024  # the counter starts a new series here (meter reset or swap), confirmed
+    CLOCK_SKEW = 2048  # meter clock far off: ts_s is the receive time, kept out of model windows
 
 
 # M-Bus device types (EN 13757-3 table "Device type identification"; DSMR 0-n:24.1.0 sends the

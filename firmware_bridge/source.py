@@ -61,6 +61,7 @@ class SourceStats:
     framing_errors: int = 0
     checksum_errors: int = 0
     parse_errors: int = 0
+    invalid_values: int = 0  # values the protocol marks as "no value" (ZCL invalid number)
     garbage_bytes: int = 0  # bytes skipped while resynchronising
     read_timeouts: int = 0  # silent link detected
     connect_failures: int = 0

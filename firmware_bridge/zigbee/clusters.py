@@ -71,6 +71,10 @@ class MeteringState:
         if name in POWER_ATTRIBUTES:
             self.last_power_attr = name
 
+    def invalidate(self, name: str) -> None:
+        """The device sent the ZCL invalid number for ``name``: it has no value now."""
+        self.raw.pop(name, None)
+
     @property
     def is_electricity(self) -> bool:
         return int(self.raw.get("unit_of_measure", METERING_UNIT_KW)) & 0x7F == METERING_UNIT_KW

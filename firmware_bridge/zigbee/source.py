@@ -5,6 +5,11 @@ Metering (0x0702) or Electrical Measurement (0x0B04) server cluster is subscribe
 ``cluster.on_event("attribute_report", ...)`` (current zigpy; the legacy ``attribute_updated``
 listener is not used), its scaling attributes are read and reporting is configured where the device
 accepts it. The reports of one frame are coalesced into one ``Reading`` per device.
+
+An attribute reported (or read) as its type's ZCL invalid number (``datatypes.INVALID_VALUES``:
+all ones for unsigned types, 0x80.. for signed ones, NaN for floats) has no value: the field of
+the Reading is None, the Reading carries ``ReadingFlag.INVALID_VALUE`` and
+``extra["invalid_attributes"]`` names the attributes, and ``stats.invalid_values`` counts them.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from firmware_bridge.zigbee.clusters import (
     SCALING_ATTRIBUTES,
     MeteringState,
 )
+from firmware_bridge.zigbee.datatypes import is_invalid_zigpy_value
 from firmware_bridge.zigbee.radio import RADIO_LIBRARIES, load_application_class
 
 LOGGER = logging.getLogger(__name__)
@@ -100,6 +106,7 @@ class ZigbeeSource(MeterSource):
         self._last_counters: dict[str, tuple[float, float | None, float | None]] = {}
         self._queue: asyncio.Queue[Reading] = asyncio.Queue(maxsize=4096)
         self._dirty: set[str] = set()
+        self._invalid: dict[str, set[str]] = {}  # IEEE -> attributes sent as invalid this frame
         self._flush_scheduled = False
         self._unsubscribe: list = []
         self._setup_tasks: set[asyncio.Task] = set()
@@ -198,6 +205,9 @@ class ZigbeeSource(MeterSource):
                     ok, _failed = await cluster.read_attributes(list(names))
                 for name, value in ok.items():
                     key = name if isinstance(name, str) else cluster.find_attribute(name).name
+                    if is_invalid_zigpy_value(value):
+                        self.stats.invalid_values += 1
+                        continue  # not set: the default scaling (1/1) stays
                     self.states[ieee].update(key, float(value))
             except Exception as e:  # a sleepy or minimal device: keep defaults (1/1)
                 LOGGER.info("%s: reading scaling attributes failed: %s", ieee, e)
@@ -237,10 +247,16 @@ class ZigbeeSource(MeterSource):
         state = self.states.get(ieee)
         if state is None or event.attribute_name is None or event.value is None:
             return
-        try:
-            state.update(event.attribute_name, float(event.value))
-        except (TypeError, ValueError):
-            return
+        raw = event.raw_value if event.raw_value is not None else event.value
+        if is_invalid_zigpy_value(raw):
+            state.invalidate(event.attribute_name)
+            self._invalid.setdefault(ieee, set()).add(event.attribute_name)
+            self.stats.invalid_values += 1
+        else:
+            try:
+                state.update(event.attribute_name, float(event.value))
+            except (TypeError, ValueError):
+                return
         self._dirty.add(ieee)
         if not self._flush_scheduled:  # one Reading per frame: flush after this frame's events
             self._flush_scheduled = True
@@ -257,12 +273,18 @@ class ZigbeeSource(MeterSource):
                 self._queue.get_nowait()
             self._queue.put_nowait(reading)
         self._dirty.clear()
+        self._invalid.clear()
 
     def _reading(self, ieee: str, received_s: float) -> Reading | None:
         values = self.states[ieee].values()
+        invalid = sorted(self._invalid.get(ieee, ()))
         if values["power_w"] is None and values["import_wh"] is None:
-            return None  # only scaling or voltage so far
+            return None  # only scaling, voltage or invalid values so far (the latter counted)
         flags = ReadingFlag.CLOCK_FALLBACK | self.extra_flags
+        extra: dict[str, float | str] = {"ieee": ieee}
+        if invalid:
+            flags |= ReadingFlag.INVALID_VALUE
+            extra["invalid_attributes"] = ",".join(invalid)
         if values["power_w"] is None:
             values["power_w"] = self._power_from_counters(ieee, values, received_s)
             if values["power_w"] is not None:
@@ -270,7 +292,7 @@ class ZigbeeSource(MeterSource):
         self._last_counters[ieee] = (received_s, values["import_wh"], values["export_wh"])
         meter_id = self.meter_id_for(ieee) or ieee
         return Reading(meter_id=meter_id, ts_s=received_s, received_s=received_s,
-                       source=self.source_name, extra={"ieee": ieee}, flags=flags, **values)
+                       source=self.source_name, extra=extra, flags=flags, **values)
 
     def _power_from_counters(self, ieee: str, values: dict, received_s: float) -> float | None:
         """Mean power since the previous report from the summation counters (a device that
