@@ -27,15 +27,21 @@ Formats (source and layout):
 - **Home Assistant** history export (History panel, "download data"): ``entity_id,state,
   last_changed`` with ISO 8601 UTC times; power sensors (W, sample-and-hold) or cumulative energy
   sensors (kWh).
-- **Generic CSV / Parquet**: columns ``timestamp`` (ISO 8601 or epoch seconds; ``ts_s`` also
-  accepted), optional ``meter_id``, and ``power_w`` (mean power of the interval) or ``energy_wh``
-  (energy of the interval starting at the timestamp).
+- **Generic CSV / Parquet**: a time column (``timestamp``, ``ts_s``, ``time``, ``datetime``,
+  ``date_time``: ISO 8601 with or without a UTC offset, or epoch seconds; times without an offset
+  are local times of ``tz``, UTC when no ``tz`` is given), optional ``meter_id``, one value
+  column whose name gives kind and unit (:data:`VALUE_COLUMNS`: mean power of the interval in
+  W/kW/MW, or energy of the interval starting at the timestamp in Wh/kWh), or a column ``value``
+  / ``power`` / ``energy`` with an explicit ``unit``; optional outdoor ``temperature_c`` (or
+  ``temperature_f``). Missing optional columns are never an error; a missing required one is,
+  by name.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import logging
 import math
 import re
 import zoneinfo
@@ -46,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 CER_EPOCH = dt.date(2009, 1, 1)  # CER day code 1
+log = logging.getLogger(__name__)
 
 
 class LoaderError(ValueError):
@@ -68,6 +75,7 @@ class MeterSeries:
     resolution_s: int | None = None  # median sample spacing
     appliances: dict[str, np.ndarray] = field(default_factory=dict)  # per-appliance power, same ts
     extra: dict = field(default_factory=dict)
+    temperature_c: np.ndarray | None = None  # outdoor temperature (degC) per sample, NaN where unknown
 
     def __len__(self) -> int:
         return len(self.ts_s)
@@ -78,7 +86,11 @@ def _finish(meter_id: str, ts: np.ndarray, power: np.ndarray, source: str, **kw)
     ts = np.asarray(ts, dtype=np.int64)[order]
     res = int(np.median(np.diff(ts))) if len(ts) > 1 else None
     apps = {k: np.asarray(v, dtype=np.float64)[order] for k, v in kw.pop("appliances", {}).items()}
-    return MeterSeries(meter_id, ts, np.asarray(power, dtype=np.float64)[order], source, res, apps, **kw)
+    temp = kw.pop("temperature_c", None)
+    if temp is not None:
+        temp = np.asarray(temp, dtype=np.float64)[order]
+    return MeterSeries(meter_id, ts, np.asarray(power, dtype=np.float64)[order], source, res, apps,
+                       temperature_c=temp, **kw)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -99,6 +111,64 @@ def _float(path: Path, lineno: int, text: str, what: str) -> float:
     if math.isinf(value):
         raise LoaderError(path, lineno, f"{what} is infinite")
     return value
+
+
+# --- local wall-clock times -----------------------------------------------------------------
+
+
+class LocalClock:
+    """Naive local wall-clock times of one meter -> UTC epoch seconds, DST-aware.
+
+    An ambiguous time (the repeated hour when the clocks go back) maps to its first occurrence
+    (summer time) the first time it is seen and to the second (standard time) when it comes again,
+    which is how a meter logging local time writes the repeated hour. A time that does not exist
+    (the hour skipped when the clocks go forward) raises ``ValueError``.
+    """
+
+    def __init__(self, tz: str | dt.tzinfo | None, strict: bool = True) -> None:
+        self.zone = zoneinfo.ZoneInfo(tz) if isinstance(tz, str) else (tz or dt.UTC)
+        self.strict = strict  # False: a non-existent time is read with the offset before the change
+        self.nonexistent = 0  # non-existent times read so (strict=False)
+        self._seen: set[dt.datetime] = set()
+
+    def utc_s(self, local: dt.datetime) -> int:
+        first = int(local.replace(tzinfo=self.zone, fold=0).timestamp())
+        second = int(local.replace(tzinfo=self.zone, fold=1).timestamp())
+        if first == second:
+            return first
+        if dt.datetime.fromtimestamp(first, self.zone).replace(tzinfo=None) != local:
+            if not self.strict:
+                self.nonexistent += 1
+                return first
+            raise ValueError(f"{local.isoformat()} does not exist in {self.zone} (the clocks went forward); "
+                             "if the file keeps standard time all year, give a fixed-offset zone "
+                             "such as Etc/GMT-1")
+        if local in self._seen:
+            return second
+        self._seen.add(local)
+        return first
+
+
+def _parse_ts(path: Path, lineno: int, text: str, clock: LocalClock | None = None) -> int:
+    """Epoch seconds, or ISO 8601: with an offset as given, without one in ``clock``'s zone
+    (UTC when there is no clock)."""
+    text = str(text).strip()
+    try:
+        return int(float(text))
+    except ValueError:
+        pass
+    try:
+        stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise LoaderError(path, lineno, f"bad timestamp {text!r} (ISO 8601 or epoch seconds)") from e
+    if stamp.tzinfo is not None:
+        return int(stamp.timestamp())
+    if clock is None:
+        return int(stamp.replace(tzinfo=dt.UTC).timestamp())
+    try:
+        return clock.utc_s(stamp)
+    except ValueError as e:
+        raise LoaderError(path, lineno, str(e)) from e
 
 
 # --- CER / ISSDA -----------------------------------------------------------------------------
@@ -197,6 +267,7 @@ def load_lcl(path: str | Path, tz: str | None = "Europe/London") -> list[MeterSe
     path = Path(path)
     zone = zoneinfo.ZoneInfo(tz) if tz else dt.UTC
     rows: dict[str, tuple[list[int], list[float], str]] = {}
+    clocks: dict[str, LocalClock] = {}
     lines = _lines(path)
     header_no, header = next(((n, h) for n, h in lines if h.strip()), (0, ""))
     cols = [c.strip() for c in header.split(",")]
@@ -217,15 +288,23 @@ def load_lcl(path: str | Path, tz: str | None = "Europe/London") -> list[MeterSe
             local = dt.datetime.fromisoformat(stamp[:19])
         except ValueError as e:
             raise LoaderError(path, lineno, f"bad DateTime {stamp!r}") from e
-        ts = int(local.replace(tzinfo=zone).timestamp())
+        ts = clocks.setdefault(meter, LocalClock(zone, strict=False)).utc_s(local)
         value = math.nan if kwh in ("Null", "") else _float(path, lineno, kwh, "kWh per half hour") * 2000.0
         bucket = rows.setdefault(meter, ([], [], parts[i_tariff] if i_tariff is not None else ""))
         bucket[0].append(ts)
         bucket[1].append(value)
     if not rows:
         raise LoaderError(path, None, "no data rows")
+    _warn_nonexistent(path, clocks.values())
     return [_finish(m, np.array(t), np.array(p), "lcl", extra={"tariff": tariff})
             for m, (t, p, tariff) in sorted(rows.items())]
+
+
+def _warn_nonexistent(path: Path, clocks: Iterable[LocalClock]) -> None:
+    n = sum(c.nonexistent for c in clocks)
+    if n:
+        log.warning("%s: %d local times fall in an hour skipped by a clock change; read with the "
+                    "offset before the change", path, n)
 
 
 # --- REDD / UK-DALE channel files ------------------------------------------------------------
@@ -316,7 +395,7 @@ def load_ukdale_house(house_dir: str | Path, resolution_s: int = 60) -> MeterSer
 _PJM_US = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{2}):(\d{2}) ([AP]M)$")
 
 
-def _pjm_time(path: Path, lineno: int, text: str, zone: dt.tzinfo) -> int:
+def _pjm_time(path: Path, lineno: int, text: str, clock: LocalClock) -> int:
     m = _PJM_US.match(text.strip())
     try:
         if m:
@@ -327,7 +406,7 @@ def _pjm_time(path: Path, lineno: int, text: str, zone: dt.tzinfo) -> int:
             local = dt.datetime.fromisoformat(text.strip())
     except ValueError as e:
         raise LoaderError(path, lineno, f"bad timestamp {text!r}") from e
-    return int(local.replace(tzinfo=local.tzinfo or zone).timestamp())
+    return int(local.timestamp()) if local.tzinfo else clock.utc_s(local)
 
 
 def load_pjm(path: str | Path, tz: str = "America/New_York") -> list[MeterSeries]:
@@ -340,9 +419,9 @@ def load_pjm(path: str | Path, tz: str = "America/New_York") -> list[MeterSeries
         if "datetime_beginning_utc" in header and "mw" in header:
             i_t, i_mw = header.index("datetime_beginning_utc"), header.index("mw")
             i_id = header.index("load_area") if "load_area" in header else header.index("zone")
-            zone, get_id = dt.UTC, (lambda r: r[i_id])
+            clock, get_id = LocalClock(dt.UTC), (lambda r: r[i_id])
         elif len(header) == 2 and header[0] == "Datetime" and header[1].endswith("_MW"):
-            i_t, i_mw, zone = 0, 1, zoneinfo.ZoneInfo(tz)
+            i_t, i_mw, clock = 0, 1, LocalClock(tz, strict=False)
             name = header[1][:-3]
             get_id = lambda r: name  # noqa: E731
         else:
@@ -352,32 +431,35 @@ def load_pjm(path: str | Path, tz: str = "America/New_York") -> list[MeterSeries
                 continue
             if len(row) != len(header):
                 raise LoaderError(path, lineno, f"expected {len(header)} columns, got {len(row)}")
-            ts = _pjm_time(path, lineno, row[i_t], zone)
+            ts = _pjm_time(path, lineno, row[i_t], clock)
             mw = math.nan if not row[i_mw].strip() else _float(path, lineno, row[i_mw], "MW")
             bucket = rows.setdefault(get_id(row), ([], []))
             bucket[0].append(ts)
             bucket[1].append(mw * 1e6)
     if not rows:
         raise LoaderError(path, None, "no data rows")
+    _warn_nonexistent(path, [clock])
     return [_finish(m, np.array(t), np.array(p), "pjm") for m, (t, p) in sorted(rows.items())]
 
 
 # --- generic CSV / Parquet -----------------------------------------------------------------------
 
-
-def _parse_ts(path: Path, lineno: int, text: str) -> int:
-    text = str(text).strip()
-    try:
-        return int(float(text))
-    except ValueError:
-        pass
-    try:
-        stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as e:
-        raise LoaderError(path, lineno, f"bad timestamp {text!r} (ISO 8601 or epoch seconds)") from e
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.UTC)
-    return int(stamp.timestamp())
+TIME_COLUMNS = ("timestamp", "ts_s", "time", "datetime", "date_time")
+# value column -> (kind, factor to W for power or to Wh for energy)
+VALUE_COLUMNS: dict[str, tuple[str, float]] = {
+    "power_w": ("power", 1.0), "power_kw": ("power", 1e3), "power_mw": ("power", 1e6),
+    "load_w": ("power", 1.0), "load_kw": ("power", 1e3), "load_mw": ("power", 1e6),
+    "demand_w": ("power", 1.0), "demand_kw": ("power", 1e3), "demand_mw": ("power", 1e6),
+    "energy_wh": ("energy", 1.0), "energy_kwh": ("energy", 1e3), "energy_mwh": ("energy", 1e6),
+}
+UNITS: dict[str, tuple[str, float]] = {
+    "w": ("power", 1.0), "kw": ("power", 1e3), "mw": ("power", 1e6), "gw": ("power", 1e9),
+    "wh": ("energy", 1.0), "kwh": ("energy", 1e3), "mwh": ("energy", 1e6),
+}
+PLAIN_VALUE_COLUMNS = ("value", "power", "energy", "load", "demand", "consumption")
+TEMPERATURE_COLUMNS = {"temperature_c": (1.0, 0.0), "temp_c": (1.0, 0.0),
+                       "temperature_f": (5 / 9, -32.0), "temp_f": (5 / 9, -32.0)}
+MIN_PLAUSIBLE_MEDIAN_W = 5.0  # a household's median power in W is above this; kW data is below
 
 
 def _generic_rows(path: Path) -> tuple[list[str], Iterable[tuple[int, list]]]:
@@ -407,46 +489,108 @@ def _generic_rows(path: Path) -> tuple[list[str], Iterable[tuple[int, list]]]:
     return cols, rows()
 
 
-def load_generic(path: str | Path, default_meter_id: str | None = None) -> list[MeterSeries]:
-    """A CSV or Parquet file with ``timestamp``, optional ``meter_id``, ``power_w`` or ``energy_wh``.
+@dataclass(frozen=True)
+class _Columns:
+    """Where the generic loader finds each quantity, and the value's kind and unit factor."""
 
-    ``energy_wh`` is the energy of the interval from each timestamp to the next of the same meter
-    (the last interval uses the median spacing).
+    time: int
+    value: int
+    kind: str  # power | energy
+    factor: float  # to W (power) or Wh (energy)
+    unit: str
+    meter: int | None
+    temperature: int | None
+    temperature_scale: tuple[float, float] = (1.0, 0.0)
+
+
+def _generic_columns(path: Path, cols: list[str], unit: str | None, value_column: str | None) -> _Columns:
+    lower = [c.lower() for c in cols]
+    i_t = next((lower.index(c) for c in TIME_COLUMNS if c in lower), None)
+    if i_t is None:
+        raise LoaderError(path, 1, f"missing the time column (one of {', '.join(TIME_COLUMNS)}); columns: {cols}")
+    if value_column is not None:
+        if value_column.lower() not in lower:
+            raise LoaderError(path, 1, f"missing the value column {value_column!r}; columns: {cols}")
+        i_v = lower.index(value_column.lower())
+    else:
+        i_v = next((lower.index(c) for c in (*VALUE_COLUMNS, *PLAIN_VALUE_COLUMNS) if c in lower), None)
+    if i_v is None:
+        raise LoaderError(path, 1, "missing the value column: need columns timestamp (or ts_s) and power_w "
+                          f"or energy_wh (or {', '.join(VALUE_COLUMNS)}, or value with a unit); columns: {cols}")
+    named = VALUE_COLUMNS.get(lower[i_v])
+    if unit is not None:
+        if unit.lower() not in UNITS:
+            raise LoaderError(path, None, f"unknown unit {unit!r}; known: {', '.join(UNITS)}")
+        kind, factor = UNITS[unit.lower()]
+        if named is not None and named != (kind, factor):
+            raise LoaderError(path, 1, f"column {cols[i_v]!r} says its unit, which contradicts unit {unit!r}")
+        unit_name = unit
+    elif named is not None:
+        (kind, factor), unit_name = named, lower[i_v].rsplit("_", 1)[1]
+    else:
+        raise LoaderError(path, 1, f"column {cols[i_v]!r} does not say its unit: rename it (e.g. power_w, "
+                          "power_kw, energy_kwh) or give the unit (W, kW, MW, Wh, kWh)")
+    i_temp = next((lower.index(c) for c in TEMPERATURE_COLUMNS if c in lower), None)
+    scale = TEMPERATURE_COLUMNS[lower[i_temp]] if i_temp is not None else (1.0, 0.0)
+    i_id = lower.index("meter_id") if "meter_id" in lower else None
+    return _Columns(i_t, i_v, kind, factor, unit_name, i_id, i_temp, scale)
+
+
+def _optional_float(path: Path, lineno: int, value, what: str) -> float:
+    if value is None or str(value).strip() in ("", "NA", "NaN", "nan", "null", "Null", "None"):
+        return math.nan
+    return _float(path, lineno, str(value), what)
+
+
+def load_generic(path: str | Path, default_meter_id: str | None = None, *, tz: str | None = None,
+                 unit: str | None = None, value_column: str | None = None) -> list[MeterSeries]:
+    """A CSV or Parquet file: time, optional ``meter_id``, a power or energy column, optional temperature.
+
+    ``energy_*`` is the energy of the interval from each timestamp to the next of the same meter
+    (the last interval uses the median spacing); every value ends as mean power in W. ``tz`` is
+    the zone of timestamps written without a UTC offset (DST-aware, see :class:`LocalClock`).
+    A W column whose median is below :data:`MIN_PLAUSIBLE_MEDIAN_W` is logged as probably kW.
     """
     path = Path(path)
     try:
         cols, rows = _generic_rows(path)
     except OSError as e:
         raise LoaderError(path, None, f"cannot read: {e}") from e
-    i_t = next((cols.index(c) for c in ("timestamp", "ts_s") if c in cols), None)
-    i_v = next((cols.index(c) for c in ("power_w", "energy_wh") if c in cols), None)
-    if i_t is None or i_v is None:
-        raise LoaderError(path, 1, f"need columns timestamp (or ts_s) and power_w or energy_wh, got {cols}")
-    is_energy = cols[i_v] == "energy_wh"
-    i_id = cols.index("meter_id") if "meter_id" in cols else None
+    c = _generic_columns(path, cols, unit, value_column)
     meter_default = default_meter_id or path.stem
-    data: dict[str, tuple[list[int], list[float]]] = {}
+    data: dict[str, tuple[list[int], list[float], list[float]]] = {}
+    clocks: dict[str, LocalClock] = {}
     for lineno, row in rows:
         if len(row) != len(cols):
             raise LoaderError(path, lineno, f"expected {len(cols)} columns, got {len(row)}")
-        value = row[i_v]
-        v = math.nan if value is None or str(value).strip() == "" else _float(path, lineno, str(value), cols[i_v])
-        meter = str(row[i_id]) if i_id is not None else meter_default
-        bucket = data.setdefault(meter, ([], []))
-        bucket[0].append(_parse_ts(path, lineno, row[i_t]))
-        bucket[1].append(v)
+        meter = str(row[c.meter]) if c.meter is not None else meter_default
+        clock = clocks.setdefault(meter, LocalClock(tz)) if tz else None
+        bucket = data.setdefault(meter, ([], [], []))
+        bucket[0].append(_parse_ts(path, lineno, row[c.time], clock))
+        bucket[1].append(_optional_float(path, lineno, row[c.value], cols[c.value]) * c.factor)
+        if c.temperature is not None:
+            t = _optional_float(path, lineno, row[c.temperature], cols[c.temperature])
+            bucket[2].append((t + c.temperature_scale[1]) * c.temperature_scale[0])
     if not data:
         raise LoaderError(path, None, "no data rows")
-    out = []
-    for meter, (t, v) in sorted(data.items()):
-        s = _finish(meter, np.array(t), np.array(v), "generic")
-        if is_energy:
-            step = np.diff(s.ts_s, append=s.ts_s[-1] + (s.resolution_s or 1))
-            if np.any(step <= 0):
-                raise LoaderError(path, None, f"meter {meter}: repeated timestamps, cannot convert energy to power")
-            s.power_w = s.power_w * 3600.0 / step
-        out.append(s)
-    return out
+    return [_generic_series(path, meter, t, v, temp, c) for meter, (t, v, temp) in sorted(data.items())]
+
+
+def _generic_series(path: Path, meter: str, t: list[int], v: list[float], temp: list[float],
+                    c: _Columns) -> MeterSeries:
+    s = _finish(meter, np.array(t), np.array(v), "generic", temperature_c=np.array(temp) if temp else None,
+                extra={"unit": c.unit, "kind": c.kind})
+    if c.kind == "energy":
+        step = np.diff(s.ts_s, append=s.ts_s[-1] + (s.resolution_s or 1))
+        if np.any(step <= 0):
+            raise LoaderError(path, None, f"meter {meter}: repeated timestamps, cannot convert energy to power")
+        s.power_w = s.power_w * 3600.0 / step
+    finite = s.power_w[np.isfinite(s.power_w)]
+    if c.factor == 1.0 and len(finite) and np.median(np.abs(finite)) < MIN_PLAUSIBLE_MEDIAN_W:
+        log.warning("%s: meter %s: median %.3g %s per sample looks like kW (kWh), not W (Wh); "
+                    "if so, name the column power_kw / energy_kwh or give the unit",
+                    path, meter, float(np.median(np.abs(finite))), c.unit)
+    return s
 
 
 # --- Home Assistant history export ------------------------------------------------------------
@@ -470,60 +614,113 @@ def _held_means(t: np.ndarray, v: np.ndarray, t0: int, res: int, n: int, min_cov
         return np.where(cover >= min_cover, total / np.maximum(cover, 1e-12), np.nan)
 
 
+HA_UNAVAILABLE = ("unavailable", "unknown", "")
+
+
 def load_home_assistant(path: str | Path, resolution_s: int = 60, kind: str = "auto",
-                        min_cover: float = 0.5) -> list[MeterSeries]:
+                        min_cover: float = 0.5, *, entity: str | None = None,
+                        temperature_entity: str | None = "auto", unit: str | None = None
+                        ) -> list[MeterSeries]:
     """A Home Assistant history export (History panel -> download): ``entity_id,state,last_changed``.
 
-    Each entity becomes a regular series at ``resolution_s``. ``kind``: ``power`` (state in W,
+    Each meter entity becomes a regular series at ``resolution_s``. ``kind``: ``power`` (state
     held until the next change; bins are time-weighted means), ``energy_kwh`` (a cumulative
-    ``total_increasing`` kWh sensor, differentiated between bin edges; resets give NaN) or
-    ``auto`` (by the entity name: ``energy`` -> energy_kwh, else power). ``unavailable`` /
-    ``unknown`` states are gaps; bins covered less than ``min_cover`` are NaN.
+    ``total_increasing`` sensor, differentiated between bin edges; resets give NaN) or ``auto``
+    (by the entity name: ``energy`` -> energy_kwh, else power). ``unit``: the state's unit
+    (``W``/``kW`` for power, ``kWh``/``Wh`` for energy; default W and kWh, as Home Assistant's
+    energy dashboard uses). ``entity`` keeps one entity as the meter (default: every entity
+    without ``temperature`` in its id). ``temperature_entity``: an
+    outdoor temperature sensor (degC) whose held values become the meters' ``temperature_c``;
+    ``"auto"`` takes the entity with ``temperature`` in its id if there is exactly one, ``None``
+    none. ``unavailable`` / ``unknown`` states are gaps; bins covered less than ``min_cover`` are NaN.
     """
     path = Path(path)
+    data = _ha_states(path)
+    temp_id = _ha_temperature_entity(path, data, temperature_entity)
+    meters = {e: tv for e, tv in data.items() if e != temp_id and "temperature" not in e}
+    if entity is not None:
+        if entity not in data:
+            raise LoaderError(path, None, f"no entity {entity!r} in the export; it has {sorted(data)}")
+        meters = {entity: data[entity]}
+    if not meters:
+        raise LoaderError(path, None, f"no meter entity in the export (only {sorted(data)})")
+    out = []
+    for name, (t, v) in sorted(meters.items()):
+        s = _ha_series(name, np.array(t), np.array(v), resolution_s, kind, min_cover, unit)
+        if temp_id is not None:
+            tt, tv = (np.array(x) for x in data[temp_id])
+            grid_end = s.ts_s[-1] + resolution_s
+            s.temperature_c = _held_means(np.append(tt, max(grid_end, tt[-1] + 1)), np.append(tv, np.nan),
+                                          int(s.ts_s[0]), resolution_s, len(s), min_cover)
+            s.extra["temperature_entity"] = temp_id
+        out.append(s)
+    return out
+
+
+def _ha_states(path: Path) -> dict[str, tuple[list[float], list[float]]]:
     data: dict[str, tuple[list[float], list[float]]] = {}
     lines = _lines(path)
     header_no, header = next(((n, h) for n, h in lines if h.strip()), (0, ""))
-    cols = [c.strip() for c in header.split(",")]
+    cols = [c.strip().strip('"') for c in header.split(",")]
     if cols[:3] != ["entity_id", "state", "last_changed"]:
         raise LoaderError(path, header_no or 1, f"not a Home Assistant history header: {header.strip()!r}")
     for lineno, line in lines:
         if not line.strip():
             continue
-        parts = [p.strip() for p in line.split(",")]
+        parts = [p.strip() for p in next(csv.reader([line]))]
         if len(parts) < 3:
             raise LoaderError(path, lineno, f"expected entity_id,state,last_changed, got {line.strip()!r}")
         entity, state, stamp = parts[:3]
         ts = _parse_ts(path, lineno, stamp)
-        value = math.nan if state in ("unavailable", "unknown", "") else _float(path, lineno, state, "state")
+        value = math.nan if state in HA_UNAVAILABLE else _float(path, lineno, state, "state")
         bucket = data.setdefault(entity, ([], []))
         bucket[0].append(float(ts))
         bucket[1].append(value)
     if not data:
         raise LoaderError(path, None, "no data rows")
-    return [_ha_series(entity, np.array(t), np.array(v), resolution_s, kind, min_cover)
-            for entity, (t, v) in sorted(data.items())]
+    return data
 
 
-def _ha_series(entity: str, t: np.ndarray, v: np.ndarray, res: int, kind: str, min_cover: float) -> MeterSeries:
+def _ha_temperature_entity(path: Path, data: dict, choice: str | None) -> str | None:
+    if choice is None:
+        return None
+    if choice != "auto":
+        if choice not in data:
+            raise LoaderError(path, None, f"no temperature entity {choice!r} in the export; it has {sorted(data)}")
+        return choice
+    found = [e for e in data if "temperature" in e]
+    if len(found) > 1:
+        log.warning("%s: several temperature entities %s; none used (choose one)", path, found)
+    return found[0] if len(found) == 1 else None
+
+
+HA_UNITS = {"power": {"w": 1.0, "kw": 1e3}, "energy_kwh": {"kwh": 3.6e6, "wh": 3.6e3}}
+
+
+def _ha_series(entity: str, t: np.ndarray, v: np.ndarray, res: int, kind: str, min_cover: float,
+               unit: str | None = None) -> MeterSeries:
     order = np.argsort(t, kind="stable")
     t, v = t[order], v[order]
     if kind == "auto":
         kind = "energy_kwh" if "energy" in entity else "power"
+    if kind not in HA_UNITS:
+        raise LoaderError(entity, None, f"unknown kind {kind!r} (power, energy_kwh or auto)")
+    factors = HA_UNITS[kind]
+    u = (unit or ("W" if kind == "power" else "kWh")).lower()
+    if u not in factors:
+        raise LoaderError(entity, None, f"unit {unit!r} does not fit a {kind} entity ({', '.join(factors)})")
     t0 = int(t[0]) - int(t[0]) % res
     n = max(1, int(np.ceil((t[-1] - t0) / res)))
     grid = t0 + res * np.arange(n, dtype=np.int64)
     if kind == "power":
-        power = _held_means(np.append(t, t0 + n * res), np.append(v, np.nan), t0, res, n, min_cover)
-    elif kind == "energy_kwh":
+        power = factors[u] * _held_means(np.append(t, t0 + n * res), np.append(v, np.nan), t0, res, n, min_cover)
+    else:
         ok = np.isfinite(v)
         edges = t0 + res * np.arange(n + 1, dtype=np.float64)
         counter = np.interp(edges, t[ok], v[ok], left=np.nan, right=np.nan)
-        power = np.diff(counter) * 3.6e6 / res
+        power = np.diff(counter) * factors[u] / res
         power[power < 0] = np.nan  # counter reset
-    else:
-        raise LoaderError(entity, None, f"unknown kind {kind!r} (power, energy_kwh or auto)")
-    return _finish(entity, grid, power, "homeassistant", extra={"kind": kind})
+    return _finish(entity, grid, power, "homeassistant", extra={"kind": kind, "unit": u})
 
 
 LOADERS = {
@@ -537,9 +734,20 @@ LOADERS = {
 }
 
 
-def load(path: str | Path, fmt: str) -> list[MeterSeries]:
-    """Load ``path`` in format ``fmt`` (a key of :data:`LOADERS`) as a list of series."""
+def load(path: str | Path, fmt: str, **options) -> list[MeterSeries]:
+    """Load ``path`` in format ``fmt`` (a key of :data:`LOADERS`) as a list of series.
+
+    ``options`` go to the loader; ones it does not take (e.g. ``unit`` for CER) are an error
+    naming them, never silently ignored.
+    """
     if fmt not in LOADERS:
         raise LoaderError(path, None, f"unknown format {fmt!r}; known: {sorted(LOADERS)}")
-    out = LOADERS[fmt](path)
+    import inspect
+
+    loader = LOADERS[fmt]
+    accepted = inspect.signature(loader).parameters
+    unknown = sorted(k for k, v in options.items() if v is not None and k not in accepted)
+    if unknown:
+        raise LoaderError(path, None, f"format {fmt!r} takes no option {', '.join(unknown)}")
+    out = loader(path, **{k: v for k, v in options.items() if v is not None and k in accepted})
     return out if isinstance(out, list) else [out]

@@ -1,9 +1,9 @@
-"""Real meter data -> the project's units: daily 30-min profiles and NILM windows.
+"""Real meter data -> the project's units: daily profiles and NILM windows.
 
 :func:`series_to_profiles` turns any :class:`edge.data.loaders.MeterSeries` into
-:class:`edge.sim.household.DailyProfiles` (L=48 half-hour mean powers per local day, NaN where a
-half-hour is not covered well enough), so real data goes through the same shards, readers and
-models as simulated data. Real data has no anomaly-free ground truth: ``load_clean_w`` in the
+:class:`edge.data.profiles.MeterProfiles` (L mean powers per local day at 15 min, 30 min or hourly,
+NaN where a slot is not covered well enough), so real data goes through the same shards, readers
+and models as simulated data. Real data has no anomaly-free ground truth: ``load_clean_w`` in the
 shards equals ``load_w``, and the temperature is NaN unless the user supplies it.
 
 :data:`APPLIANCE_ALIASES` maps REDD / UK-DALE channel labels to the simulator's appliance names so
@@ -12,19 +12,15 @@ that NILM windows from real houses line up with :data:`edge.sim.specs.ALL_APPLIA
 
 from __future__ import annotations
 
-import datetime as dt
-import zoneinfo
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from edge.data.loaders import MeterSeries
-from edge.sim.household import DailyProfiles
+from edge.data.profiles import MeterProfiles, to_profiles
+from edge.features import CovariateSpec
 from edge.sim.specs import ALL_APPLIANCES
-from edge.sim.weather import is_holiday_day
-
-HALF_HOUR_S = 1800
 
 # Dataset label -> simulator appliance name (labels not listed are ignored for NILM targets).
 APPLIANCE_ALIASES: dict[str, str] = {
@@ -41,53 +37,19 @@ APPLIANCE_ALIASES: dict[str, str] = {
 }
 
 
-def _utc_offsets_s(ts_s: np.ndarray, tz: str | None) -> np.ndarray:
-    """UTC offset (s) per sample, evaluated at noon UTC of each sample's day (fast, per day)."""
-    if not tz:
-        return np.zeros(len(ts_s), np.int64)
-    zone = zoneinfo.ZoneInfo(tz)
-    days, inv = np.unique(ts_s // 86400, return_inverse=True)
-    offs = np.array([int(dt.datetime.fromtimestamp(int(d) * 86400 + 43200, zone).utcoffset().total_seconds())
-                     for d in days], np.int64)
-    return offs[inv]
+def series_to_profiles(series: MeterSeries, tz: str | None = None, min_coverage: float = 0.5,
+                       resolution_s: int | None = None, country: str | None = None,
+                       subdiv: str | None = None) -> MeterProfiles:
+    """Daily profiles of a meter series (days in local time ``tz``; None: UTC) for shards.
 
-
-def series_to_profiles(series: MeterSeries, tz: str | None = None, min_coverage: float = 0.5) -> DailyProfiles:
-    """Daily 30-min profiles of a meter series, days in local time ``tz`` (None: UTC).
-
-    A half-hour is observed when its samples cover at least ``min_coverage`` of it (NaN
-    otherwise). Coarser data (hourly PJM) is spread evenly over its half-hours. Days without any
-    observed half-hour are left out.
+    ``resolution_s``: 900, 1800 or 3600, or None for the series' own (finer data: 30 min); see
+    :func:`edge.data.profiles.to_profiles`, which also says what resampling and which clock
+    changes happened (``.notes``). Holidays from the ``holidays`` package when ``country`` is
+    given. Days without any observed slot are left out.
     """
-    ts = np.asarray(series.ts_s, np.int64)
-    power = np.asarray(series.power_w, np.float64)
-    res = int(series.resolution_s or HALF_HOUR_S)
-    local = ts + _utc_offsets_s(ts, tz)
-    if res > HALF_HOUR_S:
-        k = res // HALF_HOUR_S
-        local = (local[:, None] + HALF_HOUR_S * np.arange(k)[None, :]).reshape(-1)
-        power = np.repeat(power, k)
-        res = HALF_HOUR_S
-    slot = local // HALF_HOUR_S
-    day0 = int(slot.min() // 48)
-    n_days = int(slot.max() // 48) - day0 + 1
-    idx = slot - day0 * 48
-    ok = np.isfinite(power)
-    total = np.bincount(idx[ok], weights=power[ok], minlength=n_days * 48)
-    count = np.bincount(idx[ok], minlength=n_days * 48)
-    need = max(1.0, min_coverage * HALF_HOUR_S / res)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        load = np.where(count >= need, total / np.maximum(count, 1), np.nan).reshape(n_days, 48)
-    keep = np.isfinite(load).any(axis=1)
-    days = (day0 + np.arange(n_days))[keep]
-    return DailyProfiles(
-        household_id=series.meter_id,
-        dates=days.astype("datetime64[D]"),
-        load_w=load[keep].astype(np.float32),
-        temperature_c=np.full((len(days), 48), np.nan, np.float32),
-        weekday=((days + 3) % 7).astype(np.int8),
-        is_holiday=np.array([is_holiday_day(int(d)) for d in days], bool),
-    )
+    spec = CovariateSpec(tz=tz, country=country, subdiv=subdiv) if country else None
+    return to_profiles(series, tz, resolution_s, min_coverage, spec.is_holiday if spec else None,
+                       keep_empty_days=False)
 
 
 def series_nilm_windows(series: MeterSeries, window: int, appliances: Sequence[str] = ALL_APPLIANCES,
@@ -116,18 +78,26 @@ def series_nilm_windows(series: MeterSeries, window: int, appliances: Sequence[s
 
 def write_series(series: Iterable[MeterSeries], out_dir: str | Path, meter_ids: Sequence[str],
                  fractions: dict[str, float] | None = None, seed: int = 0, tz: str | None = None,
-                 nilm_window: int = 0, meta: dict | None = None) -> dict:
-    """Write real meter series as profile (and, if they carry appliances, NILM) shards."""
+                 nilm_window: int = 0, meta: dict | None = None, resolution_s: int | None = None,
+                 country: str | None = None, subdiv: str | None = None) -> dict:
+    """Write real meter series as profile (and, if they carry appliances, NILM) shards.
+
+    The manifest records the time zone, holiday country, profile resolution and what was
+    resampled (``import_notes`` per meter).
+    """
     from edge.data.shards import DatasetWriter, split_households
 
     split_of = split_households(meter_ids, fractions, seed)
-    writer = None
+    writer, notes = None, {}
     for s in series:
         if writer is None:
             writer = DatasetWriter(out_dir, split_of, nilm_window=nilm_window or None,
                                    nilm_resolution_s=s.resolution_s,
-                                   meta={"seed": seed, "source": s.source, "tz": tz, **(meta or {})})
-        writer.add_profiles(series_to_profiles(s, tz))
+                                   meta={"seed": seed, "source": s.source, "tz": tz, "country": country,
+                                         "subdiv": subdiv, "import_notes": notes, **(meta or {})})
+        prof = series_to_profiles(s, tz, resolution_s=resolution_s, country=country, subdiv=subdiv)
+        notes[s.meter_id] = prof.notes
+        writer.add_profiles(prof)
         if nilm_window and s.appliances:
             writer.add_nilm(s.meter_id, series_nilm_windows(s, nilm_window))
     if writer is None:

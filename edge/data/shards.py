@@ -1,4 +1,4 @@
-"""Parquet dataset shards: daily 30-min profiles (L=48) and high-rate NILM windows, read as streams.
+"""Parquet dataset shards: daily profiles (L points per local day) and high-rate NILM windows, read as streams.
 
 Seed 000 pretrains on ~3 million daily profiles; they never have to fit in memory: writers flush
 every ``rows_per_shard`` rows and readers stream record batches.
@@ -13,21 +13,22 @@ Splits are by household: a household's rows all go to one split (train/val/test 
 assigned deterministically from the seed with exact fractions (:func:`split_households`) and
 recorded in ``manifest.json``.
 
-Profiles schema (one row per household-day; ``[48]`` = fixed-size list, half-hour k covers
-local time [k*30 min, (k+1)*30 min)):
+Profiles schema (one row per household-day; ``[L]`` = fixed-size list of L = 86400 / resolution_s
+points (96, 48 or 24; ``manifest["profiles"]["L"]`` and ``["resolution_s"]``), slot k covers local
+time [k*resolution_s, (k+1)*resolution_s)):
 
 ============== ======================== ==========================================================
 column         type                     meaning
 ============== ======================== ==========================================================
 household_id   string
 date           date32                   local date
-load_w         float32[48]              measured mean power (W), as a model sees it: may contain
+load_w         float32[L]               measured mean power (W), as a model sees it: may contain
                                         injected attacks, and NaN where missing
-load_clean_w   float32[48]              anomaly-free ground truth (W)
-observed       uint8[48]                1 = observed, 0 = missing
-anomaly_point  uint8[48]                1 = manipulated by an injected attack/fault
+load_clean_w   float32[L]               anomaly-free ground truth (W)
+observed       uint8[L]                 1 = observed, 0 = missing
+anomaly_point  uint8[L]                 1 = manipulated by an injected attack/fault
 anomaly_kind   int8                     ``edge.sim.inject.KINDS`` code of the day's attack, 0 none
-temperature_c  float32[48]              outdoor temperature (C)
+temperature_c  float32[L]               outdoor temperature (C)
 weekday        int8                     Monday = 0
 is_holiday     bool                     public holiday
 ============== ======================== ==========================================================
@@ -46,7 +47,7 @@ owned          uint8[A]                 1 if the household has the appliance
 ============== ======================== ==========================================================
 
 Readers return dicts of numpy arrays (``household_id`` as an object array of str, ``date`` as
-datetime64[D], lists reshaped to [B, 48], [B, L] or [B, A, L]).
+datetime64[D], lists reshaped to [B, L] or [B, A, L]).
 """
 
 from __future__ import annotations
@@ -107,13 +108,18 @@ def _fixed(values: np.ndarray, width: int, pa_type: pa.DataType) -> pa.FixedSize
     return pa.FixedSizeListArray.from_arrays(flat, width)
 
 
-PROFILE_SCHEMA = pa.schema([
-    ("household_id", pa.string()), ("date", pa.date32()),
-    ("load_w", pa.list_(pa.float32(), PROFILE_L)), ("load_clean_w", pa.list_(pa.float32(), PROFILE_L)),
-    ("observed", pa.list_(pa.uint8(), PROFILE_L)), ("anomaly_point", pa.list_(pa.uint8(), PROFILE_L)),
-    ("anomaly_kind", pa.int8()), ("temperature_c", pa.list_(pa.float32(), PROFILE_L)),
-    ("weekday", pa.int8()), ("is_holiday", pa.bool_()),
-])
+def profile_schema(length: int = PROFILE_L) -> pa.Schema:
+    """The profiles schema for days of ``length`` points."""
+    return pa.schema([
+        ("household_id", pa.string()), ("date", pa.date32()),
+        ("load_w", pa.list_(pa.float32(), length)), ("load_clean_w", pa.list_(pa.float32(), length)),
+        ("observed", pa.list_(pa.uint8(), length)), ("anomaly_point", pa.list_(pa.uint8(), length)),
+        ("anomaly_kind", pa.int8()), ("temperature_c", pa.list_(pa.float32(), length)),
+        ("weekday", pa.int8()), ("is_holiday", pa.bool_()),
+    ])
+
+
+PROFILE_SCHEMA = profile_schema(PROFILE_L)
 
 
 def _nilm_schema(n_app: int, length: int) -> pa.Schema:
@@ -152,6 +158,8 @@ class DatasetWriter:
         self.nilm_resolution_s = nilm_resolution_s
         self.nilm_appliances = tuple(nilm_appliances)
         self.meta = dict(meta or {})
+        self.profile_L: int | None = None  # points per day, from the first profiles written
+        self.profile_resolution_s: int | None = None
         self._parts: dict[tuple[str, str], _Part] = {}
         self.out.mkdir(parents=True, exist_ok=True)
 
@@ -185,28 +193,38 @@ class DatasetWriter:
 
     def add_profiles(self, prof: DailyProfiles, load_w: np.ndarray | None = None,
                      anomaly_point: np.ndarray | None = None, anomaly_kind: np.ndarray | None = None) -> None:
-        """Rows for one household's days; ``load_w`` defaults to the clean profiles."""
+        """Rows for one household's days; ``load_w`` defaults to the clean profiles.
+
+        ``prof`` is a ``DailyProfiles`` (30 min) or an ``edge.data.profiles.MeterProfiles`` (its
+        ``resolution_s``); every household of one dataset has the same resolution.
+        """
         n = len(prof.dates)
         if n == 0:
             return
         clean = np.asarray(prof.load_w, np.float32)
+        length, res = clean.shape[1], int(getattr(prof, "resolution_s", 1800))
+        if self.profile_L is None:
+            self.profile_L, self.profile_resolution_s = length, res
+        if (length, res) != (self.profile_L, self.profile_resolution_s):
+            raise ShardError(f"{prof.household_id}: days of {length} points at {res} s, but this dataset holds "
+                             f"{self.profile_L} points at {self.profile_resolution_s} s")
         seen = clean if load_w is None else np.asarray(load_w, np.float32)
-        if seen.shape != (n, PROFILE_L):
-            raise ShardError(f"load_w must be [{n}, {PROFILE_L}], got {seen.shape}")
-        points = np.zeros((n, PROFILE_L), np.uint8) if anomaly_point is None else np.asarray(anomaly_point, np.uint8)
+        if seen.shape != (n, length):
+            raise ShardError(f"load_w must be [{n}, {length}], got {seen.shape}")
+        points = np.zeros((n, length), np.uint8) if anomaly_point is None else np.asarray(anomaly_point, np.uint8)
         kinds = np.zeros(n, np.int8) if anomaly_kind is None else np.asarray(anomaly_kind, np.int8)
         table = pa.table({
             "household_id": pa.array([prof.household_id] * n, pa.string()),
             "date": pa.array(np.asarray(prof.dates, "datetime64[D]"), pa.date32()),
-            "load_w": _fixed(seen, PROFILE_L, pa.float32()),
-            "load_clean_w": _fixed(clean, PROFILE_L, pa.float32()),
-            "observed": _fixed(np.isfinite(seen).astype(np.uint8), PROFILE_L, pa.uint8()),
-            "anomaly_point": _fixed(points, PROFILE_L, pa.uint8()),
+            "load_w": _fixed(seen, length, pa.float32()),
+            "load_clean_w": _fixed(clean, length, pa.float32()),
+            "observed": _fixed(np.isfinite(seen).astype(np.uint8), length, pa.uint8()),
+            "anomaly_point": _fixed(points, length, pa.uint8()),
             "anomaly_kind": pa.array(kinds, pa.int8()),
-            "temperature_c": _fixed(np.asarray(prof.temperature_c, np.float32), PROFILE_L, pa.float32()),
+            "temperature_c": _fixed(np.asarray(prof.temperature_c, np.float32), length, pa.float32()),
             "weekday": pa.array(np.asarray(prof.weekday, np.int8), pa.int8()),
             "is_holiday": pa.array(np.asarray(prof.is_holiday, bool), pa.bool_()),
-        }, schema=PROFILE_SCHEMA)
+        }, schema=profile_schema(length))
         self._append("profiles", prof.household_id, table)
 
     def add_nilm(self, household_id: str, windows: dict[str, np.ndarray]) -> None:
@@ -249,7 +267,7 @@ class DatasetWriter:
             section = {"splits": {s: {"files": p.files, "rows": p.rows_written,
                                       "households": sorted(p.households)} for s, p in sorted(parts.items())}}
             if kind == "profiles":
-                section.update(L=PROFILE_L, resolution_s=1800)
+                section.update(L=self.profile_L or PROFILE_L, resolution_s=self.profile_resolution_s or 1800)
             else:
                 section.update(L=self.nilm_window, resolution_s=self.nilm_resolution_s,
                                appliances=list(self.nilm_appliances))
@@ -369,15 +387,14 @@ def iter_profile_batches(data_dir: str | Path | Sequence[str | Path], split: str
                          batch_size: int = 4096, columns: Sequence[str] | None = None,
                          shuffle: bool = False, seed: int = 0,
                          drop_last: bool = False) -> Iterator[dict[str, np.ndarray]]:
-    """Stream profile rows of ``split`` as dicts of numpy arrays ([B, 48] for the list columns).
+    """Stream profile rows of ``split`` as dicts of numpy arrays ([B, L] for the list columns).
 
     ``data_dir`` is a dataset directory, a shard file, or a list of either; with ``split=None`` a
     directory yields all its splits (pass ``split="train"`` for training so that val/test
     households stay unseen). ``shuffle`` permutes file order and rows within each read chunk (a
     streaming shuffle).
     """
-    shapes = {c: (PROFILE_L,) for c in ("load_w", "load_clean_w", "observed", "anomaly_point", "temperature_c")}
-    yield from _iter_batches(data_dir, "profiles", split, batch_size, shapes, columns, shuffle, seed, drop_last)
+    yield from _iter_batches(data_dir, "profiles", split, batch_size, {}, columns, shuffle, seed, drop_last)
 
 
 def iter_nilm_batches(data_dir: str | Path, split: str | None = None, batch_size: int = 256,

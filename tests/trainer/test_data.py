@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge.features import N_COVARIATES
 from trainer import data as d
 
 
@@ -77,7 +78,7 @@ def test_forecast_targets_follow_inputs(profiles):
     np.testing.assert_array_equal(a["load_w"][0], h0[:48])
     np.testing.assert_array_equal(a["day_ahead_w"][0], h0[48:96])
     np.testing.assert_array_equal(a["hour_ahead_w"][1], h0[72:74])
-    assert a["covariates"].shape[1] == 24
+    assert a["covariates"].shape[1] == N_COVARIATES
 
 
 def test_daily_profiles_bin_means():

@@ -107,7 +107,7 @@ def test_missing_file_and_unknown_format_are_loader_errors(tmp_path):
     with pytest.raises(L.LoaderError, match="unknown format"):
         L.load(tmp_path, "xml")
     (tmp_path / "x.csv").write_text("when,value\n1,2\n")
-    with pytest.raises(L.LoaderError, match=r"x\.csv:1: need columns"):
+    with pytest.raises(L.LoaderError, match=r"x\.csv:1: missing the time column"):
         L.load_generic(tmp_path / "x.csv")
 
 

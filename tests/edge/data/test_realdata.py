@@ -25,12 +25,15 @@ def test_cer_profiles_in_local_time():
     assert np.isnan(prof.temperature_c).all()
 
 
-def test_hourly_pjm_spreads_over_half_hours_and_lcl_nulls_stay_missing():
+def test_hourly_pjm_stays_hourly_unless_a_spread_is_asked_and_lcl_nulls_stay_missing():
     (aep,) = L.load_pjm(FIX / "pjm" / "AEP_hourly.csv")
     prof = R.series_to_profiles(aep, tz="America/New_York")
-    day = prof.load_w[0]
+    assert prof.resolution_s == 3600 and prof.load_w.shape[1] == 24 and prof.notes == []
+    spread = R.series_to_profiles(aep, tz="America/New_York", resolution_s=1800)
+    day = spread.load_w[0]
     finite = np.isfinite(day)
     assert finite.sum() >= 46 and np.all(day[finite][::2] == day[finite][1::2])
+    assert "spread each 3600 s sample over 2 slots" in spread.notes[0]
     lcl = L.load_lcl(FIX / "lcl" / "LCL-June2015v2_0.csv")[1]
     p = R.series_to_profiles(lcl, tz="Europe/London")
     # the first day starts at 00:30 (slot 0 unobserved); the Null reading is 05:30 (slot 11)
