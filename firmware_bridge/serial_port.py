@@ -31,6 +31,7 @@ class SerialSettings:
 # P1 line settings per DSMR version (Fluvius e-MUCS follows DSMR 5).
 DSMR_SERIAL_SETTINGS: dict[str, SerialSettings] = {
     "2.2": SerialSettings(9600, 7, "E", 1),
+    "3": SerialSettings(9600, 7, "E", 1),  # DSMR 3.0: as 2.2, no CRC
     "4": SerialSettings(115200, 7, "E", 1),
     "5": SerialSettings(115200, 8, "N", 1),
     "fluvius": SerialSettings(115200, 8, "N", 1),

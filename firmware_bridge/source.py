@@ -63,6 +63,9 @@ class SourceStats:
     parse_errors: int = 0
     invalid_values: int = 0  # values the protocol marks as "no value" (ZCL invalid number)
     garbage_bytes: int = 0  # bytes skipped while resynchronising
+    frames_partial: int = 0  # frames delivered with some objects dropped (Reading PARTIAL flag)
+    objects_dropped: int = 0  # objects (lines) dropped from otherwise good frames
+    last_warning: str = ""  # why the last object was dropped
     read_timeouts: int = 0  # silent link detected
     connect_failures: int = 0
     disconnects: int = 0
@@ -80,6 +83,13 @@ class SourceStats:
         elif isinstance(error, ParseError):
             self.parse_errors += 1
         self.last_error = f"{type(error).__name__}: {error}"
+
+    def count_dropped_objects(self, warnings: tuple[str, ...] | list[str]) -> None:
+        """A frame was delivered without the objects named in ``warnings``."""
+        if warnings:
+            self.frames_partial += 1
+            self.objects_dropped += len(warnings)
+            self.last_warning = warnings[-1]
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -1,4 +1,4 @@
-"""Cut a P1 byte stream into telegrams: ``/`` header ... ``!`` [4 hex CRC] CRLF.
+"""Cut a P1 byte stream into telegrams: ``/`` header ... ``!`` [CRC: 1..4 hex digits] CRLF.
 
 The framer keeps a bounded buffer, skips garbage before a ``/`` (counted), treats a ``/`` before the
 closing ``!`` as the start of a new telegram (the previous one was truncated: FramingError), and
@@ -106,7 +106,8 @@ class TelegramFramer:
             if self.config.crc == "required":
                 return ChecksumError("CRC missing")
             return telegram
-        if len(field) != 4 or not _HEX.issuperset(field):
+        # Some meters drop leading zeros ("!B9F" for 0x0B9F): 1..4 hex digits are one CRC value.
+        if len(field) > 4 or not _HEX.issuperset(field):
             return FramingError(f"bad CRC field {field[:8]!r}")
         if self.config.crc == "none":
             return telegram

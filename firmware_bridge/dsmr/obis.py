@@ -1,75 +1,146 @@
-"""OBIS references of the P1 port as a data table: code -> (name, kind).
+"""OBIS references of the P1 port as data tables: code -> (name, kind, units).
 
-Kinds: "ts" meter clock, "str" text, "hex" hex-encoded text, "int" counter/indicator,
-"kw"/"kwh"/"v"/"a" quantities (converted to W / Wh / V / A), "gas" a (timestamp)(m3) pair,
-"ts_kw" a (timestamp)(kW) pair (Fluvius monthly peak). Per-phase L1/L2/L3 codes follow IEC 62056-61
-(21/41/61 = +P, 22/42/62 = -P, 31/51/71 = I, 32/52/72 = U).
+Sources: DSMR P1 Companion Standard 5.0.2 (NL), 4.2 and 2.2; Fluvius e-MUCS P1 1.7 (BE);
+Luxmetering E-Meter P1 Specification 1.1 (LU Smarty); IEC 62056-61 for the code structure
+(A-B:C.D.E, an optional ``*F`` billing-period suffix, usually 255, is ignored).
+
+Kinds (how the groups of a line are read, see ``dsmr.values``): "clock" meter time, "text",
+"hex" hex-encoded text, "count" integer counter, "tariff" tariff indicator, "breaker" switch
+position, "quantity" number with a unit, "max_demand" a (time)(quantity) pair, "failure_log" the
+power-failure event log, "skip" known but not used (the Belgian 13-month peak history).
+
+Per-phase codes follow IEC 62056-61: 21/41/61 +P, 22/42/62 -P, 23/43/63 +Q, 24/44/64 -Q,
+31/51/71 I, 32/52/72 U (L1/L2/L3).
 """
 
 from __future__ import annotations
 
-OBIS_TABLE: dict[str, tuple[str, str]] = {
+from dataclasses import dataclass
+
+# unit as sent -> (name suffix, scale to that SI unit). A quantity object accepts only the units
+# of its group; any other unit drops that one object (with a warning), never the telegram.
+POWER = {"kW": ("w", 1000.0), "W": ("w", 1.0)}
+ENERGY = {"kWh": ("wh", 1000.0), "Wh": ("wh", 1.0), "MWh": ("wh", 1e6)}
+REACTIVE_POWER = {"kvar": ("var", 1000.0), "var": ("var", 1.0)}
+REACTIVE_ENERGY = {"kvarh": ("varh", 1000.0), "varh": ("varh", 1.0)}
+APPARENT_POWER = {"kVA": ("va", 1000.0), "VA": ("va", 1.0)}
+VOLTAGE = {"V": ("v", 1.0)}
+CURRENT = {"A": ("a", 1.0)}
+FREQUENCY = {"Hz": ("hz", 1.0)}
+DURATION = {"s": ("s", 1.0)}
+# The limiter threshold 0-0:17.0.0 is kW in NL, kVA in LU, A in some older meters.
+LIMIT = {**POWER, **APPARENT_POWER, **CURRENT}
+UNITLESS = {"": ("", 1.0)}  # power factor
+
+
+@dataclass(frozen=True, slots=True)
+class ObisSpec:
+    """How one OBIS line is read: the value's name, its kind and (quantities) accepted units.
+
+    A quantity is stored as ``f"{name}_{suffix}"`` with the suffix of the unit the meter sent
+    (``limiter_threshold`` + kVA -> ``limiter_threshold_va``), so a key always names its unit.
+    """
+
+    name: str
+    kind: str
+    units: dict[str, tuple[str, float]] | None = None
+
+
+def _q(name: str, units: dict[str, tuple[str, float]]) -> ObisSpec:
+    return ObisSpec(name, "quantity", units)
+
+
+def _phase_specs() -> dict[str, ObisSpec]:
+    out = {}
+    for n, (pp, pn, qp, qn, i, u) in enumerate(((21, 22, 23, 24, 31, 32), (41, 42, 43, 44, 51, 52),
+                                                 (61, 62, 63, 64, 71, 72)), start=1):
+        out |= {f"1-0:{pp}.7.0": _q(f"power_delivered_l{n}", POWER),
+                f"1-0:{pn}.7.0": _q(f"power_returned_l{n}", POWER),
+                f"1-0:{qp}.7.0": _q(f"reactive_power_import_l{n}", REACTIVE_POWER),
+                f"1-0:{qn}.7.0": _q(f"reactive_power_export_l{n}", REACTIVE_POWER),
+                f"1-0:{i}.7.0": _q(f"current_l{n}", CURRENT),
+                f"1-0:{u}.7.0": _q(f"voltage_l{n}", VOLTAGE),
+                f"1-0:{i}.4.0": _q(f"current_limit_l{n}", CURRENT),  # BE: fuse limitation
+                f"1-0:{u}.32.0": ObisSpec(f"voltage_sags_l{n}", "count"),
+                f"1-0:{u}.36.0": ObisSpec(f"voltage_swells_l{n}", "count"),
+                f"1-0:{u + 1}.7.0": _q(f"power_factor_l{n}", UNITLESS)}  # 33/53/73
+    return out
+
+
+def _tariff_specs() -> dict[str, ObisSpec]:
+    """Energy registers: C = 1 (+A import), 2 (-A export), 3 (+R), 4 (-R); E = 0 total, 1..4."""
+    out = {}
+    for c, name, units in ((1, "import", ENERGY), (2, "export", ENERGY),
+                           (3, "reactive_import", REACTIVE_ENERGY),
+                           (4, "reactive_export", REACTIVE_ENERGY)):
+        out[f"1-0:{c}.8.0"] = _q(f"{name}_total", units)
+        for t in range(1, 5):
+            out[f"1-0:{c}.8.{t}"] = _q(f"{name}_t{t}", units)
+    return out
+
+
+OBIS_TABLE: dict[str, ObisSpec] = {
     # identification and clock
-    "1-3:0.2.8": ("dsmr_version", "str"),  # NL DSMR 4/5: "42", "50"
-    "0-0:96.1.4": ("fluvius_version", "str"),  # BE e-MUCS: "50217"
-    "0-0:1.0.0": ("timestamp", "ts"),
-    "0-0:96.1.1": ("equipment_id", "hex"),
-    "0-0:96.13.0": ("text_message", "hex"),
-    # energy counters
-    "1-0:1.8.0": ("import_total_wh", "kwh"),
-    "1-0:2.8.0": ("export_total_wh", "kwh"),
-    "1-0:1.8.1": ("import_t1_wh", "kwh"),  # NL: low tariff; BE: day tariff
-    "1-0:1.8.2": ("import_t2_wh", "kwh"),
-    "1-0:2.8.1": ("export_t1_wh", "kwh"),
-    "1-0:2.8.2": ("export_t2_wh", "kwh"),
-    "0-0:96.14.0": ("tariff", "int"),
-    # instantaneous power, total and per phase
-    "1-0:1.7.0": ("power_delivered_w", "kw"),
-    "1-0:2.7.0": ("power_returned_w", "kw"),
-    "1-0:21.7.0": ("power_delivered_l1_w", "kw"),
-    "1-0:41.7.0": ("power_delivered_l2_w", "kw"),
-    "1-0:61.7.0": ("power_delivered_l3_w", "kw"),
-    "1-0:22.7.0": ("power_returned_l1_w", "kw"),
-    "1-0:42.7.0": ("power_returned_l2_w", "kw"),
-    "1-0:62.7.0": ("power_returned_l3_w", "kw"),
-    "1-0:32.7.0": ("voltage_l1_v", "v"),
-    "1-0:52.7.0": ("voltage_l2_v", "v"),
-    "1-0:72.7.0": ("voltage_l3_v", "v"),
-    "1-0:31.7.0": ("current_l1_a", "a"),
-    "1-0:51.7.0": ("current_l2_a", "a"),
-    "1-0:71.7.0": ("current_l3_a", "a"),
-    # power quality counters
-    "0-0:96.7.21": ("power_failures", "int"),
-    "0-0:96.7.9": ("long_power_failures", "int"),
-    "1-0:32.32.0": ("voltage_sags_l1", "int"),
-    "1-0:52.32.0": ("voltage_sags_l2", "int"),
-    "1-0:72.32.0": ("voltage_sags_l3", "int"),
-    "1-0:32.36.0": ("voltage_swells_l1", "int"),
-    "1-0:52.36.0": ("voltage_swells_l2", "int"),
-    "1-0:72.36.0": ("voltage_swells_l3", "int"),
-    # Fluvius (BE) and DSMR 2.2 extras
-    "1-0:1.4.0": ("avg_demand_w", "kw"),
-    "1-0:1.6.0": ("max_demand_month_w", "ts_kw"),
-    "0-0:17.0.0": ("limiter_threshold_w", "kw"),
-    "0-0:96.3.10": ("breaker_state", "int"),
+    "1-3:0.2.8": ObisSpec("dsmr_version", "text"),  # NL DSMR 4/5: "42", "50"
+    "0-0:96.1.4": ObisSpec("fluvius_version", "text"),  # BE e-MUCS: "50217"
+    "0-0:1.0.0": ObisSpec("timestamp", "clock"),
+    "0-0:96.1.1": ObisSpec("equipment_id", "hex"),
+    "0-0:96.1.0": ObisSpec("device_serial", "hex"),  # HU, IE
+    "0-0:42.0.0": ObisSpec("logical_device_name", "hex"),  # LU, HU: COSEM logical device name
+    "1-0:0.0.0": ObisSpec("meter_serial", "text"),  # EasyMeter Q3D, Iskra IE
+    "0-0:96.13.0": ObisSpec("text_message", "hex"),
+    "0-0:96.13.1": ObisSpec("text_message_code", "hex"),
+    # energy per tariff and totals, reactive energy
+    **_tariff_specs(),
+    "1-0:5.8.0": _q("reactive_q1", REACTIVE_ENERGY),  # HU: reactive energy per quadrant
+    "1-0:6.8.0": _q("reactive_q2", REACTIVE_ENERGY),
+    "1-0:7.8.0": _q("reactive_q3", REACTIVE_ENERGY),
+    "1-0:8.8.0": _q("reactive_q4", REACTIVE_ENERGY),
+    "1-0:15.8.0": _q("absolute_active", ENERGY),  # |+A| + |-A|
+    "0-0:96.14.0": ObisSpec("tariff", "tariff"),
+    # instantaneous values, total and per phase
+    "1-0:1.7.0": _q("power_delivered", POWER),
+    "1-0:2.7.0": _q("power_returned", POWER),
+    "1-0:3.7.0": _q("reactive_power_import", REACTIVE_POWER),
+    "1-0:4.7.0": _q("reactive_power_export", REACTIVE_POWER),
+    "1-0:5.7.0": _q("reactive_power_q1", REACTIVE_POWER),
+    "1-0:6.7.0": _q("reactive_power_q2", REACTIVE_POWER),
+    "1-0:7.7.0": _q("reactive_power_q3", REACTIVE_POWER),
+    "1-0:8.7.0": _q("reactive_power_q4", REACTIVE_POWER),
+    "1-0:9.7.0": _q("apparent_power_import", APPARENT_POWER),
+    "1-0:10.7.0": _q("apparent_power_export", APPARENT_POWER),
+    "1-0:13.7.0": _q("power_factor", UNITLESS),
+    "1-0:14.7.0": _q("frequency", FREQUENCY),
+    **_phase_specs(),
+    # power quality and events
+    "0-0:96.7.21": ObisSpec("power_failures", "count"),
+    "0-0:96.7.9": ObisSpec("long_power_failures", "count"),
+    "1-0:99.97.0": ObisSpec("power_failure_log", "failure_log"),
+    # limiter, breaker, Belgian demand
+    "0-0:17.0.0": _q("limiter_threshold", LIMIT),
+    "0-0:96.3.10": ObisSpec("breaker_state", "breaker"),
+    "1-0:1.4.0": _q("avg_demand", POWER),
+    "1-0:1.6.0": ObisSpec("max_demand_month", "max_demand", POWER),
+    "0-0:98.1.0": ObisSpec("max_demand_history", "skip"),
 }
 
-# Gas on an M-Bus channel n (1..4): NL DSMR 4/5 "0-n:24.2.1", BE "0-n:24.2.3",
-# DSMR 2.2 "0-n:24.3.0" with the value on the next line. M-Bus device type 3 = gas.
-GAS_OBIS_SUFFIXES: tuple[str, ...] = (":24.2.1", ":24.2.3", ":24.3.0")
-MBUS_DEVICE_TYPE_SUFFIX = ":24.1.0"
-MBUS_GAS = 3  # M-Bus device types (EN 13757-3)
-MBUS_WATER = 7
-
-# unit in the telegram -> (SI unit of the Reading, scale)
-UNIT_SCALE: dict[str, tuple[str, float]] = {
-    "kWh": ("Wh", 1000.0),
-    "Wh": ("Wh", 1.0),
-    "kW": ("W", 1000.0),
-    "W": ("W", 1.0),
-    "V": ("V", 1.0),
-    "A": ("A", 1.0),
-    "m3": ("m3", 1.0),
-    "s": ("s", 1.0),
+# M-Bus sub-meters on channel n = 1..4: objects "0-n:C.D.E", keyed here by "C.D.E".
+# NL DSMR 4/5 send the reading as 24.2.1 (temperature-corrected m3), BE 24.2.3 (not corrected),
+# DSMR 2.2/3 as 24.3.0 with the value on the next line.
+MBUS_TABLE: dict[str, str] = {
+    "24.1.0": "device_type",
+    "96.1.0": "equipment_id",
+    "96.1.1": "equipment_id",
+    "24.2.1": "reading",
+    "24.2.3": "reading",
+    "24.3.0": "reading_22",
+    "24.4.0": "valve",
+    "96.3.10": "valve",
 }
-KIND_UNIT = {"kw": "W", "kwh": "Wh", "v": "V", "a": "A"}
+MBUS_CHANNELS = range(1, 5)
+
+# Units an M-Bus reading may carry, normalised (the meters write "m3", some "M3").
+MBUS_UNITS = {"m3": "m3", "gj": "GJ", "mj": "MJ", "mwh": "MWh", "kwh": "kWh", "wh": "Wh"}
+# Device kind when the meter sends no type line: from the unit.
+MBUS_KIND_BY_UNIT = {"m3": "gas", "GJ": "heat", "MJ": "heat", "MWh": "heat", "kWh": "electricity",
+                     "Wh": "electricity"}

@@ -1,72 +1,94 @@
-"""Parse a framed P1 telegram into a ``Telegram`` object, and a telegram into a ``Reading``.
+"""Parse a framed P1 telegram into a ``Telegram`` object, one COSEM line at a time.
 
-Layers as in dsmr_parser: framing.py cuts bytes into telegrams; this module parses the COSEM lines
-(``OBIS(value*unit)(...)``) with the OBIS table in obis.py; ``telegram_to_reading`` maps the objects
-to the bridge's ``Reading`` with the clock policy.
+Layers as in dsmr_parser: framing.py cuts bytes into telegrams; this module reads the lines
+(``OBIS(value*unit)(...)``) with the tables in obis.py and the value types in values.py;
+``dsmr.mapping`` turns the objects into the bridge's ``Reading``.
 
-Timestamps ``YYMMDDhhmmssX``: X is "S" (summer) or "W" (winter). DSMR meters exist only in the
-Netherlands, Belgium and Luxembourg, all on CET/CEST, so with a suffix the UTC offset is
-``standard_utc_offset_s`` (+1 h) plus one hour for "S". Using the flag rather than a tz database
-resolves the repeated hour at the end of summer time, which is exactly what the flag is for.
-Timestamps without a suffix (DSMR 2.2 gas) are resolved with the ``timezone`` name (zoneinfo).
+Tolerance rule: a line that cannot be read (malformed brackets, text where a number belongs, a
+unit the object does not take, an impossible date, conflicting duplicates) drops only its own
+object: the reason goes to ``Telegram.warnings`` and the object's name to ``Telegram.unreadable``
+so that nothing is derived from a half-read group (net power is not "0 - returned" when the
+delivered line was unreadable). The telegram is rejected (``ParseError``) only when it has no
+usable core register: neither import power, nor an import energy register, nor an M-Bus reading.
+Non-ASCII bytes spoil only their line. The CRC was checked by the framer before.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 import re
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo
 
-from firmware_bridge.clock import ClockPolicy
 from firmware_bridge.dsmr.obis import (
-    GAS_OBIS_SUFFIXES,
-    KIND_UNIT,
-    MBUS_DEVICE_TYPE_SUFFIX,
-    MBUS_GAS,
-    MBUS_WATER,
+    MBUS_CHANNELS,
+    MBUS_TABLE,
+    MBUS_UNITS,
     OBIS_TABLE,
-    UNIT_SCALE,
+    ObisSpec,
+)
+from firmware_bridge.dsmr.values import (
+    DsmrParseConfig,
+    MeterTime,
+    decode_hex_text,
+    parse_breaker,
+    parse_count,
+    parse_number,
+    parse_quantity,
+    parse_tariff,
+    parse_timestamp,
+    split_unit,
 )
 from firmware_bridge.errors import ParseError
-from firmware_bridge.reading import Reading, ReadingFlag
+from firmware_bridge.reading import PowerFailure
 
-_LINE_RE = re.compile(r"^(\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3})((?:\([^()]*\))+)$")
+__all__ = ["DsmrParseConfig", "MbusRecord", "MeterTime", "Telegram", "parse_telegram",
+           "parse_timestamp"]
+
+_LINE_RE = re.compile(r"^(\d{1,3})-(\d{1,3}):(\d{1,3}\.\d{1,3}\.\d{1,3})(?:\*\d{1,3})?(.*)$")
+_GROUPS_RE = re.compile(r"^(?:\([^()]*\))+$")
 _GROUP_RE = re.compile(r"\(([^()]*)\)")
-_TS_RE = re.compile(r"^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})([SW]?)$")
+# Core registers: a telegram without any of these (or an M-Bus reading) carries nothing usable.
+CORE_VALUES = ("power_delivered_w", "import_total_wh", "import_t1_wh", "import_t2_wh",
+               "import_t3_wh", "import_t4_wh")
+# Failure-log entries dated before this are the meters' "no entry" filler (000101000001W).
+_FAILURE_LOG_EPOCH_S = 978307200.0  # 2001-01-01 UTC
 
 
-@dataclass(frozen=True)
-class DsmrParseConfig:
-    standard_utc_offset_s: int = 3600  # CET
-    timezone: str = "Europe/Amsterdam"  # for timestamps without S/W (DSMR 2.2)
+@dataclass
+class MbusRecord:
+    """What the telegram says about M-Bus channel ``channel`` (before the placeholder rules)."""
 
-
-@dataclass(frozen=True)
-class MeterTime:
-    ts_s: float  # UTC epoch seconds
-    dst: bool  # meter reported summer time ("S")
+    channel: int
+    device_type_code: int | None = None
+    equipment_id: str = ""
+    value: float | None = None
+    unit: str = ""  # "" when the value came without a unit (a placeholder)
+    capture: MeterTime | None = None
+    capture_error: str = ""  # why the capture time could not be read
+    awaiting_value: bool = False  # DSMR 2.2/3: the value follows on the next line
 
 
 @dataclass
 class Telegram:
-    """The objects of one telegram. ``values`` maps OBIS_TABLE names to SI values or text."""
+    """The objects of one telegram.
+
+    ``values`` maps names from the OBIS table (quantities with their unit suffix, e.g.
+    ``power_delivered_w``) to SI values or text; ``unreadable`` maps the names of objects that
+    were present but dropped to the reason; ``warnings`` has one message per dropped object.
+    """
 
     header: str
     values: dict[str, float | str] = field(default_factory=dict)
     timestamp: MeterTime | None = None
-    gas_m3: float | None = None
-    gas_time: MeterTime | None = None
     max_demand_time: MeterTime | None = None
-    water_m3: float | None = None
-    mbus_types: dict[int, int] = field(default_factory=dict)  # channel -> M-Bus device type
-    mbus_values: dict[int, tuple[MeterTime | None, float]] = field(default_factory=dict)
-    unknown: dict[str, str] = field(default_factory=dict)  # OBIS -> raw groups, not in the table
+    mbus: dict[int, MbusRecord] = field(default_factory=dict)
+    failure_log: list[PowerFailure] = field(default_factory=list)
+    unreadable: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    unknown: dict[str, str] = field(default_factory=dict)  # OBIS -> raw groups, not in the tables
 
     @property
     def version(self) -> str:
-        """"5.0", "4.2", "fluvius-50217" or "2.2" (no version line: DSMR 2.2/3)."""
+        """"5.0", "4.2", "fluvius-50217" or "2.2" (no version line: DSMR 2.2/3 and others)."""
         if "fluvius_version" in self.values:
             return f"fluvius-{self.values['fluvius_version']}"
         raw = self.values.get("dsmr_version")
@@ -74,124 +96,34 @@ class Telegram:
             return f"{raw[0]}.{raw[1]}"
         return "2.2"
 
+    def drop(self, name: str, reason: str) -> None:
+        """Record that object ``name`` was present but could not be used."""
+        self.values.pop(name, None)
+        self.unreadable.setdefault(name, reason)
+        self.warnings.append(reason)
 
-def parse_timestamp(text: str, config: DsmrParseConfig = DsmrParseConfig()) -> MeterTime:
-    m = _TS_RE.match(text)
-    if m is None:
-        raise ParseError(f"bad timestamp {text!r}")
-    yy, mo, dd, hh, mi, ss, suffix = m.groups()
-    try:
-        naive = dt.datetime(2000 + int(yy), int(mo), int(dd), int(hh), int(mi), int(ss))
-    except ValueError as e:
-        raise ParseError(f"bad timestamp {text!r}: {e}") from e
-    if suffix:
-        offset_s = config.standard_utc_offset_s + (3600 if suffix == "S" else 0)
-        ts_s = naive.replace(tzinfo=dt.UTC).timestamp() - offset_s
-        return MeterTime(ts_s, suffix == "S")
-    local = naive.replace(tzinfo=ZoneInfo(config.timezone))
-    return MeterTime(local.timestamp(), bool(local.dst()))
+    def store(self, key: str, value: float | str, obis: str, name: str = "") -> None:
+        """Keep a value under ``key``; a second, different value drops both.
 
-
-def parse_quantity(text: str, expected_unit: str | None = None) -> float:
-    """``"001234.567*kWh"`` -> 1234567.0 (Wh). A bare number is taken in ``expected_unit``."""
-    number, _, unit = text.partition("*")
-    try:
-        value = float(number)
-    except ValueError as e:
-        raise ParseError(f"bad number {text!r}") from e
-    if not math.isfinite(value):
-        raise ParseError(f"non-finite number {text!r}")
-    if not unit:
-        return value
-    if unit not in UNIT_SCALE:
-        raise ParseError(f"unknown unit {unit!r} in {text!r}")
-    si_unit, scale = UNIT_SCALE[unit]
-    if expected_unit is not None and si_unit != expected_unit:
-        raise ParseError(f"unit {unit!r} where {expected_unit} was expected in {text!r}")
-    # round away binary noise of the decimal scaling (65.180 kWh -> 65180.0 Wh, not ...0001)
-    return round(value * scale, 6) if scale != 1.0 else value
-
-
-def _decode_hex(text: str) -> str:
-    try:
-        return bytes.fromhex(text).decode("ascii", errors="replace")
-    except ValueError:
-        return text  # some meters send plain text here
-
-
-def _split_lines(body: str) -> list[tuple[str, list[str]]]:
-    """COSEM lines as (obis, groups); a line starting with "(" continues the previous one (2.2 gas)."""
-    objects: list[tuple[str, list[str]]] = []
-    for raw_line in body.split("\n"):
-        line = raw_line.strip()
-        if not line:
-            continue
-        if line.startswith("(") and objects:
-            objects[-1][1].extend(_GROUP_RE.findall(line))
-            continue
-        m = _LINE_RE.match(line)
-        if m is None:
-            raise ParseError(f"malformed line {line[:60]!r}")
-        objects.append((m.group(1), _GROUP_RE.findall(m.group(2))))
-    return objects
-
-
-def _apply_object(tg: Telegram, obis: str, groups: list[str], config: DsmrParseConfig) -> None:
-    if obis.startswith("0-") and obis.endswith(GAS_OBIS_SUFFIXES):
-        if len(groups) >= 2:
-            channel = int(obis[2 : obis.index(":")])
-            stamp = parse_timestamp(groups[0], config) if groups[0] else None
-            tg.mbus_values[channel] = (stamp, parse_quantity(groups[-1], "m3"))
-        return
-    if obis.endswith(MBUS_DEVICE_TYPE_SUFFIX):
-        try:
-            tg.mbus_types[int(obis[2 : obis.index(":")])] = int(groups[0])
-        except (ValueError, IndexError) as e:
-            raise ParseError(f"bad M-Bus device type line {obis}{groups}") from e
-        return
-    spec = OBIS_TABLE.get(obis)
-    if spec is None:
-        tg.unknown[obis] = "".join(f"({g})" for g in groups)
-        return
-    name, kind = spec
-    first = groups[0] if groups else ""
-    if kind == "ts":
-        tg.timestamp = parse_timestamp(first, config)
-    elif kind == "str":
-        tg.values[name] = first
-    elif kind == "hex":
-        tg.values[name] = _decode_hex(first)
-    elif kind == "int":
-        try:
-            tg.values[name] = float(int(first.partition("*")[0]))
-        except ValueError as e:
-            raise ParseError(f"bad integer {first!r} for {obis}") from e
-    elif kind == "ts_kw":
-        if len(groups) >= 2:
-            tg.max_demand_time = parse_timestamp(groups[0], config)
-            tg.values[name] = parse_quantity(groups[1], "W")
-    else:
-        tg.values[name] = parse_quantity(first, KIND_UNIT[kind])
-
-
-def _assign_mbus(tg: Telegram) -> None:
-    """Gas is the M-Bus channel of device type 3 (or the first untyped one); water is type 7."""
-    for channel in sorted(tg.mbus_values):
-        stamp, value_m3 = tg.mbus_values[channel]
-        device_type = tg.mbus_types.get(channel)
-        if device_type == MBUS_WATER:
-            tg.water_m3 = value_m3 if tg.water_m3 is None else tg.water_m3
-        elif device_type in (MBUS_GAS, None) and tg.gas_m3 is None:
-            tg.gas_m3, tg.gas_time = value_m3, stamp
+        ``name`` is the object's table name when ``key`` adds a unit suffix to it.
+        """
+        name = name or key
+        if name in self.unreadable:
+            return
+        old = self.values.get(key)
+        if old is not None and old != value:
+            self.values.pop(key)
+            self.drop(name, f"{obis}: conflicting values {old!r} and {value!r}")
+            return
+        self.values[key] = value
 
 
 def parse_telegram(data: bytes, config: DsmrParseConfig = DsmrParseConfig()) -> Telegram:
-    """Parse one framed telegram (``/`` ... ``!CRC``). Raises ParseError on malformed content."""
-    try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError as e:
-        raise ParseError(f"non-ASCII byte at {e.start}") from e
-    text = text.replace("\r", "")
+    """Parse one framed telegram (``/`` ... ``!CRC``); see the module docstring for the rules.
+
+    Raises ParseError if there is no header or no usable core register.
+    """
+    text = data.decode("ascii", errors="replace").replace("\r", "")
     if not text.startswith("/"):
         raise ParseError("telegram does not start with '/'")
     end = text.rfind("!")
@@ -201,70 +133,231 @@ def parse_telegram(data: bytes, config: DsmrParseConfig = DsmrParseConfig()) -> 
     if not header.strip():
         raise ParseError("empty header line")
     tg = Telegram(header=header.strip())
-    for obis, groups in _split_lines(body):
-        _apply_object(tg, obis, groups, config)
-    _assign_mbus(tg)
-    if not any(k in tg.values for k in ("power_delivered_w", "import_t1_wh", "import_total_wh")):
-        raise ParseError("telegram has neither power nor an energy register")
+    pending: MbusRecord | None = None  # a DSMR 2.2 M-Bus object whose value is on the next line
+    for raw_line in body.split("\n"):
+        line = raw_line.strip()
+        if not line:
+            continue
+        if line[0] == "(":
+            _continuation(tg, pending, line)
+            pending = None
+            continue
+        pending = _line(tg, line, config)
+    if not _has_core(tg):
+        detail = "; ".join(tg.warnings[:3])
+        raise ParseError("telegram has no usable power, energy or M-Bus register"
+                         + (f" ({detail})" if detail else ""))
     return tg
 
 
-def _sum(values: dict, *names: str) -> float | None:
-    present = [float(values[n]) for n in names if n in values]
-    return sum(present) if present else None
+def _has_core(tg: Telegram) -> bool:
+    if any(name in tg.values for name in CORE_VALUES):
+        return True
+    return any(rec.value is not None and rec.unit for rec in tg.mbus.values())
 
 
-def telegram_to_reading(
-    tg: Telegram,
-    *,
-    meter_id: str,
-    received_s: float,
-    clock: ClockPolicy = ClockPolicy(),
-    source: str = "dsmr",
-    extra_flags: ReadingFlag = ReadingFlag.NONE,
-) -> Reading:
-    """Map a telegram to a Reading: net power (delivered - returned), energy summed over tariffs.
-
-    ``voltage_v``/``current_a`` are phase L1 (the only phase of a single-phase meter); all phases
-    are in ``extra``. The meter clock goes through ``clock``; DST is flagged when the meter says "S".
-    """
-    v = tg.values
-    delivered_w, returned_w = v.get("power_delivered_w"), v.get("power_returned_w")
-    power_w = None
-    if delivered_w is not None or returned_w is not None:
-        power_w = float(delivered_w or 0.0) - float(returned_w or 0.0)
-    import_wh = _sum(v, "import_t1_wh", "import_t2_wh")
-    if import_wh is None:
-        import_wh = _sum(v, "import_total_wh")
-    export_wh = _sum(v, "export_t1_wh", "export_t2_wh")
-    if export_wh is None:
-        export_wh = _sum(v, "export_total_wh")
-    meter_ts_s = tg.timestamp.ts_s if tg.timestamp else None
-    ts_s, flags = clock.apply(meter_ts_s, received_s)
-    if tg.timestamp is not None and tg.timestamp.dst:
-        flags |= ReadingFlag.DST
-    extra: dict[str, float | str] = {k: val for k, val in v.items() if k not in (
-        "power_delivered_w", "power_returned_w")}
-    extra["dsmr_version"] = tg.version
-    for phase in ("l1", "l2", "l3"):
-        d, r = v.get(f"power_delivered_{phase}_w"), v.get(f"power_returned_{phase}_w")
-        if d is not None or r is not None:
-            extra[f"power_{phase}_w"] = float(d or 0.0) - float(r or 0.0)
-    if meter_ts_s is not None:
-        extra["meter_ts_s"] = meter_ts_s
-    if tg.water_m3 is not None:
-        extra["water_m3"] = tg.water_m3
-    if tg.gas_m3 is not None:
-        extra["gas_m3"] = tg.gas_m3
-        if tg.gas_time is not None:
-            extra["gas_ts_s"] = tg.gas_time.ts_s
-    return Reading(
-        meter_id=meter_id, ts_s=ts_s, received_s=received_s, power_w=power_w,
-        import_wh=import_wh, export_wh=export_wh,
-        voltage_v=_as_float(v.get("voltage_l1_v")), current_a=_as_float(v.get("current_l1_a")),
-        source=source, flags=flags | extra_flags, extra=extra,
-    )
+def _line(tg: Telegram, line: str, config: DsmrParseConfig) -> MbusRecord | None:
+    """Read one ``OBIS(...)`` line into ``tg``; returns the M-Bus record awaiting a value, if any."""
+    m = _LINE_RE.match(line)
+    if m is None:
+        tg.warnings.append(f"unreadable line {line[:48]!r}")
+        return None
+    a, b, cde, rest = m.groups()
+    obis = f"{a}-{b}:{cde}"
+    groups = _GROUP_RE.findall(rest) if _GROUPS_RE.match(rest) else None
+    if a == "0" and int(b) in MBUS_CHANNELS and cde in MBUS_TABLE:
+        return _mbus_line(tg, int(b), MBUS_TABLE[cde], obis, groups, config)
+    spec = OBIS_TABLE.get(obis)
+    if spec is None:
+        tg.unknown[obis] = rest
+        return None
+    if groups is None:
+        tg.drop(spec.name, f"{obis}: malformed brackets in {rest[:40]!r}")
+        return None
+    try:
+        _READERS[spec.kind](tg, spec, obis, groups, config)
+    except ParseError as e:
+        tg.drop(spec.name, f"{obis}: {e}")
+    return None
 
 
-def _as_float(value: float | str | None) -> float | None:
-    return None if value is None else float(value)
+def _first(groups: list[str]) -> str:
+    if not groups:
+        raise ParseError("no value")
+    return groups[0]
+
+
+def _read_clock(tg: Telegram, spec: ObisSpec, obis: str, groups: list[str],
+        config: DsmrParseConfig) -> None:
+    tg.timestamp = parse_timestamp(_first(groups), config)
+
+
+def _read_text(tg: Telegram, spec: ObisSpec, obis: str, groups: list[str],
+        config: DsmrParseConfig) -> None:
+    tg.store(spec.name, _first(groups), obis)
+
+
+def _read_hex(tg: Telegram, spec: ObisSpec, obis: str, groups: list[str],
+        config: DsmrParseConfig) -> None:
+    tg.store(spec.name, decode_hex_text(_first(groups)), obis)
+
+
+def _read_count(tg: Telegram, spec: ObisSpec, obis: str, groups: list[str],
+        config: DsmrParseConfig) -> None:
+    tg.store(spec.name, float(parse_count(_first(groups))), obis)
+
+
+def _read_tariff(tg: Telegram, spec: ObisSpec, obis: str, groups: list[str],
+        config: DsmrParseConfig) -> None:
+    tg.store(spec.name, float(parse_tariff(_first(groups))), obis)
+
+
+def _read_breaker(tg: Telegram, spec: ObisSpec, obis: str, groups: list[str],
+        config: DsmrParseConfig) -> None:
+    tg.store(spec.name, float(parse_breaker(_first(groups))), obis)
+
+
+def _read_quantity(tg: Telegram, spec: ObisSpec, obis: str, groups: list[str],
+        config: DsmrParseConfig) -> None:
+    value, suffix = parse_quantity(_first(groups), spec.units)
+    tg.store(f"{spec.name}_{suffix}" if suffix else spec.name, value, obis, spec.name)
+
+
+def _read_max_demand(tg: Telegram, spec: ObisSpec, obis: str, groups: list[str],
+        config: DsmrParseConfig) -> None:
+    """(time)(value) in either order: some Belgian meters write the value first."""
+    if len(groups) != 2:
+        raise ParseError(f"expected (time)(value), got {len(groups)} groups")
+    first, second = groups
+    stamp_text, value_text = (first, second) if "*" in second else (second, first)
+    value, suffix = parse_quantity(value_text, spec.units)
+    tg.max_demand_time = parse_timestamp(stamp_text, config)
+    tg.store(f"{spec.name}_{suffix}", value, obis, spec.name)
+
+
+def _read_failure_log(tg: Telegram, spec: ObisSpec, obis: str, groups: list[str],
+        config: DsmrParseConfig) -> None:
+    """``(n)(0-0:96.7.19)(end time)(duration*s)...``: entries with a bad time are dropped alone."""
+    if not groups:
+        raise ParseError("empty failure log")
+    pairs = groups[2:] if len(groups) > 1 and ":" in groups[1] else groups[1:]
+    for i in range(0, len(pairs) - 1, 2):
+        stamp_text, duration_text = pairs[i], pairs[i + 1]
+        try:
+            end = parse_timestamp(stamp_text, config)
+            duration_s = parse_number(split_unit(duration_text)[0])
+        except ParseError as e:
+            tg.warnings.append(f"{obis}: failure log entry {i // 2 + 1} dropped: {e}")
+            continue
+        if end.ts_s >= _FAILURE_LOG_EPOCH_S:
+            tg.failure_log.append(PowerFailure(end.ts_s, duration_s))
+
+
+def _read_skip(tg: Telegram, spec: ObisSpec, obis: str, groups: list[str],
+        config: DsmrParseConfig) -> None:
+    return None
+
+
+_READERS = {
+    "clock": _read_clock, "text": _read_text, "hex": _read_hex, "count": _read_count,
+    "tariff": _read_tariff, "breaker": _read_breaker, "quantity": _read_quantity,
+    "max_demand": _read_max_demand, "failure_log": _read_failure_log, "skip": _read_skip,
+}
+
+
+def _mbus_line(tg: Telegram, channel: int, role: str, obis: str, groups: list[str] | None,
+               config: DsmrParseConfig) -> MbusRecord | None:
+    rec = tg.mbus.setdefault(channel, MbusRecord(channel))
+    if groups is None:
+        tg.warnings.append(f"{obis}: malformed brackets")
+        return None
+    try:
+        return _MBUS_READERS[role](tg, rec, groups, config, obis)
+    except ParseError as e:
+        tg.warnings.append(f"{obis}: {e}")
+        if role.startswith("reading"):
+            rec.value, rec.unit = None, ""
+    return None
+
+
+def _mbus_device_type(tg: Telegram, rec: MbusRecord, groups: list[str],
+        config: DsmrParseConfig, obis: str) -> None:
+    text = groups[0] if groups else ""
+    if not text:
+        return None  # empty channel
+    if not text.isdigit():
+        raise ParseError(f"device type {text!r} is not a number")
+    rec.device_type_code = int(text)
+    return None
+
+
+def _mbus_equipment_id(tg: Telegram, rec: MbusRecord, groups: list[str],
+        config: DsmrParseConfig, obis: str) -> None:
+    rec.equipment_id = decode_hex_text(groups[0]) if groups else ""
+    return None
+
+
+def _mbus_capture(rec: MbusRecord, text: str, config: DsmrParseConfig, obis: str,
+                  tg: Telegram) -> None:
+    if not text:
+        return
+    try:
+        rec.capture = parse_timestamp(text, config)
+    except ParseError as e:
+        rec.capture_error = str(e)
+        tg.warnings.append(f"{obis}: capture time dropped: {e}")
+
+
+def _mbus_value(rec: MbusRecord, text: str) -> None:
+    number, unit = split_unit(text)
+    if not number:
+        return  # empty channel: "()"
+    value = parse_number(number)
+    if unit and unit.lower() not in MBUS_UNITS:
+        raise ParseError(f"unit {unit!r} is not an M-Bus counter unit")
+    rec.value, rec.unit = value, MBUS_UNITS.get(unit.lower(), "")
+
+
+def _mbus_reading(tg: Telegram, rec: MbusRecord, groups: list[str],
+        config: DsmrParseConfig, obis: str) -> None:
+    """DSMR 4/5 and e-MUCS: ``(capture time)(value*unit)``; some meters send ``(value)`` alone."""
+    if len(groups) >= 2:
+        _mbus_capture(rec, groups[0], config, obis, tg)
+    _mbus_value(rec, groups[-1] if groups else "")
+    return None
+
+
+def _mbus_reading_22(tg: Telegram, rec: MbusRecord, groups: list[str],
+        config: DsmrParseConfig, obis: str) -> MbusRecord | None:
+    """DSMR 2.2/3: ``(capture time)(00)(60)(1)(0-n:24.2.1)(m3)`` and ``(value)`` on the next line."""
+    _mbus_capture(rec, groups[0] if groups else "", config, obis, tg)
+    unit = groups[-1] if len(groups) > 1 else ""
+    rec.unit = MBUS_UNITS.get(unit.lower(), "")
+    rec.awaiting_value = True
+    return rec
+
+
+def _mbus_valve(tg: Telegram, rec: MbusRecord, groups: list[str],
+        config: DsmrParseConfig, obis: str) -> None:
+    if groups and groups[0]:
+        tg.store(f"mbus{rec.channel}_valve", float(parse_breaker(groups[0])), obis)
+    return None
+
+
+_MBUS_READERS = {
+    "device_type": _mbus_device_type, "equipment_id": _mbus_equipment_id,
+    "reading": _mbus_reading, "reading_22": _mbus_reading_22, "valve": _mbus_valve,
+}
+
+
+def _continuation(tg: Telegram, pending: MbusRecord | None, line: str) -> None:
+    """A line starting with "(" carries the value of the DSMR 2.2/3 M-Bus object before it."""
+    if pending is None or not _GROUPS_RE.match(line):
+        tg.warnings.append(f"stray line {line[:48]!r}")
+        return
+    pending.awaiting_value = False
+    try:
+        pending.value = parse_number(split_unit(_GROUP_RE.findall(line)[0])[0])
+    except ParseError as e:
+        pending.value = None
+        tg.warnings.append(f"0-{pending.channel}:24.3.0 value: {e}")

@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from firmware_bridge.clock import ClockPolicy
 from firmware_bridge.dsmr.framing import FramerConfig, TelegramFramer
-from firmware_bridge.dsmr.parser import DsmrParseConfig, parse_telegram, telegram_to_reading
+from firmware_bridge.dsmr.mapping import MbusPolicy, telegram_to_reading
+from firmware_bridge.dsmr.parser import DsmrParseConfig, parse_telegram
 from firmware_bridge.errors import ConfigError, FrameError, TransientConnectionError
 from firmware_bridge.reading import Reading, ReadingFlag
 from firmware_bridge.serial_port import DSMR_SERIAL_SETTINGS, SerialSettings, open_serial
 from firmware_bridge.source import BackoffConfig, MeterSource
+
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass
@@ -23,12 +27,15 @@ class DsmrConfig:
     """Options of ``build_source("dsmr", ...)``.
 
     port: serial device (``/dev/ttyUSB0``, ``/dev/serial/by-id/...``).
-    version: "5" (115200 8N1), "4" (115200 7E1), "2.2" (9600 7E1, no CRC), "fluvius" (BE, as 5).
+    version: "5" (115200 8N1), "4" (115200 7E1), "2.2" and "3" (9600 7E1, no CRC), "fluvius" (BE,
+        as 5).
     read_timeout_s: no byte for this long -> the port is considered dead and reopened (the known
         "reader stops after days until replugged" failure). DSMR 5 sends every 1 s, 4 every 10 s.
     max_clock_skew_s: meter clock further than this from the gateway -> receive time + CLOCK_FALLBACK.
     standard_utc_offset_s / timezone: how the meter's local time maps to UTC (see dsmr.parser).
     max_telegram_bytes: framer buffer bound.
+    max_mbus_age_s: an M-Bus reading captured further than this from the meter clock is not
+        reported (a dead or placeholder channel; see dsmr.mapping).
     serial: override the line settings of ``version`` (e.g. a 2.2 meter wired at 115200).
     """
 
@@ -39,6 +46,7 @@ class DsmrConfig:
     standard_utc_offset_s: int = 3600
     timezone: str = "Europe/Amsterdam"
     max_telegram_bytes: int = 16384
+    max_mbus_age_s: float = 2 * 86400.0
     serial: SerialSettings | None = None
 
     def __post_init__(self) -> None:
@@ -51,6 +59,8 @@ class DsmrConfig:
             raise ConfigError(f"unknown DSMR version {self.version!r}; known {sorted(DSMR_SERIAL_SETTINGS)}")
         if self.read_timeout_s <= 0:
             raise ConfigError("read_timeout_s must be > 0")
+        if self.max_mbus_age_s <= 0:
+            raise ConfigError("max_mbus_age_s must be > 0")
 
     @property
     def serial_settings(self) -> SerialSettings:
@@ -58,7 +68,7 @@ class DsmrConfig:
 
     @property
     def crc_mode(self) -> str:
-        return "none" if self.version == "2.2" else "required"
+        return "none" if self.version in ("2.2", "3") else "required"
 
 
 class DsmrSource(MeterSource):
@@ -80,6 +90,8 @@ class DsmrSource(MeterSource):
                                                   max_telegram_bytes=config.max_telegram_bytes))
         self.parse_config = DsmrParseConfig(config.standard_utc_offset_s, config.timezone)
         self.clock = ClockPolicy(config.max_clock_skew_s)
+        self.mbus_policy = MbusPolicy(config.max_mbus_age_s)
+        self._warned: set[str] = set()
         self.extra_flags = extra_flags
         self.source_name = source_name
         self._reader: asyncio.StreamReader | None = None
@@ -128,8 +140,20 @@ class DsmrSource(MeterSource):
             except FrameError as e:
                 self.stats.count_frame_error(e)
                 continue
-            out.append(telegram_to_reading(
+            reading = telegram_to_reading(
                 telegram, meter_id=self.meter_id, received_s=received_s, clock=self.clock,
-                source=self.source_name, extra_flags=self.extra_flags))
+                source=self.source_name, extra_flags=self.extra_flags, mbus_policy=self.mbus_policy)
+            self._count_warnings(reading.warnings)
+            out.append(reading)
         self.stats.garbage_bytes = self.framer.garbage_bytes
         return out
+
+    def _count_warnings(self, warnings: tuple[str, ...]) -> None:
+        """Count dropped objects; log each distinct reason once at WARNING (a meter repeats it)."""
+        self.stats.count_dropped_objects(warnings)
+        for warning in warnings:
+            if warning not in self._warned and len(self._warned) < 256:
+                self._warned.add(warning)
+                LOGGER.warning("%s: object dropped, telegram kept: %s", self.meter_id, warning)
+            else:
+                LOGGER.debug("%s: object dropped, telegram kept: %s", self.meter_id, warning)

@@ -3,7 +3,8 @@ import datetime as dt
 import pytest
 
 from firmware_bridge.clock import ClockPolicy
-from firmware_bridge.dsmr.parser import parse_telegram, parse_timestamp, telegram_to_reading
+from firmware_bridge.dsmr.mapping import telegram_to_reading
+from firmware_bridge.dsmr.parser import parse_telegram, parse_timestamp
 from firmware_bridge.errors import ParseError
 from firmware_bridge.reading import ReadingFlag
 
@@ -26,12 +27,19 @@ def test_dsmr5_three_phase():
     assert r.import_wh == pytest.approx(2 * 123456789.0)
     assert r.export_wh == pytest.approx(2 * 123456789.0)
     assert r.voltage_v == pytest.approx(220.1) and r.current_a == 1.0
-    assert r.extra["voltage_l3_v"] == pytest.approx(220.3)
-    assert r.extra["power_l2_w"] == pytest.approx(2222.0 - 5555.0)
+    assert [p.voltage_v for p in r.phases] == pytest.approx([220.1, 220.2, 220.3])
+    assert r.phases[1].power_w == pytest.approx(2222.0 - 5555.0)
+    assert [p.current_a for p in r.phases] == [1.0, 2.0, 3.0]
+    assert r.import_tariff_wh == (123456789.0, 123456789.0)
     assert r.extra["gas_m3"] == pytest.approx(12785.123)
     assert r.extra["gas_ts_s"] == _utc(2010, 12, 9, 10, 25, 0)
     assert r.extra["equipment_id"] == "K8EG004046395507"
-    assert r.extra["tariff"] == 2.0 and r.extra["power_failures"] == 4.0
+    assert r.extra["tariff"] == 2.0 and r.tariff == 2
+    assert (r.power_failures, r.long_power_failures) == (4, 2)
+    assert [(f.end_ts_s, f.duration_s) for f in r.power_failure_log] == [
+        (_utc(2010, 12, 8, 14, 24, 15), 240.0), (_utc(2010, 12, 8, 14, 10, 4), 301.0)]
+    assert [(c.channel, c.device_type, c.unit) for c in r.mbus] == [(1, "gas", "m3")]
+    assert r.warnings == () and ReadingFlag.PARTIAL not in r.flags
     assert r.extra["dsmr_version"] == "5.0" and r.extra["text_message"] == "0123456789:;<=>?"
 
 
@@ -45,8 +53,9 @@ def test_dsmr4_summer_time_sets_dst_flag():
 
 
 def test_dsmr22_has_no_clock_so_receive_time_is_used():
-    r = _reading(TELEGRAM_V22, 1_700_000_000.0)
-    assert r.ts_s == 1_700_000_000.0 and ReadingFlag.CLOCK_FALLBACK in r.flags
+    received_s = _utc(2016, 11, 7, 18, 30, 0)  # half an hour after the gas capture
+    r = _reading(TELEGRAM_V22, received_s)
+    assert r.ts_s == received_s and ReadingFlag.CLOCK_FALLBACK in r.flags
     assert r.power_w == pytest.approx(1010.0) and r.import_wh == pytest.approx(2002.0)
     assert r.extra["gas_m3"] == pytest.approx(1.001)  # value on the continuation line
     assert r.extra["gas_ts_s"] == _utc(2016, 11, 7, 18, 0, 0)  # no suffix: Europe/Amsterdam (CET)
@@ -86,11 +95,12 @@ def test_end_of_summer_time_repeated_hour_is_resolved_by_the_flag():
     b"/X\r\n\r\n1-0:1.7.0(01.193*kW\r\n!\r\n",  # unclosed group
     b"/X\r\n\r\n1-0:1.7.0(01.1x3*kW)\r\n!\r\n",  # bad number
     b"/X\r\n\r\n1-0:1.7.0(01.193*kWh)\r\n!\r\n",  # energy unit where power is expected
-    b"/X\r\n\r\n0-0:1.0.0(101399113020W)\r\n1-0:1.7.0(01.193*kW)\r\n!\r\n",  # month 13
     b"/X\r\n\r\n0-0:96.14.0(0002)\r\n!\r\n",  # neither power nor energy
     b"/X\r\n\r\n1-0:1.7.0(01.193*kW)\xff\r\n!\r\n",  # non-ASCII
+    b"X\r\n\r\n1-0:1.7.0(01.193*kW)\r\n!\r\n",  # no header
 ])
-def test_malformed_content_raises_parse_error(bad):
+def test_a_telegram_without_a_usable_core_register_raises_parse_error(bad):
+    """Each of these has one core line, and it is unreadable: nothing is left to report."""
     with pytest.raises(ParseError):
         parse_telegram(bad)
 

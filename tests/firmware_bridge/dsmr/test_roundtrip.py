@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge.dsmr.framing import FramerConfig, TelegramFramer
-from firmware_bridge.dsmr.parser import parse_telegram, telegram_to_reading
+from firmware_bridge.dsmr.mapping import telegram_to_reading
+from firmware_bridge.dsmr.parser import parse_telegram
 from firmware_bridge.dsmr.writer import DSMR_VERSIONS, encode_telegram
 from firmware_bridge.reading import ReadingFlag
 
