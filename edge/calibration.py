@@ -111,6 +111,13 @@ def fit_threshold(scores: np.ndarray, day: np.ndarray, target_per_month: float =
         "normal tail of daily maxima (median, MAD)")
 
 
+def alarm_episodes(flags: np.ndarray) -> int:
+    """Alarms a household sees in a time-ordered run of a detector's flags: the rising edges
+    (a flag that stays up over consecutive evaluations is one alarm)."""
+    f = np.asarray(flags, bool).ravel()
+    return int(f[:1].sum() + np.sum(f[1:] & ~f[:-1]))
+
+
 def alarm_days(scores: np.ndarray, day: np.ndarray, threshold: float) -> int:
     """Days on which at least one score is above ``threshold``."""
     return int(np.sum(daily_max(scores, day) > threshold))

@@ -67,6 +67,32 @@ def time_split(n_days: int, test_days: int | None = None, val_days: int | None =
     return TimeSplit(n_days, (0, train), (train, train + val), (train + val, n_days))
 
 
+def history_context(series_w: np.ndarray, starts: np.ndarray, length: int, history_days: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The days before windows of a continuous series, as a context model takes them.
+
+    ``series_w``: one meter's continuous series (W, NaN where missing); ``starts``: window start
+    indices; the window is ``series_w[s:s+length]`` with ``length`` = one day. Returns
+    ``history_w`` [N, D, L] with ``history_w[:, k]`` = the L points ``(D - k) * L`` before the
+    window (oldest day first, k = D-1 the day just before) and ``history_mask`` [N, D], 1 when
+    that day is complete; a day that is incomplete or before the series starts has mask 0 and
+    zeros (the model ignores it).
+    """
+    x = np.asarray(series_w, np.float32)
+    starts = np.asarray(starts, np.int64)
+    hist = np.zeros((len(starts), history_days, length), np.float32)
+    mask = np.zeros((len(starts), history_days), np.float32)
+    for k in range(history_days):
+        first = starts - (history_days - k) * length
+        ok = first >= 0
+        idx = np.clip(first, 0, None)[:, None] + np.arange(length)[None, :]
+        seg = x[np.clip(idx, 0, len(x) - 1)]
+        ok &= np.isfinite(seg).all(axis=1)
+        hist[ok, k] = seg[ok]
+        mask[ok, k] = 1.0
+    return hist, mask
+
+
 def complete_days(prof: MeterProfiles, idx: np.ndarray) -> np.ndarray:
     """The days of ``idx`` without a missing slot."""
     idx = np.asarray(idx)

@@ -54,3 +54,10 @@ def test_bad_scores_are_refused():
         fit_threshold(np.zeros(4), np.array([0, 0, 1, 1]))
     with pytest.raises(CalibrationError, match="non-finite"):
         fit_threshold(np.array([0.0, np.nan, 1.0]), np.arange(3))
+
+
+def test_alarm_episodes_count_rising_edges():
+    from edge.calibration import alarm_episodes
+
+    assert alarm_episodes([0, 1, 1, 1, 0, 0, 1, 0]) == 2
+    assert alarm_episodes([1, 1, 0, 1]) == 2 and alarm_episodes([]) == 0

@@ -56,3 +56,13 @@ def test_block_masks_are_blocks_of_4_to_12():
         assert miss.sum() == 14
         runs = np.diff(np.flatnonzero(np.diff(np.r_[0, miss.astype(int), 0])))[::2]
         assert runs.max() <= 24  # adjacent blocks may touch, none is longer than two blocks
+
+
+def test_history_context_is_the_same_time_of_earlier_days():
+    x = np.arange(10 * 4, dtype=np.float32)  # 10 days of 4 points
+    x[4 * 2 + 1] = np.nan  # day 2 incomplete
+    hist, mask = U.history_context(x, np.array([4 * 3 + 2, 4]), 4, 3)
+    np.testing.assert_array_equal(hist[0, 2], x[10:14])  # the day just before the window, same time of day
+    np.testing.assert_array_equal(hist[0, 0], x[2:6])
+    assert mask[0].tolist() == [1, 0, 1] and not hist[0, 1].any()  # the day holding the NaN is masked
+    assert mask[1].tolist() == [0, 0, 1] and not hist[1, :2].any()  # before the series starts: masked
