@@ -1,14 +1,18 @@
 """Agent configuration: TOML (``tomllib``) validated into dataclasses.
 
 Every error names the dotted key and the problem, e.g.
-``mqtt.port: expected an integer in 1..65535, got 'abc'``. Unknown keys are errors too (a typo
-must not silently fall back to a default). Secrets (the MQTT password) come from a file or an
+``mqtt.port: expected an integer, got 'abc'``. Unknown keys are errors too (a typo must not
+silently fall back to a default). Every numeric option has a range (``_RANGES``; a test checks
+none is missing): ``model.watch_interval_s = 0`` would never look for a new model,
+``store.outbox_max_mb = 0`` would drop every message, ``store.retention_days = 0`` would prune
+every reading; each is refused by ``check-config`` and at start with the range and the reason. Secrets (the MQTT password) come from a file or an
 environment variable named in the config, never from the TOML itself, and are never logged:
 ``Secret.__repr__`` hides the value.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -49,6 +53,7 @@ class GatewayConfig:
 @dataclass
 class MqttConfig:
     enabled: bool = True
+    protocol: str = "auto"  # auto (MQTT 5, 3.1.1 if the broker lacks it) | 5 | 3.1.1
     host: str = "localhost"
     port: int = 1883
     client_id: str = ""  # default: unimeter-<gateway id>
@@ -68,6 +73,7 @@ class MqttConfig:
     max_inflight: int = 200  # messages awaiting PUBACK
     max_readings_per_message: int = 1  # >1: a high-rate meter's readings of one commit share a message
     reconnect_max_s: float = 30.0
+    refused_retry_s: float = 300.0  # a topic the broker refused is offered again this often
     password: Secret = field(default_factory=lambda: Secret(""), repr=False)  # resolved, not read from TOML
 
 
@@ -140,15 +146,34 @@ _CHOICES = {
     "model.backend": ("auto", "onnx", "tflite"),
     "model.precision": ("int8", "fp32"),
     "mqtt.qos": (0, 1, 2),
+    "mqtt.protocol": ("auto", "5", "3.1.1"),
 }
-_RANGES = {
-    "mqtt.port": (1, 65535),
-    "mqtt.keepalive_s": (5, 3600),
-    "mqtt.max_inflight": (1, 65535),
-    "mqtt.max_readings_per_message": (1, 10_000),
-    "store.batch_max": (1, 100_000),
-    "model.threads": (1, 64),
-    "store.outbox_max_rows": (100, 10**9),
+_WEEK_S = 7 * 86400
+# Every numeric option: key -> (lowest, highest, what the bound protects; "" when obvious).
+_RANGES: dict[str, tuple[float, float, str]] = {
+    "mqtt.port": (1, 65535, ""),
+    "mqtt.keepalive_s": (5, 3600, ""),
+    "mqtt.max_inflight": (1, 65535, ""),
+    "mqtt.max_readings_per_message": (1, 10_000, ""),
+    "mqtt.reconnect_max_s": (1, 3600, "the ceiling of the reconnect backoff"),
+    "mqtt.refused_retry_s": (1, 86400, "how often a refused topic is offered to the broker again"),
+    "store.batch_max": (1, 100_000, ""),
+    "store.batch_interval_s": (0.001, 10, "the longest a received reading waits for its commit"),
+    "store.retention_days": (1, 36_500, "below a day the model windows lose their history; 0 would "
+                             "prune every reading within the hour"),
+    "store.outbox_max_rows": (100, 10**9, ""),
+    "store.outbox_max_mb": (1, 1_000_000, "0 would drop every message before it is sent"),
+    "model.threads": (1, 64, ""),
+    "model.watch_interval_s": (0.1, 86400, "0 would never look for a new model bundle"),
+    "schedule.profile_every_s": (0.1, _WEEK_S, ""),
+    "schedule.nilm_every_s": (0.1, _WEEK_S, ""),
+    "schedule.forecast_every_s": (0.1, _WEEK_S, ""),
+    "schedule.quality_every_s": (0.1, _WEEK_S, ""),
+    "schedule.report_every_s": (0.1, _WEEK_S, ""),
+    "schedule.status_every_s": (0.1, 86400, ""),
+    "schedule.nilm_resolution_s": (0, 86400, "0 takes it from the bundle manifest"),
+    "schedule.profile_resolution_s": (0, 86400, "0 takes it from the bundle manifest"),
+    "schedule.min_coverage": (0, 1, "a fraction of the window"),
 }
 
 
@@ -164,6 +189,8 @@ def _check_type(key: str, value: Any, kind: type) -> Any:
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, f"expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(key, f"expected a finite number, got {value!r}")
         if value < 0:
             raise ConfigError(key, f"must not be negative, got {value!r}")
         return float(value)
@@ -179,6 +206,14 @@ def _check_type(key: str, value: Any, kind: type) -> Any:
 
 
 _KINDS = {"bool": bool, "int": int, "float": float, "str": str, "dict[str, Any]": dict}
+
+
+def _check_range(key: str, value: float, integer: bool) -> None:
+    lo, hi, why = _RANGES[key]
+    if lo <= value <= hi:
+        return
+    kind = "an integer" if integer else "a number"
+    raise ConfigError(key, f"expected {kind} in {lo:g}..{hi:g}, got {value!r}" + (f" ({why})" if why else ""))
 
 
 def _build(cls: type, section: str, data: Any) -> Any:
@@ -198,9 +233,8 @@ def _build(cls: type, section: str, data: Any) -> Any:
         value = _check_type(key, data[name], _KINDS[str(f.type)])
         if key in _CHOICES and value not in _CHOICES[key]:
             raise ConfigError(key, f"must be one of {_CHOICES[key]}, got {value!r}")
-        if key in _RANGES and not _RANGES[key][0] <= value <= _RANGES[key][1]:
-            lo, hi = _RANGES[key]
-            raise ConfigError(key, f"expected an integer in {lo}..{hi}, got {value!r}")
+        if key in _RANGES:
+            _check_range(key, value, f.type == "int")
         kwargs[name] = value
     return cls(**kwargs)
 
@@ -237,12 +271,10 @@ def _check_semantics(cfg: AgentConfig) -> None:
             raise ConfigError(f"mqtt.{key}", f"file not found: {path}")
     if bool(cfg.mqtt.cert_file) != bool(cfg.mqtt.key_file):
         raise ConfigError("mqtt.cert_file", "cert_file and key_file go together")
-    if cfg.store.batch_interval_s <= 0:
-        raise ConfigError("store.batch_interval_s", "must be > 0")
-    for name in ("profile_every_s", "nilm_every_s", "forecast_every_s", "quality_every_s",
-                 "report_every_s", "status_every_s"):
-        if getattr(cfg.schedule, name) <= 0:
-            raise ConfigError(f"schedule.{name}", "must be > 0 seconds")
+    for name in ("nilm_resolution_s", "profile_resolution_s"):
+        value = getattr(cfg.schedule, name)
+        if 0 < value < 0.1:
+            raise ConfigError(f"schedule.{name}", f"expected 0 (from the bundle) or at least 0.1 s, got {value!r}")
     if not cfg.meters:
         raise ConfigError("meters", "at least one [[meters]] entry is required")
     seen: set[str] = set()

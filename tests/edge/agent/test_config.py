@@ -80,3 +80,48 @@ def test_broken_config_exits_nonzero_naming_the_key(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "edge.agent", "check-config", "--config", str(toml)],
                           capture_output=True, text=True, timeout=60, cwd=REPO)
     assert proc.returncode == 2 and "not valid TOML" in proc.stderr
+
+
+@pytest.mark.parametrize(("key", "bad"), [
+    ("model.watch_interval_s", 0), ("store.outbox_max_mb", 0), ("store.retention_days", 0),
+    ("store.outbox_max_rows", 0), ("store.batch_max", 0), ("store.batch_interval_s", 0),
+    ("store.batch_interval_s", 60), ("mqtt.keepalive_s", 1), ("mqtt.max_inflight", 0),
+    ("mqtt.max_readings_per_message", 0), ("mqtt.reconnect_max_s", 0), ("mqtt.refused_retry_s", 0),
+    ("mqtt.port", 0), ("model.threads", 0), ("schedule.profile_every_s", 0),
+    ("schedule.forecast_every_s", 1e9), ("schedule.status_every_s", 0), ("schedule.min_coverage", 1.5),
+    ("schedule.nilm_resolution_s", 0.01), ("schedule.profile_resolution_s", -1),
+    ("store.retention_days", float("nan")), ("model.watch_interval_s", float("inf")),
+    ("mqtt.protocol", "4"),
+])
+def test_every_numeric_option_is_range_checked(key, bad):
+    section, name = key.split(".")
+    with pytest.raises(ConfigError) as err:
+        parse_config({section: {name: bad}, "meters": [METER]})
+    assert err.value.key == key
+    assert repr(bad) in str(err.value) or str(bad) in str(err.value)
+
+
+def test_no_numeric_option_without_a_range():
+    """A new numeric option must get a range in edge.agent.config._RANGES (or a choice list)."""
+    import dataclasses
+
+    from edge.agent import config
+
+    sections = {"gateway": config.GatewayConfig, "mqtt": config.MqttConfig, "store": config.StoreConfig,
+                "model": config.ModelConfig, "schedule": config.ScheduleConfig}
+    missing = [f"{s}.{f.name}" for s, cls in sections.items() for f in dataclasses.fields(cls)
+               if f.type in ("int", "float") and f"{s}.{f.name}" not in config._RANGES
+               and f"{s}.{f.name}" not in config._CHOICES]
+    assert not missing, f"numeric options without a range: {missing}"
+
+
+def test_bad_values_are_refused_by_check_config_and_at_start(tmp_path):
+    toml = tmp_path / "agent.toml"
+    toml.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\n[model]\nwatch_interval_s = 0\n'
+                    '[[meters]]\nid = "m1"\nkind = "sim"\n')
+    for cmd in (["check-config", "--config", str(toml)], ["--config", str(toml)]):
+        proc = subprocess.run([sys.executable, "-m", "edge.agent", *cmd], capture_output=True, text=True,
+                              timeout=60, cwd=REPO)
+        assert proc.returncode == 2, proc.stderr
+        assert "model.watch_interval_s: expected a number in 0.1..86400, got 0" in proc.stderr
+        assert "Traceback" not in proc.stderr
