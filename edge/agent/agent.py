@@ -5,7 +5,13 @@ Tasks (all in one event loop; SQLite on its own thread, the models on another)::
     reader(meter) x N --queue--> writer --commit (readings + reading messages)--> resamplers
     pump: outbox -> paho -> PUBACK -> delete           schedulers: profile / nilm / forecast /
     watcher: bundle hot update                         quality / report / status / retention
-    watchdog: sd_notify WATCHDOG=1 only while writer and pump make progress
+    watchdog: sd_notify WATCHDOG=1 only while every task is alive and writer and pump progress
+    health: <store dir>/health.json every 5 s (edge.agent.health)
+
+Every task runs under ``edge.agent.supervise.Supervisor``: one that dies is logged with its
+traceback, restarted with backoff and reported in health until it runs again. Store failures
+(disk full, I/O errors) are not deaths: the writer keeps its batch and the pump its
+acknowledgements and both retry, logged once per spell (``FailureSpell``) and reported in health.
 
 ``Agent.run()`` returns when ``request_stop()`` is called (SIGTERM/SIGINT in the CLI): sources stop,
 everything received is committed, the outbox gets ``shutdown_flush_s`` to drain, ``offline`` is
@@ -31,6 +37,15 @@ from typing import Any
 import numpy as np
 
 from edge.agent.config import AgentConfig
+from edge.agent.health import (
+    HEALTH_EVERY_S,
+    Health,
+    ModelHealth,
+    MqttHealth,
+    StoreHealth,
+    health_path,
+    write_health,
+)
 from edge.agent.inference import (
     ModelHost,
     forecast_step,
@@ -42,7 +57,16 @@ from edge.agent.messages import Topics
 from edge.agent.mqtt import MqttPublisher
 from edge.agent.notify import Notifier
 from edge.agent.resample import Resampler
-from edge.agent.store import Message, ReadingStore, StoredReading
+from edge.agent.store import (
+    Message,
+    ReadingStore,
+    StoreCorruptError,
+    StoredReading,
+    StoreError,
+    move_aside,
+    open_store,
+)
+from edge.agent.supervise import FailureSpell, Supervisor
 from edge.agent.watch import BundleWatcher
 from firmware_bridge.reading import Reading
 
@@ -123,6 +147,16 @@ class Agent:
         self.store: ReadingStore | None = None
         self.publisher: MqttPublisher | None = None
         self.ready = asyncio.Event()
+        self.supervisor = Supervisor()
+        self._batch: list[Reading] | None = None  # taken from the queue, not yet committed
+        self._acks_pending: list = []  # PUBACKs drained from paho, not yet recorded in the store
+        self._holds_pending: list[tuple[int, int]] = []  # (outbox id, reason code) to hold
+        self._probing: set[str] = set()  # held topics allowed one message (a probe) now
+        self._store_gen = 0  # bumped when the store is replaced: outbox ids before it mean nothing
+        self._store_ident: tuple[int, int] | None = None
+        self.store_events: list[dict] = []  # stores recovered (moved aside, restored) this run
+        self.write_spell = FailureSpell("store writes", log)  # readings and queued messages
+        self.ack_spell = FailureSpell("store: recording broker acknowledgements", log)
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -181,63 +215,146 @@ class Agent:
     async def run(self) -> int:
         self._loop = asyncio.get_running_loop()
         cfg = self.cfg
-        self.store = await self.db(partial(
-            ReadingStore, cfg.store_path, synchronous=cfg.store.synchronous,
-            outbox_max_rows=cfg.store.outbox_max_rows, outbox_max_mb=cfg.store.outbox_max_mb))
+        self.store, event = await self.db(partial(open_store, cfg.store_path, **self._store_options()))
+        self._note_store(event)
         watcher = None
         if cfg.model.bundle:
             watcher = BundleWatcher(cfg.model.bundle, self.host, self.infer, self._on_model_swap)
             await watcher.check(initial=True)
-        await self._build_meter_states()
+        try:
+            await self._build_meter_states()
+        except StoreCorruptError as e:  # damage found by the warm-start reads
+            await self._replace_store(str(e))
         if cfg.mqtt.enabled:
             self.publisher = MqttPublisher(cfg.mqtt, self.topics, cfg.client_id,
                                            on_ha_online=self._ha_online_threadsafe)
             self.publisher.wakeup = self._wake_threadsafe
+            for topic, code in (await self.db(self.store.held_topics)).items():
+                self.publisher.held[topic] = f"refused before the restart (0x{code:02X})"
             self.publisher.start()
             await self._enqueue_discovery()
-        tasks = [asyncio.create_task(self._reader(mid, src), name=f"reader-{mid}")
-                 for mid, src in self.sources.items()]
-        core = [asyncio.create_task(self._writer(), name="writer")]
-        if self.publisher is not None:
-            core.append(asyncio.create_task(self._pump(), name="pump"))
-        sched = cfg.schedule
-        periodic = [
-            (sched.profile_every_s, self._profile_round), (sched.nilm_every_s, self._nilm_round),
-            (sched.forecast_every_s, self._forecast_round), (sched.quality_every_s, self._quality_round),
-            (sched.report_every_s, self._report_round), (sched.status_every_s, self._status_round),
-            (3600.0, self._retention_round),
-        ]
-        aux = [asyncio.create_task(self._every(p, fn), name=fn.__name__) for p, fn in periodic]
-        if watcher is not None:
-            aux.append(asyncio.create_task(self._every(cfg.model.watch_interval_s, watcher.check),
-                                           name="bundle-watch"))
-        aux.append(asyncio.create_task(self._watchdog(), name="watchdog"))
+            await self.enqueue([self.topics.event_message(e) for e in self.store_events])
+        self._spawn_tasks(watcher)
         self.notifier.ready(f"{len(self.sources)} meters, model "
                             f"{self.host.current.version if self.host.current else 'none'}")
         self.ready.set()
         log.info("agent %s running: %d meters, store %s", cfg.gateway.id, len(self.sources), cfg.store_path)
         await self._stop.wait()
-        await self._shutdown(tasks, core, aux)
+        await self._shutdown()
         return 0
 
-    async def _shutdown(self, readers: list, core: list, aux: list) -> None:
+    # --- the store: open, replace when damaged, restore when deleted ------------------------------
+
+    def _store_options(self) -> dict:
+        s = self.cfg.store
+        return {"synchronous": s.synchronous, "outbox_max_rows": s.outbox_max_rows,
+                "outbox_max_mb": s.outbox_max_mb}
+
+    def _note_store(self, event: dict | None) -> None:
+        """Adopt the (new) store: its epoch goes into every message from now on."""
+        self.topics = dataclasses.replace(self.topics, epoch=self.store.epoch)
+        self._store_ident = self.store.file_identity()
+        if event is not None:
+            self.store_events.append(event)
+
+    async def _replace_store(self, reason: str) -> None:
+        """The store turned out damaged while open: move it aside and start a fresh one.
+
+        Outbox ids of the old store mean nothing in the new one, so everything that refers to
+        them (paho's in-flight map, pending acknowledgements, the pump cursor) is forgotten; what
+        was in flight may still reach subscribers, under the old epoch.
+        """
+        self._store_gen += 1
+        old = self.store
+        await self.db(old.close)
+        moved = await self.db(move_aside, self.cfg.store_path)
+        self.store = await self.db(partial(ReadingStore, self.cfg.store_path, **self._store_options()))
+        event = {"event": "store_recovered", "reason": reason, "moved_to": str(moved),
+                 "at_s": time.time(), "epoch": self.store.epoch, "previous_epoch": old.epoch}
+        log.error("store %s is damaged (%s): moved it aside to %s and started a fresh store (epoch %s)",
+                  self.cfg.store_path, reason, moved.name, self.store.epoch)
+        self._note_store(event)
+        self._acks_pending.clear()
+        self._holds_pending.clear()
+        self._pump_last_id = 0
+        if self.publisher is not None:
+            self.publisher.forget_inflight()
+            await self.enqueue([self.topics.event_message(event)])
+        await self._build_meter_states()
+
+    async def _check_store_file(self) -> None:
+        """Write a store file deleted (or replaced) under the running agent back from the open
+        connection (SQLite's backup API), so nothing it held is lost when the agent exits."""
+        ident = await self.db(self.store.file_identity)
+        if ident == self._store_ident:
+            return
+        path = self.cfg.store_path
+        log.error("store file %s was %s while the agent runs; writing it back from the open database",
+                  path, "deleted" if ident is None else "replaced")
+        await self.db(self._restore_store_file)
+        event = {"event": "store_restored", "reason": "store file deleted while running"
+                 if ident is None else "store file replaced while running", "at_s": time.time(),
+                 "epoch": self.store.epoch}
+        self._note_store(event)
+        await self.enqueue([self.topics.event_message(event)])
+
+    def _restore_store_file(self) -> None:
+        """(store thread) back up the open store to its path and reopen it there."""
+        path = self.store.path
+        if path.exists():  # something else took its place: keep it, but not as our store
+            move_aside(path)
+        tmp = path.with_name(f".{path.name}.restore")
+        self.store.restore_to(tmp)
+        os.replace(tmp, path)
+        self.store.db.close()
+        self.store = ReadingStore(path, **self._store_options())
+
+    def _spawn_tasks(self, watcher: BundleWatcher | None) -> None:
+        """Start every background task under the supervisor (names are what health shows)."""
+        sup, sched = self.supervisor, self.cfg.schedule
+        for mid, src in self.sources.items():
+            sup.spawn(f"reader-{mid}", partial(self._reader, mid, src))
+        sup.spawn("writer", self._writer)
+        if self.publisher is not None:
+            sup.spawn("pump", self._pump)
+            sup.spawn("refused-retry", partial(self._every, self.cfg.mqtt.refused_retry_s,
+                                               self._probe_refused, "refused-retry"))
+        periodic = [
+            ("profile", sched.profile_every_s, self._profile_round),
+            ("nilm", sched.nilm_every_s, self._nilm_round),
+            ("forecast", sched.forecast_every_s, self._forecast_round),
+            ("quality", sched.quality_every_s, self._quality_round),
+            ("report", sched.report_every_s, self._report_round),
+            ("status", sched.status_every_s, self._status_round),
+            ("retention", 3600.0, self._retention_round),
+        ]
+        if watcher is not None:
+            periodic.append(("bundle-watch", self.cfg.model.watch_interval_s, watcher.check))
+        for name, period_s, fn in periodic:
+            sup.spawn(name, partial(self._every, period_s, fn, name))
+        if self.notifier.watchdog_interval_s is not None:
+            sup.spawn("watchdog", self._watchdog)
+        sup.spawn("health", self._health_loop)
+
+    async def _shutdown(self) -> None:
         self.notifier.stopping()
         log.info("stopping: committing what was received and flushing the outbox")
-        for t in readers + aux:
-            t.cancel()
-        await asyncio.gather(*readers, *aux, return_exceptions=True)
+        sup = self.supervisor
+        sup.stopping = True
+        await sup.cancel([n for n in sup.tasks if n not in ("writer", "pump")])
         await self._queue.put(None)  # type: ignore[arg-type]  # sentinel: the writer drains and exits
-        await core[0]
+        await sup.handle("writer")
         if self.publisher is not None:
             deadline = time.monotonic() + self.shutdown_flush_s
             while (self.store.outbox_rows > 0 and self.publisher.connected.is_set()
                    and time.monotonic() < deadline):
                 self._wake.set()
                 await asyncio.sleep(0.05)
-            core[1].cancel()
-            await asyncio.gather(core[1], return_exceptions=True)
-            await self._ack_pending()
+            await sup.cancel(["pump"])
+            with contextlib.suppress(StoreError):
+                await self._ack_pending()
             await asyncio.get_running_loop().run_in_executor(None, self.publisher.stop)
+        self._write_health(state="stopped")
         await self.db(self.store.close)
         self._db_pool.shutdown(wait=True)
         self._infer_pool.shutdown(wait=True)
@@ -261,42 +378,65 @@ class Agent:
             await asyncio.sleep(1.0)
 
     async def _writer(self) -> None:
-        """Batch readings into commits; a reading is received once its commit returns."""
-        batch_max, interval_s = self.cfg.store.batch_max, self.cfg.store.batch_interval_s
+        """Batch readings into commits; a reading is received once its commit returns.
+
+        The batch in hand lives on the agent (``_batch``), so a writer that dies and is restarted
+        by the supervisor commits it first: nothing taken from the queue is dropped.
+        """
         done = False
         while not done:
             self.stats.writer_tick_s = time.monotonic()
+            if self._batch is None:
+                self._batch, done = await self._next_batch()
+            if self._batch:
+                await self._commit(self._batch)
+            self._batch = None
+
+    async def _next_batch(self) -> tuple[list[Reading] | None, bool]:
+        """The next batch (up to ``batch_max``; None after 1 s without readings); True when the
+        stop sentinel was met."""
+        batch_max, interval_s = self.cfg.store.batch_max, self.cfg.store.batch_interval_s
+        try:
+            first = await asyncio.wait_for(self._queue.get(), timeout=1.0)
+        except TimeoutError:
+            return None, False
+        if first is None:
+            return [], True
+        batch = [first]
+        if self._queue.qsize() < batch_max:
+            await asyncio.sleep(interval_s)
+        while len(batch) < batch_max and not self._queue.empty():
+            r = self._queue.get_nowait()
+            if r is None:
+                return batch, True
+            batch.append(r)
+        return batch, False
+
+    async def _commit(self, batch: list[Reading]) -> None:
+        """Commit one batch, retrying store failures (disk full, I/O) every second until it holds."""
+        builder = (partial(self.topics.reading_messages,
+                           max_per_message=self.cfg.mqtt.max_readings_per_message)
+                   if self.publisher is not None else None)
+        while True:
             try:
-                first = await asyncio.wait_for(self._queue.get(), timeout=1.0)
-            except TimeoutError:
-                continue
-            if first is None:
+                stored = await self.db(self.store.commit_readings, batch, builder)
                 break
-            batch = [first]
-            if self._queue.qsize() < batch_max:
-                await asyncio.sleep(interval_s)
-            while len(batch) < batch_max and not self._queue.empty():
-                r = self._queue.get_nowait()
-                if r is None:
-                    done = True
-                    break
-                batch.append(r)
-            builder = (partial(self.topics.reading_messages,
-                               max_per_message=self.cfg.mqtt.max_readings_per_message)
-                       if self.publisher is not None else None)
-            while True:
-                try:
-                    stored = await self.db(self.store.commit_readings, batch, builder)
-                    break
-                except Exception:  # disk full, I/O error: keep the batch, retry, let the watchdog see it
-                    self.stats.errors += 1
-                    log.exception("commit of %d readings failed; retrying in 1 s", len(batch))
-                    await asyncio.sleep(1.0)
-            self.stats.committed += len(stored)
-            self.stats.note_commit(stored)
-            self._publish_fresh(self.store.fresh if builder is not None else [])
-            self._after_commit(stored)
-            self._wake.set()
+            except StoreCorruptError as e:  # keep the batch, commit it to a fresh store
+                self.stats.errors += 1
+                await self._replace_store(str(e))
+                continue
+            except StoreError as e:  # keep the batch; the loop still ticks, health reports it
+                self.stats.errors += 1
+                self.write_spell.fail(str(e), f"{len(batch) + self._queue.qsize()} readings "
+                                       "waiting in memory, retrying every 1 s")
+                await asyncio.sleep(1.0)
+                self.stats.writer_tick_s = time.monotonic()
+        self.write_spell.ok()
+        self.stats.committed += len(stored)
+        self.stats.note_commit(stored)
+        self._publish_fresh(self.store.fresh if builder is not None else [])
+        self._after_commit(stored)
+        self._wake.set()
 
     def _after_commit(self, stored: list[StoredReading]) -> None:
         for s in stored:
@@ -317,7 +457,8 @@ class Agent:
         outbox (saves a round trip through the store thread); otherwise the pump sends them."""
         pub = self.publisher
         if (not fresh or pub is None or fresh[0].id != self._pump_last_id + 1
-                or not pub.connected.is_set() or pub.inflight + len(fresh) > self.pump_window):
+                or not pub.connected.is_set() or pub.inflight + len(fresh) > self.pump_window
+                or (pub.held and any(m.topic in pub.held for m in fresh))):
             return
         for m in fresh:
             if not pub.publish(m):
@@ -325,20 +466,44 @@ class Agent:
             self._pump_last_id = m.id
 
     async def _pump(self) -> None:
-        """Outbox -> paho while connected; delete on PUBACK."""
+        """Outbox -> paho while connected; delete on PUBACK.
+
+        PUBACKs drained from paho stay in ``_acks_pending`` until the store has recorded them: a
+        store failure (disk full while the broker acknowledges a backlog) is retried every second
+        and reported, and a pump restarted by the supervisor still has them.
+        """
         pub = self.publisher
         while True:
             self.stats.pump_tick_s = time.monotonic()
             self._wake.clear()
-            acks = pub.drain_acks()
+            self._acks_pending.extend(pub.drain_acks())
             room = self.pump_window - pub.inflight if pub.connected.is_set() else 0
             msgs = []
-            if acks or room > 0:
-                msgs = await self.db(self.store.ack_and_fetch, [a.outbox_id for a in acks],
-                                     self._pump_last_id, room)
-                self._note_acks(acks)
+            if self._acks_pending or self._holds_pending or room > 0:
+                acks, holds, gen = list(self._acks_pending), list(self._holds_pending), self._store_gen
+                held = holds + [(a.outbox_id, a.reason_code) for a in acks if a.refused]
+                try:
+                    msgs = await self.db(self.store.ack_and_fetch,
+                                         [a.outbox_id for a in acks if not a.refused],
+                                         self._pump_last_id, room, held)
+                except StoreError as e:
+                    self.stats.errors += 1
+                    self.ack_spell.fail(str(e), f"{len(acks)} acknowledgements kept, retrying every 1 s")
+                    await asyncio.sleep(1.0)
+                    continue
+                self.ack_spell.ok()
+                if gen != self._store_gen:  # the store was replaced meanwhile
+                    continue
+                del self._acks_pending[:len(acks)]
+                del self._holds_pending[:len(holds)]
+                self._note_acks([a for a in acks if not a.refused])
+                await self._release_accepted(acks)
             for m in msgs:
                 if m.id <= self._pump_last_id:  # already sent by _publish_fresh meanwhile
+                    continue
+                if m.topic in pub.held and not self._take_probe(m.topic):
+                    self._holds_pending.append((m.id, 0x87))  # the broker refuses its topic: keep it
+                    self._pump_last_id = m.id
                     continue
                 if not pub.publish(m):
                     break
@@ -348,10 +513,45 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=0.5)
 
+    # --- refused publishes (MQTT 5 reason codes): hold, probe, release ------------------------------
+
+    def _take_probe(self, topic: str) -> bool:
+        """True once per probe round of a held topic: that message goes out as the probe."""
+        if topic in self._probing:
+            self._probing.discard(topic)
+            return True
+        return False
+
+    async def _probe_refused(self) -> None:
+        """Offer the oldest held message of one held topic to the broker again (a probe)."""
+        pub = self.publisher
+        for topic in list(pub.held):
+            if topic not in self._probing and await self.db(self.store.release_held, topic, 1):
+                self._probing.add(topic)
+                log.info("offering a held message on %s to the broker again", topic)
+                self._wake.set()
+                return
+
+    async def _release_accepted(self, acks: list) -> None:
+        """A message on a held topic was accepted: release that topic and probe the others."""
+        pub = self.publisher
+        for a in acks:
+            if a.refused or a.topic not in pub.held:
+                continue
+            pub.release(a.topic)
+            n = await self.db(self.store.release_held, a.topic, None)
+            log.warning("%d held messages on %s released", n, a.topic)
+            for other in list(pub.held):  # the ACL probably changed: ask about the others now
+                if other not in self._probing and await self.db(self.store.release_held, other, 1):
+                    self._probing.add(other)
+            self._wake.set()
+
     async def _ack_pending(self) -> None:
-        acks = self.publisher.drain_acks()
+        self._acks_pending.extend(self.publisher.drain_acks())
+        acks = list(self._acks_pending)
         if acks:
             await self.db(self.store.acknowledge, [a.outbox_id for a in acks])
+            del self._acks_pending[:len(acks)]
             self._note_acks(acks)
 
     def _note_acks(self, acks: list) -> None:
@@ -367,7 +567,11 @@ class Agent:
     async def enqueue(self, messages: list[Message]) -> None:
         if self.publisher is None or not messages:
             return
-        await self.db(self.store.enqueue, messages)
+        try:
+            await self.db(self.store.enqueue, messages)
+        except StoreError as e:  # the round that made them logs nothing more; health shows it
+            self.write_spell.fail(str(e), f"{len(messages)} messages not queued")
+            raise
         self._wake.set()
 
     async def _enqueue_discovery(self) -> None:
@@ -395,7 +599,7 @@ class Agent:
 
     # --- schedules --------------------------------------------------------------------------------
 
-    async def _every(self, period_s: float, fn: Callable) -> None:
+    async def _every(self, period_s: float, fn: Callable, name: str) -> None:
         """Run ``fn`` once soon after start, then on the wall-clock grid of ``period_s``.
 
         Aligned to the grid plus a small offset, so a half-hourly profile round runs just after
@@ -415,9 +619,12 @@ class Agent:
                 await fn()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except StoreError as e:  # already logged by its FailureSpell
                 self.stats.errors += 1
-                log.exception("%s failed; next try in %.0f s", getattr(fn, "__name__", fn), period_s)
+                self.supervisor.note_error(name, e, log_it=False)
+            except Exception as e:
+                self.stats.errors += 1
+                self.supervisor.note_error(name, e)
 
     async def _guarded(self, meter_id: str, task: str, fn: Callable, *args: Any) -> Any:
         """Run one inference step; a failure is logged and counted, the other meters still run."""
@@ -526,6 +733,7 @@ class Agent:
         if details["outbox_dropped"]:
             log.warning("bounded-disk policy applied: %d outbox messages dropped so far",
                         details["outbox_dropped"])
+        details["health"] = self.health().to_dict()
         self.publisher.publish_direct(self.topics.status, self.topics.status_payload("online", **details))
         self.notifier.status(json.dumps({k: details[k] for k in ("committed", "published", "outbox_rows")}))
 
@@ -538,21 +746,83 @@ class Agent:
     # --- watchdog ---------------------------------------------------------------------------------
 
     def healthy(self, now_s: float | None = None, limit_s: float = 10.0) -> bool:
-        """Writer and pump made progress recently (they tick at least every second when idle)."""
+        """Every supervised task is alive, and writer and pump made progress recently (they tick
+        at least every second when idle, and while retrying a failing store)."""
         now_s = time.monotonic() if now_s is None else now_s
+        if not self.supervisor.all_alive():
+            return False
         if now_s - self.stats.writer_tick_s > limit_s:
             return False
         return not (self.publisher is not None and now_s - self.stats.pump_tick_s > limit_s)
 
     async def _watchdog(self) -> None:
         interval_s = self.notifier.watchdog_interval_s
-        if interval_s is None:
-            return
         limit_s = max(3.0, 2 * interval_s)  # writer/pump tick at least every 1 s when idle
         while True:
             await asyncio.sleep(interval_s)
             if self.healthy(limit_s=limit_s):
                 self.notifier.watchdog()
             else:
-                log.error("pipeline stalled (writer or publisher not progressing): withholding the "
-                          "watchdog ping so systemd restarts the agent")
+                dead = ", ".join(h.name for h in self.supervisor.dead()) or "none"
+                log.error("pipeline stalled (tasks not running: %s; or writer/publisher not "
+                          "progressing): withholding the watchdog ping so systemd restarts the agent",
+                          dead)
+
+    # --- health -----------------------------------------------------------------------------------
+
+    async def _health_loop(self) -> None:
+        while True:
+            await self._check_store_file()
+            self._write_health()
+            await asyncio.sleep(HEALTH_EVERY_S)
+
+    def _write_health(self, state: str = "running") -> None:
+        try:
+            write_health(health_path(self.cfg.store_path), self.health(state))
+        except OSError as e:  # disk full: health still goes out on the status topic
+            log.debug("could not write the health file: %s", e)
+
+    def health(self, state: str = "running") -> Health:
+        """The agent's health now (edge.agent.health; also what the status topic carries)."""
+        problems: list[str] = []
+        warnings: list[str] = []
+        for h in self.supervisor.dead():
+            problems.append(f"task {h.name} is not running ({h.state}, {h.restarts} restarts): "
+                            f"{h.last_error}")
+        for spell in (self.write_spell, self.ack_spell):
+            if spell.failing:
+                problems.append(spell.describe())
+        store = self._store_health()
+        mqtt = self.publisher.health() if self.publisher is not None else MqttHealth(enabled=False)
+        if self.publisher is not None:
+            problems += self.publisher.problems()
+        if store.outbox_dropped:
+            warnings.append(f"bounded-disk policy dropped {store.outbox_dropped} outbox messages")
+        model = self._model_health()
+        if model.error:
+            warnings.append(f"model: {model.error}")
+        ages = [time.time() - st.last_received_s for st in self.meters.values() if st.last_received_s]
+        return Health(
+            ok=not problems and state == "running", problems=problems, warnings=warnings,
+            ts_s=time.time(), gateway=self.cfg.gateway.id, pid=os.getpid(), state=state,
+            tasks=self.supervisor.snapshot(), store=store, mqtt=mqtt, model=model,
+            committed=self.stats.committed, last_reading_age_s=round(min(ages), 3) if ages else None)
+
+    def _store_health(self) -> StoreHealth:
+        store, spell = self.store, self.write_spell
+        waiting = self._queue.qsize() + len(self._batch or [])
+        if store is None:
+            return StoreHealth(str(self.cfg.store_path), readings_waiting=waiting)
+        return StoreHealth(
+            path=str(store.path), epoch=store.epoch, created_s=store.created_s,
+            write_error=spell.last_error if spell.failing else "",
+            write_failing_since_s=spell.since_s, readings_waiting=waiting,
+            outbox_rows=store.outbox_rows, outbox_dropped=store.dropped_total,
+            refused_held=store.held_rows, recovered=list(self.store_events))
+
+    def _model_health(self) -> ModelHealth:
+        model = self.host.current
+        return ModelHealth(
+            version=model.version if model else None,
+            backend=model.runtime.backend_name if model else None,
+            error=self.host.last_error or None, swaps=self.host.swaps, rollbacks=self.host.rollbacks)

@@ -2,10 +2,17 @@
 
     unimeter agent --config agent.toml                 run (systemd: Type=notify)
     unimeter agent check-config --config agent.toml    validate, print the effective config
-    unimeter agent health --config agent.toml [--max-age-s 120]   exit 0 if a reading is fresh
+    unimeter agent health --config agent.toml [--max-age-s 120]   exit 0 if the agent is healthy
 
-Exit codes: 0 ok, 2 bad config (the message names the key), 3 store/sources failed to start,
-1 unhealthy (health).
+Exit codes: 0 ok (the agent stopped cleanly; health: healthy), 1 unhealthy (health) or an
+unexpected internal error (logged with its traceback), 2 bad config (the message names the key;
+systemd does not restart), 3 the store cannot be opened even afresh, or a meter source cannot be
+built (one log line; systemd does not restart). A damaged store is not an exit: it is moved aside
+and the agent starts a fresh one (edge.agent.store.open_store).
+
+``agent health`` reads ``health.json`` beside the store (edge.agent.health): healthy when the
+running agent wrote it within 30 s, reports no problem, and the newest stored reading is younger
+than ``--max-age-s``.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.add_parser("run", parents=[common], help="run the agent (default)").set_defaults(func=cmd_run)
     sub.add_parser("check-config", parents=[common], help="validate the config and print it (no secrets)",
                    ).set_defaults(func=cmd_check_config)
-    h = sub.add_parser("health", parents=[common], help="exit 0 if the newest stored reading is fresh")
+    h = sub.add_parser("health", parents=[common],
+                       help="exit 0 if the agent runs without problems and the newest reading is fresh")
     h.add_argument("--max-age-s", type=float, default=120.0, help="oldest acceptable last reading (s)")
     h.add_argument("--store", default=None, help="store path (default: from the config)")
     h.set_defaults(func=cmd_health)
@@ -67,6 +75,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
+    from edge.agent.health import HealthFileError, assess, health_path, read_health
     from edge.agent.store import StoreError, last_reading_age_s
 
     store = args.store
@@ -75,17 +84,38 @@ def cmd_health(args: argparse.Namespace) -> int:
         if cfg is None:
             return 2
         store = cfg.store_path
+    problems: list[str] = []
+    try:
+        problems += assess(read_health(health_path(store)))
+    except HealthFileError as e:
+        problems.append(str(e))
+    if problems and problems[0].startswith("health file is"):
+        problems[0] += f" ({_free_space(store)})"
     try:
         age_s = last_reading_age_s(store)
     except StoreError as e:
-        print(f"unhealthy: {e}", file=sys.stderr)
-        return 1
+        age_s = None
+        problems.append(str(e))
     if age_s is None:
-        print("unhealthy: no reading stored yet", file=sys.stderr)
+        problems.append("no reading stored yet")
+    elif age_s > args.max_age_s:
+        problems.append(f"last reading {age_s:.1f} s ago (limit {args.max_age_s:.0f} s)")
+    if problems:
+        print("unhealthy: " + "\n  ".join(problems))
         return 1
-    ok = age_s <= args.max_age_s
-    print(f"{'healthy' if ok else 'unhealthy'}: last reading {age_s:.1f} s ago (limit {args.max_age_s:.0f} s)")
-    return 0 if ok else 1
+    print(f"healthy: last reading {age_s:.1f} s ago (limit {args.max_age_s:.0f} s)")
+    return 0
+
+
+def _free_space(path) -> str:
+    import os
+    from pathlib import Path
+
+    try:
+        st = os.statvfs(Path(path).parent)
+    except OSError as e:
+        return f"cannot check its disk: {e.strerror}"
+    return f"{st.f_bavail * st.f_frsize / 1e6:.1f} MB free on its disk"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -114,6 +144,9 @@ async def run_agent(cfg: AgentConfig) -> int:
         loop.add_signal_handler(sig, agent.request_stop)
     try:
         return await agent.run()
-    except StoreError as e:
-        log.error("%s", e)
+    except StoreError as e:  # not even a fresh store could be opened: a person has to look
+        log.error("cannot start: %s (exit 3; systemd will not restart until the cause is fixed)", e)
         return 3
+    except Exception:
+        log.critical("the agent failed unexpectedly (exit 1)", exc_info=True)
+        return 1

@@ -3,6 +3,7 @@
 Topics (``base`` defaults to ``unimeter``)::
 
     <base>/<gateway>/status                  retained JSON {"state": "online"|"offline", ...} (LWT)
+    <base>/<gateway>/event                   gateway events, e.g. {"event": "store_recovered", ...}
     <base>/<gateway>/<meter>/reading         retained, per stored reading (or a few, see
                                              reading_messages), with "seq_first".."seq"
     <base>/<gateway>/<meter>/quality         retained
@@ -14,8 +15,10 @@ Topics (``base`` defaults to ``unimeter``)::
 
 Payloads are JSON with units in the key names (``power_w``, ``import_wh``, ``energy_kwh``,
 ``resolution_s``), UTC timestamps as both ISO 8601 (``ts``) and epoch seconds (``ts_s``), and the
-per-meter sequence number ``seq`` of the latest reading the message is based on. ``seq`` makes
-QoS 1 duplicates recognisable: a subscriber keeps the highest ``seq`` per meter.
+per-meter sequence number ``seq`` of the latest reading the message is based on, with the store
+``epoch`` it counts in. ``(meter, epoch, seq)`` makes QoS 1 duplicates recognisable: a subscriber
+drops a message whose ``(epoch, seq)`` it has seen; a new epoch is a new store (``seq`` restarts at
+1), not a replay (edge.agent.store, "Store epoch").
 
 The state topics are retained because Home Assistant reads an entity's state from the retained
 message when it (re)starts; availability comes from the gateway status topic.
@@ -57,10 +60,20 @@ class Topics:
     gateway: str
     discovery_prefix: str = "homeassistant"
     qos: int = 1
+    epoch: str = ""  # the store's epoch (edge.agent.store), carried by every meter message
 
     @property
     def status(self) -> str:
         return f"{self.base}/{self.gateway}/status"
+
+    @property
+    def event(self) -> str:
+        return f"{self.base}/{self.gateway}/event"
+
+    def event_message(self, body: Mapping) -> Message:
+        """A gateway event (``body["event"]`` names it), retained so a late subscriber sees the last."""
+        payload = {"gateway": self.gateway, "ts": iso_utc(_now()), **body}
+        return Message(self.event, dumps(payload), self.qos, retain=True)
 
     def meter(self, meter_id: str, kind: str) -> str:
         if kind not in TOPIC_KINDS:
@@ -96,7 +109,8 @@ class Topics:
 
     def reading_message(self, r: Reading, seq: int, created_s: float | None = None) -> Message:
         payload = {
-            "meter": r.meter_id, "seq": seq, "seq_first": seq, "ts": iso_utc(r.ts_s), "ts_s": r.ts_s,
+            "meter": r.meter_id, "epoch": self.epoch, "seq": seq, "seq_first": seq, "ts": iso_utc(r.ts_s),
+            "ts_s": r.ts_s,
             "received_s": round(r.received_s, 3), "power_w": _finite(r.power_w),
             "reactive_var": _finite(r.reactive_var), "import_wh": _finite(r.import_wh),
             "export_wh": _finite(r.export_wh), "voltage_v": _finite(r.voltage_v),
@@ -109,7 +123,8 @@ class Topics:
 
     def meter_message(self, meter_id: str, kind: str, seq: int, ts_s: float, body: Mapping) -> Message:
         """A derived message (quality/anomaly/appliances/forecast/report) with the common header."""
-        payload = {"meter": meter_id, "seq": seq, "ts": iso_utc(ts_s), "ts_s": ts_s, **body}
+        payload = {"meter": meter_id, "epoch": self.epoch, "seq": seq, "ts": iso_utc(ts_s), "ts_s": ts_s,
+                   **body}
         return Message(self.meter(meter_id, kind), dumps(payload), self.qos, retain=True)
 
     def status_payload(self, state: str, **details: Any) -> bytes:

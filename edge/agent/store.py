@@ -13,6 +13,27 @@ Guarantees
   survives a process crash (kill -9) but a power cut may roll back the last commits, with far fewer
   SD-card writes. Either way the database stays consistent (WAL).
 
+Store epoch
+-----------
+A store gets a random ``epoch`` (12 hex digits) when it is created. Every message carries it next
+to ``seq``: a lost, deleted or corrupt store that is started afresh restarts ``seq`` at 1 under a
+new epoch, so a subscriber tells new data from a replay by ``(meter, epoch, seq)``, never by
+``seq`` alone (deploy/README.md, "What it publishes").
+
+Held messages
+-------------
+An outbox row whose publish the broker refused (an MQTT 5 PUBACK reason code >= 0x80, e.g. an
+ACL) is *held*: ``held_rc`` holds the reason code, ``pending`` skips it, nothing deletes it but an
+acknowledgement or the bounded-disk policy. ``release_held`` puts held rows back in line (at the
+end of the outbox, in their order) when the broker accepts their topic again.
+
+Damage
+------
+A file SQLite reports as corrupt (``SQLITE_CORRUPT``, ``SQLITE_NOTADB``) raises
+:class:`StoreCorruptError`. :func:`open_store` then moves it (with its ``-wal``/``-shm``) aside as
+``<name>.corrupt-<UTC time>`` and starts a fresh store under a new epoch. After a shutdown that was
+not clean (kill -9, power loss) the store runs ``PRAGMA quick_check`` when it opens.
+
 Bounded-disk policy
 -------------------
 The outbox is capped at ``outbox_max_rows`` messages and ``outbox_max_mb`` of payload. When a cap
@@ -27,6 +48,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -37,7 +60,7 @@ from firmware_bridge.reading import Reading, ReadingFlag
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meters (
     meter_id TEXT PRIMARY KEY,
@@ -64,7 +87,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload BLOB NOT NULL,
     qos INTEGER NOT NULL,
     retain INTEGER NOT NULL,
-    created_s REAL NOT NULL
+    created_s REAL NOT NULL,
+    held_rc INTEGER  -- NULL: to send; else the broker's refusal reason code (held)
 );
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -72,8 +96,22 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 _READING_COLUMNS = ("power_w", "reactive_var", "import_wh", "export_wh", "voltage_v", "current_a")
 
 
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+
+
 class StoreError(RuntimeError):
     """The store cannot be opened or written."""
+
+
+class StoreCorruptError(StoreError):
+    """SQLite reports the store file as damaged (not a database, malformed image)."""
+
+
+def _store_error(what: str, e: sqlite3.Error) -> StoreError:
+    """A StoreError for a sqlite3 error, StoreCorruptError when SQLite says the file is damaged."""
+    code = getattr(e, "sqlite_errorcode", 0) & 0xFF
+    cls = StoreCorruptError if code in (SQLITE_CORRUPT, SQLITE_NOTADB) else StoreError
+    return cls(f"{what}: {e}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,35 +144,88 @@ class ReadingStore:
         self.path = Path(path)
         self.outbox_max_rows = outbox_max_rows
         self.outbox_max_bytes = int(outbox_max_mb * 1e6)
+        self.db: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the store directory {self.path.parent}: {e.strerror}") from e
+        try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
             self.db.execute("PRAGMA busy_timeout=5000")
             self.db.executescript(SCHEMA)
             self._check_schema()
+            self._check_after_crash()
+            self._last_seq = dict(self.db.execute("SELECT meter_id, last_seq FROM meters"))
+            self.outbox_rows, self.outbox_bytes = self.db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
+            self.held_rows = self.db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE held_rc IS NOT NULL").fetchone()[0]
+            self.dropped_total = int(self.get_state("outbox_dropped", "0"))
+            self.epoch = self.get_state("epoch")
+            self.created_s = float(self.get_state("created_s", "0"))
         except sqlite3.Error as e:
-            raise StoreError(f"cannot open the store {self.path}: {e}") from e
-        self._last_seq = dict(self.db.execute("SELECT meter_id, last_seq FROM meters"))
-        self.outbox_rows, self.outbox_bytes = self.db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
-        self.dropped_total = int(self.get_state("outbox_dropped", "0"))
+            if self.db is not None:
+                self.db.close()
+            raise _store_error(f"cannot open the store {self.path}", e) from e
         self.fresh: list[Message] = []  # outbox messages of the last commit_readings, with ids
 
     def _check_schema(self) -> None:
+        """Stamp a new store (version, epoch) or migrate an older one; refuse a newer one."""
         row = self.db.execute("SELECT value FROM state WHERE key='schema_version'").fetchone()
         if row is None:
-            self.db.execute("INSERT INTO state VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise StoreError(f"store schema version {row[0]}, this agent expects {SCHEMA_VERSION}")
+            with self._transaction():
+                self.set_state("schema_version", str(SCHEMA_VERSION))
+                self.set_state("epoch", secrets.token_hex(6))
+                self.set_state("created_s", repr(time.time()))
+            return
+        version = int(row[0])
+        if version == 1:  # v1 -> v2: held outbox rows, store epoch
+            with self._transaction():
+                self.db.execute("ALTER TABLE outbox ADD COLUMN held_rc INTEGER")
+                self.set_state("schema_version", str(SCHEMA_VERSION))
+                self.set_state("epoch", secrets.token_hex(6))
+                self.set_state("created_s", repr(time.time()))
+            log.info("store %s migrated from schema 1 to %d", self.path, SCHEMA_VERSION)
+        elif version != SCHEMA_VERSION:
+            raise StoreError(f"store schema version {version}, this agent expects {SCHEMA_VERSION}")
+
+    def _check_after_crash(self) -> None:
+        """``PRAGMA quick_check`` when the last run did not close the store (kill -9, power loss)."""
+        if self.get_state("open", "0") == "1":
+            result = [r[0] for r in self.db.execute("PRAGMA quick_check(5)")]
+            if result != ["ok"]:
+                raise StoreCorruptError(f"store {self.path} failed its check after an unclean "
+                                        f"shutdown: {'; '.join(result)}")
+        self.set_state("open", "1")
 
     def close(self) -> None:
         try:
+            self.set_state("open", "0")
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as e:  # still close; the WAL is replayed on the next open
             log.warning("WAL checkpoint on close failed: %s", e)
         self.db.close()
+
+    def file_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the store file now, None when it is gone (deleted while open)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def restore_to(self, path: str | Path) -> None:
+        """Copy this (open) database to ``path`` with SQLite's online backup: how a store file
+        deleted while the agent runs is written back whole from the still-open connection."""
+        target = sqlite3.connect(path)
+        try:
+            self.db.backup(target)
+        except sqlite3.Error as e:
+            raise _store_error(f"restoring the store to {path}", e) from e
+        finally:
+            target.close()
 
     # --- readings ---------------------------------------------------------------------------
 
@@ -176,7 +267,7 @@ class ReadingStore:
                     "INSERT INTO outbox (topic, payload, qos, retain, created_s) VALUES (?,?,?,?,?)", out_rows)
                 last_id = self.db.execute("SELECT last_insert_rowid()").fetchone()[0] if out_rows else 0
         except sqlite3.Error as e:
-            raise StoreError(f"committing {len(rows)} readings failed: {e}") from e
+            raise _store_error(f"committing {len(rows)} readings failed", e) from e
         self._last_seq = next_seq
         # one writer, one transaction: the new outbox ids are contiguous and end at last_id
         first_id = last_id - len(out_rows) + 1
@@ -196,7 +287,7 @@ class ReadingStore:
             def __exit__(self_inner, exc_type, exc, tb):
                 if exc_type is None:
                     db.execute("COMMIT")
-                else:
+                elif db.in_transaction:
                     db.execute("ROLLBACK")
                 return False
 
@@ -231,8 +322,11 @@ class ReadingStore:
 
     def prune_readings(self, older_than_s: float) -> int:
         """Delete readings with ``ts_s`` before ``older_than_s`` (retention); returns the count."""
-        with self._transaction():
-            cur = self.db.execute("DELETE FROM readings WHERE ts_s < ?", (older_than_s,))
+        try:
+            with self._transaction():
+                cur = self.db.execute("DELETE FROM readings WHERE ts_s < ?", (older_than_s,))
+        except sqlite3.Error as e:
+            raise _store_error("pruning old readings failed", e) from e
         return cur.rowcount
 
     # --- outbox -------------------------------------------------------------------------------
@@ -240,36 +334,83 @@ class ReadingStore:
     def enqueue(self, messages: Sequence[Message]) -> None:
         """Queue messages that are not tied to a reading (quality, anomaly, forecast, ...)."""
         now_s = time.time()
-        with self._transaction():
-            self.db.executemany(
-                "INSERT INTO outbox (topic, payload, qos, retain, created_s) VALUES (?,?,?,?,?)",
-                [(m.topic, m.payload, m.qos, int(m.retain), m.created_s or now_s) for m in messages])
+        try:
+            with self._transaction():
+                self.db.executemany(
+                    "INSERT INTO outbox (topic, payload, qos, retain, created_s) VALUES (?,?,?,?,?)",
+                    [(m.topic, m.payload, m.qos, int(m.retain), m.created_s or now_s) for m in messages])
+        except sqlite3.Error as e:
+            raise _store_error(f"queueing {len(messages)} messages failed", e) from e
         self.outbox_rows += len(messages)
         self.outbox_bytes += sum(len(m.payload) for m in messages)
         self.enforce_outbox_bounds()
 
     def pending(self, after_id: int, limit: int) -> list[Message]:
-        """Outbox messages with id > after_id, oldest first."""
-        rows = self.db.execute(
-            "SELECT id, topic, payload, qos, retain, created_s FROM outbox WHERE id>? ORDER BY id LIMIT ?",
-            (after_id, limit))
+        """Outbox messages with id > after_id that are not held, oldest first."""
+        try:
+            rows = self.db.execute(
+                "SELECT id, topic, payload, qos, retain, created_s FROM outbox "
+                "WHERE id>? AND held_rc IS NULL ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
+        except sqlite3.Error as e:
+            raise _store_error("reading the outbox failed", e) from e
         return [Message(t, bytes(p), q, bool(r), i, c) for i, t, p, q, r, c in rows]
 
     def acknowledge(self, ids: Sequence[int]) -> None:
         """Delete acknowledged (PUBACKed) messages."""
         if not ids:
             return
-        with self._transaction():
-            sizes = self.db.execute(
-                f"SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)),0) FROM outbox WHERE id IN "
-                f"({','.join('?' * len(ids))})", list(ids)).fetchone()
-            self.db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
+        try:
+            with self._transaction():
+                sizes = self.db.execute(
+                    f"SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)),0) FROM outbox WHERE id IN "
+                    f"({','.join('?' * len(ids))})", list(ids)).fetchone()
+                self.db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
+        except sqlite3.Error as e:
+            raise _store_error(f"deleting {len(ids)} acknowledged messages failed", e) from e
         self.outbox_rows -= sizes[0]
         self.outbox_bytes -= sizes[1]
 
-    def ack_and_fetch(self, ack_ids: Sequence[int], after_id: int, limit: int) -> list[Message]:
-        """``acknowledge`` then ``pending`` in one call (one hop to the store thread per pump cycle)."""
+    def hold(self, held: Sequence[tuple[int, int]]) -> None:
+        """Mark outbox rows (id, reason code) as refused by the broker: kept, not sent again."""
+        if not held:
+            return
+        try:
+            with self._transaction():
+                cur = self.db.executemany("UPDATE outbox SET held_rc=? WHERE id=? AND held_rc IS NULL",
+                                          [(rc, i) for i, rc in held])
+        except sqlite3.Error as e:
+            raise _store_error(f"holding {len(held)} refused messages failed", e) from e
+        self.held_rows += max(0, cur.rowcount)
+
+    def release_held(self, topic: str, limit: int | None = None) -> int:
+        """Put held rows of ``topic`` (the oldest ``limit``, default all) back in line at the end
+        of the outbox, in their order; returns how many."""
+        try:
+            with self._transaction():
+                ids = [r[0] for r in self.db.execute(
+                    "SELECT id FROM outbox WHERE held_rc IS NOT NULL AND topic=? ORDER BY id LIMIT ?",
+                    (topic, -1 if limit is None else limit))]
+                marks = ",".join("?" * len(ids))
+                self.db.execute(
+                    f"INSERT INTO outbox (topic, payload, qos, retain, created_s) SELECT topic, payload, "
+                    f"qos, retain, created_s FROM outbox WHERE id IN ({marks}) ORDER BY id", ids)
+                self.db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", ids)
+        except sqlite3.Error as e:
+            raise _store_error(f"releasing held messages of {topic} failed", e) from e
+        self.held_rows -= len(ids)
+        return len(ids)
+
+    def held_topics(self) -> dict[str, int]:
+        """topic -> reason code of every topic with held rows (restored after a restart)."""
+        return dict(self.db.execute(
+            "SELECT topic, MAX(held_rc) FROM outbox WHERE held_rc IS NOT NULL GROUP BY topic"))
+
+    def ack_and_fetch(self, ack_ids: Sequence[int], after_id: int, limit: int,
+                      held: Sequence[tuple[int, int]] = ()) -> list[Message]:
+        """``acknowledge``, ``hold`` and ``pending`` in one call (one hop to the store thread per
+        pump cycle)."""
         self.acknowledge(ack_ids)
+        self.hold(held)
         return self.pending(after_id, limit) if limit > 0 else []
 
     def enforce_outbox_bounds(self) -> int:
@@ -282,19 +423,23 @@ class ReadingStore:
         if self.outbox_bytes > target_bytes and self.outbox_rows:
             per_row = self.outbox_bytes / self.outbox_rows
             drop_rows = max(drop_rows, int((self.outbox_bytes - target_bytes) / per_row) + 1)
-        with self._transaction():
-            cut = self.db.execute("SELECT id FROM outbox ORDER BY id LIMIT 1 OFFSET ?",
-                                  (drop_rows - 1,)).fetchone()
-            if cut is None:
-                return 0
-            cur = self.db.execute("DELETE FROM outbox WHERE id <= ?", (cut[0],))
-            dropped = cur.rowcount
-            total = self.dropped_total + dropped
-            self.set_state("outbox_dropped", str(total))
-            self.set_state("outbox_dropped_last_s", repr(time.time()))
+        try:
+            with self._transaction():
+                cut = self.db.execute("SELECT id FROM outbox ORDER BY id LIMIT 1 OFFSET ?",
+                                      (drop_rows - 1,)).fetchone()
+                if cut is None:
+                    return 0
+                cur = self.db.execute("DELETE FROM outbox WHERE id <= ?", (cut[0],))
+                dropped = cur.rowcount
+                total = self.dropped_total + dropped
+                self.set_state("outbox_dropped", str(total))
+                self.set_state("outbox_dropped_last_s", repr(time.time()))
+            self.outbox_rows, self.outbox_bytes, self.held_rows = self.db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0), "
+                "COUNT(held_rc) FROM outbox").fetchone()
+        except sqlite3.Error as e:
+            raise _store_error("applying the outbox bound failed", e) from e
         self.dropped_total = total
-        self.outbox_rows, self.outbox_bytes = self.db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
         log.warning("outbox over its bound (%d rows max, %.0f MB max): dropped the %d oldest messages "
                     "(%d dropped in total); the readings stay in the store", self.outbox_max_rows,
                     self.outbox_max_bytes / 1e6, dropped, total)
@@ -331,3 +476,45 @@ def last_reading_age_s(path: str | Path, now_s: float | None = None) -> float | 
     if row is None or row[0] is None:
         return None
     return (time.time() if now_s is None else now_s) - row[0]
+
+
+def move_aside(path: str | Path, now_s: float | None = None) -> Path:
+    """Rename a damaged store (and its -wal/-shm/-journal) to ``<name>.corrupt-<UTC time>``.
+
+    The files are kept for inspection (``sqlite3 <file> .recover`` may still get data out of them);
+    nothing deletes them. Returns the new path of the database file.
+    """
+    path = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now_s is None else now_s))
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            os.replace(src, Path(f"{target}{suffix}"))
+    return target
+
+
+def open_store(path: str | Path, **kwargs) -> tuple[ReadingStore, dict | None]:
+    """Open the store; a damaged one is moved aside (:func:`move_aside`) and a fresh one started.
+
+    Returns the store and, after such a recovery, the event to log and publish: ``{"event":
+    "store_recovered", "reason", "moved_to", "at_s", "epoch"}`` (``epoch`` of the new store).
+    Raises :class:`StoreError` when not even a fresh store can be opened (directory not writable,
+    disk full): the agent then exits with code 3.
+    """
+    path = Path(path)
+    try:
+        return ReadingStore(path, **kwargs), None
+    except StoreCorruptError as e:
+        reason = str(e)
+    moved = move_aside(path)
+    store = ReadingStore(path, **kwargs)
+    log.error("store %s is damaged (%s): moved it aside to %s and started a fresh store (epoch %s); "
+              "readings not yet published from the old store are in that file", path, reason,
+              moved.name, store.epoch)
+    return store, {"event": "store_recovered", "reason": reason, "moved_to": str(moved),
+                   "at_s": time.time(), "epoch": store.epoch}
