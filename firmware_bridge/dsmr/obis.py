@@ -2,7 +2,7 @@
 
 Sources: DSMR P1 Companion Standard 5.0.2 (NL), 4.2 and 2.2; Fluvius e-MUCS P1 1.7 (BE);
 Luxmetering E-Meter P1 Specification 1.1 (LU Smarty); IEC 62056-61 for the code structure
-(A-B:C.D.E, an optional ``*F`` billing-period suffix, usually 255, is ignored).
+(A-B:C.D.E; a billing-period suffix ``*F`` or ``.F``, usually 255, is ignored).
 
 Kinds (how the groups of a line are read, see ``dsmr.values``): "clock" meter time, "text",
 "hex" hex-encoded text, "count" integer counter, "tariff" tariff indicator, "breaker" switch
@@ -88,8 +88,11 @@ OBIS_TABLE: dict[str, ObisSpec] = {
     "0-0:96.1.0": ObisSpec("device_serial", "hex"),  # HU, IE
     "0-0:42.0.0": ObisSpec("logical_device_name", "hex"),  # LU, HU: COSEM logical device name
     "1-0:0.0.0": ObisSpec("meter_serial", "text"),  # EasyMeter Q3D, Iskra IE
+    "0-0:96.1.255": ObisSpec("serial_number", "text"),  # EasyMeter Q3D
+    "1-0:96.5.5": ObisSpec("device_state", "text"),  # EasyMeter Q3D status word (hex)
     "0-0:96.13.0": ObisSpec("text_message", "hex"),
     "0-0:96.13.1": ObisSpec("text_message_code", "hex"),
+    **{f"0-0:96.13.{n}": ObisSpec(f"text_message_{n}", "hex") for n in (2, 3, 4, 5)},  # LU
     # energy per tariff and totals, reactive energy
     **_tariff_specs(),
     "1-0:5.8.0": _q("reactive_q1", REACTIVE_ENERGY),  # HU: reactive energy per quadrant
@@ -121,6 +124,7 @@ OBIS_TABLE: dict[str, ObisSpec] = {
     "0-0:96.3.10": ObisSpec("breaker_state", "breaker"),
     "1-0:1.4.0": _q("avg_demand", POWER),
     "1-0:1.6.0": ObisSpec("max_demand_month", "max_demand", POWER),
+    "1-1:31.4.0": ObisSpec("current_transformer_ratio", "text"),  # LU
     "0-0:98.1.0": ObisSpec("max_demand_history", "skip"),
 }
 

@@ -43,7 +43,7 @@ from firmware_bridge.reading import PowerFailure
 __all__ = ["DsmrParseConfig", "MbusRecord", "MeterTime", "Telegram", "parse_telegram",
            "parse_timestamp"]
 
-_LINE_RE = re.compile(r"^(\d{1,3})-(\d{1,3}):(\d{1,3}\.\d{1,3}\.\d{1,3})(?:\*\d{1,3})?(.*)$")
+_LINE_RE = re.compile(r"^(\d{1,3})-(\d{1,3}):(\d{1,3}\.\d{1,3}\.\d{1,3})(?:[*.]\d{1,3})?(.*)$")
 _GROUPS_RE = re.compile(r"^(?:\([^()]*\))+$")
 _GROUP_RE = re.compile(r"\(([^()]*)\)")
 # Core registers: a telegram without any of these (or an M-Bus reading) carries nothing usable.
@@ -64,7 +64,6 @@ class MbusRecord:
     unit: str = ""  # "" when the value came without a unit (a placeholder)
     capture: MeterTime | None = None
     capture_error: str = ""  # why the capture time could not be read
-    awaiting_value: bool = False  # DSMR 2.2/3: the value follows on the next line
 
 
 @dataclass
@@ -133,21 +132,82 @@ def parse_telegram(data: bytes, config: DsmrParseConfig = DsmrParseConfig()) -> 
     if not header.strip():
         raise ParseError("empty header line")
     tg = Telegram(header=header.strip())
-    pending: MbusRecord | None = None  # a DSMR 2.2 M-Bus object whose value is on the next line
-    for raw_line in body.split("\n"):
-        line = raw_line.strip()
-        if not line:
-            continue
-        if line[0] == "(":
-            _continuation(tg, pending, line)
-            pending = None
-            continue
-        pending = _line(tg, line, config)
+    for obj in _unique_objects(tg, _split_objects(tg, body)):
+        _read_object(tg, obj, config)
     if not _has_core(tg):
         detail = "; ".join(tg.warnings[:3])
         raise ParseError("telegram has no usable power, energy or M-Bus register"
                          + (f" ({detail})" if detail else ""))
     return tg
+
+
+@dataclass
+class _Object:
+    """One COSEM object as written: ``a-b:cde`` + the brackets, and (DSMR 2.2 M-Bus) the next line."""
+
+    a: str
+    b: str
+    cde: str
+    rest: str
+    continuation: str = ""
+
+    @property
+    def obis(self) -> str:
+        return f"{self.a}-{self.b}:{self.cde}"
+
+    @property
+    def mbus_role(self) -> str | None:
+        if self.a == "0" and self.b.isdigit() and int(self.b) in MBUS_CHANNELS:
+            return MBUS_TABLE.get(self.cde)
+        return None
+
+
+def _split_objects(tg: Telegram, body: str) -> list[_Object]:
+    """Lines -> objects; a line starting with "(" is the value of the DSMR 2.2 M-Bus line before it."""
+    objects: list[_Object] = []
+    previous: _Object | None = None
+    for raw_line in body.split("\n"):
+        line = raw_line.strip()
+        if not line:
+            continue
+        if line[0] == "(":
+            if previous is not None and previous.mbus_role == "reading_22" and not previous.continuation:
+                previous.continuation = line
+            else:
+                tg.warnings.append(f"stray line {line[:48]!r}")
+            previous = None
+            continue
+        m = _LINE_RE.match(line)
+        if m is None:
+            tg.warnings.append(f"unreadable line {line[:48]!r}")
+            previous = None
+            continue
+        previous = _Object(*m.groups())
+        objects.append(previous)
+    return objects
+
+
+def _unique_objects(tg: Telegram, objects: list[_Object]) -> list[_Object]:
+    """Each OBIS code once: exact repeats are read once, different payloads drop the object."""
+    payloads: dict[str, set[tuple[str, str]]] = {}
+    for obj in objects:
+        payloads.setdefault(obj.obis, set()).add((obj.rest, obj.continuation))
+    out, seen = [], set()
+    for obj in objects:
+        if obj.obis in seen:
+            continue
+        seen.add(obj.obis)
+        if len(payloads[obj.obis]) == 1:
+            out.append(obj)
+            continue
+        reason = f"{obj.obis}: {len(payloads[obj.obis])} conflicting lines"
+        role = obj.mbus_role
+        if role is not None:
+            tg.mbus.setdefault(int(obj.b), MbusRecord(int(obj.b)))
+            tg.warnings.append(reason)
+        elif obj.obis in OBIS_TABLE:
+            tg.drop(OBIS_TABLE[obj.obis].name, reason)
+    return out
 
 
 def _has_core(tg: Telegram) -> bool:
@@ -156,29 +216,24 @@ def _has_core(tg: Telegram) -> bool:
     return any(rec.value is not None and rec.unit for rec in tg.mbus.values())
 
 
-def _line(tg: Telegram, line: str, config: DsmrParseConfig) -> MbusRecord | None:
-    """Read one ``OBIS(...)`` line into ``tg``; returns the M-Bus record awaiting a value, if any."""
-    m = _LINE_RE.match(line)
-    if m is None:
-        tg.warnings.append(f"unreadable line {line[:48]!r}")
-        return None
-    a, b, cde, rest = m.groups()
-    obis = f"{a}-{b}:{cde}"
-    groups = _GROUP_RE.findall(rest) if _GROUPS_RE.match(rest) else None
-    if a == "0" and int(b) in MBUS_CHANNELS and cde in MBUS_TABLE:
-        return _mbus_line(tg, int(b), MBUS_TABLE[cde], obis, groups, config)
-    spec = OBIS_TABLE.get(obis)
+def _read_object(tg: Telegram, obj: _Object, config: DsmrParseConfig) -> None:
+    """Read one object into ``tg``; a failure drops this object only (ParseError -> warning)."""
+    groups = _GROUP_RE.findall(obj.rest) if _GROUPS_RE.match(obj.rest) else None
+    role = obj.mbus_role
+    if role is not None:
+        _mbus_object(tg, int(obj.b), role, obj, groups, config)
+        return
+    spec = OBIS_TABLE.get(obj.obis)
     if spec is None:
-        tg.unknown[obis] = rest
-        return None
+        tg.unknown[obj.obis] = obj.rest
+        return
     if groups is None:
-        tg.drop(spec.name, f"{obis}: malformed brackets in {rest[:40]!r}")
-        return None
+        tg.drop(spec.name, f"{obj.obis}: malformed brackets in {obj.rest[:40]!r}")
+        return
     try:
-        _READERS[spec.kind](tg, spec, obis, groups, config)
+        _READERS[spec.kind](tg, spec, obj.obis, groups, config)
     except ParseError as e:
-        tg.drop(spec.name, f"{obis}: {e}")
-    return None
+        tg.drop(spec.name, f"{obj.obis}: {e}")
 
 
 def _first(groups: list[str]) -> str:
@@ -265,99 +320,82 @@ _READERS = {
 }
 
 
-def _mbus_line(tg: Telegram, channel: int, role: str, obis: str, groups: list[str] | None,
-               config: DsmrParseConfig) -> MbusRecord | None:
+def _mbus_object(tg: Telegram, channel: int, role: str, obj: _Object, groups: list[str] | None,
+                 config: DsmrParseConfig) -> None:
     rec = tg.mbus.setdefault(channel, MbusRecord(channel))
     if groups is None:
-        tg.warnings.append(f"{obis}: malformed brackets")
-        return None
+        tg.warnings.append(f"{obj.obis}: malformed brackets")
+        return
     try:
-        return _MBUS_READERS[role](tg, rec, groups, config, obis)
+        _MBUS_READERS[role](tg, rec, groups, config, obj)
     except ParseError as e:
-        tg.warnings.append(f"{obis}: {e}")
+        tg.warnings.append(f"{obj.obis}: {e}")
         if role.startswith("reading"):
             rec.value, rec.unit = None, ""
-    return None
 
 
-def _mbus_device_type(tg: Telegram, rec: MbusRecord, groups: list[str],
-        config: DsmrParseConfig, obis: str) -> None:
+def _mbus_device_type(tg: Telegram, rec: MbusRecord, groups: list[str], config: DsmrParseConfig,
+                      obj: _Object) -> None:
     text = groups[0] if groups else ""
     if not text:
-        return None  # empty channel
+        return  # empty channel
     if not text.isdigit():
         raise ParseError(f"device type {text!r} is not a number")
     rec.device_type_code = int(text)
-    return None
 
 
-def _mbus_equipment_id(tg: Telegram, rec: MbusRecord, groups: list[str],
-        config: DsmrParseConfig, obis: str) -> None:
+def _mbus_equipment_id(tg: Telegram, rec: MbusRecord, groups: list[str], config: DsmrParseConfig,
+                       obj: _Object) -> None:
     rec.equipment_id = decode_hex_text(groups[0]) if groups else ""
-    return None
 
 
-def _mbus_capture(rec: MbusRecord, text: str, config: DsmrParseConfig, obis: str,
-                  tg: Telegram) -> None:
+def _mbus_capture(tg: Telegram, rec: MbusRecord, text: str, config: DsmrParseConfig,
+                  obj: _Object) -> None:
     if not text:
         return
     try:
         rec.capture = parse_timestamp(text, config)
     except ParseError as e:
         rec.capture_error = str(e)
-        tg.warnings.append(f"{obis}: capture time dropped: {e}")
+        tg.warnings.append(f"{obj.obis}: capture time dropped: {e}")
 
 
-def _mbus_value(rec: MbusRecord, text: str) -> None:
+def _mbus_value(rec: MbusRecord, text: str, unit_default: str = "") -> None:
     number, unit = split_unit(text)
     if not number:
         return  # empty channel: "()"
     value = parse_number(number)
+    unit = unit or unit_default
     if unit and unit.lower() not in MBUS_UNITS:
         raise ParseError(f"unit {unit!r} is not an M-Bus counter unit")
     rec.value, rec.unit = value, MBUS_UNITS.get(unit.lower(), "")
 
 
-def _mbus_reading(tg: Telegram, rec: MbusRecord, groups: list[str],
-        config: DsmrParseConfig, obis: str) -> None:
+def _mbus_reading(tg: Telegram, rec: MbusRecord, groups: list[str], config: DsmrParseConfig,
+                  obj: _Object) -> None:
     """DSMR 4/5 and e-MUCS: ``(capture time)(value*unit)``; some meters send ``(value)`` alone."""
     if len(groups) >= 2:
-        _mbus_capture(rec, groups[0], config, obis, tg)
+        _mbus_capture(tg, rec, groups[0], config, obj)
     _mbus_value(rec, groups[-1] if groups else "")
-    return None
 
 
-def _mbus_reading_22(tg: Telegram, rec: MbusRecord, groups: list[str],
-        config: DsmrParseConfig, obis: str) -> MbusRecord | None:
+def _mbus_reading_22(tg: Telegram, rec: MbusRecord, groups: list[str], config: DsmrParseConfig,
+                     obj: _Object) -> None:
     """DSMR 2.2/3: ``(capture time)(00)(60)(1)(0-n:24.2.1)(m3)`` and ``(value)`` on the next line."""
-    _mbus_capture(rec, groups[0] if groups else "", config, obis, tg)
-    unit = groups[-1] if len(groups) > 1 else ""
-    rec.unit = MBUS_UNITS.get(unit.lower(), "")
-    rec.awaiting_value = True
-    return rec
+    _mbus_capture(tg, rec, groups[0] if groups else "", config, obj)
+    value_groups = _GROUP_RE.findall(obj.continuation) if _GROUPS_RE.match(obj.continuation) else []
+    if not value_groups:
+        raise ParseError("no value line after the capture line")
+    _mbus_value(rec, value_groups[0], groups[-1] if len(groups) > 1 else "")
 
 
-def _mbus_valve(tg: Telegram, rec: MbusRecord, groups: list[str],
-        config: DsmrParseConfig, obis: str) -> None:
+def _mbus_valve(tg: Telegram, rec: MbusRecord, groups: list[str], config: DsmrParseConfig,
+                obj: _Object) -> None:
     if groups and groups[0]:
-        tg.store(f"mbus{rec.channel}_valve", float(parse_breaker(groups[0])), obis)
-    return None
+        tg.store(f"mbus{rec.channel}_valve", float(parse_breaker(groups[0])), obj.obis)
 
 
 _MBUS_READERS = {
     "device_type": _mbus_device_type, "equipment_id": _mbus_equipment_id,
     "reading": _mbus_reading, "reading_22": _mbus_reading_22, "valve": _mbus_valve,
 }
-
-
-def _continuation(tg: Telegram, pending: MbusRecord | None, line: str) -> None:
-    """A line starting with "(" carries the value of the DSMR 2.2/3 M-Bus object before it."""
-    if pending is None or not _GROUPS_RE.match(line):
-        tg.warnings.append(f"stray line {line[:48]!r}")
-        return
-    pending.awaiting_value = False
-    try:
-        pending.value = parse_number(split_unit(_GROUP_RE.findall(line)[0])[0])
-    except ParseError as e:
-        pending.value = None
-        tg.warnings.append(f"0-{pending.channel}:24.3.0 value: {e}")

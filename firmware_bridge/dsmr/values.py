@@ -20,6 +20,7 @@ Meter time comes in two forms:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -120,7 +121,7 @@ def parse_quantity(text: str, units: dict[str, tuple[str, float]]) -> tuple[floa
     """
     number, unit = split_unit(text)
     value = parse_number(number)
-    spec = units.get(unit)
+    spec = units.get(unit) or _units_folded(units).get(unit.lower())
     if spec is None:
         if not unit:
             raise ParseError(f"{text!r} has no unit (expected {'/'.join(units)})")
@@ -128,6 +129,17 @@ def parse_quantity(text: str, units: dict[str, tuple[str, float]]) -> tuple[floa
     suffix, scale = spec
     # round away binary noise of the decimal scaling (65.180 kWh -> 65180.0 Wh, not ...0001)
     return (round(value * scale, 6) if scale != 1.0 else value), suffix
+
+
+@functools.cache
+def _folded(items: tuple) -> dict[str, tuple[str, float]]:
+    return {unit.lower(): spec for unit, spec in items}
+
+
+def _units_folded(units: dict[str, tuple[str, float]]) -> dict[str, tuple[str, float]]:
+    """``units`` keyed in lower case: meters write "kVArh" for "kvarh" (the units of one object
+    differ in more than case, so folding is unambiguous). Only used when the exact unit misses."""
+    return _folded(tuple(units.items()))
 
 
 def parse_count(text: str) -> int:

@@ -1,0 +1,58 @@
+"""The P1 test corpus: real telegrams from public test fixtures and the DSMR meter cases.
+
+``corpus/index.json`` names each telegram file, where it comes from (repository@commit:path) and
+whether its CRC is as published, recomputed (the source anonymised the telegram and left the old
+CRC) or absent (DSMR 2.2/3, EasyMeter). The DSMR cases in tests/firmware_bridge/cases (and any
+found beside them, see meter_cases.py) are part of the corpus too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.firmware_bridge.meter_cases import find_cases
+
+CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
+
+# dsmr_parser telegram specification a user of that library picks for a meter, by header tag.
+_SPEC_BY_HEADER = (("/FLU", "BELGIUM_FLUVIUS"), ("/Lux", "LUXEMBOURG_SMARTY"), ("/KAM", "SWEDEN"),
+                   ("/EST5", "SAGEMCOM_T210_D_R"), ("/ESY", "Q3D"), ("MIE5T", "ISKRA_IE"),
+                   ("/SAG5", "EON_HUNGARY"))
+
+
+@dataclass(frozen=True)
+class CorpusTelegram:
+    name: str
+    data: bytes  # as on the wire: "/" .. "!CRC" CRLF
+    source: str
+    version: str  # DsmrConfig version for the product: "5" with a CRC, "2.2" without
+    oracle_spec: str  # name in dsmr_parser.telegram_specifications
+
+
+def oracle_spec(data: bytes) -> str:
+    text = data.decode("latin-1")
+    header = text[text.find("/"):].split("\n", 1)[0]
+    for tag, spec in _SPEC_BY_HEADER:
+        if tag in header:
+            return spec
+    if "1-3:0.2.8(5" in text:
+        return "V5"
+    if "1-3:0.2.8(4" in text:
+        return "V4"
+    return "V2_2"
+
+
+def load_corpus() -> list[CorpusTelegram]:
+    """Every corpus telegram, then every DSMR case telegram (named ``case:<name>``)."""
+    out = []
+    for entry in json.loads((CORPUS_DIR / "index.json").read_text(encoding="utf-8")):
+        data = (CORPUS_DIR / entry["file"]).read_bytes()
+        out.append(CorpusTelegram(entry["file"], data, entry["source"], entry["version"],
+                                  oracle_spec(data)))
+    for case in find_cases("dsmr"):
+        data = case.bytes("telegram.bin")
+        out.append(CorpusTelegram(f"case:{case.name}", data, case.expected.get("source", ""),
+                                  str(case.expected["dsmr_version"]), oracle_spec(data)))
+    return out
