@@ -1,7 +1,8 @@
 """Exception hierarchy of the bridge.
 
 ``BridgeError`` is the root: callers that only want "the meter side failed" catch it. Frame-level
-problems (``FramingError``, ``ChecksumError``, ``ParseError``) lose one frame and are counted;
+problems (``FramingError``, ``ChecksumError``, ``ParseError``, ``DecryptionError``) lose one frame
+and are counted;
 ``TransientConnectionError`` means the link is down and the source reconnects with backoff.
 """
 
@@ -26,6 +27,10 @@ class ChecksumError(FrameError):
 
 class ParseError(FrameError):
     """A frame with a valid envelope whose content cannot be understood."""
+
+
+class DecryptionError(FrameError):
+    """An encrypted frame (DLMS general-glo-ciphering) could not be opened: wrong key, bad tag."""
 
 
 class TransientConnectionError(BridgeError):

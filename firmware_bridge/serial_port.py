@@ -35,6 +35,8 @@ DSMR_SERIAL_SETTINGS: dict[str, SerialSettings] = {
     "4": SerialSettings(115200, 7, "E", 1),
     "5": SerialSettings(115200, 8, "N", 1),
     "fluvius": SerialSettings(115200, 8, "N", 1),
+    "smarty": SerialSettings(115200, 8, "N", 1),  # LU, encrypted (Luxmetering P1 spec 1.1.3)
+    "sagemcom-t210": SerialSettings(115200, 8, "N", 1),  # AT Sagemcom T210-D-R, encrypted
 }
 
 

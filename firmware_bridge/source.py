@@ -22,6 +22,7 @@ from typing import ClassVar
 
 from firmware_bridge.errors import (
     ChecksumError,
+    DecryptionError,
     FrameError,
     FramingError,
     ParseError,
@@ -57,10 +58,11 @@ class SourceStats:
     """Counters a source keeps; ``as_dict()`` is what the agent publishes as meter quality."""
 
     frames_ok: int = 0
-    frames_corrupt: int = 0  # framing + checksum + parse errors
+    frames_corrupt: int = 0  # framing + checksum + parse + decryption errors
     framing_errors: int = 0
     checksum_errors: int = 0
     parse_errors: int = 0
+    decryption_errors: int = 0  # encrypted P1: wrong key or damaged frame
     invalid_values: int = 0  # values the protocol marks as "no value" (ZCL invalid number)
     garbage_bytes: int = 0  # bytes skipped while resynchronising
     frames_partial: int = 0  # frames delivered with some objects dropped (Reading PARTIAL flag)
@@ -82,6 +84,8 @@ class SourceStats:
             self.framing_errors += 1
         elif isinstance(error, ParseError):
             self.parse_errors += 1
+        elif isinstance(error, DecryptionError):
+            self.decryption_errors += 1
         self.last_error = f"{type(error).__name__}: {error}"
 
     def count_dropped_objects(self, warnings: tuple[str, ...] | list[str]) -> None:

@@ -5,8 +5,9 @@ Kinds and their options (besides the common ``meter_id``, ``backoff`` and ``on_e
 ========== ======================================================================================
 kind       options (see the config dataclass for defaults and meaning)
 ========== ======================================================================================
-dsmr       ``DsmrConfig``: port, version ("5", "4", "2.2", "fluvius"), read_timeout_s,
-           max_clock_skew_s, standard_utc_offset_s, timezone, max_telegram_bytes, serial
+dsmr       ``DsmrConfig``: port, version ("5", "4", "3", "2.2", "fluvius", encrypted: "smarty",
+           "sagemcom-t210"), read_timeout_s, max_clock_skew_s, standard_utc_offset_s, timezone,
+           max_telegram_bytes, max_mbus_age_s, serial, encryption_key, authentication_key
 modbus     ``ModbusConfig``: port, model ("sdm120", "sdm630"), unit_id, or units (several meters on
            one bus: [{unit_id, model, meter_id}]), baudrate, parity, stopbits, poll_interval_s,
            timeout_s, retries

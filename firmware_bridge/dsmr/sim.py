@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import Callable
 
+from firmware_bridge.dsmr.cipher import CipherKeys, encrypt_telegram
 from firmware_bridge.dsmr.writer import DSMR_VERSIONS, encode_telegram
 from firmware_bridge.pty_link import PtyDevice
 from firmware_bridge.serial_port import DSMR_SERIAL_SETTINGS, SerialSettings, pty_equivalent
@@ -20,6 +21,7 @@ class VirtualDsmrMeter:
     error (to exercise the clock policy). gas_m3_per_h: gas flow (None: no gas meter).
     ``unplug()``/``replug()`` close and recreate the pty behind the same path; ``pause()`` /
     ``resume()`` keep the port open but silent; ``inject(data)`` writes raw bytes (garbage).
+    cipher_keys: encrypt every telegram as a general-glo-ciphering frame (Smarty, Sagemcom T210).
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class VirtualDsmrMeter:
         gas_m3_per_h: float | None = 0.1,
         phases: int = 1,
         time_fn: Callable[[], float] = time.time,
+        cipher_keys: CipherKeys | None = None,
     ) -> None:
         if version not in DSMR_VERSIONS:
             raise ValueError(f"unknown DSMR version {version!r}")
@@ -40,6 +43,9 @@ class VirtualDsmrMeter:
         self.state = SimulatedMeterState(power_source)
         self.version, self.interval_s, self.clock_offset_s = version, interval_s, clock_offset_s
         self.gas_m3_per_h, self.phases, self.time_fn = gas_m3_per_h, phases, time_fn
+        self.cipher_keys = cipher_keys
+        self.system_title = b"UNIM\x00\x00\x00\x01"
+        self.invocation_counter = 0
         self.device = PtyDevice("ttyP1")
         self.telegrams_sent = 0
         self.paused = False
@@ -61,8 +67,13 @@ class VirtualDsmrMeter:
         gas = None
         if self.gas_m3_per_h is not None:
             gas = self._gas_m3 + self.gas_m3_per_h * (ts_s % 86400) / 3600.0
-        return encode_telegram(regs.as_mapping(), ts_s=ts_s + self.clock_offset_s,
+        data = encode_telegram(regs.as_mapping(), ts_s=ts_s + self.clock_offset_s,
                                version=self.version, gas_m3=gas, phases=self.phases)
+        if self.cipher_keys is None:
+            return data
+        self.invocation_counter += 1
+        return encrypt_telegram(data, self.cipher_keys, system_title=self.system_title,
+                                invocation_counter=self.invocation_counter)
 
     async def _run(self) -> None:
         while True:

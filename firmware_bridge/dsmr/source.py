@@ -8,13 +8,24 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from firmware_bridge.clock import ClockPolicy
+from firmware_bridge.dsmr.cipher import (
+    SMARTY_AUTHENTICATION_KEY,
+    CipherFramer,
+    CipherKeys,
+    decrypt_frame,
+)
 from firmware_bridge.dsmr.framing import FramerConfig, TelegramFramer
 from firmware_bridge.dsmr.mapping import MbusPolicy, telegram_to_reading
 from firmware_bridge.dsmr.parser import DsmrParseConfig, parse_telegram
-from firmware_bridge.errors import ConfigError, FrameError, TransientConnectionError
+from firmware_bridge.errors import (
+    ConfigError,
+    DecryptionError,
+    FrameError,
+    TransientConnectionError,
+)
 from firmware_bridge.reading import Reading, ReadingFlag
 from firmware_bridge.serial_port import DSMR_SERIAL_SETTINGS, SerialSettings, open_serial
 from firmware_bridge.source import BackoffConfig, MeterSource
@@ -28,7 +39,7 @@ class DsmrConfig:
 
     port: serial device (``/dev/ttyUSB0``, ``/dev/serial/by-id/...``).
     version: "5" (115200 8N1), "4" (115200 7E1), "2.2" and "3" (9600 7E1, no CRC), "fluvius" (BE,
-        as 5).
+        as 5); encrypted P1: "smarty" (LU) and "sagemcom-t210" (AT, Sagemcom T210-D-R), 115200 8N1.
     read_timeout_s: no byte for this long -> the port is considered dead and reopened (the known
         "reader stops after days until replugged" failure). DSMR 5 sends every 1 s, 4 every 10 s.
     max_clock_skew_s: meter clock further than this from the gateway -> receive time + CLOCK_FALLBACK.
@@ -37,6 +48,10 @@ class DsmrConfig:
     max_mbus_age_s: an M-Bus reading captured further than this from the meter clock is not
         reported (a dead or placeholder channel; see dsmr.mapping).
     serial: override the line settings of ``version`` (e.g. a 2.2 meter wired at 115200).
+    encryption_key: the meter's 128-bit key from the grid operator (32 hex digits); required by
+        the encrypted versions. authentication_key: likewise; Smarty meters share a public one (the
+        default for "smarty"); "" decrypts without checking the GCM tag (the telegram CRC still
+        is). Neither key is shown in the config's repr or logs.
     """
 
     port: str
@@ -48,6 +63,8 @@ class DsmrConfig:
     max_telegram_bytes: int = 16384
     max_mbus_age_s: float = 2 * 86400.0
     serial: SerialSettings | None = None
+    encryption_key: str | None = field(default=None, repr=False)
+    authentication_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.serial, Mapping):  # from the agent's TOML: {baudrate=..., parity=...}
@@ -61,6 +78,20 @@ class DsmrConfig:
             raise ConfigError("read_timeout_s must be > 0")
         if self.max_mbus_age_s <= 0:
             raise ConfigError("max_mbus_age_s must be > 0")
+        if self.version in ENCRYPTED_VERSIONS and not self.encryption_key:
+            raise ConfigError(f"DSMR version {self.version!r} is encrypted: set encryption_key "
+                              "(32 hex digits, from the grid operator)")
+        _ = self.cipher_keys  # validates the key format now, not at the first frame
+
+    @property
+    def cipher_keys(self) -> CipherKeys | None:
+        """The keys for encrypted P1, or None for plaintext meters."""
+        if not self.encryption_key:
+            return None
+        authentication_key = self.authentication_key
+        if authentication_key is None and self.version == "smarty":
+            authentication_key = SMARTY_AUTHENTICATION_KEY
+        return CipherKeys.from_hex(self.encryption_key, authentication_key)
 
     @property
     def serial_settings(self) -> SerialSettings:
@@ -69,6 +100,9 @@ class DsmrConfig:
     @property
     def crc_mode(self) -> str:
         return "none" if self.version in ("2.2", "3") else "required"
+
+
+ENCRYPTED_VERSIONS = ("smarty", "sagemcom-t210")
 
 
 class DsmrSource(MeterSource):
@@ -88,6 +122,8 @@ class DsmrSource(MeterSource):
         self.config = config
         self.framer = TelegramFramer(FramerConfig(crc=config.crc_mode,
                                                   max_telegram_bytes=config.max_telegram_bytes))
+        self.keys = config.cipher_keys
+        self.cipher_framer = CipherFramer(config.max_telegram_bytes) if self.keys else None
         self.parse_config = DsmrParseConfig(config.standard_utc_offset_s, config.timezone)
         self.clock = ClockPolicy(config.max_clock_skew_s)
         self.mbus_policy = MbusPolicy(config.max_mbus_age_s)
@@ -100,6 +136,8 @@ class DsmrSource(MeterSource):
 
     async def _connect(self) -> None:
         self.framer.reset()
+        if self.cipher_framer is not None:
+            self.cipher_framer.reset()
         self._pending.clear()
         self._reader, self._writer = await open_serial(self.config.port, self.config.serial_settings)
 
@@ -129,7 +167,13 @@ class DsmrSource(MeterSource):
         return data
 
     def feed(self, data: bytes, received_s: float) -> list[Reading]:
-        """Push raw bytes through framer and parser; returns the valid readings, counts the rest."""
+        """Push raw bytes through framer and parser; returns the valid readings, counts the rest.
+
+        Encrypted P1: the bytes are general-glo-ciphering frames; each is decrypted first and its
+        plaintext telegram goes through the same framer (CRC) and parser.
+        """
+        if self.cipher_framer is not None:
+            data = self._decrypt(data)
         out: list[Reading] = []
         for item in self.framer.feed(data):
             if isinstance(item, FrameError):
@@ -145,8 +189,25 @@ class DsmrSource(MeterSource):
                 source=self.source_name, extra_flags=self.extra_flags, mbus_policy=self.mbus_policy)
             self._count_warnings(reading.warnings)
             out.append(reading)
-        self.stats.garbage_bytes = self.framer.garbage_bytes
+        self.stats.garbage_bytes = self.framer.garbage_bytes + (
+            self.cipher_framer.garbage_bytes if self.cipher_framer is not None else 0)
         return out
+
+    def _decrypt(self, data: bytes) -> bytes:
+        """Ciphered frames in ``data`` -> their plaintext telegrams, concatenated."""
+        assert self.cipher_framer is not None and self.keys is not None
+        plaintext = bytearray()
+        for item in self.cipher_framer.feed(data):
+            try:
+                if isinstance(item, FrameError):
+                    raise item
+                plaintext += decrypt_frame(item, self.keys)
+            except FrameError as e:
+                self.stats.count_frame_error(e)
+                if self.stats.decryption_errors == 1 and isinstance(e, DecryptionError):
+                    LOGGER.error("%s: cannot decrypt the P1 frames (%s); check encryption_key "
+                                 "and authentication_key", self.meter_id, e)
+        return bytes(plaintext)
 
     def _count_warnings(self, warnings: tuple[str, ...]) -> None:
         """Count dropped objects; log each distinct reason once at WARNING (a meter repeats it)."""

@@ -29,6 +29,10 @@ DSMR_VERSIONS: dict[str, DsmrVersionSpec] = {
     "4": DsmrVersionSpec("/KFM5KAIFA-METER", "1-3:0.2.8(42)", True, True, "0-1:24.2.1", 3),
     "5": DsmrVersionSpec("/ISk5\\2MT382-1000", "1-3:0.2.8(50)", True, True, "0-1:24.2.1", 3),
     "fluvius": DsmrVersionSpec("/FLU5\\253769484_A", "0-0:96.1.4(50217)", True, True, "0-1:24.2.3", 3),
+    # encrypted on the wire (dsmr.cipher); these are the plaintext telegrams inside
+    "smarty": DsmrVersionSpec("/Lux5\\100000000_D", "1-3:0.2.8(42)", True, True, "0-1:24.2.1", 3),
+    "sagemcom-t210": DsmrVersionSpec("/EST5\\253710000_A", "1-3:0.2.8(50)", True, True, "0-1:24.2.1",
+                                     3),
 }
 
 
