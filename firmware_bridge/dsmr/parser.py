@@ -43,7 +43,7 @@ from firmware_bridge.reading import PowerFailure
 __all__ = ["DsmrParseConfig", "MbusRecord", "MeterTime", "Telegram", "parse_telegram",
            "parse_timestamp"]
 
-_LINE_RE = re.compile(r"^(\d{1,3})-(\d{1,3}):(\d{1,3}\.\d{1,3}\.\d{1,3})(?:[*.]\d{1,3})?(.*)$")
+_LINE_RE = re.compile(r"^(\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3})(?:[*.]\d{1,3})?(.*)$")
 _GROUPS_RE = re.compile(r"^(?:\([^()]*\))+$")
 _GROUP_RE = re.compile(r"\(([^()]*)\)")
 # Core registers: a telegram without any of these (or an M-Bus reading) carries nothing usable.
@@ -141,31 +141,25 @@ def parse_telegram(data: bytes, config: DsmrParseConfig = DsmrParseConfig()) -> 
     return tg
 
 
-@dataclass
 class _Object:
-    """One COSEM object as written: ``a-b:cde`` + the brackets, and (DSMR 2.2 M-Bus) the next line."""
+    """One COSEM object as written: its OBIS code, the brackets, and (DSMR 2.2 M-Bus) the next line."""
 
-    a: str
-    b: str
-    cde: str
-    rest: str
-    continuation: str = ""
+    __slots__ = ("obis", "rest", "continuation", "channel", "mbus_role")
 
-    @property
-    def obis(self) -> str:
-        return f"{self.a}-{self.b}:{self.cde}"
+    def __init__(self, obis: str, rest: str) -> None:
+        self.obis, self.rest, self.continuation = obis, rest, ""
+        self.channel, self.mbus_role = _MBUS_OBIS.get(obis, (0, None))
 
-    @property
-    def mbus_role(self) -> str | None:
-        if self.a == "0" and self.b.isdigit() and int(self.b) in MBUS_CHANNELS:
-            return MBUS_TABLE.get(self.cde)
-        return None
+
+# "0-n:C.D.E" of M-Bus channel n -> (n, role in MBUS_TABLE)
+_MBUS_OBIS = {f"0-{n}:{cde}": (n, role) for n in MBUS_CHANNELS for cde, role in MBUS_TABLE.items()}
 
 
 def _split_objects(tg: Telegram, body: str) -> list[_Object]:
     """Lines -> objects; a line starting with "(" is the value of the DSMR 2.2 M-Bus line before it."""
     objects: list[_Object] = []
     previous: _Object | None = None
+    match = _LINE_RE.match
     for raw_line in body.split("\n"):
         line = raw_line.strip()
         if not line:
@@ -177,37 +171,38 @@ def _split_objects(tg: Telegram, body: str) -> list[_Object]:
                 tg.warnings.append(f"stray line {line[:48]!r}")
             previous = None
             continue
-        m = _LINE_RE.match(line)
+        m = match(line)
         if m is None:
             tg.warnings.append(f"unreadable line {line[:48]!r}")
             previous = None
             continue
-        previous = _Object(*m.groups())
+        previous = _Object(m.group(1), m.group(2))
         objects.append(previous)
     return objects
 
 
 def _unique_objects(tg: Telegram, objects: list[_Object]) -> list[_Object]:
     """Each OBIS code once: exact repeats are read once, different payloads drop the object."""
-    payloads: dict[str, set[tuple[str, str]]] = {}
+    first: dict[str, _Object] = {}
+    conflicts: dict[str, int] = {}
+    repeats = False
     for obj in objects:
-        payloads.setdefault(obj.obis, set()).add((obj.rest, obj.continuation))
-    out, seen = [], set()
-    for obj in objects:
-        if obj.obis in seen:
-            continue
-        seen.add(obj.obis)
-        if len(payloads[obj.obis]) == 1:
-            out.append(obj)
-            continue
-        reason = f"{obj.obis}: {len(payloads[obj.obis])} conflicting lines"
-        role = obj.mbus_role
-        if role is not None:
-            tg.mbus.setdefault(int(obj.b), MbusRecord(int(obj.b)))
+        seen = first.setdefault(obj.obis, obj)
+        if seen is not obj:
+            repeats = True
+            if (seen.rest, seen.continuation) != (obj.rest, obj.continuation):
+                conflicts[obj.obis] = conflicts.get(obj.obis, 1) + 1
+    if not repeats:
+        return objects
+    for obis, n in conflicts.items():
+        reason = f"{obis}: {n} conflicting lines"
+        channel = first[obis].channel
+        if channel:
+            tg.mbus.setdefault(channel, MbusRecord(channel))
             tg.warnings.append(reason)
-        elif obj.obis in OBIS_TABLE:
-            tg.drop(OBIS_TABLE[obj.obis].name, reason)
-    return out
+        elif obis in OBIS_TABLE:
+            tg.drop(OBIS_TABLE[obis].name, reason)
+    return [obj for obis, obj in first.items() if obis not in conflicts]
 
 
 def _has_core(tg: Telegram) -> bool:
@@ -219,9 +214,8 @@ def _has_core(tg: Telegram) -> bool:
 def _read_object(tg: Telegram, obj: _Object, config: DsmrParseConfig) -> None:
     """Read one object into ``tg``; a failure drops this object only (ParseError -> warning)."""
     groups = _GROUP_RE.findall(obj.rest) if _GROUPS_RE.match(obj.rest) else None
-    role = obj.mbus_role
-    if role is not None:
-        _mbus_object(tg, int(obj.b), role, obj, groups, config)
+    if obj.mbus_role is not None:
+        _mbus_object(tg, obj.channel, obj.mbus_role, obj, groups, config)
         return
     spec = OBIS_TABLE.get(obj.obis)
     if spec is None:

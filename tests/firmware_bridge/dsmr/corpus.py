@@ -8,7 +8,10 @@ found beside them, see meter_cases.py) are part of the corpus too.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,3 +59,44 @@ def load_corpus() -> list[CorpusTelegram]:
         out.append(CorpusTelegram(f"case:{case.name}", data, case.expected.get("source", ""),
                                   str(case.expected["dsmr_version"]), oracle_spec(data)))
     return out
+
+
+@functools.cache
+def oracle_telegram_buffer() -> type:
+    """dsmr_parser's own TelegramBuffer (its framing), loaded from its file: importing
+    ``dsmr_parser.clients`` pulls in serialx, which needs typing_extensions >= 4.13, while
+    litert-converter (the TFLite export) pins < 4.13, so that package import fails here."""
+    import dsmr_parser
+
+    path = Path(dsmr_parser.__file__).parent / "clients" / "telegram_buffer.py"
+    spec = importlib.util.spec_from_file_location("dsmr_parser_telegram_buffer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.TelegramBuffer
+
+
+@functools.cache
+def oracle_parser(spec_name: str):
+    from dsmr_parser import telegram_specifications
+    from dsmr_parser.parsers import TelegramParser
+
+    return TelegramParser(getattr(telegram_specifications, spec_name))
+
+
+def oracle_parse(item: CorpusTelegram):
+    """dsmr_parser as Home Assistant runs it: its TelegramBuffer, then TelegramParser.parse.
+
+    Returns (its Telegram, None), or (None, why it rejected the telegram).
+    """
+    buffer = oracle_telegram_buffer()()
+    buffer.append(item.data.decode("latin-1"))
+    frames = list(buffer.get_all())
+    if not frames:
+        return None, "no telegram found by its TelegramBuffer"
+    logging.disable(logging.ERROR)  # the oracle logs every line it skips
+    try:
+        return oracle_parser(item.oracle_spec).parse(frames[-1]), None
+    except Exception as e:  # it raises many types (binascii, its own, ValueError)
+        return None, f"{type(e).__name__}: {e}"
+    finally:
+        logging.disable(logging.NOTSET)
