@@ -12,7 +12,9 @@ again after the restart. Either way a subscriber may see a message twice, never 
 Protocol
 --------
 ``mqtt.protocol = "auto"`` (default) speaks MQTT 5 and falls back to 3.1.1 when the broker answers
-the CONNECT with "unsupported protocol version" (a 3.1.1-only broker's CONNACK 0x01). Under MQTT 5
+the CONNECT with "unsupported protocol version" (a 3.1.1-only broker's CONNACK 0x01), or twice in a
+row does not answer it at all (amqtt closes nothing and sends nothing: paho's keepalive ends the
+attempt). The choice holds until the agent restarts; pin ``protocol = "5"`` to never fall back. Under MQTT 5
 every PUBACK carries a reason code (MQTT 5.0 §3.4.2.1): one of 0x80 and above means the broker did
 not accept the message (0x87 Not authorized: an ACL). Such a message is *not* deleted: it stays in
 the outbox, held (``store.hold``), its topic is held too (later messages on it are kept without
@@ -63,7 +65,7 @@ log = logging.getLogger(__name__)
 CONNECT_ERROR_KINDS = (
     "tls_untrusted_ca", "tls_hostname_mismatch", "tls_expired", "tls_verify", "tls_handshake",
     "auth_bad_credentials", "auth_not_authorized", "refused_by_broker", "unsupported_protocol",
-    "connection_refused", "not_permitted", "dns", "timeout", "network",
+    "connection_refused", "not_permitted", "dns", "timeout", "network", "no_connack",
 )
 # OpenSSL X509_V_ERR_* codes (x509_vfy.h) by what they mean to an operator.
 _UNTRUSTED = {2, 18, 19, 20, 21, 27, 28}  # unknown issuer, self-signed, untrusted, rejected
@@ -91,8 +93,10 @@ class _Client(mqtt.Client):
     """paho's client, remembering why the last connection attempt failed."""
 
     connect_error: BaseException | None = None
+    connack_seen = True  # False from the start of an attempt until the broker answers it
 
     def reconnect(self) -> mqtt.MQTTErrorCode:
+        self.connack_seen = False
         try:
             return super().reconnect()
         except OSError as e:
@@ -139,8 +143,9 @@ def classify_connack(reason_code: int, reason: str, cfg: MqttConfig) -> tuple[st
     user = f" (user {cfg.username!r})" if cfg.username else " (no user name configured)"
     if reason_code == 0x86:
         return "auth_bad_credentials", f"{where} refused the user name or password{user}"
-    if reason_code == 0x87:
-        return "auth_not_authorized", f"{where} refused the connection: not authorized{user}"
+    if reason_code == 0x87:  # Mosquitto 2.0 answers a wrong password with this, too
+        return "auth_not_authorized", (f"{where} refused the connection: not authorized{user}: a bad "
+                                       "password, or a user the broker does not let in")
     if reason_code == UNSUPPORTED_PROTOCOL:
         return "unsupported_protocol", f"{where} does not speak this MQTT version"
     return "refused_by_broker", f"{where} refused the connection: {reason} (reason code 0x{reason_code:02X})"
@@ -169,6 +174,7 @@ class MqttPublisher:
         self.refused = 0
         self.published = 0
         self.protocol = "3.1.1" if cfg.protocol == "3.1.1" else "5"
+        self._unanswered = 0  # CONNECTs in a row the broker never answered
         self.client = self._build_client()
 
     def _build_client(self) -> _Client:
@@ -208,6 +214,7 @@ class MqttPublisher:
             self._fail(*classify_connect_error(error, self.cfg))
 
     def _on_connect(self, client, _userdata, _flags, reason_code, _props) -> None:
+        client.connack_seen = True
         if reason_code.is_failure:
             kind, text = classify_connack(reason_code.value, str(reason_code), self.cfg)
             if kind == "unsupported_protocol" and self.protocol == "5" and self.cfg.protocol == "auto":
@@ -216,6 +223,7 @@ class MqttPublisher:
             self._fail(kind, text)
             return
         self.connects += 1
+        self._unanswered = 0
         self.connect_spell.ok()
         self.disconnected_since_s = None
         log.info("MQTT connected to %s:%d (MQTT %s)", self.cfg.host, self.cfg.port, self.protocol)
@@ -238,12 +246,19 @@ class MqttPublisher:
         self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         self.client.loop_start()
 
-    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props) -> None:
+    def _on_disconnect(self, client, _userdata, _flags, reason_code, _props) -> None:
         if self.connected.is_set():
             self.disconnects += 1
             self.disconnected_since_s = time.time()
             log.warning("MQTT disconnected (%s); publishing from the outbox resumes on reconnect",
                         reason_code)
+        elif not getattr(client, "connack_seen", True):  # the broker never answered the CONNECT
+            self._unanswered += 1
+            if self.protocol == "5" and self.cfg.protocol == "auto" and self._unanswered >= 2:
+                self._fall_back_to_311(client)
+            else:
+                self._fail("no_connack", f"{self.cfg.host}:{self.cfg.port} did not answer the MQTT "
+                                         f"{self.protocol} CONNECT ({reason_code})")
         self.connected.clear()
 
     def _on_publish(self, _client, _userdata, mid, reason_code, _props) -> None:
@@ -340,7 +355,11 @@ class MqttPublisher:
             except (RuntimeError, ValueError) as e:
                 log.warning("could not publish the offline status: %s", e)
         self.client.disconnect()
-        self.client.loop_stop()
+        stopper = threading.Thread(target=self.client.loop_stop, name="mqtt-stop", daemon=True)
+        stopper.start()
+        stopper.join(timeout_s)
+        if stopper.is_alive():  # never hold up the shutdown (systemd's TimeoutStopSec) for paho
+            log.warning("the MQTT network thread did not stop within %.0f s; leaving it", timeout_s)
 
     # --- health -----------------------------------------------------------------------------
 

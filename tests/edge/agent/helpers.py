@@ -1,7 +1,9 @@
-"""Test helpers: a real paho subscriber that records everything, and config builders."""
+"""Test helpers: a real paho subscriber that records everything, config builders, a test PKI."""
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import json
 import threading
 import time
@@ -9,6 +11,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from edge.agent.config import AgentConfig, parse_config
 
@@ -89,3 +95,34 @@ def toml_text(state_dir: Path, port: int, meters: list[dict], extra: str = "") -
         for k, v in m.get("options", {}).items():
             lines.append(f"{k} = {json.dumps(v)}\n")
     return "\n".join(lines)
+
+
+def write_pki(d: Path, names: tuple[str, ...] = ("localhost", "127.0.0.1"), prefix: str = "") -> None:
+    """A CA and a server certificate for ``names`` (DNS names or IP addresses), PEM files in ``d``:
+    ``<prefix>ca.pem``, ``<prefix>server.pem``, ``<prefix>server.key``."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"unimeter test CA {prefix}")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now - dt.timedelta(hours=1))
+          .not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    sans = []
+    for name in names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            sans.append(x509.DNSName(name))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (d / f"{prefix}ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (d / f"{prefix}server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / f"{prefix}server.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                              serialization.PrivateFormat.PKCS8,
+                                                              serialization.NoEncryption()))
