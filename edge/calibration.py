@@ -133,3 +133,48 @@ def recalibrate(day_max_history: np.ndarray, target_per_month: float = DEFAULT_T
     if len(peaks) < max(min_days, 3):
         return None
     return fit_threshold(peaks, np.arange(len(peaks)), target_per_month, rule="tail")
+
+
+@dataclass
+class MeterThreshold:
+    """One meter's anomaly threshold on the Pi: the bundle's until the meter has ``after_days``
+    days of its own scores, then refitted from them every day (numpy only, no torch).
+
+    ``observe(day, logit)`` takes every window score the agent computes (``day`` = the local day
+    the window ends on); ``threshold`` and ``source`` are what the quality message reports.
+    """
+
+    bundle_threshold: float
+    target_per_month: float = DEFAULT_TARGET_PER_MONTH
+    after_days: int = DEFAULT_RECALIBRATE_AFTER_DAYS
+    history_days: int = 60  # daily maxima kept (a rolling two months)
+    daily_max: dict[int, float] = field(default_factory=dict)
+    fitted: ThresholdCalibration | None = None
+    _fitted_through: int | None = None
+
+    def observe(self, day: int, logit: float) -> None:
+        if not np.isfinite(logit):
+            return
+        day = int(day)
+        self.daily_max[day] = max(self.daily_max.get(day, -np.inf), float(logit))
+        for old in sorted(self.daily_max)[:-self.history_days]:
+            del self.daily_max[old]
+
+    def refit(self, today: int) -> None:
+        """Refit from the complete days before ``today`` (once per day)."""
+        if self._fitted_through == today:
+            return
+        done = np.array([v for d, v in sorted(self.daily_max.items()) if d < today])
+        self.fitted = recalibrate(done, self.target_per_month, self.after_days)
+        self._fitted_through = today
+
+    @property
+    def threshold(self) -> float:
+        return self.fitted.threshold if self.fitted is not None else self.bundle_threshold
+
+    @property
+    def source(self) -> str:
+        if self.fitted is None:
+            have = len(self.daily_max)
+            return f"bundle (the meter's own after {self.after_days} days; {have} so far)"
+        return f"meter history ({self.fitted.n_days} days)"

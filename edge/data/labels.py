@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.data.loaders import LoaderError, LocalClock, _parse_ts
-from edge.data.profiles import MeterProfiles, _utc_offsets_s
+from edge.data.loaders import LoaderError, LocalClock, parse_timestamp
+from edge.data.profiles import MeterProfiles, utc_offsets_s
 
 DAY_S = 86400
 
@@ -43,7 +43,7 @@ def _stamp(path: Path, lineno: int, text: str, clock: LocalClock) -> int:
     text = text.strip()
     if len(text) == 10 and text[4] == "-" and text[7] == "-":
         text += "T00:00:00"
-    return _parse_ts(path, lineno, text, clock)
+    return parse_timestamp(path, lineno, text, clock)
 
 
 def load_labels(path: str | Path, tz: str | None = None) -> list[LabelInterval]:
@@ -90,7 +90,7 @@ def label_profiles(intervals: list[LabelInterval], prof: MeterProfiles) -> np.nd
         if iv.meter_id not in (None, prof.household_id):
             continue
         edges = np.array([iv.start_s, iv.end_s - 1], np.int64)
-        local = edges + _utc_offsets_s(edges, prof.tz)
+        local = edges + utc_offsets_s(edges, prof.tz)
         first, last = int(local[0] // res), int(local[1] // res)
         for slot in range(first, last + 1):
             day, k = divmod(slot, steps)

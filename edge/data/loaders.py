@@ -149,7 +149,7 @@ class LocalClock:
         return first
 
 
-def _parse_ts(path: Path, lineno: int, text: str, clock: LocalClock | None = None) -> int:
+def parse_timestamp(path: Path, lineno: int, text: str, clock: LocalClock | None = None) -> int:
     """Epoch seconds, or ISO 8601: with an offset as given, without one in ``clock``'s zone
     (UTC when there is no clock)."""
     text = str(text).strip()
@@ -536,7 +536,7 @@ def _generic_columns(path: Path, cols: list[str], unit: str | None, value_column
     return _Columns(i_t, i_v, kind, factor, unit_name, i_id, i_temp, scale)
 
 
-def _optional_float(path: Path, lineno: int, value, what: str) -> float:
+def optional_float(path: Path, lineno: int, value, what: str) -> float:
     if value is None or str(value).strip() in ("", "NA", "NaN", "nan", "null", "Null", "None"):
         return math.nan
     return _float(path, lineno, str(value), what)
@@ -566,10 +566,10 @@ def load_generic(path: str | Path, default_meter_id: str | None = None, *, tz: s
         meter = str(row[c.meter]) if c.meter is not None else meter_default
         clock = clocks.setdefault(meter, LocalClock(tz)) if tz else None
         bucket = data.setdefault(meter, ([], [], []))
-        bucket[0].append(_parse_ts(path, lineno, row[c.time], clock))
-        bucket[1].append(_optional_float(path, lineno, row[c.value], cols[c.value]) * c.factor)
+        bucket[0].append(parse_timestamp(path, lineno, row[c.time], clock))
+        bucket[1].append(optional_float(path, lineno, row[c.value], cols[c.value]) * c.factor)
         if c.temperature is not None:
-            t = _optional_float(path, lineno, row[c.temperature], cols[c.temperature])
+            t = optional_float(path, lineno, row[c.temperature], cols[c.temperature])
             bucket[2].append((t + c.temperature_scale[1]) * c.temperature_scale[0])
     if not data:
         raise LoaderError(path, None, "no data rows")
@@ -671,7 +671,7 @@ def _ha_states(path: Path) -> dict[str, tuple[list[float], list[float]]]:
         if len(parts) < 3:
             raise LoaderError(path, lineno, f"expected entity_id,state,last_changed, got {line.strip()!r}")
         entity, state, stamp = parts[:3]
-        ts = _parse_ts(path, lineno, stamp)
+        ts = parse_timestamp(path, lineno, stamp)
         value = math.nan if state in HA_UNAVAILABLE else _float(path, lineno, state, "state")
         bucket = data.setdefault(entity, ([], []))
         bucket[0].append(float(ts))

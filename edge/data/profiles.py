@@ -99,7 +99,7 @@ def choose_resolution(native_s: int | None, requested_s: int | None = None) -> t
                     "(as asked; this adds no information)")
 
 
-def _utc_offsets_s(ts_s: np.ndarray, tz: str | None) -> np.ndarray:
+def utc_offsets_s(ts_s: np.ndarray, tz: str | None) -> np.ndarray:
     """Each sample's UTC offset (s) in ``tz``: exact per sample, computed per UTC day and only
     per sample on the days where the offset changes."""
     if not tz:
@@ -160,7 +160,7 @@ def to_profiles(series: MeterSeries, tz: str | None = None, resolution_s: int | 
     native = int(series.resolution_s or 0)
     res, note = choose_resolution(native, resolution_s)
     notes = [note] if note else []
-    local = ts + _utc_offsets_s(ts, tz)
+    local = ts + utc_offsets_s(ts, tz)
     power = np.asarray(series.power_w, np.float64)
     temp = None if series.temperature_c is None else np.asarray(series.temperature_c, np.float64)
     if native > res:  # spread coarse samples (asked for explicitly; see choose_resolution)

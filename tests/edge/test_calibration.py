@@ -61,3 +61,19 @@ def test_alarm_episodes_count_rising_edges():
 
     assert alarm_episodes([0, 1, 1, 1, 0, 0, 1, 0]) == 2
     assert alarm_episodes([1, 1, 0, 1]) == 2 and alarm_episodes([]) == 0
+
+
+def test_meter_threshold_switches_to_the_meters_own_history():
+    from edge.calibration import MeterThreshold
+
+    rng = np.random.default_rng(5)
+    m = MeterThreshold(bundle_threshold=1.0, after_days=14)
+    for day in range(20):
+        for logit in rng.normal(-4.0, 0.3, 48):  # a calm meter: its own normal is far below the bundle's
+            m.observe(day, logit)
+        m.refit(day + 1)
+        if day < 13:
+            assert m.threshold == 1.0 and m.source.startswith("bundle")
+    assert m.source == "meter history (20 days)" and m.threshold < 0.0
+    m.observe(30, float("nan"))  # a failed score is ignored
+    assert 30 not in m.daily_max
