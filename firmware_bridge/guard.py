@@ -21,7 +21,8 @@ Rules, in order (limits from :class:`MeterLimits`):
    or ``max_power_w``), negative power below ``-noise_w`` on a meter that cannot export, voltage,
    current and reactive power beyond what that connection can carry, and counters below 0 or above
    ``max_counter_wh``: withheld with ``IMPLAUSIBLE``.
-4. **Counters** (``import_wh``, ``export_wh``) -- the published counter never decreases, except on
+4. **Counters** (``import_wh``, ``export_wh``, the reactive energy counters and every tariff
+   register, each on its own) -- the published counter never decreases, except on
    a flagged reset. A value *in line* with the last published one (at most ``counter_jump_wh``
    below it, and at most ``counter_jump_wh`` plus what ``max_power`` could have counted since
    above it) is published, or withheld while it is still below (a stall: the published value
@@ -52,7 +53,9 @@ from firmware_bridge.reading import Reading, ReadingFlag
 
 LOGGER = logging.getLogger(__name__)
 
-COUNTER_FIELDS = ("import_wh", "export_wh")
+# Counters (never decreasing except on a reset): scalar fields, and tariff registers (tuples).
+COUNTER_FIELDS = ("import_wh", "export_wh", "reactive_import_varh", "reactive_export_varh")
+TARIFF_FIELDS = {"import_tariff_wh": "import_tariff_{n}_wh", "export_tariff_wh": "export_tariff_{n}_wh"}
 VALUE_FIELDS = ("power_w", "reactive_var", "voltage_v", "current_a", *COUNTER_FIELDS)
 WITHHELD_SUFFIX = "_withheld"  # extra["import_wh_withheld"]: the value the guard withheld
 MODEL_EXCLUDED = ReadingFlag.CLOCK_SKEW  # readings with these flags never enter a model window
@@ -196,10 +199,52 @@ class _Verdict:
     extra: dict[str, float | str] = field(default_factory=dict)
     flags: ReadingFlag = ReadingFlag.NONE
 
-    def withhold(self, name: str, value: float, flag: ReadingFlag) -> None:
-        self.changes[name] = None
-        self.extra[name + WITHHELD_SUFFIX] = value
+    def withhold(self, slot: _Slot, value: float, flag: ReadingFlag) -> None:
+        self.drop(slot)
+        self.extra[slot.key + WITHHELD_SUFFIX] = value
         self.flags |= flag
+
+    def drop(self, slot: _Slot) -> None:
+        """Set the slot's value to None in the checked reading."""
+        if slot.index is None:
+            self.changes[slot.attr] = None
+            return
+        items = self.changes.get(slot.attr)
+        if items is None:
+            items = self.changes[slot.attr] = list(slot.items)
+        items[slot.index] = None
+
+    def applied_to(self, reading: Reading) -> Reading:
+        changes = {k: tuple(v) if isinstance(v, list) else v for k, v in self.changes.items()}
+        return replace(reading, **changes, flags=reading.flags | self.flags,
+                       extra={**reading.extra, **self.extra})
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One value of a reading: ``key`` names it (``import_tariff_1_wh``), ``attr``/``index`` find it."""
+
+    key: str
+    attr: str
+    index: int | None = None
+    items: tuple = ()
+
+    @property
+    def is_counter(self) -> bool:
+        return self.index is not None or self.attr in COUNTER_FIELDS
+
+
+def _slots(reading: Reading):
+    """(slot, value) of every value of ``reading`` that is set."""
+    for name in VALUE_FIELDS:
+        value = getattr(reading, name)
+        if value is not None:
+            yield _Slot(name, name), value
+    for attr, key in TARIFF_FIELDS.items():
+        items = getattr(reading, attr, ())
+        for i, value in enumerate(items):
+            if value is not None:
+                yield _Slot(key.format(n=i + 1), attr, i, tuple(items)), value
 
 
 @dataclass
@@ -220,17 +265,18 @@ class ReadingGuard:
         self.limits = limits or MeterLimits()
         self.now_fn = now_fn
         self.stats = GuardStats()
-        self._counters = {name: _CounterTrack() for name in COUNTER_FIELDS}
+        self._counters: dict[str, _CounterTrack] = {}
         self._export_seen = False
 
     def seed_counter(self, name: str, value_wh: float, ts_s: float) -> None:
         """Start from the last value published before a restart (the store keeps it)."""
-        track = self._counters[name]
+        track = self._counters.setdefault(name, _CounterTrack())
         track.published_wh, track.published_ts_s = float(value_wh), float(ts_s)
         track.run.clear()
 
     def published_counter(self, name: str) -> float | None:
-        return self._counters[name].published_wh
+        track = self._counters.get(name)
+        return None if track is None else track.published_wh
 
     def check(self, reading: Reading) -> Reading:
         """The checked reading (the same object when nothing needed changing)."""
@@ -239,14 +285,12 @@ class ReadingGuard:
         self._check_clock(reading, verdict)
         ts_s = verdict.changes.get("ts_s", reading.ts_s)
         self._export_seen = self._export_seen or reading.export_wh is not None
-        for name in VALUE_FIELDS:
-            value = getattr(reading, name)
-            if value is not None and self._value_ok(name, value, verdict):
-                self._check_counter(name, value, ts_s, verdict)
+        for slot, value in list(_slots(reading)):
+            if self._value_ok(slot, value, verdict) and slot.is_counter:
+                self._check_counter(slot, value, ts_s, verdict)
         if not verdict.changes and not verdict.flags:
             return reading
-        return replace(reading, **verdict.changes, flags=reading.flags | verdict.flags,
-                       extra={**reading.extra, **verdict.extra})
+        return verdict.applied_to(reading)
 
     # -- clock ----------------------------------------------------------------------------------
     def _check_clock(self, r: Reading, verdict: _Verdict) -> None:
@@ -269,22 +313,24 @@ class ReadingGuard:
                     "time and kept out of the model windows", self.stats.clock_skewed)
 
     # -- values ---------------------------------------------------------------------------------
-    def _value_ok(self, name: str, value: float, verdict: _Verdict) -> bool:
+    def _value_ok(self, slot: _Slot, value: float, verdict: _Verdict) -> bool:
         if not math.isfinite(value):
-            verdict.changes[name] = None
+            verdict.drop(slot)
             verdict.flags |= ReadingFlag.INVALID_VALUE
             self.stats.invalid_values += 1
             return False
-        problem = self._implausible(name, value)
+        problem = self._implausible(slot, value)
         if problem is None:
             return True
-        verdict.withhold(name, value, ReadingFlag.IMPLAUSIBLE)
+        verdict.withhold(slot, value, ReadingFlag.IMPLAUSIBLE)
         self.stats.implausible += 1
-        self.stats.implausible_by_field[name] = self.stats.implausible_by_field.get(name, 0) + 1
-        self._event(f"{name}={value!r} withheld: {problem}", self.stats.implausible)
+        by_field = self.stats.implausible_by_field
+        by_field[slot.key] = by_field.get(slot.key, 0) + 1
+        self._event(f"{slot.key}={value!r} withheld: {problem}", self.stats.implausible)
         return False
 
-    def _implausible(self, name: str, value: float) -> str | None:
+    def _implausible(self, slot: _Slot, value: float) -> str | None:
+        name = slot.attr
         lim = self.limits
         if name == "power_w":
             if abs(value) > lim.power_limit_w:
@@ -298,20 +344,19 @@ class ReadingGuard:
             return f"outside 0..{lim.voltage_limit_v:.0f} V"
         elif name == "current_a" and abs(value) > lim.current_limit_a:
             return f"beyond {lim.current_limit_a:.0f} A"
-        elif name in COUNTER_FIELDS and not 0 <= value <= lim.max_counter_wh:
-            return f"outside 0..{lim.max_counter_wh:.0e} Wh"
+        elif slot.is_counter and not 0 <= value <= lim.max_counter_wh:
+            return f"outside 0..{lim.max_counter_wh:.0e}"
         return None
 
     # -- counters -------------------------------------------------------------------------------
-    def _check_counter(self, name: str, value_wh: float, ts_s: float, verdict: _Verdict) -> None:
-        track = self._counters.get(name)
-        if track is None:
-            return
+    def _check_counter(self, slot: _Slot, value_wh: float, ts_s: float, verdict: _Verdict) -> None:
+        name = slot.key
+        track = self._counters.setdefault(name, _CounterTrack())
         if track.published_wh is None:  # the first value: nothing to compare with
             track.published_wh, track.published_ts_s = value_wh, ts_s
             return
         if self._in_line(track.published_wh, track.published_ts_s, value_wh, ts_s):
-            self._back_in_line(name, track, value_wh, ts_s, verdict)
+            self._back_in_line(slot, track, value_wh, ts_s, verdict)
             return
         last = track.run[-1] if track.run else None
         if last is not None and not self._in_line(last[0], last[1], value_wh, ts_s):
@@ -326,17 +371,17 @@ class ReadingGuard:
             verdict.flags |= ReadingFlag.COUNTER_RESET
             return
         self.stats.counter_withheld += 1
-        verdict.withhold(name, value_wh, ReadingFlag.COUNTER_GLITCH)
+        verdict.withhold(slot, value_wh, ReadingFlag.COUNTER_GLITCH)
 
-    def _back_in_line(self, name: str, track: _CounterTrack, value_wh: float, ts_s: float,
+    def _back_in_line(self, slot: _Slot, track: _CounterTrack, value_wh: float, ts_s: float,
                       verdict: _Verdict) -> None:
         if track.run:
-            self._glitch(name, track)
+            self._glitch(slot.key, track)
         if value_wh >= track.published_wh:
             track.published_wh, track.published_ts_s = value_wh, ts_s
             return
         self.stats.counter_withheld += 1  # a stall: below the published value, never published
-        verdict.withhold(name, value_wh, ReadingFlag.COUNTER_GLITCH)
+        verdict.withhold(slot, value_wh, ReadingFlag.COUNTER_GLITCH)
 
     def _glitch(self, name: str, track: _CounterTrack) -> None:
         self.stats.counter_glitches += 1

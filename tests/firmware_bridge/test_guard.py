@@ -196,3 +196,17 @@ def test_limits_per_meter_kind_and_overrides():
 def test_bad_limits_are_refused_with_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
         limits_for("dsmr", overrides=overrides)
+
+
+def test_tariff_registers_and_reactive_energy_are_counters_too():
+    guard = _guard()
+    values = [(1000.0, 500.0), (1010.0, 505.0), (9e8, 510.0), (1020.0, 515.0)]
+    out = [guard.check(_reading(i, import_tariff_wh=(t1, 20_000.0), reactive_import_varh=q))
+           for i, (t1, q) in enumerate(values)]
+    assert [r.import_tariff_wh[0] for r in out] == [1000.0, 1010.0, None, 1020.0]
+    assert [r.import_tariff_wh[1] for r in out] == [20_000.0] * 4  # the other register untouched
+    assert out[2].extra["import_tariff_1_wh_withheld"] == 9e8
+    assert isinstance(out[2].import_tariff_wh, tuple)
+    assert [r.reactive_import_varh for r in out] == [500.0, 505.0, 510.0, 515.0]
+    r = guard.check(_reading(9, reactive_export_varh=-5.0))
+    assert r.reactive_export_varh is None and ReadingFlag.IMPLAUSIBLE in r.flags
