@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from edge.agent.config import AgentConfig
+from edge.agent.gapfill import window_fill_report
+from edge.agent.guards import build_guards, guard_quality, guard_totals, seed_guards
 from edge.agent.health import (
     HEALTH_EVERY_S,
     Health,
@@ -68,7 +70,8 @@ from edge.agent.store import (
 )
 from edge.agent.supervise import FailureSpell, Supervisor
 from edge.agent.watch import BundleWatcher
-from firmware_bridge.reading import Reading
+from firmware_bridge.guard import MODEL_EXCLUDED
+from firmware_bridge.reading import Reading, ReadingFlag
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +139,7 @@ class Agent:
         self.host = ModelHost(opener or partial(open_model, backend=cfg.model.backend,
                                                 precision=cfg.model.precision, threads=cfg.model.threads))
         self.meters: dict[str, MeterState] = {}
+        self.guards = build_guards(cfg, sources)  # one reading guard per meter, source -> store
         self.last_results: dict[str, dict[str, dict]] = {}  # meter -> kind -> last body
         self._db_pool = ThreadPoolExecutor(1, thread_name_prefix="store")
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer", initializer=_lower_priority)
@@ -207,6 +211,9 @@ class Agent:
                 st.profile.add_bin(int(k), s, c)
             for k, s, c in await self.db(self.store.bins, mid, n_res, ref_s - (n_len + 2) * n_res):
                 st.nilm.add_bin(int(k), s, c)
+            for res, rs in ((p_res, st.profile), (n_res, st.nilm)):
+                for k, ts, wh in await self.db(self.store.counter_bins, mid, res, ref_s - rs.keep_bins * res):
+                    rs.add_counter(int(k), ts, wh)
             states[mid] = st
         self.meters = states
 
@@ -223,6 +230,7 @@ class Agent:
             await watcher.check(initial=True)
         try:
             await self._build_meter_states()
+            await self.db(seed_guards, self.guards, self.store)
         except StoreCorruptError as e:  # damage found by the warm-start reads
             await self._replace_store(str(e))
         if cfg.mqtt.enabled:
@@ -369,7 +377,7 @@ class Agent:
                 async for r in source.readings():
                     if r.meter_id != meter_id:
                         r = dataclasses.replace(r, meter_id=meter_id)
-                    await self._queue.put(r)
+                    await self._queue.put(self.guards[meter_id].check(r))
                 log.warning("source %s ended; restarting it in 1 s", meter_id)
             except asyncio.CancelledError:
                 raise
@@ -444,8 +452,13 @@ class Agent:
             st = self.meters.get(r.meter_id)
             if st is None:
                 continue
-            st.profile.add(r.ts_s, r.power_w)
-            st.nilm.add(r.ts_s, r.power_w)
+            if not r.flags & MODEL_EXCLUDED:
+                net_wh = None if r.import_wh is None else r.import_wh - (r.export_wh or 0.0)
+                if r.flags & ReadingFlag.COUNTER_RESET:
+                    st.profile.forget_counters()
+                    st.nilm.forget_counters()
+                st.profile.add(r.ts_s, r.power_w, net_wh)
+                st.nilm.add(r.ts_s, r.power_w, net_wh)
             st.received += 1
             st.flags_seen |= int(r.flags)
             st.last_seq, st.last_ts_s, st.last_received_s = s.seq, r.ts_s, r.received_s
@@ -626,10 +639,10 @@ class Agent:
                 self.stats.errors += 1
                 self.supervisor.note_error(name, e)
 
-    async def _guarded(self, meter_id: str, task: str, fn: Callable, *args: Any) -> Any:
+    async def _guarded(self, meter_id: str, task: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         """Run one inference step; a failure is logged and counted, the other meters still run."""
         try:
-            return await self.infer(fn, *args)
+            return await self.infer(partial(fn, **kwargs), *args)
         except Exception as e:
             self.stats.errors += 1
             log.error("%s: %s inference failed: %s", meter_id, task, e)
@@ -648,7 +661,8 @@ class Agent:
             if not self._enough(window):
                 log.debug("%s: profile window %.0f%% covered, skipping", st.id, 100 * np.isfinite(window).mean())
                 continue
-            result = await self._guarded(st.id, "anomaly", profile_step, self.host, window, start_s, res)
+            result = await self._guarded(st.id, "anomaly", profile_step, self.host, window, start_s, res,
+                                         counter_wh=st.profile.counters(n))
             if result is not None:
                 await self.publish_result(st.id, "anomaly", result[0])
 
@@ -661,7 +675,8 @@ class Agent:
             start_s, window, _ = st.nilm.window(n)
             if not self._enough(window):
                 continue
-            body = await self._guarded(st.id, "nilm", nilm_step, self.host, window, start_s, res)
+            body = await self._guarded(st.id, "nilm", nilm_step, self.host, window, start_s, res,
+                                       counter_wh=st.nilm.counters(n))
             if body is not None:
                 await self.publish_result(st.id, "appliances", body)
 
@@ -677,7 +692,8 @@ class Agent:
                 continue
             if not np.isfinite(window).all():
                 if model.has("imputation") and model.has("anomaly"):
-                    result = await self._guarded(st.id, "imputation", profile_step, self.host, window, start_s, res)
+                    result = await self._guarded(st.id, "imputation", profile_step, self.host, window, start_s,
+                                                 res, counter_wh=st.profile.counters(n))
                     if result is None:
                         continue
                     window = result[1]
@@ -694,6 +710,8 @@ class Agent:
         msgs = []
         for st in list(self.meters.values()):
             body = quality_body(st, n_res, n_len, self.cfg.schedule.quality_every_s)
+            body.update(guard_quality(self.guards.get(st.id)))
+            body["gap_fill"] = window_fill_report(st.nilm, n_len)
             st.received = 0
             msgs.append(self.topics.meter_message(st.id, "quality", st.last_seq, time.time(), body))
         await self.enqueue(msgs)
@@ -724,6 +742,7 @@ class Agent:
             "model_backend": model.runtime.backend_name if model else None,
             "model_error": self.host.last_error or None,
             "model_swaps": self.host.swaps, "model_rollbacks": self.host.rollbacks,
+            "readings_guarded": guard_totals(self.guards),
         }
 
     async def _status_round(self) -> None:

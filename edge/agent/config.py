@@ -116,6 +116,7 @@ class MeterConfig:
     kind: str  # a firmware_bridge source kind ("dsmr", "modbus", "zigbee", ...) or "sim*"
     name: str = ""  # display name for Home Assistant
     options: dict[str, Any] = field(default_factory=dict)  # passed to build_source
+    limits: dict[str, Any] = field(default_factory=dict)  # plausibility limits (firmware_bridge.guard)
 
 
 @dataclass
@@ -284,6 +285,18 @@ def _check_semantics(cfg: AgentConfig) -> None:
         if m.id in seen:
             raise ConfigError(f"meters[{i}].id", f"duplicate meter id {m.id!r}")
         seen.add(m.id)
+        _check_limits(i, m)
+
+
+def _check_limits(i: int, m: MeterConfig) -> None:
+    """The meter's plausibility limits must build (range checks live with the limits)."""
+    from edge.agent.guards import meter_limits
+    from firmware_bridge.guard import LimitsError
+
+    try:
+        meter_limits(m.kind, m.options, m.limits)
+    except LimitsError as e:
+        raise ConfigError(f"meters[{i}].limits.{e.key}", e.problem) from e
 
 
 def parse_config(data: dict, *, resolve_secrets: bool = True) -> AgentConfig:

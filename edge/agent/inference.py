@@ -164,14 +164,23 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def profile_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resolution_s: float,
-                 threshold: float = 0.5) -> tuple[dict, np.ndarray]:
-    """Imputation (when gaps) then anomaly detection on one window of L bins."""
+                 threshold: float = 0.5, counter_wh: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+    """Imputation (when gaps) then anomaly detection on one window of L bins.
+
+    With ``counter_wh`` (net Wh at each bin's end, NaN where not read; ``Resampler.counters``) the
+    filled bins of every gap the counters bracket are rescaled to the counted energy.
+    """
     observed = np.isfinite(window_w).astype(np.float32)
     load = np.where(observed > 0, window_w, 0.0).astype(np.float32)
     n_missing = int(len(load) - observed.sum())
     if n_missing and host.current is not None and host.current.has("imputation"):
         filled = host.run("imputation", {"load_w": load[None], "observed": observed[None]})["load_w_filled"][0]
         load = np.where(observed > 0, load, filled).astype(np.float32)
+    if n_missing and counter_wh is not None and observed.any():
+        from edge.signal.gapfill.energy import apply_energy_constraint
+
+        ends_s = start_ts_s + resolution_s * np.arange(1, len(load) + 1)
+        load = apply_energy_constraint(load, observed == 0, ends_s, counter_wh).astype(np.float32)
     out = host.run("anomaly", {"load_w": load[None]})
     p_window = float(_sigmoid(out["window_logit"].reshape(-1))[0])
     p_point = _sigmoid(out["point_logit"].reshape(-1))
@@ -190,13 +199,13 @@ def profile_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resol
 
 
 def nilm_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resolution_s: float,
-              threshold: float = 0.5, last_bins: int = 3) -> dict:
-    """Appliance states at the end of the rolling window (mean over its last few bins)."""
+              threshold: float = 0.5, last_bins: int = 3, counter_wh: np.ndarray | None = None) -> dict:
+    """Appliance states at the end of the rolling window (mean over its last few bins); gaps are
+    filled linearly, energy-exact where ``counter_wh`` brackets them (``edge.agent.gapfill``)."""
     model = host.current
-    from edge.agent.quality import fill_gaps
+    from edge.agent.gapfill import fill_window
 
-    load = fill_gaps(window_w)
-    load = np.nan_to_num(load, nan=float(np.nanmean(window_w)) if np.isfinite(window_w).any() else 0.0)
+    load = fill_window(window_w, start_ts_s, resolution_s, counter_wh).filled_w
     out = host.run("nilm", {"load_w": load[None].astype(np.float32)})
     power = out["appliance_w"][0][:, -last_bins:].mean(axis=1)
     p_on = _sigmoid(out["on_logit"][0][:, -last_bins:]).mean(axis=1)

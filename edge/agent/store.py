@@ -56,6 +56,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware_bridge.guard import MODEL_EXCLUDED
 from firmware_bridge.reading import Reading, ReadingFlag
 
 log = logging.getLogger(__name__)
@@ -314,11 +315,31 @@ class ReadingStore:
         return out
 
     def bins(self, meter_id: str, resolution_s: float, since_ts_s: float) -> list[tuple[int, float, float]]:
-        """(bin index, sum of power_w, count) per ``resolution_s`` bin since ``since_ts_s`` (warm start)."""
+        """(bin index, sum of power_w, count) per ``resolution_s`` bin since ``since_ts_s`` (warm
+        start); readings flagged ``MODEL_EXCLUDED`` (a far-off meter clock) stay out."""
         return list(self.db.execute(
             "SELECT CAST(ts_s / ? AS INTEGER) AS k, SUM(power_w), COUNT(power_w) FROM readings "
-            "WHERE meter_id=? AND ts_s>=? AND power_w IS NOT NULL GROUP BY k",
-            (resolution_s, meter_id, since_ts_s)))
+            "WHERE meter_id=? AND ts_s>=? AND power_w IS NOT NULL AND (flags & ?) = 0 GROUP BY k",
+            (resolution_s, meter_id, since_ts_s, int(MODEL_EXCLUDED))))
+
+    def counter_bins(self, meter_id: str, resolution_s: float, since_ts_s: float,
+                     ) -> list[tuple[int, float, float]]:
+        """(bin index, ts_s, net counter Wh) of the newest counter reading per ``resolution_s``
+        bin since ``since_ts_s``; net = import_wh - export_wh (export 0 where not read)."""
+        # SQLite: with MAX() the bare columns come from the row holding the maximum
+        return list(self.db.execute(
+            "SELECT CAST(ts_s / ? AS INTEGER) AS k, MAX(ts_s), import_wh - COALESCE(export_wh, 0) "
+            "FROM readings WHERE meter_id=? AND ts_s>=? AND import_wh IS NOT NULL AND (flags & ?) = 0 "
+            "GROUP BY k", (resolution_s, meter_id, since_ts_s, int(MODEL_EXCLUDED))))
+
+    def last_value(self, meter_id: str, column: str) -> tuple[float, float] | None:
+        """(value, ts_s) of the newest reading of ``meter_id`` with ``column`` set, or None."""
+        if column not in _READING_COLUMNS:
+            raise ValueError(f"unknown reading column {column!r}; known: {_READING_COLUMNS}")
+        row = self.db.execute(
+            f"SELECT {column}, ts_s FROM readings WHERE meter_id=? AND {column} IS NOT NULL "
+            "ORDER BY seq DESC LIMIT 1", (meter_id,)).fetchone()
+        return None if row is None else (float(row[0]), float(row[1]))
 
     def prune_readings(self, older_than_s: float) -> int:
         """Delete readings with ``ts_s`` before ``older_than_s`` (retention); returns the count."""

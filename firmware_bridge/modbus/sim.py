@@ -1,4 +1,5 @@
-"""A virtual Eastron meter: a pymodbus RTU server on one end of a pty bridge."""
+"""A virtual Eastron meter: a pymodbus RTU server on one end of a pty bridge; and a replay of
+recorded polls (``ReplayModbusMeter``) on the same server."""
 
 from __future__ import annotations
 
@@ -126,3 +127,40 @@ class VirtualModbusMeter:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+class ReplayModbusMeter(VirtualModbusMeter):
+    """A recorded meter: read request n is answered with recorded poll n, as the meter sent it.
+
+    ``polls``: one dict per poll, register address -> (high word, low word) of a float32 pair;
+    registers a poll does not name read 0. After the last poll the meter answers with exception
+    responses (device failure), so a reader sees exactly the recorded polls.
+    """
+
+    def __init__(self, polls, *, model: str = "sdm120", unit_id: int = 1) -> None:
+        super().__init__(lambda ts_s: {"power_w": 0.0}, model=model, unit_id=unit_id)
+        self.polls = [{int(a): (int(w[0]), int(w[1])) for a, w in poll.items()} for poll in polls]
+        self.polls_served = 0
+
+    @classmethod
+    def from_case(cls, case: Mapping) -> ReplayModbusMeter:
+        """From a case's ``polls.json``: ``{"model", "unit_id", "polls": [{"0x0048": [hi, lo]}]}``."""
+        polls = [{int(a, 16): words for a, words in poll.items()} for poll in case["polls"]]
+        return cls(polls, model=case.get("model", "sdm120"), unit_id=int(case.get("unit_id", 1)))
+
+    async def _on_access(self, unit: _SimUnit, function_code, start_address, address, count,
+                         registers, set_values):
+        from pymodbus.constants import ExcCodes
+
+        if not self.respond or self.polls_served >= len(self.polls):
+            return ExcCodes.DEVICE_FAILURE
+        poll = self.polls[self.polls_served]
+        self.polls_served += 1
+        for i in range(len(registers)):
+            registers[i] = 0
+        for address_, (high, low) in poll.items():
+            i = address_ - start_address
+            if i >= 0 and i + 1 < len(registers):
+                registers[i], registers[i + 1] = high, low
+        unit.reads_served += 1
+        return None

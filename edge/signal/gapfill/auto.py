@@ -40,8 +40,8 @@ def choose(gap: Gap, policy=DEFAULT_POLICY) -> str:
 
 def auto_fill(values, missing, ts_s=None, counter_wh=None, policy=DEFAULT_POLICY) -> np.ndarray:
     """Fill every gap with the method the policy picks; then honour energy counters if given."""
-    from edge.signal.gapfill import FILLERS  # registry lives in the package __init__
     from edge.signal.gapfill.energy import apply_energy_constraint
+    from edge.signal.gapfill.registry import FILLERS
 
     x, m, t = check_input(values, missing, ts_s)
     gaps = find_gaps(m)

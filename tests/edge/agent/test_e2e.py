@@ -29,7 +29,7 @@ ATTACK_H = 8.0
 def _seed_history(store_path, meter_id: str, seed: int, now_s: float, nilm_res_s: float,
                   nilm_len: int, attacked: bool) -> None:
     """A day at 60 s and the last NILM window at the NILM resolution, from the live simulator."""
-    source = household_power_source(seed, now_s - 2 * 86400, {})
+    source = household_power_source(seed, now_s - 86400, {})  # the live meter's start_s: same counters
     if attacked:
         source = attack_power_source(source, "scaling", now_s - ATTACK_H * 3600, now_s + 3600, 2.0)
     recent_s = nilm_len * nilm_res_s

@@ -1,0 +1,208 @@
+"""The reading guard in the running agent, with a real Mosquitto and a real SQLite store: bad
+values, counter glitches and resets, meter clock jumps, and the recorded Modbus and ZigBee cases
+through the real sources. Every published reading message is checked."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable
+
+import pytest
+
+from edge.agent.agent import Agent
+from edge.agent.simulated import build_sources
+from edge.agent.store import ReadingStore
+from firmware_bridge.reading import Reading, ReadingFlag
+from firmware_bridge.zigbee.sim import ReplayZigbeeDevice
+from firmware_bridge.zigbee.source import ZigbeeConfig, ZigbeeSource
+from tests.edge.agent.helpers import Recorder, make_config
+from tests.firmware_bridge.meter_cases import find_cases
+
+FAST = {"quality_every_s": 0.5, "status_every_s": 0.5, "report_every_s": 3600.0,
+        "profile_every_s": 3600.0, "forecast_every_s": 3600.0, "nilm_every_s": 3600.0}
+
+
+class ScriptedSource:
+    """A meter that sends prepared readings: ``make(i, now_s) -> Reading`` every ``interval_s``,
+    ``count`` times, then stays connected and silent."""
+
+    def __init__(self, meter_id: str, make: Callable[[int, float], Reading], count: int,
+                 interval_s: float = 0.05) -> None:
+        self.meter_id, self.make, self.count, self.interval_s = meter_id, make, count, interval_s
+        self.sent = 0
+
+    async def readings(self):
+        while self.sent < self.count:
+            yield self.make(self.sent, time.time())
+            self.sent += 1
+            await asyncio.sleep(self.interval_s)
+        await asyncio.Event().wait()
+
+
+@contextlib.asynccontextmanager
+async def running(agent: Agent):
+    task = asyncio.create_task(agent.run())
+    try:
+        await asyncio.wait_for(agent.ready.wait(), 30)
+        yield agent
+    finally:
+        agent.request_stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def wait_until(predicate, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the agent")
+        await asyncio.sleep(0.05)
+
+
+def _readings_by_seq(rec: Recorder, meter: str) -> list[dict]:
+    return sorted({m["seq"]: m for m in rec.json(f"/{meter}/reading")}.values(), key=lambda m: m["seq"])
+
+
+def assert_energy_never_decreases_unless_reset(messages: list[dict]) -> None:
+    """On every published reading: energy_kwh only goes down on a reading flagged COUNTER_RESET."""
+    last = None
+    for m in messages:
+        e = m.get("energy_kwh")
+        if e is None:
+            continue
+        assert math.isfinite(e) and e < 1e7, m
+        if last is not None and e < last:
+            assert m["flags"] & ReadingFlag.COUNTER_RESET, f"energy decreased without a reset: {m}"
+        last = e
+
+
+async def test_implausible_readings_are_flagged_withheld_and_counted(mosquitto, tmp_path):
+    powers = [500.0, -5000.0, 600.0, 1e308, 700.0, math.nan, 800.0]
+    meters = [{"id": "m1", "kind": "sim", "limits": {"export": False, "phases": 1, "main_fuse_a": 25}}]
+    cfg = make_config(tmp_path / "state", mosquitto.port, meters, schedule=FAST)
+    source = ScriptedSource("m1", lambda i, now: Reading("m1", now, now, powers[i], voltage_v=230.0),
+                            len(powers))
+    rec = Recorder(mosquitto.port, ["unimeter/#"], client_id="guard-implausible")
+    try:
+        async with running(Agent(cfg, {"m1": source})):
+            await wait_until(lambda: len(_readings_by_seq(rec, "m1")) == len(powers))
+            await wait_until(lambda: any(s.get("readings_guarded", {}).get("implausible") == 2
+                                         for s in rec.json("/gw1/status")))
+            await wait_until(lambda: any(q["guard"]["implausible"] == 2 for q in rec.json("/m1/quality")))
+    finally:
+        rec.stop()
+    published = _readings_by_seq(rec, "m1")
+    assert [m["power_w"] for m in published] == [500.0, None, 600.0, None, 700.0, None, 800.0]
+    for m in rec.json("/m1/reading"):  # every message, duplicates included
+        assert m["power_w"] not in (-5000.0, 1e308)
+    flags = [ReadingFlag(m["flags"]) for m in published]
+    assert ReadingFlag.IMPLAUSIBLE in flags[1] and ReadingFlag.IMPLAUSIBLE in flags[3]
+    assert ReadingFlag.INVALID_VALUE in flags[5]
+    quality = [q for q in rec.json("/m1/quality") if q["guard"]["implausible"] == 2][-1]
+    assert quality["guard"]["implausible_by_field"] == {"power_w": 2}
+    assert quality["guard"]["invalid_values"] == 1
+    store = ReadingStore(cfg.store_path)  # withheld, not lost: the store keeps what was sent
+    kept = [s.reading for s in store.readings_since("m1", 0)]
+    store.close()
+    assert [r.extra.get("power_w_withheld") for r in kept[:4]] == [None, -5000.0, None, 1e308]
+
+
+async def test_counter_glitch_is_withheld_and_a_reset_is_flagged(mosquitto, tmp_path):
+    counters = [1000.0, 1010.0, 9e6, 1020.0, 1030.0, 5.0, 15.0, 25.0, 35.0, 45.0]
+    cfg = make_config(tmp_path / "state", mosquitto.port, [{"id": "m1", "kind": "sim"}], schedule=FAST)
+    source = ScriptedSource("m1", lambda i, now: Reading("m1", now, now, 300.0, import_wh=counters[i]),
+                            len(counters))
+    rec = Recorder(mosquitto.port, ["unimeter/#"], client_id="guard-counters")
+    try:
+        async with running(Agent(cfg, {"m1": source})):
+            await wait_until(lambda: len(_readings_by_seq(rec, "m1")) == len(counters))
+            await wait_until(lambda: any(q["guard"]["counter_resets"] == 1 for q in rec.json("/m1/quality")))
+    finally:
+        rec.stop()
+    published = _readings_by_seq(rec, "m1")
+    assert [m.get("energy_kwh") for m in published] == [1.0, 1.01, None, 1.02, 1.03,
+                                                         None, None, 0.025, 0.035, 0.045]
+    assert_energy_never_decreases_unless_reset(published)
+    assert_energy_never_decreases_unless_reset(rec.json("/m1/reading"))
+    assert ReadingFlag.COUNTER_GLITCH in ReadingFlag(published[2]["flags"])
+    assert ReadingFlag.COUNTER_RESET in ReadingFlag(published[7]["flags"])
+    guard = [q for q in rec.json("/m1/quality") if q["guard"]["counter_resets"] == 1][-1]["guard"]
+    assert guard["counter_glitches"] == 1 and guard["counter_withheld"] == 3
+
+
+async def test_the_last_published_counter_survives_a_restart(mosquitto, tmp_path):
+    cfg = make_config(tmp_path / "state", mosquitto.port, [{"id": "m1", "kind": "sim"}], schedule=FAST)
+    first = ScriptedSource("m1", lambda i, now: Reading("m1", now, now, 300.0, import_wh=180_100.0 + 100 * i), 2)
+    async with running(Agent(cfg, {"m1": first})):
+        await wait_until(lambda: first.sent == 2)
+        await asyncio.sleep(0.3)
+    values = [5_000_000.0, 180_400.0]  # the first poll after the restart is a glitch
+    second = ScriptedSource("m1", lambda i, now: Reading("m1", now, now, 300.0, import_wh=values[i]), 2)
+    rec = Recorder(mosquitto.port, ["unimeter/gw1/m1/reading"], client_id="guard-restart")
+    try:
+        async with running(Agent(cfg, {"m1": second})):
+            await wait_until(lambda: any(m["seq"] == 4 for m in rec.json("/m1/reading")))
+    finally:
+        rec.stop()
+    published = _readings_by_seq(rec, "m1")
+    assert [m.get("energy_kwh") for m in published if m["seq"] >= 3] == [None, 180.4]
+
+
+@pytest.mark.parametrize("case", [c for c in find_cases("modbus")], ids=lambda c: c.name)
+async def test_agent_replaying_a_modbus_case_over_a_pty_never_publishes_less_energy(case, mosquitto, tmp_path):
+    from firmware_bridge.modbus.sim import ReplayModbusMeter
+
+    meter = ReplayModbusMeter.from_case(case.json("polls.json"))
+    n_polls = len(meter.polls)
+    async with meter:
+        meters = [{"id": "sdm", "kind": "modbus",
+                   "options": {"port": meter.port, "model": meter.model, "unit_id": meter.unit_id,
+                               "poll_interval_s": 0.2, "timeout_s": 0.5, "retries": 0}}]
+        cfg = make_config(tmp_path / "state", mosquitto.port, meters, schedule=FAST)
+        rec = Recorder(mosquitto.port, ["unimeter/#"], client_id="guard-modbus")
+        try:
+            async with running(Agent(cfg, build_sources(cfg))):
+                await wait_until(lambda: len(_readings_by_seq(rec, "sdm")) >= n_polls)
+                await asyncio.sleep(0.5)  # polls after the recording fail: nothing more is published
+        finally:
+            rec.stop()
+    published = _readings_by_seq(rec, "sdm")
+    assert len(published) == n_polls
+    assert_energy_never_decreases_unless_reset(rec.json("/sdm/reading"))  # every message
+    expected = case.expected.get("published_energy_kwh")
+    if expected is not None:
+        assert [m.get("energy_kwh") for m in published] == pytest.approx(expected, abs=5e-4)
+    assert not any(ReadingFlag(m["flags"]) & ReadingFlag.COUNTER_RESET for m in published)
+
+
+@pytest.mark.parametrize("case", [c for c in find_cases("zigbee")], ids=lambda c: c.name)
+async def test_agent_replaying_a_zigbee_case_publishes_no_energy_for_an_invalid_report(
+        case, mosquitto, tmp_path):
+    device = ReplayZigbeeDevice.from_case(case.json("reports.json"))
+    source = ZigbeeSource(ZigbeeConfig(radio="virtual", virtual_devices=[device], meters={device.ieee: "zb"}))
+    cfg = make_config(tmp_path / "state", mosquitto.port,
+                      [{"id": "zb", "kind": "zigbee", "options": {"radio": "virtual"}}], schedule=FAST)
+    expected = case.expected["readings"]
+    rec = Recorder(mosquitto.port, ["unimeter/#"], client_id="guard-zigbee")
+    try:
+        async with running(Agent(cfg, {"zb": source})):
+            await wait_until(lambda: device.ieee in source.configured)
+            for n in range(1, len(device.reports) + 1):
+                device.send_next()
+                await wait_until(lambda n=n: len(_readings_by_seq(rec, "zb")) >= min(n, len(expected)))
+    finally:
+        rec.stop()
+    published = _readings_by_seq(rec, "zb")
+    assert len(published) == len(expected)
+    for message, want in zip(published, expected, strict=True):
+        if "import_wh" in want and want["import_wh"] is None:
+            assert message.get("energy_kwh") is None and message["import_wh"] is None, message
+        elif "import_wh" in want:
+            assert message["energy_kwh"] == pytest.approx(want["import_wh"] / 1000.0, abs=1e-4)
+    assert_energy_never_decreases_unless_reset(rec.json("/zb/reading"))
+    limit = case.expected.get("published_energy_kwh_max")
+    if limit is not None:
+        assert all(m.get("energy_kwh") is None or m["energy_kwh"] <= limit + 1e-9
+                   for m in rec.json("/zb/reading"))
