@@ -139,6 +139,19 @@ class MeterLimits:
         """A phase voltage beyond 1.75 x nominal (400 V at 230 V: a lost neutral) is not real."""
         return 1.75 * self.nominal_voltage_v
 
+    def describe(self) -> str:
+        """One line for ``check-config``: the limits in force and where they come from."""
+        if self.max_power_w is not None:
+            power = f"|power| <= {self.power_limit_w:.0f} W (max_power_w)"
+        else:
+            power = (f"|power| <= {self.power_limit_w:.0f} W ({self.phases} x "
+                     f"{self.nominal_voltage_v:g} V x {self.main_fuse_a:g} A x {self.margin:g})")
+        export = {True: "export allowed", False: f"import only (down to -{self.noise_w:g} W)",
+                  None: "export allowed once the meter reports an export counter"}[self.export]
+        return (f"{power}, {export}; counter jumps beyond {self.counter_jump_wh:g} Wh withheld until "
+                f"they come back (glitch) or {self.counter_confirm_readings} readings agree (reset); "
+                f"meter clock within +{self.clock_max_ahead_s:g}/-{self.clock_max_behind_s:g} s")
+
     def max_rise_wh(self, dt_s: float) -> float:
         """Most a counter can plausibly rise in ``dt_s``: max power over the interval + the jump."""
         return self.power_limit_w * max(dt_s, 0.0) / 3600.0 + self.counter_jump_wh

@@ -38,7 +38,7 @@ import numpy as np
 
 from edge.agent.config import AgentConfig
 from edge.agent.gapfill import window_fill_report
-from edge.agent.guards import build_guards, guard_quality, guard_totals, seed_guards
+from edge.agent.guards import build_guards, guard_quality, guard_totals, guard_warnings, seed_guards
 from edge.agent.health import (
     HEALTH_EVERY_S,
     Health,
@@ -742,7 +742,6 @@ class Agent:
             "model_backend": model.runtime.backend_name if model else None,
             "model_error": self.host.last_error or None,
             "model_swaps": self.host.swaps, "model_rollbacks": self.host.rollbacks,
-            "readings_guarded": guard_totals(self.guards),
         }
 
     async def _status_round(self) -> None:
@@ -820,12 +819,14 @@ class Agent:
         model = self._model_health()
         if model.error:
             warnings.append(f"model: {model.error}")
+        warnings += guard_warnings(self.guards)
         ages = [time.time() - st.last_received_s for st in self.meters.values() if st.last_received_s]
         return Health(
             ok=not problems and state == "running", problems=problems, warnings=warnings,
             ts_s=time.time(), gateway=self.cfg.gateway.id, pid=os.getpid(), state=state,
             tasks=self.supervisor.snapshot(), store=store, mqtt=mqtt, model=model,
-            committed=self.stats.committed, last_reading_age_s=round(min(ages), 3) if ages else None)
+            committed=self.stats.committed, last_reading_age_s=round(min(ages), 3) if ages else None,
+            readings_guarded=guard_totals(self.guards))
 
     def _store_health(self) -> StoreHealth:
         store, spell = self.store, self.write_spell

@@ -68,7 +68,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load(args)
     if cfg is None:
         return 2
+    from edge.agent.guards import meter_limits
+
     print(json.dumps(_redacted(cfg), indent=2, default=str))
+    for m in cfg.meters:  # the plausibility limits in force (edge.agent.guards)
+        print(f"meter {m.id} ({m.kind}): {meter_limits(m.kind, m.options, m.limits).describe()}",
+              file=sys.stderr)
     print(f"config OK: gateway {cfg.gateway.id}, {len(cfg.meters)} meters, store {cfg.store_path}",
           file=sys.stderr)
     return 0
@@ -85,8 +90,11 @@ def cmd_health(args: argparse.Namespace) -> int:
             return 2
         store = cfg.store_path
     problems: list[str] = []
+    warnings: list[str] = []
     try:
-        problems += assess(read_health(health_path(store)))
+        data = read_health(health_path(store))
+        problems += assess(data)
+        warnings = [str(w) for w in data.get("warnings", [])]
     except HealthFileError as e:
         problems.append(str(e))
     if problems and problems[0].startswith("health file is"):
@@ -101,9 +109,11 @@ def cmd_health(args: argparse.Namespace) -> int:
     elif age_s > args.max_age_s:
         problems.append(f"last reading {age_s:.1f} s ago (limit {args.max_age_s:.0f} s)")
     if problems:
-        print("unhealthy: " + "\n  ".join(problems))
+        print("unhealthy: " + "\n  ".join(problems + [f"warning: {w}" for w in warnings]))
         return 1
     print(f"healthy: last reading {age_s:.1f} s ago (limit {args.max_age_s:.0f} s)")
+    for w in warnings:
+        print(f"  warning: {w}")
     return 0
 
 

@@ -59,3 +59,19 @@ def guard_totals(guards: Mapping[str, ReadingGuard]) -> dict:
     keys = ("invalid_values", "implausible", "counter_withheld", "counter_glitches",
             "counter_resets", "clock_skewed")
     return {k: sum(getattr(g.stats, k) for g in guards.values()) for k in keys}
+
+
+def guard_warnings(guards: Mapping[str, ReadingGuard]) -> list[str]:
+    """One health warning per meter whose readings the guard had to withhold or flag."""
+    out = []
+    for meter_id, guard in guards.items():
+        st = guard.stats
+        parts = [f"{n} {what}" for n, what in (
+            (st.invalid_values, "values without a value (invalid/NaN)"),
+            (st.implausible, "implausible values withheld"),
+            (st.counter_glitches, "counter glitches withheld"),
+            (st.counter_resets, "counter resets"),
+            (st.clock_skewed, "readings with a far-off meter clock")) if n]
+        if parts:
+            out.append(f"meter {meter_id}: " + ", ".join(parts) + f" (last: {st.last_event})")
+    return out

@@ -89,6 +89,7 @@ class Health:
     model: ModelHealth
     committed: int = 0  # readings committed since start
     last_reading_age_s: float | None = None
+    readings_guarded: dict[str, int] = field(default_factory=dict)  # withheld/flagged since start
     version: int = HEALTH_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,7 +12,10 @@ from collections.abc import Callable
 
 import pytest
 
+from edge.agent.__main__ import main
 from edge.agent.agent import Agent
+from edge.agent.config import ConfigError, parse_config
+from edge.agent.health import health_path, read_health
 from edge.agent.simulated import build_sources
 from edge.agent.store import ReadingStore
 from firmware_bridge.reading import Reading, ReadingFlag
@@ -88,11 +91,17 @@ async def test_implausible_readings_are_flagged_withheld_and_counted(mosquitto, 
     try:
         async with running(Agent(cfg, {"m1": source})):
             await wait_until(lambda: len(_readings_by_seq(rec, "m1")) == len(powers))
-            await wait_until(lambda: any(s.get("readings_guarded", {}).get("implausible") == 2
+            await wait_until(lambda: any(s.get("health", {}).get("readings_guarded", {}).get("implausible") == 2
                                          for s in rec.json("/gw1/status")))
             await wait_until(lambda: any(q["guard"]["implausible"] == 2 for q in rec.json("/m1/quality")))
+            await wait_until(lambda: read_health(health_path(cfg.store_path))["readings_guarded"]
+                             .get("implausible") == 2, 15)
+            health = read_health(health_path(cfg.store_path))
     finally:
         rec.stop()
+    assert health["readings_guarded"]["invalid_values"] == 1
+    assert any(w.startswith("meter m1: 1 values without a value (invalid/NaN), 2 implausible values withheld")
+               for w in health["warnings"]), health["warnings"]
     published = _readings_by_seq(rec, "m1")
     assert [m["power_w"] for m in published] == [500.0, None, 600.0, None, 700.0, None, 800.0]
     for m in rec.json("/m1/reading"):  # every message, duplicates included
@@ -206,3 +215,90 @@ async def test_agent_replaying_a_zigbee_case_publishes_no_energy_for_an_invalid_
     if limit is not None:
         assert all(m.get("energy_kwh") is None or m["energy_kwh"] <= limit + 1e-9
                    for m in rec.json("/zb/reading"))
+
+
+def _seed_power(store_path, meter_id: str, t_from: float, t_to: float, step_s: float = 1.0) -> None:
+    store = ReadingStore(store_path, synchronous="normal")
+    t, readings = t_from, []
+    while t < t_to:
+        readings.append(Reading(meter_id, t, t, 400.0 + 300.0 * math.sin(t / 30.0), source="history"))
+        t += step_s
+    store.commit_readings(readings)
+    store.close()
+
+
+async def test_a_meter_clock_jump_is_flagged_kept_out_of_the_windows_and_nilm_goes_on(
+        tiny_bundle, mosquitto, tmp_path):
+    """Two readings dated a day ahead: flagged, stored at the receive time, out of the NILM window;
+    appliance detection goes on, also after a restart (the store's warm start skips them)."""
+    schedule = {**FAST, "nilm_resolution_s": 1.0, "nilm_every_s": 1.0, "quality_every_s": 1.0}
+    cfg = make_config(tmp_path / "state", mosquitto.port, [{"id": "m1", "kind": "sim"}],
+                      model={"bundle": str(tiny_bundle), "backend": "onnx", "precision": "int8"},
+                      schedule=schedule)
+    now = time.time()
+    _seed_power(cfg.store_path, "m1", now - 180.0, now)
+    day_s = 86_400.0
+
+    def make(i: int, t: float) -> Reading:
+        ts = t + day_s if i in (10, 11) else t  # the meter clock jumps a day ahead, twice
+        return Reading("m1", ts, t, 400.0 + 300.0 * math.sin(t / 30.0))
+
+    first = ScriptedSource("m1", make, count=10**6, interval_s=0.2)
+    rec = Recorder(mosquitto.port, ["unimeter/gw1/m1/#"], client_id="guard-clock")
+
+    def nilm_after(t_s: float) -> list[dict]:
+        return [m for m in rec.json("/m1/appliances") if m["ts_s"] > t_s]
+
+    try:
+        async with running(Agent(cfg, {"m1": first})):
+            await wait_until(lambda: first.sent > 12, 30)
+            jumped_s = time.time()
+            await wait_until(lambda: len(nilm_after(jumped_s)) >= 3, 30)  # detection goes on
+            await wait_until(lambda: any(q["guard"]["clock_skewed"] == 2 for q in rec.json("/m1/quality")))
+        restart_s = time.time()
+        second = ScriptedSource("m1", make, count=0)  # after the restart: only what the store holds
+        async with running(Agent(cfg, {"m1": second})):
+            await wait_until(lambda: len(nilm_after(restart_s)) >= 2, 30)
+    finally:
+        rec.stop()
+    for m in rec.json("/m1/appliances"):  # never a window a day ahead
+        assert m["window_end_s"] < time.time() + 60, m
+    skewed = [m for m in rec.json("/m1/reading") if m["flags"] & ReadingFlag.CLOCK_SKEW]
+    assert {m["seq"] for m in skewed} and len({m["seq"] for m in skewed}) == 2
+    assert all(abs(m["ts_s"] - m["received_s"]) < 1.0 for m in skewed)  # stored at the receive time
+    quality = [q for q in rec.json("/m1/quality") if q["guard"]["clock_skewed"] == 2][-1]
+    assert quality["clock_offset_s"] is not None and abs(quality["clock_offset_s"]) < 60
+    store = ReadingStore(cfg.store_path)
+    kept = [s.reading for s in store.readings_since("m1", 0) if s.reading.flags & ReadingFlag.CLOCK_SKEW]
+    store.close()
+    assert len(kept) == 2 and all(r.extra["meter_ts_s"] - r.received_s == pytest.approx(day_s, abs=1.0)
+                                  for r in kept)
+
+
+@pytest.mark.parametrize(("limits", "key", "message"), [
+    ({"main_fuse_a": -25}, "meters[0].limits.main_fuse_a", "must be a number > 0 (A), got -25"),
+    ({"phases": 4}, "meters[0].limits.phases", "must be 1, 2 or 3, got 4"),
+    ({"export": "sometimes"}, "meters[0].limits.export", "must be true or false"),
+    ({"counter_confirm_readings": 0}, "meters[0].limits.counter_confirm_readings", "1..100"),
+    ({"fuse": 25}, "meters[0].limits.fuse", "unknown key (known: clock_max_ahead_s"),
+])
+def test_bad_limits_are_refused_naming_the_key(limits, key, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config({"meters": [{"id": "m1", "kind": "dsmr", "options": {"port": "/dev/null"},
+                                  "limits": limits}]})
+    assert err.value.key == key and message in str(err.value)
+
+
+def test_check_config_prints_the_limits_in_force(tmp_path, capsys):
+    toml = tmp_path / "agent.toml"
+    toml.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\n[[meters]]\nid = "p1"\nkind = "dsmr"\n'
+                    '[meters.options]\nport = "/dev/null"\n[meters.limits]\nphases = 1\n'
+                    'main_fuse_a = 35\nexport = false\n[[meters]]\nid = "sdm"\nkind = "modbus"\n'
+                    '[meters.options]\nport = "/dev/null"\nmodel = "sdm120"\n')
+    assert main(["check-config", "--config", str(toml)]) == 0
+    err = capsys.readouterr().err
+    assert "meter p1 (dsmr): |power| <= 12075 W (1 x 230 V x 35 A x 1.5), import only" in err
+    assert "meter sdm (modbus): |power| <= 15525 W (1 x 230 V x 45 A x 1.5)" in err
+    toml.write_text(toml.read_text().replace("main_fuse_a = 35", "main_fuse_a = 0"))
+    assert main(["check-config", "--config", str(toml)]) == 2
+    assert "meters[0].limits.main_fuse_a: must be a number > 0 (A), got 0" in capsys.readouterr().err
