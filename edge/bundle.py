@@ -14,6 +14,11 @@ list, the minimum runtime versions and the sha256 and size of every artifact.
 ``BundleError`` subclass that says what is wrong: a file that does not match its hash was tampered
 with or corrupted; a listed file that is missing; a format version this code does not read; an
 installed runtime older than the bundle needs. A bundle that fails any check is refused whole.
+
+With ``trust`` (an ``edge.signing.BundleTrust``, what the agent passes) the manifest's ed25519
+signature (``signature.json``) is verified over the exact manifest bytes that are then parsed, so
+an edited manifest (a changed ``resolution_s``, a swapped hash) is refused as
+``BundleSignatureError``; the manifest's hashes then cover every artifact (edge/signing.py).
 """
 
 from __future__ import annotations
@@ -76,6 +81,10 @@ class BundleRuntimeError(BundleError):
     """No installed interpreter satisfies the bundle's minimum runtime versions."""
 
 
+class BundleSignatureError(BundleError):
+    """The bundle's signature is missing (where required), invalid, or by an untrusted key."""
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One graph input or output: name, shape (``None`` = batch dimension), dtype, unit."""
@@ -132,6 +141,7 @@ class Bundle:
     created_at: str
     format_version: int
     min_runtime_versions: dict[str, str]
+    signature: str = "not checked"  # edge.signing.BundleTrust.check status
 
     def task(self, name: str) -> TaskSpec:
         try:
@@ -185,18 +195,25 @@ def usable_runtimes(min_versions: dict[str, str]) -> dict[str, str]:
     return usable
 
 
-def _read_manifest(root: Path) -> dict[str, Any]:
+def _read_manifest_bytes(root: Path) -> bytes:
     if not root.is_dir():
         raise BundleFormatError(f"{root} is not a bundle directory")
     manifest_path = root / MANIFEST_NAME
     if not manifest_path.is_file():
         raise BundleFormatError(f"{root} has no {MANIFEST_NAME}: not a unimeter bundle")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BundleFormatError(f"{manifest_path} is not valid JSON: {e}") from e
+        return manifest_path.read_bytes()
+    except OSError as e:
+        raise BundleFormatError(f"cannot read {manifest_path}: {e.strerror}") from e
+
+
+def _parse_manifest(raw: bytes, root: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleFormatError(f"{root / MANIFEST_NAME} is not valid JSON: {e}") from e
     if not isinstance(manifest, dict):
-        raise BundleFormatError(f"{manifest_path} must hold a JSON object")
+        raise BundleFormatError(f"{root / MANIFEST_NAME} must hold a JSON object")
     return manifest
 
 
@@ -273,15 +290,18 @@ def _parse_task(name: str, data: dict[str, Any], manifest: dict[str, Any], root:
     )
 
 
-def load_bundle(path: str | Path, *, check_runtimes: bool = True) -> Bundle:
+def load_bundle(path: str | Path, *, check_runtimes: bool = True, trust: Any = None) -> Bundle:
     """Read and verify a bundle directory; raise a ``BundleError`` subclass if anything is wrong.
 
-    Verifies the format name and version, the required fields, the size and sha256 of every
+    Verifies (with ``trust``, an ``edge.signing.BundleTrust``) the signature over the manifest
+    bytes, then the format name and version, the required fields, the size and sha256 of every
     artifact, and (``check_runtimes``) that at least one installed interpreter meets the
     bundle's minimum versions.
     """
     root = Path(path).resolve()
-    manifest = _read_manifest(root)
+    raw = _read_manifest_bytes(root)
+    signature = trust.check(root, raw) if trust is not None else "not checked"
+    manifest = _parse_manifest(raw, root)
     _check_format(manifest, root)
     _verify_artifacts(manifest, root)
     tasks = {name: _parse_task(name, data, manifest, root) for name, data in manifest["tasks"].items()}
@@ -301,4 +321,5 @@ def load_bundle(path: str | Path, *, check_runtimes: bool = True) -> Bundle:
         created_at=str(manifest["created_at"]),
         format_version=int(manifest["format_version"]),
         min_runtime_versions=min_versions,
+        signature=signature,
     )

@@ -22,6 +22,7 @@ EDGE_COMMAND_MODULES = (
     "edge.data.cli",
     "edge.signal.cli",
     "edge.agent.cli",
+    "edge.bundle_cli",
     "edge.bench_cli",
 )
 ENTRY_POINT_GROUP = "unimeter.cli"

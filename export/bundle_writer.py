@@ -246,8 +246,12 @@ def _export_task(task: str, model: TaskModel, tmp: Path, scratch: Path, cfg: Bun
 
 def write_bundle(task_checkpoints: dict[str, Path], out_dir: str | Path, *, model_version: str,
                  cfg: BundleConfig | None = None, overwrite: bool = False,
-                 notes: str = "") -> Path:
-    """Export every task checkpoint into one verified bundle directory; returns its path."""
+                 notes: str = "", signing_key=None) -> Path:
+    """Export every task checkpoint into one verified bundle directory; returns its path.
+
+    With ``signing_key`` (an ed25519 private key, ``edge.signing.load_private_key``) the manifest
+    is signed (``signature.json``) before the bundle is put in place.
+    """
     cfg = cfg or BundleConfig()
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -272,6 +276,10 @@ def write_bundle(task_checkpoints: dict[str, Path], out_dir: str | Path, *, mode
             log.warning("bundle is %d B, over the %d B target", size, cfg.max_bundle_bytes)
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         load_bundle(tmp)  # the reader's checks, before the bundle is put in place
+        if signing_key is not None:
+            from edge.signing import sign_bundle
+
+            sign_bundle(tmp, signing_key)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="ship int8 models only (ONNX int8 + TFLite int8): about half the bundle size")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle directory")
     p.add_argument("--notes", default="", help="free text stored in the manifest")
+    p.add_argument("--sign", metavar="KEY", default=None,
+                   help="sign the bundle with this ed25519 private key (PEM; unimeter bundle keygen)")
     p.set_defaults(func=run_export)
 
     d = subparsers.add_parser("demo", help="simulate meters, train, export, run the agent and publish to a broker")
@@ -69,24 +71,27 @@ def _checkpoint_map(specs: list[str]) -> dict[str, Path]:
 
 def run_export(args: argparse.Namespace) -> int:
     from edge.bundle import BundleError
+    from edge.signing import SigningError, load_private_key
     from export.bundle_writer import BundleConfig, write_bundle
     from export.onnx_export import ExportError
     from trainer.checkpoint import CheckpointError
 
     try:
+        signing_key = load_private_key(args.sign) if args.sign else None  # fail before the long export
         tasks = _checkpoint_map(args.checkpoint)
         cfg = BundleConfig(include_tflite=not args.no_tflite, include_dense=args.dense,
                            include_fp32=not args.no_fp32)
         out = write_bundle(tasks, args.out, model_version=args.model_version, cfg=cfg,
-                           overwrite=args.overwrite, notes=args.notes)
-    except (ExportError, CheckpointError, BundleError, OSError) as e:
+                           overwrite=args.overwrite, notes=args.notes, signing_key=signing_key)
+    except (ExportError, CheckpointError, BundleError, SigningError, OSError) as e:
         print(f"unimeter export: {e}", file=sys.stderr)
         return 1
     from edge.bundle import load_bundle
 
     bundle = load_bundle(out)
     total = bundle.manifest["total_bytes"]
-    print(f"bundle {out}: {len(bundle.tasks)} task(s), {total / 1e6:.3f} MB")
+    print(f"bundle {out}: {len(bundle.tasks)} task(s), {total / 1e6:.3f} MB"
+          + (" (signed: signature.json)" if args.sign else " (unsigned)"))
     for name, spec in bundle.tasks.items():
         files = ", ".join(p.name for p in spec.artifacts.values())
         print(f"  {name}: {files}")

@@ -70,6 +70,7 @@ from edge.agent.store import (
 )
 from edge.agent.supervise import FailureSpell, Supervisor
 from edge.agent.watch import BundleWatcher
+from edge.signing import BundleTrust
 from firmware_bridge.guard import MODEL_EXCLUDED
 from firmware_bridge.reading import Reading, ReadingFlag
 
@@ -77,6 +78,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PROFILE = (1800.0, 48)  # resolution_s, L when no model says otherwise
 DEFAULT_NILM = (10.0, 256)
+
+
+def bundle_trust(model_cfg) -> BundleTrust:
+    """The gateway's bundle trust from ``[model]`` (public key, unsigned-bundle policy)."""
+    keys = [model_cfg.public_key_file] if model_cfg.public_key_file else []
+    return BundleTrust.from_config(keys, model_cfg.unsigned_bundles)
 
 
 def _lower_priority(niceness: int = 10) -> None:
@@ -137,7 +144,8 @@ class Agent:
         self.pump_window = pump_window
         self.stats = Stats()
         self.host = ModelHost(opener or partial(open_model, backend=cfg.model.backend,
-                                                precision=cfg.model.precision, threads=cfg.model.threads))
+                                                precision=cfg.model.precision, threads=cfg.model.threads,
+                                                trust=bundle_trust(cfg.model)))
         self.meters: dict[str, MeterState] = {}
         self.guards = build_guards(cfg, sources)  # one reading guard per meter, source -> store
         self.last_results: dict[str, dict[str, dict]] = {}  # meter -> kind -> last body
@@ -845,4 +853,5 @@ class Agent:
         return ModelHealth(
             version=model.version if model else None,
             backend=model.runtime.backend_name if model else None,
-            error=self.host.last_error or None, swaps=self.host.swaps, rollbacks=self.host.rollbacks)
+            error=self.host.last_error or None, swaps=self.host.swaps, rollbacks=self.host.rollbacks,
+            signature=model.signature if model else "")

@@ -95,6 +95,8 @@ class ModelConfig:
     precision: str = "int8"  # int8 | fp32
     threads: int = 1
     watch_interval_s: float = 30.0  # how often the bundle path is checked for a new model
+    public_key_file: str = ""  # ed25519 public key (PEM) bundles must be signed with (edge/signing.py)
+    unsigned_bundles: str = "auto"  # auto (refuse when a key is set, else allow) | refuse | allow
 
 
 @dataclass
@@ -148,6 +150,7 @@ _CHOICES = {
     "model.precision": ("int8", "fp32"),
     "mqtt.qos": (0, 1, 2),
     "mqtt.protocol": ("auto", "5", "3.1.1"),
+    "model.unsigned_bundles": ("auto", "refuse", "allow"),
 }
 _WEEK_S = 7 * 86400
 # Every numeric option: key -> (lowest, highest, what the bound protects; "" when obvious).
@@ -276,6 +279,7 @@ def _check_semantics(cfg: AgentConfig) -> None:
         value = getattr(cfg.schedule, name)
         if 0 < value < 0.1:
             raise ConfigError(f"schedule.{name}", f"expected 0 (from the bundle) or at least 0.1 s, got {value!r}")
+    _check_signing(cfg.model)
     if not cfg.meters:
         raise ConfigError("meters", "at least one [[meters]] entry is required")
     seen: set[str] = set()
@@ -297,6 +301,19 @@ def _check_limits(i: int, m: MeterConfig) -> None:
         meter_limits(m.kind, m.options, m.limits)
     except LimitsError as e:
         raise ConfigError(f"meters[{i}].limits.{e.key}", e.problem) from e
+
+
+def _check_signing(model: ModelConfig) -> None:
+    if model.unsigned_bundles == "refuse" and not model.public_key_file:
+        raise ConfigError("model.unsigned_bundles", "refuse needs model.public_key_file (the key bundles "
+                                                    "must be signed with)")
+    if model.public_key_file:
+        from edge.signing import SigningError, load_public_key
+
+        try:
+            load_public_key(model.public_key_file)
+        except SigningError as e:
+            raise ConfigError("model.public_key_file", str(e)) from e
 
 
 def parse_config(data: dict, *, resolve_secrets: bool = True) -> AgentConfig:

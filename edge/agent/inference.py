@@ -56,30 +56,39 @@ class LoadedModel:
     tasks: dict[str, TaskShape]
     appliances: tuple[str, ...]
     n_covariates: int = 0
+    signature: str = ""  # edge.signing.BundleTrust.check status of its bundle
 
     def has(self, task: str) -> bool:
         return task in self.tasks
 
 
 def bundle_fingerprint(path: str | Path) -> str:
-    """Cheap change detector for the watcher: resolved path + manifest mtime/size/inode."""
+    """Cheap change detector for the watcher: resolved path + mtime/size/inode of the manifest and
+    of its signature."""
     p = Path(path)
     try:
         root = p.resolve()
         st = (root / "manifest.json").stat()
     except OSError:
         return ""
-    return f"{root}:{st.st_mtime_ns}:{st.st_size}:{st.st_ino}"
+    try:
+        sig = (root / "signature.json").stat()
+        signed = f":{sig.st_mtime_ns}:{sig.st_size}:{sig.st_ino}"
+    except OSError:
+        signed = ""
+    return f"{root}:{st.st_mtime_ns}:{st.st_size}:{st.st_ino}{signed}"
 
 
-def open_model(path: str | Path, backend: str, precision: str, threads: int) -> LoadedModel:
-    """Verify, open and smoke-test a bundle. Raises ModelLoadError saying why."""
+def open_model(path: str | Path, backend: str, precision: str, threads: int,
+               trust: Any = None) -> LoadedModel:
+    """Verify (signature with ``trust``, an ``edge.signing.BundleTrust``), open and smoke-test a
+    bundle. Raises ModelLoadError saying why."""
     from edge.bundle import BundleError, load_bundle
     from edge.runtime import InferenceRuntime
 
     fingerprint = bundle_fingerprint(path)
     try:
-        bundle = load_bundle(path)
+        bundle = load_bundle(path, trust=trust)
         runtime = InferenceRuntime(bundle, backend=backend, precision=precision, threads=threads)
         runtime.warmup()  # every task once on zeros: a graph that cannot run is refused here
     except (BundleError, ValueError, OSError) as e:
@@ -95,7 +104,7 @@ def open_model(path: str | Path, backend: str, precision: str, threads: int) -> 
             cov = [t for t in spec.inputs if t.name == "covariates"]
             n_cov = int(cov[0].shape[-1]) if cov else 0
     return LoadedModel(runtime, bundle.model_version, bundle.path, fingerprint, tasks,
-                       bundle.appliances, n_cov)
+                       bundle.appliances, n_cov, bundle.signature)
 
 
 @dataclass
@@ -126,7 +135,11 @@ class ModelHost:
             self._errors_since_swap, self._proven = 0, self.previous is None
             self.swaps += 1
         self.last_error = ""
-        log.info("model %s from %s is live (%s)", model.version, model.path, model.runtime.backend_name)
+        log.info("model %s from %s is live (%s; signature %s)", model.version, model.path,
+                 model.runtime.backend_name, model.signature or "not checked")
+        if "allowed by policy" in model.signature:
+            log.warning("model bundle %s is %s: set model.public_key_file so only signed bundles load",
+                        model.path, model.signature)
         return True
 
     def run(self, task: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -17,14 +17,18 @@ def t():
     return tiny()
 
 
-def test_export_command_writes_a_verified_bundle(t, tmp_path, capsys):
+def test_export_command_writes_a_verified_signed_bundle(t, tmp_path, capsys):
+    from edge.signing import BundleTrust, generate_keypair
+
     out = tmp_path / "bundle"
+    kid = generate_keypair(tmp_path / "sign.key", tmp_path / "sign.pub")
     rc = main(["export", "--checkpoint", f"anomaly={t.checkpoints['anomaly']}", "--out", str(out),
-               "--no-tflite", "--no-fp32", "--model-version", "9.9.9"])
+               "--no-tflite", "--no-fp32", "--model-version", "9.9.9", "--sign", str(tmp_path / "sign.key")])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "1 task(s)" in printed and "anomaly.int8.onnx" in printed
-    bundle = load_bundle(out)
+    assert "1 task(s)" in printed and "anomaly.int8.onnx" in printed and "(signed" in printed
+    bundle = load_bundle(out, trust=BundleTrust.from_config([str(tmp_path / "sign.pub")]))
+    assert bundle.signature == f"valid (key {kid})"
     assert bundle.model_version == "9.9.9" and set(bundle.tasks) == {"anomaly"}
     assert set(bundle.tasks["anomaly"].artifacts) == {"onnx_int8"}  # --no-fp32 --no-tflite
     manifest = json.loads((out / "manifest.json").read_text())
