@@ -279,7 +279,9 @@ def _check_semantics(cfg: AgentConfig) -> None:
         value = getattr(cfg.schedule, name)
         if 0 < value < 0.1:
             raise ConfigError(f"schedule.{name}", f"expected 0 (from the bundle) or at least 0.1 s, got {value!r}")
-    _check_signing(cfg.model)
+    if cfg.model.unsigned_bundles == "refuse" and not cfg.model.public_key_file:
+        raise ConfigError("model.unsigned_bundles", "refuse needs model.public_key_file (the key bundles "
+                                                    "must be signed with)")
     if not cfg.meters:
         raise ConfigError("meters", "at least one [[meters]] entry is required")
     seen: set[str] = set()
@@ -303,10 +305,9 @@ def _check_limits(i: int, m: MeterConfig) -> None:
         raise ConfigError(f"meters[{i}].limits.{e.key}", e.problem) from e
 
 
-def _check_signing(model: ModelConfig) -> None:
-    if model.unsigned_bundles == "refuse" and not model.public_key_file:
-        raise ConfigError("model.unsigned_bundles", "refuse needs model.public_key_file (the key bundles "
-                                                    "must be signed with)")
+def _check_public_key(model: ModelConfig) -> None:
+    """The bundle-signing public key must be a readable ed25519 PEM (checked with the secrets:
+    on the gateway, where the file is)."""
     if model.public_key_file:
         from edge.signing import SigningError, load_public_key
 
@@ -332,6 +333,7 @@ def parse_config(data: dict, *, resolve_secrets: bool = True) -> AgentConfig:
     _check_semantics(cfg)
     if resolve_secrets:
         cfg.mqtt.password = _resolve_password(cfg.mqtt)
+        _check_public_key(cfg.model)
     return cfg
 
 
