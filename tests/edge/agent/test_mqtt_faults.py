@@ -56,13 +56,14 @@ def _subscriber(port: int, client_id: str) -> Recorder:
 
 
 def _held_rows(store_path) -> dict[str, int]:
-    if not store_path.exists():
+    try:  # polled while the agent creates and writes the store
+        db = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=5)
+        try:
+            return dict(db.execute("SELECT topic, COUNT(*) FROM outbox WHERE held_rc = 135 GROUP BY topic"))
+        finally:
+            db.close()
+    except sqlite3.OperationalError:
         return {}
-    db = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=5)
-    try:
-        return dict(db.execute("SELECT topic, COUNT(*) FROM outbox WHERE held_rc = 135 GROUP BY topic"))
-    finally:
-        db.close()
 
 
 async def _until(predicate, timeout_s: float) -> bool:
