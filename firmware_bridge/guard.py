@@ -47,6 +47,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cached_property
 
 from firmware_bridge.errors import ConfigError
 from firmware_bridge.reading import Reading, ReadingFlag
@@ -123,18 +124,18 @@ class MeterLimits:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 100:
             yield "counter_confirm_readings", f"must be an integer in 1..100, got {n!r}"
 
-    @property
+    @cached_property
     def power_limit_w(self) -> float:
         """Largest plausible |power|: ``max_power_w``, else phases x voltage x fuse x margin."""
         if self.max_power_w is not None:
             return float(self.max_power_w)
         return self.phases * self.nominal_voltage_v * self.main_fuse_a * self.margin
 
-    @property
+    @cached_property
     def current_limit_a(self) -> float:
         return self.main_fuse_a * self.margin
 
-    @property
+    @cached_property
     def voltage_limit_v(self) -> float:
         """A phase voltage beyond 1.75 x nominal (400 V at 230 V: a lost neutral) is not real."""
         return 1.75 * self.nominal_voltage_v
@@ -239,25 +240,24 @@ class _Slot:
 
     key: str
     attr: str
+    is_counter: bool
     index: int | None = None
     items: tuple = ()
 
-    @property
-    def is_counter(self) -> bool:
-        return self.index is not None or self.attr in COUNTER_FIELDS
+
+_SCALAR_SLOTS = tuple(_Slot(name, name, name in COUNTER_FIELDS) for name in VALUE_FIELDS)
 
 
-def _slots(reading: Reading):
+def _slots(reading: Reading) -> list[tuple[_Slot, float]]:
     """(slot, value) of every value of ``reading`` that is set."""
-    for name in VALUE_FIELDS:
-        value = getattr(reading, name)
-        if value is not None:
-            yield _Slot(name, name), value
+    out = [(slot, value) for slot in _SCALAR_SLOTS
+           if (value := getattr(reading, slot.attr)) is not None]
     for attr, key in TARIFF_FIELDS.items():
         items = getattr(reading, attr, ())
         for i, value in enumerate(items):
             if value is not None:
-                yield _Slot(key.format(n=i + 1), attr, i, tuple(items)), value
+                out.append((_Slot(key.format(n=i + 1), attr, True, i, tuple(items)), value))
+    return out
 
 
 @dataclass
@@ -298,7 +298,7 @@ class ReadingGuard:
         self._check_clock(reading, verdict)
         ts_s = verdict.changes.get("ts_s", reading.ts_s)
         self._export_seen = self._export_seen or reading.export_wh is not None
-        for slot, value in list(_slots(reading)):
+        for slot, value in _slots(reading):
             if self._value_ok(slot, value, verdict) and slot.is_counter:
                 self._check_counter(slot, value, ts_s, verdict)
         if not verdict.changes and not verdict.flags:

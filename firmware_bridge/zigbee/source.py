@@ -9,7 +9,8 @@ accepts it. The reports of one frame are coalesced into one ``Reading`` per devi
 An attribute reported (or read) as its type's ZCL invalid number (``datatypes.INVALID_VALUES``:
 all ones for unsigned types, 0x80.. for signed ones, NaN for floats) has no value: the field of
 the Reading is None, the Reading carries ``ReadingFlag.INVALID_VALUE`` and
-``extra["invalid_attributes"]`` names the attributes, and ``stats.invalid_values`` counts them.
+``extra["invalid_attributes"]`` names the attributes, and ``stats.invalid_values`` counts them
+(also those of attributes the Reading does not carry, such as tier summations, which flag nothing).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from firmware_bridge.errors import ConfigError, TransientConnectionError
 from firmware_bridge.reading import Reading, ReadingFlag
 from firmware_bridge.source import BackoffConfig, MeterSource
 from firmware_bridge.zigbee.clusters import (
+    ATTRIBUTES,
     ELECTRICAL_MEASUREMENT_CLUSTER_ID,
     METERING_CLUSTER_ID,
     REPORTING,
@@ -37,6 +39,7 @@ from firmware_bridge.zigbee.radio import RADIO_LIBRARIES, load_application_class
 
 LOGGER = logging.getLogger(__name__)
 WATCHED_CLUSTERS = (METERING_CLUSTER_ID, ELECTRICAL_MEASUREMENT_CLUSTER_ID)
+READ_ATTRIBUTES = frozenset(ATTRIBUTES.values())
 
 
 @dataclass
@@ -250,8 +253,9 @@ class ZigbeeSource(MeterSource):
         raw = event.raw_value if event.raw_value is not None else event.value
         if is_invalid_zigpy_value(raw):
             state.invalidate(event.attribute_name)
-            self._invalid.setdefault(ieee, set()).add(event.attribute_name)
             self.stats.invalid_values += 1
+            if event.attribute_name in READ_ATTRIBUTES:  # a value the Reading would carry
+                self._invalid.setdefault(ieee, set()).add(event.attribute_name)
         else:
             try:
                 state.update(event.attribute_name, float(event.value))

@@ -135,3 +135,23 @@ async def test_agent_fills_a_gap_with_the_counted_energy_and_says_so(mosquitto, 
     assert fill["energy_filled_wh"] == pytest.approx(true_wh + BASE_W * extra_filled / 3600.0, abs=2e-3)
     assert true_wh > 2 * BASE_W * len(gap) / 3600.0  # the kettle is in it: linear would miss it
     assert METHOD_LINEAR != METHOD_ENERGY
+
+
+def test_profile_step_rescales_the_models_fill_to_the_counted_energy(tiny_bundle):
+    """The profile path (imputation model, then anomaly) keeps the counted energy of a gap too."""
+    from edge.agent.inference import ModelHost, open_model, profile_step
+
+    host = ModelHost(lambda path: open_model(path, "onnx", "int8", 1))
+    assert host.try_load(tiny_bundle)
+    res_s, n, start_s = 1800.0, host.current.tasks["anomaly"].length, 1_700_000_000.0
+    true_w = 400.0 + 300.0 * np.sin(np.arange(n) * 2 * np.pi / n)
+    true_w[20:30] += 3000.0  # a heater ran while the link was down
+    counter_wh = 1e6 + np.cumsum(true_w) * res_s / 3600.0  # at each bin's end
+    window = true_w.astype(np.float32)
+    window[20:30] = np.nan
+    counters = counter_wh.copy()
+    counters[20:30] = np.nan  # no readings: no counter either
+    _, load = profile_step(host, window, start_s, res_s, counter_wh=counters)
+    filled_wh = float(load[20:30].astype(np.float64).sum()) * res_s / 3600.0
+    assert filled_wh == pytest.approx(float(true_w[20:30].sum()) * res_s / 3600.0, rel=1e-5)
+    np.testing.assert_array_equal(load[:20], window[:20])  # known bins untouched
