@@ -36,7 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from edge.agent.availability import AvailabilityTracker
 from edge.agent.config import AgentConfig
+from edge.agent.discovery import GatewayDiscovery, MeterInfo, ModelInfo
 from edge.agent.gapfill import window_fill_report
 from edge.agent.guards import build_guards, guard_quality, guard_totals, guard_warnings, seed_guards
 from edge.agent.health import (
@@ -55,7 +57,7 @@ from edge.agent.inference import (
     open_model,
     profile_step,
 )
-from edge.agent.messages import Topics
+from edge.agent.messages import Topics, iso_utc
 from edge.agent.mqtt import MqttPublisher
 from edge.agent.notify import Notifier
 from edge.agent.resample import Resampler
@@ -117,6 +119,13 @@ class Stats:
     writer_tick_s: float = 0.0
     pump_tick_s: float = 0.0
     errors: int = 0
+    last_error: str = ""
+    last_error_s: float = 0.0
+    started_s: float = field(default_factory=time.time)
+
+    def note_error(self, message: str) -> None:
+        self.errors += 1
+        self.last_error, self.last_error_s = message, time.time()
 
     def note_latency(self, lat_s: float, keep: int = 20000) -> None:
         self.latencies_s.append(lat_s)
@@ -148,6 +157,8 @@ class Agent:
                                                 trust=bundle_trust(cfg.model)))
         self.meters: dict[str, MeterState] = {}
         self.guards = build_guards(cfg, sources)  # one reading guard per meter, source -> store
+        self.availability = AvailabilityTracker(missed=cfg.mqtt.offline_after_missed)
+        self.ha: GatewayDiscovery | None = None  # Home Assistant discovery and availability (run())
         self.last_results: dict[str, dict[str, dict]] = {}  # meter -> kind -> last body
         self._db_pool = ThreadPoolExecutor(1, thread_name_prefix="store")
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer", initializer=_lower_priority)
@@ -241,6 +252,7 @@ class Agent:
             await self.db(seed_guards, self.guards, self.store)
         except StoreCorruptError as e:  # damage found by the warm-start reads
             await self._replace_store(str(e))
+        self._start_discovery()
         if cfg.mqtt.enabled:
             self.publisher = MqttPublisher(cfg.mqtt, self.topics, cfg.client_id,
                                            on_ha_online=self._ha_online_threadsafe)
@@ -343,6 +355,7 @@ class Agent:
             ("report", sched.report_every_s, self._report_round),
             ("status", sched.status_every_s, self._status_round),
             ("retention", 3600.0, self._retention_round),
+            ("availability", 1.0, self._availability_round),
         ]
         if watcher is not None:
             periodic.append(("bundle-watch", self.cfg.model.watch_interval_s, watcher.check))
@@ -470,6 +483,8 @@ class Agent:
             st.received += 1
             st.flags_seen |= int(r.flags)
             st.last_seq, st.last_ts_s, st.last_received_s = s.seq, r.ts_s, r.received_s
+            if self.ha is not None:
+                self.ha.note_reading(r)
 
     # --- publishing ------------------------------------------------------------------------------
 
@@ -595,18 +610,40 @@ class Agent:
             raise
         self._wake.set()
 
-    async def _enqueue_discovery(self) -> None:
-        if not self.cfg.mqtt.discovery:
-            return
-        model = self.host.current
-        apps = model.appliances if model and model.has("nilm") else ()
-        version = model.version if model else ""
-        msgs = []
+    def _start_discovery(self) -> None:
+        """Discovery state (announced configs, values seen) and the availability of each meter."""
+        infos = [MeterInfo(m.id, m.name, m.kind, hide_energy=m.options.get("energy", True) is False)
+                 for m in self.cfg.meters if m.id in self.sources]
         for m in self.cfg.meters:
-            if m.id in self.sources:
-                msgs += self.topics.discovery(m.id, m.name, apps, version,
-                                              with_energy=bool(m.options.get("energy", True)))
-        await self.enqueue(msgs)
+            if m.id in self.meters:
+                self.availability.add(m.id, m.offline_after_s, self.meters[m.id].last_received_s)
+        state_path = self.cfg.store_path.with_suffix(".discovery.json")
+        self.ha = GatewayDiscovery(self.topics, infos, state_path, self.availability)
+
+    def _model_info(self) -> ModelInfo | None:
+        model = self.host.current
+        if model is None:
+            return None
+        return ModelInfo(model.version, tuple(model.tasks), tuple(model.appliances))
+
+    async def _enqueue_discovery(self) -> None:
+        """Every discovery config (and the deletion of those no longer announced) into the outbox."""
+        if not self.cfg.mqtt.discovery or self.ha is None:
+            return
+        await self.enqueue(self.ha.messages(self._model_info()))
+        try:
+            await self.db(self.ha.state.save)
+        except OSError as e:
+            self.stats.note_error(f"discovery state not saved: {e}")
+            log.error("could not save the discovery state %s: %s", self.ha.state.path, e)
+
+    async def _availability_round(self) -> None:
+        """Each second: meters going online/offline, and discovery for values a meter began to send."""
+        if self.ha is None:
+            return
+        await self.enqueue(self.ha.availability_messages(time.time()))
+        if self.ha.pending:
+            await self._enqueue_discovery()
 
     def _ha_online_threadsafe(self) -> None:
         if self._loop is not None:
@@ -652,7 +689,7 @@ class Agent:
         try:
             return await self.infer(partial(fn, **kwargs), *args)
         except Exception as e:
-            self.stats.errors += 1
+            self.stats.note_error(f"{meter_id}: {task} inference failed: {e}")
             log.error("%s: %s inference failed: %s", meter_id, task, e)
             return None
 
@@ -687,6 +724,8 @@ class Agent:
                                        counter_wh=st.nilm.counters(n))
             if body is not None:
                 await self.publish_result(st.id, "appliances", body)
+                if self.ha is not None:
+                    await self.enqueue(self.ha.appliance_events(st.id, body, time.time()))
 
     async def _forecast_round(self) -> None:
         model = self.host.current
@@ -750,7 +789,19 @@ class Agent:
             "model_backend": model.runtime.backend_name if model else None,
             "model_error": self.host.last_error or None,
             "model_swaps": self.host.swaps, "model_rollbacks": self.host.rollbacks,
+            "last_error": self._last_error() or None,
+            "started": iso_utc(self.stats.started_s), "uptime_s": round(time.time() - self.stats.started_s),
         }
+
+    def _last_error(self) -> str:
+        """The most recent failure of any kind: a task's, an inference's or the model's."""
+        errors = [(h.last_error_s or 0.0, f"{name}: {h.last_error}")
+                  for name, h in self.supervisor.tasks.items() if h.last_error]
+        if self.stats.last_error:
+            errors.append((self.stats.last_error_s, self.stats.last_error))
+        if errors:
+            return max(errors)[1]
+        return self.host.last_error
 
     async def _status_round(self) -> None:
         if self.publisher is None:

@@ -74,6 +74,7 @@ class MqttConfig:
     max_readings_per_message: int = 1  # >1: a high-rate meter's readings of one commit share a message
     reconnect_max_s: float = 30.0
     refused_retry_s: float = 300.0  # a topic the broker refused is offered again this often
+    offline_after_missed: int = 3  # a meter is offline after this many of its reading intervals
     password: Secret = field(default_factory=lambda: Secret(""), repr=False)  # resolved, not read from TOML
 
 
@@ -103,7 +104,7 @@ class ModelConfig:
 class ScheduleConfig:
     profile_every_s: float = 1800.0  # imputation + anomaly on the last day of half-hour profiles
     nilm_every_s: float = 60.0  # NILM on the rolling high-rate window
-    forecast_every_s: float = 86400.0  # day-ahead forecast
+    forecast_every_s: float = 1800.0  # hour-ahead and day-ahead forecast, each half hour
     quality_every_s: float = 300.0
     report_every_s: float = 86400.0
     status_every_s: float = 60.0
@@ -119,6 +120,7 @@ class MeterConfig:
     name: str = ""  # display name for Home Assistant
     options: dict[str, Any] = field(default_factory=dict)  # passed to build_source
     limits: dict[str, Any] = field(default_factory=dict)  # plausibility limits (firmware_bridge.guard)
+    offline_after_s: float = 0.0  # offline after this long without a reading; 0: learnt interval
 
 
 @dataclass
@@ -161,6 +163,7 @@ _RANGES: dict[str, tuple[float, float, str]] = {
     "mqtt.max_readings_per_message": (1, 10_000, ""),
     "mqtt.reconnect_max_s": (1, 3600, "the ceiling of the reconnect backoff"),
     "mqtt.refused_retry_s": (1, 86400, "how often a refused topic is offered to the broker again"),
+    "mqtt.offline_after_missed": (1, 1000, "missed reading intervals before a meter is shown offline"),
     "store.batch_max": (1, 100_000, ""),
     "store.batch_interval_s": (0.001, 10, "the longest a received reading waits for its commit"),
     "store.retention_days": (1, 36_500, "below a day the model windows lose their history; 0 would "

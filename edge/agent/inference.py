@@ -254,11 +254,30 @@ def forecast_step(host: ModelHost, last_day_w: np.ndarray, day_start_ts_s: float
     out = host.run("forecast", {"load_w": last_day_w[None].astype(np.float32), "covariates": cov[None]})
     day = out["day_ahead_w"].reshape(-1)
     hour = out["hour_ahead_w"].reshape(-1)
+    return forecast_body(next_day_s, day, hour, temp_src, model.version if model else "")
+
+
+def forecast_body(start_s: float, day_ahead_w: np.ndarray, hour_ahead_w: np.ndarray,
+                  temperature_source: str, model_version: str, step_s: float = 1800.0) -> dict:
+    """The forecast message: both horizons from ``start_s`` (the start of the half hour in
+    progress, the end of the model's input window), in half-hour steps of ``step_s``.
+
+    ``next_hour_w`` is the mean power over the hour-ahead horizon [start, start + 2 steps) and
+    ``day_ahead_kwh`` the energy over the 24 h from ``start_s``: the two figures Home Assistant
+    shows (the whole series go in ``hour_ahead_w`` / ``day_ahead_w``).
+    """
+    hour_end_s = start_s + len(hour_ahead_w) * step_s
+
+    def iso(ts_s: float) -> str:
+        return dt.datetime.fromtimestamp(ts_s, dt.UTC).isoformat().replace("+00:00", "Z")
+
     return {
-        "start_s": next_day_s, "resolution_s": 1800.0,
-        "start": dt.datetime.fromtimestamp(next_day_s, dt.UTC).isoformat().replace("+00:00", "Z"),
-        "day_ahead_w": [round(float(v), 1) for v in day],
-        "hour_ahead_w": [round(float(v), 1) for v in hour],
-        "temperature_source": temp_src,
-        "model_version": model.version if model else "",
+        "start_s": start_s, "resolution_s": step_s, "start": iso(start_s),
+        "day_ahead_w": [round(float(v), 1) for v in day_ahead_w],
+        "hour_ahead_w": [round(float(v), 1) for v in hour_ahead_w],
+        "hour_start": iso(start_s), "hour_end": iso(hour_end_s),
+        "next_hour_w": round(float(np.mean(hour_ahead_w)), 1) if len(hour_ahead_w) else None,
+        "day_ahead_kwh": round(float(np.sum(day_ahead_w)) * step_s / 3.6e6, 3),
+        "temperature_source": temperature_source,
+        "model_version": model_version,
     }

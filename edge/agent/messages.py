@@ -1,4 +1,4 @@
-"""MQTT topics, JSON payloads and Home Assistant discovery configs (pure functions, no I/O).
+"""MQTT topics and JSON payloads (pure functions, no I/O).
 
 Topics (``base`` defaults to ``unimeter``)::
 
@@ -6,14 +6,16 @@ Topics (``base`` defaults to ``unimeter``)::
     <base>/<gateway>/event                   gateway events, e.g. {"event": "store_recovered", ...}
     <base>/<gateway>/<meter>/reading         retained, per stored reading (or a few, see
                                              reading_messages), with "seq_first".."seq"
+    <base>/<gateway>/<meter>/availability    retained "online"|"offline" (edge.agent.availability)
     <base>/<gateway>/<meter>/quality         retained
     <base>/<gateway>/<meter>/anomaly         retained
     <base>/<gateway>/<meter>/appliances      retained
+    <base>/<gateway>/<meter>/event/<app>     NOT retained: an appliance switched on or off
     <base>/<gateway>/<meter>/forecast        retained
     <base>/<gateway>/<meter>/report          retained
-    <discovery_prefix>/<component>/unimeter_<gateway>_<meter>/<object>/config   retained
+    <discovery_prefix>/<component>/unimeter_<gateway>[_<meter>]/<key>/config   (edge.agent.discovery)
 
-Payloads are JSON with units in the key names (``power_w``, ``import_wh``, ``energy_kwh``,
+Payloads are JSON with units in the key names (``power_w``, ``import_kwh``, ``gas_m3``,
 ``resolution_s``), UTC timestamps as both ISO 8601 (``ts``) and epoch seconds (``ts_s``), and the
 per-meter sequence number ``seq`` of the latest reading the message is based on, with the store
 ``epoch`` it counts in. ``(meter, epoch, seq)`` makes QoS 1 duplicates recognisable: a subscriber
@@ -21,7 +23,7 @@ drops a message whose ``(epoch, seq)`` it has seen; a new epoch is a new store (
 1), not a replay (edge.agent.store, "Store epoch").
 
 The state topics are retained because Home Assistant reads an entity's state from the retained
-message when it (re)starts; availability comes from the gateway status topic.
+message when it (re)starts. Appliance events are not: a restart must not replay them.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any
 from edge.agent.store import Message, StoredReading
 from firmware_bridge.reading import Reading
 
-TOPIC_KINDS = ("reading", "quality", "anomaly", "appliances", "forecast", "report")
+TOPIC_KINDS = ("reading", "quality", "anomaly", "appliances", "forecast", "report", "availability")
 SW_VERSION = "0.1.0"
 
 
@@ -75,6 +77,10 @@ class Topics:
         payload = {"gateway": self.gateway, "ts": iso_utc(_now()), **body}
         return Message(self.event, dumps(payload), self.qos, retain=True)
 
+    def appliance_event(self, meter_id: str, appliance_key: str) -> str:
+        """Not retained: an appliance switching on or off (Home Assistant event entity)."""
+        return f"{self.base}/{self.gateway}/{meter_id}/event/{appliance_key}"
+
     def meter(self, meter_id: str, kind: str) -> str:
         if kind not in TOPIC_KINDS:
             raise ValueError(f"unknown topic kind {kind!r}; known: {TOPIC_KINDS}")
@@ -108,16 +114,9 @@ class Topics:
         return out
 
     def reading_message(self, r: Reading, seq: int, created_s: float | None = None) -> Message:
-        payload = {
-            "meter": r.meter_id, "epoch": self.epoch, "seq": seq, "seq_first": seq, "ts": iso_utc(r.ts_s),
-            "ts_s": r.ts_s,
-            "received_s": round(r.received_s, 3), "power_w": _finite(r.power_w),
-            "reactive_var": _finite(r.reactive_var), "import_wh": _finite(r.import_wh),
-            "export_wh": _finite(r.export_wh), "voltage_v": _finite(r.voltage_v),
-            "current_a": _finite(r.current_a), "source": r.source, "flags": int(r.flags),
-        }
-        if r.import_wh is not None:
-            payload["energy_kwh"] = _finite(r.import_wh / 1000.0, 4)
+        payload = {"meter": r.meter_id, "epoch": self.epoch, "seq": seq, "seq_first": seq,
+                   "ts": iso_utc(r.ts_s), "ts_s": r.ts_s, "received_s": round(r.received_s, 3),
+                   **reading_values(r), "source": r.source, "flags": int(r.flags)}
         return Message(self.meter(r.meter_id, "reading"), dumps(payload), self.qos, retain=True,
                        created_s=r.received_s if created_s is None else created_s)
 
@@ -130,82 +129,92 @@ class Topics:
     def status_payload(self, state: str, **details: Any) -> bytes:
         return dumps({"state": state, "gateway": self.gateway, "ts": iso_utc(_now()), **details})
 
-    # --- Home Assistant discovery -----------------------------------------------------------------
-
-    def _device(self, meter_id: str, name: str, model_version: str) -> dict:
-        return {
-            "identifiers": [f"unimeter_{self.gateway}_{meter_id}"],
-            "name": name or f"Meter {meter_id}",
-            "manufacturer": "unimeter",
-            "model": f"unimeter gateway {self.gateway}",
-            "sw_version": f"{SW_VERSION} (model {model_version})" if model_version else SW_VERSION,
-        }
-
-    def _config(self, component: str, meter_id: str, obj: str, device: dict, **fields: Any) -> Message:
-        uid = f"unimeter_{self.gateway}_{meter_id}_{obj}"
-        cfg = {
-            "unique_id": uid, "object_id": uid, "device": device,
-            "availability_topic": self.status, "availability_template": "{{ value_json.state }}",
-            "payload_available": "online", "payload_not_available": "offline",
-            "origin": {"name": "unimeter", "sw_version": SW_VERSION},
-            "qos": self.qos, **fields,
-        }
-        topic = f"{self.discovery_prefix}/{component}/unimeter_{self.gateway}_{meter_id}/{obj}/config"
-        return Message(topic, dumps(cfg), self.qos, retain=True)
-
-    def discovery(self, meter_id: str, name: str = "", appliances: Sequence[str] = (),
-                  model_version: str = "", with_energy: bool = True) -> list[Message]:
-        """All discovery configs of one meter: power, energy, quality, anomaly, appliances, forecast."""
-        dev = self._device(meter_id, name, model_version)
-        reading = self.meter(meter_id, "reading")
-        msgs = [
-            self._config("sensor", meter_id, "power", dev, name="Power", state_topic=reading,
-                         value_template="{{ value_json.power_w }}", unit_of_measurement="W",
-                         device_class="power", state_class="measurement"),
-            self._config("sensor", meter_id, "quality", dev, name="Data coverage",
-                         state_topic=self.meter(meter_id, "quality"),
-                         value_template="{{ (value_json.coverage * 100) | round(1) }}",
-                         unit_of_measurement="%", state_class="measurement",
-                         entity_category="diagnostic",
-                         json_attributes_topic=self.meter(meter_id, "quality")),
-            self._config("binary_sensor", meter_id, "anomaly", dev, name="Anomaly",
-                         state_topic=self.meter(meter_id, "anomaly"),
-                         value_template="{{ 'ON' if value_json.anomaly else 'OFF' }}",
-                         device_class="problem", json_attributes_topic=self.meter(meter_id, "anomaly")),
-            self._config("sensor", meter_id, "forecast", dev, name="Forecast next half hour",
-                         state_topic=self.meter(meter_id, "forecast"),
-                         value_template="{{ value_json.day_ahead_w[0] }}", unit_of_measurement="W",
-                         device_class="power", state_class="measurement",
-                         json_attributes_topic=self.meter(meter_id, "forecast"),
-                         json_attributes_template="{{ {'start': value_json.start, "
-                         "'resolution_s': value_json.resolution_s, 'day_ahead_w': value_json.day_ahead_w} "
-                         "| tojson }}"),
-        ]
-        if with_energy:
-            msgs.append(self._config(
-                "sensor", meter_id, "energy", dev, name="Energy imported", state_topic=reading,
-                value_template="{{ value_json.energy_kwh }}", unit_of_measurement="kWh",
-                device_class="energy", state_class="total_increasing"))
-        for app in appliances:
-            key = _slug(app)
-            app_topic = self.meter(meter_id, "appliances")
-            msgs.append(self._config(
-                "binary_sensor", meter_id, f"appliance_{key}", dev, name=f"{app} running",
-                state_topic=app_topic, device_class="power",
-                value_template=f"{{{{ 'ON' if value_json.appliances['{app}'].on else 'OFF' }}}}"))
-            msgs.append(self._config(
-                "sensor", meter_id, f"appliance_{key}_power", dev, name=f"{app} power",
-                state_topic=app_topic, unit_of_measurement="W", device_class="power",
-                state_class="measurement",
-                value_template=f"{{{{ value_json.appliances['{app}'].power_w }}}}"))
-        return msgs
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_") or "appliance"
-
-
 def _now() -> float:
     import time
 
     return time.time()
+
+
+# --- the values of a reading, flat ----------------------------------------------------------------
+
+_CORE = ("power_w", "reactive_var", "import_wh", "export_wh", "voltage_v", "current_a")
+_MBUS_UNITS = {"m3": "m3", "m³": "m3", "gj": "gj", "kwh": "kwh", "mwh": "mwh", "l": "l"}
+
+
+def reading_values(r: Reading) -> dict[str, float | int | str | None]:
+    """The measured values of one reading as one flat dict, units in the keys.
+
+    Always: ``power_w``, ``reactive_var``, ``import_wh``, ``export_wh``, ``voltage_v``,
+    ``current_a`` (``None`` where the meter does not send them) and, with a counter,
+    ``import_kwh``/``export_kwh`` (``energy_kwh``: the import counter under its former name).
+    When the meter sends them: per phase ``power_l1_w``, ``voltage_l1_v``, ``current_l1_a`` (l1..l3),
+    per tariff register ``import_t1_kwh``..``export_t4_kwh``, ``tariff`` (1..4), reactive energy
+    ``reactive_import_kvarh``/``reactive_export_kvarh``, the power-failure counters, and the
+    M-Bus sub-meters as ``<kind>_<unit>`` (``gas_m3``, ``water_m3``, ``heat_gj``; a second
+    channel of the same kind gets its channel number: ``water_2_m3``) with ``<kind>_ts_s`` (the
+    sub-meter's capture time). Other numeric ``extra`` values of the protocol are passed through
+    under their own (unit-suffixed) keys. Non-finite numbers become ``None`` (valid JSON).
+    """
+    out: dict[str, float | int | str | None] = {k: _finite(getattr(r, k)) for k in _CORE}
+    extra = {k: v for k, v in r.extra.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for k, v in extra.items():
+        if k not in out and not k.endswith("_wh"):
+            out[k] = _finite(v, 4)
+    _counters_kwh(out, r, extra)
+    _phases(out, getattr(r, "phases", ()))
+    _mbus(out, getattr(r, "mbus", ()))
+    tariff = getattr(r, "tariff", None)
+    if tariff is None and "tariff" in r.extra:
+        tariff = r.extra["tariff"]
+    if tariff is not None:
+        try:
+            out["tariff"] = int(float(tariff))
+        except (TypeError, ValueError):
+            out.pop("tariff", None)
+    for name in ("power_failures", "long_power_failures"):
+        value = getattr(r, name, None)
+        if value is not None:
+            out[name] = int(value)
+    return out
+
+
+def _kwh(wh: float | None) -> float | None:
+    return None if wh is None else _finite(wh / 1000.0, 4)
+
+
+def _counters_kwh(out: dict, r: Reading, extra: dict) -> None:
+    if r.import_wh is not None:
+        out["import_kwh"] = out["energy_kwh"] = _kwh(r.import_wh)
+    if r.export_wh is not None:
+        out["export_kwh"] = _kwh(r.export_wh)
+    for direction in ("import", "export"):
+        registers = tuple(getattr(r, f"{direction}_tariff_wh", ()))
+        if not registers:
+            registers = tuple(extra.get(f"{direction}_t{i}_wh") for i in range(1, 5))
+        for i, wh in enumerate(registers, start=1):
+            if wh is not None:
+                out[f"{direction}_t{i}_kwh"] = _kwh(wh)
+    for direction in ("import", "export"):
+        varh = getattr(r, f"reactive_{direction}_varh", None)
+        if varh is not None:
+            out[f"reactive_{direction}_kvarh"] = _kwh(varh)
+
+
+def _phases(out: dict, phases: Sequence) -> None:
+    for i, ph in enumerate(phases, start=1):
+        for field, unit in (("power", "w"), ("voltage", "v"), ("current", "a")):
+            value = getattr(ph, f"{field}_{unit}", None)
+            if value is not None:
+                out[f"{field}_l{i}_{unit}"] = _finite(value)
+
+
+def _mbus(out: dict, channels: Sequence) -> None:
+    kinds = [c.device_type for c in channels]
+    for c in channels:
+        unit = _MBUS_UNITS.get(str(c.unit).lower())
+        if unit is None:
+            continue
+        name = c.device_type if kinds.count(c.device_type) == 1 else f"{c.device_type}_{c.channel}"
+        out[f"{name}_{unit}"] = _finite(c.value, 4)
+        if c.capture_ts_s is not None:
+            out[f"{name}_ts_s"] = c.capture_ts_s

@@ -171,6 +171,7 @@ class MqttPublisher:
         self.disconnected_since_s: float | None = time.time()
         self.connect_spell = FailureSpell(f"MQTT connection to {cfg.host}:{cfg.port}", log)
         self.held: dict[str, str] = {}  # topic -> reason the broker gave (refused publishes)
+        self._stopping = False  # stop() called: the disconnect that follows is ours, not a fault
         self.refused = 0
         self.published = 0
         self.protocol = "3.1.1" if cfg.protocol == "3.1.1" else "5"
@@ -247,7 +248,9 @@ class MqttPublisher:
         self.client.loop_start()
 
     def _on_disconnect(self, client, _userdata, _flags, reason_code, _props) -> None:
-        if self.connected.is_set():
+        if self._stopping:
+            log.info("MQTT disconnected (%s)", reason_code)
+        elif self.connected.is_set():
             self.disconnects += 1
             self.disconnected_since_s = time.time()
             log.warning("MQTT disconnected (%s); publishing from the outbox resumes on reconnect",
@@ -347,6 +350,7 @@ class MqttPublisher:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Publish 'offline' (a clean disconnect does not fire the LWT) and disconnect."""
+        self._stopping = True
         if self.connected.is_set():
             info = self.client.publish(self.topics.status, self.topics.status_payload("offline"),
                                        qos=1, retain=True)

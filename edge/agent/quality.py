@@ -82,4 +82,16 @@ def report_body(st: Any, profile_len: int, last: dict[str, dict]) -> dict:
     if fc:
         day_kwh = sum(fc["day_ahead_w"]) * fc["resolution_s"] / 3.6e6
         lines.append(f"Forecast for the next 24 h: about {day_kwh:.1f} kWh.")
-    return {"text": " ".join(lines), "energy_kwh_last_day": energy_kwh, "window_start_s": start_s}
+    return {"text": " ".join(lines), "summary": summary(lines), "energy_kwh_last_day": energy_kwh,
+            "window_start_s": start_s}
+
+
+def summary(lines: list[str], max_chars: int = 250) -> str:
+    """The report's first sentences that fit a Home Assistant state (at most 255 characters)."""
+    out = ""
+    for line in lines:
+        candidate = f"{out} {line}".strip()
+        if len(candidate) > max_chars:
+            break
+        out = candidate
+    return out or lines[0][: max_chars - 1] + "…"

@@ -15,10 +15,6 @@ from firmware_bridge.reading import Reading
 T = Topics("unimeter", "gw1")
 
 
-def _configs(msgs):
-    return {m.topic: json.loads(m.payload) for m in msgs}
-
-
 def test_reading_payload_has_units_utc_and_seq():
     m = T.reading_message(Reading("p1", 1.8e9, 1.8e9 + 0.2, 512.25, import_wh=12345.0), 7)
     body = json.loads(m.payload)
@@ -27,6 +23,21 @@ def test_reading_payload_has_units_utc_and_seq():
     assert body["ts"] == iso_utc(1.8e9) and body["ts"].endswith("Z")
     nan = json.loads(T.reading_message(Reading("p1", 1.8e9, 1.8e9, float("nan")), 8).payload)
     assert nan["power_w"] is None  # valid JSON, never NaN
+    assert "energy_kwh" not in nan and "import_kwh" not in nan  # no counter, no counter value
+
+
+def test_reading_values_flatten_tariffs_phases_and_mbus_with_units_in_keys():
+    from edge.agent.messages import reading_values
+
+    extra = {"import_t1_wh": 1000.0, "import_t2_wh": 2500.0, "export_t1_wh": 10.0, "tariff": "0002",
+             "power_l2_w": -120.0, "voltage_l2_v": 229.5, "gas_m3": 1234.567, "dsmr_version": "5"}
+    v = reading_values(Reading("p1", 1.8e9, 1.8e9, 300.0, import_wh=3500.0, export_wh=10.0,
+                               extra=extra))
+    assert v["import_kwh"] == v["energy_kwh"] == 3.5 and v["export_kwh"] == 0.01
+    assert v["import_t1_kwh"] == 1.0 and v["import_t2_kwh"] == 2.5 and v["export_t1_kwh"] == 0.01
+    assert "import_t1_wh" not in v  # one unit per value: kWh
+    assert v["tariff"] == 2 and v["power_l2_w"] == -120.0 and v["gas_m3"] == 1234.567
+    assert "dsmr_version" not in v  # strings are protocol details, not values
 
 
 def test_readings_of_one_commit_share_messages_up_to_the_limit():
@@ -41,26 +52,6 @@ def test_readings_of_one_commit_share_messages_up_to_the_limit():
     assert bodies[0]["samples"]["power_w"] == [100.0, 101.0, 102.0]
     assert bodies[0]["power_w"] == 102.0  # the latest reading is the HA state
     assert batched[0].created_s == 1.8e9 + 0.1  # latency counts from the oldest reading
-
-
-def test_home_assistant_discovery_configs():
-    cfgs = _configs(T.discovery("p1", "Main meter", appliances=("fridge", "washing machine"),
-                                model_version="v3"))
-    energy = cfgs["homeassistant/sensor/unimeter_gw1_p1/energy/config"]
-    assert energy["device_class"] == "energy" and energy["state_class"] == "total_increasing"
-    assert energy["unit_of_measurement"] == "kWh" and energy["state_topic"] == "unimeter/gw1/p1/reading"
-    power = cfgs["homeassistant/sensor/unimeter_gw1_p1/power/config"]
-    assert power["device_class"] == "power" and power["unit_of_measurement"] == "W"
-    anomaly = cfgs["homeassistant/binary_sensor/unimeter_gw1_p1/anomaly/config"]
-    assert anomaly["device_class"] == "problem" and anomaly["state_topic"].endswith("/anomaly")
-    assert "homeassistant/binary_sensor/unimeter_gw1_p1/appliance_washing_machine/config" in cfgs
-    forecast = cfgs["homeassistant/sensor/unimeter_gw1_p1/forecast/config"]
-    assert forecast["state_topic"] == "unimeter/gw1/p1/forecast"
-    for c in cfgs.values():
-        assert c["availability_topic"] == "unimeter/gw1/status"
-        assert c["device"]["identifiers"] == ["unimeter_gw1_p1"] and "v3" in c["device"]["sw_version"]
-        assert c["unique_id"].startswith("unimeter_gw1_p1_")
-    assert len({c["unique_id"] for c in cfgs.values()}) == len(cfgs)
 
 
 def test_resampler_means_closed_bins_and_marks_missing():

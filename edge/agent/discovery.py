@@ -1,0 +1,525 @@
+"""Home Assistant MQTT discovery: the gateway device, its meters and their entities (no I/O).
+
+Follows Home Assistant's MQTT discovery documentation (components sensor, binary_sensor, event)
+and Zigbee2MQTT's conventions:
+
+* One device per meter and one for the gateway; meters name the gateway in ``via_device``.
+* Per-meter availability: every meter entity is available only while the gateway is online
+  (``<base>/<gw>/status``, JSON, LWT) **and** the meter is (``<base>/<gw>/<meter>/availability``,
+  ``online``/``offline``, retained; see ``edge.agent.availability``): ``availability_mode: all``.
+* Entity names are short and read well after the device name ("Smart meter Energy import",
+  "Smart meter Washing machine"); appliances go by display name, never the model's raw key.
+* ``unique_id`` and the entity id are ``unimeter_<gw>_<meter>_<key>``; the entity id is given as
+  ``default_entity_id`` (Home Assistant >= 2025.10) and as ``object_id`` (older releases; newer
+  ones use ``default_entity_id`` when both are present).
+* Only what a meter really sends is announced: a reading value becomes an entity once a reading
+  carried it (``DiscoveryState.observe``), so a meter without a counter has no energy entity and
+  Home Assistant never renders a template over a value that is not there.
+* Counters carry the device class, state class and unit the Energy dashboard accepts: energy
+  (import/export, per tariff) in kWh, gas in m³, water in m³, heat in GJ or kWh, all
+  ``total_increasing`` (the counters are validated upstream: they only fall on a flagged reset).
+* An entity that is no longer announced (a meter removed from the config, an appliance the new
+  model does not know) has its config deleted with an empty retained payload.
+
+References: https://www.home-assistant.io/integrations/mqtt/ (discovery, availability, origin),
+https://www.home-assistant.io/integrations/sensor/ (device classes, units, state classes),
+https://developers.home-assistant.io/docs/core/entity/sensor/ and
+https://www.home-assistant.io/docs/energy/faq/ (what the Energy dashboard accepts).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.agent.messages import SW_VERSION, Topics, dumps
+from edge.agent.store import Message
+
+log = logging.getLogger(__name__)
+
+ORIGIN = {"name": "unimeter", "sw_version": SW_VERSION,
+          "support_url": "https://github.com/unimeter/unimeter"}
+HA_UNITS = {"m3": "m³", "gj": "GJ", "kwh": "kWh", "mwh": "MWh", "l": "L"}
+
+
+@dataclass(frozen=True)
+class ValueSpec:
+    """How one value of the reading payload is shown: a sensor's name, classes, unit, precision."""
+
+    name: str
+    device_class: str | None
+    unit: str | None
+    state_class: str | None
+    precision: int | None
+    category: str | None = None
+    enabled: bool = True
+    icon: str | None = None
+
+
+def _energy(name: str, enabled: bool = True) -> ValueSpec:
+    return ValueSpec(name, "energy", "kWh", "total_increasing", 3, enabled=enabled)
+
+
+def _reading_specs() -> dict[str, ValueSpec]:
+    """Payload key (``edge.agent.messages.reading_values``) -> sensor. Order = UI order."""
+    specs = {
+        "power_w": ValueSpec("Power", "power", "W", "measurement", 0),
+        "energy_kwh": _energy("Energy import"),  # the import counter (unique id "energy" kept)
+        "export_kwh": _energy("Energy export"),
+    }
+    for direction, label in (("import", "import"), ("export", "export")):
+        for t in range(1, 5):
+            specs[f"{direction}_t{t}_kwh"] = _energy(f"Energy {label} tariff {t}")
+    specs["tariff"] = ValueSpec("Active tariff", None, None, None, None, icon="mdi:cash-clock")
+    specs["reactive_var"] = ValueSpec("Reactive power", "reactive_power", "var", "measurement", 0,
+                                      enabled=False)
+    specs["voltage_v"] = ValueSpec("Voltage", "voltage", "V", "measurement", 1)
+    specs["current_a"] = ValueSpec("Current", "current", "A", "measurement", 2)
+    for i in range(1, 4):
+        specs[f"power_l{i}_w"] = ValueSpec(f"Power L{i}", "power", "W", "measurement", 0)
+        specs[f"voltage_l{i}_v"] = ValueSpec(f"Voltage L{i}", "voltage", "V", "measurement", 1)
+        specs[f"current_l{i}_a"] = ValueSpec(f"Current L{i}", "current", "A", "measurement", 2)
+    for direction in ("import", "export"):
+        specs[f"reactive_{direction}_kvarh"] = ValueSpec(
+            f"Reactive energy {direction}", "reactive_energy", "kvarh", "total_increasing", 3, enabled=False)
+    specs["power_failures"] = ValueSpec("Power failures", None, None, "total_increasing", 0,
+                                        category="diagnostic", icon="mdi:flash-off")
+    specs["long_power_failures"] = ValueSpec("Long power failures", None, None, "total_increasing", 0,
+                                             category="diagnostic", icon="mdi:flash-off")
+    return specs
+
+
+READING_SPECS = _reading_specs()
+# kWh keys that duplicate another key's value: never their own entity
+_ALIASES = {"import_kwh"}
+_MBUS_KINDS = {  # M-Bus sub-meter kind -> (name, device class); unit from the key
+    "gas": ("Gas", "gas"), "water": ("Water", "water"), "heat": ("Heat", "energy"),
+    "cooling": ("Cooling", "energy"), "electricity": ("Sub-meter energy", "energy"),
+}
+
+
+def mbus_spec(key: str) -> ValueSpec | None:
+    """``gas_m3``, ``water_2_m3``, ``heat_gj`` ... -> the sensor the Energy dashboard accepts."""
+    kind, _, unit = key.rpartition("_")
+    base, _, channel = kind.partition("_")
+    if base not in _MBUS_KINDS or unit not in HA_UNITS or (channel and not channel.isdigit()):
+        return None
+    name, device_class = _MBUS_KINDS[base]
+    if device_class == "energy" and unit not in ("gj", "kwh", "mwh"):
+        return None
+    if device_class in ("gas", "water") and unit not in ("m3", "l"):
+        return None
+    return ValueSpec(f"{name} {channel}" if channel else name, device_class, HA_UNITS[unit],
+                     "total_increasing", 3)
+
+
+def value_spec(key: str) -> ValueSpec | None:
+    """The sensor for a reading payload key, or None for keys that are not shown."""
+    if key in _ALIASES:
+        return None
+    return READING_SPECS.get(key) or mbus_spec(key)
+
+
+# --- appliances -----------------------------------------------------------------------------
+
+APPLIANCE_NAMES = {
+    "tv": "TV", "ev": "Electric vehicle", "ev_charger": "EV charger", "hvac": "HVAC",
+    "pv": "Solar panels", "water_heater": "Water heater", "heat_pump": "Heat pump",
+}
+
+
+def appliance_name(key: str) -> str:
+    """Model key -> display name: ``washing_machine`` -> ``Washing machine``, ``tv`` -> ``TV``."""
+    if key in APPLIANCE_NAMES:
+        return APPLIANCE_NAMES[key]
+    words = key.replace("-", " ").replace("_", " ").split()
+    text = " ".join(words) or key
+    return text[:1].upper() + text[1:]
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_") or "appliance"
+
+
+# --- entities -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MeterInfo:
+    """What discovery needs to know about one configured meter."""
+
+    id: str
+    name: str = ""
+    kind: str = ""
+    hide_energy: bool = False  # meters.options.energy = false
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What discovery needs to know about the live model (None: no model)."""
+
+    version: str
+    tasks: tuple[str, ...]
+    appliances: tuple[str, ...] = ()
+
+
+KIND_MODELS = {"dsmr": "DSMR P1 meter", "modbus": "Modbus meter", "zigbee": "ZigBee meter",
+               "sim": "Simulated meter", "sim-dsmr": "DSMR P1 meter (simulated)",
+               "sim-modbus": "Modbus meter (simulated)", "sim-zigbee": "ZigBee meter (simulated)"}
+
+
+class Discovery:
+    """Builds every discovery config of one gateway from what it knows now (pure, no I/O)."""
+
+    def __init__(self, topics: Topics):
+        self.t = topics
+
+    # --- devices and common fields ------------------------------------------------------------
+
+    @property
+    def gateway_id(self) -> str:
+        return f"unimeter_{self.t.gateway}"
+
+    def gateway_device(self, model: ModelInfo | None) -> dict:
+        return {"identifiers": [self.gateway_id], "name": f"unimeter gateway {self.t.gateway}",
+                "manufacturer": "unimeter", "model": "Edge gateway",
+                "sw_version": f"{SW_VERSION} (model {model.version})" if model else SW_VERSION}
+
+    def meter_device(self, meter: MeterInfo) -> dict:
+        return {"identifiers": [f"{self.gateway_id}_{meter.id}"], "name": meter.name or f"Meter {meter.id}",
+                "model": KIND_MODELS.get(meter.kind.replace("_", "-"), meter.kind or "Meter"),
+                "via_device": self.gateway_id}
+
+    def _availability(self, meter_id: str | None) -> dict:
+        gateway = {"topic": self.t.status, "value_template": "{{ value_json.state }}"}
+        if meter_id is None:
+            return {"availability": [gateway]}
+        return {"availability": [gateway, {"topic": self.t.meter(meter_id, "availability")}],
+                "availability_mode": "all"}
+
+    def _config(self, component: str, node: str, key: str, device: dict, meter_id: str | None,
+                always_available: bool = False, **fields: Any) -> tuple[str, dict]:
+        uid = f"{node}_{key}"
+        cfg = {"unique_id": uid, "default_entity_id": f"{component}.{uid}", "object_id": uid,
+               "device": device, "origin": ORIGIN, "qos": self.t.qos,
+               **({} if always_available else self._availability(meter_id))}
+        cfg.update({k: v for k, v in fields.items() if v is not None})
+        return f"{self.t.discovery_prefix}/{component}/{node}/{key}/config", cfg
+
+    # --- gateway ----------------------------------------------------------------------------
+
+    def gateway_configs(self, model: ModelInfo | None) -> dict[str, dict]:
+        """The gateway device: connection and diagnostics from its status topic."""
+        dev, node, status = self.gateway_device(model), self.gateway_id, self.t.status
+        out = dict([
+            self._config("binary_sensor", node, "connection", dev, None, name="Connection",
+                         state_topic=status, value_template="{{ value_json.state }}",
+                         payload_on="online", payload_off="offline", device_class="connectivity",
+                         entity_category="diagnostic", always_available=True),
+        ])
+        diagnostics = (
+            # key, name, status field, device class, unit, state class, precision, icon
+            ("outbox", "Outbox", "outbox_rows", None, "messages", "measurement", 0, "mdi:tray-full"),
+            ("dropped", "Messages dropped", "outbox_dropped", None, "messages", "total_increasing", 0,
+             "mdi:delete-alert"),
+            ("readings", "Readings stored", "committed", None, "readings", "total_increasing", 0,
+             "mdi:database"),
+            ("latency_p50", "Publish latency", "latency_p50_ms", "duration", "ms", "measurement", 0, None),
+            ("latency_p99", "Publish latency p99", "latency_p99_ms", "duration", "ms", "measurement", 0, None),
+            ("errors", "Errors", "errors", None, None, "total_increasing", 0, "mdi:alert-circle"),
+        )
+        for key, name, src, dc, unit, sc, prec, icon in diagnostics:
+            out.update([self._config(
+                "sensor", node, key, dev, None, name=name, state_topic=status,
+                value_template=_value(src), device_class=dc, unit_of_measurement=unit, state_class=sc,
+                suggested_display_precision=prec, entity_category="diagnostic", icon=icon)])
+        out.update([
+            self._config("sensor", node, "model_version", dev, None, name="Model version",
+                         state_topic=status, value_template=_value("model_version"),
+                         entity_category="diagnostic", icon="mdi:brain"),
+            self._config("sensor", node, "last_error", dev, None, name="Last error",
+                         state_topic=status, value_template=_value("last_error", max_len=250),
+                         entity_category="diagnostic", icon="mdi:alert"),
+            self._config("sensor", node, "started", dev, None, name="Running since",
+                         state_topic=status, value_template=_value("started"),
+                         device_class="timestamp", entity_category="diagnostic"),
+        ])
+        return out
+
+    # --- meters -----------------------------------------------------------------------------
+
+    def meter_configs(self, meter: MeterInfo, values: Iterable[str], model: ModelInfo | None
+                      ) -> dict[str, dict]:
+        """Every entity of one meter: the values it has sent, data quality, the model's results."""
+        dev, node = self.meter_device(meter), f"{self.gateway_id}_{meter.id}"
+        reading = self.t.meter(meter.id, "reading")
+        out: dict[str, dict] = {}
+        present = set(values)
+        for key in [*READING_SPECS, *sorted(present - set(READING_SPECS))]:
+            spec = value_spec(key)
+            if key not in present or spec is None:
+                continue
+            if meter.hide_energy and spec.device_class == "energy":
+                continue
+            out.update([self._sensor(node, _entity_key(key), dev, meter.id, spec, reading, key)])
+        out.update([self._config(
+            "sensor", node, "last_reading", dev, meter.id, name="Last reading", state_topic=reading,
+            value_template=_value("ts"), device_class="timestamp", entity_category="diagnostic")])
+        quality = self.t.meter(meter.id, "quality")
+        out.update([self._config(
+            "sensor", node, "quality", dev, meter.id, name="Data coverage", state_topic=quality,
+            value_template="{{ (value_json.coverage * 100) | round(1) }}", unit_of_measurement="%",
+            state_class="measurement", suggested_display_precision=1, entity_category="diagnostic",
+            icon="mdi:chart-donut", json_attributes_topic=quality,
+            json_attributes_template=_attributes("n_gaps", "longest_gap_s", "reading_rate_hz",
+                                                 "last_reading_age_s"))])
+        report = self.t.meter(meter.id, "report")
+        out.update([self._config(
+            "sensor", node, "report", dev, meter.id, name="Daily report", state_topic=report,
+            value_template=_value("summary", max_len=250), icon="mdi:text-box-outline",
+            json_attributes_topic=report, json_attributes_template=_attributes("text", "energy_kwh_last_day"))])
+        tasks = set(model.tasks) if model else set()
+        if "anomaly" in tasks:
+            out.update(self._anomaly(node, dev, meter.id))
+        if "forecast" in tasks:
+            out.update(self._forecast(node, dev, meter.id))
+        if "nilm" in tasks:
+            for app in model.appliances:
+                out.update(self._appliance(node, dev, meter.id, app))
+        return out
+
+    def _sensor(self, node: str, key: str, dev: dict, meter_id: str, spec: ValueSpec, topic: str,
+                field_: str) -> tuple[str, dict]:
+        return self._config(
+            "sensor", node, key, dev, meter_id, name=spec.name, state_topic=topic,
+            value_template=_value(field_), device_class=spec.device_class,
+            unit_of_measurement=spec.unit, state_class=spec.state_class,
+            suggested_display_precision=spec.precision, entity_category=spec.category, icon=spec.icon,
+            enabled_by_default=None if spec.enabled else False)
+
+    def _anomaly(self, node: str, dev: dict, meter_id: str) -> dict[str, dict]:
+        topic = self.t.meter(meter_id, "anomaly")
+        return dict([self._config(
+            "binary_sensor", node, "anomaly", dev, meter_id, name="Consumption anomaly", state_topic=topic,
+            value_template="{{ 'ON' if value_json.anomaly else 'OFF' }}", device_class="problem",
+            json_attributes_topic=topic,
+            json_attributes_template=_attributes("score", "threshold", "window_start_s", "window_end_s"))])
+
+    def _forecast(self, node: str, dev: dict, meter_id: str) -> dict[str, dict]:
+        topic = self.t.meter(meter_id, "forecast")
+        return dict([
+            self._config("sensor", node, "forecast", dev, meter_id, name="Forecast next hour",
+                         state_topic=topic, value_template=_value("next_hour_w"),
+                         unit_of_measurement="W", device_class="power", state_class="measurement",
+                         suggested_display_precision=0, json_attributes_topic=topic,
+                         json_attributes_template=_attributes("hour_start", "hour_end", "hour_ahead_w")),
+            self._config("sensor", node, "forecast_energy_24h", dev, meter_id,
+                         name="Energy forecast next 24 h", state_topic=topic,
+                         value_template=_value("day_ahead_kwh"), unit_of_measurement="kWh",
+                         device_class="energy", suggested_display_precision=1,
+                         json_attributes_topic=topic,
+                         json_attributes_template=_attributes("start", "resolution_s", "day_ahead_w")),
+        ])
+
+    def _appliance(self, node: str, dev: dict, meter_id: str, app: str) -> dict[str, dict]:
+        key, name = slug(app), appliance_name(app)
+        topic = self.t.meter(meter_id, "appliances")
+        item = f"value_json.appliances[{json.dumps(app)}]"
+        return dict([
+            self._config("binary_sensor", node, f"appliance_{key}", dev, meter_id, name=name,
+                         state_topic=topic, device_class="running",
+                         value_template=f"{{{{ 'ON' if {item}.on else 'OFF' }}}}"),
+            self._config("sensor", node, f"appliance_{key}_power", dev, meter_id, name=f"{name} power",
+                         state_topic=topic, unit_of_measurement="W", device_class="power",
+                         state_class="measurement", suggested_display_precision=0,
+                         value_template=f"{{{{ {item}.power_w }}}}"),
+            self._config("event", node, f"appliance_{key}_event", dev, meter_id, name=name,
+                         state_topic=self.t.appliance_event(meter_id, key),
+                         event_types=list(APPLIANCE_EVENTS)),
+        ])
+
+
+APPLIANCE_EVENTS = ("switched_on", "switched_off")
+
+
+def _entity_key(payload_key: str) -> str:
+    """Payload key -> the entity key in unique ids; ``power_w`` -> ``power``, the import counter
+    keeps its historical key ``energy`` so existing energy statistics continue."""
+    if payload_key == "energy_kwh":
+        return "energy"
+    for suffix in ("_kwh", "_kvarh", "_w", "_v", "_a", "_var", "_m3", "_gj", "_mwh", "_l"):
+        if payload_key.endswith(suffix):
+            return payload_key[: -len(suffix)]
+    return payload_key
+
+
+def _value(field_: str, max_len: int = 0) -> str:
+    """A template that renders the field, or nothing when the message lacks it (an empty state is
+    ignored by Home Assistant: the entity keeps its state, no template warning)."""
+    expr = f"value_json[{json.dumps(field_)}]"
+    shown = f"({expr} | string)[:{max_len}]" if max_len else expr
+    return f"{{% if value_json.get({json.dumps(field_)}) is not none %}}{{{{ {shown} }}}}{{% endif %}}"
+
+
+def _attributes(*fields_: str) -> str:
+    items = ", ".join(f"{json.dumps(f)}: value_json.get({json.dumps(f)})" for f in fields_)
+    return f"{{{{ {{{items}}} | tojson }}}}"
+
+
+# --- what was announced, across restarts ---------------------------------------------------------
+
+@dataclass
+class DiscoveryState:
+    """Announced config topics and the reading values each meter has sent (a small JSON file).
+
+    With it the agent (a) announces after a restart at once what a meter had before, (b) deletes
+    the configs of meters, values and appliances that are gone, even when Home Assistant or the
+    broker were away when the change happened.
+    """
+
+    path: Path | None
+    announced: set[str] = field(default_factory=set)
+    values: dict[str, set[str]] = field(default_factory=dict)
+    meters: set[str] = field(default_factory=set)  # meters with an availability topic
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> DiscoveryState:
+        if path is None:
+            return cls(None)
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text())
+            return cls(p, set(data.get("announced", [])),
+                       {m: set(v) for m, v in data.get("values", {}).items()}, set(data.get("meters", [])))
+        except FileNotFoundError:
+            return cls(p)
+        except (OSError, ValueError, TypeError, AttributeError) as e:
+            log.error("discovery state %s unreadable (%s): starting afresh; configs of removed meters "
+                      "may stay in Home Assistant until deleted there", p, e)
+            return cls(p)
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        data = {"announced": sorted(self.announced), "meters": sorted(self.meters),
+                "values": {m: sorted(v) for m, v in sorted(self.values.items())}}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, self.path)
+
+    def observe(self, meter_id: str, keys: Iterable[str]) -> bool:
+        """Note the keys a reading had (non-None values); True if one is new for this meter."""
+        known = self.values.setdefault(meter_id, set())
+        new = {k for k in keys if k not in known and value_spec(k) is not None}
+        known |= new
+        return bool(new)
+
+
+def present_keys(values: Mapping[str, Any]) -> list[str]:
+    return [k for k, v in values.items() if v is not None]
+
+
+STATE_KINDS = ("reading", "quality", "anomaly", "appliances", "forecast", "report")
+
+
+def discovery_messages(d: Discovery, state: DiscoveryState, meters: Sequence[MeterInfo],
+                       model: ModelInfo | None) -> list[Message]:
+    """All configs now, plus an empty retained payload for every config announced before that is
+    gone, and ``offline`` on the availability topic of every meter no longer configured.
+    Updates ``state`` (the caller saves it once the messages are in the outbox)."""
+    configs = d.gateway_configs(model)
+    for m in meters:
+        configs.update(d.meter_configs(m, state.values.get(m.id, ()), model))
+    qos = d.t.qos
+    msgs = [Message(topic, dumps(cfg), qos, retain=True) for topic, cfg in configs.items()]
+    gone = sorted(state.announced - set(configs))
+    msgs += [Message(topic, b"", qos, retain=True) for topic in gone]
+    configured = {m.id for m in meters}
+    for meter_id in sorted(state.meters - configured):  # removed from the config
+        msgs.append(Message(d.t.meter(meter_id, "availability"), b"offline", qos, retain=True))
+        msgs += [Message(d.t.meter(meter_id, kind), b"", qos, retain=True) for kind in STATE_KINDS]
+        state.values.pop(meter_id, None)
+    if gone:
+        log.info("Home Assistant discovery: deleting %d configs no longer announced", len(gone))
+    state.announced = set(configs)
+    state.meters = configured
+    return msgs
+
+
+# --- the agent's side: state across readings, events, availability ---------------------------------
+
+def reading_signature(r: Any) -> tuple:
+    """Which values a reading carries (cheap, per reading): when it changes, the keys are computed."""
+    phases = getattr(r, "phases", ())
+    return (r.power_w is None, r.reactive_var is None, r.import_wh is None, r.export_wh is None,
+            r.voltage_v is None, r.current_a is None, tuple(r.extra),
+            tuple((p.power_w is None, p.voltage_v is None, p.current_a is None) for p in phases),
+            tuple((c.device_type, c.unit, c.channel) for c in getattr(r, "mbus", ())),
+            tuple(x is None for x in getattr(r, "import_tariff_wh", ())),
+            tuple(x is None for x in getattr(r, "export_tariff_wh", ())),
+            getattr(r, "tariff", None) is None, getattr(r, "power_failures", None) is None,
+            getattr(r, "reactive_import_varh", None) is None)
+
+
+class GatewayDiscovery:
+    """What the agent keeps for Home Assistant: announced configs, the values each meter has sent,
+    per-meter availability and the appliance states that turn into events.
+
+    ``meters`` are the configured meters; ``state_path`` the JSON file of ``DiscoveryState``.
+    """
+
+    def __init__(self, topics: Topics, meters: Sequence[MeterInfo], state_path: str | Path | None,
+                 tracker: Any):
+        from edge.agent.messages import reading_values
+
+        self._reading_values = reading_values
+        self.topics = topics
+        self.builder = Discovery(topics)
+        self.meters = list(meters)
+        self.state = DiscoveryState.load(state_path)
+        self.tracker = tracker
+        self._signatures: dict[str, tuple] = {}
+        self._appliances_on: dict[str, dict[str, bool]] = {}
+        self.pending = False  # a meter sent a new value: announce again
+
+    def note_reading(self, r: Any) -> None:
+        """Per committed reading (event loop): availability and new values."""
+        self.tracker.note(r.meter_id, r.received_s)
+        sig = reading_signature(r)
+        if self._signatures.get(r.meter_id) == sig:
+            return
+        self._signatures[r.meter_id] = sig
+        if self.state.observe(r.meter_id, present_keys(self._reading_values(r))):
+            self.pending = True
+
+    def messages(self, model: ModelInfo | None) -> list[Message]:
+        self.pending = False
+        return discovery_messages(self.builder, self.state, self.meters, model)
+
+    def availability_messages(self, now_s: float) -> list[Message]:
+        return [Message(self.topics.meter(mid, "availability"), b"online" if online else b"offline",
+                        self.topics.qos, retain=True)
+                for mid, online in self.tracker.changes(now_s)]
+
+    def appliance_events(self, meter_id: str, body: Mapping, ts_s: float) -> list[Message]:
+        """Event messages (not retained) for appliances whose on/off state changed since the last
+        NILM round of this meter; the first round only sets the states."""
+        apps = body.get("appliances", {})
+        last = self._appliances_on.get(meter_id)
+        now = {name: bool(a.get("on")) for name, a in apps.items()}
+        self._appliances_on[meter_id] = now
+        if last is None:
+            return []
+        out = []
+        for name, on in now.items():
+            if name in last and last[name] != on:
+                payload = {"event_type": APPLIANCE_EVENTS[0] if on else APPLIANCE_EVENTS[1],
+                           "appliance": name, "power_w": apps[name].get("power_w"),
+                           "p_on": apps[name].get("p_on"), "ts_s": ts_s}
+                out.append(Message(self.topics.appliance_event(meter_id, slug(name)), dumps(payload),
+                                   self.topics.qos, retain=False))
+        return out

@@ -1,0 +1,213 @@
+"""Home Assistant discovery: entities per meter kind and task, availability, removal, events.
+
+The configs are checked against Home Assistant's own schemas in test_homeassistant_schemas.py;
+here: what is announced when, and the agent publishing it through a real Mosquitto.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+from edge.agent.agent import Agent
+from edge.agent.availability import AvailabilityTracker
+from edge.agent.discovery import (
+    Discovery,
+    DiscoveryState,
+    GatewayDiscovery,
+    MeterInfo,
+    ModelInfo,
+    appliance_name,
+    discovery_messages,
+)
+from edge.agent.messages import Topics, reading_values
+from edge.agent.simulated import SimSource, sine_power_source
+from firmware_bridge.reading import Reading
+from tests.edge.agent.helpers import Recorder, make_config
+
+T = Topics("unimeter", "gw1")
+MODEL = ModelInfo("v3", ("imputation", "anomaly", "forecast", "nilm"), ("fridge", "washing_machine", "tv"))
+
+
+def _configs(msgs) -> dict[str, dict]:
+    return {m.topic: json.loads(m.payload) for m in msgs if m.payload and m.topic.endswith("/config")}
+
+
+def _by_uid(msgs) -> dict[str, dict]:
+    return {c["unique_id"]: c for c in _configs(msgs).values()}
+
+
+def test_a_meter_without_a_counter_has_no_energy_entity_until_it_sends_one():
+    ha = GatewayDiscovery(T, [MeterInfo("zb1", "Plug", "zigbee")], None, AvailabilityTracker())
+    ha.note_reading(Reading("zb1", 1.8e9, 1.8e9, 40.0))
+    first = _by_uid(ha.messages(None))
+    assert "unimeter_gw1_zb1_power" in first and "unimeter_gw1_zb1_energy" not in first
+    assert not ha.pending
+    ha.note_reading(Reading("zb1", 1.8e9 + 1, 1.8e9 + 1, 41.0, import_wh=5000.0))
+    assert ha.pending  # a new value: announce again
+    energy = _by_uid(ha.messages(None))["unimeter_gw1_zb1_energy"]
+    assert (energy["device_class"], energy["state_class"], energy["unit_of_measurement"]) == (
+        "energy", "total_increasing", "kWh")
+    assert "value_json.get(\"energy_kwh\")" in energy["value_template"]  # no warning if absent
+
+
+def test_dsmr_values_become_energy_dashboard_entities():
+    extra = {"import_t1_wh": 1.0e6, "import_t2_wh": 2.0e6, "export_t1_wh": 1.0e5, "export_t2_wh": 2.0e5,
+             "tariff": 2.0, "power_l1_w": 300.0, "voltage_l1_v": 230.1, "current_l1_a": 1.3,
+             "gas_m3": 1523.2, "water_m3": 88.1}
+    r = Reading("p1", 1.8e9, 1.8e9, 300.0, import_wh=3.0e6, export_wh=3.0e5, voltage_v=230.1,
+                current_a=1.3, extra=extra)
+    state = DiscoveryState(None)
+    state.observe("p1", [k for k, v in reading_values(r).items() if v is not None])
+    cfgs = _by_uid(discovery_messages(Discovery(T), state, [MeterInfo("p1", "Smart meter", "dsmr")], MODEL))
+    expect = {"energy": ("energy", "kWh"), "export": ("energy", "kWh"), "import_t1": ("energy", "kWh"),
+              "export_t2": ("energy", "kWh"), "gas": ("gas", "m³"), "water": ("water", "m³"),
+              "power_l1": ("power", "W"), "voltage_l1": ("voltage", "V"), "current_l1": ("current", "A")}
+    for key, (device_class, unit) in expect.items():
+        c = cfgs[f"unimeter_gw1_p1_{key}"]
+        assert (c["device_class"], c["unit_of_measurement"]) == (device_class, unit), key
+        assert "suggested_display_precision" in c
+    assert cfgs["unimeter_gw1_p1_gas"]["state_class"] == "total_increasing"
+    assert cfgs["unimeter_gw1_p1_export"]["name"] == "Energy export"
+    assert cfgs["unimeter_gw1_p1_tariff"]["name"] == "Active tariff"
+    assert cfgs["unimeter_gw1_p1_last_reading"]["entity_category"] == "diagnostic"
+
+
+def test_every_config_names_device_gateway_availability_origin_and_entity_id():
+    state = DiscoveryState(None)
+    state.observe("p1", ["power_w", "energy_kwh"])
+    msgs = discovery_messages(Discovery(T), state, [MeterInfo("p1", "Smart meter", "dsmr")], MODEL)
+    cfgs = _configs(msgs)
+    for topic, c in cfgs.items():
+        component = topic.split("/")[1]
+        assert c["default_entity_id"] == f"{component}.{c['unique_id']}"
+        assert c["object_id"] == c["unique_id"] and c["origin"]["name"] == "unimeter"
+        if c["unique_id"].startswith("unimeter_gw1_p1_"):
+            assert c["device"]["via_device"] == "unimeter_gw1"
+            assert [a["topic"] for a in c["availability"]] == ["unimeter/gw1/status",
+                                                               "unimeter/gw1/p1/availability"]
+            assert c["availability_mode"] == "all"
+        else:
+            assert c["device"]["identifiers"] == ["unimeter_gw1"]
+    uids = {c["unique_id"] for c in cfgs.values()}
+    for gateway_key in ("connection", "outbox", "dropped", "latency_p50", "model_version", "last_error",
+                        "started"):
+        assert f"unimeter_gw1_{gateway_key}" in uids
+    names = {c["name"] for c in cfgs.values()}
+    assert {"Washing machine", "TV", "Fridge power", "Forecast next hour",
+            "Energy forecast next 24 h", "Daily report"} <= names
+    assert not any("_" in n for n in names)  # no raw keys in the UI
+    events = [c for t, c in cfgs.items() if t.startswith("homeassistant/event/")]
+    assert len(events) == 3 and events[0]["event_types"] == ["switched_on", "switched_off"]
+
+
+def test_no_model_means_no_model_entities():
+    state = DiscoveryState(None)
+    uids = set(_by_uid(discovery_messages(Discovery(T), state, [MeterInfo("p1")], None)))
+    assert not any(k.endswith(("_anomaly", "_forecast")) or "appliance" in k for k in uids)
+    assert "unimeter_gw1_p1_report" in uids and "unimeter_gw1_p1_quality" in uids
+
+
+def test_removed_meters_and_appliances_are_deleted_with_empty_retained_configs(tmp_path):
+    path = tmp_path / "discovery.json"
+    state = DiscoveryState.load(path)
+    d = Discovery(T)
+    state.observe("old", ["power_w"])
+    discovery_messages(d, state, [MeterInfo("p1"), MeterInfo("old")], MODEL)
+    state.save()
+    state = DiscoveryState.load(path)  # a restart with "old" gone from the config and a smaller model
+    msgs = discovery_messages(d, state, [MeterInfo("p1")], ModelInfo("v4", ("nilm",), ("fridge",)))
+    empty = {m.topic for m in msgs if m.payload == b"" and m.retain}
+    assert "homeassistant/sensor/unimeter_gw1_old/power/config" in empty
+    assert "homeassistant/binary_sensor/unimeter_gw1_p1/appliance_tv/config" in empty
+    assert "homeassistant/binary_sensor/unimeter_gw1_p1/anomaly/config" in empty
+    assert "unimeter/gw1/old/reading" in empty  # its retained state goes too
+    offline = [m for m in msgs if m.topic == "unimeter/gw1/old/availability"]
+    assert offline and offline[0].payload == b"offline" and offline[0].retain
+    assert not any(t.startswith("homeassistant/") and "unimeter_gw1_old" in t for t in _configs(msgs))
+
+
+def test_appliance_names_read_well():
+    assert appliance_name("washing_machine") == "Washing machine"
+    assert appliance_name("tv") == "TV" and appliance_name("fridge") == "Fridge"
+
+
+def test_appliance_switching_becomes_a_non_retained_event():
+    ha = GatewayDiscovery(T, [MeterInfo("p1")], None, AvailabilityTracker())
+    body = {"appliances": {"washing_machine": {"on": False, "p_on": 0.1, "power_w": 0.0}}}
+    assert ha.appliance_events("p1", body, 1.0) == []  # the first round only learns the states
+    body["appliances"]["washing_machine"] = {"on": True, "p_on": 0.9, "power_w": 1900.0}
+    (event,) = ha.appliance_events("p1", body, 2.0)
+    assert event.topic == "unimeter/gw1/p1/event/washing_machine" and not event.retain
+    assert json.loads(event.payload)["event_type"] == "switched_on"
+    assert ha.appliance_events("p1", body, 3.0) == []
+
+
+def test_availability_learns_the_interval_and_goes_offline_after_missed_readings():
+    tr = AvailabilityTracker(missed=3, grace_s=1.0)
+    tr.add("fast")
+    tr.add("fixed", offline_after_s=60.0)
+    for i in range(10):
+        tr.note("fast", 100.0 + 2.0 * i)  # every 2 s, last at 118
+        tr.note("fixed", 100.0 + 2.0 * i)
+    assert tr.timeout_s("fast") == 7.0 and tr.timeout_s("fixed") == 60.0
+    assert sorted(tr.changes(120.0)) == [("fast", True), ("fixed", True)]
+    assert tr.changes(124.0) == []
+    assert tr.changes(125.5) == [("fast", False)]
+    tr.note("fast", 126.0)
+    assert tr.changes(126.1) == [("fast", True)]
+
+
+class _DroppingSource:
+    """A meter whose cable drops after ``n`` readings: the source stays open, nothing arrives."""
+
+    def __init__(self, meter_id: str, n: int, interval_s: float):
+        self.meter_id, self.n, self.interval_s = meter_id, n, interval_s
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        for _ in range(self.n):
+            now = time.time()
+            yield Reading(self.meter_id, now, now, 100.0)
+            await asyncio.sleep(self.interval_s)
+        await asyncio.Event().wait()
+
+
+async def test_agent_marks_a_silent_meter_offline_and_removes_a_deleted_one(mosquitto, tmp_path):
+    meters = [{"id": "a", "kind": "sim", "name": "Meter A"}, {"id": "b", "kind": "sim", "name": "Meter B"},
+              {"id": "old", "kind": "sim"}]
+    cfg = make_config(tmp_path / "state", mosquitto.port, meters, mqtt={"offline_after_missed": 3})
+    cfg.store_path.parent.mkdir(parents=True)
+    # a previous run announced meter "old"
+    state = DiscoveryState.load(cfg.store_path.with_suffix(".discovery.json"))
+    discovery_messages(Discovery(Topics("unimeter", "gw1")), state,
+                       [MeterInfo(m["id"]) for m in meters], None)
+    state.save()
+    cfg.meters = cfg.meters[:2]
+    rec = Recorder(mosquitto.port, ["unimeter/#", "homeassistant/#"], client_id="avail-sub")
+    sources = {"a": SimSource("a", sine_power_source(), 0.2), "b": _DroppingSource("b", 5, 0.2)}
+    agent = Agent(cfg, sources)
+    task = asyncio.create_task(agent.run())
+
+    def availability(meter: str) -> list[bytes]:
+        with rec.lock:
+            return [p for t, p, _ in rec.messages if t == f"unimeter/gw1/{meter}/availability"]
+
+    try:
+        for _ in range(150):
+            if b"offline" in availability("b") and availability("old"):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        agent.request_stop()
+        await asyncio.wait_for(task, 30)
+        rec.stop()
+    assert availability("a") == [b"online"]
+    assert availability("b") == [b"online", b"offline"]  # 3 missed 0.2 s readings + grace
+    assert availability("old") == [b"offline"]
+    with rec.lock:
+        cleared = {t for t, p, _ in rec.messages if p == b""}
+    assert "homeassistant/sensor/unimeter_gw1_old/last_reading/config" in cleared
+    configs = {t for t, p, _ in rec.messages if p and t.startswith("homeassistant/")}
+    assert "homeassistant/sensor/unimeter_gw1_a/power/config" in configs
