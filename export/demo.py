@@ -2,7 +2,9 @@
 
 1. simulate a fleet, pretrain both backbones, fine-tune the four tasks, distill, export a bundle
    (``export.pipeline``; or reuse one with ``--bundle``);
-2. start a local MQTT broker (Mosquitto when installed, else amqtt) and a subscriber;
+2. start a local MQTT broker (Mosquitto when installed, else amqtt) and a subscriber, or use an
+   existing broker (``--mqtt-host``: e.g. the Mosquitto add-on of your Home Assistant, which then
+   shows the demo's gateway and meters through MQTT discovery);
 3. seed the gateway store with a day of meter history (a gateway that has been running), with a
    false-data-injection attack (scaling, Cui et al.) on the P1 meter's last hours;
 4. run the real agent (``unimeter agent --config``, a subprocess) on a simulated DSMR P1 meter
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -37,6 +40,8 @@ METERS = (
     ("zb1", "sim-zigbee", 12, 5.0, "ZigBee meter (simulated)"),
 )
 ATTACKED_METER = "p1"
+OUTAGE_METER = "zb1"  # --meter-outage cuts this one off
+OFFLINE_AFTER_S = 20.0  # a meter without a reading for this long is shown unavailable
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,7 +52,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agent-seconds", type=float, default=150.0, help="how long the agent runs")
     p.add_argument("--history-hours", type=float, default=26.0,
                    help="meter history written to the gateway store before the agent starts")
-    p.add_argument("--broker", default="auto", choices=("auto", "mosquitto", "amqtt"))
+    p.add_argument("--broker", default="auto", choices=("auto", "mosquitto", "amqtt"),
+                   help="local broker to start (ignored with --mqtt-host)")
+    g = p.add_argument_group("existing broker", "publish into a broker that is already running, e.g. "
+                             "the Mosquitto add-on of a Home Assistant (its MQTT integration shows the "
+                             "demo's devices); the password comes from $UNIMETER_MQTT_PASSWORD or a file")
+    g.add_argument("--mqtt-host", default=None, help="broker host (default: start a local broker)")
+    g.add_argument("--mqtt-port", type=int, default=None, help="broker port (1883, or 8883 with --mqtt-tls)")
+    g.add_argument("--mqtt-user", default="", help="user name")
+    g.add_argument("--mqtt-password-file", default="", help="file whose first line is the password")
+    g.add_argument("--mqtt-tls", action="store_true", help="connect with TLS")
+    g.add_argument("--mqtt-ca-file", default="", help="CA certificate of the broker (TLS)")
+    g.add_argument("--mqtt-tls-insecure", action="store_true",
+                   help="TLS without host name check (self-signed test brokers only)")
+    p.add_argument("--meter-outage", default=None, metavar="START_S:DURATION_S",
+                   help="cut the ZigBee meter's readings off START_S seconds after the agent starts, "
+                        "for DURATION_S seconds (shows per-meter availability)")
     p.add_argument("--no-tflite", action="store_true", help="skip the TFLite export (faster)")
     p.add_argument("--seed", type=int, default=0)
 
@@ -60,21 +80,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 class Collector:
     """Subscribes to everything the gateway publishes and keeps it (thread-safe)."""
 
-    port: int
+    broker: BrokerSettings
     messages: list[tuple[float, str, dict | str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> Collector:
         import paho.mqtt.client as mqtt
 
+        b = self.broker
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="unimeter-demo-sub")
-        self._client.on_connect = lambda c, *_a: c.subscribe([("unimeter/#", 1), ("homeassistant/#", 1)])
+        if b.username:
+            self._client.username_pw_set(b.username, b.password or None)
+        if b.tls:
+            import ssl
+
+            self._client.tls_set(ca_certs=b.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
+            self._client.tls_insecure_set(b.tls_insecure)
+        topics = [(f"unimeter/{GATEWAY_ID}/#", 1), ("homeassistant/#", 1)]
+        self._client.on_connect = lambda c, *_a: c.subscribe(topics)
         self._client.on_message = self._on_message
-        self._client.connect("127.0.0.1", self.port)
+        self._client.connect(b.host, b.port)
         self._client.loop_start()
         return self
 
     def _on_message(self, _client, _userdata, msg) -> None:
+        if msg.topic.startswith("homeassistant/") and f"/unimeter_{GATEWAY_ID}" not in msg.topic:
+            return  # another device's discovery config on a shared broker
         try:
             body: dict | str = json.loads(msg.payload) if msg.payload else ""
         except ValueError:
@@ -96,6 +127,12 @@ class Collector:
                     out[parts[2]][parts[3]].append(body)
         return out
 
+    def availability(self, meter_id: str) -> list[tuple[float, str]]:
+        """(received at, "online"/"offline") of a meter's availability topic."""
+        topic = f"unimeter/{GATEWAY_ID}/{meter_id}/availability"
+        with self._lock:
+            return [(t, str(b)) for t, tp, b in self.messages if tp == topic]
+
     def discovery_topics(self) -> list[str]:
         with self._lock:
             return sorted({t for _ts, t, b in self.messages if t.startswith("homeassistant/") and b})
@@ -105,19 +142,71 @@ class Collector:
 # Agent configuration and history
 
 
-def agent_config_text(out: Path, port: int, bundle: Path, now_s: float, history_s: float) -> str:
+PASSWORD_ENV = "UNIMETER_MQTT_PASSWORD"
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Where the demo publishes: a local broker it started, or an existing one."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    password: str = field(default="", repr=False)
+    password_file: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    tls_insecure: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> BrokerSettings:
+        password = os.environ.get(PASSWORD_ENV, "")
+        if args.mqtt_password_file:
+            lines = Path(args.mqtt_password_file).read_text().splitlines()
+            password = lines[0] if lines else ""
+        if password and not args.mqtt_user:
+            raise SystemExit("unimeter demo: a password is given but no --mqtt-user")
+        port = args.mqtt_port or (8883 if args.mqtt_tls else 1883)
+        return cls(args.mqtt_host, port, args.mqtt_user, password, args.mqtt_password_file,
+                   args.mqtt_tls, args.mqtt_ca_file, args.mqtt_tls_insecure)
+
+    def config_lines(self) -> list[str]:
+        """The agent's [mqtt] section (the password itself never goes into the file)."""
+        lines = ["[mqtt]", f"host = {json.dumps(self.host)}", f"port = {self.port}",
+                 f"tls = {str(self.tls).lower()}", "discovery = true"]
+        if self.username:
+            lines.append(f"username = {json.dumps(self.username)}")
+        if self.password_file:
+            lines.append(f"password_file = {json.dumps(str(Path(self.password_file).resolve()))}")
+        elif self.password:
+            lines.append(f'password_env = "{PASSWORD_ENV}"')
+        if self.ca_file:
+            lines.append(f"ca_file = {json.dumps(str(Path(self.ca_file).resolve()))}")
+        if self.tls_insecure:
+            lines.append("tls_insecure = true")
+        return lines
+
+
+def agent_config_text(out: Path, broker: BrokerSettings | int, bundle: Path, now_s: float, history_s: float,
+                      outage: tuple[float, float] | None = None) -> str:
+    """The demo agent's TOML; ``outage`` = (start_s, end_s) cuts the ZigBee meter off meanwhile."""
+    if isinstance(broker, int):
+        broker = BrokerSettings(port=broker)
     lines = [
-        "# Written by `unimeter demo`: simulated meters, local broker, fast schedules.",
+        "# Written by `unimeter demo`: simulated meters, fast schedules.",
         "[gateway]", f'id = "{GATEWAY_ID}"', f'state_dir = "{out / "state"}"', 'log_level = "info"', "",
-        "[mqtt]", 'host = "127.0.0.1"', f"port = {port}", "tls = false", "discovery = true", "",
+        *broker.config_lines(), "",
         "[model]", f'bundle = "{bundle}"', 'backend = "auto"', 'precision = "int8"', "threads = 1", "",
         "[schedule]", "profile_every_s = 30", "nilm_every_s = 15", "forecast_every_s = 45",
         "quality_every_s = 20", "report_every_s = 60", "status_every_s = 15", "",
     ]
     for meter_id, kind, seed, interval_s, name in METERS:
         lines += ["[[meters]]", f'id = "{meter_id}"', f'name = "{name}"', f'kind = "{kind}"',
+                  f"offline_after_s = {OFFLINE_AFTER_S:.0f}",
                   "[meters.options]", f"seed = {seed}", f"interval_s = {interval_s}",
                   f"start_s = {now_s - history_s:.0f}"]
+        if outage is not None and meter_id == OUTAGE_METER:
+            lines.append(f"outages = [[{outage[0]:.0f}, {outage[1]:.0f}]]")
         if meter_id == ATTACKED_METER:
             lines += ["[meters.options.attack]", 'kind = "scaling"', f"start_s = {now_s - 6 * 3600:.0f}",
                       f"end_s = {now_s + 2 * 3600:.0f}", "lam = 0.8", f"step_s = {HISTORY_STEP_S:.0f}"]
@@ -206,6 +295,7 @@ def summarise(collector: Collector, history: dict[str, int]) -> dict:
             "appliances_on": on_now,
             "forecast_next_hour_w": forecast[-1].get("hour_ahead_w") if forecast else None,
             "reports": [b.get("text") or b.get("report") for b in got.get("report", [])][-1:],
+            "availability": [state for _t, state in collector.availability(meter_id)],
         }
     return {"meters": meters, "discovery_configs": len(collector.discovery_topics()),
             "messages_total": len(collector.messages)}
@@ -333,6 +423,19 @@ def write_report(path: Path, summary: dict, pipeline: dict | None, agent_rc: int
 # --------------------------------------------------------------------------------------------
 
 
+def _parse_outage(text: str | None, now_s: float) -> tuple[float, float] | None:
+    """``"60:90"`` -> (now + 60, now + 150): the UTC window the ZigBee meter is cut off."""
+    if not text:
+        return None
+    try:
+        start_s, duration_s = (float(x) for x in text.split(":"))
+    except ValueError as e:
+        raise SystemExit(f"unimeter demo: --meter-outage expects START_S:DURATION_S, got {text!r}") from e
+    if start_s < 0 or duration_s <= 0:
+        raise SystemExit(f"unimeter demo: --meter-outage needs START_S >= 0 and DURATION_S > 0, got {text!r}")
+    return now_s + start_s, now_s + start_s + duration_s
+
+
 def run(args: argparse.Namespace) -> int:
     from edge.agent.config import load_config
     from export.broker import LocalBroker
@@ -353,22 +456,28 @@ def run(args: argparse.Namespace) -> int:
         bundle, stage_seconds, pipeline_summary = result.bundle_dir, result.stage_seconds, result.summary()
     now_s = time.time()
     history_s = args.history_hours * 3600.0
-    with LocalBroker(kind=args.broker) as broker:
-        print(f"broker: {broker.kind_used} on 127.0.0.1:{broker.port}")
+    outage = _parse_outage(args.meter_outage, now_s)
+    with contextlib.ExitStack() as stack:
+        if args.mqtt_host:
+            settings, broker_used = BrokerSettings.from_args(args), f"existing broker {args.mqtt_host}"
+        else:
+            broker = stack.enter_context(LocalBroker(kind=args.broker))
+            settings, broker_used = BrokerSettings(port=broker.port), broker.kind_used
+        print(f"broker: {broker_used} on {settings.host}:{settings.port}")
         config_path = out / "agent.toml"
-        config_path.write_text(agent_config_text(out, broker.port, bundle, now_s, history_s))
+        config_path.write_text(agent_config_text(out, settings, bundle, now_s, history_s, outage))
         cfg = load_config(config_path)
         store_file = Path(cfg.store_path)
         for suffix in ("", "-wal", "-shm"):
             Path(f"{store_file}{suffix}").unlink(missing_ok=True)
         store_file.parent.mkdir(parents=True, exist_ok=True)
         history = seed_history(cfg, now_s, history_s)
-        collector = Collector(broker.port).start()
+        collector = Collector(settings).start()
         agent_rc = run_agent_process(config_path, args.agent_seconds, out / "agent.log")
         time.sleep(1.0)
         collector.stop()
     summary = summarise(collector, history)
-    summary.update(agent_exit_code=agent_rc, bundle=str(bundle), broker=broker.kind_used,
+    summary.update(agent_exit_code=agent_rc, bundle=str(bundle), broker=broker_used,
                    history_readings=history, stage_seconds=stage_seconds,
                    wall_seconds=round(time.perf_counter() - t_start, 1))
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")

@@ -13,8 +13,9 @@ it with the remaining options to ``firmware_bridge.sources.build_source``.
 The power source is ``edge.sim.stream.HouseholdPowerSource`` (the household simulator, option
 ``profile = "household"``, the default) or a plain daily sine (``profile = "sine"``, for the
 benchmark, where simulator cost would be measured instead of the agent's). Attacks from
-``edge.sim.inject`` are applied with the ``attack`` option. The bridge never imports edge: the
-wiring is here.
+``edge.sim.inject`` are applied with the ``attack`` option, simulated cable drops with ``outages`` (a list of ``[start_s, end_s]`` UTC
+windows in which the meter's readings do not reach the agent: how a pulled P1 cable or a ZigBee
+meter out of range looks to it). The bridge never imports edge: the wiring is here.
 """
 
 from __future__ import annotations
@@ -136,22 +137,57 @@ class SimSource:
             await asyncio.sleep(max(0.0, next_s - self.time_fn()))
 
 
+class OutageSource:
+    """Wraps a source: readings received inside an outage window are dropped (a cable drop)."""
+
+    def __init__(self, source: Any, windows: list[tuple[float, float]],
+                 time_fn: Callable[[], float] = time.time):
+        self.source, self.windows, self.time_fn = source, windows, time_fn
+        self.kind = getattr(source, "kind", "")
+
+    def in_outage(self, now_s: float) -> bool:
+        return any(a <= now_s < b for a, b in self.windows)
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        async for r in self.source.readings():
+            if not self.in_outage(self.time_fn()):
+                yield r
+
+    def __getattr__(self, name: str) -> Any:  # close(), stats ... of the wrapped source
+        return getattr(self.source, name)
+
+
+def _outage_windows(meter: MeterConfig) -> list[tuple[float, float]]:
+    raw = meter.options.get("outages", [])
+    try:
+        windows = [(float(a), float(b)) for a, b in raw]
+    except (TypeError, ValueError) as e:
+        raise SourceBuildError(f"meter {meter.id!r}: options.outages must be [[start_s, end_s], ...], "
+                               f"got {raw!r}") from e
+    if any(b <= a for a, b in windows):
+        raise SourceBuildError(f"meter {meter.id!r}: every outage needs start_s < end_s, got {raw!r}")
+    return windows
+
+
 def build_sources(cfg: AgentConfig) -> dict[str, Any]:
     """One source per configured meter; raises SourceBuildError naming the meter on bad options."""
     sources: dict[str, Any] = {}
     for i, m in enumerate(cfg.meters):
         opts = {k: v for k, v in m.options.items()
                 if k not in ("profile", "seed", "base_w", "amplitude_w", "start_s", "attack", "household",
-                             "energy")}
+                             "energy", "outages")}
         try:
             if m.kind == "sim":
                 sources[m.id] = SimSource(m.id, make_power_source(m), float(opts.get("interval_s", 1.0)))
-                continue
-            from firmware_bridge.sources import build_source
+            else:
+                from firmware_bridge.sources import build_source
 
-            if m.kind in SIMULATED_BRIDGE_KINDS:
-                opts["power_source"] = make_power_source(m)
-            sources[m.id] = build_source(m.kind, meter_id=m.id, **opts)
+                if m.kind in SIMULATED_BRIDGE_KINDS:
+                    opts["power_source"] = make_power_source(m)
+                sources[m.id] = build_source(m.kind, meter_id=m.id, **opts)
+            windows = _outage_windows(m)
+            if windows:
+                sources[m.id] = OutageSource(sources[m.id], windows)
         except SourceBuildError:
             raise
         except (ImportError, TypeError, ValueError, KeyError, BridgeError) as e:

@@ -30,3 +30,24 @@ def test_demo_publishes_every_kind_of_result(tiny_bundle: Path, tmp_path: Path) 
         assert len(m["forecast_next_hour_w"]) == 2
     for name in ("demo.png", "report.md", "agent.toml", "agent.log"):
         assert (out / name).stat().st_size > 0, name
+
+
+def test_demo_publishes_into_an_existing_broker_with_a_meter_outage(tiny_bundle: Path, tmp_path: Path,
+                                                                     mosquitto) -> None:
+    """`--mqtt-host`: the demo starts no broker of its own; the cut-off ZigBee meter goes offline
+    (offline_after_s = 20 s in the demo's config) and comes back when its readings resume."""
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "demo", "--bundle", str(tiny_bundle), "--out", str(out),
+         "--agent-seconds", "70", "--history-hours", "2", "--mqtt-host", "127.0.0.1",
+         "--mqtt-port", str(mosquitto.port), "--meter-outage", "20:30"],
+        capture_output=True, text=True, timeout=400,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["broker"] == "existing broker 127.0.0.1"
+    zb1, p1 = summary["meters"]["zb1"]["availability"], summary["meters"]["p1"]["availability"]
+    first_online = zb1.index("online")  # before its first reading a meter may start offline
+    assert zb1[first_online:] == ["online", "offline", "online"], zb1
+    assert p1[p1.index("online"):] == ["online"], p1
+    assert 'host = "127.0.0.1"' in (out / "agent.toml").read_text()
