@@ -39,6 +39,7 @@ from typing import Any
 
 from edge.agent.messages import SW_VERSION, Topics, dumps
 from edge.agent.store import Message
+from firmware_bridge.reading import Reading
 
 log = logging.getLogger(__name__)
 
@@ -452,17 +453,15 @@ def discovery_messages(d: Discovery, state: DiscoveryState, meters: Sequence[Met
 
 # --- the agent's side: state across readings, events, availability ---------------------------------
 
-def reading_signature(r: Any) -> tuple:
+def reading_signature(r: Reading) -> tuple:
     """Which values a reading carries (cheap, per reading): when it changes, the keys are computed."""
-    phases = getattr(r, "phases", ())
     return (r.power_w is None, r.reactive_var is None, r.import_wh is None, r.export_wh is None,
             r.voltage_v is None, r.current_a is None, tuple(r.extra),
-            tuple((p.power_w is None, p.voltage_v is None, p.current_a is None) for p in phases),
-            tuple((c.device_type, c.unit, c.channel) for c in getattr(r, "mbus", ())),
-            tuple(x is None for x in getattr(r, "import_tariff_wh", ())),
-            tuple(x is None for x in getattr(r, "export_tariff_wh", ())),
-            getattr(r, "tariff", None) is None, getattr(r, "power_failures", None) is None,
-            getattr(r, "reactive_import_varh", None) is None)
+            tuple((p.power_w is None, p.voltage_v is None, p.current_a is None) for p in r.phases),
+            tuple((c.device_type, c.unit, c.channel) for c in r.mbus),
+            tuple(x is None for x in r.import_tariff_wh), tuple(x is None for x in r.export_tariff_wh),
+            r.tariff is None, r.power_failures is None, r.long_power_failures is None,
+            r.reactive_import_varh is None, r.reactive_export_varh is None)
 
 
 class GatewayDiscovery:
@@ -486,7 +485,7 @@ class GatewayDiscovery:
         self._appliances_on: dict[str, dict[str, bool]] = {}
         self.pending = False  # a meter sent a new value: announce again
 
-    def note_reading(self, r: Any) -> None:
+    def note_reading(self, r: Reading) -> None:
         """Per committed reading (event loop): availability and new values."""
         self.tracker.note(r.meter_id, r.received_s)
         sig = reading_signature(r)

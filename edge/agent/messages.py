@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edge.agent.store import Message, StoredReading
-from firmware_bridge.reading import Reading
+from firmware_bridge.reading import MbusChannel, PhaseValues, Reading
 
 TOPIC_KINDS = ("reading", "quality", "anomaly", "appliances", "forecast", "report", "availability")
 SW_VERSION = "0.1.0"
@@ -161,9 +161,9 @@ def reading_values(r: Reading) -> dict[str, float | int | str | None]:
         if k not in out and not k.endswith("_wh"):
             out[k] = _finite(v, 4)
     _counters_kwh(out, r, extra)
-    _phases(out, getattr(r, "phases", ()))
-    _mbus(out, getattr(r, "mbus", ()))
-    tariff = getattr(r, "tariff", None)
+    _phases(out, r.phases)
+    _mbus(out, r.mbus)
+    tariff = r.tariff
     if tariff is None and "tariff" in r.extra:
         tariff = r.extra["tariff"]
     if tariff is not None:
@@ -171,8 +171,8 @@ def reading_values(r: Reading) -> dict[str, float | int | str | None]:
             out["tariff"] = int(float(tariff))
         except (TypeError, ValueError):
             out.pop("tariff", None)
-    for name in ("power_failures", "long_power_failures"):
-        value = getattr(r, name, None)
+    for name, value in (("power_failures", r.power_failures),
+                        ("long_power_failures", r.long_power_failures)):
         if value is not None:
             out[name] = int(value)
     return out
@@ -188,27 +188,26 @@ def _counters_kwh(out: dict, r: Reading, extra: dict) -> None:
     if r.export_wh is not None:
         out["export_kwh"] = _kwh(r.export_wh)
     for direction in ("import", "export"):
-        registers = tuple(getattr(r, f"{direction}_tariff_wh", ()))
+        registers = r.import_tariff_wh if direction == "import" else r.export_tariff_wh
         if not registers:
             registers = tuple(extra.get(f"{direction}_t{i}_wh") for i in range(1, 5))
         for i, wh in enumerate(registers, start=1):
             if wh is not None:
                 out[f"{direction}_t{i}_kwh"] = _kwh(wh)
-    for direction in ("import", "export"):
-        varh = getattr(r, f"reactive_{direction}_varh", None)
+    for direction, varh in (("import", r.reactive_import_varh), ("export", r.reactive_export_varh)):
         if varh is not None:
             out[f"reactive_{direction}_kvarh"] = _kwh(varh)
 
 
-def _phases(out: dict, phases: Sequence) -> None:
+def _phases(out: dict, phases: Sequence[PhaseValues]) -> None:
     for i, ph in enumerate(phases, start=1):
-        for field, unit in (("power", "w"), ("voltage", "v"), ("current", "a")):
-            value = getattr(ph, f"{field}_{unit}", None)
+        for key, value in ((f"power_l{i}_w", ph.power_w), (f"voltage_l{i}_v", ph.voltage_v),
+                           (f"current_l{i}_a", ph.current_a)):
             if value is not None:
-                out[f"{field}_l{i}_{unit}"] = _finite(value)
+                out[key] = _finite(value)
 
 
-def _mbus(out: dict, channels: Sequence) -> None:
+def _mbus(out: dict, channels: Sequence[MbusChannel]) -> None:
     kinds = [c.device_type for c in channels]
     for c in channels:
         unit = _MBUS_UNITS.get(str(c.unit).lower())

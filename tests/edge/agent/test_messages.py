@@ -87,3 +87,22 @@ def test_fill_gaps_interpolates_inside_and_holds_edges():
     w = np.array([np.nan, 1.0, np.nan, np.nan, 4.0, np.nan], np.float32)
     np.testing.assert_allclose(fill_gaps(w), [1.0, 1.0, 2.0, 3.0, 4.0, 4.0])
     assert np.isnan(fill_gaps(np.full(4, np.nan, np.float32))).all()  # nothing to go on: stays missing
+
+
+def test_reading_values_from_the_typed_groups():
+    from edge.agent.messages import reading_values
+    from firmware_bridge.reading import MbusChannel, PhaseValues
+
+    r = Reading("p1", 1.8e9, 1.8e9, 300.0, import_wh=3500.0,
+                phases=(PhaseValues(100.0, 230.0, 0.5), PhaseValues(200.0, 231.0, 1.0), PhaseValues()),
+                import_tariff_wh=(1000.0, None), export_tariff_wh=(0.0, 5.0), tariff=1,
+                reactive_import_varh=2000.0, power_failures=4, long_power_failures=1,
+                mbus=(MbusChannel(1, "gas", 12.5, "m3", 1.8e9 - 300), MbusChannel(2, "heat", 3.25, "GJ"),
+                      MbusChannel(3, "water", 7.0, "m3"), MbusChannel(4, "water", 8.0, "m3")))
+    v = reading_values(r)
+    assert (v["power_l2_w"], v["voltage_l1_v"], v["current_l2_a"]) == (200.0, 230.0, 1.0)
+    assert "power_l3_w" not in v  # a phase without values has no keys
+    assert v["import_t1_kwh"] == 1.0 and "import_t2_kwh" not in v and v["export_t2_kwh"] == 0.005
+    assert v["tariff"] == 1 and v["reactive_import_kvarh"] == 2.0 and v["power_failures"] == 4
+    assert v["gas_m3"] == 12.5 and v["gas_ts_s"] == 1.8e9 - 300 and v["heat_gj"] == 3.25
+    assert v["water_3_m3"] == 7.0 and v["water_4_m3"] == 8.0  # two water meters: by channel
