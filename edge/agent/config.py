@@ -293,6 +293,9 @@ def _check_semantics(cfg: AgentConfig) -> None:
             raise ConfigError(f"meters[{i}].id", f"must match {_TOPIC_ID.pattern}, got {m.id!r}")
         if m.id in seen:
             raise ConfigError(f"meters[{i}].id", f"duplicate meter id {m.id!r}")
+        if not (m.offline_after_s == 0 or 1 <= m.offline_after_s <= _WEEK_S):
+            raise ConfigError(f"meters[{i}].offline_after_s", "must be 0 (learnt from the meter's reading "
+                              f"interval) or 1..{_WEEK_S} seconds, got {m.offline_after_s!r}")
         seen.add(m.id)
         _check_limits(i, m)
 

@@ -43,8 +43,7 @@ from firmware_bridge.reading import Reading
 
 log = logging.getLogger(__name__)
 
-ORIGIN = {"name": "unimeter", "sw_version": SW_VERSION,
-          "support_url": "https://github.com/unimeter/unimeter"}
+ORIGIN = {"name": "unimeter", "sw_version": SW_VERSION}
 HA_UNITS = {"m3": "m³", "gj": "GJ", "kwh": "kWh", "mwh": "MWh", "l": "L"}
 
 
@@ -238,15 +237,21 @@ class Discovery:
                 "sensor", node, key, dev, None, name=name, state_topic=status,
                 value_template=_value(src), device_class=dc, unit_of_measurement=unit, state_class=sc,
                 suggested_display_precision=prec, entity_category="diagnostic", icon=icon)])
+        health = "value_json.get('health')"
         out.update([
+            self._config("binary_sensor", node, "problem", dev, None, name="Problem", state_topic=status,
+                         value_template=f"{{% if {health} %}}{{{{ 'OFF' if {health}.ok else 'ON' }}}}{{% endif %}}",
+                         device_class="problem", entity_category="diagnostic", json_attributes_topic=status,
+                         json_attributes_template=f"{{{{ {{'problems': ({health} or {{}}).get('problems'), "
+                         f"'warnings': ({health} or {{}}).get('warnings')}} | tojson }}}}"),
             self._config("sensor", node, "model_version", dev, None, name="Model version",
-                         state_topic=status, value_template=_value("model_version"),
+                         state_topic=status, value_template=_text("model_version"),
                          entity_category="diagnostic", icon="mdi:brain"),
             self._config("sensor", node, "last_error", dev, None, name="Last error",
-                         state_topic=status, value_template=_value("last_error", max_len=250),
+                         state_topic=status, value_template=_text("last_error", max_len=250),
                          entity_category="diagnostic", icon="mdi:alert"),
             self._config("sensor", node, "started", dev, None, name="Running since",
-                         state_topic=status, value_template=_value("started"),
+                         state_topic=status, value_template=_text("started", null="None"),
                          device_class="timestamp", entity_category="diagnostic"),
         ])
         return out
@@ -269,7 +274,8 @@ class Discovery:
             out.update([self._sensor(node, _entity_key(key), dev, meter.id, spec, reading, key)])
         out.update([self._config(
             "sensor", node, "last_reading", dev, meter.id, name="Last reading", state_topic=reading,
-            value_template=_value("ts"), device_class="timestamp", entity_category="diagnostic")])
+            value_template=_text("ts", null="None"), device_class="timestamp",
+            entity_category="diagnostic")])
         quality = self.t.meter(meter.id, "quality")
         out.update([self._config(
             "sensor", node, "quality", dev, meter.id, name="Data coverage", state_topic=quality,
@@ -281,7 +287,7 @@ class Discovery:
         report = self.t.meter(meter.id, "report")
         out.update([self._config(
             "sensor", node, "report", dev, meter.id, name="Daily report", state_topic=report,
-            value_template=_value("summary", max_len=250), icon="mdi:text-box-outline",
+            value_template=_text("summary", max_len=250), icon="mdi:text-box-outline",
             json_attributes_topic=report, json_attributes_template=_attributes("text", "energy_kwh_last_day"))])
         tasks = set(model.tasks) if model else set()
         if "anomaly" in tasks:
@@ -297,7 +303,8 @@ class Discovery:
                 field_: str) -> tuple[str, dict]:
         return self._config(
             "sensor", node, key, dev, meter_id, name=spec.name, state_topic=topic,
-            value_template=_value(field_), device_class=spec.device_class,
+            value_template=_value(field_) if spec.unit or spec.state_class else _text(field_),
+            device_class=spec.device_class,
             unit_of_measurement=spec.unit, state_class=spec.state_class,
             suggested_display_precision=spec.precision, entity_category=spec.category, icon=spec.icon,
             enabled_by_default=None if spec.enabled else False)
@@ -358,12 +365,27 @@ def _entity_key(payload_key: str) -> str:
     return payload_key
 
 
-def _value(field_: str, max_len: int = 0) -> str:
-    """A template that renders the field, or nothing when the message lacks it (an empty state is
-    ignored by Home Assistant: the entity keeps its state, no template warning)."""
-    expr = f"value_json[{json.dumps(field_)}]"
-    shown = f"({expr} | string)[:{max_len}]" if max_len else expr
-    return f"{{% if value_json.get({json.dumps(field_)}) is not none %}}{{{{ {shown} }}}}{{% endif %}}"
+def _value(field_: str) -> str:
+    """A numeric sensor's template: the field, or nothing when the message lacks it (Home
+    Assistant ignores an empty state for a numeric sensor: it keeps its state, logs no warning)."""
+    return f"{{% if value_json.get({json.dumps(field_)}) is not none %}}{{{{ {_item(field_)} }}}}{{% endif %}}"
+
+
+def _text(field_: str, max_len: int = 0, null: str = "") -> str:
+    """A text or timestamp sensor's template. Home Assistant takes any string as such a state
+    (and warns about a timestamp it cannot parse), so a message without the field renders the
+    entity's current state (``this``); a field that is present but null renders ``null``
+    ("None" = unknown for timestamps, "" for text)."""
+    key = json.dumps(field_)
+    shown = f"({_item(field_)} | string)[:{max_len}]" if max_len else _item(field_)
+    return (f"{{% if value_json.get({key}) is not none %}}{{{{ {shown} }}}}"
+            f"{{% elif {key} in value_json %}}{null}"
+            "{% elif this.state not in ['unknown', 'unavailable'] %}{{ this.state }}"
+            "{% else %}None{% endif %}")
+
+
+def _item(field_: str) -> str:
+    return f"value_json[{json.dumps(field_)}]"
 
 
 def _attributes(*fields_: str) -> str:

@@ -125,3 +125,10 @@ def test_bad_values_are_refused_by_check_config_and_at_start(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert "model.watch_interval_s: expected a number in 0.1..86400, got 0" in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("bad", [0.5, -1, float("nan"), 1e9])
+def test_a_meters_offline_time_is_range_checked(bad):
+    with pytest.raises(ConfigError) as err:
+        parse_config({"meters": [{**METER, "offline_after_s": bad}]})
+    assert err.value.key == "meters[0].offline_after_s"
