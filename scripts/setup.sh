@@ -25,3 +25,7 @@ if [ ! -x "$TFLITE_VENV/bin/python" ] || ! "$TFLITE_VENV/bin/python" -c "import 
   fi
   "$TFLITE_VENV/bin/python" -m pip install -q "numpy<2" "tflite-runtime==2.14.0"
 fi
+# Home Assistant in its own venv (it needs Python >= 3.13.2, this project runs on 3.11): the test
+# that validates every discovery payload against Home Assistant's own schemas and
+# scripts/ha_check.sh run it. A missing interpreter is built (scripts/build_python313.sh).
+bash scripts/setup_homeassistant.sh
