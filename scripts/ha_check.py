@@ -259,11 +259,20 @@ def outage_window(demo_out: Path) -> tuple[float, float] | None:
     return (float(m.group(1)), float(m.group(2))) if m else None
 
 
+def next_statistics_s(now_s: float) -> float:
+    """The recorder compiles 5-minute statistics at :00, :05 ... (plus a few seconds); the Energy
+    dashboard's validation needs their metadata, so it runs 30 s after the next boundary."""
+    return (now_s // 300 + 1) * 300 + 30
+
+
 async def watch(ha: HomeAssistant, demo: subprocess.Popen, demo_out: Path) -> dict:
-    """Poll states while the demo runs: when the cut-off meter goes unavailable and comes back."""
+    """Poll states while the demo runs: when the cut-off meter goes unavailable and comes back;
+    the energy validation once statistics exist, while the meters are still publishing."""
     power = f"sensor.unimeter_{GATEWAY}_{OUTAGE_METER}_power"
+    energy_entity = f"sensor.unimeter_{GATEWAY}_p1_energy"
     seen: dict[str, float] = {}
     last_states: dict[str, dict] = {}
+    energy, validate_at = None, None
     while demo.poll() is None:
         states = unimeter_states(await ha.states())
         if states:
@@ -276,8 +285,16 @@ async def watch(ha: HomeAssistant, demo: subprocess.Popen, demo_out: Path) -> di
             seen["unavailable"] = now
         if state not in (None, "unavailable", "unknown") and "unavailable" in seen and "back" not in seen:
             seen["back"] = now
+        if validate_at is None and states.get(energy_entity, {}).get("state") not in (None, "unavailable",
+                                                                                     "unknown"):
+            validate_at = next_statistics_s(now)
+            log(f"energy entities are in; validating at {time.strftime('%H:%M:%S', time.gmtime(validate_at))}")
+        if energy is None and validate_at is not None and now >= validate_at:
+            energy = await energy_validation(ha)
+            energy["at_s"], energy["states"] = now, states
+            log(f"energy/validate: {json.dumps(energy['validate'])[:300]}")
         await asyncio.sleep(1.0)
-    return {"seen": seen, "states": last_states, "outage": outage_window(demo_out)}
+    return {"seen": seen, "states": last_states, "outage": outage_window(demo_out), "energy": energy}
 
 
 async def energy_validation(ha: HomeAssistant) -> dict:
@@ -289,14 +306,6 @@ async def energy_validation(ha: HomeAssistant) -> dict:
         "device_consumption": []}
     saved, validated = await ha.ws({"type": "energy/save_prefs", **prefs}, {"type": "energy/validate"})
     return {"prefs": prefs, "saved": saved, "validate": validated.get("result")}
-
-
-async def wait_for_statistics(minutes_boundary: int = 5) -> None:
-    """The recorder compiles short-term statistics every 5 min (at :00, :05 ... plus ~10 s)."""
-    now = time.time()
-    next_s = (now // (60 * minutes_boundary) + 1) * 60 * minutes_boundary + 20
-    log(f"waiting {next_s - now:.0f} s for the recorder's 5-minute statistics")
-    await asyncio.sleep(next_s - now)
 
 
 async def check(args: argparse.Namespace, work: Path) -> int:
@@ -316,9 +325,8 @@ async def check(args: argparse.Namespace, work: Path) -> int:
             demo = run_demo(args, broker_port, demo_out)
             watched = await watch(ha, demo, demo_out)
             log(f"demo exited with {demo.returncode}")
-            await wait_for_statistics()
-            energy = await energy_validation(ha)
-            final = unimeter_states(await ha.states())
+            energy = watched["energy"] or {"saved": {}, "validate": None, "at_s": None}
+            final = energy.get("states") or watched["states"]
         stop(hass)
         hass = None
         mqtt_problems, other_problems = log_problems(ha_log)
@@ -335,7 +343,6 @@ def report(args, watched, final, energy, mqtt_problems, other_problems, agent_wa
     from homeassistant.const import __version__ as ha_version
 
     seen, outage = watched["seen"], watched["outage"]
-    states = watched["states"] or final
     issues = energy["validate"] or {}
     source_issues = issues.get("energy_sources", [])
     n_issues = sum(len(x) for x in source_issues) + sum(len(x) for x in issues.get("device_consumption", []))
@@ -359,6 +366,8 @@ def report(args, watched, final, energy, mqtt_problems, other_problems, agent_wa
         "", f"WARNING/ERROR lines in the agent's log: {len(agent_warnings)}", "",
         *[f"    {line}" for line in agent_warnings[:20]],
         "", "## Energy dashboard validation (websocket `energy/validate`)", "",
+        "Run while the demo publishes, 30 s after the recorder's first 5-minute statistics "
+        f"compile with the entities in ({time.strftime('%H:%M:%S', time.gmtime(energy['at_s'])) if energy.get('at_s') else 'never: the demo ended first'} UTC).", "",
         "Sources saved with `energy/save_prefs`: grid import `sensor.unimeter_demo_p1_energy`, "
         "return to grid `sensor.unimeter_demo_p1_export`, gas `sensor.unimeter_demo_p1_gas`.", "",
         f"save_prefs success: {energy['saved'].get('success')}; validation issues: {n_issues}", "",
@@ -377,9 +386,9 @@ def report(args, watched, final, energy, mqtt_problems, other_problems, agent_wa
                             "resumed." if "back" in seen else "."))
         else:
             lines.append("The meter's entities did NOT become unavailable.")
-    lines += ["", f"## Entities ({len(final)}; states at the end of the run)", "", *entity_table(final), ""]
+    lines += ["", f"## Entities ({len(final)}; states when the energy validation ran)", "",
+              *entity_table(final), ""]
     print("\n".join(lines))
-    del states
     return 0 if ok else 1
 
 
@@ -388,7 +397,8 @@ def main() -> int:
     p.add_argument("--python", default=os.environ.get("UNIMETER_PYTHON", "python3"),
                    help="the project's Python (runs `unimeter demo`)")
     p.add_argument("--bundle", default=None, help="model bundle for the demo (default: train a quick one)")
-    p.add_argument("--agent-seconds", type=float, default=150.0)
+    p.add_argument("--agent-seconds", type=float, default=480.0,
+                   help="long enough to span a 5-minute statistics compile after the entities appear")
     p.add_argument("--outage-start-s", type=float, default=60.0)
     p.add_argument("--outage-s", type=float, default=45.0)
     p.add_argument("--offline-after-s", type=float, default=20.0, help="the demo's meters' offline_after_s")
