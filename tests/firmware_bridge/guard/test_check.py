@@ -210,3 +210,40 @@ def test_tariff_registers_and_reactive_energy_are_counters_too():
     assert [r.reactive_import_varh for r in out] == [500.0, 505.0, 510.0, 515.0]
     r = guard.check(_reading(9, reactive_export_varh=-5.0))
     assert r.reactive_export_varh is None and ReadingFlag.IMPLAUSIBLE in r.flags
+
+
+def test_per_phase_values_are_checked_against_one_phase():
+    from firmware_bridge.reading import PhaseValues
+
+    guard = _guard(phases=3, main_fuse_a=25.0, export=False)  # one phase: 230 V x 25 A x 1.5 = 8.6 kW
+    phases = (PhaseValues(power_w=900.0, voltage_v=231.0), PhaseValues(power_w=-5000.0, voltage_v=1e308),
+              PhaseValues(power_w=9000.0, voltage_v=229.0, current_a=3.0))
+    r = guard.check(_reading(0, phases=phases))
+    assert r.phases[0] == phases[0]
+    assert r.phases[1].power_w is None and r.phases[1].voltage_v is None
+    assert r.phases[2].power_w is None and r.phases[2].voltage_v == 229.0 and r.phases[2].current_a == 3.0
+    assert r.extra["power_l2_w_withheld"] == -5000.0 and r.extra["voltage_l2_v_withheld"] == 1e308
+    assert r.extra["power_l3_w_withheld"] == 9000.0
+    assert guard.stats.implausible_by_field == {"power_l2_w": 1, "voltage_l2_v": 1, "power_l3_w": 1}
+
+
+def test_an_mbus_gas_counter_never_decreases_and_a_withheld_channel_leaves_the_reading():
+    from firmware_bridge.reading import MbusChannel
+
+    guard = _guard()
+
+    def gas(i: int, m3: float) -> Reading:
+        ch = MbusChannel(channel=1, device_type="gas", value=m3, unit="m3", capture_ts_s=T0 + 300 * i)
+        return guard.check(_reading(i, dt_s=300.0, mbus=(ch,), extra={"gas_m3": m3, "gas_ts_s": T0}))
+
+    out = [gas(i, v) for i, v in enumerate([1200.000, 1200.250, 99999.0, 1200.610, 1200.9])]
+    assert [r.mbus[0].value if r.mbus else None for r in out] == [1200.0, 1200.25, None, 1200.61, 1200.9]
+    assert out[2].extra["mbus_1_m3_withheld"] == 99999.0 and ReadingFlag.COUNTER_GLITCH in out[2].flags
+    assert "gas_m3" not in out[2].extra and out[3].extra["gas_m3"] == 1200.61  # the mirror goes too
+    assert guard.stats.counter_glitches == 1
+
+
+def test_power_failure_counts_are_counters():
+    guard = _guard()
+    out = [guard.check(_reading(i, power_failures=n)) for i, n in enumerate([4, 4, 5, 3, 5])]
+    assert [r.power_failures for r in out] == [4, 4, 5, None, 5]  # never down without a reset
