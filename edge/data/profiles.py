@@ -234,3 +234,12 @@ def profiles_from_shards(data_dir, meters: list[str] | None = None) -> list[Mete
     if not out:
         raise ProfileError(f"{data_dir}: no household{' of ' + ', '.join(meters) if meters else ''} in the dataset")
     return out
+
+
+def trace_series(trace) -> MeterSeries:
+    """A simulated household (``edge.sim.HouseholdTrace``) as the series a meter would deliver,
+    with its temperature, so simulated fleets take the same road to profiles as real meters (any
+    resolution: a fleet checkpoint for 15-min or hourly users)."""
+    return MeterSeries(trace.household_id, np.asarray(trace.ts_s, np.int64), np.asarray(trace.power_w, np.float64),
+                       source="sim", resolution_s=int(trace.resolution_s),
+                       temperature_c=np.asarray(trace.temperature_c, np.float64))

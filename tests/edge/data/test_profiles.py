@@ -224,3 +224,11 @@ def test_profiles_back_from_shards_keep_days_consecutive(tmp_path, spring):
     assert back.resolution_s == 900 and back.tz == TZ and len(back.dates) == len(direct.dates)
     np.testing.assert_array_equal(back.load_w, direct.load_w)  # the missing day comes back as NaN
     assert np.isnan(back.load_w[3]).all()
+
+
+def test_a_simulated_household_takes_the_same_road(spring):
+    from edge.data.profiles import trace_series
+
+    hourly = to_profiles(trace_series(spring), TZ, 3600)
+    assert hourly.load_w.shape[1] == 24 and hourly.has_temperature and hourly.resolution_s == 3600
+    assert "resampled 900 s -> 3600 s" in hourly.notes[0]
