@@ -89,15 +89,16 @@ class ModbusConfig:
 
 
 def registers_to_values(register_map: RegisterMap, start: int, registers: list[int]) -> dict[str, float]:
-    """Decode the floats of ``register_map`` found in ``registers`` (read from ``start``)."""
+    """Decode the floats of ``register_map`` found in ``registers`` (read from ``start``).
+
+    A register pair holding NaN or an infinity (a meter's "no value") decodes as such; the
+    source's ``_to_reading`` turns it into None with ``INVALID_VALUE``, so one bad register costs
+    that value, not the poll."""
     values: dict[str, float] = {}
     for spec in register_map.registers:
         i = spec.address - start
         if i >= 0 and i + 1 < len(registers):
-            value = decode_float32(registers[i], registers[i + 1])
-            if not math.isfinite(value):
-                raise ParseError(f"non-finite value at register {spec.address:#06x} ({spec.target})")
-            values[spec.target] = value * spec.scale
+            values[spec.target] = decode_float32(registers[i], registers[i + 1]) * spec.scale
     return values
 
 
@@ -153,7 +154,7 @@ class ModbusSource(MeterSource):
         for unit in self.config.units:
             try:
                 readings.append(await self.poll(unit))
-            except ParseError as e:  # an exception response or a bad value: skip this poll
+            except ParseError as e:  # an exception response: skip this poll
                 self.stats.count_frame_error(e)
             except TransientConnectionError as e:
                 silent.append(e)
@@ -164,7 +165,8 @@ class ModbusSource(MeterSource):
     async def poll(self, unit: ModbusUnit | None = None) -> Reading:
         """One poll of one unit (default: the first) -> Reading.
 
-        Raises TransientConnectionError (no response) or ParseError (exception response, NaN).
+        Raises TransientConnectionError (no response) or ParseError (exception response); a NaN
+        register is None in the reading (INVALID_VALUE).
         """
         from pymodbus.exceptions import ModbusException
 
@@ -186,11 +188,19 @@ class ModbusSource(MeterSource):
         return self._to_reading(unit, values, time.time())
 
     def _to_reading(self, unit: ModbusUnit, values: dict[str, float], received_s: float) -> Reading:
+        """One poll's decoded values -> Reading; a non-finite value is None, flagged INVALID_VALUE
+        and named in ``extra["invalid_registers"]``."""
+        invalid = sorted(k for k, v in values.items() if not math.isfinite(v))
+        values = {k: v for k, v in values.items() if k not in invalid}
         fields = {k: values.get(k) for k in READING_FIELDS}
         extra: dict[str, float | str] = {k: v for k, v in values.items() if k not in READING_FIELDS}
         extra["model"] = unit.model
         extra["unit_id"] = float(unit.unit_id)
         # Eastron meters have no clock: the timestamp is the receive time, flagged as such.
+        flags = ReadingFlag.CLOCK_FALLBACK | self.extra_flags
+        if invalid:
+            self.stats.invalid_values += len(invalid)
+            extra["invalid_registers"] = ",".join(invalid)
+            flags |= ReadingFlag.INVALID_VALUE
         return Reading(meter_id=unit.meter_id or self.meter_id, ts_s=received_s, received_s=received_s,
-                       source=self.source_name, extra=extra,
-                       flags=ReadingFlag.CLOCK_FALLBACK | self.extra_flags, **fields)
+                       source=self.source_name, extra=extra, flags=flags, **fields)

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from firmware_bridge.errors import ConfigError, ParseError
+from firmware_bridge.errors import ConfigError
 from firmware_bridge.modbus.registers import (
     REGISTER_MAPS,
     SDM120,
@@ -42,13 +42,19 @@ def test_register_maps_are_consistent():
     assert SDM630.default_baudrate == 9600 and SDM120.default_baudrate == 2400
 
 
-def test_float_pairs_roundtrip_and_nan_is_a_parse_error():
+def test_float_pairs_roundtrip_and_nan_costs_only_its_value():
     assert decode_float32(*encode_float32(230.25)) == 230.25
     assert encode_float32(1.0) == (0x3F80, 0x0000)  # IEEE 754 high word first
     regs = [0] * SDM120.size
     regs[0x0C], regs[0x0D] = 0x7FC0, 0x0000  # NaN in active power
-    with pytest.raises(ParseError):
-        registers_to_values(SDM120, 0, regs)
+    regs[0x00], regs[0x01] = encode_float32(231.5)
+    values = registers_to_values(SDM120, 0, regs)
+    assert math.isnan(values["power_w"]) and values["voltage_v"] == 231.5
+    source = ModbusSource(ModbusConfig(port="/dev/null"), meter_id="sdm")
+    reading = source._to_reading(source.config.units[0], values, 1_700_000_000.0)
+    assert reading.power_w is None and reading.voltage_v == 231.5  # the poll survives
+    assert ReadingFlag.INVALID_VALUE in reading.flags and reading.extra["invalid_registers"] == "power_w"
+    assert source.stats.invalid_values == 1
 
 
 @pytest.mark.parametrize("model", ["sdm120", "sdm630"])
