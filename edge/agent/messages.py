@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edge.agent.store import Message, StoredReading
+from firmware_bridge.guard import WITHHELD_SUFFIX
 from firmware_bridge.reading import MbusChannel, PhaseValues, Reading
 
 TOPIC_KINDS = ("reading", "quality", "anomaly", "appliances", "forecast", "report", "availability")
@@ -153,10 +154,12 @@ def reading_values(r: Reading) -> dict[str, float | int | str | None]:
     M-Bus sub-meters as ``<kind>_<unit>`` (``gas_m3``, ``water_m3``, ``heat_gj``; a second
     channel of the same kind gets its channel number: ``water_2_m3``) with ``<kind>_ts_s`` (the
     sub-meter's capture time). Other numeric ``extra`` values of the protocol are passed through
-    under their own (unit-suffixed) keys. Non-finite numbers become ``None`` (valid JSON).
+    under their own (unit-suffixed) keys, except what the reading guard withheld (kept in the
+    store, never published). Non-finite numbers become ``None`` (valid JSON).
     """
     out: dict[str, float | int | str | None] = {k: _finite(getattr(r, k)) for k in _CORE}
-    extra = {k: v for k, v in r.extra.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    extra = {k: v for k, v in r.extra.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+             and not k.endswith(WITHHELD_SUFFIX)}
     for k, v in extra.items():
         if k not in out and not k.endswith("_wh"):
             out[k] = _finite(v, 4)
