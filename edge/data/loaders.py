@@ -149,18 +149,23 @@ class LocalClock:
         return first
 
 
-def parse_timestamp(path: Path, lineno: int, text: str, clock: LocalClock | None = None) -> int:
-    """Epoch seconds, or ISO 8601: with an offset as given, without one in ``clock``'s zone
-    (UTC when there is no clock)."""
+def parse_timestamp(path: Path, lineno: int, text: str, clock: LocalClock | None = None,
+                    time_format: str | None = None) -> int:
+    """Epoch seconds, or ISO 8601 (or ``time_format``, a ``strptime`` format such as
+    ``%d/%m/%Y %H:%M``): with an offset as given, without one in ``clock``'s zone (UTC when there
+    is no clock)."""
     text = str(text).strip()
+    if time_format is None:
+        try:
+            return int(float(text))
+        except ValueError:
+            pass
     try:
-        return int(float(text))
-    except ValueError:
-        pass
-    try:
-        stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        stamp = (dt.datetime.strptime(text, time_format) if time_format
+                 else dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
     except ValueError as e:
-        raise LoaderError(path, lineno, f"bad timestamp {text!r} (ISO 8601 or epoch seconds)") from e
+        expected = f"time format {time_format!r}" if time_format else "ISO 8601 or epoch seconds"
+        raise LoaderError(path, lineno, f"bad timestamp {text!r} ({expected})") from e
     if stamp.tzinfo is not None:
         return int(stamp.timestamp())
     if clock is None:
@@ -514,6 +519,9 @@ def _generic_columns(path: Path, cols: list[str], unit: str | None, value_column
         i_v = lower.index(value_column.lower())
     else:
         i_v = next((lower.index(c) for c in (*VALUE_COLUMNS, *PLAIN_VALUE_COLUMNS) if c in lower), None)
+    if i_v is None:  # one column whose name ends in a unit, e.g. PJM's AEP_MW
+        suffixed = [i for i, c in enumerate(lower) if i != i_t and c.rsplit("_", 1)[-1] in UNITS and "_" in c]
+        i_v = suffixed[0] if len(suffixed) == 1 else None
     if i_v is None:
         raise LoaderError(path, 1, "missing the value column: need columns timestamp (or ts_s) and power_w "
                           f"or energy_wh (or {', '.join(VALUE_COLUMNS)}, or value with a unit); columns: {cols}")
@@ -527,6 +535,9 @@ def _generic_columns(path: Path, cols: list[str], unit: str | None, value_column
         unit_name = unit
     elif named is not None:
         (kind, factor), unit_name = named, lower[i_v].rsplit("_", 1)[1]
+    elif "_" in lower[i_v] and lower[i_v].rsplit("_", 1)[1] in UNITS:
+        unit_name = lower[i_v].rsplit("_", 1)[1]
+        kind, factor = UNITS[unit_name]
     else:
         raise LoaderError(path, 1, f"column {cols[i_v]!r} does not say its unit: rename it (e.g. power_w, "
                           "power_kw, energy_kwh) or give the unit (W, kW, MW, Wh, kWh)")
@@ -543,12 +554,15 @@ def optional_float(path: Path, lineno: int, value, what: str) -> float:
 
 
 def load_generic(path: str | Path, default_meter_id: str | None = None, *, tz: str | None = None,
-                 unit: str | None = None, value_column: str | None = None) -> list[MeterSeries]:
+                 unit: str | None = None, value_column: str | None = None,
+                 time_format: str | None = None) -> list[MeterSeries]:
     """A CSV or Parquet file: time, optional ``meter_id``, a power or energy column, optional temperature.
 
     ``energy_*`` is the energy of the interval from each timestamp to the next of the same meter
     (the last interval uses the median spacing); every value ends as mean power in W. ``tz`` is
-    the zone of timestamps written without a UTC offset (DST-aware, see :class:`LocalClock`).
+    the zone of timestamps written without a UTC offset (DST-aware, see :class:`LocalClock`);
+    ``time_format`` a ``strptime`` format for times that are not ISO 8601. Without a known value
+    column, the one column whose name ends in a unit (``AEP_MW``, ``import_kwh``) is the value.
     A W column whose median is below :data:`MIN_PLAUSIBLE_MEDIAN_W` is logged as probably kW.
     """
     path = Path(path)
@@ -566,7 +580,7 @@ def load_generic(path: str | Path, default_meter_id: str | None = None, *, tz: s
         meter = str(row[c.meter]) if c.meter is not None else meter_default
         clock = clocks.setdefault(meter, LocalClock(tz)) if tz else None
         bucket = data.setdefault(meter, ([], [], []))
-        bucket[0].append(parse_timestamp(path, lineno, row[c.time], clock))
+        bucket[0].append(parse_timestamp(path, lineno, row[c.time], clock, time_format))
         bucket[1].append(optional_float(path, lineno, row[c.value], cols[c.value]) * c.factor)
         if c.temperature is not None:
             t = optional_float(path, lineno, row[c.temperature], cols[c.temperature])

@@ -232,3 +232,13 @@ def test_a_simulated_household_takes_the_same_road(spring):
     hourly = to_profiles(trace_series(spring), TZ, 3600)
     assert hourly.load_w.shape[1] == 24 and hourly.has_temperature and hourly.resolution_s == 3600
     assert "resampled 900 s -> 3600 s" in hourly.notes[0]
+
+
+def test_unit_suffixed_column_and_a_time_format(tmp_path):
+    p = tmp_path / "AEP_hourly.csv"
+    p.write_text("Datetime,AEP_MW\n31/12/2004 01:00,13478\n31/12/2004 02:00,12865\n")
+    (s,) = L.load_generic(p, tz="America/New_York", time_format="%d/%m/%Y %H:%M")
+    assert s.power_w[0] == 13478e6 and s.extra["unit"] == "mw"
+    assert s.ts_s[0] == int(dt.datetime(2004, 12, 31, 6, tzinfo=dt.UTC).timestamp())
+    with pytest.raises(L.LoaderError, match=r"AEP_hourly\.csv:2: bad timestamp '31/12/2004 01:00' \(ISO 8601"):
+        L.load_generic(p)
