@@ -116,7 +116,7 @@ def make_config(state_dir: Path, port: int, bundle: str, synchronous: str, per_m
         "model": {"bundle": bundle, "threads": 1},
         "schedule": {"profile_every_s": 5.0, "nilm_every_s": 2.0, "forecast_every_s": 10.0,
                      "quality_every_s": 5.0, "status_every_s": 5.0, "min_coverage": 0.0},
-        "meters": [{"id": "placeholder", "kind": "sim"}],
+        "meters": [{"id": "placeholder", "kind": "virtual"}],
     })
 
 

@@ -38,8 +38,8 @@ from tqdm import tqdm
 
 from firmware_bridge.dsmr.source import DsmrConfig, DsmrSource
 from firmware_bridge.dsmr.writer import encode_telegram
-from firmware_bridge.modbus.sim import VirtualModbusMeter
 from firmware_bridge.modbus.source import ModbusConfig, ModbusSource
+from firmware_bridge.modbus.virtual_meter import VirtualModbusMeter
 from firmware_bridge.pty_link import PtyDevice
 from firmware_bridge.source import BackoffConfig
 

@@ -31,6 +31,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from edge.errors import UnimeterError
+from edge.task_io import TASK_IO
+
 FORMAT_NAME = "unimeter-bundle"
 FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
@@ -61,7 +64,7 @@ RUNTIME_DISTRIBUTIONS = {
 }
 
 
-class BundleError(Exception):
+class BundleError(UnimeterError):
     """A model bundle cannot be used; the message says why."""
 
 
@@ -259,6 +262,19 @@ def _verify_artifacts(manifest: dict[str, Any], root: Path) -> None:
             )
 
 
+def _check_contract(name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
+                    where: str) -> None:
+    """The task is one of ``edge.task_io.TASKS`` and its graph I/O names are the contract's."""
+    if name not in TASK_IO:
+        raise BundleFormatError(f"{where}: unknown task; this unimeter runs {list(TASK_IO)}")
+    contract = TASK_IO[name]
+    names = (tuple(t.name for t in inputs), tuple(t.name for t in outputs))
+    if names != (contract.input_names, contract.output_names):
+        raise BundleFormatError(
+            f"{where}: graph I/O {names[0]} -> {names[1]} is not the task's contract "
+            f"{contract.input_names} -> {contract.output_names} (edge.task_io)")
+
+
 def _parse_task(name: str, data: dict[str, Any], manifest: dict[str, Any], root: Path) -> TaskSpec:
     where = f"{root}: task {name!r}"
     if not isinstance(data, dict):
@@ -279,10 +295,13 @@ def _parse_task(name: str, data: dict[str, Any], manifest: dict[str, Any], root:
         artifacts[kind] = root / file_name
     if not artifacts:
         raise BundleFormatError(f"{where} lists no model files")
+    inputs = tuple(TensorSpec.from_dict(t, where) for t in data["inputs"])
+    outputs = tuple(TensorSpec.from_dict(t, where) for t in data["outputs"])
+    _check_contract(name, inputs, outputs, where)
     return TaskSpec(
         name=name,
-        inputs=tuple(TensorSpec.from_dict(t, where) for t in data["inputs"]),
-        outputs=tuple(TensorSpec.from_dict(t, where) for t in data["outputs"]),
+        inputs=inputs,
+        outputs=outputs,
         input_spec=dict(data["input_spec"]),
         topk=dict(data["topk"]),
         artifacts=artifacts,

@@ -25,6 +25,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from edge.errors import DataError
+
 DAYS_PER_MONTH = 30.0
 DEFAULT_TARGET_PER_MONTH = 1.0
 DEFAULT_RECALIBRATE_AFTER_DAYS = 14
@@ -32,7 +34,7 @@ MAD_TO_STD = 1.4826
 MIN_SPREAD = 1e-3  # logits: a fit on identical scores still gets a finite tail
 
 
-class CalibrationError(ValueError):
+class CalibrationError(DataError):
     """Scores that cannot be calibrated (too few, not finite)."""
 
 

@@ -5,6 +5,11 @@ own modules are listed here; the layers above it (``trainer``, ``export``) are d
 the ``unimeter.cli`` entry-point group, so ``edge/`` never imports them and the Pi install (no
 torch) still runs ``unimeter agent``. A plugin whose import fails is reported when its command is
 used, not at start-up.
+
+A ``UnimeterError`` that reaches ``main`` is printed as one line (``unimeter <command>: <what is
+wrong>``, the traceback only with ``-vv``) and the command exits with the error's ``exit_code``
+(1 failure, 2 input or configuration to fix). Commands with documented exit codes of their own
+(``unimeter agent``: 2 bad config, 3 store or sources failed) return them before that.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
+
+from edge.errors import UnimeterError
 
 # Subcommand modules of the edge layer, each exposing ``register(subparsers)``.
 EDGE_COMMAND_MODULES = (
@@ -88,7 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
-    return int(func(args) or 0)
+    try:
+        return int(func(args) or 0)
+    except UnimeterError as e:
+        logging.getLogger(__name__).debug("unimeter %s failed", args.command, exc_info=True)
+        print(f"unimeter {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 if __name__ == "__main__":

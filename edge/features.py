@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from edge.errors import DataError
+
 COVARIATE_SPEC_VERSION = 2
 HEATING_BASE_C = 15.5  # degree-day base temperatures (UK/Ireland convention)
 COOLING_BASE_C = 22.0
@@ -48,7 +50,7 @@ COVARIATE_NAMES: tuple[str, ...] = CALENDAR_NAMES + WEATHER_NAMES
 N_COVARIATES = len(COVARIATE_NAMES)
 
 
-class CovariateError(ValueError):
+class CovariateError(DataError):
     """Bad input to the covariate functions (the message names it)."""
 
 

@@ -31,6 +31,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge.errors import UnimeterError
+
 SIGNATURE_NAME = "signature.json"
 SIGNATURE_FORMAT = "unimeter-bundle-signature"
 SIGNATURE_VERSION = 1
@@ -38,7 +40,7 @@ SIGNING_CONTEXT = b"unimeter-bundle-manifest-v1\n"
 UNSIGNED_POLICIES = ("auto", "refuse", "allow")
 
 
-class SigningError(Exception):
+class SigningError(UnimeterError):
     """A key cannot be read or written, or a bundle cannot be signed; the message says why."""
 
 

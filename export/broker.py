@@ -16,10 +16,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from export.errors import ExportError
+
 log = logging.getLogger(__name__)
 
 
-class BrokerUnavailableError(RuntimeError):
+class BrokerUnavailableError(ExportError, RuntimeError):
     """Neither Mosquitto nor amqtt can be started here."""
 
 

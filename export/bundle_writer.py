@@ -25,7 +25,9 @@ import torch
 from tqdm import tqdm
 
 from edge.bundle import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, load_bundle, sha256_file
-from export.onnx_export import ExportError, MoeShape, OnnxExportConfig, export_onnx
+from edge.task_io import COVARIATES, LOAD_W, OBSERVED, UNITS
+from export.errors import ExportError
+from export.onnx_export import MoeShape, OnnxExportConfig, export_onnx
 from export.quantize import (
     QuantizeConfig,
     quantize_moe_op_int8,
@@ -33,14 +35,13 @@ from export.quantize import (
     routing_agreement,
 )
 from trainer.checkpoint import load_task_model
-from trainer.tasks import OUTPUT_UNITS, ExportModule, TaskModel, export_module
+from trainer.tasks import ExportModule, TaskModel, export_module
 
 log = logging.getLogger(__name__)
 
 MAX_BUNDLE_BYTES = 1_000_000
 # onnx IR 10 / opset 18 need onnxruntime >= 1.16; the TFLite ops used are in every litert build.
 MIN_RUNTIME_VERSIONS = {"onnxruntime": "1.16.0", "ai-edge-litert": "1.0.0", "tflite-runtime": "2.14.0"}
-INPUT_UNITS = {"load_w": "W", "observed": "1 observed, 0 missing", "covariates": "see covariate_names"}
 FP32_TOLERANCE = 1e-4  # max |onnx - torch| / output scale; float32 rounding of the same graph
 GATHER_DISPATCH = "gather (TopK + Gather + MatMul)"
 MOE_OP_DISPATCH = "com.microsoft.MoE"
@@ -78,9 +79,9 @@ def _check_inputs(module: ExportModule, n: int, seed: int = 0) -> dict[str, np.n
     base = rng.uniform(100, 2000, (n, 1)) * (1 + 0.5 * np.sin(t + rng.uniform(0, 6, (n, 1))))
     load_w = (base + rng.gamma(1.0, 100.0, (n, L))).astype(np.float32)
     observed = (rng.random((n, L)) > 0.2).astype(np.float32)
-    feeds = {"load_w": load_w * observed if "observed" in module.input_names else load_w,
-             "observed": observed,
-             "covariates": rng.normal(size=(n, module.n_covariates)).astype(np.float32)}
+    feeds = {LOAD_W: load_w * observed if OBSERVED in module.input_names else load_w,
+             OBSERVED: observed,
+             COVARIATES: rng.normal(size=(n, module.n_covariates)).astype(np.float32)}
     return {k: feeds[k] for k in module.input_names}
 
 
@@ -111,10 +112,10 @@ def _task_entry(model: TaskModel, module: ExportModule, artifacts: dict[str, str
     example = torch_outputs(module, _check_inputs(module, 1))
     inputs = []
     for name in module.input_names:
-        width = module.n_covariates if name == "covariates" else mc.seq_len
-        inputs.append({"name": name, "shape": [None, width], "dtype": "float32", "unit": INPUT_UNITS[name]})
+        width = module.n_covariates if name == COVARIATES else mc.seq_len
+        inputs.append({"name": name, "shape": [None, width], "dtype": "float32", "unit": UNITS[name]})
     outputs = [{"name": n, "shape": [None, *example[n].shape[1:]], "dtype": "float32",
-                "unit": OUTPUT_UNITS.get(n, "")} for n in module.output_names]
+                "unit": UNITS[n]} for n in module.output_names]
     input_spec = {
         "resolution_s": int(data_spec.get("resolution_s", 1800)),
         "L": mc.seq_len, "P": mc.n_patches, "patch_len": mc.patch_len,

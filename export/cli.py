@@ -73,7 +73,7 @@ def run_export(args: argparse.Namespace) -> int:
     from edge.bundle import BundleError
     from edge.signing import SigningError, load_private_key
     from export.bundle_writer import BundleConfig, write_bundle
-    from export.onnx_export import ExportError
+    from export.errors import ExportError
     from trainer.checkpoint import CheckpointError
 
     try:

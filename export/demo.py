@@ -7,8 +7,8 @@
    shows the demo's gateway and meters through MQTT discovery);
 3. seed the gateway store with a day of meter history (a gateway that has been running), with a
    false-data-injection attack (scaling, Cui et al.) on the P1 meter's last hours;
-4. run the real agent (``unimeter agent --config``, a subprocess) on a simulated DSMR P1 meter
-   on a pty and a simulated ZigBee meter on zigpy's virtual radio for ``--agent-seconds``;
+4. run the real agent (``unimeter agent --config``, a subprocess) on a virtual DSMR P1 meter
+   on a pty and a virtual ZigBee meter on zigpy's virtual radio for ``--agent-seconds``;
 5. print a summary table and write ``summary.json``, ``demo.png`` and ``report.md``.
 """
 
@@ -36,8 +36,8 @@ GATEWAY_ID = "demo"
 HISTORY_STEP_S = 60.0
 METERS = (
     # id, kind, seed, interval_s, name
-    ("p1", "sim-dsmr", 11, 1.0, "Smart meter (P1, simulated)"),
-    ("zb1", "sim-zigbee", 12, 5.0, "ZigBee meter (simulated)"),
+    ("p1", "virtual-dsmr", 11, 1.0, "Smart meter (P1, virtual)"),
+    ("zb1", "virtual-zigbee", 12, 5.0, "ZigBee meter (virtual)"),
 )
 ATTACKED_METER = "p1"
 OUTAGE_METER = "zb1"  # --meter-outage cuts this one off
@@ -193,7 +193,7 @@ def agent_config_text(out: Path, broker: BrokerSettings | int, bundle: Path, now
     if isinstance(broker, int):
         broker = BrokerSettings(port=broker)
     lines = [
-        "# Written by `unimeter demo`: simulated meters, fast schedules.",
+        "# Written by `unimeter demo`: virtual meters, fast schedules.",
         "[gateway]", f'id = "{GATEWAY_ID}"', f'state_dir = "{out / "state"}"', 'log_level = "info"', "",
         *broker.config_lines(), "",
         "[model]", f'bundle = "{bundle}"', 'backend = "auto"', 'precision = "int8"', "threads = 1", "",
@@ -216,7 +216,7 @@ def agent_config_text(out: Path, broker: BrokerSettings | int, bundle: Path, now
 
 def seed_history(cfg, now_s: float, history_s: float) -> dict[str, int]:
     """Write ``history_s`` of 1-min readings per meter into the agent's store (not published)."""
-    from edge.agent.simulated import make_power_source
+    from edge.agent.meters import make_power_source
     from edge.agent.store import ReadingStore
     from firmware_bridge.reading import Reading, ReadingFlag
 

@@ -59,6 +59,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
+from export.errors import ExportError
 from trainer.model import MoEFeedForward
 from trainer.tasks import ExportModule
 
@@ -75,10 +76,6 @@ PASS_THROUGH_OPS = {
 }
 MATMUL_OPS = {"MatMul", "Gemm", "Einsum", "MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul",
               "MatMulIntegerToFloat", "FusedMatMul"}
-
-
-class ExportError(Exception):
-    """An export step failed; the message names the step and the model."""
 
 
 @dataclass

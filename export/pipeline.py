@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.task_io import TASKS
+
 log = logging.getLogger(__name__)
 
-PROFILE_TASKS = ("imputation", "anomaly", "forecast")
 DEFAULT_NILM_APPLIANCES = ("fridge", "kettle", "washing_machine", "dishwasher", "tv", "oven")
 
 
@@ -38,7 +39,7 @@ class PipelineConfig:
     nilm_window: int = 120  # 2 h of 1-min samples
     nilm_patches: int = 12
     nilm_appliances: tuple[str, ...] = DEFAULT_NILM_APPLIANCES
-    tasks: tuple[str, ...] = (*PROFILE_TASKS, "nilm")
+    tasks: tuple[str, ...] = TASKS
     teacher: dict = field(default_factory=lambda: dict(d_model=32, d_k=8, n_experts=8, top_k=2,
                                                        n_layers=4, d_expert=64, dropout=0.0))
     student: dict = field(default_factory=dict)  # overrides of trainer.distill.default_student_config

@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from export.onnx_export import MOE_OPS, ExportError, _name_nodes, _producers, gate_node_names
+from export.errors import ExportError
+from export.onnx_export import MOE_OPS, _name_nodes, _producers, gate_node_names
 
 log = logging.getLogger(__name__)
 

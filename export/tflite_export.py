@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from export.onnx_export import ExportError, moe_dispatch
+from export.errors import ExportError
+from export.onnx_export import moe_dispatch
 from trainer.tasks import ExportModule
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,9 @@
 """Meter protocols -> one stream of :class:`Reading`.
 
-This package imports nothing else of unimeter (it is the bottom layer): a simulated meter takes a
-plain power-source callable, and the wiring to the household simulator lives in ``edge/``.
+This package imports nothing else of unimeter (it is the bottom layer): a virtual meter (a
+protocol emulator, ``*.virtual_meter``) takes a plain power-source callable, and the wiring to the
+household simulator lives in ``edge/``. ``UnimeterError``, the root of every unimeter error, and
+the one ``ConfigError`` are defined here for the same reason.
 
 Layers per protocol, as in zigpy and dsmr_parser: transport (``serial_port``, ``pty_link``, the
 zigpy radio), framing (``dsmr.framing``; pymodbus' RTU framer), parsing with data tables
@@ -20,6 +22,7 @@ from firmware_bridge.errors import (
     MissingDependencyError,
     ParseError,
     TransientConnectionError,
+    UnimeterError,
 )
 from firmware_bridge.reading import Reading, ReadingFlag
 from firmware_bridge.source import BackoffConfig, MeterSource, SourceEvent, SourceStats
@@ -42,5 +45,6 @@ __all__ = [
     "SourceEvent",
     "SourceStats",
     "TransientConnectionError",
+    "UnimeterError",
     "build_source",
 ]

@@ -120,7 +120,7 @@ class Reading:
     export_wh: float | None = None
     voltage_v: float | None = None
     current_a: float | None = None
-    source: str = ""  # "dsmr", "modbus", "zigbee", "sim", ...
+    source: str = ""  # "dsmr", "modbus", "zigbee", "virtual-dsmr", "virtual", ...
     flags: ReadingFlag = ReadingFlag.NONE
     extra: Mapping[str, float | str] = field(default_factory=dict)
     phases: tuple[PhaseValues, ...] = ()  # L1, L2, L3 in order

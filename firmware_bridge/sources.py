@@ -14,20 +14,24 @@ modbus     ``ModbusConfig``: port, model ("sdm120", "sdm630"), unit_id, or units
 zigbee     ``ZigbeeConfig``: radio ("znp", "ezsp", "deconz"), device_path, baudrate, flow_control,
            database_path, meters ({ieee: meter_id}), only_listed, configure_reporting,
            report_min_interval_s, report_max_interval_s, request_timeout_s, read_timeout_s
-sim-dsmr   power_source (required), version, interval_s, clock_offset_s, gas_m3_per_h, phases,
-           read_timeout_s, max_clock_skew_s: a ``VirtualDsmrMeter`` on a pty read by the real
+virtual-   power_source (required), version, interval_s, clock_offset_s, gas_m3_per_h, phases,
+dsmr       read_timeout_s, max_clock_skew_s: a ``VirtualDsmrMeter`` on a pty read by the real
            DSMR reader
-sim-modbus power_source (required), model, unit_id, poll_interval_s, timeout_s, retries: a pymodbus
-           server on a pty bridge read by the real Modbus client
-sim-zigbee power_source (required), report_interval_s, electrical_measurement, ieee: a virtual
-           meter on the virtual radio read through zigpy
+virtual-   power_source (required), model, unit_id, poll_interval_s, timeout_s, retries: a pymodbus
+modbus     server on a pty bridge read by the real Modbus client
+virtual-   power_source (required), report_interval_s, electrical_measurement, ieee: a virtual
+zigbee     meter on the virtual radio read through zigpy
 ========== ======================================================================================
 
-Kinds may be spelt with "_" ("sim_dsmr"); every sim kind takes ``interval_s`` (telegram, poll
-or report period). ``power_source`` is a callable ``ts_s -> Mapping[str, float]`` with keys among power_w,
-reactive_var, import_wh, export_wh, voltage_v, current_a (``edge.sim.stream.HouseholdPowerSource``).
-Simulated sources start their virtual meter on ``connect()`` and stop it on ``close()``; their
-readings carry ``ReadingFlag.SIMULATED`` and ``source`` = the kind.
+A *virtual meter* emulates a meter's protocol in-process (``firmware_bridge.*.virtual_meter``);
+the real reader of that protocol reads it, so everything above the wire is tested for real.
+Kinds may be spelt with "_" ("virtual_dsmr"); the earlier names ``sim-dsmr``, ``sim-modbus`` and
+``sim-zigbee`` are accepted as aliases (``KIND_ALIASES``). Every virtual kind takes
+``interval_s`` (telegram, poll or report period). ``power_source`` is a callable ``ts_s ->
+Mapping[str, float]`` with keys among power_w, reactive_var, import_wh, export_wh, voltage_v,
+current_a (``edge.sim.stream.HouseholdPowerSource``). Virtual sources start their virtual meter
+on ``connect()`` and stop it on ``close()``; their readings carry ``ReadingFlag.SIMULATED`` and
+``source`` = the kind.
 """
 
 from __future__ import annotations
@@ -36,17 +40,26 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from firmware_bridge.dsmr.sim import VirtualDsmrMeter
 from firmware_bridge.dsmr.source import DsmrConfig, DsmrSource
+from firmware_bridge.dsmr.virtual_meter import VirtualDsmrMeter
 from firmware_bridge.errors import ConfigError
-from firmware_bridge.modbus.sim import VirtualModbusMeter
 from firmware_bridge.modbus.source import ModbusConfig, ModbusSource
+from firmware_bridge.modbus.virtual_meter import VirtualModbusMeter
 from firmware_bridge.reading import ReadingFlag
 from firmware_bridge.source import BackoffConfig, MeterSource
-from firmware_bridge.zigbee.sim import VirtualZigbeeMeter
 from firmware_bridge.zigbee.source import ZigbeeConfig, ZigbeeSource
+from firmware_bridge.zigbee.virtual_meter import VirtualZigbeeMeter
 
-SOURCE_KINDS = ("dsmr", "modbus", "zigbee", "sim-dsmr", "sim-modbus", "sim-zigbee")
+VIRTUAL_KINDS = ("virtual-dsmr", "virtual-modbus", "virtual-zigbee")
+SOURCE_KINDS = ("dsmr", "modbus", "zigbee", *VIRTUAL_KINDS)
+# Earlier spellings of the kinds, still accepted in configs.
+KIND_ALIASES = {"sim-dsmr": "virtual-dsmr", "sim-modbus": "virtual-modbus", "sim-zigbee": "virtual-zigbee"}
+
+
+def canonical_kind(kind: str) -> str:
+    """The kind's one name: "_" spelt "-" (TOML keys), aliases resolved ("sim_dsmr" -> "virtual-dsmr")."""
+    kind = kind.replace("_", "-")
+    return KIND_ALIASES.get(kind, kind)
 
 
 class _VirtualMeterOwner:
@@ -68,16 +81,16 @@ class _VirtualMeterOwner:
             self._meter_started = False
 
 
-class SimulatedDsmrSource(_VirtualMeterOwner, DsmrSource):
-    kind = "sim-dsmr"
+class VirtualDsmrSource(_VirtualMeterOwner, DsmrSource):
+    kind = "virtual-dsmr"
 
 
-class SimulatedModbusSource(_VirtualMeterOwner, ModbusSource):
-    kind = "sim-modbus"
+class VirtualModbusSource(_VirtualMeterOwner, ModbusSource):
+    kind = "virtual-modbus"
 
 
-class SimulatedZigbeeSource(_VirtualMeterOwner, ZigbeeSource):
-    kind = "sim-zigbee"
+class VirtualZigbeeSource(_VirtualMeterOwner, ZigbeeSource):
+    kind = "virtual-zigbee"
 
 
 def _split(options: dict, names: set[str]) -> dict:
@@ -125,7 +138,7 @@ def _config(cls, options: dict, kind: str):
 def build_source(kind: str, **options: Any) -> MeterSource:
     """A MeterSource for ``kind`` (see the module docstring for each kind's options)."""
     options = dict(options)
-    kind = kind.replace("_", "-")  # "sim_dsmr" as written in TOML keys is "sim-dsmr"
+    kind = canonical_kind(kind)
     common = _common(options, kind)
     if kind == "dsmr":
         return DsmrSource(_config(DsmrConfig, options, kind), **common)
@@ -133,67 +146,67 @@ def build_source(kind: str, **options: Any) -> MeterSource:
         return ModbusSource(_config(ModbusConfig, options, kind), **common)
     if kind == "zigbee":
         return ZigbeeSource(_config(ZigbeeConfig, options, kind), **common)
-    if kind == "sim-dsmr":
-        return _sim_dsmr(options, common)
-    if kind == "sim-modbus":
-        return _sim_modbus(options, common)
-    if kind == "sim-zigbee":
-        return _sim_zigbee(options, common)
+    if kind == "virtual-dsmr":
+        return _virtual_dsmr(options, common)
+    if kind == "virtual-modbus":
+        return _virtual_modbus(options, common)
+    if kind == "virtual-zigbee":
+        return _virtual_zigbee(options, common)
     raise ConfigError(f"unknown source kind {kind!r}; known: {', '.join(SOURCE_KINDS)}")
 
 
-_SIM_FLAGS = {"extra_flags": ReadingFlag.SIMULATED}
+_VIRTUAL_FLAGS = {"extra_flags": ReadingFlag.SIMULATED}
 
 
-def _sim_dsmr(options: dict, common: dict) -> MeterSource:
-    power_source = _require_power_source(options, "sim-dsmr")
+def _virtual_dsmr(options: dict, common: dict) -> MeterSource:
+    power_source = _require_power_source(options, "virtual-dsmr")
     meter_keys = {"version", "interval_s", "clock_offset_s", "gas_m3_per_h", "phases"}
     meter_opts = _split(options, meter_keys)
     reader_opts = _split(options, {"read_timeout_s", "max_clock_skew_s"})
-    _check_empty(options, "sim-dsmr", meter_keys | {"read_timeout_s", "max_clock_skew_s"})
+    _check_empty(options, "virtual-dsmr", meter_keys | {"read_timeout_s", "max_clock_skew_s"})
     try:
         meter = VirtualDsmrMeter(power_source, **meter_opts)
     except ValueError as e:
-        raise ConfigError(f"sim-dsmr: {e}") from e
+        raise ConfigError(f"virtual-dsmr: {e}") from e
     reader_opts.setdefault("read_timeout_s", max(5.0, 5 * meter.interval_s))
     config = DsmrConfig(port=meter.port, version=meter.version, serial=meter.serial_settings,
                         **reader_opts)
-    source = SimulatedDsmrSource(config, source_name="sim-dsmr", **common, **_SIM_FLAGS)
+    source = VirtualDsmrSource(config, source_name="virtual-dsmr", **common, **_VIRTUAL_FLAGS)
     source.virtual_meter = meter
     return source
 
 
-def _sim_modbus(options: dict, common: dict) -> MeterSource:
-    power_source = _require_power_source(options, "sim-modbus")
-    if "interval_s" in options:  # the one period option every sim kind understands
+def _virtual_modbus(options: dict, common: dict) -> MeterSource:
+    power_source = _require_power_source(options, "virtual-modbus")
+    if "interval_s" in options:  # the one period option every virtual kind understands
         options["poll_interval_s"] = options.pop("interval_s")
     model, unit_id = options.pop("model", "sdm120"), options.pop("unit_id", 1)
     client_keys = {"poll_interval_s", "timeout_s", "retries"}
     client_opts = _split(options, client_keys)
-    _check_empty(options, "sim-modbus", client_keys | {"model", "unit_id"})
+    _check_empty(options, "virtual-modbus", client_keys | {"model", "unit_id"})
     try:
         meter = VirtualModbusMeter(power_source, model=model, unit_id=unit_id)
     except ValueError as e:
-        raise ConfigError(f"sim-modbus: {e}") from e
+        raise ConfigError(f"virtual-modbus: {e}") from e
     config = ModbusConfig(port=meter.port, model=model, unit_id=unit_id, **client_opts)
-    source = SimulatedModbusSource(config, source_name="sim-modbus", **common, **_SIM_FLAGS)
+    source = VirtualModbusSource(config, source_name="virtual-modbus", **common, **_VIRTUAL_FLAGS)
     source.virtual_meter = meter
     return source
 
 
-def _sim_zigbee(options: dict, common: dict) -> MeterSource:
-    power_source = _require_power_source(options, "sim-zigbee")
+def _virtual_zigbee(options: dict, common: dict) -> MeterSource:
+    power_source = _require_power_source(options, "virtual-zigbee")
     if "interval_s" in options:
         options["report_interval_s"] = options.pop("interval_s")
     meter_keys = {"report_interval_s", "electrical_measurement", "ieee"}
     meter_opts = _split(options, meter_keys)
-    _check_empty(options, "sim-zigbee", meter_keys)
+    _check_empty(options, "virtual-zigbee", meter_keys)
     try:
         meter = VirtualZigbeeMeter(power_source, **meter_opts)
     except ValueError as e:
-        raise ConfigError(f"sim-zigbee: {e}") from e
+        raise ConfigError(f"virtual-zigbee: {e}") from e
     config = ZigbeeConfig(radio="virtual", virtual_devices=[meter],
                           meters={meter.ieee: common["meter_id"]})
-    source = SimulatedZigbeeSource(config, source_name="sim-zigbee", **common, **_SIM_FLAGS)
+    source = VirtualZigbeeSource(config, source_name="virtual-zigbee", **common, **_VIRTUAL_FLAGS)
     source.virtual_meter = meter
     return source

@@ -38,10 +38,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from trainer.errors import TrainerError
+
 STEPS_PER_DAY = 48  # 30-min profiles (seed 000: L = 48)
 
 
-class BaselineError(Exception):
+class BaselineError(TrainerError):
     """A baseline was used wrongly (predict before fit, inconsistent shapes)."""
 
 
@@ -101,7 +103,7 @@ class AnomalyBatch:
     history_w: np.ndarray  # [N, D_hist * L]
     window_label: np.ndarray  # [N] 0/1
     point_label: np.ndarray  # [N, L] 0/1
-    attack: np.ndarray  # [N] str: "none", "scaling", "ramping"
+    attack: np.ndarray  # [N] str: "none" or an attack kind of edge.sim.inject ("scaling", "ramp_ii")
 
     def __len__(self) -> int:
         return len(self.window_w)

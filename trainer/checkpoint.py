@@ -17,13 +17,14 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from trainer.errors import TrainerError
 from trainer.model import ModelConfig, UnifiedModel
 from trainer.tasks import ExportModule, TaskConfig, TaskModel, export_module
 
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(TrainerError, RuntimeError):
     """A checkpoint that cannot be read or does not hold what was asked for."""
 
 

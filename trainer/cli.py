@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-TASK_CHOICES = ("imputation", "anomaly", "forecast", "nilm")
+from edge.task_io import TASKS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     f = sub.add_parser("finetune", help="fine-tune a pre-trained model for one task (Alg. 1)")
     _data_arguments(f)
-    f.add_argument("--task", choices=TASK_CHOICES, required=True)
+    f.add_argument("--task", choices=TASKS, required=True)
     f.add_argument("--pretrained", required=True, help="checkpoint written by 'train pretrain'")
     f.add_argument("--epochs", type=int, default=20)
     f.add_argument("--batch-size", type=int, default=64)

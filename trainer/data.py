@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.errors import DataError
+
 TASK_KEYS: dict[str, tuple[str, ...]] = {
     "pretrain": ("load_w",),
     "imputation": ("load_w", "observed", "target_w"),
@@ -35,10 +37,6 @@ TASK_KEYS: dict[str, tuple[str, ...]] = {
     "nilm": ("load_w", "appliance_w", "appliance_on"),
 }
 STEPS_PER_DAY_30MIN = 48
-
-
-class DataError(ValueError):
-    """Training data that does not fit what the model or task expects."""
 
 
 @dataclass

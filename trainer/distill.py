@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from trainer.checkpoint import DataSpec, load_task_model, save_checkpoint
 from trainer.data import ArrayDataset
+from trainer.errors import TrainerError
 from trainer.evaluate import classification_metrics, nilm_metrics, regression_metrics
 from trainer.model import ModelConfig
 from trainer.tasks import TaskModel
@@ -49,7 +50,7 @@ LOGIT_OUTPUTS = ("window_logit", "point_logit", "on_logit")
 WATT_OUTPUTS = ("pred_w", "day_ahead_w", "hour_ahead_w", "appliance_w")
 
 
-class DistillError(ValueError):
+class DistillError(TrainerError, ValueError):
     """Distillation cannot run as configured."""
 
 

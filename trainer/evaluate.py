@@ -12,8 +12,9 @@ Tasks and metrics (seed 000 §IV-A):
   simulated temperature: a perfect weather forecast, the same for every method).
 * imputation: MAE / RMSE / MAPE on the missing points only, at each missing rate, for random
   points and for one contiguous block per day.
-* anomaly: window accuracy / precision / recall / F1 (and point F1) for scaling and ramping
-  attacks (Cui et al. 2019, seed 000 ref [34]), each scored against the same clean windows.
+* anomaly: window accuracy / precision / recall / F1 (and point F1) for scaling and ramp_ii
+  (up-then-down ramping) attacks (Cui et al. 2019, seed 000 ref [34]), each scored against the
+  same clean windows.
 * NILM: per-appliance ON/OFF F1 and energy MAE (Wh per window) on high-rate windows.
 
 Ablations (seed 000 §IV-C, on imputation as in the paper): no MoE (dense FFN of equal active
@@ -38,13 +39,16 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.task_io import TASKS
+from trainer.errors import TrainerError
+
 log = logging.getLogger(__name__)
 
 STEPS_PER_DAY = 48
 HISTORY_DAYS = 7
 
 
-class EvaluationError(Exception):
+class EvaluationError(TrainerError):
     """The evaluation cannot run as configured (too few households or days, unknown method)."""
 
 
@@ -69,7 +73,7 @@ class EvalConfig:
     # anomaly (Cui et al. 2019): attacked share of windows, magnitudes, durations
     attack_fraction: float = 0.5
     scaling_range: tuple[float, float] = (0.2, 0.8)
-    ramping_peak_range: tuple[float, float] = (0.3, 1.0)
+    ramp_peak_range: tuple[float, float] = (0.3, 1.0)
     attack_steps_range: tuple[int, int] = (8, 24)
     # NILM (high-rate)
     nilm_households: int = 40
@@ -325,8 +329,8 @@ def inject_attack(window_w: np.ndarray, kind: str, rng: np.random.Generator,
     [t_s, t_e) of ``attack_steps_range`` steps; returns (attacked window, point labels).
 
     scaling: x'(t) = (1 + s lambda) x(t), lambda ~ U(scaling_range), s = +-1.
-    ramping: x'(t) = (1 + s lambda_r r(t)) x(t) with r rising linearly from 0 to 1 at the middle
-    of the interval and falling back (the up-then-down ramp of the paper), peak ~ U(ramping_peak_range).
+    ramp_ii: x'(t) = (1 + s lambda_r r(t)) x(t) with r rising linearly from 0 to 1 at the middle
+    of the interval and falling back (the up-then-down ramp of the paper), peak ~ U(ramp_peak_range).
     """
     n = window_w.shape[0]
     length = int(rng.integers(cfg.attack_steps_range[0], cfg.attack_steps_range[1] + 1))
@@ -335,11 +339,11 @@ def inject_attack(window_w: np.ndarray, kind: str, rng: np.random.Generator,
     factor = np.ones(n)
     if kind == "scaling":
         factor[start : start + length] = 1 + sign * rng.uniform(*cfg.scaling_range)
-    elif kind == "ramping":
+    elif kind == "ramp_ii":
         ramp = 1 - np.abs(np.linspace(-1, 1, length))
-        factor[start : start + length] = 1 + sign * rng.uniform(*cfg.ramping_peak_range) * ramp
+        factor[start : start + length] = 1 + sign * rng.uniform(*cfg.ramp_peak_range) * ramp
     else:
-        raise EvaluationError(f"unknown attack {kind!r} (scaling | ramping)")
+        raise EvaluationError(f"unknown attack {kind!r} (scaling | ramp_ii)")
     label = np.zeros(n, dtype=np.int8)
     label[start : start + length] = 1
     return np.maximum(window_w * factor, 0.0), label
@@ -348,7 +352,7 @@ def inject_attack(window_w: np.ndarray, kind: str, rng: np.random.Generator,
 def anomaly_data(fleet: FleetProfiles, households: np.ndarray, cfg: EvalConfig, cap: int | None,
                  rng: np.random.Generator):
     """Days >= 7 (a week of clean history each); ``attack_fraction`` of them attacked, half by
-    scaling and half by ramping."""
+    scaling and half by ramp_ii."""
     from trainer.baselines import AnomalyBatch
 
     sub = fleet.households(households)
@@ -361,7 +365,7 @@ def anomaly_data(fleet: FleetProfiles, households: np.ndarray, cfg: EvalConfig, 
     window = sub.power_w[h, d].copy()
     history = np.stack([sub.power_w[h, d - k] for k in range(HISTORY_DAYS, 0, -1)], 1).reshape(len(h), -1)
     attacked = rng.random(len(h)) < cfg.attack_fraction
-    kind = np.where(attacked, np.where(rng.random(len(h)) < 0.5, "scaling", "ramping"), "none")
+    kind = np.where(attacked, np.where(rng.random(len(h)) < 0.5, "scaling", "ramp_ii"), "none")
     point = np.zeros(window.shape, dtype=np.int8)
     for i in np.flatnonzero(attacked):
         window[i], point[i] = inject_attack(window[i], str(kind[i]), rng, cfg)
@@ -729,7 +733,9 @@ def all_methods(task: str, cfg: EvalConfig, backbones: UnifiedBackbones) -> dict
     return methods
 
 
-TASKS = ("forecast", "imputation", "anomaly", "nilm")
+# Random stream of each task's data (and of the pre-training subsets): fixed numbers, so a task's
+# test windows and attacks do not depend on which other tasks run or in what order.
+RNG_STREAMS = {"forecast": 0, "imputation": 1, "anomaly": 2, "nilm": 3, "pretrain": 4}
 
 
 def _method_names(task: str, cfg: EvalConfig) -> list[str]:
@@ -795,12 +801,12 @@ def run_imputation(data: dict, methods: dict, cfg: EvalConfig) -> dict:
 
 def run_anomaly(data: dict, methods: dict, cfg: EvalConfig) -> dict:
     """Window metrics per attack type on {clean windows} + {windows with that attack}."""
-    res: dict = {"scaling": {}, "ramping": {}, "timing": {}, "n_test_windows": len(data["test"])}
+    res: dict = {"scaling": {}, "ramp_ii": {}, "timing": {}, "n_test_windows": len(data["test"])}
     test = data["test"]
     for name, factory in methods.items():
         def one(name=name, factory=factory):
             _, pred = _fit_predict(name, factory, data["train"], data["val"], test, res["timing"])
-            for kind in ("scaling", "ramping"):
+            for kind in ("scaling", "ramp_ii"):
                 sel = (test.attack == "none") | (test.attack == kind)
                 m = classification_metrics(test.window_label[sel], pred.window_flag[sel])
                 m["point_f1"] = classification_metrics(test.point_label[sel], pred.point_flag[sel])["f1"]
@@ -861,13 +867,13 @@ def _run_tasks(cfg: EvalConfig, fleet: FleetProfiles, split: dict, backbones: Un
                results: dict, timing: dict) -> None:
     # one generator per (task, split): the test subsets and attacks do not depend on budgets
     def rng(task: str, split_name: str) -> np.random.Generator:
-        return np.random.default_rng([cfg.seed, TASKS.index(task), ("train", "val", "test").index(split_name)])
+        return np.random.default_rng([cfg.seed, RNG_STREAMS[task], ("train", "val", "test").index(split_name)])
 
     cap = {"train": cfg.max_train_windows, "val": cfg.max_val_windows, "test": cfg.max_eval_windows}
     imputation_cap = {**cap, "test": min(cfg.max_eval_windows, cfg.max_imputation_test_days)}
     days = {s: fleet.households(idx).power_w.reshape(-1, STEPS_PER_DAY).astype(np.float32)
             for s, idx in split.items()}
-    pre_rng = np.random.default_rng([cfg.seed, len(TASKS)])
+    pre_rng = np.random.default_rng([cfg.seed, RNG_STREAMS["pretrain"]])
     pre_train = days["train"][_cap(len(days["train"]), cfg.pretrain_profiles, pre_rng)]
     pre_val = days["val"][_cap(len(days["val"]), cfg.max_val_windows, pre_rng)]
     backbones.pretrain_data[STEPS_PER_DAY] = (pre_train, pre_val)
@@ -947,7 +953,7 @@ def check_targets(results: dict) -> list[dict]:
                                 "unimeter": ours, "best_baseline": "linear_interp",
                                 "best_baseline_value": lin, "gap_pct": 100 * (ours - lin) / lin,
                                 "pass": bool(ours < lin)})
-    for kind in ("scaling", "ramping"):
+    for kind in ("scaling", "ramp_ii"):
         for metric in ("f1", "accuracy"):
             add(_compare(tasks.get("anomaly", {}).get(kind, {}), metric, False, f"anomaly {kind}"))
     nilm = tasks.get("nilm", {}).get("methods", {})
@@ -1091,9 +1097,9 @@ def _ablation_md(res: dict) -> list[str]:
 
 
 def _anomaly_md(res: dict) -> list[str]:
-    rows = [[f"`{m}`"] + [_fmt(res[k][m][x], 3) for k in ("scaling", "ramping")
+    rows = [[f"`{m}`"] + [_fmt(res[k][m][x], 3) for k in ("scaling", "ramp_ii")
                           for x in ("accuracy", "precision", "recall", "f1", "point_f1")] for m in res["scaling"]]
-    head = ["method"] + [f"{k[:4]} {x}" for k in ("scaling", "ramping") for x in ("acc", "prec", "rec", "F1", "point F1")]
+    head = ["method"] + [f"{k[:4]} {x}" for k in ("scaling", "ramp_ii") for x in ("acc", "prec", "rec", "F1", "point F1")]
     return ["## Anomaly detection (window level, test households)", "", *_table(head, rows)]
 
 
@@ -1168,7 +1174,7 @@ def write_plots(results: dict, out_dir: Path, name: str) -> dict[str, Path]:
         save(fig, "imputation")
     if "anomaly" in tasks:
         fig, ax = plt.subplots(figsize=(7, 4))
-        groups = {k: {m: v["f1"] for m, v in tasks["anomaly"][k].items()} for k in ("scaling", "ramping")}
+        groups = {k: {m: v["f1"] for m, v in tasks["anomaly"][k].items()} for k in ("scaling", "ramp_ii")}
         bars(ax, groups, "window F1", "anomaly detection")
         save(fig, "anomaly")
     if "nilm" in tasks and tasks["nilm"]["methods"]:

@@ -26,12 +26,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from edge.errors import DataError
+from edge.task_io import TASKS
 from trainer import distributed as D
 from trainer.checkpoint import DataSpec, load_pretrained_model, save_checkpoint
-from trainer.data import ArrayDataset, DataError
+from trainer.data import ArrayDataset
 from trainer.model import ModelConfig, UnifiedModel
 from trainer.pretrain import check_finite
-from trainer.tasks import TASKS, TaskConfig, TaskModel
+from trainer.tasks import TaskConfig, TaskModel
 
 log = logging.getLogger(__name__)
 REGULARIZERS = ("none", "l2sp", "frozen")

@@ -25,15 +25,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from edge.errors import DataError
 from trainer import distributed as D
 from trainer.checkpoint import CheckpointError, DataSpec, load_checkpoint, save_checkpoint
-from trainer.data import ArrayDataset, DataError
+from trainer.data import ArrayDataset
+from trainer.errors import TrainerError
 from trainer.model import ModelConfig, UnifiedModel
 
 log = logging.getLogger(__name__)
 
 
-class TrainingError(RuntimeError):
+class TrainingError(TrainerError, RuntimeError):
     """Training cannot go on (a non-finite loss: lower the learning rate or check the data)."""
 
 

@@ -1,4 +1,4 @@
-"""Task heads on the unified model, and the I/O contract of docs/architecture.md section 5.
+"""Task heads on the unified model, producing the I/O contract of ``edge.task_io``.
 
 Algorithm 1's one workflow: single-type tasks (imputation, anomaly, NILM) add an output layer
 behind the pre-trained unified model f_s; the multi-type task (forecast) feeds the extracted load
@@ -20,6 +20,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from edge.task_io import (
+    APPLIANCE_W,
+    COVARIATES,
+    DAY_AHEAD_W,
+    HOUR_AHEAD_W,
+    LOAD_W,
+    LOAD_W_FILLED,
+    OBSERVED,
+    ON_LOGIT,
+    POINT_LOGIT,
+    TASK_IO,
+    TASKS,
+    WINDOW_LOGIT,
+)
+from trainer.errors import TrainerError
 from trainer.model import (
     Encoded,
     ModelConfig,
@@ -29,20 +44,8 @@ from trainer.model import (
     loss_scale_w,
 )
 
-TASKS = ("imputation", "anomaly", "forecast", "nilm")
 
-# The contract: graph input and output names per task, in positional order.
-TASK_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "imputation": (("load_w", "observed"), ("load_w_filled",)),
-    "anomaly": (("load_w",), ("window_logit", "point_logit")),
-    "forecast": (("load_w", "covariates"), ("day_ahead_w", "hour_ahead_w")),
-    "nilm": (("load_w",), ("appliance_w", "on_logit")),
-}
-OUTPUT_UNITS = {"load_w_filled": "W", "window_logit": "logit", "point_logit": "logit",
-                "day_ahead_w": "W", "hour_ahead_w": "W", "appliance_w": "W", "on_logit": "logit"}
-
-
-class TaskError(ValueError):
+class TaskError(TrainerError, ValueError):
     """A task name, config or batch that does not fit the contract."""
 
 
@@ -116,11 +119,11 @@ class TaskModel(nn.Module):
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        return TASK_IO[self.task][0]
+        return TASK_IO[self.task].input_names
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        return TASK_IO[self.task][1]
+        return TASK_IO[self.task].output_names
 
     def init_from_recovery(self) -> None:
         """Imputation is recovery: start its head from the pre-trained g (stat columns zero)."""
@@ -137,22 +140,22 @@ class TaskModel(nn.Module):
         return self.drop(torch.cat([z, stat_features(enc.stats)], dim=-1))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        load_w = batch["load_w"]
-        observed = batch.get("observed") if self.task == "imputation" else None
+        load_w = batch[LOAD_W]
+        observed = batch.get(OBSERVED) if self.task == "imputation" else None
         enc = self.backbone.encode(load_w, observed=observed)
         self._last_encoded = enc
         if self.task == "imputation":
             pred_w = instance_denorm(enc.fill_n + self.head(self._features(enc)), enc.stats)
             obs = observed.to(load_w.dtype)
-            return {"load_w_filled": obs * load_w + (1 - obs) * pred_w, "pred_w": pred_w}
+            return {LOAD_W_FILLED: obs * load_w + (1 - obs) * pred_w, "pred_w": pred_w}
         if self.task == "anomaly":
             f = self._features(enc)
-            return {"window_logit": self.window_head(f), "point_logit": self.point_head(f)}
+            return {WINDOW_LOGIT: self.window_head(f), POINT_LOGIT: self.point_head(f)}
         if self.task == "forecast":
-            f = torch.cat([self._features(enc), batch["covariates"]], dim=-1)
+            f = torch.cat([self._features(enc), batch[COVARIATES]], dim=-1)
             y = instance_denorm(self.ffn(f), enc.stats)
             n_day = self.task_cfg.day_ahead_steps
-            return {"day_ahead_w": y[:, :n_day], "hour_ahead_w": y[:, n_day:]}
+            return {DAY_AHEAD_W: y[:, :n_day], HOUR_AHEAD_W: y[:, n_day:]}
         return self._nilm(enc)
 
     def _nilm(self, enc: Encoded) -> dict[str, torch.Tensor]:
@@ -162,7 +165,7 @@ class TaskModel(nn.Module):
         y = self.head(self.drop(torch.cat([enc.z, stats], dim=-1)))  # [B, P, 2*A*d_p]
         y = y.reshape(B, P, 2, A, d_p).permute(2, 0, 3, 1, 4).reshape(2, B, A, P * d_p)
         scale_w = (enc.stats.mean_w.abs() + enc.stats.std_w)[:, :, None]  # [B, 1, 1]
-        return {"appliance_w": F.relu(y[0]) * scale_w, "on_logit": y[1]}
+        return {APPLIANCE_W: F.relu(y[0]) * scale_w, ON_LOGIT: y[1]}
 
     # -- losses ------------------------------------------------------------------------------
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -226,7 +229,7 @@ class ExportModule(nn.Module):
         self.model = copy.deepcopy(model).eval()
         self.model.backbone.set_dispatch("gather").set_aux_losses(False)
         self.task = model.task
-        self.input_names, self.output_names = TASK_IO[model.task]
+        self.input_names, self.output_names = TASK_IO[model.task].input_names, TASK_IO[model.task].output_names
         self.seq_len = model.model_cfg.seq_len
         self.n_covariates = model.task_cfg.n_covariates
         self.train(False)
@@ -240,8 +243,8 @@ class ExportModule(nn.Module):
         """Plausible inputs (a daily-like load in W) for tracing and calibration."""
         t = torch.linspace(0, 6.283, self.seq_len)
         load = (400 + 300 * torch.sin(t)).expand(batch_size, -1).contiguous()
-        shapes = {"load_w": load, "observed": torch.ones(batch_size, self.seq_len),
-                  "covariates": torch.zeros(batch_size, self.n_covariates)}
+        shapes = {LOAD_W: load, OBSERVED: torch.ones(batch_size, self.seq_len),
+                  COVARIATES: torch.zeros(batch_size, self.n_covariates)}
         return tuple(shapes[n] for n in self.input_names)
 
 

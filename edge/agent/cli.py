@@ -140,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def run_agent(cfg: AgentConfig) -> int:
     from edge.agent.agent import Agent
-    from edge.agent.simulated import SourceBuildError, build_sources
+    from edge.agent.meters import SourceBuildError, build_sources
     from edge.agent.store import StoreError
 
     try:

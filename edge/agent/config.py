@@ -20,14 +20,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """An invalid agent configuration; ``key`` is the dotted key at fault."""
-
-    def __init__(self, key: str, problem: str):
-        super().__init__(f"{key}: {problem}")
-        self.key = key
-        self.problem = problem
+from edge.errors import ConfigError
 
 
 class Secret(str):
@@ -187,29 +180,29 @@ _RANGES: dict[str, tuple[float, float, str]] = {
 def _check_type(key: str, value: Any, kind: type) -> Any:
     if kind is bool:
         if not isinstance(value, bool):
-            raise ConfigError(key, f"expected true or false, got {value!r}")
+            raise ConfigError(f"expected true or false, got {value!r}", key=key)
         return value
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, f"expected an integer, got {value!r}")
+            raise ConfigError(f"expected an integer, got {value!r}", key=key)
         return value
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(key, f"expected a number, got {value!r}")
+            raise ConfigError(f"expected a number, got {value!r}", key=key)
         if not math.isfinite(value):
-            raise ConfigError(key, f"expected a finite number, got {value!r}")
+            raise ConfigError(f"expected a finite number, got {value!r}", key=key)
         if value < 0:
-            raise ConfigError(key, f"must not be negative, got {value!r}")
+            raise ConfigError(f"must not be negative, got {value!r}", key=key)
         return float(value)
     if kind is str:
         if not isinstance(value, str):
-            raise ConfigError(key, f"expected a string, got {value!r}")
+            raise ConfigError(f"expected a string, got {value!r}", key=key)
         return value
     if kind is dict:
         if not isinstance(value, dict):
-            raise ConfigError(key, f"expected a table, got {value!r}")
+            raise ConfigError(f"expected a table, got {value!r}", key=key)
         return value
-    raise ConfigError(key, f"unsupported type {kind}")  # pragma: no cover
+    raise ConfigError(f"unsupported type {kind}", key=key)  # pragma: no cover
 
 
 _KINDS = {"bool": bool, "int": int, "float": float, "str": str, "dict[str, Any]": dict}
@@ -220,26 +213,26 @@ def _check_range(key: str, value: float, integer: bool) -> None:
     if lo <= value <= hi:
         return
     kind = "an integer" if integer else "a number"
-    raise ConfigError(key, f"expected {kind} in {lo:g}..{hi:g}, got {value!r}" + (f" ({why})" if why else ""))
+    raise ConfigError(f"expected {kind} in {lo:g}..{hi:g}, got {value!r}" + (f" ({why})" if why else ""), key=key)
 
 
 def _build(cls: type, section: str, data: Any) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(section, f"expected a table, got {data!r}")
+        raise ConfigError(f"expected a table, got {data!r}", key=section)
     known = {f.name: f for f in fields(cls) if f.name != "password"}
     for key in data:
         if key not in known:
-            raise ConfigError(f"{section}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+            raise ConfigError(f"unknown key (known: {', '.join(sorted(known))})", key=f"{section}.{key}")
     kwargs = {}
     for name, f in known.items():
         key = f"{section}.{name}"
         if name not in data:
             if f.default is MISSING and f.default_factory is MISSING:
-                raise ConfigError(key, "required key is missing")
+                raise ConfigError("required key is missing", key=key)
             continue
         value = _check_type(key, data[name], _KINDS[str(f.type)])
         if key in _CHOICES and value not in _CHOICES[key]:
-            raise ConfigError(key, f"must be one of {_CHOICES[key]}, got {value!r}")
+            raise ConfigError(f"must be one of {_CHOICES[key]}, got {value!r}", key=key)
         if key in _RANGES:
             _check_range(key, value, f.type == "int")
         kwargs[name] = value
@@ -248,54 +241,54 @@ def _build(cls: type, section: str, data: Any) -> Any:
 
 def _resolve_password(mqtt: MqttConfig) -> Secret:
     if mqtt.password_file and mqtt.password_env:
-        raise ConfigError("mqtt.password_file", "set password_file or password_env, not both")
+        raise ConfigError("set password_file or password_env, not both", key="mqtt.password_file")
     if mqtt.password_file:
         # "$CREDENTIALS_DIRECTORY/mqtt-password" works with systemd's LoadCredential=
         path = os.path.expandvars(mqtt.password_file)
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as e:
-            raise ConfigError("mqtt.password_file", f"cannot read {path}: {e.strerror}") from e
+            raise ConfigError(f"cannot read {path}: {e.strerror}", key="mqtt.password_file") from e
         lines = text.splitlines()
         return Secret(lines[0] if lines else "")
     if mqtt.password_env:
         if mqtt.password_env not in os.environ:
-            raise ConfigError("mqtt.password_env", f"environment variable {mqtt.password_env} is not set")
+            raise ConfigError(f"environment variable {mqtt.password_env} is not set", key="mqtt.password_env")
         return Secret(os.environ[mqtt.password_env])
     return Secret("")
 
 
 def _check_semantics(cfg: AgentConfig) -> None:
     if not _TOPIC_ID.match(cfg.gateway.id):
-        raise ConfigError("gateway.id", f"must match {_TOPIC_ID.pattern} (used in MQTT topics), got {cfg.gateway.id!r}")
+        raise ConfigError(f"must match {_TOPIC_ID.pattern} (used in MQTT topics), got {cfg.gateway.id!r}", key="gateway.id")
     if not cfg.mqtt.base_topic or any(c in cfg.mqtt.base_topic for c in "#+"):
-        raise ConfigError("mqtt.base_topic", f"must be non-empty without MQTT wildcards, got {cfg.mqtt.base_topic!r}")
+        raise ConfigError(f"must be non-empty without MQTT wildcards, got {cfg.mqtt.base_topic!r}", key="mqtt.base_topic")
     if (cfg.mqtt.password_file or cfg.mqtt.password_env) and not cfg.mqtt.username:
-        raise ConfigError("mqtt.username", "a password is configured but no username")
+        raise ConfigError("a password is configured but no username", key="mqtt.username")
     for key in ("ca_file", "cert_file", "key_file"):
         path = getattr(cfg.mqtt, key)
         if path and not Path(path).is_file():
-            raise ConfigError(f"mqtt.{key}", f"file not found: {path}")
+            raise ConfigError(f"file not found: {path}", key=f"mqtt.{key}")
     if bool(cfg.mqtt.cert_file) != bool(cfg.mqtt.key_file):
-        raise ConfigError("mqtt.cert_file", "cert_file and key_file go together")
+        raise ConfigError("cert_file and key_file go together", key="mqtt.cert_file")
     for name in ("nilm_resolution_s", "profile_resolution_s"):
         value = getattr(cfg.schedule, name)
         if 0 < value < 0.1:
-            raise ConfigError(f"schedule.{name}", f"expected 0 (from the bundle) or at least 0.1 s, got {value!r}")
+            raise ConfigError(f"expected 0 (from the bundle) or at least 0.1 s, got {value!r}", key=f"schedule.{name}")
     if cfg.model.unsigned_bundles == "refuse" and not cfg.model.public_key_file:
-        raise ConfigError("model.unsigned_bundles", "refuse needs model.public_key_file (the key bundles "
-                                                    "must be signed with)")
+        raise ConfigError("refuse needs model.public_key_file (the key bundles "
+                                                    "must be signed with)", key="model.unsigned_bundles")
     if not cfg.meters:
-        raise ConfigError("meters", "at least one [[meters]] entry is required")
+        raise ConfigError("at least one [[meters]] entry is required", key="meters")
     seen: set[str] = set()
     for i, m in enumerate(cfg.meters):
         if not _TOPIC_ID.match(m.id):
-            raise ConfigError(f"meters[{i}].id", f"must match {_TOPIC_ID.pattern}, got {m.id!r}")
+            raise ConfigError(f"must match {_TOPIC_ID.pattern}, got {m.id!r}", key=f"meters[{i}].id")
         if m.id in seen:
-            raise ConfigError(f"meters[{i}].id", f"duplicate meter id {m.id!r}")
+            raise ConfigError(f"duplicate meter id {m.id!r}", key=f"meters[{i}].id")
         if not (m.offline_after_s == 0 or 1 <= m.offline_after_s <= _WEEK_S):
-            raise ConfigError(f"meters[{i}].offline_after_s", "must be 0 (learnt from the meter's reading "
-                              f"interval) or 1..{_WEEK_S} seconds, got {m.offline_after_s!r}")
+            raise ConfigError("must be 0 (learnt from the meter's reading "
+                              f"interval) or 1..{_WEEK_S} seconds, got {m.offline_after_s!r}", key=f"meters[{i}].offline_after_s")
         seen.add(m.id)
         _check_limits(i, m)
 
@@ -308,7 +301,7 @@ def _check_limits(i: int, m: MeterConfig) -> None:
     try:
         meter_limits(m.kind, m.options, m.limits)
     except LimitsError as e:
-        raise ConfigError(f"meters[{i}].limits.{e.key}", e.problem) from e
+        raise ConfigError(e.problem, key=f"meters[{i}].limits.{e.key}") from e
 
 
 def _check_public_key(model: ModelConfig) -> None:
@@ -320,7 +313,7 @@ def _check_public_key(model: ModelConfig) -> None:
         try:
             load_public_key(model.public_key_file)
         except SigningError as e:
-            raise ConfigError("model.public_key_file", str(e)) from e
+            raise ConfigError(str(e), key="model.public_key_file") from e
 
 
 def parse_config(data: dict, *, resolve_secrets: bool = True) -> AgentConfig:
@@ -329,11 +322,11 @@ def parse_config(data: dict, *, resolve_secrets: bool = True) -> AgentConfig:
                 "model": ModelConfig, "schedule": ScheduleConfig}
     for key in data:
         if key not in (*sections, "meters"):
-            raise ConfigError(key, f"unknown section (known: {', '.join([*sections, 'meters'])})")
+            raise ConfigError(f"unknown section (known: {', '.join([*sections, 'meters'])})", key=key)
     built = {name: _build(cls, name, data.get(name, {})) for name, cls in sections.items()}
     meters_raw = data.get("meters", [])
     if not isinstance(meters_raw, list):
-        raise ConfigError("meters", "expected an array of tables ([[meters]])")
+        raise ConfigError("expected an array of tables ([[meters]])", key="meters")
     meters = [_build(MeterConfig, f"meters[{i}]", m) for i, m in enumerate(meters_raw)]
     cfg = AgentConfig(meters=meters, **built)
     _check_semantics(cfg)
@@ -349,9 +342,9 @@ def load_config(path: str | Path, *, resolve_secrets: bool = True) -> AgentConfi
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise ConfigError("<file>", f"cannot read {path}: {e.strerror}") from e
+        raise ConfigError(f"cannot read {path}: {e.strerror}", key="<file>") from e
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError("<toml>", f"{path} is not valid TOML: {e}") from e
+        raise ConfigError(f"{path} is not valid TOML: {e}", key="<toml>") from e
     return parse_config(data, resolve_secrets=resolve_secrets)

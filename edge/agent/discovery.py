@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.agent.messages import SW_VERSION, Topics, dumps
+from edge.agent.meters import meter_kind
 from edge.agent.store import Message
 from firmware_bridge.reading import Reading
 
@@ -168,8 +169,8 @@ class ModelInfo:
 
 
 KIND_MODELS = {"dsmr": "DSMR P1 meter", "modbus": "Modbus meter", "zigbee": "ZigBee meter",
-               "sim": "Simulated meter", "sim-dsmr": "DSMR P1 meter (simulated)",
-               "sim-modbus": "Modbus meter (simulated)", "sim-zigbee": "ZigBee meter (simulated)"}
+               "virtual": "Virtual meter", "virtual-dsmr": "DSMR P1 meter (virtual)",
+               "virtual-modbus": "Modbus meter (virtual)", "virtual-zigbee": "ZigBee meter (virtual)"}
 
 
 class Discovery:
@@ -191,7 +192,7 @@ class Discovery:
 
     def meter_device(self, meter: MeterInfo) -> dict:
         return {"identifiers": [f"{self.gateway_id}_{meter.id}"], "name": meter.name or f"Meter {meter.id}",
-                "model": KIND_MODELS.get(meter.kind.replace("_", "-"), meter.kind or "Meter"),
+                "model": KIND_MODELS.get(meter_kind(meter.kind), meter.kind or "Meter"),
                 "via_device": self.gateway_id}
 
     def _availability(self, meter_id: str | None) -> dict:

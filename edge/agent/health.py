@@ -21,13 +21,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.errors import AgentError
+
 HEALTH_FILE = "health.json"
 HEALTH_VERSION = 1
 HEALTH_EVERY_S = 5.0  # how often the agent rewrites the file
 STALE_AFTER_S = 30.0  # a file older than this: the agent is not running (or hung)
 
 
-class HealthFileError(RuntimeError):
+class HealthFileError(AgentError, RuntimeError):
     """The health file is missing or unreadable."""
 
 

@@ -22,10 +22,21 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edge.errors import AgentError
+from edge.task_io import (
+    APPLIANCE_W,
+    COVARIATES,
+    DAY_AHEAD_W,
+    HOUR_AHEAD_W,
+    LOAD_W,
+    LOAD_W_FILLED,
+    OBSERVED,
+    ON_LOGIT,
+    POINT_LOGIT,
+    WINDOW_LOGIT,
+)
+
 log = logging.getLogger(__name__)
-
-TASKS = ("imputation", "anomaly", "forecast", "nilm")
-
 
 class Runtime(Protocol):
     """What the agent needs from ``edge.runtime.InferenceRuntime`` (a real one in production)."""
@@ -35,7 +46,7 @@ class Runtime(Protocol):
     def run(self, task: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(AgentError, RuntimeError):
     """A bundle was refused; the previous model (if any) keeps serving."""
 
 
@@ -101,7 +112,7 @@ def open_model(path: str | Path, backend: str, precision: str, threads: int,
         first = spec.inputs[0]
         tasks[name] = TaskShape(float(spec.input_spec["resolution_s"]), int(first.shape[-1]))
         if name == "forecast":
-            cov = [t for t in spec.inputs if t.name == "covariates"]
+            cov = [t for t in spec.inputs if t.name == COVARIATES]
             n_cov = int(cov[0].shape[-1]) if cov else 0
     return LoadedModel(runtime, bundle.model_version, bundle.path, fingerprint, tasks,
                        bundle.appliances, n_cov, bundle.signature)
@@ -187,16 +198,16 @@ def profile_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resol
     load = np.where(observed > 0, window_w, 0.0).astype(np.float32)
     n_missing = int(len(load) - observed.sum())
     if n_missing and host.current is not None and host.current.has("imputation"):
-        filled = host.run("imputation", {"load_w": load[None], "observed": observed[None]})["load_w_filled"][0]
+        filled = host.run("imputation", {LOAD_W: load[None], OBSERVED: observed[None]})[LOAD_W_FILLED][0]
         load = np.where(observed > 0, load, filled).astype(np.float32)
     if n_missing and counter_wh is not None and observed.any():
         from edge.signal.gapfill.energy import apply_energy_constraint
 
         ends_s = start_ts_s + resolution_s * np.arange(1, len(load) + 1)
         load = apply_energy_constraint(load, observed == 0, ends_s, counter_wh).astype(np.float32)
-    out = host.run("anomaly", {"load_w": load[None]})
-    p_window = float(_sigmoid(out["window_logit"].reshape(-1))[0])
-    p_point = _sigmoid(out["point_logit"].reshape(-1))
+    out = host.run("anomaly", {LOAD_W: load[None]})
+    p_window = float(_sigmoid(out[WINDOW_LOGIT].reshape(-1))[0])
+    p_point = _sigmoid(out[POINT_LOGIT].reshape(-1))
     flagged = np.flatnonzero(p_point > threshold)
     return {
         "anomaly": p_window > threshold,
@@ -219,9 +230,9 @@ def nilm_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resoluti
     from edge.agent.gapfill import fill_window
 
     load = fill_window(window_w, start_ts_s, resolution_s, counter_wh).filled_w
-    out = host.run("nilm", {"load_w": load[None].astype(np.float32)})
-    power = out["appliance_w"][0][:, -last_bins:].mean(axis=1)
-    p_on = _sigmoid(out["on_logit"][0][:, -last_bins:]).mean(axis=1)
+    out = host.run("nilm", {LOAD_W: load[None].astype(np.float32)})
+    power = out[APPLIANCE_W][0][:, -last_bins:].mean(axis=1)
+    p_on = _sigmoid(out[ON_LOGIT][0][:, -last_bins:]).mean(axis=1)
     names = model.appliances if model else ()
     apps = {
         name: {"on": bool(p_on[i] > threshold), "p_on": round(float(p_on[i]), 4),
@@ -251,9 +262,9 @@ def forecast_step(host: ModelHost, last_day_w: np.ndarray, day_start_ts_s: float
     cov = forecast_covariates(date, temperature_c_next_day, is_holiday)
     if model is not None and model.n_covariates and cov.shape[0] != model.n_covariates:
         raise ModelLoadError(f"model expects {model.n_covariates} covariates, the agent computes {cov.shape[0]}")
-    out = host.run("forecast", {"load_w": last_day_w[None].astype(np.float32), "covariates": cov[None]})
-    day = out["day_ahead_w"].reshape(-1)
-    hour = out["hour_ahead_w"].reshape(-1)
+    out = host.run("forecast", {LOAD_W: last_day_w[None].astype(np.float32), COVARIATES: cov[None]})
+    day = out[DAY_AHEAD_W].reshape(-1)
+    hour = out[HOUR_AHEAD_W].reshape(-1)
     return forecast_body(next_day_s, day, hour, temp_src, model.version if model else "")
 
 

@@ -56,6 +56,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.errors import AgentError
 from firmware_bridge.guard import MODEL_EXCLUDED
 from firmware_bridge.reading import Reading, ReadingFlag
 
@@ -100,7 +101,7 @@ _READING_COLUMNS = ("power_w", "reactive_var", "import_wh", "export_wh", "voltag
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
 
 
-class StoreError(RuntimeError):
+class StoreError(AgentError, RuntimeError):
     """The store cannot be opened or written."""
 
 

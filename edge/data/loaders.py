@@ -51,11 +51,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.errors import DataError
+
 CER_EPOCH = dt.date(2009, 1, 1)  # CER day code 1
 log = logging.getLogger(__name__)
 
 
-class LoaderError(ValueError):
+class LoaderError(DataError):
     """Malformed input; the message names the file and the line."""
 
     def __init__(self, path: str | Path, line: int | None, message: str) -> None:

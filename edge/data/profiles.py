@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.data.loaders import MeterSeries
+from edge.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ PROFILE_RESOLUTIONS_S = (900, 1800, 3600)
 DEFAULT_FINE_TARGET_S = 1800  # finer data is averaged to 30 min unless another resolution is asked
 
 
-class ProfileError(ValueError):
+class ProfileError(DataError):
     """A series that cannot become daily profiles as asked (the message says why)."""
 
 

@@ -29,8 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.errors import DataError
 
-class PublicSeriesError(RuntimeError):
+
+class PublicSeriesError(DataError, RuntimeError):
     """A public series that cannot be read (the package is missing or changed)."""
 
 

@@ -62,6 +62,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from edge.errors import DataError
 from edge.sim.household import DailyProfiles, HouseholdTrace
 from edge.sim.specs import ALL_APPLIANCES
 
@@ -70,7 +71,7 @@ PROFILE_L = 48
 DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
 
-class ShardError(ValueError):
+class ShardError(DataError):
     """A dataset directory that is missing, inconsistent or asked for something it lacks."""
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.data.profiles import MeterProfiles
+from edge.errors import DataError
 
 IMPUTATION_RATES = (0.1, 0.3, 0.5)  # share of a day's points missing
 IMPUTATION_BLOCK_LEN = (4, 12)  # samples per missing block (judged cells: 4-12-sample blocks)
@@ -26,7 +27,7 @@ ANOMALY_KINDS = ("scaling", "ramp_i", "ramp_ii")  # seed 000's scaling and rampi
 ANOMALY_LAMBDA = (0.1, 0.5)
 
 
-class UserDataError(ValueError):
+class UserDataError(DataError):
     """Too little data for the split asked for (the message says how much there is)."""
 
 

@@ -116,16 +116,6 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(handler):
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except SignalError as e:
-            print(f"unimeter signal: {e}", file=sys.stderr)
-            return 2
-    return run
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("signal", help="data quality, gap filling and reports on CSV files",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,16 +126,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--meter-id", default=None)
     q.add_argument("--epsilon-w", type=float, default=None, help="activity threshold (default: robust)")
     q.add_argument("--compact", action="store_true")
-    q.set_defaults(func=_run(_quality))
+    q.set_defaults(func=_quality)
     f = sub.add_parser("fill", help="fill missing power samples")
     f.add_argument("csv", type=Path, nargs="?")
     f.add_argument("-o", "--output", type=Path)
     f.add_argument("--method", default="auto", help="auto or a filler name (see --list)")
     f.add_argument("--counter-column", default=None, help="cumulative Wh column to honour")
     f.add_argument("--list", action="store_true", help="list the fillers and exit")
-    f.set_defaults(func=_run(_fill))
+    f.set_defaults(func=_fill)
     r = sub.add_parser("report", help="natural-language report of a sessions CSV")
     r.add_argument("csv", type=Path)
     r.add_argument("--home", default="Home 1")
     r.add_argument("--tz", default="UTC")
-    r.set_defaults(func=_run(_report))
+    r.set_defaults(func=_report)

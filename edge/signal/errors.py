@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from edge.errors import UnimeterError
 
-class SignalError(Exception):
-    """Base class of every error raised by edge.signal."""
+
+class SignalError(UnimeterError):
+    """Base class of every error raised by edge.signal (all about the input series: exit code 2)."""
+
+    exit_code = 2
 
 
 class SignalInputError(SignalError, ValueError):

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge.signal.errors import SignalInputError
+
 ZSCORE_HISTORY_DAYS = 7
 ZSCORE_STD_FLOOR = 0.05  # fraction of the history's mean level
 
 
-class NaiveError(ValueError):
+class NaiveError(SignalInputError):
     """Input of the wrong shape."""
 
 

@@ -66,7 +66,7 @@ def showcase_household(n_households: int, seed: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.sim.household import HouseholdConfig, SimulationError, parse_resolution, parse_start
+    from edge.sim.household import HouseholdConfig, parse_resolution, parse_start
 
     try:
         from edge.data.shards import write_fleet
@@ -75,14 +75,10 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
 
-    try:
-        res = parse_resolution(args.resolution)
-        parse_start(args.start)
-        if args.tz:
-            HouseholdConfig(tz=args.tz)  # validates the zone name
-    except SimulationError as e:
-        print(f"unimeter simulate: {e}", file=sys.stderr)
-        return 2
+    res = parse_resolution(args.resolution)  # a SimulationError is printed by edge.cli (exit 2)
+    parse_start(args.start)
+    if args.tz:
+        HouseholdConfig(tz=args.tz)  # validates the zone name
     if args.households < 1 or args.days < 1:
         print("unimeter simulate: --households and --days must be >= 1", file=sys.stderr)
         return 2

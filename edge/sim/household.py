@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
+from edge.errors import SimulationError
 from edge.sim import weather as wx
 from edge.sim.specs import (
     ACTIVITY,
@@ -66,10 +67,6 @@ _HEAT_CAPACITY_J_PER_K = 15e6  # effective thermal mass of a house (typ. 10-30 M
 # Thermostat periods are not multiples of common sampling intervals, so cycling does not alias
 # into a fixed pattern in 30-min means.
 _HEAT_PERIOD_S, _HP_PERIOD_S, _COOL_PERIOD_S = 1117.0, 1777.0, 911.0
-
-
-class SimulationError(ValueError):
-    """Invalid simulator input (resolution, start date, configuration)."""
 
 
 @dataclass

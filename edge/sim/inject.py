@@ -9,19 +9,21 @@ False-data-injection templates of Cui, Wang and Yue, "Machine learning-based ano
 for load forecasting under cyberattacks", IEEE Trans. Smart Grid 10(5), 2019 (ref. [34] of seed
 000), on the window t_s <= t <= t_e with strength lambda:
 
-- scaling          p'(t) = p(t) (1 + lambda)
-- ramping type I   p'(t) = p(t) (1 + lambda (t - t_s))                  rising over the window
-- ramping type II  p'(t) = p(t) (1 + lambda (t - t_s))  for t <= t_m,   t_m = (t_s + t_e) / 2
-                   p'(t) = p(t) (1 + lambda (t_e - t))  for t >  t_m    rising, then falling
-- pulse            p'(t_p) = p(t_p) (1 + lambda) at the single point t_p
-- random additive  p'(t) = p(t) + lambda * u(t) * s,  u(t) ~ U(0, 1), s = mean |p| on the window.
+Each template is named by its kind (the label stored in datasets, ``KINDS``):
+
+- ``scaling``        p'(t) = p(t) (1 + lambda)
+- ``ramp_i``         p'(t) = p(t) (1 + lambda (t - t_s))   rising over the window (ramping type I)
+- ``ramp_ii``        p'(t) = p(t) (1 + lambda (t - t_s))   for t <= t_m,  t_m = (t_s + t_e) / 2
+                     p'(t) = p(t) (1 + lambda (t_e - t))   for t >  t_m  (type II: up, then down)
+- ``pulse``          p'(t_p) = p(t_p) (1 + lambda) at the single point t_p
+- ``random``         p'(t) = p(t) + lambda * u(t) * s,  u(t) ~ U(0, 1), s = mean |p| on the window.
   The paper adds a random positive quantity; scaling it by the window's mean load makes lambda
-  dimensionless like in the other templates.
-- smooth curve     p'(t) = c(t) (1 + lambda sin(pi (t - t_s) / (t_e - t_s))), where c is the
+  dimensionless like in the other templates (``random_additive``).
+- ``smooth``         p'(t) = c(t) (1 + lambda sin(pi (t - t_s) / (t_e - t_s))), where c is the
   straight line from p(t_s) to p(t_e). The paper only says the window is replaced by a smooth
   curve; joining the true values at both ends is the stealthy choice (no step at the borders),
-  and lambda sets the height of the bump.
-- additive ramp    p'(t) = p(t) + lambda (t - t_s)      (lambda in W per sample)
+  and lambda sets the height of the bump (``smooth_curve``).
+- ``additive_ramp``  p'(t) = p(t) + lambda (t - t_s)      (lambda in W per sample)
 
 For window templates the whole window is labelled (``point_mask`` is True on [t_s, t_e]) even
 where the formula happens to leave a value unchanged (ramping at t = t_s): the detector's job is
@@ -38,6 +40,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.errors import SimulationError
+
 # Label codes of every kind (0 = clean); stable, stored in datasets.
 KINDS: tuple[str, ...] = (
     "none", "scaling", "ramp_i", "ramp_ii", "pulse", "random", "smooth", "additive_ramp",
@@ -48,7 +52,7 @@ KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 FDI_KINDS: tuple[str, ...] = ("scaling", "ramp_i", "ramp_ii", "pulse", "random", "smooth", "additive_ramp")
 
 
-class InjectionError(ValueError):
+class InjectionError(SimulationError):
     """Invalid injection request (window outside the series, bad parameters)."""
 
 
@@ -112,14 +116,14 @@ def scaling(x: np.ndarray, t_s: int, t_e: int, lam: float) -> Injected:
     return _window_result(p, p[t_s : t_e + 1] * (1 + lam), t_s, t_e, "scaling", lam=lam)
 
 
-def ramping_i(x: np.ndarray, t_s: int, t_e: int, lam: float) -> Injected:
+def ramp_i(x: np.ndarray, t_s: int, t_e: int, lam: float) -> Injected:
     p = _series(x)
     t_s, t_e = _check_window(len(p), t_s, t_e)
     t = np.arange(t_s, t_e + 1)
     return _window_result(p, p[t] * (1 + lam * (t - t_s)), t_s, t_e, "ramp_i", lam=lam)
 
 
-def ramping_ii(x: np.ndarray, t_s: int, t_e: int, lam: float) -> Injected:
+def ramp_ii(x: np.ndarray, t_s: int, t_e: int, lam: float) -> Injected:
     p = _series(x)
     t_s, t_e = _check_window(len(p), t_s, t_e)
     t = np.arange(t_s, t_e + 1)
@@ -157,6 +161,11 @@ def additive_ramp(x: np.ndarray, t_s: int, t_e: int, lam: float) -> Injected:
     t_s, t_e = _check_window(len(p), t_s, t_e)
     t = np.arange(t_s, t_e + 1)
     return _window_result(p, p[t] + lam * (t - t_s), t_s, t_e, "additive_ramp", lam=lam)
+
+
+# The templates with the signature (x, t_s, t_e, lam), by kind: what a live attack can apply.
+WINDOW_TEMPLATES = {"scaling": scaling, "ramp_i": ramp_i, "ramp_ii": ramp_ii, "smooth": smooth_curve,
+                    "additive_ramp": additive_ramp}
 
 
 # --- missing data ------------------------------------------------------------------------------
@@ -296,9 +305,9 @@ def random_attack(x: np.ndarray, rng: np.random.Generator, cfg: AttackConfig | N
     if kind == "scaling":
         return scaling(p, t_s, t_e, lam)
     if kind == "ramp_i":
-        return ramping_i(p, t_s, t_e, ramp_lam)
+        return ramp_i(p, t_s, t_e, ramp_lam)
     if kind == "ramp_ii":
-        return ramping_ii(p, t_s, t_e, 2 * ramp_lam)
+        return ramp_ii(p, t_s, t_e, 2 * ramp_lam)
     if kind == "pulse":
         return pulse(p, t_s, abs(lam) * 4)
     if kind == "random":

@@ -2,7 +2,7 @@
 
 A ``ReadingGuard`` holds the state of one meter and maps each ``Reading`` to a checked one
 (``check(reading) -> Reading``, one out per one in, never held back). The agent runs one guard
-per meter between the meter's source and the store, so DSMR, Modbus, ZigBee and simulated meters
+per meter between the meter's source and the store, so DSMR, Modbus, ZigBee and virtual meters
 share the same rules. A value the guard does not trust is withheld, never lost: it is set to None
 in the reading, kept in ``extra["<field>_withheld"]``, the reading is flagged, and the guard's
 ``stats`` count it (the agent reports them in its health and quality messages).

@@ -144,7 +144,7 @@ KIND_LIMITS: dict[str, Mapping[str, object]] = {
     "sdm120": {"phases": 1, "main_fuse_a": 45.0},  # Eastron SDM120: Imax 45 A
     "sdm630": {"phases": 3, "main_fuse_a": 100.0},  # Eastron SDM630: Imax 100 A
     "zigbee": {"phases": 3, "main_fuse_a": 100.0},  # a meter interface may read a main meter
-    "sim": {"phases": 3, "main_fuse_a": 100.0},
+    "virtual": {"phases": 3, "main_fuse_a": 100.0},  # the agent's in-process virtual meter
 }
 
 
@@ -152,7 +152,8 @@ def limits_for(kind: str, model: str | None = None, overrides: Mapping[str, obje
                ) -> MeterLimits:
     """The limits of a meter of ``kind`` (a source kind; ``model`` for Modbus meters) with the
     configured ``overrides``. Raises LimitsError (a ConfigError) naming the bad or unknown key."""
-    base = kind.replace("_", "-").removeprefix("sim-")
+    base = kind.replace("_", "-").removeprefix("virtual-").removeprefix("sim-")  # sim-*: earlier names
+    base = "virtual" if base == "sim" else base
     defaults = dict(KIND_LIMITS.get(model or "", KIND_LIMITS.get(base, {})))
     overrides = dict(overrides or {})
     known = {f.name for f in fields(MeterLimits)}

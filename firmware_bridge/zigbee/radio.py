@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from firmware_bridge.errors import ConfigError, MissingDependencyError
 
 if TYPE_CHECKING:
-    from firmware_bridge.zigbee.sim import VirtualZigbeeMeter
+    from firmware_bridge.zigbee.virtual_meter import VirtualZigbeeMeter
 
 # config name -> (module, pip package)
 RADIO_LIBRARIES: dict[str, tuple[str, str]] = {

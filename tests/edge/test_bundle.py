@@ -185,3 +185,14 @@ def test_real_exported_bundle_loads_and_refuses_tampering(tmp_path):
     model.write_bytes(bytes(data))
     with pytest.raises(BundleIntegrityError, match="anomaly.int8.tflite"):
         load_bundle(copy)
+
+
+def test_graph_io_that_breaks_the_task_contract_is_refused(tmp_path):
+    root = make_bundle(tmp_path / "b")
+    _edit_manifest(root, lambda m: m["tasks"]["imputation"]["outputs"][0].update(name="filled_w"))
+    with pytest.raises(BundleFormatError, match="not the task's contract"):
+        load_bundle(root)
+    other = make_bundle(tmp_path / "c")
+    _edit_manifest(other, lambda m: m["tasks"].update(weather=m["tasks"].pop("imputation")))
+    with pytest.raises(BundleFormatError, match="unknown task"):
+        load_bundle(other)

@@ -6,7 +6,7 @@ from firmware_bridge.__main__ import main
 
 
 def test_cli_prints_json_readings_of_a_simulated_meter(capsys):
-    assert main(["sim-dsmr", "interval_s=0.05", "meter_id=cli", "--count", "2"]) == 0
+    assert main(["virtual-dsmr", "interval_s=0.05", "meter_id=cli", "--count", "2"]) == 0
     out, err = capsys.readouterr()
     lines = [json.loads(line) for line in out.splitlines()]
     assert len(lines) == 2 and all(r["meter_id"] == "cli" and r["power_w"] > 0 for r in lines)
@@ -21,4 +21,4 @@ def test_cli_bad_option_is_a_clear_error(capsys):
 def test_cli_runs_as_a_module():
     proc = subprocess.run([sys.executable, "-m", "firmware_bridge", "--help"],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and "sim-zigbee" in proc.stdout
+    assert proc.returncode == 0 and "virtual-zigbee" in proc.stdout

@@ -6,6 +6,7 @@ import pytest
 from firmware_bridge import ConfigError, ReadingFlag, build_source
 from firmware_bridge.dsmr.source import DsmrSource
 from firmware_bridge.modbus.source import ModbusSource
+from firmware_bridge.sources import canonical_kind
 from firmware_bridge.zigbee.source import ZigbeeSource
 from tests.firmware_bridge._streams import take_readings as _take
 
@@ -35,8 +36,8 @@ def test_real_kinds_map_options_to_their_config():
     ("dsmr", {"port": "/dev/x", "baud": 9600}, "unknown options"),
     ("dsmr", {}, "port"),
     ("modbus", {"port": "/dev/x", "model": "sdm72"}, "sdm72"),
-    ("sim-dsmr", {}, "power_source"),
-    ("sim-dsmr", {"power_source": _power, "version": "9"}, "version"),
+    ("virtual-dsmr", {}, "power_source"),
+    ("virtual-dsmr", {"power_source": _power, "version": "9"}, "version"),
     ("dsmr", {"port": "/dev/x", "backoff": {"initial": 1}}, "backoff"),
 ])
 def test_bad_options_give_clear_config_errors(kind, options, match):
@@ -45,18 +46,19 @@ def test_bad_options_give_clear_config_errors(kind, options, match):
 
 
 @pytest.mark.parametrize("kind,options", [
-    ("sim-dsmr", {"interval_s": 0.05}),
-    ("sim_dsmr", {"interval_s": 0.05, "version": "2.2"}),
-    ("sim-modbus", {"poll_interval_s": 0.05, "model": "sdm630"}),
-    ("sim-zigbee", {"interval_s": 0.05}),
-    ("sim-modbus", {"interval_s": 0.05}),
+    ("virtual-dsmr", {"interval_s": 0.05}),
+    ("virtual_dsmr", {"interval_s": 0.05, "version": "2.2"}),
+    ("virtual-modbus", {"poll_interval_s": 0.05, "model": "sdm630"}),
+    ("virtual-zigbee", {"interval_s": 0.05}),
+    ("virtual-modbus", {"interval_s": 0.05}),
+    ("sim-dsmr", {"interval_s": 0.05}),  # the earlier name is an alias
 ])
-async def test_simulated_kinds_deliver_flagged_readings(kind, options):
+async def test_virtual_kinds_deliver_flagged_readings(kind, options):
     source = build_source(kind, power_source=_power, meter_id="sim-house", **options)
     readings = await _take(source, 3)
     assert len(readings) == 3
     for r in readings:
-        assert r.meter_id == "sim-house" and r.source == kind.replace("_", "-")
+        assert r.meter_id == "sim-house" and r.source == canonical_kind(kind)
         assert ReadingFlag.SIMULATED in r.flags
         assert r.power_w == pytest.approx(640.0, abs=10.0)  # DSMR 2.2 has 10 W resolution
     # the virtual meter was stopped with the stream: a second run starts it again

@@ -74,7 +74,7 @@ def test_unknown_missing_pattern_is_rejected():
 def test_attacks_change_exactly_the_labelled_points():
     cfg = ev.EvalConfig()
     window = np.full(48, 500.0)
-    for kind in ("scaling", "ramping"):
+    for kind in ("scaling", "ramp_ii"):
         attacked, label = ev.inject_attack(window, kind, np.random.default_rng(1), cfg)
         changed = ~np.isclose(attacked, window)
         assert changed.sum() > 0 and not changed[label == 0].any()
@@ -133,7 +133,7 @@ def test_end_to_end_writes_every_task_and_method(tiny_run):
                     "unimeter_no_ib"} <= names
             assert all(v["mae_w"] >= 0 for v in imp[pattern][rate].values())
     an = on_disk["tasks"]["anomaly"]
-    assert {"zscore", "cnn", "unimeter"} <= set(an["scaling"]) == set(an["ramping"])
+    assert {"zscore", "cnn", "unimeter"} <= set(an["scaling"]) == set(an["ramp_ii"])
     nilm = on_disk["tasks"]["nilm"]
     assert {"cnn_seq2seq", "signal_fhmm", "unimeter"} <= set(nilm["methods"])
     assert "router" not in nilm["appliances"]  # always-on loads have no ON/OFF to detect

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from edge.sim import simulate_fleet
+from edge.task_io import TASK_IO
 from trainer import data as d
 from trainer.checkpoint import load_pretrained_model, load_task_model
 from trainer.finetune import FinetuneConfig, finetune
 from trainer.model import ModelConfig
 from trainer.pretrain import PretrainConfig, pretrain
-from trainer.tasks import TASK_IO
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_finetune_every_profile_task(task, tmp_path, pretrained, profiles):
     batch = {k: torch.from_numpy(np.asarray(v[:4], np.float32)) for k, v in val.arrays.items()}
     with torch.no_grad():
         out = model(batch)
-    assert all(torch.isfinite(out[n]).all() for n in TASK_IO[task][1])
+    assert all(torch.isfinite(out[n]).all() for n in TASK_IO[task].output_names)
     if task == "forecast":
         assert model.checkpoint["data_spec"]["covariate_names"][0] == "weekday_mon"
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from edge.task_io import TASK_IO
 from trainer.checkpoint import (
     CheckpointError,
     load_pretrained_model,
@@ -14,7 +15,7 @@ from trainer.checkpoint import (
     save_checkpoint,
 )
 from trainer.model import ModelConfig, UnifiedModel
-from trainer.tasks import TASK_IO, TaskConfig, TaskError, TaskModel, export_module
+from trainer.tasks import TaskConfig, TaskError, TaskModel, export_module
 
 APPLIANCES = ["kettle", "fridge", "washing_machine"]
 C = 24
@@ -41,17 +42,13 @@ def _batch(task: str, b: int = 4) -> dict[str, torch.Tensor]:
             "appliance_w": 100 * torch.rand(b, 3, L), "appliance_on": (torch.rand(b, 3, L) > 0.5).float()}
 
 
-OUT_SHAPES = {"load_w_filled": (4, 48), "window_logit": (4, 1), "point_logit": (4, 48),
-              "day_ahead_w": (4, 48), "hour_ahead_w": (4, 2), "appliance_w": (4, 3, 120),
-              "on_logit": (4, 3, 120)}
-
-
 @pytest.mark.parametrize("task", list(TASK_IO))
 def test_task_outputs_follow_contract_and_train(task):
     model = TaskModel(_model_cfg(task), _task_cfg(task)).train()
     out, loss = model.loss(_batch(task))
-    for name in TASK_IO[task][1]:
-        assert tuple(out[name].shape) == OUT_SHAPES[name]
+    sizes = {"L": 120 if task == "nilm" else 48, "A": 3, "H_day": 48, "H_hour": 2}
+    for tensor in TASK_IO[task].outputs:
+        assert tuple(out[tensor.name].shape) == (4, *tensor.shape(sizes)[1:])
     loss.backward()
     assert torch.isfinite(loss)
     head_grads = [p.grad for n, p in model.named_parameters() if not n.startswith("backbone.")]
@@ -100,7 +97,7 @@ def test_checkpoint_round_trip(task, tmp_path):
     assert loaded.checkpoint["appliances"] == (APPLIANCES if task == "nilm" else [])
     b = _batch(task)
     with torch.no_grad():
-        for name in TASK_IO[task][1]:
+        for name in TASK_IO[task].output_names:
             torch.testing.assert_close(model(b)[name], loaded(b)[name])
     with pytest.raises(CheckpointError, match="not 'pretrain'"):
         load_pretrained_model(path)
@@ -126,7 +123,7 @@ def test_export_module_takes_contract_inputs(task):
     model = TaskModel(_model_cfg(task), _task_cfg(task)).train()
     em = export_module(model)
     assert model.training and model.backbone.moe_layers()[0].dispatch == "loop"  # caller untouched
-    assert em.input_names == TASK_IO[task][0] and em.output_names == TASK_IO[task][1]
+    assert em.input_names == TASK_IO[task].input_names and em.output_names == TASK_IO[task].output_names
     inputs = em.example_inputs(2)
     with torch.no_grad():
         outs = em(*inputs)

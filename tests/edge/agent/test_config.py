@@ -12,7 +12,7 @@ from edge.agent.__main__ import main
 from edge.agent.config import ConfigError, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[3]
-METER = {"id": "m1", "kind": "sim"}
+METER = {"id": "m1", "kind": "virtual"}
 
 
 def test_example_config_is_valid():
@@ -62,7 +62,7 @@ def test_password_from_file_and_env_is_never_shown(tmp_path, monkeypatch, capsys
     assert cfg.mqtt.password.reveal() == "s3cret-from-file"
     toml = tmp_path / "agent.toml"
     toml.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\n[mqtt]\nusername = "u"\n'
-                    'password_env = "UNIMETER_TEST_PW"\n[[meters]]\nid = "m1"\nkind = "sim"\n')
+                    'password_env = "UNIMETER_TEST_PW"\n[[meters]]\nid = "m1"\nkind = "virtual"\n')
     assert main(["check-config", "--config", str(toml)]) == 0
     out = capsys.readouterr()
     assert "s3cret" not in out.out + out.err
@@ -71,7 +71,7 @@ def test_password_from_file_and_env_is_never_shown(tmp_path, monkeypatch, capsys
 
 def test_broken_config_exits_nonzero_naming_the_key(tmp_path):
     toml = tmp_path / "agent.toml"
-    toml.write_text('[mqtt]\nport = "not-a-port"\n[[meters]]\nid = "m1"\nkind = "sim"\n')
+    toml.write_text('[mqtt]\nport = "not-a-port"\n[[meters]]\nid = "m1"\nkind = "virtual"\n')
     proc = subprocess.run([sys.executable, "-m", "edge.agent", "--config", str(toml)],
                           capture_output=True, text=True, timeout=60, cwd=REPO)
     assert proc.returncode == 2
@@ -118,7 +118,7 @@ def test_no_numeric_option_without_a_range():
 def test_bad_values_are_refused_by_check_config_and_at_start(tmp_path):
     toml = tmp_path / "agent.toml"
     toml.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\n[model]\nwatch_interval_s = 0\n'
-                    '[[meters]]\nid = "m1"\nkind = "sim"\n')
+                    '[[meters]]\nid = "m1"\nkind = "virtual"\n')
     for cmd in (["check-config", "--config", str(toml)], ["--config", str(toml)]):
         proc = subprocess.run([sys.executable, "-m", "edge.agent", *cmd], capture_output=True, text=True,
                               timeout=60, cwd=REPO)

@@ -36,7 +36,7 @@ def _rows(path) -> dict[tuple[str, int], tuple[float, float]]:
 
 
 def test_kill9_at_random_moments_loses_no_committed_reading(mosquitto, tmp_path):
-    meters = [{"id": f"k{i}", "kind": "sim", "options": {"profile": "sine", "interval_s": 0.005, "seed": i}}
+    meters = [{"id": f"k{i}", "kind": "virtual", "options": {"profile": "sine", "interval_s": 0.005, "seed": i}}
               for i in range(4)]
     config = tmp_path / "agent.toml"
     # readings of one commit share a message (max 50), as a gateway with fast meters is set up

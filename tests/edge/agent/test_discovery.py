@@ -23,7 +23,7 @@ from edge.agent.discovery import (
     discovery_messages,
 )
 from edge.agent.messages import Topics, reading_values
-from edge.agent.simulated import SimSource, sine_power_source
+from edge.agent.meters import InProcessMeter, sine_power_source
 from firmware_bridge.reading import Reading
 from tests.edge.agent.helpers import Recorder, make_config
 
@@ -175,8 +175,8 @@ class _DroppingSource:
 
 
 async def test_agent_marks_a_silent_meter_offline_and_removes_a_deleted_one(mosquitto, tmp_path):
-    meters = [{"id": "a", "kind": "sim", "name": "Meter A"}, {"id": "b", "kind": "sim", "name": "Meter B"},
-              {"id": "old", "kind": "sim"}]
+    meters = [{"id": "a", "kind": "virtual", "name": "Meter A"}, {"id": "b", "kind": "virtual", "name": "Meter B"},
+              {"id": "old", "kind": "virtual"}]
     cfg = make_config(tmp_path / "state", mosquitto.port, meters, mqtt={"offline_after_missed": 3})
     cfg.store_path.parent.mkdir(parents=True)
     # a previous run announced meter "old"
@@ -186,7 +186,7 @@ async def test_agent_marks_a_silent_meter_offline_and_removes_a_deleted_one(mosq
     state.save()
     cfg.meters = cfg.meters[:2]
     rec = Recorder(mosquitto.port, ["unimeter/#", "homeassistant/#"], client_id="avail-sub")
-    sources = {"a": SimSource("a", sine_power_source(), 0.2), "b": _DroppingSource("b", 5, 0.2)}
+    sources = {"a": InProcessMeter("a", sine_power_source(), 0.2), "b": _DroppingSource("b", 5, 0.2)}
     agent = Agent(cfg, sources)
     task = asyncio.create_task(agent.run())
 

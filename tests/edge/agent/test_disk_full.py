@@ -78,7 +78,7 @@ def _statuses(rec: Recorder) -> list[dict]:
 @pytest.mark.slow
 def test_disk_full_while_the_broker_acknowledges_a_backlog(mosquitto, tmp_path):
     assert UNSHARE and NSENTER, "unshare and nsenter (util-linux) are needed to give the agent a small filesystem"
-    meters = [{"id": f"f{i}", "kind": "sim", "options": {"profile": "sine", "interval_s": 0.05, "seed": i}}
+    meters = [{"id": f"f{i}", "kind": "virtual", "options": {"profile": "sine", "interval_s": 0.05, "seed": i}}
               for i in range(4)]
     config = tmp_path / "agent.toml"
     state = tmp_path / "state"

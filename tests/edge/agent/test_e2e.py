@@ -18,7 +18,7 @@ import numpy as np
 
 from edge.agent.agent import Agent
 from edge.agent.inference import open_model
-from edge.agent.simulated import attack_power_source, build_sources, household_power_source
+from edge.agent.meters import attack_power_source, build_sources, household_power_source
 from edge.agent.store import ReadingStore
 from firmware_bridge.reading import Reading
 from tests.edge.agent.helpers import Recorder, make_config
@@ -51,10 +51,10 @@ async def test_meters_to_subscriber_end_to_end(tiny_bundle, mosquitto, tmp_path)
     now_s = time.time()
     attack = {"kind": "scaling", "start_s": now_s - ATTACK_H * 3600, "end_s": now_s + 3600, "lam": 2.0}
     meters = [
-        {"id": "p1", "kind": "sim-dsmr", "name": "P1 meter",
+        {"id": "p1", "kind": "virtual-dsmr", "name": "P1 meter",
          "options": {"profile": "household", "seed": 11, "start_s": now_s - 86400, "interval_s": 1.0,
                      "attack": attack}},
-        {"id": "zb1", "kind": "sim-zigbee", "name": "ZigBee plug",
+        {"id": "zb1", "kind": "virtual-zigbee", "name": "ZigBee plug",
          "options": {"profile": "household", "seed": 12, "start_s": now_s - 86400, "report_interval_s": 1.0}},
     ]
     cfg = make_config(tmp_path / "state", mosquitto.port, meters,
@@ -83,7 +83,7 @@ async def test_meters_to_subscriber_end_to_end(tiny_bundle, mosquitto, tmp_path)
     assert have_all(), sorted(rec.topics())
 
     # readings: both protocols, units, sequence numbers continuing the stored history
-    for meter, source in (("p1", "sim-dsmr"), ("zb1", "sim-zigbee")):
+    for meter, source in (("p1", "virtual-dsmr"), ("zb1", "virtual-zigbee")):
         readings = rec.json(f"/{meter}/reading")
         assert {r["source"] for r in readings} == {source}
         assert min(r["seq"] for r in readings) > 1000  # history had seq 1..N

@@ -101,7 +101,7 @@ async def test_agent_fills_a_gap_with_the_counted_energy_and_says_so(mosquitto, 
     schedule = {"nilm_resolution_s": 1.0, "quality_every_s": 1.0, "status_every_s": 60.0,
                 "report_every_s": 3600.0, "profile_every_s": 3600.0, "forecast_every_s": 3600.0,
                 "nilm_every_s": 3600.0}
-    cfg = make_config(tmp_path / "state", mosquitto.port, [{"id": "m1", "kind": "sim"}], schedule=schedule)
+    cfg = make_config(tmp_path / "state", mosquitto.port, [{"id": "m1", "kind": "virtual"}], schedule=schedule)
     _seed(cfg.store_path, house, now - 600, now, gap)
 
     class Live:  # the meter after the seeded history: same household, same counter

@@ -16,11 +16,11 @@ from edge.agent.__main__ import main
 from edge.agent.agent import Agent
 from edge.agent.config import ConfigError, parse_config
 from edge.agent.health import health_path, read_health
-from edge.agent.simulated import build_sources
+from edge.agent.meters import build_sources
 from edge.agent.store import ReadingStore
 from firmware_bridge.reading import Reading, ReadingFlag
-from firmware_bridge.zigbee.sim import ReplayZigbeeDevice
 from firmware_bridge.zigbee.source import ZigbeeConfig, ZigbeeSource
+from firmware_bridge.zigbee.virtual_meter import ReplayZigbeeDevice
 from tests.edge.agent.helpers import Recorder, make_config
 from tests.firmware_bridge.meter_cases import find_cases
 
@@ -92,7 +92,7 @@ def assert_energy_never_decreases_unless_reset(messages: list[dict]) -> None:
 
 async def test_implausible_readings_are_flagged_withheld_and_counted(mosquitto, tmp_path):
     powers = [500.0, -5000.0, 600.0, 1e308, 700.0, math.nan, 800.0]
-    meters = [{"id": "m1", "kind": "sim", "limits": {"export": False, "phases": 1, "main_fuse_a": 25}}]
+    meters = [{"id": "m1", "kind": "virtual", "limits": {"export": False, "phases": 1, "main_fuse_a": 25}}]
     cfg = make_config(tmp_path / "state", mosquitto.port, meters, schedule=FAST)
     source = ScriptedSource("m1", lambda i, now: Reading("m1", now, now, powers[i], voltage_v=230.0),
                             len(powers))
@@ -129,7 +129,7 @@ async def test_implausible_readings_are_flagged_withheld_and_counted(mosquitto, 
 
 async def test_counter_glitch_is_withheld_and_a_reset_is_flagged(mosquitto, tmp_path):
     counters = [1000.0, 1010.0, 9e6, 1020.0, 1030.0, 5.0, 15.0, 25.0, 35.0, 45.0]
-    cfg = make_config(tmp_path / "state", mosquitto.port, [{"id": "m1", "kind": "sim"}], schedule=FAST)
+    cfg = make_config(tmp_path / "state", mosquitto.port, [{"id": "m1", "kind": "virtual"}], schedule=FAST)
     source = ScriptedSource("m1", lambda i, now: Reading("m1", now, now, 300.0, import_wh=counters[i]),
                             len(counters))
     rec = Recorder(mosquitto.port, ["unimeter/#"], client_id="guard-counters")
@@ -151,7 +151,7 @@ async def test_counter_glitch_is_withheld_and_a_reset_is_flagged(mosquitto, tmp_
 
 
 async def test_the_last_published_counter_survives_a_restart(mosquitto, tmp_path):
-    cfg = make_config(tmp_path / "state", mosquitto.port, [{"id": "m1", "kind": "sim"}], schedule=FAST)
+    cfg = make_config(tmp_path / "state", mosquitto.port, [{"id": "m1", "kind": "virtual"}], schedule=FAST)
     first = ScriptedSource("m1", lambda i, now: Reading("m1", now, now, 300.0, import_wh=180_100.0 + 100 * i), 2)
     async with running(Agent(cfg, {"m1": first})):
         await wait_until(lambda: first.sent == 2)
@@ -170,7 +170,7 @@ async def test_the_last_published_counter_survives_a_restart(mosquitto, tmp_path
 
 @pytest.mark.parametrize("case", [c for c in find_cases("modbus")], ids=lambda c: c.name)
 async def test_agent_replaying_a_modbus_case_over_a_pty_never_publishes_less_energy(case, mosquitto, tmp_path):
-    from firmware_bridge.modbus.sim import ReplayModbusMeter
+    from firmware_bridge.modbus.virtual_meter import ReplayModbusMeter
 
     meter = ReplayModbusMeter.from_case(case.json("polls.json"))
     n_polls = len(meter.polls)
@@ -241,7 +241,7 @@ async def test_a_meter_clock_jump_is_flagged_kept_out_of_the_windows_and_nilm_go
     """Two readings dated a day ahead: flagged, stored at the receive time, out of the NILM window;
     appliance detection goes on, also after a restart (the store's warm start skips them)."""
     schedule = {**FAST, "nilm_resolution_s": 1.0, "nilm_every_s": 1.0, "quality_every_s": 1.0}
-    cfg = make_config(tmp_path / "state", mosquitto.port, [{"id": "m1", "kind": "sim"}],
+    cfg = make_config(tmp_path / "state", mosquitto.port, [{"id": "m1", "kind": "virtual"}],
                       model={"bundle": str(tiny_bundle), "backend": "onnx", "precision": "int8"},
                       schedule=schedule)
     now = time.time()

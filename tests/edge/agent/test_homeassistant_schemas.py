@@ -24,7 +24,7 @@ from edge.agent.agent import Agent
 from edge.agent.discovery import Discovery, DiscoveryState, MeterInfo, ModelInfo, discovery_messages
 from edge.agent.inference import open_model
 from edge.agent.messages import Topics, reading_values
-from edge.agent.simulated import build_sources
+from edge.agent.meters import build_sources
 from firmware_bridge.reading import Reading
 from tests.edge.agent.helpers import Recorder, make_config
 from tests.edge.agent.test_e2e import _seed_history
@@ -154,13 +154,13 @@ async def test_every_config_the_agent_publishes_passes(ha_python, tiny_bundle, m
     """The real agent with a meter of every kind and the real model: all retained configs."""
     now_s = time.time()
     meters = [
-        {"id": "p1", "kind": "sim-dsmr", "name": "P1 meter",
+        {"id": "p1", "kind": "virtual-dsmr", "name": "P1 meter",
          "options": {"seed": 1, "start_s": now_s - 86400, "interval_s": 1.0, "phases": 3}},
-        {"id": "sdm", "kind": "sim-modbus", "name": "Heat pump",
+        {"id": "sdm", "kind": "virtual-modbus", "name": "Heat pump",
          "options": {"seed": 2, "start_s": now_s - 86400, "interval_s": 1.0, "model": "sdm630"}},
-        {"id": "zb1", "kind": "sim-zigbee", "options": {"seed": 3, "start_s": now_s - 86400,
+        {"id": "zb1", "kind": "virtual-zigbee", "options": {"seed": 3, "start_s": now_s - 86400,
                                                          "report_interval_s": 1.0}},
-        {"id": "s1", "kind": "sim", "name": "Garage", "options": {"profile": "sine", "interval_s": 0.5}},
+        {"id": "s1", "kind": "virtual", "name": "Garage", "options": {"profile": "sine", "interval_s": 0.5}},
     ]
     cfg = make_config(tmp_path / "state", mosquitto.port, meters,
                       model={"bundle": str(tiny_bundle), "backend": "onnx", "precision": "int8"},

@@ -15,7 +15,7 @@ import pytest
 
 from edge.agent.agent import Agent
 from edge.agent.inference import LoadedModel, ModelHost, ModelLoadError, TaskShape, open_model
-from edge.agent.simulated import build_sources
+from edge.agent.meters import build_sources
 from tests.edge.agent.helpers import Recorder, make_config
 
 
@@ -94,7 +94,7 @@ async def test_agent_hot_swaps_verified_bundles_only(tiny_bundle, mosquitto, tmp
     _point(link, tiny_bundle)
     cfg = make_config(
         tmp_path / "state", mosquitto.port,
-        [{"id": "h1", "kind": "sim", "options": {"profile": "sine", "interval_s": 0.1}}],
+        [{"id": "h1", "kind": "virtual", "options": {"profile": "sine", "interval_s": 0.1}}],
         model={"bundle": str(link), "watch_interval_s": 0.5, "backend": "onnx", "precision": "int8"},
         schedule={"profile_every_s": 0.5, "nilm_every_s": 0.5, "status_every_s": 0.5,
                   "min_coverage": 0.0, "profile_resolution_s": 1.0, "nilm_resolution_s": 0.5})

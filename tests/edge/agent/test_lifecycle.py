@@ -9,8 +9,8 @@ import time
 
 from edge.agent.__main__ import main
 from edge.agent.agent import Agent
+from edge.agent.meters import build_sources
 from edge.agent.notify import Notifier
-from edge.agent.simulated import build_sources
 from edge.agent.store import ReadingStore
 from firmware_bridge.reading import Reading
 from tests.edge.agent.helpers import make_config
@@ -33,7 +33,7 @@ async def test_watchdog_pings_stop_while_the_writer_is_stuck(mosquitto, tmp_path
                 await asyncio.sleep(0.05)
 
     cfg = make_config(tmp_path / "state", mosquitto.port,
-                      [{"id": "w1", "kind": "sim", "options": {"profile": "sine", "interval_s": 0.1}}])
+                      [{"id": "w1", "kind": "virtual", "options": {"profile": "sine", "interval_s": 0.1}}])
     agent = Agent(cfg, build_sources(cfg), notifier=Notifier({"NOTIFY_SOCKET": sock_path,
                                                                "WATCHDOG_USEC": "1000000"}))
     task = asyncio.create_task(agent.run())
@@ -115,7 +115,7 @@ async def test_a_task_that_dies_is_restarted_and_shows_in_health_and_watchdog(mo
                     pings.append(time.monotonic())
 
     cfg = make_config(tmp_path / "state", mosquitto.port,
-                      [{"id": "d1", "kind": "sim", "options": {"profile": "sine", "interval_s": 0.1}}])
+                      [{"id": "d1", "kind": "virtual", "options": {"profile": "sine", "interval_s": 0.1}}])
     agent = Agent(cfg, build_sources(cfg), notifier=Notifier({"NOTIFY_SOCKET": sock_path,
                                                                "WATCHDOG_USEC": "1000000"}))
     task = asyncio.create_task(agent.run())

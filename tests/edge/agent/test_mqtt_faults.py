@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge.agent.agent import Agent
-from edge.agent.simulated import build_sources
+from edge.agent.meters import build_sources
 from tests.conftest import Mosquitto
 from tests.edge.agent.helpers import Recorder, make_config, write_pki
 
@@ -105,7 +105,7 @@ async def test_acl_denying_one_topic_keeps_its_messages_and_releases_them_when_a
     broker = _acl_broker(tmp_path, ACL_A1_ONLY)
     rec = _subscriber(broker.port, "acl-sub")
     monkeypatch.setenv("UNIMETER_TEST_ACL_PW", PASSWORD)
-    meters = [{"id": m, "kind": "sim", "options": {"profile": "sine", "interval_s": 0.2, "seed": i}}
+    meters = [{"id": m, "kind": "virtual", "options": {"profile": "sine", "interval_s": 0.2, "seed": i}}
               for i, m in enumerate(("a1", "a2"))]
     cfg = make_config(tmp_path / "state", broker.port, meters, mqtt={
         "username": "gw", "password_env": "UNIMETER_TEST_ACL_PW", "refused_retry_s": 2.0, "discovery": False})
@@ -144,7 +144,7 @@ async def test_acl_denying_one_topic_keeps_its_messages_and_releases_them_when_a
 async def test_acl_under_mqtt_311_is_acknowledged_and_shows_only_as_disconnects(tmp_path, monkeypatch):
     broker = _acl_broker(tmp_path, ACL_A1_ONLY)
     monkeypatch.setenv("UNIMETER_TEST_ACL_PW", PASSWORD)
-    meters = [{"id": m, "kind": "sim", "options": {"profile": "sine", "interval_s": 0.5, "seed": i}}
+    meters = [{"id": m, "kind": "virtual", "options": {"profile": "sine", "interval_s": 0.5, "seed": i}}
               for i, m in enumerate(("a1", "a2"))]
     cfg = make_config(tmp_path / "state", broker.port, meters, mqtt={
         "username": "gw", "password_env": "UNIMETER_TEST_ACL_PW", "protocol": "3.1.1", "discovery": False})
@@ -199,7 +199,7 @@ async def test_tls_and_auth_refusals_are_logged_with_the_reason(tls_broker, tmp_
     if case != "wrong host name":
         settings = {"username": "gateway", "password_env": "UNIMETER_TEST_PW", **settings}
     cfg = make_config(tmp_path / "state", broker.port,
-                      [{"id": "t1", "kind": "sim", "options": {"profile": "sine", "interval_s": 0.5}}],
+                      [{"id": "t1", "kind": "virtual", "options": {"profile": "sine", "interval_s": 0.5}}],
                       mqtt=settings)
     agent = Agent(cfg, build_sources(cfg))
     with caplog.at_level(logging.INFO):
@@ -228,7 +228,7 @@ async def test_a_broker_without_mqtt5_gets_311(tmp_path, caplog):
 
     broker = LocalBroker(kind="amqtt").start()  # amqtt speaks MQTT 3.1.1 only
     cfg = make_config(tmp_path / "state", broker.port,
-                      [{"id": "v1", "kind": "sim", "options": {"profile": "sine", "interval_s": 0.2}}],
+                      [{"id": "v1", "kind": "virtual", "options": {"profile": "sine", "interval_s": 0.2}}],
                       mqtt={"discovery": False})
     agent = Agent(cfg, build_sources(cfg))
     task = asyncio.create_task(agent.run())

@@ -36,7 +36,7 @@ def _store_counts(path) -> tuple[dict[str, int], int]:
 
 @pytest.mark.slow
 def test_broker_outage_loses_nothing(mosquitto, tmp_path):
-    meters = [{"id": f"m{i:02d}", "kind": "sim", "options": {"profile": "sine", "interval_s": 1.0, "seed": i}}
+    meters = [{"id": f"m{i:02d}", "kind": "virtual", "options": {"profile": "sine", "interval_s": 1.0, "seed": i}}
               for i in range(N_METERS)]
     config = tmp_path / "agent.toml"
     config.write_text(toml_text(tmp_path / "state", mosquitto.port, meters, "[schedule]\nstatus_every_s = 5\n"))

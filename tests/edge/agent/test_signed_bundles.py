@@ -14,7 +14,7 @@ import pytest
 
 from edge.agent.agent import Agent
 from edge.agent.config import ConfigError, parse_config
-from edge.agent.simulated import build_sources
+from edge.agent.meters import build_sources
 from edge.signing import generate_keypair, load_private_key, sign_bundle
 from tests.edge.agent.helpers import make_config
 from tests.edge.agent.test_hot_update import _point
@@ -51,7 +51,7 @@ async def test_only_bundles_signed_by_the_configured_key_are_swapped_in(tiny_bun
     _point(link, v1)
     cfg = make_config(
         tmp_path / "state", mosquitto.port,
-        [{"id": "h1", "kind": "sim", "options": {"profile": "sine", "interval_s": 0.2}}],
+        [{"id": "h1", "kind": "virtual", "options": {"profile": "sine", "interval_s": 0.2}}],
         model={"bundle": str(link), "watch_interval_s": 0.3, "backend": "onnx", "precision": "int8",
                "public_key_file": str(tmp_path / "sign.pub")})
     agent = Agent(cfg, build_sources(cfg))
@@ -78,7 +78,7 @@ async def test_only_bundles_signed_by_the_configured_key_are_swapped_in(tiny_bun
 
 
 def test_signing_config_is_checked(tmp_path):
-    meters = [{"id": "m1", "kind": "sim"}]
+    meters = [{"id": "m1", "kind": "virtual"}]
     with pytest.raises(ConfigError) as err:
         parse_config({"model": {"unsigned_bundles": "refuse"}, "meters": meters})
     assert err.value.key == "model.unsigned_bundles"

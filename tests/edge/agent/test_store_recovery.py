@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 
 from edge.agent.agent import Agent
-from edge.agent.simulated import build_sources
+from edge.agent.meters import build_sources
 from edge.agent.store import ReadingStore, open_store
 from firmware_bridge.reading import Reading
 from tests.edge.agent.helpers import Recorder, make_config, toml_text
 
-METERS = [{"id": "s1", "kind": "sim", "options": {"profile": "sine", "interval_s": 0.1}}]
+METERS = [{"id": "s1", "kind": "virtual", "options": {"profile": "sine", "interval_s": 0.1}}]
 
 
 def _filled_store(path: Path, n: int = 3000) -> str:

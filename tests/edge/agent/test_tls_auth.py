@@ -9,7 +9,7 @@ import subprocess
 import paho.mqtt.client as mqtt
 
 from edge.agent.agent import Agent
-from edge.agent.simulated import build_sources
+from edge.agent.meters import build_sources
 from tests.conftest import Mosquitto
 from tests.edge.agent.helpers import make_config, write_pki
 
@@ -32,7 +32,7 @@ async def test_agent_publishes_over_tls_with_password(tmp_path, monkeypatch):
     sub.connect("localhost", broker.port)
     sub.loop_start()
     monkeypatch.setenv("UNIMETER_TEST_MQTT_PW", "pa55-w0rd")
-    meters = [{"id": "t1", "kind": "sim", "options": {"profile": "sine", "interval_s": 0.2}}]
+    meters = [{"id": "t1", "kind": "virtual", "options": {"profile": "sine", "interval_s": 0.2}}]
     try:
         for password_env, expect in (("UNIMETER_TEST_MQTT_PW", True), ("UNIMETER_TEST_WRONG", False)):
             monkeypatch.setenv("UNIMETER_TEST_WRONG", "wrong")

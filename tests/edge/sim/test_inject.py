@@ -37,7 +37,7 @@ def test_scaling(p):
 
 def test_ramping_type_i_rises_over_the_window(p):
     lam = 0.05
-    inj = I.ramping_i(p, 5, 15, lam)
+    inj = I.ramp_i(p, 5, 15, lam)
     for t in range(5, 16):
         assert inj.values[t] == pytest.approx(p[t] * (1 + lam * (t - 5)))
     _check_outside_untouched(inj, p, 5, 15)
@@ -47,7 +47,7 @@ def test_ramping_type_i_rises_over_the_window(p):
 
 def test_ramping_type_ii_rises_to_midpoint_then_falls(p):
     lam = 0.04
-    inj = I.ramping_ii(p, 10, 30, lam)
+    inj = I.ramp_ii(p, 10, 30, lam)
     t_m = 20
     for t in range(10, 31):
         expected = 1 + lam * (t - 10) if t <= t_m else 1 + lam * (30 - t)

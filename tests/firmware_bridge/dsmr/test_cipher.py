@@ -24,8 +24,8 @@ from firmware_bridge.dsmr.cipher import (
     encrypt_telegram,
     split_frame,
 )
-from firmware_bridge.dsmr.sim import VirtualDsmrMeter
 from firmware_bridge.dsmr.source import DsmrConfig, DsmrSource
+from firmware_bridge.dsmr.virtual_meter import VirtualDsmrMeter
 from firmware_bridge.errors import ConfigError, DecryptionError
 from tests.firmware_bridge._streams import fast_backoff, take_readings
 

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from firmware_bridge.dsmr.sim import VirtualDsmrMeter
 from firmware_bridge.dsmr.source import DsmrConfig, DsmrSource
+from firmware_bridge.dsmr.virtual_meter import VirtualDsmrMeter
 from firmware_bridge.errors import ConfigError, TransientConnectionError
 from firmware_bridge.reading import ReadingFlag
 from firmware_bridge.serial_port import DSMR_SERIAL_SETTINGS

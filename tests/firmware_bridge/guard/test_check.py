@@ -178,7 +178,8 @@ def test_a_clean_reading_passes_unchanged():
 
 def test_limits_per_meter_kind_and_overrides():
     assert limits_for("modbus", "sdm120").phases == 1
-    assert limits_for("sim-modbus", "sdm630").main_fuse_a == KIND_LIMITS["sdm630"]["main_fuse_a"]
+    assert limits_for("virtual-modbus", "sdm630").main_fuse_a == KIND_LIMITS["sdm630"]["main_fuse_a"]
+    assert limits_for("sim-modbus", "sdm630") == limits_for("virtual-modbus", "sdm630")  # earlier name
     assert limits_for("sim_dsmr").phases == 3
     assert limits_for("dsmr", overrides={"main_fuse_a": 25, "phases": 1}).power_limit_w == pytest.approx(8625.0)
     with pytest.raises(ConfigError, match="limits.fuse_a: unknown key"):

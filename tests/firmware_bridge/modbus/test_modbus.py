@@ -13,8 +13,8 @@ from firmware_bridge.modbus.registers import (
     decode_float32,
     encode_float32,
 )
-from firmware_bridge.modbus.sim import VirtualModbusMeter
 from firmware_bridge.modbus.source import ModbusConfig, ModbusSource, registers_to_values
+from firmware_bridge.modbus.virtual_meter import VirtualModbusMeter
 from firmware_bridge.reading import ReadingFlag
 from firmware_bridge.source import EVENT_DISCONNECTED, EVENT_RECONNECTED
 from tests.firmware_bridge._streams import fast_backoff

@@ -12,8 +12,8 @@ import contextlib
 import pytest
 
 from firmware_bridge.reading import ReadingFlag
-from firmware_bridge.zigbee.sim import ReplayZigbeeDevice
 from firmware_bridge.zigbee.source import ZigbeeConfig, ZigbeeSource
+from firmware_bridge.zigbee.virtual_meter import ReplayZigbeeDevice
 from tests.firmware_bridge.meter_cases import case_params, check_vendored, published_payloads
 
 KNOWN_CASES = ("zigbee-summation-invalid-uint48", "zigbee-develco-emi-report")

@@ -19,8 +19,8 @@ from firmware_bridge.zigbee.clusters import (
     MeteringState,
 )
 from firmware_bridge.zigbee.radio import RADIO_LIBRARIES, load_application_class
-from firmware_bridge.zigbee.sim import VirtualZigbeeMeter
 from firmware_bridge.zigbee.source import ZigbeeConfig, ZigbeeSource
+from firmware_bridge.zigbee.virtual_meter import VirtualZigbeeMeter
 from tests.firmware_bridge._streams import take_readings as _take
 
 
@@ -148,14 +148,16 @@ async def test_radio_connection_loss_restarts_the_application():
     assert out[-1].power_w == pytest.approx(1234.0)
 
 
-async def test_simulated_zigbee_source_helper():
-    from firmware_bridge.zigbee.sim import simulated_zigbee_source
+async def test_virtual_zigbee_kind_reads_through_zigpy_and_detaches_on_close():
+    from firmware_bridge.sources import build_source
 
-    async with simulated_zigbee_source("sim-plug", _power, interval_s=0.05) as source:
-        readings = await _take(source, 2)
-    assert [r.meter_id for r in readings] == ["sim-plug", "sim-plug"]
+    source = build_source("virtual-zigbee", meter_id="plug", power_source=_power, interval_s=0.05)
+    readings = await _take(source, 2)
+    await source.close()
+    assert [r.meter_id for r in readings] == ["plug", "plug"]
     assert all(ReadingFlag.SIMULATED in r.flags for r in readings)
-    assert source.app is None
+    assert {r.source for r in readings} == {"virtual-zigbee"}
+    assert source.app is None and source.virtual_meter.app is None
 
 
 async def test_power_is_estimated_from_counters_when_demand_is_never_reported():

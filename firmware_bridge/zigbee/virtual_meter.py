@@ -9,11 +9,10 @@ real ZCL frames, and sends Report Attributes frames every ``report_interval_s`` 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 
-from firmware_bridge.simulated import PowerSource, SimulatedMeterState
+from firmware_bridge.virtual_meter import PowerSource, VirtualMeterState
 from firmware_bridge.zigbee.clusters import (
     ATTRIBUTES,
     ELECTRICAL_MEASUREMENT_CLUSTER_ID,
@@ -198,7 +197,7 @@ class VirtualZigbeeMeter(_VirtualDevice):
         if report_interval_s <= 0:
             raise ValueError("report_interval_s must be > 0")
         super().__init__(ieee=ieee, nwk=nwk, model=model, manufacturer=manufacturer)
-        self.state = SimulatedMeterState(power_source)
+        self.state = VirtualMeterState(power_source)
         self.report_interval_s = report_interval_s
         self.electrical_measurement = electrical_measurement
         self.supports_reporting_config = supports_reporting_config
@@ -305,24 +304,3 @@ class ReplayZigbeeDevice(_VirtualDevice):
         self.reports_sent += 1
         return True
 
-
-@contextlib.asynccontextmanager
-async def simulated_zigbee_source(meter_id: str, power_source: PowerSource, *,
-                                  interval_s: float = 1.0, **meter_options):
-    """``async with simulated_zigbee_source("m1", power) as source: async for r in source.readings()``.
-
-    A VirtualZigbeeMeter reporting every ``interval_s`` on the virtual radio, read by the real
-    ZigbeeSource; readings carry ReadingFlag.SIMULATED and ``meter_id``.
-    """
-    from firmware_bridge.reading import ReadingFlag
-    from firmware_bridge.zigbee.source import ZigbeeConfig, ZigbeeSource
-
-    meter = VirtualZigbeeMeter(power_source, report_interval_s=interval_s, **meter_options)
-    config = ZigbeeConfig(radio="virtual", virtual_devices=[meter], meters={meter.ieee: meter_id})
-    source = ZigbeeSource(config, meter_id=meter_id, extra_flags=ReadingFlag.SIMULATED,
-                          source_name="sim-zigbee")
-    async with meter:
-        try:
-            yield source
-        finally:
-            await source.close()

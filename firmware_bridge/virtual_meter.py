@@ -30,7 +30,7 @@ class MeterRegisters:
         return {k: getattr(self, k) for k in POWER_SOURCE_KEYS}
 
 
-class SimulatedMeterState:
+class VirtualMeterState:
     def __init__(self, power_source: PowerSource, *, nominal_voltage_v: float = 230.0) -> None:
         if not callable(power_source):
             raise TypeError("power_source must be a callable ts_s -> Mapping[str, float]")

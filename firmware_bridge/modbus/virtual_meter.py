@@ -10,10 +10,10 @@ from collections.abc import Callable, Mapping
 
 from firmware_bridge.modbus.registers import REGISTER_MAPS, encode_float32
 from firmware_bridge.pty_link import PtyBridge
-from firmware_bridge.simulated import PowerSource, SimulatedMeterState
+from firmware_bridge.virtual_meter import PowerSource, VirtualMeterState
 
 
-class _SimUnit:
+class _VirtualUnit:
     """One Eastron meter on the simulated bus: register map, meter state, reads served."""
 
     def __init__(self, unit_id: int, model: str, power_source: PowerSource, phases: int | None):
@@ -21,7 +21,7 @@ class _SimUnit:
             raise ValueError(f"unknown model {model!r}")
         self.unit_id, self.model, self.register_map = unit_id, model, REGISTER_MAPS[model]
         self.phases = phases or (3 if model == "sdm630" else 1)
-        self.state = SimulatedMeterState(power_source)
+        self.state = VirtualMeterState(power_source)
         self.reads_served = 0
 
     def register_values(self, ts_s: float) -> dict[str, float]:
@@ -61,9 +61,9 @@ class VirtualModbusMeter:
     def __init__(self, power_source: PowerSource, *, model: str = "sdm120", unit_id: int = 1,
                  phases: int | None = None, time_fn: Callable[[], float] = time.time,
                  other_units: Mapping[int, tuple[str, PowerSource]] | None = None) -> None:
-        self.units = {unit_id: _SimUnit(unit_id, model, power_source, phases)}
+        self.units = {unit_id: _VirtualUnit(unit_id, model, power_source, phases)}
         for other_id, (other_model, other_source) in (other_units or {}).items():
-            self.units[other_id] = _SimUnit(other_id, other_model, other_source, None)
+            self.units[other_id] = _VirtualUnit(other_id, other_model, other_source, None)
         self.model, self.unit_id, self.time_fn = model, unit_id, time_fn
         self.register_map = self.units[unit_id].register_map
         self.bridge = PtyBridge()
@@ -81,7 +81,7 @@ class VirtualModbusMeter:
     def register_values(self, ts_s: float) -> dict[str, float]:
         return self.units[self.unit_id].register_values(ts_s)
 
-    async def _on_access(self, unit: _SimUnit, function_code, start_address, address, count,
+    async def _on_access(self, unit: _VirtualUnit, function_code, start_address, address, count,
                          registers, set_values):
         from pymodbus.constants import ExcCodes
 
@@ -148,7 +148,7 @@ class ReplayModbusMeter(VirtualModbusMeter):
         polls = [{int(a, 16): words for a, words in poll.items()} for poll in case["polls"]]
         return cls(polls, model=case.get("model", "sdm120"), unit_id=int(case.get("unit_id", 1)))
 
-    async def _on_access(self, unit: _SimUnit, function_code, start_address, address, count,
+    async def _on_access(self, unit: _VirtualUnit, function_code, start_address, address, count,
                          registers, set_values):
         from pymodbus.constants import ExcCodes
 

@@ -11,7 +11,7 @@ from firmware_bridge.dsmr.cipher import CipherKeys, encrypt_telegram
 from firmware_bridge.dsmr.writer import DSMR_VERSIONS, encode_telegram
 from firmware_bridge.pty_link import PtyDevice
 from firmware_bridge.serial_port import DSMR_SERIAL_SETTINGS, SerialSettings, pty_equivalent
-from firmware_bridge.simulated import PowerSource, SimulatedMeterState
+from firmware_bridge.virtual_meter import PowerSource, VirtualMeterState
 
 
 class VirtualDsmrMeter:
@@ -40,7 +40,7 @@ class VirtualDsmrMeter:
             raise ValueError(f"unknown DSMR version {version!r}")
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0")
-        self.state = SimulatedMeterState(power_source)
+        self.state = VirtualMeterState(power_source)
         self.version, self.interval_s, self.clock_offset_s = version, interval_s, clock_offset_s
         self.gas_m3_per_h, self.phases, self.time_fn = gas_m3_per_h, phases, time_fn
         self.cipher_keys = cipher_keys

@@ -1,14 +1,17 @@
-"""Simulated meters for the agent (demo, tests, benchmark), and the source factory.
+"""The agent's meters: one source per ``[[meters]]`` entry, for every kind (real and virtual).
 
-Kinds handled here (everything else goes to ``firmware_bridge.sources.build_source``):
+``build_sources(cfg)`` is the factory the agent starts with. Real meters (``dsmr``, ``modbus``,
+``zigbee``) go straight to ``firmware_bridge.sources.build_source``. Virtual meters (demo, tests,
+benchmark) need a power source, built here:
 
-``sim``         an in-process meter: a ``Reading`` every ``interval_s`` from a power source.
-``sim-dsmr``    a virtual DSMR P1 meter writing telegrams into a pty, read by the real DsmrSource.
-``sim-modbus``  a virtual Modbus meter on a pty bridge, read by the real Modbus client.
-``sim-zigbee``  a virtual ZigBee metering device on zigpy's virtual radio, read by the real source.
+``virtual``         an in-process meter: a ``Reading`` every ``interval_s`` from a power source.
+``virtual-dsmr``    a virtual DSMR P1 meter writing telegrams into a pty, read by the real DsmrSource.
+``virtual-modbus``  a virtual Modbus meter on a pty bridge, read by the real Modbus client.
+``virtual-zigbee``  a virtual ZigBee metering device on zigpy's virtual radio, read by the real source.
 
-For the bridge's ``sim-*`` kinds this module only builds the ``power_source`` callable and passes
-it with the remaining options to ``firmware_bridge.sources.build_source``.
+The earlier spellings ``sim``, ``sim-dsmr``, ``sim-modbus``, ``sim-zigbee`` are accepted as
+aliases. For the bridge's virtual kinds this module only builds the ``power_source`` callable and
+passes it with the remaining options to ``firmware_bridge.sources.build_source``.
 
 The power source is ``edge.sim.stream.HouseholdPowerSource`` (the household simulator, option
 ``profile = "household"``, the default) or a plain daily sine (``profile = "sine"``, for the
@@ -27,14 +30,17 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from edge.agent.config import AgentConfig, MeterConfig
+from edge.errors import AgentError
 from firmware_bridge.errors import BridgeError
 from firmware_bridge.reading import Reading, ReadingFlag
+from firmware_bridge.sources import VIRTUAL_KINDS, build_source, canonical_kind
 
 PowerSource = Callable[[float], Mapping[str, float]]
-SIMULATED_BRIDGE_KINDS = ("sim-dsmr", "sim-modbus", "sim-zigbee")
+IN_PROCESS_KIND = "virtual"
+IN_PROCESS_ALIASES = ("sim",)  # the earlier name of the in-process kind
 
 
-class SourceBuildError(ValueError):
+class SourceBuildError(AgentError, ValueError):
     """A meter's kind/options cannot make a source; names the meter."""
 
 
@@ -64,9 +70,6 @@ def household_power_source(seed: int, start_s: float, options: Mapping[str, Any]
     return HouseholdPowerSource(config, seed=seed, start_s=start_s - 86400.0)
 
 
-ATTACK_KINDS = ("scaling", "ramping_i", "ramping_ii", "smooth_curve", "additive_ramp")
-
-
 def attack_power_source(source: PowerSource, kind: str, start_s: float, end_s: float, lam: float,
                         step_s: float = 1.0) -> PowerSource:
     """False-data injection on a live meter with the templates of ``edge.sim.inject`` (Cui et al.).
@@ -79,11 +82,11 @@ def attack_power_source(source: PowerSource, kind: str, start_s: float, end_s: f
 
     from edge.sim import inject
 
-    if kind not in ATTACK_KINDS:
-        raise SourceBuildError(f"attack kind must be one of {ATTACK_KINDS}, got {kind!r}")
+    if kind not in inject.WINDOW_TEMPLATES:
+        raise SourceBuildError(f"attack kind must be one of {tuple(inject.WINDOW_TEMPLATES)}, got {kind!r}")
     if end_s <= start_s or step_s <= 0:
         raise SourceBuildError("attack needs start_s < end_s and step_s > 0")
-    template = getattr(inject, kind)
+    template = inject.WINDOW_TEMPLATES[kind]
     n = int(math.ceil((end_s - start_s) / step_s))
 
     def attacked(ts_s: float) -> dict[str, float]:
@@ -113,10 +116,10 @@ def make_power_source(meter: MeterConfig) -> PowerSource:
     return source
 
 
-class SimSource:
-    """In-process simulated meter: one Reading per ``interval_s`` (wall clock), SIMULATED flag."""
+class InProcessMeter:
+    """In-process virtual meter: one Reading per ``interval_s`` (wall clock), SIMULATED flag."""
 
-    kind = "sim"
+    kind = IN_PROCESS_KIND
 
     def __init__(self, meter_id: str, power_source: PowerSource, interval_s: float = 1.0,
                  time_fn: Callable[[], float] = time.time):
@@ -132,7 +135,7 @@ class SimSource:
             yield Reading(self.meter_id, now_s, now_s, float(v.get("power_w", 0.0)),
                           reactive_var=v.get("reactive_var"), import_wh=v.get("import_wh"),
                           export_wh=v.get("export_wh"), voltage_v=v.get("voltage_v"),
-                          current_a=v.get("current_a"), source="sim", flags=ReadingFlag.SIMULATED)
+                          current_a=v.get("current_a"), source=IN_PROCESS_KIND, flags=ReadingFlag.SIMULATED)
             next_s += self.interval_s
             await asyncio.sleep(max(0.0, next_s - self.time_fn()))
 
@@ -169,6 +172,12 @@ def _outage_windows(meter: MeterConfig) -> list[tuple[float, float]]:
     return windows
 
 
+def meter_kind(kind: str) -> str:
+    """The one name of a configured meter kind (aliases such as ``sim`` or ``sim_dsmr`` resolved)."""
+    kind = canonical_kind(kind)
+    return IN_PROCESS_KIND if kind in IN_PROCESS_ALIASES else kind
+
+
 def build_sources(cfg: AgentConfig) -> dict[str, Any]:
     """One source per configured meter; raises SourceBuildError naming the meter on bad options."""
     sources: dict[str, Any] = {}
@@ -176,15 +185,14 @@ def build_sources(cfg: AgentConfig) -> dict[str, Any]:
         opts = {k: v for k, v in m.options.items()
                 if k not in ("profile", "seed", "base_w", "amplitude_w", "start_s", "attack", "household",
                              "energy", "outages")}
+        kind = meter_kind(m.kind)
         try:
-            if m.kind == "sim":
-                sources[m.id] = SimSource(m.id, make_power_source(m), float(opts.get("interval_s", 1.0)))
+            if kind == IN_PROCESS_KIND:
+                sources[m.id] = InProcessMeter(m.id, make_power_source(m), float(opts.get("interval_s", 1.0)))
             else:
-                from firmware_bridge.sources import build_source
-
-                if m.kind in SIMULATED_BRIDGE_KINDS:
+                if kind in VIRTUAL_KINDS:
                     opts["power_source"] = make_power_source(m)
-                sources[m.id] = build_source(m.kind, meter_id=m.id, **opts)
+                sources[m.id] = build_source(kind, meter_id=m.id, **opts)
             windows = _outage_windows(m)
             if windows:
                 sources[m.id] = OutageSource(sources[m.id], windows)
