@@ -26,18 +26,16 @@ from firmware_bridge.reading import (
     ReadingFlag,
 )
 
-# Telegram values that become typed Reading fields rather than extra keys.
+# Telegram values that become typed Reading fields rather than extra keys (the reactive
+# registers per tariff and the quadrant registers stay in extra).
 _TYPED = frozenset({
     "power_delivered_w", "power_returned_w", "reactive_power_import_var",
     "reactive_power_export_var", "power_failures", "long_power_failures",
-    *(f"{kind}_{p}_l{n}_{unit}" for n in (1, 2, 3) for kind, unit in (
-        ("power", "w"), ("reactive_power", "var")) for p in ("delivered", "returned", "import",
-                                                              "export")),
-    *(f"{q}_l{n}_{unit}" for n in (1, 2, 3) for q, unit in (("voltage", "v"), ("current", "a"))),
-    *(f"{name}_{reg}_{unit}" for name, unit in (("import", "wh"), ("export", "wh"),
-                                                ("reactive_import", "varh"),
-                                                ("reactive_export", "varh"))
-      for reg in ("total", "t1", "t2", "t3", "t4")),
+    "import_total_wh", "export_total_wh", "reactive_import_total_varh", "reactive_export_total_varh",
+    *(f"{direction}_t{t}_wh" for direction in ("import", "export") for t in range(1, 5)),
+    *(f"{name}_l{n}_{unit}" for n in (1, 2, 3) for name, unit in (
+        ("power_delivered", "w"), ("power_returned", "w"), ("reactive_power_import", "var"),
+        ("reactive_power_export", "var"), ("voltage", "v"), ("current", "a"))),
 })
 
 

@@ -118,3 +118,17 @@ def test_water_and_gas_on_separate_mbus_channels():
     assert r.extra["water_m3"] == pytest.approx(42.5)
     assert r.extra["gas_m3"] == pytest.approx(777.001)
     assert r.extra["gas_ts_s"] == _utc(2010, 12, 9, 10, 0, 0)
+
+
+def test_sagemcom_t210_registers_in_wh_and_varh():
+    """Austrian Sagemcom T210-D-R plaintext: W/Wh/var/varh units, totals and tariff registers."""
+    from .corpus import CORPUS_DIR
+
+    data = (CORPUS_DIR / "dsmrparser-telegram-sagemcom-t210-d-r.p1").read_bytes()
+    r = _reading(data, _utc(2022, 10, 6, 13, 50, 14))
+    assert (r.power_w, r.import_wh, r.export_wh) == (286.0, 6545766.0, 58.0)
+    assert r.import_tariff_wh == (5017120.0, 1528646.0) and r.export_tariff_wh == (0.0, 58.0)
+    assert (r.reactive_import_varh, r.reactive_export_varh, r.reactive_var) == (747.0, 3897726.0,
+                                                                               -166.0)
+    assert r.extra["reactive_export_t1_varh"] == 2692848.0  # per-tariff reactive registers: extra
+    assert "import_total_wh" not in r.extra and r.warnings == ()
