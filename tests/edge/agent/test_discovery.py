@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -174,7 +175,8 @@ class _DroppingSource:
         await asyncio.Event().wait()
 
 
-async def test_agent_marks_a_silent_meter_offline_and_removes_a_deleted_one(mosquitto, tmp_path):
+async def test_agent_marks_a_silent_meter_offline_and_removes_a_deleted_one(mosquitto, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="edge.agent.mqtt")
     meters = [{"id": "a", "kind": "virtual", "name": "Meter A"}, {"id": "b", "kind": "virtual", "name": "Meter B"},
               {"id": "old", "kind": "virtual"}]
     cfg = make_config(tmp_path / "state", mosquitto.port, meters, mqtt={"offline_after_missed": 3})
@@ -211,3 +213,7 @@ async def test_agent_marks_a_silent_meter_offline_and_removes_a_deleted_one(mosq
     assert "homeassistant/sensor/unimeter_gw1_old/last_reading/config" in cleared
     configs = {t for t, p, _ in rec.messages if p and t.startswith("homeassistant/")}
     assert "homeassistant/sensor/unimeter_gw1_a/power/config" in configs
+    stop_warnings = [r.getMessage() for r in caplog.records
+                     if r.name == "edge.agent.mqtt" and r.levelno >= logging.WARNING]
+    assert not stop_warnings  # a clean stop is not a fault ("MQTT disconnected" is INFO then)
+    assert any("MQTT disconnected" in r.getMessage() for r in caplog.records if r.name == "edge.agent.mqtt")
