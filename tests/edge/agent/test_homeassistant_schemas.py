@@ -92,7 +92,7 @@ def test_every_entity_kind_passes_home_assistants_schemas(ha_python, tmp_path):
         (MeterInfo("sdm", "Heat pump", "modbus"), ["power_w", "energy_kwh", "export_kwh", "voltage_l1_v",
                                                     "current_l2_a", "power_l3_w", "reactive_var"], model),
         (MeterInfo("zb", "", "zigbee"), ["power_w"], ModelInfo("v2", ("forecast",))),
-        (MeterInfo("sim", "Garage", "sim"), ["power_w", "energy_kwh", "export_kwh"], None),
+        (MeterInfo("sim", "Garage", "virtual"), ["power_w", "energy_kwh", "export_kwh"], None),
         (MeterInfo("hidden", "Sub-meter", "dsmr", hide_energy=True), ["power_w", "energy_kwh"], model),
     ]
     for meter, values, mi in cases:
