@@ -245,6 +245,10 @@ class Discovery:
                          device_class="problem", entity_category="diagnostic", json_attributes_topic=status,
                          json_attributes_template=f"{{{{ {{'problems': ({health} or {{}}).get('problems'), "
                          f"'warnings': ({health} or {{}}).get('warnings')}} | tojson }}}}"),
+            self._config("sensor", node, "withheld", dev, None, name="Values withheld", state_topic=status,
+                         value_template=f"{{% if {health} %}}{{{{ ({health}.get('readings_guarded') or {{}})"
+                         ".values() | sum }}{% endif %}", state_class="total_increasing",
+                         suggested_display_precision=0, entity_category="diagnostic", icon="mdi:shield-alert"),
             self._config("sensor", node, "model_version", dev, None, name="Model version",
                          state_topic=status, value_template=_text("model_version"),
                          entity_category="diagnostic", icon="mdi:brain"),

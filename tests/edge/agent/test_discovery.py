@@ -93,8 +93,8 @@ def test_every_config_names_device_gateway_availability_origin_and_entity_id():
         else:
             assert c["device"]["identifiers"] == ["unimeter_gw1"]
     uids = {c["unique_id"] for c in cfgs.values()}
-    for gateway_key in ("connection", "problem", "outbox", "dropped", "latency_p50", "model_version",
-                        "last_error", "started"):
+    for gateway_key in ("connection", "problem", "outbox", "dropped", "withheld", "latency_p50",
+                        "model_version", "last_error", "started"):
         assert f"unimeter_gw1_{gateway_key}" in uids
     names = {c["name"] for c in cfgs.values()}
     assert {"Washing machine", "TV", "Fridge power", "Forecast next hour",

@@ -120,7 +120,8 @@ def _state_payloads() -> dict[str, list[bytes]]:
         states[t.meter(meter, "availability")] = [b"online", b"offline"]
         fc = forecast_body(1.8e9, np.full(48, 500.0), np.array([400.0, 420.0]), "none", "v1")
         states[t.meter(meter, "forecast")] = [t.meter_message(meter, "forecast", 7, 1.8e9, fc).payload]
-    health = {"ok": False, "problems": ["task writer is not running"], "warnings": []}
+    health = {"ok": False, "problems": ["task writer is not running"], "warnings": [],
+              "readings_guarded": {"invalid_values": 2, "implausible": 1, "counter_withheld": 0}}
     states[t.status] = [t.status_payload("online"), t.status_payload("offline"),
                         t.status_payload("online", outbox_rows=3, outbox_dropped=0, committed=10,
                                          latency_p50_ms=12.5, latency_p99_ms=80.0, errors=0,
