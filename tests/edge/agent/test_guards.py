@@ -177,7 +177,7 @@ async def test_agent_replaying_a_modbus_case_over_a_pty_never_publishes_less_ene
     async with meter:
         meters = [{"id": "sdm", "kind": "modbus",
                    "options": {"port": meter.port, "model": meter.model, "unit_id": meter.unit_id,
-                               "poll_interval_s": 0.2, "timeout_s": 0.5, "retries": 0}}]
+                               "poll_interval_s": 0.2, "timeout_s": 3.0, "retries": 0}}]
         cfg = make_config(tmp_path / "state", mosquitto.port, meters, schedule=FAST)
         rec = Recorder(mosquitto.port, ["unimeter/#"], client_id="guard-modbus")
         try:
