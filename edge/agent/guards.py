@@ -5,8 +5,9 @@ store, the model windows and MQTT only ever see checked readings; what the guard
 stored with the reading (``extra["<field>_withheld"]``, flags), never dropped. Limits come from the
 meter's kind (and Modbus model) and its ``[meters.limits]`` table. At start each guard is seeded
 with the last counter values the store holds, so a counter published before a restart is the
-reference after it. The guard's counts go to the quality message (per meter) and the gateway
-status (totals).
+reference after it (the import/export counters; other counters start from their first value).
+The guard's counts go to the quality message (per meter) and to the agent's health (totals, and
+a warning line per meter that had values withheld: ``health.json`` and the status topic).
 """
 
 from __future__ import annotations
