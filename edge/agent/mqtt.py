@@ -60,6 +60,7 @@ from edge.agent.store import Message
 from edge.agent.supervise import FailureSpell
 
 log = logging.getLogger(__name__)
+logging.getLogger(f"{__name__}.paho").setLevel(logging.INFO)  # paho's per-packet debug lines stay out
 
 # Kinds of connection failure (health's mqtt.last_error_kind).
 CONNECT_ERROR_KINDS = (
@@ -192,6 +193,10 @@ class MqttPublisher:
             c.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None,
                       keyfile=cfg.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
             c.tls_insecure_set(cfg.tls_insecure)
+        # an exception in one of our callbacks must not end paho's network thread (nothing would
+        # reconnect or publish again): paho logs it (ERROR, logger edge.agent.mqtt.paho) and goes on
+        c.suppress_exceptions = True
+        c.enable_logger(logging.getLogger(f"{__name__}.paho"))
         c.max_inflight_messages_set(cfg.max_inflight)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(1, max(1, int(cfg.reconnect_max_s)))

@@ -241,3 +241,28 @@ async def test_a_broker_without_mqtt5_gets_311(tmp_path, caplog):
         broker.stop()
     assert "does not speak MQTT 5; falling back to 3.1.1" in caplog.text
     assert json.loads(json.dumps(agent.health().to_dict()))
+
+
+async def test_an_exception_in_a_paho_callback_is_logged_and_publishing_goes_on(mosquitto, tmp_path, caplog):
+    cfg = make_config(tmp_path / "state", mosquitto.port,
+                      [{"id": "c1", "kind": "sim", "options": {"profile": "sine", "interval_s": 0.1}}])
+    agent = Agent(cfg, build_sources(cfg))
+    task = asyncio.create_task(agent.run())
+    poke = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="poke")
+    try:
+        await asyncio.wait_for(agent.ready.wait(), 30)
+        assert await _until(lambda: agent.publisher.connected.is_set(), 10)
+
+        def broken(*_args):
+            raise RuntimeError("bug in a callback")
+
+        agent.publisher.client.on_message = broken
+        poke.connect("127.0.0.1", mosquitto.port)
+        poke.publish("homeassistant/status", b"online", qos=1).wait_for_publish(5)
+        assert await _until(lambda: "bug in a callback" in caplog.text, 10)
+        before = agent.stats.published
+        assert await _until(lambda: agent.stats.published > before + 10, 10), "paho stopped publishing"
+    finally:
+        poke.disconnect()
+        agent.request_stop()
+        await asyncio.wait_for(task, 30)
