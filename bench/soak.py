@@ -271,7 +271,7 @@ def analyse(dump: dict, sub: Subscriber, rss: list, kill_window, timeline: list,
         for a, b in zip(ts, ts[1:], strict=False):
             gap = b - a - 1.0
             if gap > 0.5:
-                in_kill = kill_window is not None and a <= kill_window[1] + 5 and b >= kill_window[0] - 5
+                in_kill = kill_window is not None and a <= kill_window[0] <= b  # the gap the kill opened
                 if in_kill:
                     uncovered_kill += gap
                 else:

@@ -60,7 +60,18 @@ from edge.agent.store import Message
 from edge.agent.supervise import FailureSpell
 
 log = logging.getLogger(__name__)
-logging.getLogger(f"{__name__}.paho").setLevel(logging.INFO)  # paho's per-packet debug lines stay out
+
+
+class _CallbackErrorsOnly(logging.Filter):
+    """Of paho's own log lines keep only "Caught exception in on_...": its connection chatter
+    (one line every 2 s while the broker is down) would drown the one line a FailureSpell writes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage().startswith("Caught exception")
+
+
+_paho_log = logging.getLogger(f"{__name__}.paho")
+_paho_log.addFilter(_CallbackErrorsOnly())
 
 # Kinds of connection failure (health's mqtt.last_error_kind).
 CONNECT_ERROR_KINDS = (
@@ -196,7 +207,7 @@ class MqttPublisher:
         # an exception in one of our callbacks must not end paho's network thread (nothing would
         # reconnect or publish again): paho logs it (ERROR, logger edge.agent.mqtt.paho) and goes on
         c.suppress_exceptions = True
-        c.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        c.enable_logger(_paho_log)
         c.max_inflight_messages_set(cfg.max_inflight)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(1, max(1, int(cfg.reconnect_max_s)))
