@@ -426,7 +426,8 @@ class Agent:
         stop sentinel was met."""
         batch_max, interval_s = self.cfg.store.batch_max, self.cfg.store.batch_interval_s
         try:
-            first = await asyncio.wait_for(self._queue.get(), timeout=1.0)
+            async with asyncio.timeout(1.0):
+                first = await self._queue.get()
         except TimeoutError:
             return None, False
         if first is None:
@@ -546,8 +547,9 @@ class Agent:
                 self._pump_last_id = m.id
             if msgs and len(msgs) == room:
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout, not wait_for: 3.11's wait_for
+                async with asyncio.timeout(0.5):      # can lose a cancellation (a hung shutdown)
+                    await self._wake.wait()
 
     # --- refused publishes (MQTT 5 reason codes): hold, probe, release ------------------------------
 

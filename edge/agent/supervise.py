@@ -130,13 +130,18 @@ class Supervisor:
     def handle(self, name: str) -> asyncio.Task:
         return self._handles[name]
 
-    async def cancel(self, names: list[str] | None = None) -> None:
+    async def cancel(self, names: list[str] | None = None, timeout_s: float = 10.0) -> None:
         """Cancel the named tasks (default: all) and wait until they are gone."""
         handles = [self._handles[n] for n in (names if names is not None else list(self._handles))
                    if n in self._handles]
         for h in handles:
             h.cancel()
-        await asyncio.gather(*handles, return_exceptions=True)
+        if not handles:
+            return
+        _, stuck = await asyncio.wait(handles, timeout=timeout_s)
+        if stuck:  # never hold up the shutdown for a task that ignores its cancellation
+            log.error("tasks did not stop within %.0f s of being cancelled: %s", timeout_s,
+                      ", ".join(sorted(h.get_name() for h in stuck)))
 
 
 # Failures whose message says all there is to say (the environment, not a bug): no traceback.
