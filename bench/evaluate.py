@@ -5,7 +5,7 @@
     unimeter bench evaluate [ARGS]           # the same through the CLI
 
 Writes bench/results/<name>.json, <name>.md (with this exact command) and <name>_*.png. All
-options are those of ``unimeter train evaluate`` (trainer/evaluate.py).
+options are those of ``unimeter train evaluate`` (trainer/evaluation/cli.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a source checkout without installing
     sys.path.insert(0, str(ROOT))
 
-from trainer import evaluate as ev  # noqa: E402
+from trainer.evaluation import cli as ev  # noqa: E402
 
 # The committed run's settings (budgeted to ~25 min of wall time on a shared 2-core machine).
 COMMITTED = dict(households=200, days=60)
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.command_line = "python bench/evaluate.py " + shlex.join(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return ev.run(args)
+    return ev.run_reporting_errors(args, "bench/evaluate.py")
 
 
 if __name__ == "__main__":

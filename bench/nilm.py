@@ -42,6 +42,13 @@ TV_LIKE = ("tv", "computer")  # long sessions with a norm, small power: seed 002
 ON_W = 5.0  # sub-metered ON threshold for ground truth
 
 
+def score_methods(truth_on: np.ndarray, true_w: np.ndarray, rows: dict[str, tuple], resolution_s: float
+                  ) -> dict[str, dict[str, float]]:
+    """{method: F1, accuracy, power MAE, ...} of one appliance (``edge.signal.metrics.nilm_scores``);
+    ``rows`` maps a method to its (on, power_w) prediction."""
+    return {m: nilm_scores(truth_on, on, true_w, pw, resolution_s) for m, (on, pw) in rows.items()}
+
+
 def run_household(trace, train_n: int) -> tuple[dict, list, list]:
     names = [a for a in TARGETS if a in trace.appliances]
     agg = trace.power_w.astype(np.float64)
@@ -77,7 +84,7 @@ def run_household(trace, train_n: int) -> tuple[dict, list, list]:
             rows["weiss"] = (pred_w[a]["on"], pred_w[a]["power_w"])
         if a in pred_p:
             rows["parson"] = (pred_p[a]["on"], pred_p[a]["power_w"])
-        out[a] = {m: nilm_scores(truth_on[a], on, tw, pw, res) for m, (on, pw) in rows.items()}
+        out[a] = score_methods(truth_on[a], tw, rows, res)
         if a == "tv":
             hid = trace.household_id
             pred_sessions += sessions_from_on(rows.get("fhmm+norm", rows["fhmm"])[0], ts[te], a, hid)

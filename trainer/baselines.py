@@ -4,7 +4,7 @@ Every baseline follows the same small protocol: ``fit(train, val)`` on the train
 (the validation split is used only for model selection: early stopping, a threshold, a choice
 between two seasonal lags) and ``predict(batch)`` on held-out households. The batch types are the
 plain array dataclasses below, so that baselines, the unified model and the evaluation harness
-(`trainer/evaluate.py`) agree on one format.
+(`trainer/evaluation/`) agree on one format.
 
 Baselines here:
 

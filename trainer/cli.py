@@ -85,7 +85,7 @@ def _common_arguments(p: argparse.ArgumentParser, out_default: str) -> None:
 def _delegate(sub, name: str, help_text: str) -> None:
     """``train evaluate`` / ``train distill`` live in their own modules, imported lazily."""
     p = sub.add_parser(name, help=help_text)
-    module_name = f"trainer.{name}_cli" if name == "distill" else f"trainer.{name}"
+    module_name = {"distill": "trainer.distill_cli", "evaluate": "trainer.evaluation.cli"}[name]
     try:
         module = importlib.import_module(module_name)
         module.add_arguments(p)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.data.split import households_by_split
 from edge.errors import DataError
 
 TASK_KEYS: dict[str, tuple[str, ...]] = {
@@ -153,16 +154,18 @@ def simulate_profiles(n_households: int, days: int, seed: int = 0) -> ArrayDatas
 
 def high_rate_windows(traces: Iterable, window: int, appliances: Sequence[str] | None = None
                       ) -> ArrayDataset:
-    """Non-overlapping NILM windows of high-rate traces: aggregate + per-appliance truth."""
+    """Non-overlapping NILM windows of high-rate traces: aggregate + per-appliance truth, the
+    household index and each window's first timestamp (``start_ts_s``, UTC s)."""
     traces = list(traces)
     if appliances is None:
         appliances = sorted({a for t in traces for a in t.appliances})
-    loads, apps, ons, households = [], [], [], []
+    loads, apps, ons, households, starts = [], [], [], [], []
     for h, tr in enumerate(traces):
         n = len(tr.ts_s) // window * window
         if n == 0:
             continue
         loads.append(np.asarray(tr.power_w[:n], np.float32).reshape(-1, window))
+        starts.append(np.asarray(tr.ts_s[:n:window], np.int64))
         a_w = np.zeros((len(appliances), n), np.float32)
         a_on = np.zeros((len(appliances), n), np.float32)
         for j, name in enumerate(appliances):
@@ -176,7 +179,7 @@ def high_rate_windows(traces: Iterable, window: int, appliances: Sequence[str] |
         raise DataError(f"no trace is at least {window} samples long")
     return ArrayDataset({"load_w": np.concatenate(loads), "appliance_w": np.concatenate(apps),
                          "appliance_on": np.concatenate(ons),
-                         "household": np.concatenate(households)},
+                         "household": np.concatenate(households), "start_ts_s": np.concatenate(starts)},
                         {"appliances": list(appliances), "resolution_s": int(traces[0].resolution_s)})
 
 
@@ -245,14 +248,13 @@ def nilm_from_shards(data_dir: str, split: str = "train", rank: int = 0, world: 
 
 def split_by_household(ds: ArrayDataset, fractions: Sequence[float] = (0.8, 0.2), seed: int = 0
                        ) -> list[ArrayDataset]:
-    """Disjoint household splits (the ``household`` array), in the given fractions."""
+    """Disjoint household splits (the ``household`` array) in the given fractions, by the
+    project's one splitter (``edge.data.split.split_households``)."""
     if "household" not in ds.arrays:
         raise DataError("split_by_household needs a 'household' array")
-    hh = np.unique(ds.arrays["household"])
-    order = np.random.default_rng(seed).permutation(hh)
-    cuts = np.round(np.cumsum(fractions) / sum(fractions) * len(hh)).astype(int)
-    groups = np.split(order, cuts[:-1])
-    return [ds.subset(np.isin(ds.arrays["household"], g)) for g in groups]
+    groups = households_by_split(ds.arrays["household"].tolist(),
+                                 {str(i): f for i, f in enumerate(fractions)}, seed)
+    return [ds.subset(np.isin(ds.arrays["household"], g)) for g in groups.values()]
 
 
 # ---------------------------------------------------------------------------------------------

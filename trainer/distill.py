@@ -15,7 +15,7 @@ the binary cross-entropy against the teacher's probabilities at temperature T, t
 learned adapter A (student d_model -> teacher d_model) because widths differ; it is dropped
 after training. The teacher runs in eval mode (no gating noise, z = mu).
 
-Reported: each task's metric (trainer.evaluate's definitions) for teacher and student on the
+Reported: each task's metric (edge.signal.metrics, as in the evaluation) for teacher and student on the
 validation windows: imputation MAE on the missing points, anomaly window F1, forecast
 day-ahead MAE, NILM mean ON/OFF F1 and energy MAE.
 
@@ -37,10 +37,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from edge.signal.metrics import classification_metrics, nilm_metrics, regression_metrics
 from trainer.checkpoint import DataSpec, load_task_model, save_checkpoint
 from trainer.data import ArrayDataset
 from trainer.errors import TrainerError
-from trainer.evaluate import classification_metrics, nilm_metrics, regression_metrics
 from trainer.model import ModelConfig
 from trainer.tasks import TaskModel
 

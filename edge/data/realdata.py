@@ -85,7 +85,8 @@ def write_series(series: Iterable[MeterSeries], out_dir: str | Path, meter_ids: 
     The manifest records the time zone, holiday country, profile resolution and what was
     resampled (``import_notes`` per meter).
     """
-    from edge.data.shards import DatasetWriter, split_households
+    from edge.data.shards import DatasetWriter
+    from edge.data.split import split_households
 
     split_of = split_households(meter_ids, fractions, seed)
     writer, notes = None, {}

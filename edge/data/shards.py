@@ -62,46 +62,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from edge.data.split import DEFAULT_FRACTIONS, split_households
 from edge.errors import DataError
 from edge.sim.household import DailyProfiles, HouseholdTrace
 from edge.sim.specs import ALL_APPLIANCES
 
 FORMAT_VERSION = 1
 PROFILE_L = 48
-DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
 
 class ShardError(DataError):
     """A dataset directory that is missing, inconsistent or asked for something it lacks."""
-
-
-def split_households(household_ids: Sequence[str], fractions: dict[str, float] | None = None,
-                     seed: int = 0) -> dict[str, str]:
-    """Assign each household to one split with exact (rounded) fractions, deterministically.
-
-    Every split with a positive fraction gets at least one household when there are enough.
-    """
-    fractions = dict(fractions or DEFAULT_FRACTIONS)
-    if not fractions or any(f < 0 for f in fractions.values()) or sum(fractions.values()) <= 0:
-        raise ShardError(f"split fractions must be non-negative and not all zero: {fractions}")
-    ids = sorted(set(household_ids))
-    total = sum(fractions.values())
-    names = list(fractions)
-    counts = [int(np.floor(fractions[n] / total * len(ids))) for n in names]
-    for i in np.argsort([-(fractions[n] / total * len(ids) % 1) for n in names]):
-        if sum(counts) < len(ids):
-            counts[i] += 1
-    for i, n in enumerate(names):  # give empty positive splits one household from the largest
-        if fractions[n] > 0 and counts[i] == 0 and max(counts) > 1:
-            counts[int(np.argmax(counts))] -= 1
-            counts[i] += 1
-    perm = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5B17]).permutation(len(ids))
-    out, k = {}, 0
-    for name, c in zip(names, counts, strict=True):
-        for j in perm[k : k + c]:
-            out[ids[j]] = name
-        k += c
-    return out
 
 
 def _fixed(values: np.ndarray, width: int, pa_type: pa.DataType) -> pa.FixedSizeListArray:

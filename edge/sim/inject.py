@@ -123,10 +123,19 @@ def ramp_i(x: np.ndarray, t_s: int, t_e: int, lam: float) -> Injected:
     return _window_result(p, p[t] * (1 + lam * (t - t_s)), t_s, t_e, "ramp_i", lam=lam)
 
 
-def ramp_ii(x: np.ndarray, t_s: int, t_e: int, lam: float) -> Injected:
+def ramp_ii(x: np.ndarray, t_s: int, t_e: int, lam: float | None = None, *,
+            peak: float | None = None) -> Injected:
+    """Ramping type II with slope ``lam`` per sample, or given by its ``peak``: the relative change
+    at t_m, ``peak = lam (t_e - t_s) / 2`` (the up-then-down ramp 1 + peak (1 - |2 (t - t_s) /
+    (t_e - t_s) - 1|), the same triangle)."""
     p = _series(x)
     t_s, t_e = _check_window(len(p), t_s, t_e)
+    if (lam is None) == (peak is None):
+        raise InjectionError("ramp_ii takes either lam or peak")
     t = np.arange(t_s, t_e + 1)
+    if peak is not None:
+        factor = 1 + peak * (1 - np.abs(np.linspace(-1, 1, len(t))))
+        return _window_result(p, p[t] * factor, t_s, t_e, "ramp_ii", peak=peak)
     t_m = (t_s + t_e) / 2
     factor = np.where(t <= t_m, 1 + lam * (t - t_s), 1 + lam * (t_e - t))
     return _window_result(p, p[t] * factor, t_s, t_e, "ramp_ii", lam=lam)
@@ -209,6 +218,28 @@ def outage(x: np.ndarray, rng: np.random.Generator, samples_per_day: int, days: 
     mask = np.zeros(len(p), bool)
     mask[t_s : t_e + 1] = True
     return _nan_at(p, mask, "outage", (t_s, t_e), days=days)
+
+
+def exact_missing_mask(n: int, length: int, rate: float, pattern: str, rng: np.random.Generator) -> np.ndarray:
+    """[n, length] bool observed masks with exactly round(rate * length) missing points per row:
+    scattered at random (``"random"``) or as one contiguous run at a random place (``"block"``).
+
+    For scoring fillers at a stated missing rate (every method sees the same missing points); the
+    per-sample draws of ``missing_points`` are for making training data."""
+    n_miss = int(round(rate * length))
+    if not 0 <= n_miss <= length:
+        raise InjectionError(f"rate must be in [0, 1], got {rate}")
+    observed = np.ones((n, length), dtype=bool)
+    if pattern == "random":
+        idx = np.argsort(rng.random((n, length)), axis=1)[:, :n_miss]
+        np.put_along_axis(observed, idx, False, axis=1)
+    elif pattern == "block":
+        starts = rng.integers(0, length - n_miss + 1, size=n)
+        cols = np.arange(length)[None, :]
+        observed = ~((cols >= starts[:, None]) & (cols < starts[:, None] + n_miss))
+    else:
+        raise InjectionError(f"unknown missing pattern {pattern!r} (random | block)")
+    return observed
 
 
 # --- faults ------------------------------------------------------------------------------------

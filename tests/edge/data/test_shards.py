@@ -22,19 +22,6 @@ def dataset(tmp_path_factory):
     return out, manifest, {t.household_id: t for t in traces}
 
 
-def test_split_households_exact_disjoint_deterministic():
-    ids = [f"m{i}" for i in range(103)]
-    a = S.split_households(ids, {"train": 0.8, "val": 0.1, "test": 0.1}, seed=1)
-    assert a == S.split_households(list(reversed(ids)), {"train": 0.8, "val": 0.1, "test": 0.1}, seed=1)
-    assert a != S.split_households(ids, {"train": 0.8, "val": 0.1, "test": 0.1}, seed=2)
-    counts = {s: sum(v == s for v in a.values()) for s in ("train", "val", "test")}
-    assert sum(counts.values()) == 103 and counts["train"] in (82, 83) and counts["val"] in (10, 11)
-    tiny = S.split_households(["a", "b", "c"], {"train": 0.9, "val": 0.05, "test": 0.05})
-    assert sorted(tiny.values()) == ["test", "train", "val"]
-    with pytest.raises(S.ShardError):
-        S.split_households(ids, {"train": -1.0})
-
-
 def test_manifest_splits_are_disjoint_by_household(dataset):
     out, manifest, _ = dataset
     on_disk = json.loads((out / "manifest.json").read_text())
