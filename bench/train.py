@@ -49,10 +49,10 @@ def pretrain_throughput(cfg: ModelConfig, batch: int, threads: int, steps: int, 
         mask = random_patch_mask(batch, cfg.n_patches, 0.4, g)
         _, loss = model(x, targets=x, mask=mask, noise_std=0.1)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        return loss.item()
+        return loss.total.item()
 
     for i in range(warmup):
         step(i)

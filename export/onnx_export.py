@@ -15,7 +15,8 @@ int8 ONNX for students the contrib kernels cannot run).
 ``"moe_op"``: the whole layer as one ``com.microsoft.MoE`` node (router logits in, softmax over
 the top k inside, experts run only on their tokens: sparse by construction, grouped by expert,
 so the per-token weight copies of the gather form disappear). torch.onnx cannot emit it, so the
-layer calls a registered custom op (``unimeter::moe_ffn``) whose translation emits the node.
+layer's ``"moe_op"`` dispatch calls the custom op ``unimeter::moe_ffn`` (``trainer.model``) and
+the translation table here emits the node.
 Measured here (onnxruntime 1.31.1, one thread, d_model=16, d_expert=64, k=2, one layer, us):
 
 =============================  =========  =========  =========  ==========
@@ -47,10 +48,8 @@ the graph; gating noise is off because the module is exported in eval mode.
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import logging
-import types
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,52 +85,6 @@ class OnnxExportConfig:
     example_batch: int = 2
 
 
-# ---------------------------------------------------------------------------------------------
-# Dense reference dispatch
-
-
-def _dense_experts(self: MoEFeedForward, flat: torch.Tensor, topk_idx: torch.Tensor,
-                   gates: torch.Tensor) -> torch.Tensor:
-    """Every expert on every token ([E, N, ...] batched MatMul over the full expert tables), then
-    the top-k gates (zero elsewhere) pick the mix. Same result as the sparse form, E/k the MACs."""
-    E = self.cfg.n_experts
-    h = self.act(torch.matmul(flat.unsqueeze(0), self.w1) + self.b1.unsqueeze(1))  # [E, N, H]
-    y = torch.matmul(h, self.w2) + self.b2.unsqueeze(1)  # [E, N, D]
-    experts = torch.arange(E, device=flat.device)
-    dense_gates = ((topk_idx.unsqueeze(-1) == experts).to(flat.dtype) * gates.unsqueeze(-1)).sum(1)
-    return (y * dense_gates.t().unsqueeze(-1)).sum(0)
-
-
-@torch.library.custom_op("unimeter::moe_ffn", mutates_args=())
-def moe_ffn(x: torch.Tensor, logits: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
-            b2: torch.Tensor, k: int, activation: str) -> torch.Tensor:
-    """One MoE feed-forward layer given the router logits (what com.microsoft.MoE computes):
-    softmax over the top-k logits, experts on their routed tokens only."""
-    vals, idx = logits.topk(k, dim=-1)
-    gates = torch.softmax(vals, dim=-1)
-    act = torch.relu if activation == "relu" else torch.nn.functional.gelu
-    out = torch.zeros_like(x)
-    for e in range(w1.shape[0]):
-        token, slot = torch.where(idx == e)
-        if token.numel():
-            y = act(x[token] @ w1[e] + b1[e]) @ w2[e] + b2[e]
-            out.index_add_(0, token, y * gates[token, slot, None])
-    return out
-
-
-@moe_ffn.register_fake
-def _moe_ffn_fake(x, logits, w1, b1, w2, b2, k, activation):
-    return torch.empty_like(x)
-
-
-def _moe_op_forward(self: MoEFeedForward, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    flat = x.reshape(-1, x.shape[-1])
-    logits = self.gate.w_g(flat)  # eval: no gating noise
-    y = torch.ops.unimeter.moe_ffn(flat, logits, self.w1, self.b1, self.w2, self.b2,
-                                   self.cfg.top_k, self.cfg.activation)
-    return y.reshape(x.shape), x.new_zeros(())
-
-
 def _moe_translation() -> dict:
     """torch.ops.unimeter.moe_ffn -> com.microsoft.MoE (weights transposed to [E, out, in])."""
     import onnxscript
@@ -158,29 +111,27 @@ def _moe_translation() -> dict:
     return {torch.ops.unimeter.moe_ffn.default: moe_onnx}
 
 
-@contextlib.contextmanager
-def moe_dispatch(module: torch.nn.Module, dispatch: str) -> Iterator[None]:
-    """Temporarily route every MoE layer of ``module`` through one dispatch (see module doc)."""
+# the exporter's dispatch names -> the model's (trainer.model.MoEFeedForward.dispatch)
+MODEL_DISPATCH = {"sparse": "gather", "moe_op": "moe_op", "dense": "dense"}
+
+
+def with_dispatch(module: torch.nn.Module, dispatch: str) -> torch.nn.Module:
+    """``module`` with every MoE layer on ``dispatch`` (see the module doc): itself if it already
+    is, else a copy whose layers were given it (a module attribute; nothing is patched on the
+    class and the caller's module is left as it was)."""
     if dispatch not in DISPATCHES:
         raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
     layers = [m for m in module.modules() if isinstance(m, MoEFeedForward)]
     if dispatch == "moe_op" and any(m.cfg.activation != "relu" for m in layers):
         raise ExportError("the com.microsoft MoE dispatch matches PyTorch for relu experts only")
-    saved = [m.dispatch for m in layers]
-    for m in layers:
-        m.dispatch = "gather"
-        if dispatch == "dense":
-            m._gather = types.MethodType(_dense_experts, m)
-    original_forward = MoEFeedForward.forward
-    if dispatch == "moe_op":  # a class attribute: torch.export looks forward up on the class
-        MoEFeedForward.forward = _moe_op_forward
-    try:
-        yield
-    finally:
-        MoEFeedForward.forward = original_forward
-        for m, d in zip(layers, saved, strict=True):
-            m.dispatch = d
-            m.__dict__.pop("_gather", None)
+    wanted = MODEL_DISPATCH[dispatch]
+    if all(m.dispatch == wanted for m in layers):
+        return module
+    module = copy.deepcopy(module)
+    for m in module.modules():
+        if isinstance(m, MoEFeedForward):
+            m.dispatch = wanted
+    return module
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,13 +143,13 @@ def export_onnx(module: ExportModule, path: str | Path, cfg: OnnxExportConfig | 
     cfg = cfg or OnnxExportConfig()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    module = module.eval()
+    module = with_dispatch(module.eval(), cfg.dispatch)
     example = module.example_inputs(cfg.example_batch)
     dynamic_shapes = None
     if cfg.dynamic_batch:
         batch = torch.export.Dim("batch", min=1, max=4096)
         dynamic_shapes = (tuple({0: batch} for _ in example),)
-    with moe_dispatch(module, cfg.dispatch), torch.no_grad():
+    with torch.no_grad():
         try:
             program = torch.onnx.export(
                 module, example, input_names=list(module.input_names),

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from export.errors import ExportError
-from export.onnx_export import moe_dispatch
+from export.onnx_export import with_dispatch
 from trainer.tasks import ExportModule
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,8 @@ def export_tflite(module: ExportModule, path: str | Path, cfg: TfliteExportConfi
     cfg = cfg or TfliteExportConfig()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    module = module.eval()
-    with moe_dispatch(module, "sparse"), torch.no_grad():
+    module = with_dispatch(module.eval(), "sparse")
+    with torch.no_grad():
         try:
             edge_model = litert_torch.convert(module, module.example_inputs(cfg.batch))
         except Exception as e:  # the converter raises many types

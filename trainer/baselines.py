@@ -27,18 +27,16 @@ of magnitude, and a global scaler would hand the unified model an unfair advanta
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from trainer.errors import TrainerError
+from trainer.loop import LoopConfig, TrainLoop
 
 STEPS_PER_DAY = 48  # 30-min profiles (seed 000: L = 48)
 
@@ -156,6 +154,7 @@ class TrainConfig:
     max_train_windows: int | None = None
     seed: int = 0
     progress: bool = True
+    checkpoint: str | None = None  # resume file: training continues from it after an interruption
 
 
 def _to_tensors(arrays: tuple[np.ndarray, ...]) -> tuple[torch.Tensor, ...]:
@@ -170,8 +169,9 @@ def train_regressor(
     cfg: TrainConfig,
     desc: str,
 ) -> list[dict[str, float]]:
-    """Fit ``model`` with seed 004's schedule. ``train_xy``/``val_xy`` are tuples of arrays whose
-    first axis is the sample; ``loss_fn(model, *tensors)`` returns the mean loss. Returns the log."""
+    """Fit ``model`` with seed 004's schedule on ``trainer.loop``. ``train_xy``/``val_xy`` are
+    tuples of arrays whose first axis is the sample; ``loss_fn(model, *tensors)`` returns the mean
+    loss. Each epoch takes a fresh random subset of ``max_train_windows``. Returns the log."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     train_t, val_t = _to_tensors(train_xy), _to_tensors(val_xy)
@@ -179,33 +179,25 @@ def train_regressor(
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, factor=cfg.plateau_factor, patience=cfg.plateau_patience
     )
-    best, best_state, since_best, log = math.inf, copy.deepcopy(model.state_dict()), 0, []
     n = len(train_t[0])
-    bar = tqdm(range(cfg.epochs), desc=desc, disable=not cfg.progress, leave=False)
-    for epoch in bar:
-        model.train()
+    per_epoch = -(-min(cfg.max_train_windows or n, n) // cfg.batch_size)
+
+    def epoch_batches(epoch: int, skip: int):
         order = rng.permutation(n)[: cfg.max_train_windows or n]
-        total = 0.0
-        for start in range(0, len(order), cfg.batch_size):
+        for start in range(skip * cfg.batch_size, len(order), cfg.batch_size):
             idx = torch.as_tensor(order[start : start + cfg.batch_size])
-            loss = loss_fn(model, *(t[idx] for t in train_t))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        val = evaluate_loss(model, val_t, loss_fn)
-        sched.step(val)
-        log.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val})
-        bar.set_postfix(train=f"{total / len(order):.4f}", val=f"{val:.4f}")
-        if val < best - 1e-7:
-            best, best_state, since_best = val, copy.deepcopy(model.state_dict()), 0
-        else:
-            since_best += 1
-            if since_best >= cfg.early_stop_patience:
-                break
-    model.load_state_dict(best_state)
+            yield tuple(t[idx] for t in train_t)
+
+    loop = TrainLoop(model, opt, LoopConfig(epochs=cfg.epochs, patience=cfg.early_stop_patience,
+                                            min_delta=1e-7, progress=cfg.progress, desc=desc),
+                     scheduler=sched, checkpoint=cfg.checkpoint,
+                     fingerprint={"desc": desc, **asdict(cfg), "checkpoint": None},
+                     extra_state=lambda: {"rng": rng.bit_generator.state},
+                     load_extra_state=lambda extra: setattr(rng.bit_generator, "state", extra["rng"]))
+    state = loop.fit(epoch_batches, per_epoch, lambda batch, _st: loss_fn(model, *batch),
+                     lambda: evaluate_loss(model, val_t, loss_fn))
     model.eval()
-    return log
+    return state.history
 
 
 @torch.no_grad()

@@ -53,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--regularizer", choices=("none", "l2sp", "frozen"), default="l2sp")
     f.add_argument("--reg-lambda", type=float, default=1e-3)
     f.add_argument("--patience", type=int, default=5)
+    f.add_argument("--no-resume", action="store_true", help="start over even if <task>_last.pt exists")
     _common_arguments(f, "runs/finetune")
     f.set_defaults(func=_run_finetune)
 
@@ -186,7 +187,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
     cfg = FinetuneConfig(task=args.task, out_dir=args.out, epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr, regularizer=args.regularizer,
                          reg_lambda=args.reg_lambda, patience=args.patience, seed=args.seed,
-                         max_steps=args.max_steps, progress=not args.no_progress,
+                         max_steps=args.max_steps, progress=not args.no_progress, resume=not args.no_resume,
                          threads=args.threads, appliances=list(train.meta.get("appliances", [])))
     path = finetune(cfg, Path(args.pretrained), train, val)
     print(path)

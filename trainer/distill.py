@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,12 +34,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from edge.signal.metrics import classification_metrics, nilm_metrics, regression_metrics
 from trainer.checkpoint import DataSpec, load_task_model, save_checkpoint
 from trainer.data import ArrayDataset
 from trainer.errors import TrainerError
+from trainer.loop import LoopConfig, TrainLoop
 from trainer.model import ModelConfig
 from trainer.tasks import TaskModel
 
@@ -78,6 +77,7 @@ class DistillConfig:
     seed: int = 0
     max_steps: int | None = None
     patience: int = 5
+    resume: bool = True  # continue from <out_dir>/<task>_last.pt after an interruption
     progress: bool = True
     threads: int | None = None
     plot: bool = True
@@ -176,14 +176,14 @@ class _ZAdapter(nn.Module):
 def _step_loss(cfg: DistillConfig, student: TaskModel, teacher: TaskModel, adapter: _ZAdapter | None,
                batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
     with torch.no_grad():
-        t_out = teacher(batch)
-        t_enc = teacher._last_encoded
-    s_out, task_loss = student.loss(batch)
+        t_out, t_enc = teacher.outputs(batch)
+    s_out, s_enc = student.outputs(batch)
+    task_loss = student.task_loss(batch, s_out, s_enc)
     kd = distill_loss(student.task, s_out, t_out, t_enc.stats.std_w, cfg.temperature)
     loss = cfg.w_task * task_loss + cfg.w_kd * kd
     parts = {"task": task_loss.item(), "kd": kd.item()}
     if adapter is not None:
-        s_z = student._last_encoded.z
+        s_z = s_enc.z
         if s_z.shape[:2] != t_enc.z.shape[:2]:
             raise DistillError(f"z matching needs equal patch counts: {tuple(s_z.shape)} vs {tuple(t_enc.z.shape)}")
         z_loss = F.mse_loss(adapter(s_z), t_enc.z)
@@ -197,36 +197,26 @@ def _train(cfg: DistillConfig, student: TaskModel, teacher: TaskModel, train: Ar
     adapter = _ZAdapter(student.model_cfg.d_model, teacher.model_cfg.d_model) if cfg.w_z > 0 else None
     params = list(student.parameters()) + (list(adapter.parameters()) if adapter else [])
     opt = torch.optim.Adam(params, lr=cfg.lr)
-    per_epoch = train.n_batches(cfg.batch_size)
-    total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
-    history, best = [], (math.inf, None, -1)
-    step = 0
-    with tqdm(total=total, desc=f"distill {student.task}", unit="step", disable=not cfg.progress) as bar:
-        for epoch in range(cfg.epochs):
-            student.train()
-            losses = []
-            for batch in train.batches(cfg.batch_size, seed=cfg.seed, epoch=epoch):
-                if step >= total:
-                    break
-                loss, parts = _step_loss(cfg, student, teacher, adapter, _to_torch(batch))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-                losses.append(loss.item())
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", kd=f"{parts['kd']:.4f}")
-            val_loss = _val_loss(cfg, student, teacher, adapter, val)
-            history.append({"epoch": epoch, "step": step, "train_loss": float(np.mean(losses or [np.nan])),
-                            "val_loss": val_loss})
-            if val_loss < best[0]:
-                best = (val_loss, {k: v.detach().clone() for k, v in student.state_dict().items()}, epoch)
-            if epoch - best[2] >= cfg.patience or step >= total:
-                break
-    if best[1] is not None:
-        student.load_state_dict(best[1])
-    return history, {"best_val_loss": best[0], "best_epoch": best[2]}
+    loop = TrainLoop(student, opt, LoopConfig(epochs=cfg.epochs, max_steps=cfg.max_steps,
+                                              grad_clip=cfg.grad_clip, patience=cfg.patience,
+                                              progress=cfg.progress, desc=f"distill {student.task}"),
+                     params=params, checkpoint=Path(cfg.out_dir) / f"{student.task}_last.pt",
+                     resume=cfg.resume, fingerprint=_fingerprint(cfg, student, teacher),
+                     extra_state=lambda: {"adapter": adapter.state_dict() if adapter else None},
+                     load_extra_state=lambda extra: adapter and adapter.load_state_dict(extra["adapter"]))
+    state = loop.fit(lambda epoch, skip: train.batches(cfg.batch_size, seed=cfg.seed, epoch=epoch, skip=skip),
+                     train.n_batches(cfg.batch_size),
+                     lambda batch, _st: _step_loss(cfg, student, teacher, adapter, _to_torch(batch)),
+                     lambda: _val_loss(cfg, student, teacher, adapter, val))
+    return state.history, {"best_val_loss": state.best_loss, "best_epoch": state.best_epoch}
+
+
+def _fingerprint(cfg: DistillConfig, student: TaskModel, teacher: TaskModel) -> dict:
+    """What a resumed run must share with the interrupted one."""
+    return {"student": student.model_cfg.to_dict(), "teacher": teacher.model_cfg.to_dict(),
+            "task": student.task_cfg.to_dict(),
+            **{k: getattr(cfg, k) for k in ("batch_size", "lr", "w_task", "w_kd", "w_z", "temperature",
+                                             "seed")}}
 
 
 @torch.no_grad()

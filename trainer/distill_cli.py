@@ -24,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/distill")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int)
+    p.add_argument("--no-resume", action="store_true", help="start over even if <task>_last.pt exists")
     p.add_argument("--threads", type=int)
     p.add_argument("--no-progress", action="store_true")
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = DistillConfig(out_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         w_kd=args.w_kd, w_z=args.w_z, temperature=args.temperature,
                         patience=args.patience, seed=args.seed, max_steps=args.max_steps,
-                        threads=args.threads, progress=not args.no_progress,
+                        threads=args.threads, progress=not args.no_progress, resume=not args.no_resume,
                         student_overrides=json.loads(args.student_json) if args.student_json else {})
     path = distill(args.teacher, None, train, val, cfg)
     report = json.loads((Path(args.out) / f"{ckpt['task']}_distill_report.json").read_text())

@@ -18,21 +18,19 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from edge.errors import DataError
 from edge.task_io import TASKS
 from trainer import distributed as D
 from trainer.checkpoint import DataSpec, load_pretrained_model, save_checkpoint
 from trainer.data import ArrayDataset
+from trainer.loop import LoopConfig, LoopState, TrainLoop
 from trainer.model import ModelConfig, UnifiedModel
-from trainer.pretrain import check_finite
 from trainer.tasks import TaskConfig, TaskModel
 
 log = logging.getLogger(__name__)
@@ -54,6 +52,7 @@ class FinetuneConfig:
     seed: int = 0
     max_steps: int | None = None
     log_every: int = 20
+    resume: bool = True  # continue from <out_dir>/<task>_last.pt after an interruption
     progress: bool = True
     plot: bool = True
     threads: int | None = None
@@ -208,58 +207,41 @@ def _finetune(cfg: FinetuneConfig, ckpt: Path | None, ctx: D.DistContext, train_
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed + 1 + ctx.rank)
     ddp = D.wrap(_LossModule(model.to(ctx.device), reg), ctx)
-    per_epoch = train.n_batches(cfg.batch_size)
-    total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
-    history: list[dict] = []
-    best = (math.inf, None, -1)
-    bar = tqdm(total=total, desc=f"finetune {cfg.task_name}", unit="step",
-               disable=not (cfg.progress and ctx.is_main))
-    step = 0
-    for epoch in range(cfg.epochs):
-        train_loss, step = _train_epoch(cfg, model, ddp, opt, train, epoch, step, total, ctx, bar)
-        val_loss = evaluate_task_loss(model, val, cfg.val_batch_size) if val is not None else train_loss
-        history.append({"epoch": epoch, "step": step, "train_loss": train_loss, "val_loss": val_loss})
-        if val_loss < best[0]:
-            best = (val_loss, {k: v.detach().clone() for k, v in model.state_dict().items()}, epoch)
-        if epoch - best[2] >= cfg.patience or step >= total:
-            break
-    bar.close()
-    model.load_state_dict(best[1])
+
+    def train_mode() -> None:
+        model.train()
+        if cfg.regularizer == "frozen":
+            model.backbone.eval()
+
+    def step_loss(batch, _state) -> tuple[torch.Tensor, dict]:
+        loss, total_loss = ddp(_to_torch(batch, ctx.device))
+        return total_loss, {"loss": loss.item()}  # the epoch reports the task loss l of eq 2
+
+    loop = TrainLoop(model, opt, LoopConfig(epochs=cfg.epochs, max_steps=cfg.max_steps,
+                                            grad_clip=cfg.grad_clip, patience=cfg.patience,
+                                            log_every=cfg.log_every, progress=cfg.progress,
+                                            desc=f"finetune {cfg.task_name}"),
+                     train_mode=train_mode, ctx=ctx, checkpoint=out / f"{cfg.task_name}_last.pt",
+                     resume=cfg.resume, fingerprint=_fingerprint(cfg, model))
+    state = loop.fit(lambda epoch, skip: train.batches(cfg.batch_size, seed=cfg.seed, epoch=epoch,
+                                                       rank=ctx.rank, world=ctx.world, skip=skip),
+                     train.n_batches(cfg.batch_size), step_loss,
+                     (lambda: evaluate_task_loss(model, val, cfg.val_batch_size)) if val is not None else None)
     path = out / f"{cfg.task_name}.pt"
     if ctx.is_main:
-        _write_outputs(cfg, model, spec, train, history, best, path)
+        _write_outputs(cfg, model, spec, train, state, path)
     D.barrier(ctx)
     return path
 
 
-def _train_epoch(cfg, model: TaskModel, ddp, opt, train: ArrayDataset, epoch: int, step: int,
-                 total: int, ctx: D.DistContext, bar) -> tuple[float, int]:
-    model.train()
-    if cfg.regularizer == "frozen":
-        model.backbone.eval()
-    losses = []
-    for batch in train.batches(cfg.batch_size, seed=cfg.seed, epoch=epoch, rank=ctx.rank,
-                               world=ctx.world):
-        if step >= total:
-            break
-        loss, total_loss = ddp(_to_torch(batch, ctx.device))
-        check_finite(total_loss, step)
-        opt.zero_grad(set_to_none=True)
-        total_loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                           cfg.grad_clip)
-        opt.step()
-        losses.append(loss.item())
-        step += 1
-        bar.update(1)
-        if step % cfg.log_every == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-cfg.log_every:]):.4f}")
-    mean = torch.tensor(float(np.mean(losses)) if losses else float("nan"))
-    return float(D.all_reduce_mean(mean, ctx)), step
+def _fingerprint(cfg: FinetuneConfig, model: TaskModel) -> dict:
+    """What a resumed run must share with the interrupted one."""
+    return {"model_config": model.model_cfg.to_dict(), "task_config": model.task_cfg.to_dict(),
+            **{k: getattr(cfg, k) for k in ("batch_size", "lr", "backbone_lr", "regularizer",
+                                             "reg_lambda", "seed")}}
 
 
-def _write_outputs(cfg, model: TaskModel, spec: dict, train: ArrayDataset, history, best, path) -> None:
+def _write_outputs(cfg, model: TaskModel, spec: dict, train: ArrayDataset, state: LoopState, path) -> None:
     from edge.features import COVARIATE_NAMES, COVARIATE_SPEC_VERSION
 
     data_spec = DataSpec(**{k: v for k, v in spec.items() if k in DataSpec.__dataclass_fields__}) \
@@ -267,10 +249,11 @@ def _write_outputs(cfg, model: TaskModel, spec: dict, train: ArrayDataset, histo
     if model.task == "forecast" and model.task_cfg.n_covariates == len(COVARIATE_NAMES):
         data_spec.covariate_names = list(COVARIATE_NAMES)
         data_spec.covariate_spec_version = COVARIATE_SPEC_VERSION
-    metrics = {"best_val_loss": best[0], "best_epoch": best[2], "epochs_run": len(history),
+    history = state.history
+    metrics = {"best_val_loss": state.best_loss, "best_epoch": state.best_epoch, "epochs_run": len(history),
                "regularizer": cfg.regularizer, "reg_lambda": cfg.reg_lambda}
     save_checkpoint(path, model, kind="task", model_cfg=model.model_cfg, task_cfg=model.task_cfg,
-                    data_spec=data_spec, metrics=metrics, epoch=best[2],
+                    data_spec=data_spec, metrics=metrics, epoch=state.best_epoch,
                     extra={"finetune_config": cfg.to_dict(), "history": history})
     out = Path(cfg.out_dir)
     (out / f"{cfg.task_name}_metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))

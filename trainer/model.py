@@ -32,24 +32,33 @@ Choices where the paper is vague or wrong (each is the sound option, stated once
 - Eq 12's Except(Noise(x), k, i) is the k-th largest noisy logit among the experts other than
   i: the (k+1)-th largest overall if i is in the top k, else the k-th largest.
 
-Two dispatches share the same stacked expert weights [E, d_in, d_out]:
+Dispatches (``MoEFeedForward.dispatch``, a module attribute: ``model.set_dispatch(name)``) share
+the same stacked expert weights [E, d_in, d_out]:
 - ``"loop"`` (training): per expert, gather the tokens routed to it, run the expert on those
   tokens only, scatter-add the gated outputs back (Mixtral-style).
 - ``"gather"`` (export): ``F.embedding(topk_idx, W.reshape(E, -1))`` fetches each token's k
   expert weight blocks, then batched ``torch.matmul``. Routing stays sparse in the graph
-  (TopK + Gather + MatMul) and quantises cleanly. ``model.set_dispatch("gather")``.
+  (TopK + Gather + MatMul) and quantises cleanly.
+- ``"moe_op"`` (export, relu experts): the whole layer as one ``unimeter::moe_ffn`` custom op
+  (router logits in), which the exporter translates to onnxruntime's ``com.microsoft.MoE``.
+- ``"dense"`` (reference): every expert on every token, mixed by the top-k gates (E/k the MACs).
+
+Nothing is stored on the modules during a forward: the MoE layers return their routing
+(``RoutingInfo``), ``encode`` returns them in ``Encoded.routing``, and ``forward`` returns the
+eq 26 loss with its terms (``Losses``), nanoGPT style: ``out, loss = model(x, targets=x)``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-DISPATCHES = ("loop", "gather")
+DISPATCHES = ("loop", "gather", "moe_op", "dense")
 
 
 @dataclass
@@ -263,7 +272,6 @@ class RoutingInfo:
     value: torch.Tensor  # [E] eq 11
     payload: torch.Tensor  # [E] eq 12
     balance_loss: torch.Tensor  # w_value * CV^2(value) + w_load * CV^2(payload)
-    tokens_per_expert: torch.Tensor | None = None  # [E] float counts (training/aux only)
 
 
 class NoisyTopKGate(nn.Module):
@@ -296,9 +304,7 @@ class NoisyTopKGate(nn.Module):
         payload = self._payload(clean, noisy, noise_std, top_vals) if k < E else \
             torch.full_like(value, float(x.shape[0]))
         balance = cfg.w_value * cv_squared(value) + cfg.w_load * cv_squared(payload)
-        counts = torch.zeros(E, device=x.device).index_add_(
-            0, topk_idx.reshape(-1), torch.ones(topk_idx.numel(), device=x.device))
-        return RoutingInfo(topk_idx, gates, value, payload, balance, counts)
+        return RoutingInfo(topk_idx, gates, value, payload, balance)
 
     def _payload(self, clean, noisy, noise_std, top_vals) -> torch.Tensor:
         """Eq 12: P(expert i stays in the top k when its noise is re-drawn), summed over tokens."""
@@ -310,8 +316,32 @@ class NoisyTopKGate(nn.Module):
         return normal_cdf((clean - thr) / (noise_std + 1e-9)).sum(0)
 
 
+@torch.library.custom_op("unimeter::moe_ffn", mutates_args=())
+def moe_ffn(x: torch.Tensor, logits: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+            b2: torch.Tensor, k: int, activation: str) -> torch.Tensor:
+    """One MoE feed-forward layer given its router logits [N, E] (what onnxruntime's
+    ``com.microsoft.MoE`` computes): softmax over the top-k logits, experts on their routed tokens
+    only. The ``"moe_op"`` dispatch; ``export.onnx_export`` translates it to the contrib node."""
+    vals, idx = logits.topk(k, dim=-1)
+    gates = torch.softmax(vals, dim=-1)
+    act = torch.relu if activation == "relu" else F.gelu
+    out = torch.zeros_like(x)
+    for e in range(w1.shape[0]):
+        token, slot = torch.where(idx == e)
+        if token.numel():
+            y = act(x[token] @ w1[e] + b1[e]) @ w2[e] + b2[e]
+            out.index_add_(0, token, y * gates[token, slot, None])
+    return out
+
+
+@moe_ffn.register_fake
+def _moe_ffn_fake(x, logits, w1, b1, w2, b2, k, activation):
+    return torch.empty_like(x)
+
+
 class MoEFeedForward(nn.Module):
-    """Eq 6 with sparse gating: stacked expert weights [E, d_in, d_out], two dispatches."""
+    """Eq 6 with sparse gating: stacked expert weights [E, d_in, d_out]; ``forward(x) -> (y,
+    routing)`` with the dispatch of ``self.dispatch`` (see the module docstring)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -326,18 +356,21 @@ class MoEFeedForward(nn.Module):
             nn.init.uniform_(w, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
         self.dispatch = "loop"
         self.act = _activation(cfg.activation)
-        self.last_routing: RoutingInfo | None = None
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, RoutingInfo | None]:
+        """x [..., d_model] -> (y of the same shape, this layer's routing; None for "moe_op",
+        whose routing happens inside the fused op)."""
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
+        if self.dispatch == "moe_op":
+            logits = self.gate.w_g(flat)  # eval: no gating noise
+            y = torch.ops.unimeter.moe_ffn(flat, logits, self.w1, self.b1, self.w2, self.b2,
+                                           self.cfg.top_k, self.cfg.activation)
+            return y.reshape(shape), None
         routing = self.gate(flat)
-        self.last_routing = routing
-        if self.dispatch == "gather":
-            y = self._gather(flat, routing.topk_idx, routing.gates)
-        else:
-            y = self._loop(flat, routing.topk_idx, routing.gates)
-        return y.reshape(shape), routing.balance_loss
+        experts = {"loop": self._loop, "gather": self._gather, "dense": self._dense}[self.dispatch]
+        y = experts(flat, routing.topk_idx, routing.gates)
+        return y.reshape(shape), routing
 
     def _loop(self, flat, topk_idx, gates) -> torch.Tensor:
         out = torch.zeros_like(flat)
@@ -362,6 +395,16 @@ class MoEFeedForward(nn.Module):
         y = torch.matmul(h.unsqueeze(2), w2).squeeze(2) + b2  # [N, k, D]
         return (y * gates.unsqueeze(-1)).sum(1)
 
+    def _dense(self, flat, topk_idx, gates) -> torch.Tensor:
+        """Every expert on every token ([E, N, ...] batched MatMul over the full expert tables),
+        then the top-k gates (zero elsewhere) pick the mix: the sparse result at E/k the MACs."""
+        E = self.cfg.n_experts
+        h = self.act(torch.matmul(flat.unsqueeze(0), self.w1) + self.b1.unsqueeze(1))  # [E, N, H]
+        y = torch.matmul(h, self.w2) + self.b2.unsqueeze(1)  # [E, N, D]
+        experts = torch.arange(E, device=flat.device)
+        dense_gates = ((topk_idx.unsqueeze(-1) == experts).to(flat.dtype) * gates.unsqueeze(-1)).sum(1)
+        return (y * dense_gates.t().unsqueeze(-1)).sum(0)
+
 
 class DenseFeedForward(nn.Module):
     """Ablation: one FFN with the active compute of the MoE (hidden = top_k * d_expert)."""
@@ -372,8 +415,8 @@ class DenseFeedForward(nn.Module):
         self.fc2 = nn.Linear(cfg.top_k * cfg.d_expert, cfg.d_model)
         self.act = _activation(cfg.activation)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.fc2(self.act(self.fc1(x))), x.new_zeros(())
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.fc2(self.act(self.fc1(x))), None
 
 
 class EncoderLayer(nn.Module):
@@ -385,10 +428,10 @@ class EncoderLayer(nn.Module):
         self.ffn = MoEFeedForward(cfg) if cfg.moe else DenseFeedForward(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, RoutingInfo | None]:
         x = x + self.drop(self.attn(self.ln1(x)))
-        y, balance = self.ffn(self.ln2(x))
-        return x + self.drop(y), balance
+        y, routing = self.ffn(self.ln2(x))
+        return x + self.drop(y), routing
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,6 +455,24 @@ class Encoded:
     balance_loss: torch.Tensor  # summed over MoE layers
     kl: torch.Tensor  # [B] eq 25 (zeros when use_ib=False)
     fill_n: torch.Tensor  # [B, L] normalised input with hidden/missing points filled
+    routing: tuple[RoutingInfo, ...] = ()  # one per MoE layer (none for dense or "moe_op")
+
+
+class Losses(NamedTuple):
+    """Eq 26 for one batch: ``total`` is what to minimise; the terms are for logging (tensors,
+    turned into numbers by whoever logs them), ``tokens_per_expert`` [n_moe_layers, E] the routed
+    token slots of the batch (expert utilisation)."""
+
+    total: torch.Tensor
+    recon: torch.Tensor
+    kl: torch.Tensor
+    balance: torch.Tensor
+    tokens_per_expert: torch.Tensor
+
+    def terms(self) -> dict[str, float]:
+        """The scalar terms as numbers (one synchronisation), for a log line."""
+        values = torch.stack([self.total, self.recon, self.kl, self.balance]).detach().tolist()
+        return dict(zip(("loss", "recon", "kl", "balance"), values, strict=True))
 
 
 class UnifiedModel(nn.Module):
@@ -427,7 +488,6 @@ class UnifiedModel(nn.Module):
         self.ib_mu = nn.Linear(cfg.d_model, cfg.d_model)
         self.ib_log_sigma = nn.Linear(cfg.d_model, cfg.d_model)
         self.recovery = nn.Linear(cfg.n_patches * cfg.d_model, cfg.seq_len)  # g
-        self.last_losses: dict[str, float] = {}
 
     # -- routing controls -----------------------------------------------------------------------
     def moe_layers(self) -> list[MoEFeedForward]:
@@ -446,15 +506,6 @@ class UnifiedModel(nn.Module):
             m.gate.aux_losses = enabled
         return self
 
-    def expert_utilisation(self) -> list[list[float]]:
-        """Per MoE layer, the fraction of routed token slots each expert got in the last forward."""
-        out = []
-        for m in self.moe_layers():
-            c = m.last_routing.tokens_per_expert if m.last_routing is not None else None
-            if c is None and m.last_routing is not None:
-                c = torch.bincount(m.last_routing.topk_idx.reshape(-1), minlength=self.cfg.n_experts).float()
-            out.append([] if c is None else (c / c.sum().clamp_min(1)).tolist())
-        return out
 
     # -- forward ---------------------------------------------------------------------------------
     def encode(self, x_w: torch.Tensor, observed: torch.Tensor | None = None,
@@ -483,23 +534,26 @@ class UnifiedModel(nn.Module):
         fill_n = linear_fill(x_n, obs) if cfg.fill_missing == "linear" else x_n
         h = self.drop(self.embed(fill_n, obs))
         balance = x_w.new_zeros(())
+        routing = []
         for layer in self.layers:
-            h, b = layer(h)
-            balance = balance + b
+            h, r = layer(h)
+            if r is not None:
+                balance = balance + r.balance_loss
+                routing.append(r)
         h = self.ln_f(h)
         mu = self.ib_mu(h)
         if not cfg.use_ib:
             return Encoded(mu, mu, torch.zeros_like(mu), stats, balance, x_w.new_zeros(x_w.shape[0]),
-                           fill_n)
+                           fill_n, tuple(routing))
         log_sigma = self.ib_log_sigma(h).clamp(cfg.log_sigma_min, cfg.log_sigma_max)
         z = mu + torch.exp(log_sigma) * torch.randn_like(mu) if self.training else mu
-        return Encoded(z, mu, log_sigma, stats, balance, gaussian_kl(mu, log_sigma), fill_n)
+        return Encoded(z, mu, log_sigma, stats, balance, gaussian_kl(mu, log_sigma), fill_n, tuple(routing))
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None, observed: torch.Tensor | None = None,
                 noise_std: float = 0.0, noise: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x [B, L] W -> (recovered x_hat [B, L] W, eq 26 loss if targets [B, L] W are given).
+                ) -> tuple[torch.Tensor, Losses | None]:
+        """x [B, L] W -> (recovered x_hat [B, L] W, eq 26 ``Losses`` if targets [B, L] W are given).
 
         mask [B, P] bool hides patches (pre-training); observed [B, L] marks missing points.
         """
@@ -510,10 +564,22 @@ class UnifiedModel(nn.Module):
             return out, None
         recon = (((out - targets) / loss_scale_w(targets)) ** 2).sum(-1).mean()
         kl = enc.kl.mean()
-        loss = recon + self.cfg.beta * kl + enc.balance_loss
-        self.last_losses = {"loss": loss.item(), "recon": recon.item(), "kl": kl.item(),
-                            "balance": enc.balance_loss.item()}
-        return out, loss
+        total = recon + self.cfg.beta * kl + enc.balance_loss
+        return out, Losses(total, recon, kl, enc.balance_loss, tokens_per_expert(enc.routing, self.cfg.n_experts))
+
+
+def tokens_per_expert(routing: tuple[RoutingInfo, ...], n_experts: int) -> torch.Tensor:
+    """[n_moe_layers, E] routed token slots per expert (float counts, no gradient)."""
+    if not routing:
+        return torch.zeros(0, n_experts)
+    return torch.stack([torch.bincount(r.topk_idx.reshape(-1).detach(), minlength=n_experts).float()
+                        for r in routing])
+
+
+def expert_utilisation(routing: tuple[RoutingInfo, ...], n_experts: int) -> list[list[float]]:
+    """Per MoE layer, the share of routed token slots each expert got."""
+    counts = tokens_per_expert(routing, n_experts)
+    return (counts / counts.sum(1, keepdim=True).clamp_min(1)).tolist()
 
 
 def loss_scale_w(target_w: torch.Tensor, floor_w: float = 1.0) -> torch.Tensor:

@@ -23,26 +23,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from edge.errors import DataError
 from trainer import distributed as D
-from trainer.checkpoint import CheckpointError, DataSpec, load_checkpoint, save_checkpoint
+from trainer.checkpoint import DataSpec, save_checkpoint
 from trainer.data import ArrayDataset
-from trainer.errors import TrainerError
+from trainer.loop import LoopConfig, LoopState, TrainLoop
 from trainer.model import ModelConfig, UnifiedModel
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(TrainerError, RuntimeError):
-    """Training cannot go on (a non-finite loss: lower the learning rate or check the data)."""
-
-
-def check_finite(loss: torch.Tensor, step: int, what: str = "loss") -> None:
-    if not torch.isfinite(loss):
-        raise TrainingError(f"non-finite {what} ({loss.item()}) at step {step}; lower the learning "
-                            "rate or check the data for extreme values")
 
 
 @dataclass
@@ -124,8 +113,8 @@ def evaluate_pretrain(model: UnifiedModel, data: ArrayDataset, cfg: PretrainConf
     for batch in data.batches(cfg.val_batch_size, shuffle=False, drop_last=False):
         x = torch.from_numpy(batch["load_w"]).float()
         mask = random_patch_mask(len(x), cfg.model.n_patches, cfg.mask_ratio, g)
-        out, _ = model(x, targets=x, mask=mask)
-        for k, v in model.last_losses.items():
+        out, losses = model(x, targets=x, mask=mask)
+        for k, v in losses.terms().items():
             sums[k] = sums.get(k, 0.0) + v * len(x)
         hidden = mask.repeat_interleave(cfg.model.patch_len, dim=1)
         mae_sum += float((out - x).abs()[hidden].sum())
@@ -137,53 +126,26 @@ def evaluate_pretrain(model: UnifiedModel, data: ArrayDataset, cfg: PretrainConf
     return res
 
 
-class _Run:
-    """State of one pre-training run (kept small so ``pretrain`` reads top to bottom)."""
+class _Log:
+    """metrics.jsonl (rank 0) and the expert utilisation counted between epoch ends."""
 
     def __init__(self, cfg: PretrainConfig, ctx: D.DistContext):
         self.cfg, self.ctx = cfg, ctx
-        self.out = Path(cfg.out_dir)
-        self.metrics_path = self.out / "metrics.jsonl"
-        self.step = self.epoch = self.batch_in_epoch = 0
+        self.path = Path(cfg.out_dir) / "metrics.jsonl"
         self.util_counts = torch.zeros(cfg.model.n_layers, cfg.model.n_experts)
+        self.t0, self.seen = time.perf_counter(), 0
 
-    def log(self, record: dict) -> None:
+    def write(self, record: dict) -> None:
         if self.ctx.is_main:
-            with self.metrics_path.open("a") as f:
+            with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
-
-
-def _try_resume(run: _Run, model: UnifiedModel, opt: torch.optim.Optimizer) -> None:
-    last = run.out / "last.pt"
-    if not (run.cfg.resume and last.is_file()):
-        return
-    ckpt = load_checkpoint(last)
-    if ckpt["model_config"] != run.cfg.model.to_dict():
-        raise CheckpointError(f"{last} was written for another model config; use a new out_dir "
-                              "or resume=False")
-    model.load_state_dict(ckpt["state_dict"])
-    opt.load_state_dict(ckpt["optimizer"])
-    ex = ckpt["extra"]
-    run.step, run.epoch, run.batch_in_epoch = ckpt["step"], ckpt["epoch"], ex["batch_in_epoch"]
-    torch.set_rng_state(ex["rng"][min(run.ctx.rank, len(ex["rng"]) - 1)])
-    log.info("resumed %s at step %d (epoch %d, batch %d)", last, run.step, run.epoch,
-             run.batch_in_epoch)
-
-
-def _save(run: _Run, model: UnifiedModel, opt, name: str, metrics: dict | None = None,
-          with_optimizer: bool = True) -> Path:
-    rng = [torch.get_rng_state()]
-    return save_checkpoint(
-        run.out / name, model, kind="pretrain", model_cfg=run.cfg.model, data_spec=run.cfg.data_spec,
-        metrics=metrics, step=run.step, epoch=run.epoch, optimizer=opt if with_optimizer else None,
-        extra={"batch_in_epoch": run.batch_in_epoch, "rng": rng,
-               "pretrain_config": run.cfg.to_dict()})
 
 
 def pretrain(cfg: PretrainConfig, train_data, val_data=None) -> Path:
     """Algorithm 2. ``train_data``/``val_data``: ArrayDataset, dict with ``load_w`` or [N, L] array.
 
     Returns the path of the final checkpoint (``<out_dir>/pretrain.pt``, kind "pretrain").
+    ``cfg`` is not changed (the data spec it records comes from the data when not given).
     """
     ctx = D.setup()
     try:
@@ -202,97 +164,83 @@ def _pretrain(cfg: PretrainConfig, ctx: D.DistContext, train_data, val_data) -> 
         raise DataError(f"{len(train)} training profiles < one batch of {cfg.batch_size}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.data_spec is None:
-        cfg.data_spec = DataSpec(seq_len=L, n_patches=cfg.model.n_patches,
-                                 resolution_s=int(train.meta.get("resolution_s", 1800)),
-                                 source=str(train.meta.get("source", "")))
+    data_spec = cfg.data_spec or DataSpec(seq_len=L, n_patches=cfg.model.n_patches,
+                                          resolution_s=int(train.meta.get("resolution_s", 1800)),
+                                          source=str(train.meta.get("source", "")))
     torch.manual_seed(cfg.seed)  # identical init on every rank
     model = UnifiedModel(cfg.model).to(ctx.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
-    run = _Run(cfg, ctx)
-    run.out.mkdir(parents=True, exist_ok=True)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed + 1 + ctx.rank)  # gate and IB noise differ per rank
-    _try_resume(run, model, opt)
-    if ctx.is_main and run.step == 0:
-        run.metrics_path.write_text("")
+    logbook = _Log(cfg, ctx)
+    loop = TrainLoop(model, opt, LoopConfig(epochs=cfg.epochs, max_steps=cfg.max_steps,
+                                            grad_clip=cfg.grad_clip, keep_best=False,
+                                            validate_partial_epoch=False, ckpt_every=cfg.ckpt_every,
+                                            log_every=cfg.log_every, progress=cfg.progress,
+                                            desc="pretrain"),
+                     ctx=ctx, checkpoint=out / "last.pt", resume=cfg.resume,
+                     fingerprint={"model_config": cfg.model.to_dict(), "batch_size": cfg.batch_size,
+                                  "seed": cfg.seed},
+                     extra_state=lambda: {"util_counts": logbook.util_counts},
+                     load_extra_state=lambda extra: logbook.util_counts.copy_(extra["util_counts"]))
+    if not loop.resume() and ctx.is_main:
+        logbook.path.write_text("")
     ddp_model = D.wrap(model, ctx)
     per_epoch = train.n_batches(cfg.batch_size)
-    total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
-    bar = tqdm(total=total, initial=run.step, desc="pretrain", unit="step",
-               disable=not (cfg.progress and ctx.is_main))
+    total = loop.total_steps(per_epoch)
     metrics: dict = {}
-    while run.epoch < cfg.epochs and run.step < total:
-        _train_epoch(run, model, ddp_model, opt, train, total, bar)
-        if run.batch_in_epoch < per_epoch:
-            break  # max_steps reached mid-epoch
-        metrics = _end_epoch(run, model, opt, val)
-    bar.close()
-    path = run.out / "pretrain.pt"
+
+    def step_loss(batch, st: LoopState):
+        x = torch.from_numpy(batch["load_w"]).float().to(ctx.device)
+        mask, noise = _step_inputs(cfg, st.step, cfg.batch_size, ctx)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(cfg, st.step, total)
+        _, losses = ddp_model(x, targets=x, mask=mask.to(ctx.device), noise=noise.to(ctx.device))
+        logbook.seen += len(x) * ctx.world
+        if len(losses.tokens_per_expert):
+            logbook.util_counts += losses.tokens_per_expert.cpu()
+        return losses.total, {"losses": losses}
+
+    def after_step(st: LoopState, logged: dict) -> None:
+        if st.step % cfg.log_every == 0 or st.step == 1:
+            _log_step(logbook, st, logged["losses"].terms(), opt,
+                      logbook.seen / (time.perf_counter() - logbook.t0))
+
+    def validate() -> float:
+        nonlocal metrics
+        metrics = evaluate_pretrain(model, val, cfg) if (val is not None and ctx.is_main) else {}
+        return metrics.get("val_loss", math.nan)
+
+    def after_epoch(st: LoopState, _record: dict) -> None:
+        counts = D.all_reduce_sum(logbook.util_counts, ctx)
+        util = (counts / counts.sum(1, keepdim=True).clamp_min(1)).tolist()
+        logbook.util_counts.zero_()
+        logbook.write({"step": st.step, "epoch": st.epoch, "expert_utilisation": util, **metrics})
+        logbook.t0, logbook.seen = time.perf_counter(), 0
+        D.barrier(ctx)
+
+    state = loop.fit(lambda epoch, skip: train.batches(cfg.batch_size, seed=cfg.seed, epoch=epoch,
+                                                       rank=ctx.rank, world=ctx.world, skip=skip),
+                     per_epoch, step_loss, validate, after_step=after_step, after_epoch=after_epoch)
+    path = out / "pretrain.pt"
     if ctx.is_main:
         metrics = metrics or (evaluate_pretrain(model, val, cfg) if val is not None else {})
-        _save(run, model, opt, "last.pt", metrics)
-        _save(run, model, None, "pretrain.pt", metrics, with_optimizer=False)
+        save_checkpoint(path, model, kind="pretrain", model_cfg=cfg.model, data_spec=data_spec,
+                        metrics=metrics, step=state.step, epoch=state.epoch,
+                        extra={"pretrain_config": {**cfg.to_dict(), "data_spec": data_spec.to_dict()}})
         if cfg.plot:
-            plot_pretrain(run.metrics_path, run.out / "pretrain.png")
+            plot_pretrain(logbook.path, out / "pretrain.png")
     D.barrier(ctx)
     return path
 
 
-def _train_epoch(run: _Run, model: UnifiedModel, ddp_model, opt, train: ArrayDataset,
-                 total: int, bar) -> None:
-    cfg, ctx = run.cfg, run.ctx
-    model.train()
-    t0, seen = time.perf_counter(), 0
-    for batch in train.batches(cfg.batch_size, seed=cfg.seed, epoch=run.epoch, rank=ctx.rank,
-                               world=ctx.world, skip=run.batch_in_epoch):
-        if run.step >= total:
-            return
-        x = torch.from_numpy(batch["load_w"]).float().to(ctx.device)
-        mask, noise = _step_inputs(cfg, run.step, cfg.batch_size, ctx)
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(cfg, run.step, total)
-        _, loss = ddp_model(x, targets=x, mask=mask.to(ctx.device), noise=noise.to(ctx.device))
-        check_finite(loss, run.step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        for i, m in enumerate(model.moe_layers()):
-            run.util_counts[i] += m.last_routing.tokens_per_expert.detach().cpu()
-        run.step += 1
-        run.batch_in_epoch += 1
-        seen += len(x) * ctx.world
-        bar.update(1)
-        if run.step % cfg.log_every == 0 or run.step == 1:
-            _log_step(run, model, opt, seen / (time.perf_counter() - t0), bar)
-        if cfg.ckpt_every and run.step % cfg.ckpt_every == 0 and ctx.is_main:
-            _save(run, model, opt, "last.pt")
-
-
-def _log_step(run: _Run, model: UnifiedModel, opt, samples_per_s: float, bar) -> None:
+def _log_step(logbook: _Log, st: LoopState, logged: dict, opt, samples_per_s: float) -> None:
     keys = ("loss", "recon", "kl", "balance")
-    parts = torch.tensor([model.last_losses[k] for k in keys])
-    parts = D.all_reduce_mean(parts, run.ctx)
-    rec = {"step": run.step, "epoch": run.epoch, **{k: float(v) for k, v in zip(keys, parts, strict=True)},
-           "beta": run.cfg.model.beta, "lr": opt.param_groups[0]["lr"], "samples_per_s": samples_per_s}
-    bar.set_postfix(loss=f"{rec['loss']:.3f}", bal=f"{rec['balance']:.3f}")
-    run.log(rec)
-
-
-def _end_epoch(run: _Run, model: UnifiedModel, opt, val: ArrayDataset | None) -> dict:
-    cfg, ctx = run.cfg, run.ctx
-    counts = D.all_reduce_sum(run.util_counts, ctx)
-    util = (counts / counts.sum(1, keepdim=True).clamp_min(1)).tolist()
-    run.util_counts.zero_()
-    metrics = evaluate_pretrain(model, val, cfg) if (val is not None and ctx.is_main) else {}
-    run.log({"step": run.step, "epoch": run.epoch, "expert_utilisation": util, **metrics})
-    run.epoch += 1
-    run.batch_in_epoch = 0
-    if ctx.is_main:
-        _save(run, model, opt, "last.pt", metrics)
-    D.barrier(ctx)
-    return metrics
+    parts = D.all_reduce_mean(torch.tensor([logged[k] for k in keys]), logbook.ctx)
+    logbook.write({"step": st.step, "epoch": st.epoch, **{k: float(v) for k, v in zip(keys, parts, strict=True)},
+                   "beta": logbook.cfg.model.beta, "lr": opt.param_groups[0]["lr"],
+                   "samples_per_s": samples_per_s})
 
 
 def read_metrics(path: str | Path) -> list[dict]:

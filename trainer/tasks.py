@@ -140,13 +140,21 @@ class TaskModel(nn.Module):
         return self.drop(torch.cat([z, stat_features(enc.stats)], dim=-1))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The contract outputs of the task (and ``pred_w`` for imputation)."""
+        return self.outputs(batch)[0]
+
+    def outputs(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Encoded]:
+        """(contract outputs, the backbone's encoding): what losses and distillation need."""
         load_w = batch[LOAD_W]
         observed = batch.get(OBSERVED) if self.task == "imputation" else None
         enc = self.backbone.encode(load_w, observed=observed)
-        self._last_encoded = enc
+        return self._heads(batch, enc), enc
+
+    def _heads(self, batch: dict[str, torch.Tensor], enc: Encoded) -> dict[str, torch.Tensor]:
+        load_w = batch[LOAD_W]
         if self.task == "imputation":
             pred_w = instance_denorm(enc.fill_n + self.head(self._features(enc)), enc.stats)
-            obs = observed.to(load_w.dtype)
+            obs = batch[OBSERVED].to(load_w.dtype)
             return {LOAD_W_FILLED: obs * load_w + (1 - obs) * pred_w, "pred_w": pred_w}
         if self.task == "anomaly":
             f = self._features(enc)
@@ -169,9 +177,14 @@ class TaskModel(nn.Module):
 
     # -- losses ------------------------------------------------------------------------------
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Task loss l of eq 2 (the regulariser R is added by the fine-tuner)."""
-        out = self(batch)
-        stats = self._last_encoded.stats
+        """(outputs, task loss l of eq 2); the regulariser R is added by the fine-tuner."""
+        out, enc = self.outputs(batch)
+        return out, self.task_loss(batch, out, enc)
+
+    def task_loss(self, batch: dict[str, torch.Tensor], out: dict[str, torch.Tensor], enc: Encoded
+                  ) -> torch.Tensor:
+        """Task loss l of eq 2 from outputs and encoding already computed (``outputs``)."""
+        stats = enc.stats
         if self.task == "imputation":
             tgt = batch["target_w"]
             miss = 1 - batch["observed"].to(tgt.dtype)
@@ -192,7 +205,7 @@ class TaskModel(nn.Module):
             on = F.binary_cross_entropy_with_logits(out["on_logit"], batch["appliance_on"],
                                                     pos_weight=_on_pos_weight(batch["appliance_on"]))
             loss = pw + self.task_cfg.on_loss_weight * on
-        return out, loss
+        return loss
 
 
     def _pointwise(self, err: torch.Tensor) -> torch.Tensor:
@@ -220,14 +233,15 @@ def _on_pos_weight(on: torch.Tensor, max_weight: float = 20.0) -> torch.Tensor:
 class ExportModule(nn.Module):
     """Positional wrapper: exactly the contract's raw inputs in, its outputs (a tuple) out.
 
-    A deep copy in eval mode with the gather dispatch (sparse routing that exports to TopK +
-    Gather + MatMul) and static L; the caller's model is left as it was.
+    A deep copy in eval mode with the MoE ``dispatch`` chosen at construction (default gather:
+    sparse routing that exports to TopK + Gather + MatMul; see ``trainer.model``) and static L;
+    the caller's model is left as it was.
     """
 
-    def __init__(self, model: TaskModel):
+    def __init__(self, model: TaskModel, dispatch: str = "gather"):
         super().__init__()
         self.model = copy.deepcopy(model).eval()
-        self.model.backbone.set_dispatch("gather").set_aux_losses(False)
+        self.model.backbone.set_dispatch(dispatch).set_aux_losses(False)
         self.task = model.task
         self.input_names, self.output_names = TASK_IO[model.task].input_names, TASK_IO[model.task].output_names
         self.seq_len = model.model_cfg.seq_len
@@ -248,6 +262,6 @@ class ExportModule(nn.Module):
         return tuple(shapes[n] for n in self.input_names)
 
 
-def export_module(model: TaskModel) -> ExportModule:
+def export_module(model: TaskModel, dispatch: str = "gather") -> ExportModule:
     """The contract-shaped module the exporter traces (see ``ExportModule``)."""
-    return ExportModule(model)
+    return ExportModule(model, dispatch)

@@ -449,7 +449,7 @@ class Agent:
                    if self.publisher is not None else None)
         while True:
             try:
-                stored = await self.db(self.store.commit_readings, batch, builder)
+                commit = await self.db(self.store.commit_readings, batch, builder)
                 break
             except StoreCorruptError as e:  # keep the batch, commit it to a fresh store
                 self.stats.errors += 1
@@ -462,10 +462,10 @@ class Agent:
                 await asyncio.sleep(1.0)
                 self.stats.writer_tick_s = time.monotonic()
         self.write_spell.ok()
-        self.stats.committed += len(stored)
-        self.stats.note_commit(stored)
-        self._publish_fresh(self.store.fresh if builder is not None else [])
-        self._after_commit(stored)
+        self.stats.committed += len(commit.readings)
+        self.stats.note_commit(commit.readings)
+        self._publish_fresh(commit.messages)
+        self._after_commit(commit.readings)
         self._wake.set()
 
     def _after_commit(self, stored: list[StoredReading]) -> None:

@@ -134,6 +134,15 @@ class StoredReading:
     reading: Reading
 
 
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """What one ``commit_readings`` stored: the readings with their ``seq`` and the outbox messages
+    with their row ids (contiguous, oldest first), for the caller to publish at once."""
+
+    readings: list[StoredReading]
+    messages: list[Message]
+
+
 # Builds the outbox message(s) of the stored readings of ONE meter in one commit (oldest first).
 MessageBuilder = Callable[[Sequence["StoredReading"]], Sequence[Message]]
 
@@ -171,7 +180,6 @@ class ReadingStore:
             if self.db is not None:
                 self.db.close()
             raise _store_error(f"cannot open the store {self.path}", e) from e
-        self.fresh: list[Message] = []  # outbox messages of the last commit_readings, with ids
 
     def _check_schema(self) -> None:
         """Stamp a new store (version, epoch) or migrate an older one; refuse a newer one."""
@@ -232,8 +240,9 @@ class ReadingStore:
     # --- readings ---------------------------------------------------------------------------
 
     def commit_readings(self, readings: Iterable[Reading], build_messages: MessageBuilder | None = None,
-                        ) -> list[StoredReading]:
-        """Insert readings and their outbox messages in ONE transaction; return them with ``seq``.
+                        ) -> Commit:
+        """Insert readings and their outbox messages in ONE transaction; return both (``Commit``:
+        the readings with ``seq``, the messages with their outbox ids).
 
         Only after this returns do the readings count as received.
         """
@@ -248,7 +257,7 @@ class ReadingStore:
             rows.append((r.meter_id, seq, r.ts_s, r.received_s, r.power_w, r.reactive_var, r.import_wh,
                          r.export_wh, r.voltage_v, r.current_a, r.source, int(r.flags), extra))
         if not rows:
-            return stored
+            return Commit(stored, [])
         by_meter: dict[str, list[StoredReading]] = {}
         for s in stored:
             by_meter.setdefault(s.reading.meter_id, []).append(s)
@@ -273,11 +282,11 @@ class ReadingStore:
         self._last_seq = next_seq
         # one writer, one transaction: the new outbox ids are contiguous and end at last_id
         first_id = last_id - len(out_rows) + 1
-        self.fresh = [Message(t, p, q, bool(r), first_id + i, c) for i, (t, p, q, r, c) in enumerate(out_rows)]
+        messages = [Message(t, p, q, bool(r), first_id + i, c) for i, (t, p, q, r, c) in enumerate(out_rows)]
         self.outbox_rows += len(out_rows)
         self.outbox_bytes += sum(len(o[1]) for o in out_rows)
         self.enforce_outbox_bounds()
-        return stored
+        return Commit(stored, messages)
 
     def _transaction(self):
         db = self.db

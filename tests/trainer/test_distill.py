@@ -41,9 +41,9 @@ def _kd(student: TaskModel, teacher: TaskModel, data: ArrayDataset) -> float:
     batch = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in data.arrays.items()}
     student.eval()
     with torch.no_grad():
-        t_out = teacher(batch)
+        t_out, t_enc = teacher.outputs(batch)
         s_out = student(batch)
-        return float(distill_loss("imputation", s_out, t_out, teacher._last_encoded.stats.std_w, 2.0))
+        return float(distill_loss("imputation", s_out, t_out, t_enc.stats.std_w, 2.0))
 
 
 def test_student_checkpoint_loads_and_is_smaller(distilled):

@@ -23,12 +23,15 @@ def test_sequence_numbers_are_contiguous_per_meter_and_survive_reopen(tmp_path):
     path = tmp_path / "s.sqlite"
     store = ReadingStore(path, synchronous="normal")
     a = store.commit_readings(readings("a", 3) + readings("b", 2), TOPICS.reading_messages)
-    assert [s.seq for s in a] == [1, 2, 3, 1, 2]
+    assert [s.seq for s in a.readings] == [1, 2, 3, 1, 2]
     assert store.outbox_rows == 5
+    # the commit returns its outbox messages with their row ids: the ones the pump will send
+    assert [m.id for m in a.messages] == [r[0] for r in store.db.execute("SELECT id FROM outbox ORDER BY id")]
+    assert not hasattr(store, "fresh")
     store.close()
     store = ReadingStore(path)
     b = store.commit_readings(readings("a", 2, 1.8e9), TOPICS.reading_messages)
-    assert [s.seq for s in b] == [4, 5]
+    assert [s.seq for s in b.readings] == [4, 5]
     got = store.readings_since("a", 0)
     assert [s.seq for s in got] == [1, 2, 3, 4, 5]
     assert got[0].reading == readings("a", 1)[0]  # every field round-trips, extra included
