@@ -19,8 +19,6 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-
 from edge.task_io import TASKS
 
 log = logging.getLogger(__name__)
@@ -204,8 +202,7 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
 
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # every stage seeds its own generators from cfg.seed too
     stages = _Stages()
     sets = stages.run("simulate profiles", build_profile_sets, cfg)
     backbones = {"profile": stages.run(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -99,9 +100,15 @@ def attack_power_source(source: PowerSource, kind: str, start_s: float, end_s: f
     return attacked
 
 
+def stable_seed(meter_id: str) -> int:
+    """A seed in 0..9999 from the meter id, the same in every process and on every restart
+    (CRC-32, not Python's salted ``hash``), so a virtual meter shows the same household."""
+    return zlib.crc32(meter_id.encode("utf-8")) % 10_000
+
+
 def make_power_source(meter: MeterConfig) -> PowerSource:
     opts = meter.options
-    seed = int(opts.get("seed", abs(hash(meter.id)) % 10_000))
+    seed = int(opts.get("seed", stable_seed(meter.id)))
     profile = opts.get("profile", "household")
     if profile == "sine":
         source = sine_power_source(float(opts.get("base_w", 400.0)), float(opts.get("amplitude_w", 300.0)), seed)
