@@ -1,9 +1,13 @@
-"""``unimeter bench NAME``: run one of the benchmark scripts under ``bench/`` (source checkout)."""
+"""``unimeter bench NAME``: run one of the benchmark scripts under ``bench/`` (source checkout).
+
+Each benchmark runs in its own Python process (``sys.executable bench/NAME.py ARGS``): several
+import torch and the trainer, which the edge layer never loads into its own process.
+"""
 
 from __future__ import annotations
 
 import argparse
-import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "bench",
         help="run a benchmark from bench/ (writes JSON and a markdown table to bench/results/)",
-        description="Run bench/NAME.py; the remaining arguments are passed to it. "
+        description="Run bench/NAME.py in its own process; the remaining arguments are passed to it. "
         f"Available here: {', '.join(available()) or 'none (not a source checkout)'}.",
     )
     p.add_argument("name", help="benchmark name, e.g. simulate, gapfill, nilm, bridge, export, agent")
@@ -31,12 +35,4 @@ def run(args: argparse.Namespace) -> int:
     if not script.is_file():
         print(f"unimeter bench: no benchmark {args.name!r}; available: {available()}", file=sys.stderr)
         return 2
-    old_argv = sys.argv
-    sys.argv = [str(script), *args.bench_args]
-    try:
-        runpy.run_path(str(script), run_name="__main__")
-    except SystemExit as e:
-        return int(e.code or 0)
-    finally:
-        sys.argv = old_argv
-    return 0
+    return subprocess.run([sys.executable, str(script), *args.bench_args], check=False).returncode

@@ -12,8 +12,6 @@ COMMAND = "import-data"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    if COMMAND in subparsers.choices:  # registered already (listed directly and via edge.sim.cli)
-        return
     p = subparsers.add_parser(
         COMMAND,
         help="convert real meter files into Parquet profile (and NILM) shards",

@@ -37,10 +37,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="fraction of profile days with an injected FDI attack (default 0)")
     p.add_argument("--plot", action="store_true", help="write simulated_week.png: one week of one household, appliances stacked")
     p.set_defaults(func=run)
-    # Real data goes through the same shards; its command lives with the loaders.
-    from edge.data import cli as data_cli
-
-    data_cli.register(subparsers)
 
 
 def _fractions(text: str) -> dict[str, float]:
