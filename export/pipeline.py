@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from edge.errors import ConfigError
 from edge.task_io import TASKS
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class PipelineConfig:
                          batch_size=64, model_version="full-1"),
         }
         if name not in presets:
-            raise ValueError(f"unknown pipeline preset {name!r}; choose from {sorted(presets)}")
+            raise ConfigError(f"unknown pipeline preset {name!r}; choose from {sorted(presets)}")
         return cls(out_dir=Path(out_dir), **{**presets[name], **overrides})
 
 
