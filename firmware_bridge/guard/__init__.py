@@ -30,14 +30,18 @@ Rules, in order (limits from :class:`MeterLimits`):
    published, or withheld while it is still below (a stall: the published value
    stays). A value out of line is a *jump*: withheld with ``COUNTER_GLITCH``. If a later value is
    in line with the last published one again, the jump was a glitch. If
-   ``counter_confirm_readings`` consecutive values agree with each other but not with the last
-   published one, the meter was reset or swapped: that value is published with
-   ``COUNTER_RESET`` and starts the new series.
+   ``counter_confirm_readings`` consecutive values, measured at distinct times, agree with each
+   other but not with the last published one, the meter was reset or swapped: that value is
+   published with ``COUNTER_RESET`` and starts the new series. A value repeated with the same
+   time (an M-Bus sub-meter's capture, which a P1 meter repeats in every telegram until the
+   next capture: 5 min for DSMR 5 gas, an hour for DSMR 4) is one measurement, not a
+   confirmation, so one bad gas capture stays a withheld glitch however many telegrams repeat it.
 
 Look-ahead: only counter values that jumped are held, and only until the series decides; power and
 every other value of a reading are never delayed. A reset is published with the
 ``counter_confirm_readings``-th reading of the new series (default 3: two readings later, 2 s on a
-DSMR 5 meter, 20 s on DSMR 4, two poll periods on Modbus). Glitches of at most
+DSMR 5 meter, 20 s on DSMR 4, two poll periods on Modbus; for an M-Bus channel the third
+capture, 10 min on DSMR 5 gas). Glitches of at most
 ``counter_jump_wh`` cannot be told from consumption: the published counter then stalls until the
 meter passes the glitch value, so it still never decreases and books no phantom energy.
 """

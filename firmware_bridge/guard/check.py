@@ -152,6 +152,12 @@ class ReadingGuard:
             self._back_in_line(slot, track, value, ts_s, verdict)
             return
         last = track.run[-1] if track.run else None
+        if last is not None and ts_s <= last[1] and _in_line(rule, last[0], last[1], value, ts_s):
+            # the same measurement again (an M-Bus capture repeats in every telegram until the
+            # next one): it confirms nothing, a reset needs values measured at distinct times
+            self.stats.counter_withheld += 1
+            verdict.withhold(slot, value, ReadingFlag.COUNTER_GLITCH)
+            return
         if last is not None and not _in_line(rule, last[0], last[1], value, ts_s):
             self._glitch(slot, track)  # a run that led nowhere was a glitch too; a new jump starts
         track.run.append((value, ts_s))

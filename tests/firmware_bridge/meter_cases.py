@@ -6,7 +6,7 @@ A case is a folder with ``README`` (how to feed it), ``expected.json`` (the righ
 ==============  ======  ==========================================================
 input file      kind    fed through
 ==============  ======  ==========================================================
-telegram.bin    dsmr    the P1 parser / reader
+telegram.bin    dsmr    the P1 parser / reader (one telegram, or a series of them)
 polls.json      modbus  ``registers_to_values`` per poll, the Modbus source's decode
 reports.json    zigbee  a replay device on zigpy's virtual radio, ``ZigbeeSource``
 ==============  ======  ==========================================================
@@ -115,22 +115,55 @@ def check_vendored(kind: str, known: Sequence[str]) -> None:
                     f"vendored {name}/{f.name} differs from {shared}")
 
 
+def split_telegrams(data: bytes) -> list[bytes]:
+    """A ``telegram.bin`` holding a series of P1 telegrams -> one chunk per telegram (each starts
+    at a ``/`` that begins a line; bytes before the first ``/`` stay with the first chunk)."""
+    starts = [i for i in range(len(data)) if data[i:i + 1] == b"/" and (i == 0 or data[i - 1:i] == b"\n")]
+    if not starts:
+        return [data]
+    bounds = [0, *starts[1:], len(data)]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
 def published_payloads(readings: Sequence, store_path: Path, limits=None) -> list[dict]:
     """What the agent publishes for ``readings`` of one meter, oldest first: each reading through
-    the meter's ``ReadingGuard``, then one ``ReadingStore.commit_readings`` per reading with
-    ``Topics.reading_messages`` as the message builder (the agent's path from source to outbox).
-    Returns the JSON payloads of the reading messages, read back from the store's outbox."""
+    the meter's ``ReadingGuard`` (whose gateway clock reads the reading's receive time, as on a
+    gateway that checks a reading as it arrives), then one ``ReadingStore.commit_readings`` per
+    reading with ``Topics.reading_messages`` as the message builder (the agent's path from source
+    to outbox). Returns the JSON payloads of the reading messages, read back from the outbox."""
     from edge.agent.messages import Topics
     from edge.agent.store import ReadingStore
     from firmware_bridge.guard import ReadingGuard
 
-    guard = ReadingGuard(readings[0].meter_id if readings else "case", limits)
+    now_s = [0.0]
+    guard = ReadingGuard(readings[0].meter_id if readings else "case", limits,
+                         now_fn=lambda: now_s[0])
     store = ReadingStore(store_path, synchronous="normal")
     topics = Topics("unimeter", "case-gw")
     try:
         for reading in readings:
+            now_s[0] = reading.received_s
             store.commit_readings([guard.check(reading)], topics.reading_messages)
         return [json.loads(m.payload) for m in store.pending(0, 100_000)
                 if m.topic.endswith("/reading")]
     finally:
         store.close()
+
+
+PUBLISHED_PREFIX = "published_"
+
+
+def assert_published(expected: dict, payloads: Sequence[dict]) -> None:
+    """Each ``expected["published_<key>"]`` list equals ``payload.get(<key>)`` of the reading
+    messages in order (``null``: the key is absent or null in that message); numbers to 1e-4."""
+    for name, want in expected.items():
+        if not name.startswith(PUBLISHED_PREFIX) or not isinstance(want, list):
+            continue
+        key = name.removeprefix(PUBLISHED_PREFIX)
+        got = [p.get(key) for p in payloads]
+        assert len(got) == len(want), f"{name}: {len(got)} messages, expected {len(want)}"
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            if w is None:
+                assert g is None, f"{name}[{i}]: expected no value, got {g!r} ({got})"
+            else:
+                assert g is not None and g == pytest.approx(w, abs=1e-4), f"{name}[{i}]: {got}"

@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.firmware_bridge.meter_cases import find_cases
+from tests.firmware_bridge.meter_cases import find_cases, split_telegrams
 
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 
@@ -48,16 +48,19 @@ def oracle_spec(data: bytes) -> str:
 
 
 def load_corpus() -> list[CorpusTelegram]:
-    """Every corpus telegram, then every DSMR case telegram (named ``case:<name>``)."""
+    """Every corpus telegram, then every DSMR case telegram (``case:<name>``; ``case:<name>#k``
+    for telegram k of a case that holds a series)."""
     out = []
     for entry in json.loads((CORPUS_DIR / "index.json").read_text(encoding="utf-8")):
         data = (CORPUS_DIR / entry["file"]).read_bytes()
         out.append(CorpusTelegram(entry["file"], data, entry["source"], entry["version"],
                                   oracle_spec(data)))
     for case in find_cases("dsmr"):
-        data = case.bytes("telegram.bin")
-        out.append(CorpusTelegram(f"case:{case.name}", data, case.expected.get("source", ""),
-                                  str(case.expected["dsmr_version"]), oracle_spec(data)))
+        chunks = split_telegrams(case.bytes("telegram.bin"))
+        for k, data in enumerate(chunks):
+            name = f"case:{case.name}" + (f"#{k}" if len(chunks) > 1 else "")
+            out.append(CorpusTelegram(name, data, case.expected.get("source", ""),
+                                      str(case.expected["dsmr_version"]), oracle_spec(data)))
     return out
 
 

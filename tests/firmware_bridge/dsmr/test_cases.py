@@ -3,6 +3,11 @@
 The cases below are vendored in tests/firmware_bridge/cases (CI has nothing else); more cases of
 the same kinds found through ``$UNIMETER_METER_CASES`` or ``../shared/cases/meters`` run too
 (see tests/firmware_bridge/meter_cases.py).
+
+A case is one telegram (``received_s`` a number, the Reading's fields at the top level of
+``expected.json``) or a series (``received_s`` a list, one per telegram, and ``readings`` a list
+of the same per telegram). Either may name what the agent publishes for the meter,
+``published_<payload key>``: a list, one value per reading message (the reading guard runs first).
 """
 
 import math
@@ -11,7 +16,15 @@ import pytest
 
 from firmware_bridge.dsmr.source import DsmrConfig, DsmrSource
 from firmware_bridge.reading import Reading, ReadingFlag
-from tests.firmware_bridge.meter_cases import MeterCase, case_params, check_vendored
+from tests.firmware_bridge.meter_cases import (
+    PUBLISHED_PREFIX,
+    MeterCase,
+    assert_published,
+    case_params,
+    check_vendored,
+    published_payloads,
+    split_telegrams,
+)
 
 KNOWN_DSMR_CASES = (
     "dsmr-cosem-hex-clock-empty-mbus",  # COSEM hex clock, four empty M-Bus channels, tariff "T1"
@@ -19,11 +32,12 @@ KNOWN_DSMR_CASES = (
     "dsmr-fluvius-invalid-gas-capture-time",  # gas capture time in month 25
     "dsmr-fluvius-peak-history",  # e-MUCS peak history (regression)
     "dsmr-smarty-limiter-kva",  # limiter in kVA, reactive energy
+    "dsmr-t210-gas-zero-capture",  # a series: one 0 m3 gas capture repeated in every telegram
     "dsmr3-gas-next-line-ch2-nocrc",  # DSMR 3: gas value on the next line, no CRC (regression)
 )
 # Keys of expected.json that describe the case rather than a Reading field.
 _META = {"source", "why", "rule", "dsmr_version", "received_s", "must_produce_reading",
-         "flags_include", "flags_exclude"}
+         "flags_include", "flags_exclude", "readings"}
 _TOLERANCE = {"rel": 1e-9, "abs": 1e-6}
 
 
@@ -32,10 +46,16 @@ def test_every_known_case_is_vendored_unchanged():
 
 
 def _feed(case: MeterCase) -> tuple[list[Reading], DsmrSource]:
-    """As each case README says: DsmrSource(DsmrConfig(port='-', version=...)).feed(data, received_s)."""
+    """As each case README says: DsmrSource(DsmrConfig(port='-', version=...)).feed(data, received_s),
+    for a series each telegram with its own receive time."""
     expected = case.expected
     source = DsmrSource(DsmrConfig(port="-", version=str(expected["dsmr_version"])))
-    return source.feed(case.bytes("telegram.bin"), float(expected["received_s"])), source
+    data, received = case.bytes("telegram.bin"), expected["received_s"]
+    if not isinstance(received, list):
+        return source.feed(data, float(received)), source
+    chunks = split_telegrams(data)
+    assert len(chunks) == len(received), f"{len(chunks)} telegrams, {len(received)} receive times"
+    return [r for chunk, t in zip(chunks, received, strict=True) for r in source.feed(chunk, float(t))], source
 
 
 def _assert_value(name: str, actual, expected) -> None:
@@ -51,7 +71,7 @@ def _assert_value(name: str, actual, expected) -> None:
 def assert_reading_matches(reading: Reading, expected: dict) -> None:
     """Each Reading field named in ``expected`` equals it; ``extra`` key by key (null = absent)."""
     for key, want in expected.items():
-        if key in _META or key.endswith("_alternative"):
+        if key in _META or key.endswith("_alternative") or key.startswith(PUBLISHED_PREFIX):
             continue
         if key == "extra":
             for extra_key, extra_want in want.items():
@@ -66,16 +86,20 @@ def assert_reading_matches(reading: Reading, expected: dict) -> None:
 
 
 @pytest.mark.parametrize("case", case_params("dsmr"))
-def test_case(case: MeterCase):
+def test_case(case: MeterCase, tmp_path):
     readings, source = _feed(case)
     if not case.expected.get("must_produce_reading", True):
         assert readings == [] and source.stats.frames_corrupt == 1
         return
-    assert len(readings) == 1, f"telegram dropped: {source.stats.last_error}"
-    assert_reading_matches(readings[0], case.expected)
-    # every object the reader had to drop is counted, and flagged on the reading
-    assert source.stats.objects_dropped == len(readings[0].warnings)
-    assert (ReadingFlag.PARTIAL in readings[0].flags) == bool(readings[0].warnings)
+    wanted = case.expected.get("readings", [case.expected])
+    assert len(readings) == len(wanted), f"telegram dropped: {source.stats.last_error}"
+    for reading, want in zip(readings, wanted, strict=True):
+        assert_reading_matches(reading, want)
+        # every object the reader had to drop is flagged on the reading
+        assert (ReadingFlag.PARTIAL in reading.flags) == bool(reading.warnings)
+    assert source.stats.objects_dropped == sum(len(r.warnings) for r in readings)  # and counted
+    if any(key.startswith(PUBLISHED_PREFIX) for key in case.expected):
+        assert_published(case.expected, published_payloads(readings, tmp_path / "store.db"))
 
 
 def test_the_cases_show_each_kind_of_fault_handled():

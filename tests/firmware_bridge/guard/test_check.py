@@ -244,6 +244,36 @@ def test_an_mbus_gas_counter_never_decreases_and_a_withheld_channel_leaves_the_r
     assert guard.stats.counter_glitches == 1
 
 
+def _gas_telegrams(guard: ReadingGuard, captures: list[float], per_capture: int = 30) -> list[Reading]:
+    """A DSMR 5 meter: a telegram every 10 s, the gas capture (every 5 min) repeated in each."""
+    from firmware_bridge.reading import MbusChannel
+
+    out = []
+    for k, m3 in enumerate(captures):
+        for j in range(per_capture):
+            ch = MbusChannel(channel=1, device_type="gas", value=m3, unit="m3", capture_ts_s=T0 + 300 * k)
+            out.append(guard.check(_reading(k * per_capture + j, mbus=(ch,))))
+    return out
+
+
+def test_one_bad_gas_capture_repeated_in_every_telegram_stays_a_glitch():
+    guard = _guard()
+    out = _gas_telegrams(guard, [3870.412, 0.0, 3870.530])
+    published = [r.mbus[0].value if r.mbus else None for r in out]
+    assert published == [3870.412] * 30 + [None] * 30 + [3870.530] * 30
+    assert not any(ReadingFlag.COUNTER_RESET in r.flags for r in out)
+    assert all(r.extra["mbus_1_m3_withheld"] == 0.0 for r in out[30:60])  # withheld, not lost
+    assert guard.stats.counter_glitches == 1 and guard.stats.counter_resets == 0
+
+
+def test_a_new_gas_meter_is_a_reset_after_three_captures():
+    guard = _guard()
+    out = _gas_telegrams(guard, [3870.412, 0.0, 0.01, 0.02, 0.03], per_capture=3)
+    published = [r.mbus[0].value if r.mbus else None for r in out]
+    assert published == [3870.412] * 3 + [None] * 6 + [0.02] * 3 + [0.03] * 3
+    assert ReadingFlag.COUNTER_RESET in out[9].flags and guard.stats.counter_resets == 1
+
+
 def test_power_failure_counts_are_counters():
     guard = _guard()
     out = [guard.check(_reading(i, power_failures=n)) for i, n in enumerate([4, 4, 5, 3, 5])]
