@@ -7,8 +7,10 @@ A bundle is a directory::
 
 ``manifest.json`` (written by ``export.bundle_writer.write_bundle``) holds the format version, the
 model version, ``created_at``, one entry per task (inputs and outputs with shapes and units, the
-input spec: resolution, L, P, normalisation; top-k settings; which artifact is which), the appliance
-list, the minimum runtime versions and the sha256 and size of every artifact.
+input spec: resolution, L, P, normalisation, and for the profile tasks ``steps_per_day`` and the
+forecast's covariate spec; top-k settings; which artifact is which; the ``calibration`` the writer
+fitted on the exported model, e.g. the anomaly threshold), the appliance list, the minimum runtime
+versions and the sha256 and size of every artifact.
 
 ``load_bundle(path)`` checks all of it before anything is handed to an interpreter and raises a
 ``BundleError`` subclass that says what is wrong: a file that does not match its hash was tampered
@@ -124,6 +126,9 @@ class TaskSpec:
     topk: dict[str, Any]
     artifacts: dict[str, Path]  # kind ("onnx_int8", ...) -> absolute path
     metrics: dict[str, Any] = field(default_factory=dict)
+    # fitted on the exported model by the bundle writer (anomaly: ``window_threshold_logit`` and its
+    # figures, ``edge.calibration``); empty when the bundle carries none
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     @property
     def batch_sizes(self) -> tuple[int, ...] | None:
@@ -306,6 +311,7 @@ def _parse_task(name: str, data: dict[str, Any], manifest: dict[str, Any], root:
         topk=dict(data["topk"]),
         artifacts=artifacts,
         metrics=dict(data.get("metrics", {})),
+        calibration=dict(data.get("calibration", {})),
     )
 
 

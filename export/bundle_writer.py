@@ -17,6 +17,7 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from edge.bundle import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, load_bundle, sha256_file
+from edge.bundle import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, Bundle, load_bundle, sha256_file
 from edge.task_io import COVARIATES, LOAD_W, OBSERVED, UNITS
 from export.errors import ExportError
 from export.onnx_export import MoeShape, OnnxExportConfig, export_onnx
@@ -125,6 +126,10 @@ def _task_entry(model: TaskModel, module: ExportModule, artifacts: dict[str, str
         "covariate_spec_version": int(data_spec.get("covariate_spec_version", 0)),
         "batch_sizes": None,
     }
+    if model.task != "nilm":  # a profile window is one local day of L slots
+        input_spec["steps_per_day"] = 86400 // input_spec["resolution_s"]
+    if model.task == "forecast" and data_spec.get("covariates"):
+        input_spec["covariates"] = dict(data_spec["covariates"])  # edge.features.CovariateSpec
     if tflite_io:
         input_spec["tflite_io"] = tflite_io
     return {
@@ -245,13 +250,20 @@ def _export_task(task: str, model: TaskModel, tmp: Path, scratch: Path, cfg: Bun
     return entry
 
 
+Calibrate = Callable[[Bundle], dict[str, dict]]
+
+
 def write_bundle(task_checkpoints: dict[str, Path], out_dir: str | Path, *, model_version: str,
                  cfg: BundleConfig | None = None, overwrite: bool = False,
-                 notes: str = "", signing_key=None) -> Path:
+                 notes: str = "", signing_key=None, calibrate: Calibrate | None = None) -> Path:
     """Export every task checkpoint into one verified bundle directory; returns its path.
 
-    With ``signing_key`` (an ed25519 private key, ``edge.signing.load_private_key``) the manifest
-    is signed (``signature.json``) before the bundle is put in place.
+    ``calibrate``: called with the verified, not yet signed bundle (``edge.bundle.Bundle``; run
+    it through ``edge.runtime.InferenceRuntime`` to fit on the exported models themselves); it
+    returns ``{task: calibration dict}``, written into those tasks' manifest entries
+    (``calibration``) before the manifest is verified again and signed. With ``signing_key`` (an
+    ed25519 private key, ``edge.signing.load_private_key``) the manifest is signed
+    (``signature.json``) before the bundle is put in place.
     """
     cfg = cfg or BundleConfig()
     out_dir = Path(out_dir)
@@ -276,7 +288,9 @@ def write_bundle(task_checkpoints: dict[str, Path], out_dir: str | Path, *, mode
         if size > cfg.max_bundle_bytes:
             log.warning("bundle is %d B, over the %d B target", size, cfg.max_bundle_bytes)
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        load_bundle(tmp)  # the reader's checks, before the bundle is put in place
+        bundle = load_bundle(tmp)  # the reader's checks, before the bundle is put in place
+        if calibrate is not None:
+            _add_calibration(tmp, manifest, calibrate(bundle))
         if signing_key is not None:
             from edge.signing import sign_bundle
 
@@ -290,6 +304,17 @@ def write_bundle(task_checkpoints: dict[str, Path], out_dir: str | Path, *, mode
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return out_dir
+
+
+def _add_calibration(tmp: Path, manifest: dict, calibration: dict[str, dict]) -> None:
+    """Write each task's calibration into the manifest and verify the bundle again."""
+    unknown = sorted(set(calibration) - set(manifest["tasks"]))
+    if unknown:
+        raise ExportError(f"calibration for tasks {unknown} the bundle does not hold")
+    for task, figures in calibration.items():
+        manifest["tasks"][task]["calibration"] = json.loads(json.dumps(figures))  # plain JSON or fail here
+    (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    load_bundle(tmp)
 
 
 def _manifest(tmp: Path, tasks: dict, appliances: list[str], model_version: str, notes: str) -> dict:

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction, groups=None) -> None:
+    """``unimeter export`` and ``unimeter demo``; ``groups``: ``edge.cli.CommandGroups``."""
     p = subparsers.add_parser(
         "export", help="export task checkpoints to a verified model bundle (ONNX fp32/int8, TFLite int8)",
         description="Export fine-tuned or distilled task checkpoints into one bundle directory: sparse "

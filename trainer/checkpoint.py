@@ -38,6 +38,7 @@ class DataSpec:
     source: str = ""  # "sim:<n>x<days>d seed=<s>" or a shard manifest path
     covariate_names: list[str] = field(default_factory=list)
     covariate_spec_version: int = 0
+    covariates: dict | None = None  # edge.features.CovariateSpec.to_dict() of a forecast model's data
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -23,9 +23,13 @@ from pathlib import Path
 from edge.task_io import TASKS
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction, groups=None) -> None:
+    """``unimeter train ...``; the group is opened in ``groups`` (``edge.cli.CommandGroups``) so
+    export/ can add ``train all``."""
     train = subparsers.add_parser("train", help="pre-train, fine-tune, evaluate and distil the model")
     sub = train.add_subparsers(dest="train_command", metavar="TRAIN_COMMAND", required=True)
+    if groups is not None:
+        groups.open("train", sub)
 
     p = sub.add_parser("pretrain", help="self-supervised pre-training (seed 000 Alg. 2)")
     _data_arguments(p)

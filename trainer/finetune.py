@@ -249,6 +249,8 @@ def _write_outputs(cfg, model: TaskModel, spec: dict, train: ArrayDataset, state
     if model.task == "forecast" and model.task_cfg.n_covariates == len(COVARIATE_NAMES):
         data_spec.covariate_names = list(COVARIATE_NAMES)
         data_spec.covariate_spec_version = COVARIATE_SPEC_VERSION
+        # the meter's zone, holiday country and weather source the covariates were computed with
+        data_spec.covariates = train.meta.get("covariates")
     history = state.history
     metrics = {"best_val_loss": state.best_loss, "best_epoch": state.best_epoch, "epochs_run": len(history),
                "regularizer": cfg.regularizer, "reg_lambda": cfg.reg_lambda}

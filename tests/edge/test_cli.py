@@ -32,3 +32,21 @@ def test_the_console_script_prints_no_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"unimeter signal: {bad}:3: column power_w: "
                                                   "could not convert string to float: 'abc'"]
+
+
+def test_layers_register_in_order_and_share_command_groups():
+    """train (trainer/) registers before export/, which adds ``train all`` to the group trainer
+    opened; a group opens once."""
+    import argparse
+
+    import pytest
+
+    from edge.cli import LAYER_ORDER, CommandGroups, _load_registrars
+
+    names = [n for n, _ in _load_registrars() if not n.startswith("edge.")]
+    assert [n for n in names if n in LAYER_ORDER] == list(LAYER_ORDER)
+    groups = CommandGroups()
+    sub = argparse.ArgumentParser().add_subparsers()
+    assert groups.open("train", sub) is sub and groups.get("train") is sub and groups.get("x") is None
+    with pytest.raises(ValueError, match="opened twice"):
+        groups.open("train", sub)

@@ -86,3 +86,36 @@ def test_a_failed_export_leaves_no_bundle_behind(t, tmp_path):
     with pytest.raises(ExportError, match="holds task 'anomaly', not 'imputation'"):
         write_bundle(tasks, tmp_path / "b", model_version="broken", cfg=cfg)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_calibration_is_fitted_on_the_exported_model_and_signed_with_the_manifest(t, tmp_path):
+    """The writer's calibrate hook sees the verified bundle (it runs the exported int8 model), its
+    figures land in the task's manifest entry, and the signature covers them."""
+    import numpy as np
+
+    from edge.calibration import fit_threshold
+    from edge.runtime import InferenceRuntime
+    from edge.signing import BundleTrust, generate_keypair, load_private_key
+
+    generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
+    clean = t.held_out["anomaly"].arrays
+    windows = clean["load_w"][clean["window_label"] < 0.5][:30]
+    seen = {}
+
+    def calibrate(bundle):
+        logits = InferenceRuntime(bundle).run("anomaly", {"load_w": windows})["window_logit"].ravel()
+        seen["logits"] = logits
+        return {"anomaly": fit_threshold(logits, np.arange(len(logits)) // 3).to_dict()}
+
+    cfg = BundleConfig(include_tflite=False, include_fp32=False, check_windows=8)
+    out = write_bundle({"anomaly": t.checkpoints["anomaly"]}, tmp_path / "b", model_version="cal", cfg=cfg,
+                       signing_key=load_private_key(tmp_path / "k.key"), calibrate=calibrate)
+    bundle = load_bundle(out, trust=BundleTrust.from_config([str(tmp_path / "k.pub")], "refuse"))
+    assert bundle.signature.startswith("valid")
+    cal = bundle.task("anomaly").calibration
+    assert cal["threshold"] == pytest.approx(fit_threshold(seen["logits"], np.arange(30) // 3).threshold)
+    assert cal["n_days"] == 10 and bundle.task("anomaly").input_spec["steps_per_day"] == 48
+    with pytest.raises(ExportError, match="tasks \\['forecast'\\]"):
+        write_bundle({"anomaly": t.checkpoints["anomaly"]}, tmp_path / "c", model_version="cal", cfg=cfg,
+                     calibrate=lambda bundle: {"forecast": {}})
+    assert not (tmp_path / "c").exists()
