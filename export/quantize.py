@@ -3,9 +3,22 @@
 Why dynamic, not static: the windows' scale varies by orders of magnitude between households
 (50 W to 10 kW), but the graph normalises each window first, so activations are already O(1);
 dynamic quantization computes activation scales per call and needs no calibration set, so the
-int8 model cannot drift from a calibration that did not see a household type. Weights are int8
-(symmetric, per tensor: per-channel scales gave no measurable gain on d_model=16 and cost
-DequantizeLinear nodes in the hot path).
+int8 model cannot drift from a calibration that did not see a household type. Weights are 8-bit
+per tensor (per-channel scales gave no measurable gain on d_model=16 and cost DequantizeLinear
+nodes in the hot path).
+
+Why the weights are uint8, not int8: a dynamic int8 MatMul multiplies uint8 activations by its
+weights. With int8 weights, onnxruntime's x86 kernel (MLAS U8S8 on AVX2, and on AVX-512 without
+VNNI) adds each pair of neighbouring products in saturating 16-bit arithmetic (``VPMADDUBSW``:
+255 x 127 x 2 = 64,770 is clamped to 32,767), so one graph gives different numbers on different
+x86 CPUs (microsoft/onnxruntime#5849, #14642). Measured on an AVX2 host without VNNI, onnxruntime
+1.31.1 and 1.32.0 alike: 8.5% of a random u8 x s8 MatMulInteger's outputs wrong (exact under
+aarch64 emulation, Cortex-A72 and A76); quantizing the test model's backbone kept 81% of the
+routes (99.5% when the same graph is computed exactly). uint8 weights take the U8U8 kernel, exact
+on every CPU; 7-bit int8 weights (``reduce_range``) are exact too but lose precision, and
+onnxruntime's session option ``session.x64quantprecision`` (#12088) only helps sessions that set
+it. So the graph itself is made exact, and ``integer_matmul_overflows`` refuses any int8 weights
+that could saturate.
 
 Why the gate stays float: a quantized gate flips 1-2% of the top-k routes (a different expert
 is a different function, ~10% relative error on those tokens); excluding the gate's MatMul
@@ -72,14 +85,44 @@ def _dynamic_int8(model: onnx.ModelProto, int8_path: Path, op_types: list[str], 
     try:
         quantize_dynamic(
             model, str(int8_path), op_types_to_quantize=op_types,
-            per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, weight_type=QuantType.QInt8,
+            per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, weight_type=QuantType.QUInt8,
             nodes_to_exclude=exclude, extra_options={"MatMulConstBOnly": True},
         )
     except Exception as e:  # the quantizer raises bare Exceptions
         raise ExportError(f"int8 quantization of {source} failed: {e}") from e
     quantized = onnx.load(str(int8_path))
+    overflows = integer_matmul_overflows(quantized)
+    if overflows:
+        raise ExportError(f"int8 quantization of {source}: MatMuls whose int8 weights saturate onnxruntime's "
+                          f"x86 kernels on CPUs without VNNI: {overflows}")
     _name_nodes(quantized)
     onnx.save_model(quantized, str(int8_path))
+
+
+# integer MatMul ops whose weights (input 1) meet uint8 activations in onnxruntime's u8 x s8 kernels
+U8_ACTIVATION_MATMULS = ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearMatMul")
+S8_EXACT_RANGE = (-64, 63)  # int8 weights in this range never saturate a 16-bit pair sum (255 x 64 x 2)
+
+
+def integer_matmul_overflows(model: onnx.ModelProto) -> list[str]:
+    """Integer MatMuls that onnxruntime may compute wrongly on x86 CPUs without VNNI: those with
+    constant int8 weights outside [-64, 63] (see the module doc). Returns "node: weight" entries;
+    an empty list means every integer MatMul of ``model`` is exact on any CPU."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    found = []
+    for node in model.graph.node:
+        if node.op_type not in U8_ACTIVATION_MATMULS or len(node.input) < 2:
+            continue
+        weight = node.input[3 if node.op_type == "QLinearMatMul" else 1]
+        init = inits.get(weight)
+        if init is None or init.data_type != onnx.TensorProto.INT8:
+            continue
+        values = numpy_helper.to_array(init)
+        if values.size and (values.min() < S8_EXACT_RANGE[0] or values.max() > S8_EXACT_RANGE[1]):
+            found.append(f"{node.name or node.op_type}: {weight}")
+    return found
 
 
 def quantize_onnx_int8(fp32_path: str | Path, int8_path: str | Path,
