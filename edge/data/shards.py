@@ -64,8 +64,8 @@ import pyarrow.parquet as pq
 
 from edge.data.split import DEFAULT_FRACTIONS, split_households
 from edge.errors import DataError
-from edge.sim.household import DailyProfiles, HouseholdTrace
 from edge.sim.specs import ALL_APPLIANCES
+from edge.sim.trace import DailyProfiles, HouseholdTrace
 
 FORMAT_VERSION = 1
 PROFILE_L = 48

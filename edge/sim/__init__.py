@@ -1,4 +1,10 @@
-"""Household simulator, live simulated meter source and fault/attack injection (numpy only)."""
+"""Household simulator, live power source for virtual meters, and fault/attack injection (numpy only).
+
+Modules: ``config`` (a household), ``trace`` (what a simulation returns), ``grid`` (one chunk's time
+grid and segment painting), ``appliances`` (event-driven appliances), ``loads`` (heating, cooling,
+EV, PV), ``household`` (the simulation and the fleet), ``weather``, ``specs`` (appliance tables),
+``stream`` (live power source), ``inject`` (faults and attacks), ``plot``, ``cli``.
+"""
 
 from edge.sim.household import (
     ApplianceTrace,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.sim.household import HouseholdTrace
 from edge.sim.specs import ALL_APPLIANCES, SPECS_BY_NAME
+from edge.sim.trace import HouseholdTrace
 
 COLORS = {
     "router": "#7f7f7f", "standby": "#c7c7c7", "fridge": "#9467bd", "freezer": "#c5b0d5",

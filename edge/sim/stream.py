@@ -17,15 +17,11 @@ from dataclasses import replace
 
 import numpy as np
 
+from edge.errors import SimulationError
 from edge.sim import weather as wx
-from edge.sim.household import (
-    DAY_S,
-    HouseholdConfig,
-    HouseholdTrace,
-    SimulationError,
-    parse_resolution,
-    simulate_household,
-)
+from edge.sim.config import DAY_S, HouseholdConfig, parse_resolution
+from edge.sim.household import simulate_household
+from edge.sim.trace import HouseholdTrace
 
 NOMINAL_VOLTAGE_V = 230.0
 LINE_RESISTANCE_OHM = 0.3  # service cable + local network, sets the voltage drop under load
