@@ -14,6 +14,8 @@ import importlib
 import sys
 from pathlib import Path
 
+from edge.errors import ConfigError
+
 
 def register(subparsers: argparse._SubParsersAction, groups=None) -> None:
     """``unimeter export`` and ``unimeter demo``; ``groups``: ``edge.cli.CommandGroups``."""
@@ -61,11 +63,11 @@ def _checkpoint_map(specs: list[str]) -> dict[str, Path]:
         ckpt = load_checkpoint(path)
         found = ckpt.get("task")
         if ckpt.get("kind") != "task" or not found:
-            raise SystemExit(f"unimeter export: {path} is not a task checkpoint (kind {ckpt.get('kind')!r})")
+            raise ConfigError(f"{path} is not a task checkpoint (kind {ckpt.get('kind')!r})")
         if task and task != found:
-            raise SystemExit(f"unimeter export: {path} holds task {found!r}, not {task!r}")
+            raise ConfigError(f"{path} holds task {found!r}, not {task!r}")
         if found in tasks:
-            raise SystemExit(f"unimeter export: two checkpoints for task {found!r}")
+            raise ConfigError(f"two checkpoints for task {found!r}")
         tasks[found] = Path(path)
     return tasks
 

@@ -30,6 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.agent.config import load_config
+from edge.agent.meters import make_power_source
+from edge.agent.store import ReadingStore
+from edge.errors import ConfigError
+from export.broker import LocalBroker
+from firmware_bridge.reading import Reading, ReadingFlag
+
 log = logging.getLogger(__name__)
 
 GATEWAY_ID = "demo"
@@ -79,7 +86,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 @dataclass
 class Collector:
     """Subscribes to everything the gateway publishes and keeps it (thread-safe)."""
-
     broker: BrokerSettings
     messages: list[tuple[float, str, dict | str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -148,7 +154,6 @@ PASSWORD_ENV = "UNIMETER_MQTT_PASSWORD"
 @dataclass(frozen=True)
 class BrokerSettings:
     """Where the demo publishes: a local broker it started, or an existing one."""
-
     host: str = "127.0.0.1"
     port: int = 1883
     username: str = ""
@@ -165,7 +170,7 @@ class BrokerSettings:
             lines = Path(args.mqtt_password_file).read_text().splitlines()
             password = lines[0] if lines else ""
         if password and not args.mqtt_user:
-            raise SystemExit("unimeter demo: a password is given but no --mqtt-user")
+            raise ConfigError("a password is given but no --mqtt-user")
         port = args.mqtt_port or (8883 if args.mqtt_tls else 1883)
         return cls(args.mqtt_host, port, args.mqtt_user, password, args.mqtt_password_file,
                    args.mqtt_tls, args.mqtt_ca_file, args.mqtt_tls_insecure)
@@ -216,10 +221,6 @@ def agent_config_text(out: Path, broker: BrokerSettings | int, bundle: Path, now
 
 def seed_history(cfg, now_s: float, history_s: float) -> dict[str, int]:
     """Write ``history_s`` of 1-min readings per meter into the agent's store (not published)."""
-    from edge.agent.meters import make_power_source
-    from edge.agent.store import ReadingStore
-    from firmware_bridge.reading import Reading, ReadingFlag
-
     store = ReadingStore(cfg.store_path, synchronous=cfg.store.synchronous)
     counts = {}
     try:
@@ -346,8 +347,6 @@ def plot_demo(store_path: Path, collector: Collector, png: Path, now_s: float) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from edge.agent.store import ReadingStore
-
     kinds = collector.by_kind()
     store = ReadingStore(store_path)
     fig, axes = plt.subplots(len(METERS), 2, figsize=(14, 4.2 * len(METERS)),
@@ -430,15 +429,13 @@ def _parse_outage(text: str | None, now_s: float) -> tuple[float, float] | None:
     try:
         start_s, duration_s = (float(x) for x in text.split(":"))
     except ValueError as e:
-        raise SystemExit(f"unimeter demo: --meter-outage expects START_S:DURATION_S, got {text!r}") from e
+        raise ConfigError(f"--meter-outage expects START_S:DURATION_S, got {text!r}") from e
     if start_s < 0 or duration_s <= 0:
-        raise SystemExit(f"unimeter demo: --meter-outage needs START_S >= 0 and DURATION_S > 0, got {text!r}")
+        raise ConfigError(f"--meter-outage needs START_S >= 0 and DURATION_S > 0, got {text!r}")
     return now_s + start_s, now_s + start_s + duration_s
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.agent.config import load_config
-    from export.broker import LocalBroker
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,25 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import torch
+
 from edge.errors import ConfigError
+from edge.sim import simulate_fleet
 from edge.task_io import TASKS
+from export.bundle_writer import BundleConfig, write_bundle
+from trainer.checkpoint import DataSpec, load_task_model
+from trainer.data import (
+    anomaly_set,
+    forecast_set,
+    high_rate_windows,
+    imputation_set,
+    simulate_profiles,
+    split_by_household,
+)
+from trainer.distill import DistillConfig, default_student_config, distill
+from trainer.finetune import FinetuneConfig, finetune
+from trainer.model import ModelConfig
+from trainer.pretrain import PretrainConfig, pretrain
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +116,6 @@ class PipelineResult:
 
 class _Stages:
     """Times each stage and logs it."""
-
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
 
@@ -114,14 +130,6 @@ class _Stages:
 
 def build_profile_sets(cfg: PipelineConfig) -> dict:
     """Daily profiles of a simulated fleet, split by household, and every profile task's sets."""
-    from trainer.data import (
-        anomaly_set,
-        forecast_set,
-        imputation_set,
-        simulate_profiles,
-        split_by_household,
-    )
-
     profiles = simulate_profiles(cfg.households, cfg.days, seed=cfg.seed)
     train, val, test = split_by_household(profiles, (0.7, 0.15, 0.15), seed=cfg.seed)
     _check_splits("profiles", cfg.households, train=train, val=val, test=test)
@@ -136,8 +144,6 @@ def build_profile_sets(cfg: PipelineConfig) -> dict:
 
 
 def build_nilm_sets(cfg: PipelineConfig) -> dict:
-    from edge.sim import simulate_fleet
-    from trainer.data import high_rate_windows, split_by_household
 
     traces = simulate_fleet(n_households=cfg.nilm_households, days=cfg.nilm_days,
                             resolution_s=cfg.nilm_resolution_s, seed=cfg.seed + 1000)
@@ -155,14 +161,11 @@ def _check_splits(what: str, n_households: int, **splits) -> None:
 
 
 def _model_cfg(cfg: PipelineConfig, seq_len: int, n_patches: int):
-    from trainer.model import ModelConfig
 
     return ModelConfig(seq_len=seq_len, n_patches=n_patches, **cfg.teacher)
 
 
 def _pretrain(cfg: PipelineConfig, name: str, model_cfg, train, val) -> Path:
-    from trainer.checkpoint import DataSpec
-    from trainer.pretrain import PretrainConfig, pretrain
 
     resolution_s = cfg.nilm_resolution_s if name == "nilm" else 1800
     pcfg = PretrainConfig(model=model_cfg, out_dir=str(cfg.out_dir / "pretrain" / name),
@@ -174,7 +177,6 @@ def _pretrain(cfg: PipelineConfig, name: str, model_cfg, train, val) -> Path:
 
 
 def _finetune(cfg: PipelineConfig, task: str, backbone: Path, sets: dict) -> Path:
-    from trainer.finetune import FinetuneConfig, finetune
 
     fcfg = FinetuneConfig(task=task, out_dir=str(cfg.out_dir / "finetune" / task), epochs=10_000,
                           batch_size=cfg.batch_size, max_steps=cfg.finetune_steps, seed=cfg.seed,
@@ -184,8 +186,6 @@ def _finetune(cfg: PipelineConfig, task: str, backbone: Path, sets: dict) -> Pat
 
 
 def _distill(cfg: PipelineConfig, teacher_ckpt: Path, sets: dict) -> Path:
-    from trainer.checkpoint import load_task_model
-    from trainer.distill import DistillConfig, default_student_config, distill
 
     teacher_cfg = load_task_model(teacher_ckpt).model_cfg
     student_cfg = default_student_config(teacher_cfg, **cfg.student)
@@ -197,10 +197,6 @@ def _distill(cfg: PipelineConfig, teacher_ckpt: Path, sets: dict) -> Path:
 
 def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     """Simulate, pretrain both backbones, fine-tune every task, distill, and write the bundle."""
-    import torch
-
-    from export.bundle_writer import BundleConfig, write_bundle
-
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)  # every stage seeds its own generators from cfg.seed too

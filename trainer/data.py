@@ -27,8 +27,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.data.shards import iter_nilm_batches, iter_profile_batches, read_manifest
 from edge.data.split import households_by_split
 from edge.errors import DataError
+from edge.features import forecast_covariates
+from edge.sim import inject, simulate_fleet
 
 TASK_KEYS: dict[str, tuple[str, ...]] = {
     "pretrain": ("load_w",),
@@ -144,8 +147,6 @@ def profiles_from_traces(traces: Iterable) -> ArrayDataset:
 
 def simulate_profiles(n_households: int, days: int, seed: int = 0) -> ArrayDataset:
     """A pre-training set of daily profiles from the simulator (edge.sim)."""
-    from edge.sim import simulate_fleet
-
     ds = profiles_from_traces(simulate_fleet(n_households=n_households, days=days,
                                              resolution_s=1800, seed=seed))
     ds.meta.update(source=f"sim:{n_households}x{days}d seed={seed}", resolution_s=1800)
@@ -187,8 +188,6 @@ def _shard_files(data_dir: str, kind: str, split: str, rank: int, world: int) ->
     """This rank's share (every world-th file) of a dataset split, and the manifest section."""
     from pathlib import Path
 
-    from edge.data.shards import read_manifest
-
     section = read_manifest(data_dir).get(kind)
     if section is None or split not in section["splits"]:
         raise DataError(f"{data_dir}: no {kind} split {split!r}")
@@ -206,8 +205,6 @@ def profiles_from_shards(data_dir: str, split: str = "train", rank: int = 0, wor
     temperature and holiday (so ``forecast_set`` works on them). Under DDP each rank reads every
     world-th shard, so no rank holds the whole corpus. Rows with a missing point are dropped
     (pre-training needs complete days); ``column="load_clean_w"`` reads the attack-free truth."""
-    from edge.data.shards import iter_profile_batches
-
     files, _ = _shard_files(data_dir, "profiles", split, rank, world)
     cols = ("household_id", "date", column, "temperature_c", "is_holiday")
     parts: dict[str, list] = {k: [] for k in cols}
@@ -230,8 +227,6 @@ def profiles_from_shards(data_dir: str, split: str = "train", rank: int = 0, wor
 def nilm_from_shards(data_dir: str, split: str = "train", rank: int = 0, world: int = 1
                      ) -> ArrayDataset:
     """High-rate NILM windows of a Parquet dataset split (appliance order from the manifest)."""
-    from edge.data.shards import iter_nilm_batches
-
     _, section = _shard_files(data_dir, "nilm", split, rank, world)
     cols = ("load_w", "appliance_w", "appliance_on")
     parts: dict[str, list] = {k: [] for k in cols}
@@ -266,8 +261,6 @@ def missing_mask(n: int, length: int, rate: float | tuple[float, float], mode: s
     """observed [n, length] float32 (1 observed, 0 missing) from ``edge.sim.inject``: "random"
     points (each missing with probability rate) or one contiguous "block" of round(rate * L);
     ``rate`` fixed or drawn uniformly per row from (lo, hi). At least one point stays observed."""
-    from edge.sim import inject
-
     lo, hi = (rate, rate) if np.isscalar(rate) else rate
     obs = np.ones((n, length), np.float32)
     ones = np.ones(length)
@@ -305,8 +298,6 @@ ANOMALY_KINDS = ("scaling", "ramp_i", "ramp_ii")  # seed 000: scaling and rampin
 def anomaly_set(load_w: np.ndarray, attack_fraction: float = 0.5,
                 kinds: Sequence[str] = ANOMALY_KINDS, seed: int = 0) -> ArrayDataset:
     """Cui et al. scaling/ramping attacks (``edge.sim.inject.attack_batch``) on a share of rows."""
-    from edge.sim import inject
-
     rng = np.random.default_rng(seed)
     x, points, window, codes = inject.attack_batch(load_w, rng, attack_fraction,
                                                    inject.AttackConfig(kinds=tuple(kinds)))
@@ -322,8 +313,6 @@ def forecast_set(profiles: ArrayDataset, stride_steps: int = 12, hour_ahead_step
     the next 48 (day-ahead) and the next ``hour_ahead_steps``; covariates (``edge.features``) for
     the calendar day the horizon starts in, with the horizon's 48 temperatures. A gap in the
     days (a dropped incomplete day) starts a new series, so no window spans it."""
-    from edge.features import forecast_covariates
-
     need = ("household", "day", "temperature_c", "is_holiday")
     if any(k not in profiles.arrays for k in need):
         raise DataError(f"forecast_set needs profile arrays {need}")

@@ -7,11 +7,11 @@ import argparse
 import json
 from pathlib import Path
 
+from trainer.cli_args import data_arguments
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from trainer.cli import _data_arguments
-
-    _data_arguments(p)
+    data_arguments(p)
     p.add_argument("--teacher", required=True, help="fine-tuned task checkpoint (the teacher)")
     p.add_argument("--student-json", help='ModelConfig overrides for the student, e.g. \'{"n_experts": 32}\'')
     p.add_argument("--epochs", type=int, default=20)
@@ -31,14 +31,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from trainer.checkpoint import load_checkpoint
-    from trainer.cli import _task_sets
+    from trainer.cli_data import task_sets
     from trainer.distill import HEADLINE, DistillConfig, distill
 
     ckpt = load_checkpoint(args.teacher)
     if ckpt.get("kind") != "task":
         print(f"unimeter train distill: {args.teacher} is not a fine-tuned task checkpoint", flush=True)
         return 2
-    train, val = _task_sets(args, ckpt["task"], int(ckpt["model_config"]["seq_len"]))
+    train, val = task_sets(args, ckpt["task"], int(ckpt["model_config"]["seq_len"]))
     cfg = DistillConfig(out_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         w_kd=args.w_kd, w_z=args.w_z, temperature=args.temperature,
                         patience=args.patience, seed=args.seed, max_steps=args.max_steps,

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from edge.errors import DataError
+from edge.features import COVARIATE_NAMES, COVARIATE_SPEC_VERSION
 from edge.task_io import TASKS
 from trainer import distributed as D
 from trainer.checkpoint import DataSpec, load_pretrained_model, save_checkpoint
@@ -125,7 +126,6 @@ def build_task_model(cfg: FinetuneConfig, pretrained_ckpt: Path | None, data: Ar
 class _LossModule(torch.nn.Module):
     """forward(batch) -> (task loss l, l + lambda R): the whole objective of eq 2 inside one
     forward, so DDP's gradient hooks see every use of every parameter exactly once."""
-
     def __init__(self, model: TaskModel, reg):
         super().__init__()
         self.model, self.reg = model, reg
@@ -242,7 +242,6 @@ def _fingerprint(cfg: FinetuneConfig, model: TaskModel) -> dict:
 
 
 def _write_outputs(cfg, model: TaskModel, spec: dict, train: ArrayDataset, state: LoopState, path) -> None:
-    from edge.features import COVARIATE_NAMES, COVARIATE_SPEC_VERSION
 
     data_spec = DataSpec(**{k: v for k, v in spec.items() if k in DataSpec.__dataclass_fields__}) \
         if spec else DataSpec(seq_len=model.model_cfg.seq_len, n_patches=model.model_cfg.n_patches)

@@ -30,8 +30,13 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+import numpy as np
+
 from edge.agent.config import AgentConfig, MeterConfig
 from edge.errors import AgentError
+from edge.sim import inject
+from edge.sim.household import HouseholdConfig
+from edge.sim.stream import HouseholdPowerSource
 from firmware_bridge.errors import BridgeError
 from firmware_bridge.reading import Reading, ReadingFlag
 from firmware_bridge.sources import VIRTUAL_KINDS, build_source, canonical_kind
@@ -57,11 +62,6 @@ def sine_power_source(base_w: float = 400.0, amplitude_w: float = 300.0, seed: i
 
 def household_power_source(seed: int, start_s: float, options: Mapping[str, Any]) -> PowerSource:
     """The household simulator as a live meter; ``options.household`` may hold a HouseholdConfig dict."""
-    import numpy as np
-
-    from edge.sim.household import HouseholdConfig
-    from edge.sim.stream import HouseholdPowerSource
-
     household = options.get("household")
     if household:
         config = HouseholdConfig.from_dict(dict(household))
@@ -79,10 +79,6 @@ def attack_power_source(source: PowerSource, kind: str, start_s: float, end_s: f
     the window with the live value at t, so p'(t) follows the paper's formula for that sample.
     Only ``power_w`` is manipulated (the attacker edits the reported load), counters are not.
     """
-    import numpy as np
-
-    from edge.sim import inject
-
     if kind not in inject.WINDOW_TEMPLATES:
         raise SourceBuildError(f"attack kind must be one of {tuple(inject.WINDOW_TEMPLATES)}, got {kind!r}")
     if end_s <= start_s or step_s <= 0:
@@ -125,7 +121,6 @@ def make_power_source(meter: MeterConfig) -> PowerSource:
 
 class InProcessMeter:
     """In-process virtual meter: one Reading per ``interval_s`` (wall clock), SIMULATED flag."""
-
     kind = IN_PROCESS_KIND
 
     def __init__(self, meter_id: str, power_source: PowerSource, interval_s: float = 1.0,
@@ -149,7 +144,6 @@ class InProcessMeter:
 
 class OutageSource:
     """Wraps a source: readings received inside an outage window are dropped (a cable drop)."""
-
     def __init__(self, source: Any, windows: list[tuple[float, float]],
                  time_fn: Callable[[], float] = time.time):
         self.source, self.windows, self.time_fn = source, windows, time_fn

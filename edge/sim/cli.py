@@ -9,6 +9,15 @@ import sys
 import time
 from pathlib import Path
 
+from edge.errors import ConfigError
+from edge.sim.household import (
+    HouseholdConfig,
+    appliance_names,
+    fleet_member,
+    parse_resolution,
+    parse_start,
+)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -46,14 +55,12 @@ def _fractions(text: str) -> dict[str, float]:
         try:
             out[name.strip()] = float(value)
         except ValueError as e:
-            raise SystemExit(f"unimeter simulate: bad --split part {part!r} (use train=0.8,val=0.1,test=0.1)") from e
+            raise ConfigError(f"bad --split part {part!r} (use train=0.8,val=0.1,test=0.1)") from e
     return out
 
 
 def showcase_household(n_households: int, seed: int) -> int:
     """A household worth plotting: many appliances and no EV dominating the scale."""
-    from edge.sim.household import appliance_names, fleet_member
-
     for i in range(min(n_households, 20)):
         names = appliance_names(fleet_member(i, seed)[0])
         if len(names) >= 13 and "ev" not in names:
@@ -62,7 +69,6 @@ def showcase_household(n_households: int, seed: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.sim.household import HouseholdConfig, parse_resolution, parse_start
 
     try:
         from edge.data.shards import write_fleet

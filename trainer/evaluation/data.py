@@ -17,7 +17,7 @@ import numpy as np
 
 from edge.data.split import households_by_split
 from edge.features import forecast_covariates
-from edge.sim import inject
+from edge.sim import inject, simulate_fleet
 from trainer.baselines import AnomalyBatch, ForecastBatch, ImputationBatch, NILMBatch
 from trainer.data import ArrayDataset, high_rate_windows, profiles_from_traces
 from trainer.evaluation.config import (
@@ -34,7 +34,6 @@ SLOT_S = 86_400 // STEPS_PER_DAY  # 1800 s
 @dataclass
 class FleetProfiles:
     """Daily 30-min profiles of a fleet, aligned on (local) midnights."""
-
     power_w: np.ndarray  # [H, D, 48] float64
     temperature_c: np.ndarray  # [H, D, 48] float64
     is_holiday: np.ndarray  # [H, D] bool
@@ -72,8 +71,6 @@ class FleetProfiles:
 def simulate_profiles(n_households: int, days: int, seed: int, progress: bool = True) -> FleetProfiles:
     """Simulate a fleet at 30 min with ``edge.sim`` (one day more than asked, so ``days`` complete
     local days remain) and stack its daily profiles."""
-    from edge.sim import simulate_fleet
-
     traces = simulate_fleet(n_households=n_households, days=days + 1, resolution_s=SLOT_S, seed=seed)
     return FleetProfiles.from_dataset(profiles_from_traces(progress_bar(traces, progress, "simulate fleet",
                                                                         total=n_households)), days)
@@ -252,8 +249,6 @@ def nilm_batch(traces: list, appliances: list[str], window: int) -> NILMBatch:
 def nilm_data(cfg: EvalConfig) -> NILMData:
     """High-rate windows (``nilm_window`` steps at ``nilm_resolution_s``) of a separate simulated
     fleet, split by household; appliances as chosen by ``nilm_appliances`` on the training split."""
-    from edge.sim import simulate_fleet
-
     traces = list(progress_bar(simulate_fleet(n_households=cfg.nilm_households, days=cfg.nilm_days,
                                               resolution_s=cfg.nilm_resolution_s, seed=cfg.seed + 1),
                                cfg.progress, "simulate NILM fleet", total=cfg.nilm_households))
