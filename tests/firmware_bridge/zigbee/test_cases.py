@@ -14,9 +14,19 @@ import pytest
 from firmware_bridge.reading import ReadingFlag
 from firmware_bridge.zigbee.source import ZigbeeConfig, ZigbeeSource
 from firmware_bridge.zigbee.virtual_meter import ReplayZigbeeDevice
-from tests.firmware_bridge.meter_cases import case_params, check_vendored, published_payloads
+from tests.firmware_bridge.meter_cases import (
+    assert_published,
+    case_params,
+    check_vendored,
+    published_payloads,
+)
 
-KNOWN_CASES = ("zigbee-summation-invalid-uint48", "zigbee-develco-emi-report")
+KNOWN_CASES = (
+    "zigbee-summation-invalid-uint48",  # 0xFFFFFFFFFFFF summation: no value
+    "zigbee-develco-emi-report",  # real report frame (regression)
+    "zigbee-emizb132-three-phase-current-divisor",  # phases B/C; a wrong divisor withheld by the guard
+    "zigbee-thirdreality-summation-divisor-3600000",  # a divisor beyond 1000 applied as stated
+)
 
 
 def test_known_cases_are_vendored_unchanged():
@@ -53,8 +63,14 @@ async def replay(device: ReplayZigbeeDevice, source: ZigbeeSource, timeout_s: fl
 
 
 def _assert_fields(reading, expected: dict) -> None:
+    """Each field named in ``expected`` (``phases``: a list of per-phase dicts, L1 first)."""
     for name, want in expected.items():
         if name == "note":
+            continue
+        if name == "phases":
+            assert len(reading.phases) == len(want), f"phases: {reading.phases}"
+            for phase, phase_want in zip(reading.phases, want, strict=True):
+                _assert_fields(phase, phase_want)
             continue
         got = getattr(reading, name)
         if want is None:
@@ -88,5 +104,6 @@ async def test_zigbee_case_readings_and_payloads(case, tmp_path):
             assert payload["power_w"] == pytest.approx(want["power_w"], abs=1e-3)
     energy = [p["energy_kwh"] for p in payloads if p.get("energy_kwh") is not None]
     assert energy == sorted(energy)
+    assert_published(case.expected, payloads)
     if "published_energy_kwh_max" in case.expected:
         assert max(energy) <= case.expected["published_energy_kwh_max"] + 1e-9

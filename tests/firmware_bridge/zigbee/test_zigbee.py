@@ -108,6 +108,49 @@ def test_metering_state_scaling_rules():
     assert state.values()["power_w"] is None
 
 
+def test_a_single_phase_device_has_no_phases_and_its_active_power_is_the_total():
+    state = MeteringState()
+    for name, value in (("active_power", 1234), ("rms_voltage", 2301), ("ac_voltage_divisor", 10)):
+        state.update(name, value)
+    values = state.values()
+    assert values["phases"] == () and values["power_w"] == 1234.0 and values["voltage_v"] == 230.1
+
+
+def test_a_three_phase_device_reports_each_phase_and_their_sum():
+    state = MeteringState()
+    for name, value in (("active_power", 100), ("active_power_ph_b", 200), ("active_power_ph_c", -50),
+                        ("rms_current", 2011), ("rms_current_ph_c", 74), ("ac_current_divisor", 10)):
+        state.update(name, value)
+    state.invalidate("rms_current_ph_b")  # sent as 0xFFFF: no value
+    values = state.values()
+    assert values["power_w"] == 250.0  # the sum over the phases, not phase A alone
+    assert [p.power_w for p in values["phases"]] == [100.0, 200.0, -50.0]
+    assert [p.current_a for p in values["phases"]] == [201.1, None, 7.4]
+    state.invalidate("active_power_ph_b")
+    assert state.values()["power_w"] is None  # nothing derived from a half-read group
+    assert state.values()["phases"][0].power_w == 100.0
+
+
+async def test_a_replayed_three_phase_device_over_zigpy_gives_all_phases():
+    from firmware_bridge.zigbee.virtual_meter import ReplayZigbeeDevice
+    from tests.firmware_bridge.zigbee.test_cases import replay
+
+    em = {"0x0505": [33, 2362], "0x0508": [33, 49], "0x0905": [33, 2365], "0x0908": [33, 0xFFFF],
+          "0x0A05": [33, 2361], "0x0A08": [33, 74], "0x050B": [41, 1130], "0x090B": [41, 0],
+          "0x0A0B": [41, 1650]}
+    device = ReplayZigbeeDevice.from_case({
+        "clusters": [0x0B04], "read": {"0x0B04": {"0x0601": [33, 10], "0x0603": [33, 10]}},
+        "reports": [{"0x0B04": [[a, t, v] for a, (t, v) in em.items()]}]})
+    source = ZigbeeSource(ZigbeeConfig(radio="virtual", virtual_devices=[device],
+                                       meters={device.ieee: "han"}))
+    (reading,) = await replay(device, source)
+    assert [p.voltage_v for p in reading.phases] == [236.2, 236.5, 236.1]
+    assert [p.current_a for p in reading.phases] == [4.9, None, 7.4]  # 0xFFFF: the ZCL invalid uint16
+    assert reading.power_w == 2780.0 and ReadingFlag.INVALID_VALUE in reading.flags
+    assert reading.extra["invalid_attributes"] == "rms_current_ph_b"
+    assert source.configured[device.ieee]["active_power_ph_c"] == 0  # reporting configured per phase
+
+
 @pytest.mark.parametrize("radio", ["znp", "ezsp", "deconz"])
 def test_radio_library_is_loaded_lazily_with_a_clear_error(radio):
     module_name, package = RADIO_LIBRARIES[radio]
