@@ -38,6 +38,7 @@ from firmware_bridge.zigbee.datatypes import is_invalid_zigpy_value
 from firmware_bridge.zigbee.radio import RADIO_LIBRARIES, load_application_class
 
 LOGGER = logging.getLogger(__name__)
+_REPORTING_PER_REQUEST = 3  # attribute records per Configure Reporting request (ZHA sends 3)
 WATCHED_CLUSTERS = (METERING_CLUSTER_ID, ELECTRICAL_MEASUREMENT_CLUSTER_ID)
 READ_ATTRIBUTES = frozenset(ATTRIBUTES.values())
 
@@ -230,19 +231,24 @@ class ZigbeeSource(MeterSource):
             return f"failed: {e}"
 
     async def _configure(self, cluster) -> dict[str, object]:
-        from zigpy.zcl.foundation import Status
+        """Configure Reporting for the cluster's ``REPORTING`` attributes, a few per request (as ZHA
+        does: fewer round trips, and a device that chokes on a long frame still gets the others).
+        Returns attribute name -> ZCL status, or "failed: ..." where the request failed."""
+        from zigpy.zcl import ReportingConfig
 
+        names = list(REPORTING.get(cluster.cluster_id, {}).items())
         out: dict[str, object] = {}
-        for name, change in REPORTING.get(cluster.cluster_id, {}).items():
+        for i in range(0, len(names), _REPORTING_PER_REQUEST):
+            chunk = dict(names[i:i + _REPORTING_PER_REQUEST])
+            config = {cluster.find_attribute(name): ReportingConfig(
+                self.config.report_min_interval_s, self.config.report_max_interval_s, change)
+                for name, change in chunk.items()}
             try:
                 async with asyncio.timeout(self.config.request_timeout_s):
-                    result = await cluster.configure_reporting(
-                        name, self.config.report_min_interval_s, self.config.report_max_interval_s,
-                        change)
-                statuses = list(result.values()) if isinstance(result, dict) else [result]
-                out[name] = statuses[0] if statuses else Status.SUCCESS
+                    result = await cluster.configure_reporting_multiple(config)
+                out.update({attr.name: status for attr, status in result.items()})
             except Exception as e:  # the device does not allow it: it reports on its own schedule
-                out[name] = f"failed: {e}"
+                out.update({name: f"failed: {e}" for name in chunk})
         return out
 
     def _on_report(self, event) -> None:
