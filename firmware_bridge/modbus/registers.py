@@ -2,7 +2,8 @@
 
 Each value is an IEEE 754 float32 in two input registers (function 04), high word first. Addresses
 are the 0-based protocol addresses (the datasheet's 30001 = 0x0000). ``target`` names a Reading
-field, or an ``extra`` key (units in the name); ``scale`` converts to SI (kWh -> Wh).
+field, a phase value (``power_l2_w``: ``Reading.phases``) or an ``extra`` key (units in the name);
+``scale`` converts to SI (kWh -> Wh).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import struct
 from dataclasses import dataclass
 
 READING_FIELDS = ("power_w", "reactive_var", "import_wh", "export_wh", "voltage_v", "current_a")
+# PhaseValues field -> register target of phase n (``Reading.phases``, not ``extra``)
+PHASE_FIELDS = {"power_w": "power_l{n}_w", "voltage_v": "voltage_l{n}_v", "current_a": "current_l{n}_a"}
+PHASE_TARGETS = frozenset(t.format(n=n) for t in PHASE_FIELDS.values() for n in (1, 2, 3))
 
 
 @dataclass(frozen=True)

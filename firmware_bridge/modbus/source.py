@@ -17,12 +17,14 @@ from firmware_bridge.errors import (
     TransientConnectionError,
 )
 from firmware_bridge.modbus.registers import (
+    PHASE_FIELDS,
+    PHASE_TARGETS,
     READING_FIELDS,
     REGISTER_MAPS,
     RegisterMap,
     decode_float32,
 )
-from firmware_bridge.reading import Reading, ReadingFlag
+from firmware_bridge.reading import PhaseValues, Reading, ReadingFlag
 from firmware_bridge.source import BackoffConfig, MeterSource
 
 
@@ -189,11 +191,14 @@ class ModbusSource(MeterSource):
 
     def _to_reading(self, unit: ModbusUnit, values: dict[str, float], received_s: float) -> Reading:
         """One poll's decoded values -> Reading; a non-finite value is None, flagged INVALID_VALUE
-        and named in ``extra["invalid_registers"]``."""
+        and named in ``extra["invalid_registers"]``. A three-phase meter's per-phase registers go
+        to ``Reading.phases`` (L1..L3), where the reading guard checks them like every phase."""
         invalid = sorted(k for k, v in values.items() if not math.isfinite(v))
         values = {k: v for k, v in values.items() if k not in invalid}
         fields = {k: values.get(k) for k in READING_FIELDS}
-        extra: dict[str, float | str] = {k: v for k, v in values.items() if k not in READING_FIELDS}
+        phases = _phases(unit.register_map, values)
+        extra: dict[str, float | str] = {k: v for k, v in values.items()
+                                         if k not in READING_FIELDS and k not in PHASE_TARGETS}
         extra["model"] = unit.model
         extra["unit_id"] = float(unit.unit_id)
         # Eastron meters have no clock: the timestamp is the receive time, flagged as such.
@@ -203,4 +208,13 @@ class ModbusSource(MeterSource):
             extra["invalid_registers"] = ",".join(invalid)
             flags |= ReadingFlag.INVALID_VALUE
         return Reading(meter_id=unit.meter_id or self.meter_id, ts_s=received_s, received_s=received_s,
-                       source=self.source_name, extra=extra, flags=flags, **fields)
+                       source=self.source_name, extra=extra, flags=flags, phases=phases, **fields)
+
+
+def _phases(register_map: RegisterMap, values: dict[str, float]) -> tuple[PhaseValues, ...]:
+    """L1..L3 from the per-phase registers of ``register_map`` (none: a single-phase meter);
+    a register that was NaN in this poll is None in its phase."""
+    if not any(r.target in PHASE_TARGETS for r in register_map.registers):
+        return ()
+    return tuple(PhaseValues(**{field: values.get(target.format(n=n))
+                                for field, target in PHASE_FIELDS.items()}) for n in (1, 2, 3))
