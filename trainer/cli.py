@@ -37,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction, groups=None) -> None:
     p.add_argument("--seq-len", type=int, default=48, help="points per window (L)")
     p.add_argument("--n-patches", type=int, default=12, help="patches per window (P)")
     p.add_argument("--model-json", help="JSON object of ModelConfig overrides")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--epochs", type=int, help="default: from the data size (about 2000 steps)")
+    p.add_argument("--batch-size", type=int, help="default: from the data size (8..64)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant")
     p.add_argument("--mask-ratio", type=float, default=0.4)
@@ -51,12 +51,13 @@ def register(subparsers: argparse._SubParsersAction, groups=None) -> None:
     data_arguments(f)
     f.add_argument("--task", choices=TASKS, required=True)
     f.add_argument("--pretrained", required=True, help="checkpoint written by 'train pretrain'")
-    f.add_argument("--epochs", type=int, default=20)
-    f.add_argument("--batch-size", type=int, default=64)
+    f.add_argument("--epochs", type=int, help="default: from the data size (about 1000 steps)")
+    f.add_argument("--batch-size", type=int, help="default: from the data size (8..64)")
     f.add_argument("--lr", type=float, default=1e-3)
     f.add_argument("--regularizer", choices=("none", "l2sp", "frozen"), default="l2sp")
     f.add_argument("--reg-lambda", type=float, default=1e-3)
-    f.add_argument("--patience", type=int, default=5)
+    f.add_argument("--patience", type=int, help="epochs without validation gain before stopping "
+                   "(default: from the data size, at least 3)")
     f.add_argument("--no-resume", action="store_true", help="start over even if <task>_last.pt exists")
     common_arguments(f, "runs/finetune")
     f.set_defaults(func=_run_finetune)
@@ -88,17 +89,18 @@ def _delegate(sub, name: str, help_text: str) -> None:
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
-    from trainer.cli_data import load_windows
+    from trainer.cli_data import datasets, history_days, schedule_for
     from trainer.model import ModelConfig
     from trainer.pretrain import PretrainConfig, pretrain
 
     overrides = json.loads(args.model_json) if args.model_json else {}
     model_cfg = ModelConfig.named(args.model, seq_len=args.seq_len, n_patches=args.n_patches, **overrides)
-    train, val = load_windows(args, model_cfg.seq_len)
-    cfg = PretrainConfig(model=model_cfg, out_dir=args.out, epochs=args.epochs,
-                         batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
+    train, val = datasets(args, "pretrain", model_cfg.seq_len, history_days(model_cfg))
+    batch, epochs, _, max_steps = schedule_for(args, "pretrain", len(train), 2000, early_stop=False)
+    cfg = PretrainConfig(model=model_cfg, out_dir=args.out, epochs=epochs,
+                         batch_size=batch, lr=args.lr, lr_schedule=args.lr_schedule,
                          mask_ratio=args.mask_ratio, noise_std=args.noise_std, seed=args.seed,
-                         max_steps=args.max_steps, resume=not args.no_resume,
+                         max_steps=max_steps, resume=not args.no_resume,
                          progress=not args.no_progress, threads=args.threads)
     path = pretrain(cfg, train, val)
     print(path)
@@ -107,16 +109,18 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 
 def _run_finetune(args: argparse.Namespace) -> int:
     from trainer.checkpoint import load_checkpoint
-    from trainer.cli_data import task_sets
+    from trainer.cli_data import datasets, history_days, schedule_for
     from trainer.finetune import FinetuneConfig, finetune
+    from trainer.model import ModelConfig
 
     ckpt = load_checkpoint(args.pretrained)
-    seq_len = int(ckpt["model_config"]["seq_len"])
-    train, val = task_sets(args, args.task, seq_len)
-    cfg = FinetuneConfig(task=args.task, out_dir=args.out, epochs=args.epochs,
-                         batch_size=args.batch_size, lr=args.lr, regularizer=args.regularizer,
-                         reg_lambda=args.reg_lambda, patience=args.patience, seed=args.seed,
-                         max_steps=args.max_steps, progress=not args.no_progress, resume=not args.no_resume,
+    model_cfg = ModelConfig.from_dict(ckpt["model_config"])
+    train, val = datasets(args, args.task, model_cfg.seq_len, history_days(model_cfg))
+    batch, epochs, patience, max_steps = schedule_for(args, f"fine-tune {args.task}", len(train), 1000)
+    cfg = FinetuneConfig(task=args.task, out_dir=args.out, epochs=epochs,
+                         batch_size=batch, lr=args.lr, regularizer=args.regularizer,
+                         reg_lambda=args.reg_lambda, patience=patience, seed=args.seed,
+                         max_steps=max_steps, progress=not args.no_progress, resume=not args.no_resume,
                          threads=args.threads, appliances=list(train.meta.get("appliances", [])))
     path = finetune(cfg, Path(args.pretrained), train, val)
     print(path)

@@ -6,7 +6,7 @@ dimension (one row per window). Keys per use:
     pretrain     load_w [N, L]
     imputation   load_w [N, L] (missing set to 0), observed [N, L], target_w [N, L]
     anomaly      load_w [N, L], window_label [N], point_label [N, L]
-    forecast     load_w [N, L], covariates [N, C], day_ahead_w [N, 48], hour_ahead_w [N, 2]
+    forecast     load_w [N, L], covariates [N, C], day_ahead_w [N, L], hour_ahead_w [N, 3600/resolution_s]
     nilm         load_w [N, L], appliance_w [N, A, L], appliance_on [N, A, L]
 
 Builders turn simulator traces (``edge.sim.simulate_fleet``) or Parquet shards
@@ -41,6 +41,9 @@ TASK_KEYS: dict[str, tuple[str, ...]] = {
     "nilm": ("load_w", "appliance_w", "appliance_on"),
 }
 STEPS_PER_DAY_30MIN = 48
+# arrays where NaN means "not known" rather than bad data: a meter without a weather column has no
+# temperature (the forecast covariates then carry the weather mask at 0, edge.features)
+MAY_BE_UNKNOWN = ("temperature_c",)
 
 
 @dataclass
@@ -55,7 +58,10 @@ class ArrayDataset:
         if len(set(lengths.values())) != 1:
             raise DataError(f"arrays differ in length: {lengths}")
         for k, v in self.arrays.items():
-            if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
+            if k in MAY_BE_UNKNOWN:
+                if np.isinf(v).any():
+                    raise DataError(f"array {k!r} holds {int(np.isinf(v).sum())} infinite values")
+            elif np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
                 raise DataError(f"array {k!r} holds {int((~np.isfinite(v)).sum())} non-finite values")
 
     @classmethod
@@ -204,8 +210,10 @@ def profiles_from_shards(data_dir: str, split: str = "train", rank: int = 0, wor
     """Daily profiles of a Parquet dataset (``edge.data.shards``) split, with household, day,
     temperature and holiday (so ``forecast_set`` works on them). Under DDP each rank reads every
     world-th shard, so no rank holds the whole corpus. Rows with a missing point are dropped
-    (pre-training needs complete days); ``column="load_clean_w"`` reads the attack-free truth."""
-    files, _ = _shard_files(data_dir, "profiles", split, rank, world)
+    (pre-training needs complete days); ``column="load_clean_w"`` reads the attack-free truth.
+    L and ``meta["resolution_s"]`` come from the manifest; ``temperature_c`` is NaN where the
+    data has no temperature (a user's meter without a weather column)."""
+    files, section = _shard_files(data_dir, "profiles", split, rank, world)
     cols = ("household_id", "date", column, "temperature_c", "is_holiday")
     parts: dict[str, list] = {k: [] for k in cols}
     for b in iter_profile_batches(files, columns=list(cols)):
@@ -221,7 +229,7 @@ def profiles_from_shards(data_dir: str, split: str = "train", rank: int = 0, wor
                          "day": np.concatenate(parts["date"]).astype("datetime64[D]").astype(np.int64),
                          "temperature_c": np.concatenate(parts["temperature_c"]).astype(np.float32),
                          "is_holiday": np.concatenate(parts["is_holiday"]).astype(bool)},
-                        {"source": f"{data_dir}:{split}", "resolution_s": 1800})
+                        {"source": f"{data_dir}:{split}", "resolution_s": int(section.get("resolution_s", 1800))})
 
 
 def nilm_from_shards(data_dir: str, split: str = "train", rank: int = 0, world: int = 1
@@ -296,27 +304,35 @@ ANOMALY_KINDS = ("scaling", "ramp_i", "ramp_ii")  # seed 000: scaling and rampin
 
 
 def anomaly_set(load_w: np.ndarray, attack_fraction: float = 0.5,
-                kinds: Sequence[str] = ANOMALY_KINDS, seed: int = 0) -> ArrayDataset:
-    """Cui et al. scaling/ramping attacks (``edge.sim.inject.attack_batch``) on a share of rows."""
+                kinds: Sequence[str] = ANOMALY_KINDS, seed: int = 0, config=None) -> ArrayDataset:
+    """Cui et al. scaling/ramping attacks (``edge.sim.inject.attack_batch``) on a share of rows;
+    ``config``: an ``edge.sim.inject.AttackConfig`` (e.g. ``edge.data.userdata.attack_config(L)``
+    for attack lengths in hours at any resolution), else the default with ``kinds``."""
     rng = np.random.default_rng(seed)
     x, points, window, codes = inject.attack_batch(load_w, rng, attack_fraction,
-                                                   inject.AttackConfig(kinds=tuple(kinds)))
+                                                   config or inject.AttackConfig(kinds=tuple(kinds)))
     return ArrayDataset({"load_w": x, "point_label": points.astype(np.float32),
                          "window_label": window.astype(np.float32), "attack_code": codes})
 
 
-def forecast_set(profiles: ArrayDataset, stride_steps: int = 12, hour_ahead_steps: int = 2
+def forecast_set(profiles: ArrayDataset, stride_steps: int | None = None, hour_ahead_steps: int | None = None
                  ) -> ArrayDataset:
-    """Forecast windows from daily profiles with ``household``, ``day``, ``temperature_c`` and
-    ``is_holiday`` (``profiles_from_traces``). Each household's consecutive days are joined into
-    one series; origins every ``stride_steps``: input = the 48 steps before the origin, targets =
-    the next 48 (day-ahead) and the next ``hour_ahead_steps``; covariates (``edge.features``) for
-    the calendar day the horizon starts in, with the horizon's 48 temperatures. A gap in the
-    days (a dropped incomplete day) starts a new series, so no window spans it."""
+    """Forecast windows from daily profiles [D, L] with ``household``, ``day``, ``temperature_c``
+    (NaN = unknown) and ``is_holiday`` (``profiles_from_traces``, ``profiles_from_shards``). Each
+    household's consecutive days are joined into one series; origins every ``stride_steps``
+    (default L/4): input = the L steps before the origin, targets = the next L (day-ahead) and the
+    next ``hour_ahead_steps`` (default one hour: 3600 / ``meta["resolution_s"]``); covariates
+    (``edge.features``) for the calendar day the horizon starts in, with the horizon's
+    temperatures, or the weather mask at 0 where there are none. A gap in the days (a dropped
+    incomplete day) starts a new series, so no window spans it."""
     need = ("household", "day", "temperature_c", "is_holiday")
     if any(k not in profiles.arrays for k in need):
         raise DataError(f"forecast_set needs profile arrays {need}")
-    a, L = profiles.arrays, STEPS_PER_DAY_30MIN
+    a = profiles.arrays
+    L = a["load_w"].shape[1]
+    resolution_s = int(profiles.meta.get("resolution_s", 86400 // L))
+    stride_steps = stride_steps or max(1, L // 4)
+    hour_ahead_steps = hour_ahead_steps or max(1, 3600 // resolution_s)
     cols: dict[str, list] = {"load_w": [], "covariates": [], "day_ahead_w": [], "hour_ahead_w": [],
                              "household": []}
     order = np.lexsort((a["day"], a["household"]))
@@ -326,15 +342,17 @@ def forecast_set(profiles: ArrayDataset, stride_steps: int = 12, hour_ahead_step
         for o in range(L, len(series) - L + 1, stride_steps):
             d = run[o // L]
             date = np.datetime64(int(a["day"][d]), "D")
+            t = temp[o:o + L]
             cols["load_w"].append(series[o - L:o])
-            cols["covariates"].append(forecast_covariates(date, temp[o:o + L], bool(a["is_holiday"][d])))
+            cols["covariates"].append(forecast_covariates(date, t if np.isfinite(t).any() else None,
+                                                          bool(a["is_holiday"][d])))
             cols["day_ahead_w"].append(series[o:o + L])
             cols["hour_ahead_w"].append(series[o:o + hour_ahead_steps])
             cols["household"].append(a["household"][d])
     if not cols["load_w"]:
         raise DataError("no household has two consecutive days for a forecast window")
     return ArrayDataset({k: np.asarray(v, np.int32 if k == "household" else np.float32)
-                         for k, v in cols.items()})
+                         for k, v in cols.items()}, {"resolution_s": resolution_s})
 
 
 def synthetic_profiles(n: int, length: int = 48, seed: int = 0) -> np.ndarray:

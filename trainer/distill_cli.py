@@ -14,13 +14,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     data_arguments(p)
     p.add_argument("--teacher", required=True, help="fine-tuned task checkpoint (the teacher)")
     p.add_argument("--student-json", help='ModelConfig overrides for the student, e.g. \'{"n_experts": 32}\'')
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, help="default: from the data size (about 1000 steps)")
+    p.add_argument("--batch-size", type=int, help="default: from the data size (8..64)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--w-kd", type=float, default=1.0, help="weight of the head distillation terms")
     p.add_argument("--w-z", type=float, default=0.0, help="weight of the z matching term (0: off)")
     p.add_argument("--temperature", type=float, default=2.0)
-    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--patience", type=int, help="default: from the data size (at least 3)")
     p.add_argument("--out", default="runs/distill")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int)
@@ -31,17 +31,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from trainer.checkpoint import load_checkpoint
-    from trainer.cli_data import task_sets
+    from trainer.cli_data import datasets, history_days, schedule_for
     from trainer.distill import HEADLINE, DistillConfig, distill
+    from trainer.model import ModelConfig
 
     ckpt = load_checkpoint(args.teacher)
     if ckpt.get("kind") != "task":
         print(f"unimeter train distill: {args.teacher} is not a fine-tuned task checkpoint", flush=True)
         return 2
-    train, val = task_sets(args, ckpt["task"], int(ckpt["model_config"]["seq_len"]))
-    cfg = DistillConfig(out_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    model_cfg = ModelConfig.from_dict(ckpt["model_config"])
+    train, val = datasets(args, ckpt["task"], model_cfg.seq_len, history_days(model_cfg))
+    batch, epochs, patience, max_steps = schedule_for(args, f"distil {ckpt['task']}", len(train), 1000)
+    cfg = DistillConfig(out_dir=args.out, epochs=epochs, batch_size=batch, lr=args.lr,
                         w_kd=args.w_kd, w_z=args.w_z, temperature=args.temperature,
-                        patience=args.patience, seed=args.seed, max_steps=args.max_steps,
+                        patience=patience, seed=args.seed, max_steps=max_steps,
                         threads=args.threads, progress=not args.no_progress, resume=not args.no_resume,
                         student_overrides=json.loads(args.student_json) if args.student_json else {})
     path = distill(args.teacher, None, train, val, cfg)

@@ -57,12 +57,13 @@ def time_split(n_days: int, test_days: int | None = None, val_days: int | None =
     """Latest ``test_days`` for test, the ``val_days`` before them for validation, the rest train.
 
     Defaults adapt to the data: test = n/6 and validation = n/8 days, each clamped to 7..28
-    (60 days -> 43 | 7 | 10; a year -> 309 | 28 | 28).
+    (60 days -> 43 | 7 | 10; a year -> 309 | 28 | 28). ``test_days=0`` keeps no test days (a
+    stand-alone training run that is not judged).
     """
     test = int(test_days) if test_days is not None else int(np.clip(n_days // 6, 7, 28))
     val = int(val_days) if val_days is not None else int(np.clip(n_days // 8, 7, 28))
     train = n_days - test - val
-    if test < 1 or val < 1 or train < min_train_days:
+    if test < 0 or val < 1 or train < min_train_days:
         raise UserDataError(f"{n_days} days cannot give {test} test + {val} validation days and at least "
                             f"{min_train_days} training days; give more days or smaller --test-days/--val-days")
     return TimeSplit(n_days, (0, train), (train, train + val), (train + val, n_days))

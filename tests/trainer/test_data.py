@@ -125,3 +125,20 @@ def test_nilm_from_shards(shard_dir):
     ds = d.nilm_from_shards(str(shard_dir), "train")
     assert ds.meta["resolution_s"] == 60
     assert ds.arrays["appliance_w"].shape[1:] == (len(ds.meta["appliances"]), 120)
+
+
+def test_unknown_temperature_is_no_error_and_gives_the_weather_mask_at_zero():
+    """A user's meter has no temperature: NaN there is 'unknown', not bad data (it was
+    "array 'temperature_c' holds 3216 non-finite values"); a NaN load still is."""
+    from edge.features import CALENDAR_NAMES
+
+    n, L = 6, 24
+    arrays = {"load_w": d.synthetic_profiles(n, L), "household": np.zeros(n, np.int32),
+              "day": np.arange(19000, 19000 + n), "temperature_c": np.full((n, L), np.nan, np.float32),
+              "is_holiday": np.zeros(n, bool)}
+    fc = d.forecast_set(d.ArrayDataset(arrays, {"resolution_s": 3600}))
+    assert fc.arrays["hour_ahead_w"].shape[1] == 1 and fc.arrays["day_ahead_w"].shape[1] == L
+    assert not fc.arrays["covariates"][:, len(CALENDAR_NAMES):].any()
+    arrays["load_w"][0, 0] = np.nan
+    with pytest.raises(d.DataError, match="'load_w' holds 1 non-finite"):
+        d.ArrayDataset(arrays)
