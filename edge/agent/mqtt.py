@@ -226,6 +226,8 @@ class MqttPublisher:
         self.connect_spell.fail(text)
 
     def _on_connect_fail(self, client, _userdata) -> None:
+        if client is not self.client:  # replaced by the fallback to 3.1.1
+            return
         error = getattr(client, "connect_error", None)
         if error is not None:
             self._fail(*classify_connect_error(error, self.cfg))
@@ -253,7 +255,12 @@ class MqttPublisher:
 
     def _fall_back_to_311(self, old: _Client) -> None:
         """The broker does not speak MQTT 5: rebuild the client for 3.1.1 (nothing is in flight
-        yet: the agent hands messages to paho only once connected)."""
+        yet: the agent hands messages to paho only once connected).
+
+        Runs in the old client's thread, which goes on (its disconnect callback returns, its loop
+        ends) while the new client may already be connected: from here on every callback of the old
+        client is ignored, or its late disconnect would mark the new connection as down and nothing
+        would be published again."""
         log.warning("MQTT broker %s:%d does not speak MQTT 5; falling back to 3.1.1, where a publish "
                     "the broker refuses cannot be detected (see deploy/README.md)", self.cfg.host,
                     self.cfg.port)
@@ -264,6 +271,8 @@ class MqttPublisher:
         self.client.loop_start()
 
     def _on_disconnect(self, client, _userdata, _flags, reason_code, _props) -> None:
+        if client is not self.client:  # replaced by the fallback to 3.1.1: the new one owns the state
+            return
         if self._stopping:
             log.info("MQTT disconnected (%s)", reason_code)
         elif self.connected.is_set():
@@ -275,9 +284,9 @@ class MqttPublisher:
             self._unanswered += 1
             if self.protocol == "5" and self.cfg.protocol == "auto" and self._unanswered >= 2:
                 self._fall_back_to_311(client)
-            else:
-                self._fail("no_connack", f"{self.cfg.host}:{self.cfg.port} did not answer the MQTT "
-                                         f"{self.protocol} CONNECT ({reason_code})")
+                return  # the 3.1.1 client may be connected already: its state is not ours to clear
+            self._fail("no_connack", f"{self.cfg.host}:{self.cfg.port} did not answer the MQTT "
+                                     f"{self.protocol} CONNECT ({reason_code})")
         self.connected.clear()
 
     def _on_publish(self, _client, _userdata, mid, reason_code, _props) -> None:

@@ -223,9 +223,27 @@ async def test_tls_and_auth_refusals_are_logged_with_the_reason(tls_broker, tmp_
     assert len(errors) <= 2  # one line when the failure starts (and at most one a minute after)
 
 
-async def test_a_broker_without_mqtt5_gets_311(tmp_path, caplog):
+async def test_a_broker_without_mqtt5_gets_311(tmp_path, caplog, monkeypatch):
+    """amqtt (3.1.1 only) never answers an MQTT 5 CONNECT (it logs "Will flag set, but will
+    topic/message not present": it reads the v5 properties as the payload); after two unanswered
+    CONNECTs the agent rebuilds its client for 3.1.1 and publishes.
+
+    The fallback runs in the old client's thread, which goes on after the new client exists. On a
+    loaded machine that thread resumed after the 3.1.1 client had connected and marked the
+    connection down, so nothing was published again. Here it is made to resume only then, every time.
+    """
+    from edge.agent.mqtt import MqttPublisher
     from export.broker import LocalBroker
 
+    fall_back = MqttPublisher._fall_back_to_311
+
+    def fall_back_then_stall(self, old):
+        fall_back(self, old)
+        deadline = time.monotonic() + 60  # the old thread resumes once the 3.1.1 client is connected
+        while not self.connected.is_set() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    monkeypatch.setattr(MqttPublisher, "_fall_back_to_311", fall_back_then_stall)
     broker = LocalBroker(kind="amqtt").start()  # amqtt speaks MQTT 3.1.1 only
     cfg = make_config(tmp_path / "state", broker.port,
                       [{"id": "v1", "kind": "virtual", "options": {"profile": "sine", "interval_s": 0.2}}],
@@ -233,8 +251,12 @@ async def test_a_broker_without_mqtt5_gets_311(tmp_path, caplog):
     agent = Agent(cfg, build_sources(cfg))
     task = asyncio.create_task(agent.run())
     try:
-        assert await _until(lambda: agent.stats.published >= 5, 30), "nothing published over 3.1.1"
-        assert agent.health().mqtt.protocol == "3.1.1" and agent.publisher.connected.is_set()
+        assert await _until(lambda: agent.stats.published >= 5, 90), "nothing published over 3.1.1"
+        assert agent.health().mqtt.protocol == "3.1.1"
+        before = agent.stats.published
+        assert await _until(lambda: agent.stats.published >= before + 10, 60), "publishing stopped"
+        assert agent.publisher.connected.is_set() and agent.health().mqtt.connected
+        assert agent.publisher.disconnects == 0  # the replaced client's end is not a disconnect
     finally:
         agent.request_stop()
         await asyncio.wait_for(task, 30)
