@@ -38,6 +38,15 @@ def register(subparsers: argparse._SubParsersAction, groups=None) -> None:
                    help="sign the bundle with this ed25519 private key (PEM; unimeter bundle keygen)")
     p.set_defaults(func=run_export)
 
+    train = groups.get("train") if groups is not None else None
+    if train is not None:
+        from export.train_all_cli import add_arguments, run_train_all_command
+
+        a = train.add_parser("all", help="a user's own meter files -> import, train every task, calibrate, export "
+                             "and a report against naive baselines on the latest days")
+        add_arguments(a)
+        a.set_defaults(func=run_train_all_command)
+
     d = subparsers.add_parser("demo", help="simulate meters, train, export, run the agent and publish to a broker")
     try:
         demo = importlib.import_module("export.demo")
