@@ -35,6 +35,27 @@ def _rows(path) -> dict[tuple[str, int], tuple[float, float]]:
     return rows
 
 
+def _stored(path) -> int:
+    """Readings committed so far (0 while the agent has not created its store yet)."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            return db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _wait(predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
 def test_kill9_at_random_moments_loses_no_committed_reading(mosquitto, tmp_path):
     meters = [{"id": f"k{i}", "kind": "virtual", "options": {"profile": "sine", "interval_s": 0.005, "seed": i}}
               for i in range(4)]
@@ -50,7 +71,11 @@ def test_kill9_at_random_moments_loses_no_committed_reading(mosquitto, tmp_path)
     try:
         for i in range(KILLS):
             agent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0.3, 3.5))  # sometimes during start-up, mostly mid-stream
+            if i % 3 == 0:  # during start-up (or just after, on a fast machine)
+                time.sleep(rng.uniform(0.3, 1.5))
+            else:  # mid-stream: once this run has committed readings, however slow its start-up
+                assert _wait(lambda n=len(before): _stored(store) > n, 120), f"run {i}: nothing stored"
+                time.sleep(rng.uniform(0.0, 1.5))
             os.kill(agent.pid, signal.SIGKILL)
             agent.wait(timeout=10)
             if not store.exists():
@@ -63,7 +88,9 @@ def test_kill9_at_random_moments_loses_no_committed_reading(mosquitto, tmp_path)
         assert rec.wait_for(lambda: any(json.loads(p).get("state") == "offline"
                                         for t, p, _ in rec.messages if t.endswith("/status")), 10)
         agent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(3.0)
+        # the last run stores new readings, sends what the killed ones left in the outbox, and stops
+        assert _wait(lambda: _stored(store) > len(before), 120), "the last run stored nothing"
+        assert rec.wait_for(lambda: set(before) <= set(rec.samples()), 120), "the backlog was not sent"
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=30) == 0
     finally:
