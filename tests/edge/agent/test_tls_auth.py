@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import threading
 
 import paho.mqtt.client as mqtt
 
@@ -27,10 +28,13 @@ async def test_agent_publishes_over_tls_with_password(tmp_path, monkeypatch):
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="tls-sub")
     sub.username_pw_set("gateway", "pa55-w0rd")
     sub.tls_set(ca_certs=str(broker_dir / "ca.pem"))
+    subscribed = threading.Event()
     sub.on_connect = lambda c, *_: c.subscribe("unimeter/gw1/t1/reading", qos=1)
+    sub.on_subscribe = lambda *_: subscribed.set()
     sub.on_message = lambda _c, _u, m: got.append(m.payload)
     sub.connect("localhost", broker.port)
     sub.loop_start()
+    assert subscribed.wait(60), "the test subscriber did not get its subscription"
     monkeypatch.setenv("UNIMETER_TEST_MQTT_PW", "pa55-w0rd")
     meters = [{"id": "t1", "kind": "virtual", "options": {"profile": "sine", "interval_s": 0.2}}]
     try:
@@ -42,8 +46,8 @@ async def test_agent_publishes_over_tls_with_password(tmp_path, monkeypatch):
                 "username": "gateway", "password_env": password_env})
             agent = Agent(cfg, build_sources(cfg))
             task = asyncio.create_task(agent.run())
-            for _ in range(150):
-                if got or (agent.publisher is not None and agent.publisher.last_error):
+            for _ in range(600):  # a condition with a generous ceiling (TLS start-up under load)
+                if got if expect else (agent.publisher is not None and agent.publisher.last_error):
                     break
                 await asyncio.sleep(0.1)
             error = agent.publisher.last_error
