@@ -54,13 +54,25 @@ def _damage(path: Path, how: str) -> None:
     path.write_bytes(bytes(data))
 
 
-def _run_agent(config: Path, seconds: float, log_path: Path) -> int:
+def _run_agent(config: Path, until, log_path: Path, ceiling_s: float = 120.0) -> int:
+    """Run the agent until ``until()`` holds (a condition, not a time: start-up is slow under
+    load), then stop it with SIGTERM; its exit code."""
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "edge.agent", "--config", str(config)],
                                 stdout=log_file, stderr=subprocess.STDOUT)
-        time.sleep(seconds)
-        proc.send_signal(signal.SIGTERM)
-        return proc.wait(timeout=60)
+        try:
+            deadline = time.monotonic() + ceiling_s
+            while not until() and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.1)
+            assert until(), f"the agent did not get there: {log_path.read_text()[-2000:]}"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=60)
+    return code
+
+
+def _seqs(rec: Recorder) -> set[int]:
+    return {r["seq"] for r in rec.json("/s1/reading")}
 
 
 @pytest.mark.parametrize("how", ["header", "page"])
@@ -74,8 +86,8 @@ def test_damaged_store_is_moved_aside_and_a_fresh_one_started(mosquitto, tmp_pat
     config.write_text(toml_text(state, mosquitto.port, METERS))
     rec = Recorder(mosquitto.port, ["unimeter/gw1/event", "unimeter/gw1/s1/reading"], client_id=f"corrupt-{how}")
     try:
-        code = _run_agent(config, 6.0, tmp_path / "agent.log")
-        assert rec.wait_for(lambda: rec.json("/event"), 10), "the recovery was not published"
+        code = _run_agent(config, lambda: rec.json("/event") and max(_seqs(rec), default=0) > 10,
+                          tmp_path / "agent.log")
     finally:
         rec.stop()
     log_text = (tmp_path / "agent.log").read_text()
@@ -103,12 +115,16 @@ def test_store_deleted_between_runs_starts_a_new_epoch_subscribers_keep(mosquitt
     config.write_text(toml_text(state, mosquitto.port, METERS))
     rec = Recorder(mosquitto.port, ["unimeter/gw1/s1/reading"], client_id="deleted-sub")
     try:
-        assert _run_agent(config, 4.0, tmp_path / "run1.log") == 0
+        assert _run_agent(config, lambda: len(rec.json("/reading")) > 10, tmp_path / "run1.log") == 0
+        first_run = ReadingStore(state / "agent.sqlite")
+        last = first_run.last_seq("s1")
+        first_run.close()
+        assert rec.wait_for(lambda: _seqs(rec) >= set(range(1, last + 1)), 60), "run 1 not all sent"
         for f in state.glob("agent.sqlite*"):
             f.unlink()
         n_first = len(rec.json("/reading"))
-        assert _run_agent(config, 4.0, tmp_path / "run2.log") == 0
-        assert rec.wait_for(lambda: len(rec.json("/reading")) > n_first + 10, 10)
+        assert _run_agent(config, lambda: len(rec.json("/reading")) > n_first + 10,
+                          tmp_path / "run2.log") == 0
     finally:
         rec.stop()
     runs = rec.json("/reading")
@@ -125,18 +141,24 @@ async def test_store_deleted_while_running_is_written_back(mosquitto, tmp_path):
     agent = Agent(cfg, build_sources(cfg))
     task = asyncio.create_task(agent.run())
     try:
-        await asyncio.wait_for(agent.ready.wait(), 30)
-        await asyncio.sleep(1.5)
+        await asyncio.wait_for(agent.ready.wait(), 60)
+        for _ in range(600):
+            if agent.store.last_seq("s1") >= 10:
+                break
+            await asyncio.sleep(0.1)
         before = agent.store.last_seq("s1")
         epoch = agent.store.epoch
         for f in cfg.store_path.parent.glob("agent.sqlite*"):
             f.unlink()
-        for _ in range(100):
+        for _ in range(600):
             await asyncio.sleep(0.1)
             if cfg.store_path.exists():
                 break
         assert cfg.store_path.exists(), "the deleted store was not written back"
-        await asyncio.sleep(1.0)
+        for _ in range(600):  # the written-back store goes on taking readings
+            if agent.store.last_seq("s1") > before + 5:
+                break
+            await asyncio.sleep(0.1)
     finally:
         agent.request_stop()
         await asyncio.wait_for(task, 30)
