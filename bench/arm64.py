@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.arm64.helpers import (  # noqa: E402
+    FAST_SCHEDULE,
     METERS,
     AgentProcess,
     ArmRoot,
@@ -58,8 +59,6 @@ RESULTS = ROOT / "bench" / "results"
 NOTE = ("Emulated time says nothing about a real Raspberry Pi: qemu-user translates every aarch64 "
         "instruction at run time (NEON kernels become scalar/SSE code). Ratios say how much slower the "
         "CI check runs under emulation and which paths suffer most; measure a Pi on a Pi.")
-FAST_SCHEDULE = {"profile_every_s": 10, "nilm_every_s": 10, "forecast_every_s": 10, "quality_every_s": 10,
-                 "report_every_s": 10, "status_every_s": 5, "profile_resolution_s": 1, "nilm_resolution_s": 1}
 
 
 def p50_ms(results: dict, key: str) -> float:

@@ -43,6 +43,11 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 BASE_PACKAGES=python3,python3-venv,ca-certificates,netbase
 REQ=deploy/requirements-edge.txt
 CHROOT=(bash "$REPO/scripts/arm64_chroot.sh")
+# The image's time (its mtime clamp and creation date): the commit's. With SOURCE_DATE_EPOCH set,
+# pip compiles .pyc files that check their source by hash, not by mtime, so they stay valid
+# whatever mtimes the archive gives the sources (a stale .pyc would be compiled again at every
+# start, with PYTHONDONTWRITEBYTECODE, and every health check).
+EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 1)}
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 log() { printf '%(%H:%M:%S)T  %s\n' -1 "$*"; }
 sha() { sha256sum | cut -c1-16; }
@@ -131,13 +136,13 @@ if ! python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3
 fi
 
 # --- 4. dependencies ----------------------------------------------------------------------------
-DEPS=$CACHE/deps-$(printf '%s %s\n' "$BASE_KEY" "$REQ_SHA" | sha)
+DEPS=$CACHE/deps-$(printf '%s %s %s\n' "$BASE_KEY" "$REQ_SHA" 2 | sha)
 if [[ ! -d $DEPS/rootfs ]]; then
   log "installing $REQ into /opt/unimeter of a copy of the base root (offline, under emulation)"
   rm -rf "$DEPS.tmp"; mkdir -p "$DEPS.tmp"
   cp -a "$BASE/rootfs" "$DEPS.tmp/rootfs"
   cp "$REQ" "$DEPS.tmp/rootfs/tmp/requirements-edge.txt"
-  "${CHROOT[@]}" "$DEPS.tmp/rootfs" --bind "$WHEELS:/tmp/wheels:ro" -- /bin/sh -c '
+  "${CHROOT[@]}" "$DEPS.tmp/rootfs" --bind "$WHEELS:/tmp/wheels:ro" --env SOURCE_DATE_EPOCH="$EPOCH" -- /bin/sh -c '
     set -e
     python3 -m venv /opt/unimeter
     /opt/unimeter/bin/pip install -q --no-index --find-links /tmp/wheels --only-binary=:all: \
@@ -160,7 +165,7 @@ find "$WORK/src" -name '__pycache__' -prune -exec rm -rf {} +
 python3 -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/wheel" "$WORK/src" >/dev/null
 WHEEL=$(basename "$(ls "$WORK"/wheel/unimeter-*.whl)")
 log "installing $WHEEL and the runtime stage of Dockerfile.arm64"
-"${CHROOT[@]}" "$ROOTFS" --bind "$WORK/wheel:/tmp/wheel:ro" -- \
+"${CHROOT[@]}" "$ROOTFS" --bind "$WORK/wheel:/tmp/wheel:ro" --env SOURCE_DATE_EPOCH="$EPOCH" -- \
   /opt/unimeter/bin/pip install -q --no-deps --no-index "/tmp/wheel/$WHEEL"
 python3 scripts/oci_image.py runs --dockerfile Dockerfile.arm64 --stage runtime > "$WORK/runtime.sh"
 "${CHROOT[@]}" "$ROOTFS" --bind "$WORK:/tmp/build:ro" -- /bin/sh -e /tmp/build/runtime.sh
@@ -179,7 +184,7 @@ mkdir -p "$(dirname "$OUT")"
 log "writing $OUT"
 python3 scripts/oci_image.py build --rootfs "$ROOTFS" --dockerfile Dockerfile.arm64 --stage runtime \
   --base-env LANG=C.UTF-8 --platform linux/arm64 --tag unimeter-agent:arm64 \
-  --epoch "${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}" \
+  --epoch "$EPOCH" \
   --history "Debian $SUITE arm64 ($BASE_PACKAGES) + unimeter[edge] from $REQ + $WHEEL, Dockerfile.arm64 runtime stage" \
   --out "$OUT"
 log "done: $(du -h "$OUT" | cut -f1) $OUT"

@@ -26,9 +26,22 @@ CHROOT = REPO / "scripts" / "arm64_chroot.sh"
 TASKS_SCRIPT = REPO / "scripts" / "arm64_tasks.py"
 IMAGE_UID = 10001  # the image's unimeter user (Dockerfile.arm64)
 GATEWAY = "arm64"
-# One meter of every simulated kind: P1 telegrams over a pty, a ZigBee device on zigpy's test
-# radio, Modbus RTU over a pty bridge, an in-process meter.
-METERS = (("p1", "sim-dsmr"), ("zigbee", "sim-zigbee"), ("modbus", "sim-modbus"), ("plain", "sim"))
+
+
+def virtual_meters() -> tuple[tuple[str, str], ...]:
+    """(meter id, kind): one meter of every virtual kind the tree has (P1 telegrams over a pty, a
+    ZigBee device on zigpy's test radio, Modbus RTU over a pty bridge, ...) and an in-process one."""
+    from edge.agent.meters import IN_PROCESS_KIND
+    from firmware_bridge.sources import VIRTUAL_KINDS
+
+    return tuple((kind.replace("-", "_"), kind) for kind in (*VIRTUAL_KINDS, IN_PROCESS_KIND))
+
+
+METERS = virtual_meters()
+# Model rounds every 10 s on windows of 1 s bins: every task runs on live readings within a minute
+# (the production schedule runs them every 30 min to a day on half-hour bins).
+FAST_SCHEDULE = {"profile_every_s": 10, "nilm_every_s": 10, "forecast_every_s": 10, "quality_every_s": 10,
+                 "report_every_s": 10, "status_every_s": 5, "profile_resolution_s": 1, "nilm_resolution_s": 1}
 
 oci_image = load_script("oci_image")
 
@@ -238,15 +251,29 @@ def meta(results: dict[str, np.ndarray]) -> dict:
 # --- agent ----------------------------------------------------------------------------------------
 
 
+def signing_keys(directory: Path) -> tuple[object, Path]:
+    """A new ed25519 bundle-signing key pair in ``directory`` (as ``unimeter bundle keygen``
+    makes on the workstation): the private key and the public key's PEM file."""
+    from edge.signing import generate_keypair, load_private_key
+
+    directory.mkdir(parents=True, exist_ok=True)
+    generate_keypair(directory / "bundle-signing.key", directory / "bundle-signing.pub")
+    return load_private_key(directory / "bundle-signing.key"), directory / "bundle-signing.pub"
+
+
 def agent_toml(port: int, bundle: str, state_dir: str = "/var/lib/unimeter", meters=METERS,
-               interval_s: float = 1.0, schedule: dict[str, float] | None = None) -> str:
-    """An agent config (TOML): the broker on 127.0.0.1:``port``, the bundle, the meters at
-    ``interval_s``, the ``schedule`` section as given (default: the agent's own schedule)."""
+               interval_s: float = 1.0, schedule: dict[str, float] | None = None,
+               public_key_file: str = "") -> str:
+    """An agent config (TOML): the broker on 127.0.0.1:``port``, the bundle (signed with the key of
+    ``public_key_file``, or unsigned and allowed), the meters at ``interval_s``, the ``schedule``
+    section as given (default: the agent's own schedule)."""
+    trust = ([f'public_key_file = "{public_key_file}"', 'unsigned_bundles = "refuse"'] if public_key_file
+             else ['unsigned_bundles = "allow"'])
     lines = [
         "[gateway]", f'id = "{GATEWAY}"', f'state_dir = "{state_dir}"', 'log_level = "info"',
         "[mqtt]", 'host = "127.0.0.1"', f"port = {port}", "tls = false", "keepalive_s = 10",
         "reconnect_max_s = 2",
-        "[model]", f'bundle = "{bundle}"', 'backend = "auto"', 'precision = "int8"', "threads = 1",
+        "[model]", f'bundle = "{bundle}"', 'backend = "auto"', 'precision = "int8"', "threads = 1", *trust,
         "[schedule]", *(f"{k} = {float(v)}" for k, v in (schedule or {}).items()),
     ]
     for seed, (meter_id, kind) in enumerate(meters, 1):

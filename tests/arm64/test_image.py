@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import subprocess
 import tarfile
 
-from tests.arm64.helpers import oci_image
+from tests.arm64.helpers import oci_image, signing_keys
 from tests.scripts.helpers import REPO
 
 
@@ -87,17 +88,49 @@ def test_layout_user_groups_state_dir_and_files(arm_root):
     assert not (root / "etc/resolv.conf").exists()  # the build host's resolver stays out of the image
 
 
+def _pyc_is_current(pyc, source) -> bool:
+    """What the import system checks before it uses a .pyc (PEP 552 header: flags, then the
+    source's hash, or its mtime and size)."""
+    header = pyc.read_bytes()[:16]
+    flags = int.from_bytes(header[4:8], "little")
+    if flags & 0b01:  # hash-based
+        return not flags & 0b10 or header[8:16] == importlib.util.source_hash(source.read_bytes())
+    st = source.stat()
+    return (int.from_bytes(header[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF
+            and int.from_bytes(header[12:16], "little") == st.st_size & 0xFFFFFFFF)
+
+
+def test_compiled_python_files_are_current_so_no_start_compiles_again(arm_root):
+    """The image runs with PYTHONDONTWRITEBYTECODE: a .pyc that does not match its source is
+    compiled again in memory at every start (every health check); under qemu that doubled the CPU
+    of `unimeter agent --help`. The archive's mtimes are clamped, so the .pyc files must check
+    their sources by hash."""
+    site = next((arm_root.path / "opt/unimeter/lib").glob("python3.*/site-packages"))
+    checked, stale = 0, []
+    for pyc in site.rglob("__pycache__/*.pyc"):
+        source = pyc.parent.parent / (pyc.name.split(".")[0] + ".py")
+        if source.exists():
+            checked += 1
+            if not _pyc_is_current(pyc, source):
+                stale.append(str(pyc.relative_to(site)))
+    assert (site / "edge/agent/__pycache__").is_dir() and checked > 1000, checked
+    assert not stale, f"{len(stale)} of {checked} .pyc files are stale, e.g. {stale[:5]}"
+
+
 def _entrypoint(arm_root, *argv, env=None):
     return arm_root.run([*arm_root.config["Entrypoint"], *argv], env=env, timeout=600)
 
 
-def test_entrypoint_starts_under_emulation_help_and_check_config(arm_root):
+def test_entrypoint_starts_under_emulation_help_and_check_config(arm_root, tmp_path):
     out = _entrypoint(arm_root, "--help")
     assert out.returncode == 0, out.stderr
     assert "check-config" in out.stdout and "health" in out.stdout
 
     # the example config reads its broker password from $CREDENTIALS_DIRECTORY (systemd, or a
-    # container secret mounted there); give it one as a user would
+    # container secret mounted there) and trusts bundles signed with /etc/unimeter's public key;
+    # give it both as a user would
+    _, public_key = signing_keys(tmp_path / "keys")
+    arm_root.put(public_key, "/etc/unimeter/bundle-signing.pub")
     creds = arm_root.path / "run/credentials"
     creds.mkdir(parents=True, exist_ok=True)
     (creds / "mqtt-password").write_text("example-password\n")
@@ -111,6 +144,6 @@ def test_entrypoint_starts_under_emulation_help_and_check_config(arm_root):
     assert "config OK" in out.stderr
 
     # a config error names the key and exits 2, under emulation as on x86
-    (arm_root.path / "tmp/bad.toml").write_text('[gateway]\nid = "bad id"\n[[meters]]\nid = "m"\nkind = "sim"\n')
+    (arm_root.path / "tmp/bad.toml").write_text('[gateway]\nid = "bad id"\n[[meters]]\nid = "m"\nkind = "virtual"\n')
     out = _entrypoint(arm_root, "check-config", "--config", "/tmp/bad.toml")
     assert out.returncode == 2 and "gateway.id" in out.stderr
