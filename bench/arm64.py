@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -101,8 +102,8 @@ def run_agent(where: str, root: ArmRoot, bundle_in_root: str, bundle: Path, mete
         rec = Recorder(broker.port, ["unimeter/#"], client_id=f"bench-{where}")
         if where == "aarch64":
             state = root.path / "var/lib/unimeter"
-            for child in state.iterdir():
-                child.unlink()
+            for child in state.iterdir():  # a fresh store for every run
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
             agent = AgentProcess.in_image(root, agent_toml(broker.port, bundle_in_root, meters=meters,
                                                            schedule=schedule))
         else:
