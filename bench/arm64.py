@@ -125,7 +125,7 @@ def run_agent(where: str, root: ArmRoot, bundle_in_root: str, bundle: Path, mete
 
 
 def bench_agent(root: ArmRoot, bundle: Path, per_kind: int, seconds: float, tmp: Path) -> list[dict]:
-    bundle_in_root = root.put(bundle, "/opt/unimeter-bench/bundle")
+    bundle_in_root = root.install_bundle(bundle)
     setups = [(kind, [(f"{kind.replace('-', '')}{i}", kind) for i in range(per_kind)], None)
               for _, kind in METERS]
     setups.append(("one of each, model rounds every 10 s", list(METERS), FAST_SCHEDULE))

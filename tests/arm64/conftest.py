@@ -24,6 +24,11 @@ import pytest
 from tests.arm64.helpers import ArmRoot, oci_image
 
 IMAGE_ENV = "UNIMETER_ARM64_IMAGE"
+# pytest-timeout's ceiling for each test here (the suite's is 600 s). Emulated Python runs 5-10x
+# slower than native, and the first test to use them also pays for the session fixtures: a bundle
+# trained and exported (ONNX and LiteRT) on the host and the archive unpacked. A ceiling against
+# hangs, not a speed target (bench/arm64.py measures speed).
+EMULATED_TIMEOUT_S = 2400
 
 collect_ignore_glob = [] if os.environ.get(IMAGE_ENV) else ["test_*.py"]
 
@@ -61,3 +66,10 @@ def check_bundle(tmp_path_factory) -> Path:
     cfg = PipelineConfig.preset("quick", tmp_path_factory.mktemp("arm64_bundle"), seed=0, include_tflite=True,
                                 include_fp32=True, progress=False)
     return Path(run_pipeline(cfg).bundle_dir)
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.path).parents and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(EMULATED_TIMEOUT_S))

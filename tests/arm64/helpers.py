@@ -46,6 +46,13 @@ FAST_SCHEDULE = {"profile_every_s": 10, "nilm_every_s": 10, "forecast_every_s": 
 oci_image = load_script("oci_image")
 
 
+def example_bundle_path() -> str:
+    """``model.bundle`` of deploy/agent.example.toml: where a gateway keeps its current bundle."""
+    import tomllib
+
+    return tomllib.loads((REPO / "deploy" / "agent.example.toml").read_text())["model"]["bundle"]
+
+
 class ArmRoot:
     """An unpacked arm64 root filesystem and the image config (``config`` object) it came with."""
 
@@ -82,6 +89,18 @@ class ArmRoot:
     def popen(self, argv: Sequence[str], **kwargs) -> subprocess.Popen:
         return subprocess.Popen(self.command(argv, **kwargs), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
+
+    def install_bundle(self, bundle_dir: Path, version: str = "v1") -> str:
+        """Install a bundle as deploy/README.md does on a gateway: the directory
+        ``<bundles>/<version>`` and the symlink the example config's ``model.bundle`` names
+        (``/var/lib/unimeter-bundles/current``) pointing at it. Returns that symlink's path."""
+        current = example_bundle_path()
+        self.put(bundle_dir, f"{Path(current).parent}/{version}")
+        link = self.path / current.lstrip("/")
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(version)
+        return current
 
     def put(self, src: Path, dest: str, owner: tuple[int, int] = (0, 0)) -> str:
         """Copy a file or directory into the root, readable by everyone; returns its path inside."""

@@ -35,7 +35,7 @@ INTERVAL_S = 1.0
 
 def test_agent_runs_every_meter_kind_and_task_on_aarch64(arm_root, check_bundle, mosquitto, tmp_path):
     # the bundle signed on the workstation; the gateway refuses anything not signed with its key
-    bundle = arm_root.put(check_bundle, "/opt/unimeter-check/bundle")
+    bundle = arm_root.install_bundle(check_bundle)  # /var/lib/unimeter-bundles/current -> v1
     private_key, public_key = signing_keys(tmp_path / "keys")
     sign_bundle(arm_root.path / bundle.lstrip("/"), private_key)
     key_file = arm_root.put(public_key, "/etc/unimeter/bundle-signing.pub")
@@ -44,7 +44,7 @@ def test_agent_runs_every_meter_kind_and_task_on_aarch64(arm_root, check_bundle,
     agent = AgentProcess.in_image(arm_root, agent_toml(mosquitto.port, bundle, interval_s=INTERVAL_S,
                                                        schedule=FAST_SCHEDULE, public_key_file=key_file))
     try:
-        rec.wait_for(lambda: set(readings_by_meter(rec)) >= set(meter_ids) or not agent.alive, timeout_s=300)
+        rec.wait_for(lambda: set(readings_by_meter(rec)) >= set(meter_ids) or not agent.alive, timeout_s=900)
         assert agent.alive and set(readings_by_meter(rec)) >= set(meter_ids), agent.log()
         t0 = time.time()
         while time.time() - t0 < RUN_S and agent.alive:

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import tarfile
 
-from tests.arm64.helpers import oci_image, signing_keys
+from tests.arm64.helpers import example_bundle_path, oci_image, signing_keys
 from tests.scripts.helpers import REPO
 
 
@@ -82,6 +82,8 @@ def test_layout_user_groups_state_dir_and_files(arm_root):
     assert "unimeter" in groups["dialout"][3].split(",")  # serial meters (/dev/ttyUSB*) are group dialout
     state = (root / "var/lib/unimeter").stat()
     assert (state.st_uid, state.st_gid, state.st_mode & 0o777) == (10001, 10001, 0o750)
+    bundles = (root / example_bundle_path().lstrip("/")).parent.stat()  # mounted read-only, as the unit has it
+    assert (bundles.st_uid, bundles.st_mode & 0o777) == (0, 0o755)
     assert (root / "etc/unimeter/agent.example.toml").read_text() == (REPO / "deploy/agent.example.toml").read_text()
     assert (root / "opt/unimeter/bin/unimeter").is_file()
     assert (root / "etc/ssl/certs/ca-certificates.crt").is_file()  # the example config's TLS CA file
