@@ -7,7 +7,7 @@ the agent's CPU share per meter.
 EMULATED TIME SAYS NOTHING ABOUT A REAL RASPBERRY PI. qemu-user translates every aarch64
 instruction into x86-64 code at run time; NEON kernels become scalar or SSE sequences, system
 calls and memory are the host's. The ratio emulated / native only says how much slower the check
-in CI runs and which paths suffer most under translation; a Pi's own figures have to be measured
+runs and which paths suffer most under translation; a Pi's own figures have to be measured
 on a Pi. That is why only ratios are reported (besides the native x86 figures they divide).
 
 1. Tasks: every task of the bundle with every model file (ONNX int8/fp32, LiteRT int8) on one
@@ -59,7 +59,7 @@ from tests.arm64.helpers import (  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 NOTE = ("Emulated time says nothing about a real Raspberry Pi: qemu-user translates every aarch64 "
         "instruction at run time (NEON kernels become scalar/SSE code). Ratios say how much slower the "
-        "CI check runs under emulation and which paths suffer most; measure a Pi on a Pi.")
+        "arm64 check runs under emulation and which paths suffer most; measure a Pi on a Pi.")
 
 
 def p50_ms(results: dict, key: str) -> float:

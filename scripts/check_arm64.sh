@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# The gateway path proven on ARM64, under emulation on an x86-64 Debian/Ubuntu host (CI runs it
-# after the test suite):
+# The gateway path proven on ARM64, under emulation on an x86-64 Debian/Ubuntu host:
 #
 #   bash scripts/check_arm64.sh [PYTEST ARGS]
 #

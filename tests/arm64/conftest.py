@@ -2,8 +2,9 @@
 
 These tests need the OCI archive scripts/build_arm64_image.sh writes, named by
 $UNIMETER_ARM64_IMAGE, and root (chroot, mount namespaces, qemu-user >= 8 in binfmt_misc).
-scripts/check_arm64.sh builds the archive and runs them; CI runs that script right after the
-suite. Without the variable they are not collected, so the suite's own run leaves them out.
+scripts/check_arm64.sh builds the archive and runs them (deploy/README.md). Without the variable
+they are not collected (``collect_ignore_glob`` below): the README's test command leaves them out,
+it does not skip them.
 
 ``image`` is the archive's index, manifest and config; ``arm_root`` the archive unpacked into a
 scratch directory (what a container runtime would run) with ``run()``/``popen()`` that start a
