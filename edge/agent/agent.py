@@ -761,6 +761,8 @@ class Agent:
             body = quality_body(st, n_res, n_len, self.cfg.schedule.quality_every_s)
             body.update(guard_quality(self.guards.get(st.id)))
             body["gap_fill"] = window_fill_report(st.nilm, n_len)
+            if self.host.current is not None and self.host.current.has("anomaly"):
+                body["anomaly_threshold_source"] = self.host.current.anomaly_threshold_source
             st.received = 0
             msgs.append(self.topics.meter_message(st.id, "quality", st.last_seq, time.time(), body))
         await self.enqueue(msgs)

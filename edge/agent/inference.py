@@ -68,9 +68,36 @@ class LoadedModel:
     appliances: tuple[str, ...]
     n_covariates: int = 0
     signature: str = ""  # edge.signing.BundleTrust.check status of its bundle
+    anomaly_threshold: AnomalyThreshold | None = None
 
     def has(self, task: str) -> bool:
         return task in self.tasks
+
+    @property
+    def anomaly_threshold_source(self) -> str:
+        return (self.anomaly_threshold or AnomalyThreshold()).source
+
+
+@dataclass(frozen=True)
+class AnomalyThreshold:
+    """Where the anomaly model's outputs are cut: the bundle's calibrated logits (fitted to a
+    false-alarm budget on the trainer's validation days, ``edge.calibration``), or probability 0.5
+    for a bundle without calibration. Compared on logits: higher = more anomalous."""
+
+    window_logit: float = 0.0  # logit(0.5)
+    point_logit: float = 0.0
+    source: str = "fixed 0.5 (the bundle carries no calibration)"
+
+    @classmethod
+    def of(cls, calibration: dict) -> AnomalyThreshold:
+        """From a task's manifest ``calibration`` (``window_threshold_logit``, optional
+        ``point_threshold_logit``); the fixed 0.5 when the bundle has none."""
+        if "window_threshold_logit" not in calibration:
+            return cls()
+        window = float(calibration["window_threshold_logit"])
+        target = calibration.get("target_false_alarms_per_month")
+        budget = f", <= {target:g} false alarms/month" if isinstance(target, int | float) else ""
+        return cls(window, float(calibration.get("point_threshold_logit", window)), f"bundle{budget}")
 
 
 def bundle_fingerprint(path: str | Path) -> str:
@@ -108,6 +135,9 @@ def open_model(path: str | Path, backend: str, precision: str, threads: int,
         raise ModelLoadError(f"bundle {path} refused: the model does not run: {e}") from e
     tasks = {}
     n_cov = 0
+    threshold = AnomalyThreshold.of(bundle.tasks["anomaly"].calibration) if "anomaly" in bundle.tasks else None
+    if threshold is not None and threshold.source.startswith("fixed"):
+        log.warning("bundle %s: the anomaly model carries no calibrated threshold; flagging at probability 0.5", path)
     for name, spec in bundle.tasks.items():
         first = spec.inputs[0]
         tasks[name] = TaskShape(float(spec.input_spec["resolution_s"]), int(first.shape[-1]))
@@ -115,7 +145,7 @@ def open_model(path: str | Path, backend: str, precision: str, threads: int,
             cov = [t for t in spec.inputs if t.name == COVARIATES]
             n_cov = int(cov[0].shape[-1]) if cov else 0
     return LoadedModel(runtime, bundle.model_version, bundle.path, fingerprint, tasks,
-                       bundle.appliances, n_cov, bundle.signature)
+                       bundle.appliances, n_cov, bundle.signature, threshold)
 
 
 @dataclass
@@ -188,8 +218,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def profile_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resolution_s: float,
-                 threshold: float = 0.5, counter_wh: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+                 threshold: AnomalyThreshold | None = None, counter_wh: np.ndarray | None = None
+                 ) -> tuple[dict, np.ndarray]:
     """Imputation (when gaps) then anomaly detection on one window of L bins.
+
+    ``threshold``: None = the live model's (its bundle's calibrated logits, else probability 0.5);
+    the published ``threshold`` is a probability like ``score``, ``threshold_source`` says which.
 
     With ``counter_wh`` (net Wh at each bin's end, NaN where not read; ``Resampler.counters``) the
     filled bins of every gap the counters bracket are rescaled to the counted energy.
@@ -205,14 +239,16 @@ def profile_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resol
 
         ends_s = start_ts_s + resolution_s * np.arange(1, len(load) + 1)
         load = apply_energy_constraint(load, observed == 0, ends_s, counter_wh).astype(np.float32)
+    model = host.current
+    cut = threshold or (model.anomaly_threshold if model is not None else None) or AnomalyThreshold()
     out = host.run("anomaly", {LOAD_W: load[None]})
-    p_window = float(_sigmoid(out[WINDOW_LOGIT].reshape(-1))[0])
-    p_point = _sigmoid(out[POINT_LOGIT].reshape(-1))
-    flagged = np.flatnonzero(p_point > threshold)
+    window_logit = float(out[WINDOW_LOGIT].reshape(-1)[0])
+    flagged = np.flatnonzero(out[POINT_LOGIT].reshape(-1) > cut.point_logit)
     return {
-        "anomaly": p_window > threshold,
-        "score": round(p_window, 4),
-        "threshold": threshold,
+        "anomaly": window_logit > cut.window_logit,
+        "score": round(float(_sigmoid(np.array(window_logit))), 4),
+        "threshold": round(float(_sigmoid(np.array(cut.window_logit))), 6),
+        "threshold_source": cut.source,
         "window_start_s": start_ts_s,
         "window_end_s": start_ts_s + len(window_w) * resolution_s,
         "resolution_s": resolution_s,

@@ -1,0 +1,58 @@
+"""The agent's anomaly threshold: the bundle's calibrated logits, or probability 0.5 without them
+(a real tiny bundle through onnxruntime; the calibration written into a copy of its manifest)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edge.agent.inference import AnomalyThreshold, ModelHost, open_model, profile_step
+
+
+def test_threshold_of_a_manifest_calibration():
+    assert AnomalyThreshold.of({}).source.startswith("fixed 0.5")
+    cut = AnomalyThreshold.of({"window_threshold_logit": 1.5, "point_threshold_logit": 2.0,
+                               "target_false_alarms_per_month": 1.0})
+    assert (cut.window_logit, cut.point_logit) == (1.5, 2.0)
+    assert cut.source == "bundle, <= 1 false alarms/month"
+
+
+def _calibrated_copy(tiny_bundle, tmp_path, window_logit: float):
+    out = tmp_path / f"bundle{window_logit:+g}"
+    shutil.copytree(tiny_bundle, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["tasks"]["anomaly"]["calibration"] = {"window_threshold_logit": window_logit,
+                                                   "point_threshold_logit": window_logit,
+                                                   "target_false_alarms_per_month": 1.0}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def _step(path):
+    host = ModelHost(lambda p: open_model(p, "onnx", "int8", 1))
+    assert host.try_load(path)
+    n = host.current.tasks["anomaly"].length
+    window = (500 + 200 * np.sin(np.linspace(0, 2 * np.pi, n))).astype(np.float32)
+    logit = float(host.run("anomaly", {"load_w": window[None]})["window_logit"][0, 0])
+    result, _ = profile_step(host, window, 0.0, 1800.0)
+    return host, result, logit
+
+
+@pytest.mark.parametrize("offset", [-1.0, 1.0])
+def test_profile_step_cuts_at_the_bundles_calibrated_logit(tiny_bundle, tmp_path, offset):
+    _, _, logit = _step(tiny_bundle)
+    host, result, _ = _step(_calibrated_copy(tiny_bundle, tmp_path, logit + offset))
+    assert result["anomaly"] is (offset < 0)  # flagged only when the window's logit is above the cut
+    assert result["threshold_source"] == host.current.anomaly_threshold_source == "bundle, <= 1 false alarms/month"
+    assert result["threshold"] == pytest.approx(1 / (1 + np.exp(-(logit + offset))), abs=1e-5)
+
+
+def test_a_bundle_without_calibration_keeps_probability_half_and_says_so(tiny_bundle, caplog):
+    host, result, logit = _step(tiny_bundle)
+    assert result["threshold"] == 0.5 and result["anomaly"] is (logit > 0)
+    assert result["threshold_source"].startswith("fixed 0.5")
+    assert host.current.anomaly_threshold_source.startswith("fixed 0.5")
+    assert "carries no calibrated threshold" in caplog.text
