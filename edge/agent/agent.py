@@ -36,9 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from edge.agent.appliances import MeterAppliances, decided_range, names_in_order
 from edge.agent.availability import AvailabilityTracker
 from edge.agent.config import AgentConfig
-from edge.agent.discovery import GatewayDiscovery, MeterInfo, ModelInfo
+from edge.agent.discovery import GatewayDiscovery, MeterInfo, ModelInfo, appliance_name, slug
 from edge.agent.gapfill import window_fill_report
 from edge.agent.guards import build_guards, guard_quality, guard_totals, guard_warnings, seed_guards
 from edge.agent.health import (
@@ -103,6 +104,7 @@ class MeterState:
     name: str
     profile: Resampler
     nilm: Resampler
+    appliances: MeterAppliances | None = None  # NILM uses, events and daily energy (model with nilm)
     received: int = 0  # since the last quality message
     flags_seen: int = 0
     last_seq: int = 0
@@ -222,7 +224,7 @@ class Agent:
         states = {}
         for mid in self.sources:
             st = MeterState(mid, names.get(mid, ""), Resampler(p_res, 2 * p_len + 2),
-                            Resampler(n_res, n_len + 2))
+                            Resampler(n_res, n_len + 2), self._meter_appliances(mid, n_res))
             seq, ts, rx = known.get(mid, (0, None, None))
             st.last_seq, st.last_ts_s, st.last_received_s = seq, ts or 0.0, rx or 0.0
             ref_s = max(now_s, st.last_ts_s)
@@ -235,6 +237,21 @@ class Agent:
                     rs.add_counter(int(k), ts, wh)
             states[mid] = st
         self.meters = states
+
+    def _meter_appliances(self, meter_id: str, resolution_s: float) -> MeterAppliances | None:
+        """The NILM tracker of one meter: the appliances its config lists (all the model's when it
+        lists none) that the live model knows; the others are logged once and left out."""
+        model = self.host.current
+        if model is None or not model.has("nilm"):
+            return None
+        wanted = next((m.appliances for m in self.cfg.meters if m.id == meter_id), [])
+        unknown = sorted(set(wanted) - set(model.appliances))
+        if unknown:
+            log.warning("%s: the model %s does not know the appliances %s (it knows %s); they are "
+                        "not disaggregated", meter_id, model.version, unknown, list(model.appliances))
+        names = names_in_order(model.appliances, wanted)
+        return MeterAppliances(names, model.nilm_calibration, resolution_s,
+                               {k: appliance_name(k) for k in names})
 
     # --- run ----------------------------------------------------------------------------------
 
@@ -614,7 +631,8 @@ class Agent:
 
     def _start_discovery(self) -> None:
         """Discovery state (announced configs, values seen) and the availability of each meter."""
-        infos = [MeterInfo(m.id, m.name, m.kind, hide_energy=m.options.get("energy", True) is False)
+        infos = [MeterInfo(m.id, m.name, m.kind, hide_energy=m.options.get("energy", True) is False,
+                           appliances=tuple(m.appliances))
                  for m in self.cfg.meters if m.id in self.sources]
         for m in self.cfg.meters:
             if m.id in self.meters:
@@ -718,16 +736,23 @@ class Agent:
         if model is None or not model.has("nilm"):
             return
         _, (res, n) = self._resolutions()
+        first, stop = decided_range(n, res, model.nilm_calibration.decision_lag_s)
         for st in list(self.meters.values()):
             start_s, window, _ = st.nilm.window(n)
-            if not self._enough(window):
+            tracker = st.appliances
+            if tracker is None or not self._enough(window):
                 continue
-            body = await self._guarded(st.id, "nilm", nilm_step, self.host, window, start_s, res,
-                                       counter_wh=st.nilm.counters(n))
-            if body is not None:
-                await self.publish_result(st.id, "appliances", body)
-                if self.ha is not None:
-                    await self.enqueue(self.ha.appliance_events(st.id, body, time.time()))
+            result = await self._guarded(st.id, "nilm", nilm_step, self.host, window, start_s, res,
+                                         counter_wh=st.nilm.counters(n), owned=tracker.names)
+            if result is None:
+                continue
+            events = tracker.add(start_s, result.decision, first, stop)
+            body = {**tracker.snapshot(), "window_start_s": start_s, "window_end_s": start_s + n * res,
+                    "model_version": result.model_version}
+            await self.publish_result(st.id, "appliances", body)
+            now_s = time.time()
+            await self.enqueue([self.topics.appliance_event_message(st.id, slug(e.appliance), now_s, e.payload())
+                                for e in events])
 
     async def _forecast_round(self) -> None:
         model = self.host.current

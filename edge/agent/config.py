@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import ConfigError
+from edge.sim.specs import ALL_APPLIANCES
 
 
 class Secret(str):
@@ -114,6 +115,7 @@ class MeterConfig:
     options: dict[str, Any] = field(default_factory=dict)  # passed to build_source
     limits: dict[str, Any] = field(default_factory=dict)  # plausibility limits (firmware_bridge.guard)
     offline_after_s: float = 0.0  # offline after this long without a reading; 0: learnt interval
+    appliances: list[str] = field(default_factory=list)  # NILM keys the home has; empty: all the model knows
 
 
 @dataclass
@@ -202,10 +204,14 @@ def _check_type(key: str, value: Any, kind: type) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"expected a table, got {value!r}", key=key)
         return value
+    if kind is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"expected an array of strings, got {value!r}", key=key)
+        return list(value)
     raise ConfigError(f"unsupported type {kind}", key=key)  # pragma: no cover
 
 
-_KINDS = {"bool": bool, "int": int, "float": float, "str": str, "dict[str, Any]": dict}
+_KINDS = {"bool": bool, "int": int, "float": float, "str": str, "dict[str, Any]": dict, "list[str]": list}
 
 
 def _check_range(key: str, value: float, integer: bool) -> None:
@@ -291,6 +297,23 @@ def _check_semantics(cfg: AgentConfig) -> None:
                               f"interval) or 1..{_WEEK_S} seconds, got {m.offline_after_s!r}", key=f"meters[{i}].offline_after_s")
         seen.add(m.id)
         _check_limits(i, m)
+        _check_appliances(i, m)
+
+
+def _check_appliances(i: int, m: MeterConfig) -> None:
+    """The meter's NILM appliances, each once, as the model names them (``washing_machine``); a
+    display name (``"Washing machine"``) is accepted and stored as its key. Unknown names are an
+    error that lists the known ones (``edge.sim.specs.ALL_APPLIANCES``)."""
+    keys = []
+    for j, name in enumerate(m.appliances):
+        key = "_".join(re.split(r"[^a-z0-9]+", name.strip().lower())).strip("_")
+        if key not in ALL_APPLIANCES:
+            raise ConfigError(f"unknown appliance {name!r}; known: {', '.join(ALL_APPLIANCES)}",
+                              key=f"meters[{i}].appliances[{j}]")
+        if key in keys:
+            raise ConfigError(f"{name!r} is listed twice", key=f"meters[{i}].appliances[{j}]")
+        keys.append(key)
+    m.appliances = keys
 
 
 def _check_limits(i: int, m: MeterConfig) -> None:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.agent.appliances import EVENT_TYPES, names_in_order
 from edge.agent.messages import SW_VERSION, Topics, dumps
 from edge.agent.meters import meter_kind
 from edge.agent.store import Message
@@ -157,6 +158,7 @@ class MeterInfo:
     name: str = ""
     kind: str = ""
     hide_energy: bool = False  # meters.options.energy = false
+    appliances: tuple[str, ...] = ()  # meters.appliances: the NILM appliances the home has (empty: all)
 
 
 @dataclass(frozen=True)
@@ -300,7 +302,7 @@ class Discovery:
         if "forecast" in tasks:
             out.update(self._forecast(node, dev, meter.id))
         if "nilm" in tasks:
-            for app in model.appliances:
+            for app in names_in_order(model.appliances, meter.appliances):
                 out.update(self._appliance(node, dev, meter.id, app))
         return out
 
@@ -350,13 +352,15 @@ class Discovery:
                          state_topic=topic, unit_of_measurement="W", device_class="power",
                          state_class="measurement", suggested_display_precision=0,
                          value_template=f"{{{{ {item}.power_w }}}}"),
+            self._config("sensor", node, f"appliance_{key}_energy_today", dev, meter_id,
+                         name=f"{name} energy today", state_topic=topic, unit_of_measurement="kWh",
+                         device_class="energy", state_class="total_increasing",
+                         suggested_display_precision=2,
+                         value_template=f"{{{{ {item}.energy_today_kwh }}}}"),
             self._config("event", node, f"appliance_{key}_event", dev, meter_id, name=name,
                          state_topic=self.t.appliance_event(meter_id, key),
-                         event_types=list(APPLIANCE_EVENTS)),
+                         event_types=list(EVENT_TYPES)),
         ])
-
-
-APPLIANCE_EVENTS = ("switched_on", "switched_off")
 
 
 def _entity_key(payload_key: str) -> str:
@@ -493,7 +497,7 @@ def reading_signature(r: Reading) -> tuple:
 
 class GatewayDiscovery:
     """What the agent keeps for Home Assistant: announced configs, the values each meter has sent,
-    per-meter availability and the appliance states that turn into events.
+    and per-meter availability (appliance events come from ``edge.agent.appliances``).
 
     ``meters`` are the configured meters; ``state_path`` the JSON file of ``DiscoveryState``.
     """
@@ -509,7 +513,6 @@ class GatewayDiscovery:
         self.state = DiscoveryState.load(state_path)
         self.tracker = tracker
         self._signatures: dict[str, tuple] = {}
-        self._appliances_on: dict[str, dict[str, bool]] = {}
         self.pending = False  # a meter sent a new value: announce again
 
     def note_reading(self, r: Reading) -> None:
@@ -531,21 +534,3 @@ class GatewayDiscovery:
                         self.topics.qos, retain=True)
                 for mid, online in self.tracker.changes(now_s)]
 
-    def appliance_events(self, meter_id: str, body: Mapping, ts_s: float) -> list[Message]:
-        """Event messages (not retained) for appliances whose on/off state changed since the last
-        NILM round of this meter; the first round only sets the states."""
-        apps = body.get("appliances", {})
-        last = self._appliances_on.get(meter_id)
-        now = {name: bool(a.get("on")) for name, a in apps.items()}
-        self._appliances_on[meter_id] = now
-        if last is None:
-            return []
-        out = []
-        for name, on in now.items():
-            if name in last and last[name] != on:
-                payload = {"event_type": APPLIANCE_EVENTS[0] if on else APPLIANCE_EVENTS[1],
-                           "appliance": name, "power_w": apps[name].get("power_w"),
-                           "p_on": apps[name].get("p_on"), "ts_s": ts_s}
-                out.append(Message(self.topics.appliance_event(meter_id, slug(name)), dumps(payload),
-                                   self.topics.qos, retain=False))
-        return out

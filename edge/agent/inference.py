@@ -22,7 +22,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edge.bundle import BundleError
 from edge.errors import AgentError
+from edge.nilm_output import Decision, NilmCalibration, decide
 from edge.task_io import (
     APPLIANCE_W,
     COVARIATES,
@@ -69,6 +71,7 @@ class LoadedModel:
     n_covariates: int = 0
     signature: str = ""  # edge.signing.BundleTrust.check status of its bundle
     anomaly_threshold: AnomalyThreshold | None = None
+    nilm_calibration: NilmCalibration = field(default_factory=NilmCalibration)
 
     def has(self, task: str) -> bool:
         return task in self.tasks
@@ -121,7 +124,7 @@ def open_model(path: str | Path, backend: str, precision: str, threads: int,
                trust: Any = None) -> LoadedModel:
     """Verify (signature with ``trust``, an ``edge.signing.BundleTrust``), open and smoke-test a
     bundle. Raises ModelLoadError saying why."""
-    from edge.bundle import BundleError, load_bundle
+    from edge.bundle import load_bundle
     from edge.runtime import InferenceRuntime
 
     fingerprint = bundle_fingerprint(path)
@@ -144,8 +147,13 @@ def open_model(path: str | Path, backend: str, precision: str, threads: int,
         if name == "forecast":
             cov = [t for t in spec.inputs if t.name == COVARIATES]
             n_cov = int(cov[0].shape[-1]) if cov else 0
+    nilm = bundle.tasks.get("nilm")
+    try:
+        calibration = NilmCalibration.from_dict(nilm.calibration if nilm else None)
+    except BundleError as e:
+        raise ModelLoadError(f"bundle {path} refused: {e}") from e
     return LoadedModel(runtime, bundle.model_version, bundle.path, fingerprint, tasks,
-                       bundle.appliances, n_cov, bundle.signature, threshold)
+                       bundle.appliances, n_cov, bundle.signature, threshold, calibration)
 
 
 @dataclass
@@ -258,26 +266,32 @@ def profile_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resol
     }, load
 
 
+@dataclass
+class NilmResult:
+    """One NILM window: the aggregate the graph saw (gaps filled) and the consistent decision."""
+
+    start_ts_s: float
+    resolution_s: float
+    load_w: np.ndarray  # [T]
+    decision: Decision
+    model_version: str
+
+
 def nilm_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resolution_s: float,
-              threshold: float = 0.5, last_bins: int = 3, counter_wh: np.ndarray | None = None) -> dict:
-    """Appliance states at the end of the rolling window (mean over its last few bins); gaps are
-    filled linearly, energy-exact where ``counter_wh`` brackets them (``edge.agent.gapfill``)."""
-    model = host.current
+              counter_wh: np.ndarray | None = None, owned: tuple[str, ...] | None = None) -> NilmResult:
+    """Run the NILM graph on one rolling window and decide every sample (``edge.nilm_output``:
+    thresholds and power ranges of the bundle's calibration, the sum bounded by the aggregate,
+    only the ``owned`` appliances). Gaps are filled linearly, energy-exact where ``counter_wh``
+    brackets them (``edge.agent.gapfill``)."""
     from edge.agent.gapfill import fill_window
 
-    load = fill_window(window_w, start_ts_s, resolution_s, counter_wh).filled_w
-    out = host.run("nilm", {LOAD_W: load[None].astype(np.float32)})
-    power = out[APPLIANCE_W][0][:, -last_bins:].mean(axis=1)
-    p_on = _sigmoid(out[ON_LOGIT][0][:, -last_bins:]).mean(axis=1)
+    model = host.current
+    load = fill_window(window_w, start_ts_s, resolution_s, counter_wh).filled_w.astype(np.float32)
+    out = host.run("nilm", {LOAD_W: load[None]})
     names = model.appliances if model else ()
-    apps = {
-        name: {"on": bool(p_on[i] > threshold), "p_on": round(float(p_on[i]), 4),
-               "power_w": round(max(0.0, float(power[i])), 1)}
-        for i, name in enumerate(names)
-    }
-    return {"appliances": apps, "window_start_s": start_ts_s, "resolution_s": resolution_s,
-            "window_end_s": start_ts_s + len(window_w) * resolution_s,
-            "model_version": model.version if model else ""}
+    calibration = model.nilm_calibration if model else NilmCalibration()
+    decision = decide(out[ON_LOGIT][0], out[APPLIANCE_W][0], load, names, calibration, owned)
+    return NilmResult(start_ts_s, resolution_s, load, decision, model.version if model else "")
 
 
 def forecast_step(host: ModelHost, last_day_w: np.ndarray, day_start_ts_s: float, resolution_s: float,

@@ -10,7 +10,7 @@ Topics (``base`` defaults to ``unimeter``)::
     <base>/<gateway>/<meter>/quality         retained
     <base>/<gateway>/<meter>/anomaly         retained
     <base>/<gateway>/<meter>/appliances      retained
-    <base>/<gateway>/<meter>/event/<app>     NOT retained: an appliance switched on or off
+    <base>/<gateway>/<meter>/event/<app>     NOT retained: a use of an appliance started / finished
     <base>/<gateway>/<meter>/forecast        retained
     <base>/<gateway>/<meter>/report          retained
     <discovery_prefix>/<component>/unimeter_<gateway>[_<meter>]/<key>/config   (edge.agent.discovery)
@@ -79,8 +79,15 @@ class Topics:
         return Message(self.event, dumps(payload), self.qos, retain=True)
 
     def appliance_event(self, meter_id: str, appliance_key: str) -> str:
-        """Not retained: an appliance switching on or off (Home Assistant event entity)."""
+        """Not retained: a use of an appliance started or finished (Home Assistant event entity)."""
         return f"{self.base}/{self.gateway}/{meter_id}/event/{appliance_key}"
+
+    def appliance_event_message(self, meter_id: str, appliance_key: str, ts_s: float, body: Mapping) -> Message:
+        """An appliance event (``edge.agent.appliances.ApplianceEvent.payload``; ``event_type`` at
+        the top, as Home Assistant's event entity reads it) with the meter header; not retained,
+        so a restart or a new subscriber never replays it."""
+        payload = {"meter": meter_id, "epoch": self.epoch, "ts": iso_utc(ts_s), "ts_s": ts_s, **body}
+        return Message(self.appliance_event(meter_id, appliance_key), dumps(payload), self.qos, retain=False)
 
     def meter(self, meter_id: str, kind: str) -> str:
         if kind not in TOPIC_KINDS:

@@ -25,6 +25,7 @@ import sys
 import tempfile
 
 import voluptuous as vol
+from homeassistant.components.event import ATTR_EVENT_TYPE
 from homeassistant.components.mqtt import discovery as ha_discovery
 from homeassistant.components.mqtt.schemas import MQTT_ORIGIN_INFO_SCHEMA
 from homeassistant.components.sensor.const import (
@@ -35,6 +36,7 @@ from homeassistant.components.sensor.const import (
 from homeassistant.const import __version__
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.template import Template
+from homeassistant.util.json import JSON_DECODE_EXCEPTIONS, json_loads_object
 
 TOPIC = ha_discovery.TOPIC_MATCHER
 
@@ -92,9 +94,32 @@ def render_problems(hass: HomeAssistant, config: dict, states: dict[str, list[st
                         payload, "", variables={"this": _This()})
                 except Exception as e:  # noqa: BLE001 - every failure is a finding
                     out.append(f"{topic}: {type(e).__name__}: {e}")
+        out += event_problems(config, states)
         out += [f"logged: {m}" for m in captured.records]
     finally:
         logging.getLogger("homeassistant.helpers.template").removeHandler(captured)
+    return out
+
+
+def event_problems(config: dict, states: dict[str, list[str]]) -> list[str]:
+    """An event entity's payloads as its message handler reads them (mqtt/event.py
+    ``_event_received``): a JSON object whose ``event_type`` is one of the config's
+    ``event_types``; the rest become the event's attributes."""
+    if "event_types" not in config:
+        return []
+    out = []
+    for payload in states.get(config.get("state_topic"), []):
+        try:
+            attributes = json_loads_object(payload)
+            event_type = str(attributes.pop(ATTR_EVENT_TYPE))
+        except KeyError:
+            out.append(f"`event_type` missing in JSON event payload {payload[:200]}")
+            continue
+        except JSON_DECODE_EXCEPTIONS:
+            out.append(f"no valid JSON event payload {payload[:200]}")
+            continue
+        if event_type not in config["event_types"]:
+            out.append(f"invalid event type {event_type} (event_types {config['event_types']})")
     return out
 
 

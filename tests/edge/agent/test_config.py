@@ -37,6 +37,9 @@ def test_example_config_is_valid():
     ({"meters": [METER, METER]}, "meters[1].id"),
     ({"meters": []}, "meters"),
     ({"extra_section": {}}, "extra_section"),
+    ({"meters": [dict(METER, appliances=["kettle", "jacuzzi"])]}, "meters[0].appliances[1]"),
+    ({"meters": [dict(METER, appliances=["kettle", "Kettle"])]}, "meters[0].appliances[1]"),
+    ({"meters": [dict(METER, appliances="kettle")]}, "meters[0].appliances"),
     ({"mqtt": {"password_env": "UNIMETER_TEST_NOT_SET", "username": "u"}}, "mqtt.password_env"),
     ({"mqtt": {"password_env": "HOME"}}, "mqtt.username"),
 ])
@@ -132,3 +135,11 @@ def test_a_meters_offline_time_is_range_checked(bad):
     with pytest.raises(ConfigError) as err:
         parse_config({"meters": [{**METER, "offline_after_s": bad}]})
     assert err.value.key == "meters[0].offline_after_s"
+
+
+def test_appliances_are_the_homes_own_by_key_or_display_name_and_unknown_ones_list_the_known():
+    cfg = parse_config({"meters": [dict(METER, appliances=["kettle", "Washing machine", "TV"])]})
+    assert cfg.meters[0].appliances == ["kettle", "washing_machine", "tv"]
+    with pytest.raises(ConfigError) as err:
+        parse_config({"meters": [dict(METER, appliances=["jacuzzi"])]})
+    assert "'jacuzzi'" in str(err.value) and "kettle" in str(err.value) and "washing_machine" in str(err.value)

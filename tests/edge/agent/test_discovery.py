@@ -101,7 +101,7 @@ def test_every_config_names_device_gateway_availability_origin_and_entity_id():
             "Energy forecast next 24 h", "Daily report"} <= names
     assert not any("_" in n for n in names)  # no raw keys in the UI
     events = [c for t, c in cfgs.items() if t.startswith("homeassistant/event/")]
-    assert len(events) == 3 and events[0]["event_types"] == ["switched_on", "switched_off"]
+    assert len(events) == 3 and events[0]["event_types"] == ["started", "finished"]
 
 
 def test_no_model_means_no_model_entities():
@@ -135,15 +135,42 @@ def test_appliance_names_read_well():
     assert appliance_name("tv") == "TV" and appliance_name("fridge") == "Fridge"
 
 
-def test_appliance_switching_becomes_a_non_retained_event():
-    ha = GatewayDiscovery(T, [MeterInfo("p1")], None, AvailabilityTracker())
-    body = {"appliances": {"washing_machine": {"on": False, "p_on": 0.1, "power_w": 0.0}}}
-    assert ha.appliance_events("p1", body, 1.0) == []  # the first round only learns the states
-    body["appliances"]["washing_machine"] = {"on": True, "p_on": 0.9, "power_w": 1900.0}
-    (event,) = ha.appliance_events("p1", body, 2.0)
-    assert event.topic == "unimeter/gw1/p1/event/washing_machine" and not event.retain
-    assert json.loads(event.payload)["event_type"] == "switched_on"
-    assert ha.appliance_events("p1", body, 3.0) == []
+def test_an_appliance_use_becomes_a_non_retained_event_with_the_meter_header():
+    from edge.agent.appliances import ApplianceEvent
+
+    event = ApplianceEvent("washing_machine", "Washing machine", "finished", 1000.0, 5500.0, 0.93)
+    msg = T.appliance_event_message("p1", "washing_machine", 5600.0, event.payload())
+    body = json.loads(msg.payload)
+    assert msg.topic == "unimeter/gw1/p1/event/washing_machine" and not msg.retain
+    assert body["event_type"] == "finished" and body["meter"] == "p1"
+    assert body["duration_s"] == 4500.0 and "ran 1 h 15 min, 0.93 kWh" in body["text"]
+
+
+def test_only_the_appliances_the_home_has_are_announced_each_with_its_energy_today():
+    model = ModelInfo("v1", ("nilm",), ("kettle", "oven", "tv"))
+    ha = GatewayDiscovery(T, [MeterInfo("p1", appliances=("tv", "kettle"))], None, AvailabilityTracker())
+    configs = _configs(ha.messages(model))
+    announced = {t.split("/")[-2] for t in configs if "appliance_" in t}
+    assert announced == {f"appliance_{k}{s}" for k in ("kettle", "tv")
+                         for s in ("", "_power", "_energy_today", "_event")}
+    energy = configs["homeassistant/sensor/unimeter_gw1_p1/appliance_kettle_energy_today/config"]
+    assert energy["device_class"] == "energy" and energy["state_class"] == "total_increasing"
+    assert energy["name"] == "Kettle energy today"
+    event = configs["homeassistant/event/unimeter_gw1_p1/appliance_kettle_event/config"]
+    assert event["event_types"] == ["started", "finished"]
+
+
+def test_an_appliance_dropped_from_the_config_loses_its_entities(tmp_path):
+    path = tmp_path / "discovery.json"
+    model = ModelInfo("v1", ("nilm",), ("kettle", "oven", "tv"))
+    state = DiscoveryState.load(path)
+    discovery_messages(Discovery(T), state, [MeterInfo("p1", appliances=("kettle", "oven"))], model)
+    state.save()
+    state = DiscoveryState.load(path)  # a restart after "oven" was taken out of meters.appliances
+    msgs = discovery_messages(Discovery(T), state, [MeterInfo("p1", appliances=("kettle",))], model)
+    empty = {m.topic.split("/")[-2] for m in msgs if m.payload == b"" and m.retain}
+    assert empty == {f"appliance_oven{s}" for s in ("", "_power", "_energy_today", "_event")}
+    assert "homeassistant/sensor/unimeter_gw1_p1/appliance_kettle_energy_today/config" in _configs(msgs)
 
 
 def test_availability_learns_the_interval_and_goes_offline_after_missed_readings():

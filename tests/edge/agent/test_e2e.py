@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from edge.agent.agent import Agent
+from edge.agent.appliances import consistent_snapshot
 from edge.agent.inference import open_model
 from edge.agent.meters import attack_power_source, build_sources, household_power_source
 from edge.agent.store import ReadingStore
@@ -51,7 +52,7 @@ async def test_meters_to_subscriber_end_to_end(tiny_bundle, mosquitto, tmp_path)
     now_s = time.time()
     attack = {"kind": "scaling", "start_s": now_s - ATTACK_H * 3600, "end_s": now_s + 3600, "lam": 2.0}
     meters = [
-        {"id": "p1", "kind": "virtual-dsmr", "name": "P1 meter",
+        {"id": "p1", "kind": "virtual-dsmr", "name": "P1 meter", "appliances": ["kettle", "tv"],
          "options": {"profile": "household", "seed": 11, "start_s": now_s - 86400, "interval_s": 1.0,
                      "attack": attack}},
         {"id": "zb1", "kind": "virtual-zigbee", "name": "ZigBee plug",
@@ -98,7 +99,9 @@ async def test_meters_to_subscriber_end_to_end(tiny_bundle, mosquitto, tmp_path)
     assert "homeassistant/sensor/unimeter_gw1_p1/forecast/config" in configs
     for app in model.appliances:
         slug = "".join(c if c.isalnum() else "_" for c in app.lower()).strip("_")
-        assert f"homeassistant/binary_sensor/unimeter_gw1_p1/appliance_{slug}/config" in configs
+        announced = f"homeassistant/binary_sensor/unimeter_gw1_p1/appliance_{slug}/config" in configs
+        assert announced == (app in ("kettle", "tv"))
+        assert f"homeassistant/binary_sensor/unimeter_gw1_zb1/appliance_{slug}/config" in configs
 
     # anomaly: the attacked meter's window is flagged. (How well the model separates attacked from
     # clean windows is the trainer's evaluation; the tiny test model flags most windows.)
@@ -108,10 +111,18 @@ async def test_meters_to_subscriber_end_to_end(tiny_bundle, mosquitto, tmp_path)
     assert p1["model_version"] == model.version and p1["resolution_s"] == 1800.0
     assert p1["window_end_s"] - p1["window_start_s"] == 1800.0 * model.tasks["anomaly"].length
 
-    # appliances and forecast
-    apps = rec.json("/p1/appliances")[-1]["appliances"]
-    assert set(apps) == set(model.appliances)
-    assert all(isinstance(a["on"], bool) and a["power_w"] >= 0 for a in apps.values())
+    # appliances: one consistent answer in every message (off => 0 W, on => > 0 W, the sum never
+    # above the aggregate the decision saw), only the appliances p1's config lists
+    for meter, names in (("p1", {"kettle", "tv"} & set(model.appliances)), ("zb1", set(model.appliances))):
+        bodies = rec.json(f"/{meter}/appliances")
+        for body in bodies:
+            assert consistent_snapshot(body) == [], body
+            assert set(body["appliances"]) == names
+        assert all(a["energy_today_kwh"] >= 0 for b in bodies for a in b["appliances"].values())
+    events = [(t, json.loads(p)) for t, p, _ in rec.messages if t.startswith("unimeter/gw1/") and "/event/" in t]
+    for topic, e in events:
+        assert e["event_type"] in ("started", "finished") and topic.split("/")[2] == e["meter"], e
+        assert e["event_type"] == "started" or (e["duration_s"] > 0 and e["energy_kwh"] >= 0), e
     fc = rec.json("/zb1/forecast")[-1]
     assert len(fc["day_ahead_w"]) == 48 and len(fc["hour_ahead_w"]) == 2
     assert all(np.isfinite(fc["day_ahead_w"]))

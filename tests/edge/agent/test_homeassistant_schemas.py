@@ -127,6 +127,33 @@ def _state_payloads() -> dict[str, list[bytes]]:
                                          latency_p50_ms=12.5, latency_p99_ms=80.0, errors=0,
                                          model_version="v1", last_error=None, started="2027-01-15T08:00:00Z",
                                          health=health)]
+    states.update(_appliance_payloads(t))
+    return states
+
+
+def _appliance_payloads(t: Topics) -> dict[str, list[bytes]]:
+    """The ``appliances`` bodies and the events of a kettle use, as the agent builds them."""
+    from edge.agent.appliances import MeterAppliances
+    from edge.nilm_output import NilmCalibration, decide
+    from edge.sim.specs import ALL_APPLIANCES
+
+    states: dict[str, list[bytes]] = {}
+    for meter in ("p1", "sdm", "hidden"):
+        tracker = MeterAppliances(ALL_APPLIANCES, NilmCalibration(), 10.0)
+        on = np.zeros((len(ALL_APPLIANCES), 60), bool)
+        on[ALL_APPLIANCES.index("kettle"), 10:28] = True
+        logit = np.where(on, 3.0, -3.0)
+        for start_s in (1.8e9, 1.8e9 + 600):
+            decision = decide(logit, np.full(on.shape, 2000.0), np.full(60, 2500.0), ALL_APPLIANCES,
+                              NilmCalibration())
+            events = tracker.add(start_s, decision, 0, 60)
+            body = {**tracker.snapshot(), "model_version": "v1"}
+            states.setdefault(t.meter(meter, "appliances"), []).append(
+                t.meter_message(meter, "appliances", 7, start_s, body).payload)
+            for e in events:
+                msg = t.appliance_event_message(meter, e.appliance, start_s, e.payload())
+                states.setdefault(msg.topic, []).append(msg.payload)
+    assert any("/event/kettle" in topic for topic in states)
     return states
 
 
@@ -142,8 +169,11 @@ def test_the_check_finds_what_home_assistant_would_refuse_or_warn_about(ha_pytho
         "homeassistant/sensor/n/good/config": dict(base, device_class="gas", unit_of_measurement="m³",
                                                    state_class="total_increasing"),
     }
+    configs["homeassistant/event/n/event/config"] = dict(base, state_topic="t/event",
+                                                         event_types=["started", "finished"])
     results = validate(ha_python, {t: json.dumps(c).encode() for t, c in configs.items()}, tmp_path,
-                       {"t/reading": [b'{"power_w": 5}']})
+                       {"t/reading": [b'{"power_w": 5}'], "t/event": [b'{"event_type": "switched_on"}']})
+    assert any("switched_on" in r for r in results["homeassistant/event/n/event/config"]["render"])
     assert not results["homeassistant/sensor/n/bad_unit/config"]["ok"]
     assert results["homeassistant/sensor/n/misspelt/config"]["dropped"] == ["unit_of_measurment"]
     assert any("energy_kwh" in w for w in results["homeassistant/sensor/n/template/config"]["render"])

@@ -1,0 +1,269 @@
+"""From the NILM graph's outputs to one consistent answer per appliance (numpy, runs on the Pi).
+
+The graph gives, per appliance ``a`` and sample ``t``, an ON logit and a power (``edge.task_io``:
+``on_logit``, ``appliance_w``). Read separately they contradict each other (a TV "off" at 303 W,
+an oven "on" at 0 W) and their sum can exceed what the meter measures. ``decide`` turns them into
+one decision with three rules, applied in this order and deterministic:
+
+1. **State** -- ``on[a, t] = on_logit[a, t] > threshold[a]``, with the per-appliance threshold
+   calibrated on validation households (best F1; ``ApplianceCalibration.threshold_logit``, stored in
+   the bundle manifest). Appliances the household does not have (``owned``) are always off.
+2. **Power from the state** -- off means exactly 0 W; on means the graph's power clipped into the
+   appliance's range ``[min_w, max_w]`` (the 1st and 99th percentile of its ON power in training;
+   at least ``MIN_ON_W``).
+3. **Never more than the meter measured** -- per sample, with ``budget = max(load_w, 0)``: the ON
+   appliances are taken in order of confidence (logit margin over the threshold) while their
+   minimum powers still fit in the budget; the others are switched off (a 2 kW kettle cannot be on
+   while the house draws 100 W). If the kept appliances' powers still add up to more than the
+   budget, the part of each power above its minimum is scaled down by one common factor, so the sum
+   equals the budget and every power stays inside its range.
+
+A meter that exports (PV) has a negative net power: the budget is then 0 and nothing is reported
+as running; the meter does not measure what the house consumes behind the panels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from edge.bundle import BundleFormatError
+
+MIN_ON_W = 1.0  # an appliance that is on draws at least this, whatever its calibration says
+
+
+@dataclass(frozen=True)
+class ApplianceCalibration:
+    """Per-appliance decision constants, fitted on validation households by the trainer.
+
+    ``merge_gap_s``: OFF gaps shorter than this belong to the same use (an oven's thermostat, a
+    washing machine between heating and spinning); ``min_on_s``: a use shorter than this is no
+    event (it still counts in the power and energy).
+    """
+
+    threshold_logit: float = 0.0
+    min_w: float = 0.0
+    max_w: float = float("inf")
+    merge_gap_s: float = 0.0
+    min_on_s: float = 0.0
+    val_f1: float | None = None  # ON/OFF F1 at the threshold on the calibration windows
+    val_on_share: float | None = None  # share of ON samples there (0: threshold left at 0)
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.min_w <= self.max_w):
+            raise BundleFormatError(f"appliance power range must satisfy 0 <= min_w <= max_w, got "
+                              f"[{self.min_w}, {self.max_w}]")
+
+
+@dataclass(frozen=True)
+class NilmCalibration:
+    """The NILM task's calibration from the bundle manifest (``tasks.nilm.calibration``)."""
+
+    appliances: dict[str, ApplianceCalibration] = field(default_factory=dict)
+    decision_lag_s: float = 0.0  # a sample is decided when this much of the future is in the window
+    fitted_on: str = ""
+
+    def get(self, name: str) -> ApplianceCalibration:
+        return self.appliances.get(name, ApplianceCalibration())
+
+    def to_dict(self) -> dict:
+        """Plain JSON: an unbounded ``max_w`` or an unknown figure is ``null``."""
+        apps = {k: {f: (v if v is None or np.isfinite(v) else None) for f, v in asdict(a).items()}
+                for k, a in self.appliances.items()}
+        return {"appliances": apps,
+                "decision_lag_s": self.decision_lag_s, "fitted_on": self.fitted_on}
+
+    @classmethod
+    def from_dict(cls, data: Mapping | None) -> NilmCalibration:
+        """Parse a manifest entry; absent means uncalibrated (threshold 0, any power)."""
+        if not data:
+            return cls()
+        try:
+            apps = {str(k): ApplianceCalibration(**{f: float(v) for f, v in dict(a).items() if v is not None})
+                    for k, a in dict(data.get("appliances", {})).items()}
+            return cls(apps, float(data.get("decision_lag_s", 0.0)), str(data.get("fitted_on", "")))
+        except (TypeError, ValueError) as e:
+            raise BundleFormatError(f"NILM calibration in the manifest is malformed: {e}") from e
+
+
+@dataclass
+class Decision:
+    """One consistent answer: ``on`` bool [A, T], ``power_w`` float [A, T] (0 where off),
+    ``margin`` [A, T] (logit minus threshold: how sure), ``budget_w`` [T] (what the meter allowed)."""
+
+    names: tuple[str, ...]
+    on: np.ndarray
+    power_w: np.ndarray
+    margin: np.ndarray
+    budget_w: np.ndarray
+
+
+def decide(on_logit: np.ndarray, appliance_w: np.ndarray, load_w: np.ndarray, names: Sequence[str],
+           calibration: NilmCalibration, owned: Iterable[str] | None = None) -> Decision:
+    """Apply the three rules of the module docstring to one window.
+
+    on_logit, appliance_w: [A, T] (the graph's outputs for one window); load_w: [T] the aggregate
+    the graph saw (W, gaps filled); names: the A appliance keys in graph order; owned: the
+    appliances this household has (None: all). Returns a ``Decision``; raises ``ValueError`` on
+    shapes that do not match.
+    """
+    logit = np.asarray(on_logit, np.float64)
+    power = np.asarray(appliance_w, np.float64)
+    load = np.asarray(load_w, np.float64)
+    if logit.shape != power.shape or logit.ndim != 2 or logit.shape[0] != len(names) \
+            or load.shape != (logit.shape[1],):
+        raise ValueError(f"on_logit {logit.shape}, appliance_w {power.shape}, load_w {load.shape} "
+                         f"and {len(names)} names do not fit [A, T], [A, T], [T]")
+    cal = [calibration.get(n) for n in names]
+    thr = np.array([c.threshold_logit for c in cal])[:, None]
+    lo = np.array([max(c.min_w, MIN_ON_W) for c in cal])[:, None]
+    hi = np.array([c.max_w for c in cal])[:, None]
+    keep = np.ones(len(names), bool) if owned is None else np.isin(list(names), list(owned))
+    margin = logit - thr
+    on = (margin > 0) & keep[:, None]
+    power = np.where(on, np.clip(np.nan_to_num(power), lo, hi), 0.0)
+    budget = np.maximum(np.nan_to_num(load), 0.0)
+    on, power = _fit_budget(on, power, margin, lo, budget)
+    return Decision(tuple(names), on, power, margin, budget)
+
+
+def _fit_budget(on: np.ndarray, power: np.ndarray, margin: np.ndarray, lo: np.ndarray,
+                budget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rule 3, vectorised over samples: most confident first while minimum powers fit, then a
+    common scale on the part above the minimums."""
+    order = np.argsort(np.where(on, -margin, np.inf), axis=0, kind="stable")  # confident first
+    lo_sorted = np.take_along_axis(np.where(on, lo, 0.0), order, axis=0)
+    fits_sorted = np.cumsum(lo_sorted, axis=0) <= budget[None, :]
+    fits = np.empty_like(fits_sorted)
+    np.put_along_axis(fits, order, fits_sorted, axis=0)
+    on = on & fits
+    power = np.where(on, power, 0.0)
+    floor = np.where(on, lo, 0.0)
+    above = power - floor
+    room = budget - floor.sum(axis=0)
+    total_above = above.sum(axis=0)
+    scale = np.where(total_above > room, room / np.maximum(total_above, 1e-12), 1.0)
+    return on, np.where(on, floor + above * np.clip(scale, 0.0, 1.0)[None, :], 0.0)
+
+
+def check_consistent(on: np.ndarray, power_w: np.ndarray, budget_w: np.ndarray,
+                     calibration: NilmCalibration | None = None, names: Sequence[str] = (),
+                     tol_w: float = 1e-6) -> list[str]:
+    """The rules as checks (empty list: consistent). Used by tests and by the agent's self-check."""
+    on, power, budget = np.asarray(on, bool), np.asarray(power_w, float), np.asarray(budget_w, float)
+    problems = []
+    if np.any(power[~on] != 0):
+        problems.append("an appliance that is off draws power")
+    if np.any(power[on] < MIN_ON_W - tol_w):
+        problems.append("an appliance that is on draws no power")
+    if np.any(power.sum(axis=0) > budget + tol_w):
+        problems.append("the appliances draw more than the meter measured")
+    if calibration is not None:
+        for i, name in enumerate(names):
+            c = calibration.get(name)
+            p = power[i][on[i]]
+            lo = max(c.min_w, MIN_ON_W)
+            if p.size and (p.min() < lo - tol_w or p.max() > c.max_w + tol_w):
+                problems.append(f"{name}: power outside [{lo}, {c.max_w}] W while on")
+    return problems
+
+
+# --- calibration on validation windows (workstation: the bundle writer) -------------------------
+
+THRESHOLD_CANDIDATES = 201  # quantiles of an appliance's logits tried as its threshold
+RANGE_PERCENTILES = (1.0, 99.0)  # of the true ON power: the appliance's range before the margin
+RANGE_MARGIN = 0.1  # the range is widened by this fraction on both sides
+LAG_TOLERANCE_F1 = 0.02  # a decision lag is enough when the F1 there is this close to mid-window
+
+
+def f1_score(pred: np.ndarray, true: np.ndarray) -> float:
+    """ON/OFF F1 of two boolean arrays (0 when neither has an ON sample)."""
+    tp = float(np.sum(pred & true))
+    denom = float(np.sum(pred) + np.sum(true))
+    return 2.0 * tp / denom if denom else 0.0
+
+
+def best_threshold(logit: np.ndarray, true_on: np.ndarray) -> tuple[float, float]:
+    """The logit threshold with the best F1 (``on = logit > threshold``) and that F1; among
+    quantiles of the logits plus 0 (the untrained default). No ON sample in ``true_on``: 0, 0."""
+    logit, true_on = np.asarray(logit, np.float64).ravel(), np.asarray(true_on, bool).ravel()
+    if not true_on.any():
+        return 0.0, 0.0
+    candidates = np.unique(np.append(np.quantile(logit, np.linspace(0.0, 1.0, THRESHOLD_CANDIDATES)), 0.0))
+    candidates = candidates[candidates < logit.max()]  # the threshold must let something through
+    scores = [f1_score(logit > c, true_on) for c in candidates]
+    i = int(np.argmax(scores))
+    return float(candidates[i]), float(scores[i])
+
+
+def power_range(power_w: np.ndarray, true_on: np.ndarray) -> tuple[float, float]:
+    """``[min_w, max_w]``: the 1st..99th percentile of the true ON power, widened by 10 %."""
+    p = np.asarray(power_w, np.float64)[np.asarray(true_on, bool)]
+    p = p[np.isfinite(p) & (p > 0)]
+    if p.size == 0:
+        return 0.0, float("inf")
+    lo, hi = np.percentile(p, RANGE_PERCENTILES)
+    return float(lo * (1 - RANGE_MARGIN)), float(hi * (1 + RANGE_MARGIN))
+
+
+def shortest_use_s(true_on: np.ndarray, resolution_s: float) -> float:
+    """The 5th percentile of the true ON runs' durations (s) over windows ``[N, T]``; at least one
+    sample. Runs cut by a window's edge count as they are seen."""
+    on = np.asarray(true_on, bool)
+    padded = np.pad(on, ((0, 0), (1, 1))).astype(np.int8)
+    d = np.diff(padded, axis=1)
+    lengths = np.nonzero(d == -1)[1] - np.nonzero(d == 1)[1]  # same row-major order for starts/ends
+    if lengths.size == 0:
+        return float(resolution_s)
+    return float(max(np.percentile(lengths, 5.0), 1.0) * resolution_s)
+
+
+def decision_lag(pred_on: np.ndarray, true_on: np.ndarray, resolution_s: float) -> float:
+    """How much of the future a sample needs before it is decided (s): the smallest lag among 0,
+    1/16, 1/8 and 1/4 of the window whose F1 (over a band of 1/16 of the window ending there) is
+    within ``LAG_TOLERANCE_F1`` of the F1 in the window's middle half; else 1/4 of the window.
+    ``pred_on``, ``true_on``: [N, A, T]. Bidirectional attention sees less context at the edge."""
+    pred, true = np.asarray(pred_on, bool), np.asarray(true_on, bool)
+    n_t = pred.shape[-1]
+    band = max(n_t // 16, 1)
+    mid = f1_score(pred[..., n_t // 4: 3 * n_t // 4], true[..., n_t // 4: 3 * n_t // 4])
+    for lag in (0, n_t // 16, n_t // 8):
+        stop = n_t - lag
+        if f1_score(pred[..., stop - band: stop], true[..., stop - band: stop]) >= mid - LAG_TOLERANCE_F1:
+            return float(lag * resolution_s)
+    return float(n_t // 4 * resolution_s)
+
+
+def fit_calibration(on_logit: np.ndarray, true_on: np.ndarray, true_power_w: np.ndarray,
+                    names: Sequence[str], resolution_s: float, merge_gap_s: Mapping[str, float] | None = None,
+                    fitted_on: str = "") -> NilmCalibration:
+    """Fit the decision constants on validation windows.
+
+    on_logit: [N, A, T] the exported graph's ON logits; true_on (bool), true_power_w (W): [N, A, T]
+    the truth of the same windows; names: the A appliance keys; resolution_s: seconds per sample;
+    merge_gap_s: per appliance, OFF gaps (s) that stay inside one use (absent: two samples).
+    Per appliance: the threshold with the best F1 (``best_threshold``), the power range
+    (``power_range``), ``min_on_s`` (``shortest_use_s``); one ``decision_lag_s``
+    (``decision_lag``). An appliance without ON samples keeps threshold 0 and any power, and its
+    ``val_on_share`` is 0 so the manifest says it was not calibrated.
+    """
+    logit = np.asarray(on_logit, np.float64)
+    true_on = np.asarray(true_on, np.float64) > 0.5
+    power = np.asarray(true_power_w, np.float64)
+    if logit.ndim != 3 or logit.shape != true_on.shape or logit.shape != power.shape \
+            or logit.shape[1] != len(names):
+        raise ValueError(f"on_logit {logit.shape}, true_on {true_on.shape}, true_power_w {power.shape} "
+                         f"and {len(names)} names do not fit [N, A, T]")
+    gaps = dict(merge_gap_s or {})
+    apps, pred = {}, np.zeros(logit.shape, bool)
+    for a, name in enumerate(names):
+        thr, f1 = best_threshold(logit[:, a], true_on[:, a])
+        lo, hi = power_range(power[:, a], true_on[:, a])
+        pred[:, a] = logit[:, a] > thr
+        apps[name] = ApplianceCalibration(
+            thr, lo, hi, float(gaps.get(name, 2 * resolution_s)),
+            shortest_use_s(true_on[:, a], resolution_s), f1, float(true_on[:, a].mean()))
+    lag = decision_lag(pred, true_on, resolution_s)
+    return NilmCalibration(apps, lag, fitted_on)

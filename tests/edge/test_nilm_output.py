@@ -1,0 +1,128 @@
+"""The NILM consistency rules: off means 0 W, on means a power in range, never above the meter."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edge.bundle import BundleError
+from edge.nilm_output import (
+    MIN_ON_W,
+    ApplianceCalibration,
+    NilmCalibration,
+    check_consistent,
+    decide,
+    fit_calibration,
+)
+
+NAMES = ("kettle", "tv", "fridge")
+CAL = NilmCalibration({
+    "kettle": ApplianceCalibration(threshold_logit=0.5, min_w=1500, max_w=3100),
+    "tv": ApplianceCalibration(threshold_logit=-0.2, min_w=40, max_w=250),
+    "fridge": ApplianceCalibration(threshold_logit=0.0, min_w=60, max_w=180),
+})
+
+
+def test_state_and_power_come_from_one_decision():
+    logit = np.array([[1.0, 0.2], [0.5, -1.0], [2.0, 2.0]])
+    power = np.array([[2000.0, 2000.0], [303.0, 303.0], [10.0, 500.0]])
+    d = decide(logit, power, np.array([5000.0, 5000.0]), NAMES, CAL)
+    assert d.on.tolist() == [[True, False], [True, False], [True, True]]
+    assert d.power_w[:, 1].tolist() == [0.0, 0.0, 180.0]  # off is 0 W; on is clipped to the range
+    assert d.power_w[:, 0].tolist() == [2000.0, 250.0, 60.0]
+    assert check_consistent(d.on, d.power_w, d.budget_w, CAL, NAMES) == []
+
+
+def test_the_sum_never_exceeds_what_the_meter_measured():
+    rng = np.random.default_rng(3)
+    logit = rng.normal(1.0, 2.0, (3, 500))
+    power = rng.uniform(-100, 4000, (3, 500))
+    load = rng.uniform(-500, 4000, 500)  # negative: a meter exporting solar power
+    d = decide(logit, power, load, NAMES, CAL)
+    assert check_consistent(d.on, d.power_w, d.budget_w, CAL, NAMES) == []
+    assert np.all(d.power_w.sum(axis=0) <= np.maximum(load, 0) + 1e-6)
+    assert not d.on[:, load <= 0].any()  # nothing runs behind a meter that exports
+
+
+def test_the_least_confident_appliance_gives_way_when_minimums_do_not_fit():
+    logit = np.array([[0.6], [3.0], [2.0]])  # kettle barely above its threshold
+    power = np.array([[2000.0], [100.0], [100.0]])
+    d = decide(logit, power, np.array([300.0]), NAMES, CAL)
+    assert d.on[:, 0].tolist() == [False, True, True]
+    assert d.power_w[:, 0].tolist() == [0.0, 100.0, 100.0]
+
+
+def test_powers_above_their_minimums_are_scaled_into_the_budget():
+    logit = np.array([[3.0], [3.0], [3.0]])
+    power = np.array([[3000.0], [200.0], [150.0]])
+    d = decide(logit, power, np.array([2000.0]), NAMES, CAL)
+    assert d.on[:, 0].all()
+    assert d.power_w[:, 0].sum() == pytest.approx(2000.0)
+    assert check_consistent(d.on, d.power_w, d.budget_w, CAL, NAMES) == []
+
+
+def test_appliances_the_home_does_not_have_stay_off():
+    logit = np.full((3, 4), 5.0)
+    d = decide(logit, np.full((3, 4), 100.0), np.full(4, 5000.0), NAMES, CAL, owned=["tv"])
+    assert d.on.tolist() == [[False] * 4, [True] * 4, [False] * 4]
+
+
+def test_an_uncalibrated_model_still_obeys_the_rules():
+    d = decide(np.array([[1.0, -1.0]]), np.array([[0.0, 50.0]]), np.array([10.0, 10.0]), ["x"],
+               NilmCalibration())
+    assert d.on.tolist() == [[True, False]] and d.power_w.tolist() == [[MIN_ON_W, 0.0]]
+
+
+def test_check_consistent_finds_each_broken_rule():
+    on = np.array([[True, False]])
+    assert check_consistent(on, np.array([[100.0, 5.0]]), np.array([200.0, 200.0])) == [
+        "an appliance that is off draws power"]
+    assert "draws no power" in check_consistent(on, np.array([[0.0, 0.0]]), np.array([1.0, 1.0]))[0]
+    assert "more than the meter" in check_consistent(on, np.array([[300.0, 0.0]]),
+                                                     np.array([200.0, 200.0]))[0]
+
+
+def test_calibration_round_trips_and_bad_entries_are_refused():
+    assert NilmCalibration.from_dict(CAL.to_dict()) == CAL
+    assert NilmCalibration.from_dict(None) == NilmCalibration()
+    with pytest.raises(BundleError, match="malformed"):
+        NilmCalibration.from_dict({"appliances": {"kettle": {"threshold_logit": "high"}}})
+    with pytest.raises(BundleError, match="min_w"):
+        NilmCalibration.from_dict({"appliances": {"kettle": {"min_w": 10, "max_w": 5}}})
+
+
+def test_shapes_that_do_not_fit_are_refused():
+    with pytest.raises(ValueError, match="do not fit"):
+        decide(np.zeros((2, 5)), np.zeros((2, 5)), np.zeros(4), ["a", "b"], CAL)
+
+
+def _validation(n=40, t=64, seed=0):
+    """Windows where a kettle boils for 4 samples and the graph's logit is noisy around +1.5
+    when it is on and -1.5 when it is off (so the best threshold is near 0, not at 0 exactly),
+    and a TV that never runs."""
+    rng = np.random.default_rng(seed)
+    true_on = np.zeros((n, 2, t), bool)
+    for i in range(n):
+        s0 = rng.integers(0, t - 4)
+        true_on[i, 0, s0:s0 + 4] = True
+    power = np.where(true_on, rng.uniform(1900, 2300, true_on.shape), 0.0)
+    logit = np.where(true_on, 1.5, -1.5) + rng.normal(0.8, 1.0, true_on.shape)
+    return logit, true_on, power
+
+
+def test_calibration_fits_threshold_range_and_shortest_use_on_validation():
+    logit, true_on, power = _validation()
+    cal = fit_calibration(logit, true_on, power, ("kettle", "tv"), 10.0, {"kettle": 0.0}, "val:test")
+    k = cal.get("kettle")
+    assert k.threshold_logit > 0.3  # the logits are shifted by +0.8: a fitted threshold follows
+    f1_at_zero = 2 * np.sum((logit[:, 0] > 0) & true_on[:, 0]) / (np.sum(logit[:, 0] > 0) + true_on[:, 0].sum())
+    assert k.val_f1 > f1_at_zero
+    assert 1500 < k.min_w < 1900 and 2300 < k.max_w < 2600
+    assert k.min_on_s == 40.0 and k.merge_gap_s == 0.0
+    tv = cal.get("tv")  # no ON sample in validation: left uncalibrated, and the manifest says so
+    assert tv.threshold_logit == 0.0 and tv.val_on_share == 0.0 and tv.max_w == float("inf")
+    assert cal.fitted_on == "val:test" and 0.0 <= cal.decision_lag_s <= 160.0
+    assert NilmCalibration.from_dict(cal.to_dict()) == cal
+    assert "Infinity" not in json.dumps(cal.to_dict()) and "NaN" not in json.dumps(cal.to_dict())
+    with pytest.raises(ValueError, match="do not fit"):
+        fit_calibration(logit[:, :1], true_on, power, ("kettle", "tv"), 10.0)
