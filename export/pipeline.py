@@ -25,6 +25,7 @@ from edge.errors import ConfigError
 from edge.sim import simulate_fleet
 from edge.task_io import TASKS
 from export.bundle_writer import BundleConfig, write_bundle
+from export.nilm_calibration import nilm_calibrator
 from trainer.checkpoint import DataSpec, load_task_model
 from trainer.data import (
     anomaly_set,
@@ -222,7 +223,8 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
         "export bundle", write_bundle, students, cfg.out_dir / "bundle",
         model_version=cfg.model_version, overwrite=True,
         cfg=BundleConfig(include_tflite=cfg.include_tflite, include_fp32=cfg.include_fp32),
-        notes=f"unimeter pipeline seed={cfg.seed}")
+        notes=f"unimeter pipeline seed={cfg.seed}",
+        calibrate=nilm_calibrator(sets["nilm"]["val"]) if "nilm" in cfg.tasks else None)
     result = PipelineResult(bundle_dir, teachers, students, reports, stages.seconds,
                             {task: sets[task].get("test") for task in cfg.tasks})
     summary = {**result.summary(), "config": _jsonable(asdict(replace(cfg, out_dir=str(cfg.out_dir))))}
