@@ -49,6 +49,7 @@ METERS = (
 ATTACKED_METER = "p1"
 OUTAGE_METER = "zb1"  # --meter-outage cuts this one off
 OFFLINE_AFTER_S = 20.0  # a meter without a reading for this long is shown unavailable
+NILM_PLOT_HOURS = 3.0  # the disaggregated stack in demo.png covers this much of the end
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -341,19 +342,115 @@ def _plot_anomaly_scores(ax, anomalies: list[dict], now_s: float):
     return line
 
 
-def plot_demo(store_path: Path, collector: Collector, png: Path, now_s: float) -> Path:
+@dataclass
+class Disaggregated:
+    """The last hours of one meter as the agent's NILM decides them: ``ts_s`` [T] bin starts,
+    ``load_w`` [T] the aggregate the model saw (W, gaps filled), ``power_w`` [A, T] per appliance
+    (W, 0 when off, the sum never above ``load_w``)."""
+
+    names: tuple[str, ...]
+    ts_s: np.ndarray
+    load_w: np.ndarray
+    power_w: np.ndarray
+
+
+def disaggregate_history(model, store: ReadingStore, meter_id: str, now_s: float, hours: float
+                         ) -> Disaggregated | None:
+    """Consecutive NILM windows over the last ``hours`` of the store (``edge.agent.inference``'s
+    model and ``edge.nilm_output.decide`` with the bundle's calibration: what the agent publishes,
+    sample by sample). None when the store holds less than one window."""
+    from edge.agent.gapfill import fill_window
+    from edge.nilm_output import decide
+    from edge.task_io import APPLIANCE_W, LOAD_W, ON_LOGIT
+
+    shape = model.tasks["nilm"]
+    res, n = shape.resolution_s, shape.length
+    n_windows = int(hours * 3600 // (res * n))
+    last = int(now_s // res)  # the bin in progress is left out
+    first = last - n_windows * n
+    if n_windows < 1:
+        return None
+    mean_w = np.full(n_windows * n, np.nan)
+    for k, total, count in store.bins(meter_id, res, first * res):
+        if first <= k < last and count:
+            mean_w[int(k) - first] = total / count
+    if np.isnan(mean_w).mean() > 0.5:
+        return None
+    names, loads, powers = tuple(model.appliances), [], []
+    for w in range(n_windows):
+        start_s = (first + w * n) * res
+        load = fill_window(mean_w[w * n:(w + 1) * n], start_s, res).filled_w.astype(np.float32)
+        out = model.runtime.run("nilm", {LOAD_W: load[None]})
+        d = decide(out[ON_LOGIT][0], out[APPLIANCE_W][0], load, names, model.nilm_calibration)
+        loads.append(load)
+        powers.append(d.power_w)
+    return Disaggregated(names, (first + np.arange(n_windows * n)) * res, np.concatenate(loads),
+                         np.concatenate(powers, axis=1))
+
+
+def true_appliance_power(meter, nilm: Disaggregated) -> np.ndarray | None:
+    """The simulator's truth behind a virtual household meter, as bin means at the NILM bins:
+    [A + 1, T] for the model's appliances and the rest of the house ("other")."""
+    from edge.agent.meters import household_power_source
+
+    if meter is None or meter.options.get("profile", "household") != "household":
+        return None
+    source = household_power_source(int(meter.options["seed"]), float(meter.options["start_s"]), meter.options)
+    res = float(nilm.ts_s[1] - nilm.ts_s[0]) if len(nilm.ts_s) > 1 else 60.0
+    out = np.zeros((len(nilm.names) + 1, len(nilm.ts_s)))
+    day_s = 86400
+    for day in np.unique(nilm.ts_s // day_s):
+        trace = source.trace(int(day))
+        sel = np.nonzero(nilm.ts_s // day_s == day)[0]
+        idx = ((nilm.ts_s[sel] - day * day_s) // trace.resolution_s).astype(int)
+        step = max(int(res // trace.resolution_s), 1)
+        cols = np.clip(idx[:, None] + np.arange(step)[None, :], 0, len(trace) - 1)  # [T_day, step]
+        total = np.asarray(trace.power_w, np.float64)[cols].mean(axis=1)
+        for a, name in enumerate(nilm.names):
+            if name in trace.appliances:
+                out[a, sel] = np.asarray(trace.appliances[name].power_w, np.float64)[cols].mean(axis=1)
+        out[-1, sel] = np.maximum(total - out[:-1, sel].sum(axis=0), 0.0)
+    return out
+
+
+def plot_stack(ax, ts_s: np.ndarray, power_w: np.ndarray, names, total_w: np.ndarray, now_s: float,
+               title: str) -> None:
+    """Appliance powers stacked under the aggregate (black line), hours from the demo start."""
+    from edge.agent.discovery import appliance_name
+
+    hours = (ts_s - now_s) / 3600
+    colors = [f"C{i % 10}" for i in range(len(names))]
+    if names and names[-1] == "other":
+        colors[-1] = "0.85"
+    ax.stackplot(hours, power_w, labels=[appliance_name(n) for n in names], colors=colors, step="post")
+    ax.step(hours, total_w, where="post", color="k", lw=0.8, label="aggregate")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("hours from demo start")
+    ax.set_ylabel("power (W)")
+    ax.legend(loc="upper left", fontsize=7, ncol=2)
+
+
+def plot_demo(store_path: Path, collector: Collector, png: Path, now_s: float, bundle: Path | None = None,
+              meters=()) -> Path:
+    """Per meter: the measured load with forecast and anomaly scores, and the last
+    ``NILM_PLOT_HOURS`` disaggregated (model) beside the simulator's truth."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from edge.agent.inference import open_model
+
     kinds = collector.by_kind()
+    model = open_model(bundle, "onnx", "int8", 1) if bundle is not None else None
+    model = model if model is not None and model.has("nilm") else None
+    meter_by_id = {m.id: m for m in meters}
     store = ReadingStore(store_path)
-    fig, axes = plt.subplots(len(METERS), 2, figsize=(14, 4.2 * len(METERS)),
-                             gridspec_kw={"width_ratios": [3, 1]}, squeeze=False)
+    fig, axes = plt.subplots(len(METERS), 3, figsize=(20, 4.4 * len(METERS)),
+                             gridspec_kw={"width_ratios": [3, 2, 2]}, squeeze=False)
     try:
         for row, (meter_id, _kind, _seed, _iv, name) in enumerate(METERS):
-            ax, bx = axes[row]
+            ax = axes[row][0]
             bins = store.bins(meter_id, 1800.0, now_s - 2 * 86400)
             if bins:
                 k, s, c = (np.array(v, float) for v in zip(*bins, strict=True))
@@ -379,14 +476,18 @@ def plot_demo(store_path: Path, collector: Collector, png: Path, now_s: float) -
                 handles.append(_plot_anomaly_scores(ax, anomalies, now_s))
                 labels.append("anomaly score of the day ending here (right axis)")
             ax.legend(handles, labels, loc="upper left", fontsize=8)
-            apps = kinds.get(meter_id, {}).get("appliances", [])
-            if apps:
-                last = apps[-1]["appliances"]
-                names = list(last)
-                bx.barh(names, [last[n]["p_on"] for n in names],
-                        color=["C2" if last[n]["on"] else "0.7" for n in names])
-                bx.set_xlim(0, 1)
-            bx.set_title("NILM: P(on), last window")
+            nilm = disaggregate_history(model, store, meter_id, now_s, NILM_PLOT_HOURS) if model else None
+            if nilm is not None:
+                truth = true_appliance_power(meter_by_id.get(meter_id), nilm)
+                plot_stack(axes[row][1], nilm.ts_s, nilm.power_w, nilm.names, nilm.load_w, now_s,
+                           "NILM (int8 model, the agent's decision rules)")
+                if truth is not None:
+                    note = "; the readings are scaled by the attack" if meter_id == ATTACKED_METER else ""
+                    plot_stack(axes[row][2], nilm.ts_s, truth, nilm.names + ("other",),
+                               truth.sum(axis=0), now_s, f"ground truth (simulator{note})")
+            for bx in axes[row][1:]:
+                if not bx.has_data():
+                    bx.set_axis_off()
     finally:
         store.close()
     fig.tight_layout()
@@ -478,7 +579,7 @@ def run(args: argparse.Namespace) -> int:
                    history_readings=history, stage_seconds=stage_seconds,
                    wall_seconds=round(time.perf_counter() - t_start, 1))
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    plot_demo(store_file, collector, out / "demo.png", now_s)
+    plot_demo(store_file, collector, out / "demo.png", now_s, bundle, cfg.meters)
     write_report(out / "report.md", summary, pipeline_summary, agent_rc)
     print_summary(summary, stage_seconds)
     print(f"wrote {out / 'summary.json'}, {out / 'demo.png'}, {out / 'report.md'} "

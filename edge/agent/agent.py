@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.agent.appliances import MeterAppliances, decided_range, names_in_order
+from edge.agent.appliances import ApplianceState, MeterAppliances, decided_range, names_in_order
 from edge.agent.availability import AvailabilityTracker
 from edge.agent.config import AgentConfig
 from edge.agent.discovery import GatewayDiscovery, MeterInfo, ModelInfo, appliance_name, slug
@@ -182,6 +182,8 @@ class Agent:
         self.store_events: list[dict] = []  # stores recovered (moved aside, restored) this run
         self.write_spell = FailureSpell("store writes", log)  # readings and queued messages
         self.ack_spell = FailureSpell("store: recording broker acknowledgements", log)
+        self.appliance_state = ApplianceState.load(cfg.store_path.with_suffix(".appliances.json"))
+        self.appliance_spell = FailureSpell("saving today's appliance energy", log)
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -250,8 +252,10 @@ class Agent:
             log.warning("%s: the model %s does not know the appliances %s (it knows %s); they are "
                         "not disaggregated", meter_id, model.version, unknown, list(model.appliances))
         names = names_in_order(model.appliances, wanted)
-        return MeterAppliances(names, model.nilm_calibration, resolution_s,
-                               {k: appliance_name(k) for k in names})
+        tracker = MeterAppliances(names, model.nilm_calibration, resolution_s,
+                                  {k: appliance_name(k) for k in names})
+        self.appliance_state.restore(meter_id, tracker)  # today's energy across restarts and updates
+        return tracker
 
     # --- run ----------------------------------------------------------------------------------
 
@@ -753,6 +757,16 @@ class Agent:
             now_s = time.time()
             await self.enqueue([self.topics.appliance_event_message(st.id, slug(e.appliance), now_s, e.payload())
                                 for e in events])
+        self._save_appliance_state()
+
+    def _save_appliance_state(self) -> None:
+        trackers = {st.id: st.appliances for st in self.meters.values() if st.appliances is not None}
+        try:
+            self.appliance_state.save(trackers)
+        except OSError as e:
+            self.appliance_spell.fail(str(e), "today's appliance energy restarts at 0 if the agent stops now")
+        else:
+            self.appliance_spell.ok()
 
     async def _forecast_round(self) -> None:
         model = self.host.current
@@ -895,7 +909,7 @@ class Agent:
         for h in self.supervisor.dead():
             problems.append(f"task {h.name} is not running ({h.state}, {h.restarts} restarts): "
                             f"{h.last_error}")
-        for spell in (self.write_spell, self.ack_spell):
+        for spell in (self.write_spell, self.ack_spell, self.appliance_spell):
             if spell.failing:
                 problems.append(spell.describe())
         store = self._store_health()

@@ -16,19 +16,29 @@ order, and keeps per appliance:
   *finished* when the gap is longer, with its duration and energy;
 * the energy of today (the gateway's local day), which starts again at 0 at local midnight.
 
+What must survive a restart or a model update (the energy of today and the end of the newest
+decided sample, so nothing is counted twice) is kept in ``<store>.appliances.json``
+(``ApplianceState``).
+
 Times in the text are the gateway's local time; payloads also carry UTC epoch seconds.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from edge.nilm_output import Decision, NilmCalibration
+
+log = logging.getLogger(__name__)
 
 EVENT_TYPES = ("started", "finished")
 
@@ -178,6 +188,23 @@ class MeterAppliances:
                         "energy_kwh": round(use.energy_wh / 1000.0, 4), "text": event.text()}
         return [event]
 
+    def state(self) -> dict:
+        """What survives a restart: the newest decided sample and each appliance's energy today."""
+        return {"decided_until_s": self.decided_until_s,
+                "appliances": {k: {"day": a.day.isoformat(), "energy_today_wh": a.energy_today_wh}
+                               for k, a in self._apps.items() if a.day is not None}}
+
+    def restore(self, state: Mapping) -> None:
+        """Continue from ``state()`` of an earlier run: samples up to its newest decided one are
+        not counted again, and today's energy goes on from where it was (a day that has passed
+        starts at 0 with its first sample)."""
+        self.decided_until_s = max(self.decided_until_s, float(state.get("decided_until_s", 0.0)))
+        for key, saved in dict(state.get("appliances", {})).items():
+            app = self._apps.get(key)
+            if app is not None:
+                app.day = dt.date.fromisoformat(saved["day"])
+                app.energy_today_wh = float(saved["energy_today_wh"])
+
     def snapshot(self) -> dict:
         """The ``appliances`` message body: per appliance its state at ``decided_until_s``."""
         apps = {}
@@ -219,3 +246,43 @@ def names_in_order(model_names: Sequence[str], wanted: Sequence[str]) -> tuple[s
     if not wanted:
         return tuple(model_names)
     return tuple(n for n in model_names if n in set(wanted))
+
+
+@dataclass
+class ApplianceState:
+    """``<store>.appliances.json``: ``MeterAppliances.state()`` per meter, written atomically."""
+
+    path: Path | None
+    meters: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> ApplianceState:
+        """An unreadable file is logged and started afresh (today's energy counts from now)."""
+        if path is None:
+            return cls(None)
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text())
+            if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+                raise ValueError("not an object of meter states")
+            return cls(p, data)
+        except FileNotFoundError:
+            return cls(p)
+        except (OSError, ValueError) as e:
+            log.error("appliance state %s unreadable (%s): today's appliance energy starts again at 0", p, e)
+            return cls(p)
+
+    def restore(self, meter_id: str, tracker: MeterAppliances) -> None:
+        try:
+            tracker.restore(self.meters.get(meter_id, {}))
+        except (KeyError, TypeError, ValueError) as e:
+            log.error("appliance state of %s unreadable (%s): today's appliance energy starts again at 0",
+                      meter_id, e)
+
+    def save(self, trackers: Mapping[str, MeterAppliances]) -> None:
+        if self.path is None:
+            return
+        self.meters.update({mid: t.state() for mid, t in trackers.items()})
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.meters, indent=1))
+        os.replace(tmp, self.path)

@@ -75,9 +75,13 @@ def report_body(st: Any, profile_len: int, last: dict[str, dict]) -> dict:
                      f"{anomaly['score']:.2f}); check the meter and the installation."
                      if anomaly["anomaly"] else "No abnormal consumption pattern was detected.")
     apps = last.get("appliances", {}).get("appliances", {})
-    running = [name for name, a in apps.items() if a["on"]]
+    running = [a.get("name", name) for name, a in apps.items() if a["on"]]
     if apps:
         lines.append(f"Running now: {', '.join(running)}." if running else "No tracked appliance is running now.")
+        used = [(a.get("name", name), a.get("energy_today_kwh") or 0.0) for name, a in apps.items()]
+        used = sorted((u for u in used if u[1] >= 0.01), key=lambda u: -u[1])
+        if used:
+            lines.append("Today so far: " + ", ".join(f"{n} {kwh:.2f} kWh" for n, kwh in used) + ".")
     fc = last.get("forecast")
     if fc:
         day_kwh = sum(fc["day_ahead_w"]) * fc["resolution_s"] / 3.6e6

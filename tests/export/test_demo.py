@@ -1,13 +1,23 @@
 """`unimeter demo` end to end on a real trained bundle: real broker, real agent process, real
 simulated DSMR (pty) and ZigBee (zigpy virtual radio) meters. Training is skipped with --bundle
-(the session's tiny bundle) so the test spends its time on the gateway side."""
+(the session's tiny bundle) so the test spends its time on the gateway side. The plot's NILM stack
+is checked on its own (the agent's decision rules, the simulator's truth beside it)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
+
+from edge.agent.config import load_config
+from edge.agent.inference import open_model
+from edge.agent.store import ReadingStore
+from edge.nilm_output import check_consistent
+from export import demo
 
 
 def test_demo_publishes_every_kind_of_result(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -51,3 +61,28 @@ def test_demo_publishes_into_an_existing_broker_with_a_meter_outage(tiny_bundle:
     assert zb1[first_online:] == ["online", "offline", "online"], zb1
     assert p1[p1.index("online"):] == ["online"], p1
     assert 'host = "127.0.0.1"' in (out / "agent.toml").read_text()
+
+
+def test_the_demo_plots_the_agents_nilm_decisions_beside_the_simulators_truth(tiny_bundle: Path,
+                                                                              tmp_path: Path) -> None:
+    now_s = time.time()
+    (tmp_path / "agent.toml").write_text(demo.agent_config_text(tmp_path, 1883, tiny_bundle, now_s, 4 * 3600))
+    cfg = load_config(tmp_path / "agent.toml")
+    cfg.store_path.parent.mkdir(parents=True, exist_ok=True)
+    demo.seed_history(cfg, now_s, 4 * 3600)
+    model = open_model(tiny_bundle, "onnx", "int8", 1)
+    store = ReadingStore(cfg.store_path)
+    try:
+        nilm = demo.disaggregate_history(model, store, "zb1", now_s, demo.NILM_PLOT_HOURS)
+    finally:
+        store.close()
+    res, n = model.tasks["nilm"].resolution_s, model.tasks["nilm"].length
+    assert nilm.power_w.shape == (len(model.appliances), len(nilm.ts_s))
+    assert len(nilm.ts_s) == int(demo.NILM_PLOT_HOURS * 3600 // (res * n)) * n
+    assert check_consistent(nilm.power_w > 0, nilm.power_w, nilm.load_w) == []
+    truth = demo.true_appliance_power(cfg.meters[1], nilm)
+    assert truth.shape == (len(model.appliances) + 1, len(nilm.ts_s)) and (truth >= 0).all()
+    assert truth.sum() > 0 and np.isfinite(truth).all()
+    png = demo.plot_demo(cfg.store_path, demo.Collector(demo.BrokerSettings()), tmp_path / "demo.png",
+                         now_s, tiny_bundle, cfg.meters)
+    assert png.stat().st_size > 0

@@ -3,6 +3,7 @@
 import numpy as np
 
 from edge.agent.appliances import (
+    ApplianceState,
     MeterAppliances,
     consistent_snapshot,
     decided_range,
@@ -84,6 +85,27 @@ def test_published_snapshots_keep_the_rules():
         assert consistent_snapshot(t.snapshot()) == []
     assert consistent_snapshot({"appliances": {"kettle": {"on": False, "power_w": 3.0}},
                                 "aggregate_w": 10}) == ["kettle: off at 3.0 W"]
+
+
+def test_todays_energy_survives_a_restart_without_counting_a_sample_twice(tmp_path, caplog):
+    t = _tracker()
+    kettle = np.zeros(60, bool)
+    kettle[6:24] = True
+    d = _decision(kettle, np.zeros(60, bool))
+    t.add(T0, d, 0, 60)
+    kwh = t.snapshot()["appliances"]["kettle"]["energy_today_kwh"]
+    path = tmp_path / "store.appliances.json"
+    ApplianceState.load(path).save({"p1": t})
+    again = MeterAppliances(NAMES, CAL, 10.0, {"kettle": "Kettle", "oven": "Oven"})
+    ApplianceState.load(path).restore("p1", again)
+    assert again.add(T0, d, 0, 60) == []  # the same window after the restart: nothing new
+    assert again.snapshot()["appliances"]["kettle"]["energy_today_kwh"] == kwh
+    again.add(T0 + 2 * 86400, d, 0, 60)  # a later day starts at 0
+    assert again.snapshot()["appliances"]["kettle"]["energy_today_kwh"] == kwh
+    path.write_text("{broken")
+    fresh = MeterAppliances(NAMES, CAL, 10.0)
+    ApplianceState.load(path).restore("p1", fresh)
+    assert fresh.decided_until_s == 0.0 and "unreadable" in caplog.text
 
 
 def test_helpers():

@@ -119,6 +119,8 @@ async def test_meters_to_subscriber_end_to_end(tiny_bundle, mosquitto, tmp_path)
             assert consistent_snapshot(body) == [], body
             assert set(body["appliances"]) == names
         assert all(a["energy_today_kwh"] >= 0 for b in bodies for a in b["appliances"].values())
+    saved = json.loads(cfg.store_path.with_suffix(".appliances.json").read_text())
+    assert set(saved) == {"p1", "zb1"} and set(saved["p1"]["appliances"]) <= {"kettle", "tv"}
     events = [(t, json.loads(p)) for t, p, _ in rec.messages if t.startswith("unimeter/gw1/") and "/event/" in t]
     for topic, e in events:
         assert e["event_type"] in ("started", "finished") and topic.split("/")[2] == e["meter"], e
