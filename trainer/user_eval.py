@@ -18,8 +18,8 @@ with more context runs through the same code.
   calibrated threshold, against the z-score of each day against its previous 7 days at a
   threshold calibrated the same way on the validation days; false alarms on the clean test days.
 
-MAPE (seed 004 eq. for MAPE) skips points under ``MAPE_FLOOR_W`` (a near-zero load makes a
-percentage meaningless); F1 and AUC as usual.
+Metrics are ``edge.signal.metrics`` (MAPE skips points under ``MAPE_FLOOR_W``: a near-zero load
+makes a percentage meaningless; F1 of seed 002 eq. 14) and the ROC AUC of :func:`roc_auc`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from edge.data import userdata as U
 from edge.data.profiles import MeterProfiles
 from edge.features import CovariateSpec
 from edge.signal import naive as N
+from edge.signal.metrics import classification_metrics, regression_metrics
 
 log = logging.getLogger(__name__)
 
@@ -55,24 +56,6 @@ class UserData:
     @property
     def steps_per_day(self) -> int:
         return 86400 // self.resolution_s
-
-
-def mape(y: np.ndarray, p: np.ndarray) -> float:
-    y, p = np.asarray(y, float).ravel(), np.asarray(p, float).ravel()
-    big = np.abs(y) >= MAPE_FLOOR_W
-    return float(np.mean(np.abs(p[big] - y[big]) / np.abs(y[big])) * 100) if big.any() else float("nan")
-
-
-def mae(y: np.ndarray, p: np.ndarray) -> float:
-    return float(np.mean(np.abs(np.asarray(p, float) - np.asarray(y, float))))
-
-
-def f1_scores(label: np.ndarray, flag: np.ndarray) -> dict:
-    y, f = np.asarray(label).ravel() > 0.5, np.asarray(flag).ravel().astype(bool)
-    tp, fp, fn = int((y & f).sum()), int((~y & f).sum()), int((y & ~f).sum())
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    return {"f1": 2 * p * r / (p + r) if p + r else 0.0, "precision": p, "recall": r, "tp": tp, "fp": fp, "fn": fn}
 
 
 class TorchRunner:
@@ -167,7 +150,7 @@ def evaluate_forecast(runners: dict, data, part: str = "test", baselines: bool =
     if not truth:
         return {"error": f"no {part} day with a complete day before it and a week before it"}
     y = np.concatenate(truth)
-    out = {k: {"mape_pct": mape(y, np.concatenate(v)), "mae_w": mae(y, np.concatenate(v))} for k, v in rows.items()}
+    out = {k: regression_metrics(y, np.concatenate(v), MAPE_FLOOR_W) for k, v in rows.items()}
     example = {"truth": y[-1].tolist(), **{k: np.concatenate(v)[-1].tolist() for k, v in rows.items()}}
     return {"methods": out, "n_days": len(y), "example": example}
 
@@ -213,7 +196,7 @@ def evaluate_imputation(runners: dict, data, seed: int, part: str = "test", base
             if truths:
                 y = np.concatenate(truths)
                 cells[f"{pattern} {int(rate * 100)}%"] = {
-                    "methods": {k: {"mape_pct": mape(y, np.concatenate(v)), "mae_w": mae(y, np.concatenate(v))}
+                    "methods": {k: regression_metrics(y, np.concatenate(v), MAPE_FLOOR_W)
                                 for k, v in per.items() if v}, "n_days": n}
     return {"cells": cells}
 
@@ -299,12 +282,12 @@ def evaluate_anomaly(runners: dict, thresholds: dict, data, seed: int, target: f
     if not labels:
         return {"error": f"no complete {part} day with 7 complete days before it"}
     y = np.concatenate(labels)
-    out = {name: {**f1_scores(y, np.concatenate(v) > thresholds[name]), "threshold_logit": thresholds[name],
+    out = {name: {**classification_metrics(y > 0.5, np.concatenate(v) > thresholds[name]), "threshold_logit": thresholds[name],
                   "auc": roc_auc(y, np.concatenate(v))} for name, v in scores.items()}
     if baselines:
         z_thr = _zscore_threshold(data, target)
         zs = np.concatenate(z)
-        out["zscore_7d"] = {**f1_scores(y, zs > z_thr), "threshold": z_thr, "auc": roc_auc(y, zs)}
+        out["zscore_7d"] = {**classification_metrics(y > 0.5, zs > z_thr), "threshold": z_thr, "auc": roc_auc(y, zs)}
     clean = y < 0.5
     result = {"methods": out, "n_cases": len(y), "clean_days": int(clean.sum())}
     for name, v in scores.items():
