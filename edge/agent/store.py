@@ -13,6 +13,15 @@ Guarantees
   survives a process crash (kill -9) but a power cut may roll back the last commits, with far fewer
   SD-card writes. Either way the database stays consistent (WAL).
 
+What a reading keeps
+--------------------
+Every field of :class:`~firmware_bridge.reading.Reading`: the scalar ones in their own columns
+(``power_w``, ``import_wh``, ...; ``extra`` as JSON), the typed groups (per-phase values, tariff
+registers, reactive energy, the current tariff, power failures and their log, M-Bus channels,
+warnings) as one JSON object in ``detail`` (``Reading.to_dict`` names; NULL when a reading has
+none). Schema 3 added ``detail``; a store of schema 1 or 2 is migrated when it opens (its older
+rows keep NULL there: those groups were never stored).
+
 Store epoch
 -----------
 A store gets a random ``epoch`` (12 hex digits) when it is created. Every message carries it next
@@ -62,7 +71,7 @@ from firmware_bridge.reading import Reading, ReadingFlag
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meters (
     meter_id TEXT PRIMARY KEY,
@@ -80,6 +89,7 @@ CREATE TABLE IF NOT EXISTS readings (
     source TEXT NOT NULL DEFAULT '',
     flags INTEGER NOT NULL DEFAULT 0,
     extra TEXT,
+    detail TEXT,  -- JSON of the Reading's typed groups (phases, tariffs, M-Bus, ...); NULL if none
     PRIMARY KEY (meter_id, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS readings_ts ON readings (meter_id, ts_s);
@@ -96,6 +106,19 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 _READING_COLUMNS = ("power_w", "reactive_var", "import_wh", "export_wh", "voltage_v", "current_a")
+# Reading fields kept in the ``detail`` column (JSON, as Reading.to_dict writes them)
+_DETAIL_FIELDS = ("phases", "import_tariff_wh", "export_tariff_wh", "reactive_import_varh",
+                  "reactive_export_varh", "tariff", "power_failures", "long_power_failures",
+                  "power_failure_log", "mbus", "warnings")
+
+
+def _detail_json(r: Reading) -> str | None:
+    """The Reading's typed groups as JSON for the ``detail`` column; None when it has none (most
+    meters: the fast path costs one attribute test per field)."""
+    if all(getattr(r, name) in (None, ()) for name in _DETAIL_FIELDS):
+        return None
+    d = r.to_dict()
+    return json.dumps({k: d[k] for k in _DETAIL_FIELDS if d[k] not in (None, [])}, separators=(",", ":"))
 
 
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
@@ -191,15 +214,19 @@ class ReadingStore:
                 self.set_state("created_s", repr(time.time()))
             return
         version = int(row[0])
-        if version == 1:  # v1 -> v2: held outbox rows, store epoch
-            with self._transaction():
+        if version > SCHEMA_VERSION or version < 1:
+            raise StoreError(f"store schema version {version}, this agent expects {SCHEMA_VERSION}")
+        if version == SCHEMA_VERSION:
+            return
+        with self._transaction():  # step by step, all steps in one transaction
+            if version < 2:  # held outbox rows, store epoch
                 self.db.execute("ALTER TABLE outbox ADD COLUMN held_rc INTEGER")
-                self.set_state("schema_version", str(SCHEMA_VERSION))
                 self.set_state("epoch", secrets.token_hex(6))
                 self.set_state("created_s", repr(time.time()))
-            log.info("store %s migrated from schema 1 to %d", self.path, SCHEMA_VERSION)
-        elif version != SCHEMA_VERSION:
-            raise StoreError(f"store schema version {version}, this agent expects {SCHEMA_VERSION}")
+            if version < 3:  # the Reading's typed groups (older rows keep NULL: they had none stored)
+                self.db.execute("ALTER TABLE readings ADD COLUMN detail TEXT")
+            self.set_state("schema_version", str(SCHEMA_VERSION))
+        log.info("store %s migrated from schema %d to %d", self.path, version, SCHEMA_VERSION)
 
     def _check_after_crash(self) -> None:
         """``PRAGMA quick_check`` when the last run did not close the store (kill -9, power loss)."""
@@ -255,7 +282,8 @@ class ReadingStore:
             stored.append(StoredReading(seq, r))
             extra = json.dumps(dict(r.extra), separators=(",", ":")) if r.extra else None
             rows.append((r.meter_id, seq, r.ts_s, r.received_s, r.power_w, r.reactive_var, r.import_wh,
-                         r.export_wh, r.voltage_v, r.current_a, r.source, int(r.flags), extra))
+                         r.export_wh, r.voltage_v, r.current_a, r.source, int(r.flags), extra,
+                         _detail_json(r)))
         if not rows:
             return Commit(stored, [])
         by_meter: dict[str, list[StoredReading]] = {}
@@ -268,7 +296,7 @@ class ReadingStore:
                     out_rows.append((m.topic, m.payload, m.qos, int(m.retain), m.created_s))
         try:
             with self._transaction():
-                self.db.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                self.db.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
                 self.db.executemany(
                     "INSERT INTO meters (meter_id, last_seq, last_ts_s, last_received_s) VALUES (?,?,?,?) "
                     "ON CONFLICT(meter_id) DO UPDATE SET last_seq=excluded.last_seq, "
@@ -315,13 +343,20 @@ class ReadingStore:
                        ) -> list[StoredReading]:
         rows = self.db.execute(
             "SELECT seq, ts_s, received_s, power_w, reactive_var, import_wh, export_wh, voltage_v, "
-            "current_a, source, flags, extra FROM readings WHERE meter_id=? AND ts_s>=? AND ts_s<? "
+            "current_a, source, flags, extra, detail FROM readings WHERE meter_id=? AND ts_s>=? AND ts_s<? "
             "ORDER BY ts_s", (meter_id, since_ts_s, until_ts_s))
         out = []
-        for seq, ts_s, rx_s, *vals, source, flags, extra in rows:
-            out.append(StoredReading(seq, Reading(
-                meter_id, ts_s, rx_s, **dict(zip(_READING_COLUMNS, vals, strict=True)), source=source,
-                flags=ReadingFlag(flags), extra=json.loads(extra) if extra else {})))
+        for seq, ts_s, rx_s, *vals, source, flags, extra, detail in rows:
+            if detail:  # typed groups (phases, tariffs, M-Bus, ...): rebuilt as Reading.from_dict does
+                reading = Reading.from_dict({
+                    "meter_id": meter_id, "ts_s": ts_s, "received_s": rx_s,
+                    **dict(zip(_READING_COLUMNS, vals, strict=True)), "source": source, "flags": flags,
+                    "extra": json.loads(extra) if extra else {}, **json.loads(detail)})
+            else:
+                reading = Reading(meter_id, ts_s, rx_s, **dict(zip(_READING_COLUMNS, vals, strict=True)),
+                                  source=source, flags=ReadingFlag(flags),
+                                  extra=json.loads(extra) if extra else {})
+            out.append(StoredReading(seq, reading))
         return out
 
     def bins(self, meter_id: str, resolution_s: float, since_ts_s: float) -> list[tuple[int, float, float]]:
