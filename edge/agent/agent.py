@@ -866,10 +866,11 @@ class Agent:
     # --- watchdog ---------------------------------------------------------------------------------
 
     def healthy(self, now_s: float | None = None, limit_s: float = 10.0) -> bool:
-        """Every supervised task is alive, and writer and pump made progress recently (they tick
-        at least every second when idle, and while retrying a failing store)."""
+        """Every supervised task is alive (a restarted one for ``limit_s`` already), and writer and
+        pump made progress recently (they tick at least every second when idle, and while retrying
+        a failing store)."""
         now_s = time.monotonic() if now_s is None else now_s
-        if not self.supervisor.all_alive():
+        if not self.supervisor.settled(limit_s):
             return False
         if now_s - self.stats.writer_tick_s > limit_s:
             return False
@@ -883,7 +884,9 @@ class Agent:
             if self.healthy(limit_s=limit_s):
                 self.notifier.watchdog()
             else:
-                dead = ", ".join(h.name for h in self.supervisor.dead()) or "none"
+                dead = ", ".join([h.name for h in self.supervisor.dead()] + [
+                    f"{h.name} (restarted, not yet {limit_s:.0f} s up)"
+                    for h in self.supervisor.unsettled(limit_s)]) or "none"
                 log.error("pipeline stalled (tasks not running: %s; or writer/publisher not "
                           "progressing): withholding the watchdog ping so systemd restarts the agent",
                           dead)

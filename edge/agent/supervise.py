@@ -121,6 +121,18 @@ class Supervisor:
     def all_alive(self) -> bool:
         return not self.dead()
 
+    def unsettled(self, settle_s: float, now_s: float | None = None) -> list[TaskHealth]:
+        """Critical tasks restarted less than ``settle_s`` ago: running, but not yet proven (a
+        task that dies on every start is "running" for a moment each time)."""
+        now_s = time.time() if now_s is None else now_s
+        return [h for h in self.tasks.values() if h.critical and h.restarts and h.state == "running"
+                and now_s - h.started_s < settle_s]
+
+    def settled(self, settle_s: float) -> bool:
+        """All critical tasks alive, and none restarted less than ``settle_s`` ago (what the
+        systemd watchdog is fed on: a crash-looping task must not keep it quiet)."""
+        return self.all_alive() and not self.unsettled(settle_s)
+
     def snapshot(self) -> dict[str, dict]:
         """name -> TaskHealth as a plain dict (JSON-ready)."""
         return {name: asdict(h) for name, h in sorted(self.tasks.items())}

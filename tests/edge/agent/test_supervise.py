@@ -82,3 +82,28 @@ def test_failure_spell_logs_start_change_and_end_once(caplog):
     assert "failing: database or disk is full" in lines[0]
     assert "still failing" in lines[1] and "disk I/O error" in lines[1]
     assert "recovered after" in lines[2] and not spell.failing and spell.describe() == ""
+
+
+async def test_a_restarted_task_is_alive_but_not_settled_until_it_has_run_a_while():
+    sup = Supervisor(backoff_initial_s=0.01)
+    runs = []
+
+    async def dies_once() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise RuntimeError("first start fails")
+        await asyncio.sleep(3600)
+
+    sup.spawn("once", dies_once)
+    sup.spawn("steady", lambda: asyncio.sleep(3600))
+    for _ in range(3000):
+        if len(runs) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    assert len(runs) == 2 and sup.all_alive()
+    assert [h.name for h in sup.unsettled(3600.0)] == ["once"]  # never died: "steady" is settled
+    assert not sup.settled(3600.0) and sup.settled(0.0)
+    started = sup.tasks["once"].started_s
+    assert sup.unsettled(10.0, now_s=started + 10.0) == []  # settled once it has run settle_s
+    sup.stopping = True
+    await sup.cancel()
