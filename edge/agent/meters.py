@@ -18,7 +18,8 @@ The power source is ``edge.sim.stream.HouseholdPowerSource`` (the household simu
 benchmark, where simulator cost would be measured instead of the agent's). Attacks from
 ``edge.sim.inject`` are applied with the ``attack`` option, simulated cable drops with ``outages`` (a list of ``[start_s, end_s]`` UTC
 windows in which the meter's readings do not reach the agent: how a pulled P1 cable or a ZigBee
-meter out of range looks to it). The bridge never imports edge: the wiring is here.
+meter out of range looks to it) or ``outages_after_start`` (the same, in seconds after the agent
+starts reading the meter, however long its start-up took). The bridge never imports edge: the wiring is here.
 """
 
 from __future__ import annotations
@@ -143,16 +144,22 @@ class InProcessMeter:
 
 
 class OutageSource:
-    """Wraps a source: readings received inside an outage window are dropped (a cable drop)."""
+    """Wraps a source: readings received inside an outage window are dropped (a cable drop).
+
+    ``windows`` are UTC epoch seconds; ``after_start`` are seconds after ``readings()`` is first
+    iterated (the agent starting to read the meter), made absolute then."""
     def __init__(self, source: Any, windows: list[tuple[float, float]],
-                 time_fn: Callable[[], float] = time.time):
-        self.source, self.windows, self.time_fn = source, windows, time_fn
+                 time_fn: Callable[[], float] = time.time, after_start: list[tuple[float, float]] = ()):
+        self.source, self.windows, self.time_fn = source, list(windows), time_fn
+        self.after_start = list(after_start)
         self.kind = getattr(source, "kind", "")
 
     def in_outage(self, now_s: float) -> bool:
         return any(a <= now_s < b for a, b in self.windows)
 
     async def readings(self) -> AsyncIterator[Reading]:
+        t0, relative, self.after_start = self.time_fn(), self.after_start, []
+        self.windows += [(t0 + a, t0 + b) for a, b in relative]
         async for r in self.source.readings():
             if not self.in_outage(self.time_fn()):
                 yield r
@@ -161,12 +168,12 @@ class OutageSource:
         return getattr(self.source, name)
 
 
-def _outage_windows(meter: MeterConfig) -> list[tuple[float, float]]:
-    raw = meter.options.get("outages", [])
+def _outage_windows(meter: MeterConfig, key: str = "outages") -> list[tuple[float, float]]:
+    raw = meter.options.get(key, [])
     try:
         windows = [(float(a), float(b)) for a, b in raw]
     except (TypeError, ValueError) as e:
-        raise SourceBuildError(f"meter {meter.id!r}: options.outages must be [[start_s, end_s], ...], "
+        raise SourceBuildError(f"meter {meter.id!r}: options.{key} must be [[start_s, end_s], ...], "
                                f"got {raw!r}") from e
     if any(b <= a for a, b in windows):
         raise SourceBuildError(f"meter {meter.id!r}: every outage needs start_s < end_s, got {raw!r}")
@@ -185,7 +192,7 @@ def build_sources(cfg: AgentConfig) -> dict[str, Any]:
     for i, m in enumerate(cfg.meters):
         opts = {k: v for k, v in m.options.items()
                 if k not in ("profile", "seed", "base_w", "amplitude_w", "start_s", "attack", "household",
-                             "energy", "outages")}
+                             "energy", "outages", "outages_after_start")}
         kind = meter_kind(m.kind)
         try:
             if kind == IN_PROCESS_KIND:
@@ -194,9 +201,9 @@ def build_sources(cfg: AgentConfig) -> dict[str, Any]:
                 if kind in VIRTUAL_KINDS:
                     opts["power_source"] = make_power_source(m)
                 sources[m.id] = build_source(kind, meter_id=m.id, **opts)
-            windows = _outage_windows(m)
-            if windows:
-                sources[m.id] = OutageSource(sources[m.id], windows)
+            windows, after_start = _outage_windows(m), _outage_windows(m, "outages_after_start")
+            if windows or after_start:
+                sources[m.id] = OutageSource(sources[m.id], windows, after_start=after_start)
         except SourceBuildError:
             raise
         except (ImportError, TypeError, ValueError, KeyError, BridgeError) as e:

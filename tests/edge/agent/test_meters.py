@@ -57,3 +57,37 @@ def test_an_unknown_attack_kind_names_the_kinds():
 
     with pytest.raises(SourceBuildError, match="ramp_i"):
         build_sources(Cfg())
+
+
+async def test_an_outage_after_start_counts_from_when_the_meter_is_first_read():
+    """``outages_after_start``: seconds after the agent starts reading, however late that is."""
+    from edge.agent.meters import OutageSource
+    from firmware_bridge.reading import Reading
+
+    now = [5000.0]  # a clock the fake meter moves on by 1 s per reading
+
+    class Meter:
+        async def readings(self):
+            for _ in range(10):
+                now[0] += 1.0
+                yield Reading("o", now[0], now[0], 1.0)
+
+    source = OutageSource(Meter(), [], time_fn=lambda: now[0], after_start=[(3.0, 6.0)])
+    now[0] = 9000.0  # the agent starts reading long after the source was built
+    got = [r.ts_s - 9000.0 async for r in source.readings()]
+    assert got == [1.0, 2.0, 6.0, 7.0, 8.0, 9.0, 10.0]  # 3, 4, 5 s after the start are cut off
+
+
+def test_outages_after_start_is_built_and_a_bad_one_named():
+    class Cfg:
+        meters = [MeterConfig(id="a", kind="virtual", options={
+            "profile": "sine", "outages_after_start": [[20, 50]]})]
+
+    source = build_sources(Cfg())["a"]
+    assert source.after_start == [(20.0, 50.0)] and source.windows == []
+
+    class Bad:
+        meters = [MeterConfig(id="a", kind="virtual", options={"profile": "sine", "outages_after_start": [[50]]})]
+
+    with pytest.raises(SourceBuildError, match="outages_after_start"):
+        build_sources(Bad())
