@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="demo", choices=("quick", "demo", "full"),
                    help="training size (demo: a few minutes on 2 cores)")
     p.add_argument("--bundle", default=None, help="use this model bundle instead of training one")
-    p.add_argument("--agent-seconds", type=float, default=150.0, help="how long the agent runs")
+    p.add_argument("--agent-seconds", type=float, default=150.0,
+                   help="how long the agent runs, counted from when it is up (online on the broker)")
     p.add_argument("--history-hours", type=float, default=26.0,
                    help="meter history written to the gateway store before the agent starts")
     p.add_argument("--broker", default="auto", choices=("auto", "mosquitto", "amqtt"),
@@ -82,6 +85,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------------------------------
 # MQTT subscriber
+
+
+def _epoch_s(iso: str) -> float:
+    """UTC epoch seconds of an ISO 8601 time as the agent writes it; -inf if it is not one."""
+    try:
+        return dt.datetime.fromisoformat(iso).timestamp()
+    except (TypeError, ValueError):
+        return float("-inf")
 
 
 @dataclass
@@ -123,6 +134,15 @@ class Collector:
     def stop(self) -> None:
         self._client.loop_stop()
         self._client.disconnect()
+
+    def gateway_online_since(self, since_s: float) -> bool:
+        """The gateway said it is online at or after ``since_s`` (UTC epoch seconds; a status an
+        earlier run left retained on a shared broker is older)."""
+        status = f"unimeter/{GATEWAY_ID}/status"
+        with self._lock:
+            said = [b.get("ts", "") for _t, topic, b in self.messages
+                    if topic == status and isinstance(b, dict) and b.get("state") == "online"]
+        return any(_epoch_s(ts) >= since_s for ts in said)
 
     def by_kind(self) -> dict[str, dict[str, list[dict]]]:
         """meter -> kind -> payloads, for unimeter/<gateway>/<meter>/<kind> topics."""
@@ -195,7 +215,8 @@ class BrokerSettings:
 
 def agent_config_text(out: Path, broker: BrokerSettings | int, bundle: Path, now_s: float, history_s: float,
                       outage: tuple[float, float] | None = None) -> str:
-    """The demo agent's TOML; ``outage`` = (start_s, end_s) cuts the ZigBee meter off meanwhile."""
+    """The demo agent's TOML; ``outage`` = (start_s, end_s), seconds after the agent starts reading
+    its meters, cuts the ZigBee meter off meanwhile."""
     if isinstance(broker, int):
         broker = BrokerSettings(port=broker)
     lines = [
@@ -212,7 +233,7 @@ def agent_config_text(out: Path, broker: BrokerSettings | int, bundle: Path, now
                   "[meters.options]", f"seed = {seed}", f"interval_s = {interval_s}",
                   f"start_s = {now_s - history_s:.0f}"]
         if outage is not None and meter_id == OUTAGE_METER:
-            lines.append(f"outages = [[{outage[0]:.0f}, {outage[1]:.0f}]]")
+            lines.append(f"outages_after_start = [[{outage[0]:g}, {outage[1]:g}]]")
         if meter_id == ATTACKED_METER:
             lines += ["[meters.options.attack]", 'kind = "scaling"', f"start_s = {now_s - 6 * 3600:.0f}",
                       f"end_s = {now_s + 2 * 3600:.0f}", "lam = 0.8", f"step_s = {HISTORY_STEP_S:.0f}"]
@@ -243,12 +264,17 @@ def seed_history(cfg, now_s: float, history_s: float) -> dict[str, int]:
     return counts
 
 
-def run_agent_process(config_path: Path, seconds: float, log_path: Path) -> int:
-    """The real CLI in a subprocess; SIGTERM after ``seconds`` (a graceful, flushing stop)."""
+def run_agent_process(config_path: Path, seconds: float, log_path: Path,
+                      is_up: Callable[[], bool] | None = None, start_ceiling_s: float = 300.0) -> int:
+    """The real CLI in a subprocess; SIGTERM ``seconds`` after ``is_up()`` first holds (the agent
+    online; a slow start-up does not eat the run), or after ``start_ceiling_s`` without it."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "agent", "--config", str(config_path)],
                                 stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + start_ceiling_s
+        while is_up is not None and not is_up() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
         _progress_wait(proc, seconds)
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -523,8 +549,9 @@ def write_report(path: Path, summary: dict, pipeline: dict | None, agent_rc: int
 # --------------------------------------------------------------------------------------------
 
 
-def _parse_outage(text: str | None, now_s: float) -> tuple[float, float] | None:
-    """``"60:90"`` -> (now + 60, now + 150): the UTC window the ZigBee meter is cut off."""
+def _parse_outage(text: str | None) -> tuple[float, float] | None:
+    """``"60:90"`` -> (60, 150): the ZigBee meter is cut off from 60 s to 150 s after the agent
+    starts reading it."""
     if not text:
         return None
     try:
@@ -533,7 +560,7 @@ def _parse_outage(text: str | None, now_s: float) -> tuple[float, float] | None:
         raise ConfigError(f"--meter-outage expects START_S:DURATION_S, got {text!r}") from e
     if start_s < 0 or duration_s <= 0:
         raise ConfigError(f"--meter-outage needs START_S >= 0 and DURATION_S > 0, got {text!r}")
-    return now_s + start_s, now_s + start_s + duration_s
+    return start_s, start_s + duration_s
 
 
 def run(args: argparse.Namespace) -> int:
@@ -554,7 +581,7 @@ def run(args: argparse.Namespace) -> int:
         bundle, stage_seconds, pipeline_summary = result.bundle_dir, result.stage_seconds, result.summary()
     now_s = time.time()
     history_s = args.history_hours * 3600.0
-    outage = _parse_outage(args.meter_outage, now_s)
+    outage = _parse_outage(args.meter_outage)
     with contextlib.ExitStack() as stack:
         if args.mqtt_host:
             settings, broker_used = BrokerSettings.from_args(args), f"existing broker {args.mqtt_host}"
@@ -571,7 +598,9 @@ def run(args: argparse.Namespace) -> int:
         store_file.parent.mkdir(parents=True, exist_ok=True)
         history = seed_history(cfg, now_s, history_s)
         collector = Collector(settings).start()
-        agent_rc = run_agent_process(config_path, args.agent_seconds, out / "agent.log")
+        spawned_s = time.time()
+        agent_rc = run_agent_process(config_path, args.agent_seconds, out / "agent.log",
+                                     is_up=lambda: collector.gateway_online_since(spawned_s))
         time.sleep(1.0)
         collector.stop()
     summary = summarise(collector, history)

@@ -86,3 +86,25 @@ def test_the_demo_plots_the_agents_nilm_decisions_beside_the_simulators_truth(ti
     png = demo.plot_demo(cfg.store_path, demo.Collector(demo.BrokerSettings()), tmp_path / "demo.png",
                          now_s, tiny_bundle, cfg.meters)
     assert png.stat().st_size > 0
+
+
+def test_the_outage_counts_from_the_agent_start_and_the_run_from_the_gateway_online(tmp_path: Path) -> None:
+    """`--meter-outage 20:30` is 20..50 s after the agent starts reading (a slow start-up does not
+    move the outage before it); the run's seconds count from the gateway's own online status, not
+    from a status an earlier run left retained."""
+    from edge.agent.config import load_config
+    from export.demo import BrokerSettings, Collector, _parse_outage, agent_config_text
+
+    outage = _parse_outage("20:30")
+    assert outage == (20.0, 50.0)
+    path = tmp_path / "agent.toml"
+    path.write_text(agent_config_text(tmp_path, BrokerSettings(port=1883), tmp_path, 1.79e9, 3600.0, outage))
+    zb1 = next(m for m in load_config(path).meters if m.id == "zb1")
+    assert zb1.options["outages_after_start"] == [[20, 50]] and "outages" not in zb1.options
+    collector = Collector(BrokerSettings())
+    collector.messages += [(0.0, "unimeter/demo/status", {"state": "online", "ts": "2026-01-01T00:00:00.000Z"}),
+                           (0.0, "unimeter/demo/p1/reading", {"ts": "2026-11-30T12:00:01.000Z"})]
+    noon = 1796040000.0  # 2026-11-30T12:00:00Z
+    assert not collector.gateway_online_since(noon)  # only an old, retained "online"
+    collector.messages.append((0.0, "unimeter/demo/status", {"state": "online", "ts": "2026-11-30T12:00:02.000Z"}))
+    assert collector.gateway_online_since(noon)
