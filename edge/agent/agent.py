@@ -182,7 +182,7 @@ class Agent:
         self.store_events: list[dict] = []  # stores recovered (moved aside, restored) this run
         self.write_spell = FailureSpell("store writes", log)  # readings and queued messages
         self.ack_spell = FailureSpell("store: recording broker acknowledgements", log)
-        self.appliance_state = ApplianceState.load(cfg.store_path.with_suffix(".appliances.json"))
+        self.appliance_state: ApplianceState | None = None  # loaded with the first NILM tracker
         self.appliance_spell = FailureSpell("saving today's appliance energy", log)
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -254,6 +254,8 @@ class Agent:
         names = names_in_order(model.appliances, wanted)
         tracker = MeterAppliances(names, model.nilm_calibration, resolution_s,
                                   {k: appliance_name(k) for k in names})
+        if self.appliance_state is None:  # after the store opened: its directory exists
+            self.appliance_state = ApplianceState.load(self.cfg.store_path.with_suffix(".appliances.json"))
         self.appliance_state.restore(meter_id, tracker)  # today's energy across restarts and updates
         return tracker
 
@@ -761,6 +763,8 @@ class Agent:
 
     def _save_appliance_state(self) -> None:
         trackers = {st.id: st.appliances for st in self.meters.values() if st.appliances is not None}
+        if self.appliance_state is None or not trackers:
+            return
         try:
             self.appliance_state.save(trackers)
         except OSError as e:

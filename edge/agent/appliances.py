@@ -16,9 +16,9 @@ order, and keeps per appliance:
   *finished* when the gap is longer, with its duration and energy;
 * the energy of today (the gateway's local day), which starts again at 0 at local midnight.
 
-What must survive a restart or a model update (the energy of today and the end of the newest
-decided sample, so nothing is counted twice) is kept in ``<store>.appliances.json``
-(``ApplianceState``).
+What must survive a restart or a model update (the energy of today, the use in progress and the
+end of the newest decided sample, so nothing is counted or reported twice) is kept in
+``<store>.appliances.json`` (``ApplianceState``).
 
 Times in the text are the gateway's local time; payloads also carry UTC epoch seconds.
 """
@@ -31,7 +31,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +125,7 @@ class MeterAppliances:
     display: Mapping[str, str] = field(default_factory=dict)  # key -> display name (default: key)
     decided_until_s: float = 0.0  # end of the newest decided sample
     aggregate_w: float = 0.0  # the budget of the newest decided sample
-    warm: bool = False  # a first window was taken: after a (re)start it only sets the states
+    warm: bool = False  # events are reported (a first window was taken, or a saved state restored)
     _apps: dict[str, _Appliance] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -136,7 +136,8 @@ class MeterAppliances:
     def add(self, start_ts_s: float, decision: Decision, first: int, stop: int) -> list[ApplianceEvent]:
         """Take samples ``first:stop`` of a window starting at ``start_ts_s`` as decided; samples
         already decided by an earlier window are skipped. Returns the events, in time order (none
-        for the first window after a start: its uses may have been reported before the restart)."""
+        for the first window after a start without a saved state: its uses may have been reported
+        before the restart)."""
         events: list[ApplianceEvent] = []
         res = self.resolution_s
         for t in range(first, stop):
@@ -189,21 +190,31 @@ class MeterAppliances:
         return [event]
 
     def state(self) -> dict:
-        """What survives a restart: the newest decided sample and each appliance's energy today."""
-        return {"decided_until_s": self.decided_until_s,
-                "appliances": {k: {"day": a.day.isoformat(), "energy_today_wh": a.energy_today_wh}
-                               for k, a in self._apps.items() if a.day is not None}}
+        """What survives a restart: the newest decided sample and per appliance its energy today,
+        the use in progress and the last finished use."""
+        apps = {}
+        for k, a in self._apps.items():
+            if a.day is not None:
+                apps[k] = {"day": a.day.isoformat(), "energy_today_wh": a.energy_today_wh,
+                           "use": asdict(a.use) if a.use is not None else None, "last_use": a.last_use}
+        return {"decided_until_s": self.decided_until_s, "appliances": apps}
 
     def restore(self, state: Mapping) -> None:
         """Continue from ``state()`` of an earlier run: samples up to its newest decided one are
-        not counted again, and today's energy goes on from where it was (a day that has passed
-        starts at 0 with its first sample)."""
-        self.decided_until_s = max(self.decided_until_s, float(state.get("decided_until_s", 0.0)))
+        not counted again, today's energy goes on from where it was (a day that has passed starts
+        at 0 with its first sample) and a use in progress goes on, so its events are neither lost
+        nor repeated. With a state, the first window reports events (the state says what was
+        reported); without one it only sets the states."""
+        decided = float(state.get("decided_until_s", 0.0))
         for key, saved in dict(state.get("appliances", {})).items():
             app = self._apps.get(key)
             if app is not None:
                 app.day = dt.date.fromisoformat(saved["day"])
                 app.energy_today_wh = float(saved["energy_today_wh"])
+                app.use = _Use(**saved["use"]) if saved.get("use") else None
+                app.last_use = saved.get("last_use")
+        if decided > self.decided_until_s:
+            self.decided_until_s, self.warm = decided, True
 
     def snapshot(self) -> dict:
         """The ``appliances`` message body: per appliance its state at ``decided_until_s``."""

@@ -1,6 +1,7 @@
 """Appliance uses, events and daily energy from decided NILM samples."""
 
 import numpy as np
+import pytest
 
 from edge.agent.appliances import (
     ApplianceState,
@@ -106,6 +107,23 @@ def test_todays_energy_survives_a_restart_without_counting_a_sample_twice(tmp_pa
     fresh = MeterAppliances(NAMES, CAL, 10.0)
     ApplianceState.load(path).restore("p1", fresh)
     assert fresh.decided_until_s == 0.0 and "unreadable" in caplog.text
+
+
+def test_a_use_in_progress_at_a_restart_is_one_use_with_its_whole_energy(tmp_path):
+    t = _tracker()
+    kettle = np.zeros(60, bool)
+    kettle[50:] = True  # boils from sample 50 ...
+    assert [e.event_type for e in t.add(T0, _decision(kettle, np.zeros(60, bool)), 0, 60)] == ["started"]
+    path = tmp_path / "store.appliances.json"
+    ApplianceState.load(path).save({"p1": t})
+    again = MeterAppliances(NAMES, CAL, 10.0, {"kettle": "Kettle", "oven": "Oven"})
+    ApplianceState.load(path).restore("p1", again)
+    after = np.zeros(60, bool)
+    after[:8] = True  # ... and goes on for 8 samples after the restart
+    events = again.add(T0 + 600, _decision(after, np.zeros(60, bool)), 0, 60)
+    assert [e.event_type for e in events] == ["finished"]
+    assert events[0].start_s == T0 + 500 and events[0].duration_s == 180.0
+    assert events[0].energy_kwh == pytest.approx(2200 * 180 / 3.6e6)
 
 
 def test_helpers():
