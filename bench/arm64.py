@@ -159,6 +159,10 @@ def write_results(res: dict, command: str) -> None:
     for r in res["tasks"]["rows"]:
         md.append(f"| {r['task']} | {r['kind']} | {r['x86_p50_ms'][0]:.3f} / {r['x86_p50_ms'][1]:.3f} | "
                   f"{r['emulated_p50_ms']:.3f} | {r['emulated_over_native']:.1f}x |")
+    if not res["agent"]:
+        md += ["", "Agent CPU share: not measured in this run (`--skip-agent`)."]
+        (RESULTS / "arm64.md").write_text("\n".join(md) + "\n")
+        return
     md += ["", f"## Agent: CPU share per meter at 1 reading/s ({res['agent_s']:.0f} s of steady state)", "",
            "Share of one core used by the agent process, divided by the number of meters; the simulated "
            "meters run inside the process. Production schedule unless the row says otherwise.", "",
