@@ -20,7 +20,8 @@
 #
 # Cache: $UNIMETER_ARM64_CACHE (default ~/.cache/unimeter-arm64), keyed by the recipe and the
 # requirements' hash; entries unused for 30 days are removed. From scratch about 8 minutes on
-# 2 cores (debootstrap under emulation ~4 min), cached about 1 minute. Needs root and, from
+# 2 idle cores (debootstrap under emulation ~4 min); on 2 cores shared with other work (load ~10)
+# 28 min (debootstrap 17, dependencies 10); cached 1-4 min. Needs root and, from
 # scratch, the Debian mirror and the package index. --rootfs-only DIR stops after step 5 and
 # leaves the image's root filesystem in DIR (for benchmarks).
 set -euo pipefail
