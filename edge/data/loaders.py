@@ -484,16 +484,41 @@ def _generic_rows(path: Path) -> tuple[list[str], Iterable[tuple[int, list]]]:
         # Parquet "line" = 1-based row number (+1 for a header-like offset kept consistent with CSV)
         return cols, ((i + 2, list(r)) for i, r in enumerate(zip(*data, strict=True)))
     f = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 (closed by the generator)
-    reader = csv.reader(f)
-    cols = [c.strip() for c in next(reader, [])]
+    try:
+        header = f.readline()
+    except UnicodeDecodeError as e:
+        f.close()
+        raise LoaderError(path, None, f"not a text file: {e}") from e
+    sep = _csv_separator(header)
+    reader = csv.reader(f, delimiter=sep)
+    cols = [c.strip() for c in next(csv.reader([header], delimiter=sep), [])]
+    if sep != ",":
+        log.info("%s: %r-separated; numbers with a decimal comma (1,5) are read as 1.5", path, sep)
 
     def rows() -> Iterator[tuple[int, list]]:
         with f:
             for lineno, row in enumerate(reader, start=2):
                 if row:
-                    yield lineno, row
+                    yield lineno, row if sep == "," else [_decimal_point(c) for c in row]
 
     return cols, rows()
+
+
+CSV_SEPARATORS = (",", ";", "\t")  # comma first: it wins a tie
+_DECIMAL_COMMA = re.compile(r"\s*[+-]?\d*,\d+\s*")
+
+
+def _csv_separator(header: str) -> str:
+    """The separator of a CSV file from its header line: the most frequent of ``,`` ``;`` and tab.
+
+    European exports (Excel, many utilities' portals) separate by ``;`` and write decimal commas.
+    """
+    return max(CSV_SEPARATORS, key=header.count)
+
+
+def _decimal_point(cell: str) -> str:
+    """``'12345,913'`` -> ``'12345.913'`` (a decimal comma, only in files not separated by commas)."""
+    return cell.replace(",", ".") if _DECIMAL_COMMA.fullmatch(cell) else cell
 
 
 @dataclass(frozen=True)

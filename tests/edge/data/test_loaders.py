@@ -162,3 +162,23 @@ def test_home_assistant_rejects_bad_lines(tmp_path):
     p.write_text("\n".join(text) + "\n")
     with pytest.raises(L.LoaderError, match=r"ha\.csv:4: state 'lots' is not a number"):
         L.load_home_assistant(p)
+
+
+def test_generic_csv_separated_by_semicolons_with_decimal_commas(tmp_path):
+    """A European export (Excel, utility portals): ``;`` between fields, ``,`` before the decimals."""
+    path = tmp_path / "house.csv"
+    path.write_text("timestamp;power_kw;temperature_c\n"
+                    "2024-03-01 00:00:00+01:00;0,5;-1,5\n"
+                    "2024-03-01 00:30:00+01:00;1,25;2\n"
+                    "2024-03-01 01:00:00+01:00;;3,0\n")
+    (s,) = L.load_generic(path)
+    np.testing.assert_allclose(s.power_w, [500, 1250, np.nan])
+    np.testing.assert_allclose(s.temperature_c, [-1.5, 2, 3])
+    assert s.ts_s[0] == _utc(2024, 2, 29, 23) and s.resolution_s == 1800
+    tabbed = tmp_path / "tabbed.csv"
+    tabbed.write_text("timestamp\tpower_w\n2024-03-01T00:00:00Z\t1,5\n2024-03-01T00:30:00Z\t2\n")
+    np.testing.assert_allclose(L.load_generic(tabbed)[0].power_w, [1.5, 2])
+    # a comma-separated file keeps its meaning: "1,5" there is two fields
+    (tmp_path / "c.csv").write_text("timestamp,power_w\n2024-03-01T00:00:00Z,1,5\n")
+    with pytest.raises(L.LoaderError, match=r"c\.csv:2: expected 2 columns, got 3"):
+        L.load_generic(tmp_path / "c.csv")
