@@ -619,12 +619,18 @@ def load_generic(path: str | Path, default_meter_id: str | None = None, *, tz: s
 
 def _generic_series(path: Path, meter: str, t: list[int], v: list[float], temp: list[float],
                     c: _Columns) -> MeterSeries:
-    s = _finish(meter, np.array(t), np.array(v), "generic", temperature_c=np.array(temp) if temp else None,
-                extra={"unit": c.unit, "kind": c.kind})
-    if c.kind == "energy":
+    s = _drop_repeated_rows(path, _finish(meter, np.array(t), np.array(v), "generic",
+                                          temperature_c=np.array(temp) if temp else None,
+                                          extra={"unit": c.unit, "kind": c.kind}), c.kind)
+    if c.kind == "energy" and _is_counter(s.power_w):
+        log.warning("%s: meter %s: the energy column (%s) never decreases and is far above its steps: read as a cumulative "
+                    "meter counter (register reading), the power of each interval from its differences",
+                    path, meter, c.unit)
+        s.extra["counter"] = True
+        step = np.diff(s.ts_s).astype(np.float64)
+        s.power_w = np.append(np.diff(s.power_w) * 3600.0 / step, np.nan)
+    elif c.kind == "energy":
         step = np.diff(s.ts_s, append=s.ts_s[-1] + (s.resolution_s or 1))
-        if np.any(step <= 0):
-            raise LoaderError(path, None, f"meter {meter}: repeated timestamps, cannot convert energy to power")
         s.power_w = s.power_w * 3600.0 / step
     finite = s.power_w[np.isfinite(s.power_w)]
     if c.factor == 1.0 and len(finite) and np.median(np.abs(finite)) < MIN_PLAUSIBLE_MEDIAN_W:
@@ -632,6 +638,52 @@ def _generic_series(path: Path, meter: str, t: list[int], v: list[float], temp: 
                     "if so, name the column power_kw / energy_kwh or give the unit",
                     path, meter, float(np.median(np.abs(finite))), c.unit)
     return s
+
+
+def _drop_repeated_rows(path: Path, s: MeterSeries, kind: str) -> MeterSeries:
+    """Keep the first row of each timestamp when its repeats say the same (an export's duplicated rows).
+
+    Repeats that disagree are kept for power (the profile averages them) and refused for energy,
+    whose value is tied to the interval up to the next timestamp; both name the first one.
+    """
+    repeat = np.flatnonzero(np.diff(s.ts_s) == 0) + 1
+    if not len(repeat):
+        return s
+    a, b = s.power_w[repeat - 1], s.power_w[repeat]
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    first = dt.datetime.fromtimestamp(int(s.ts_s[repeat[0]]), dt.UTC).isoformat()
+    if not same.all():
+        when = dt.datetime.fromtimestamp(int(s.ts_s[repeat[~same][0]]), dt.UTC).isoformat()
+        msg = (f"meter {s.meter_id}: {int((~same).sum())} timestamp(s) repeated with different values, "
+               f"the first at {when}")
+        if kind == "energy":
+            raise LoaderError(path, None, f"{msg}: cannot tell which energy value is right; keep one row "
+                                          "per timestamp (and meter_id)")
+        log.warning("%s: %s; their power is averaged", path, msg)
+    keep = np.ones(len(s.ts_s), dtype=bool)
+    keep[repeat[same]] = False
+    if same.any():
+        log.warning("%s: meter %s: %d duplicated row(s) dropped (same timestamp and value), the first at %s",
+                    path, s.meter_id, int(same.sum()), first)
+    s.ts_s, s.power_w = s.ts_s[keep], s.power_w[keep]
+    if s.temperature_c is not None:
+        s.temperature_c = s.temperature_c[keep]
+    s.resolution_s = int(np.median(np.diff(s.ts_s))) if len(s.ts_s) > 1 else None
+    return s
+
+
+def _is_counter(value: np.ndarray) -> bool:
+    """Whether an energy column is a cumulative register (meter reading), not the energy per interval.
+
+    A register never decreases and is large against its steps (12345.6 kWh read every 30 min);
+    interval energies go up and down around their own size.
+    """
+    finite = value[np.isfinite(value)]
+    steps = np.diff(finite)
+    if len(steps) < 2 or np.any(steps < 0):
+        return False
+    moving = steps[steps > 0]
+    return bool(len(moving)) and float(np.median(finite)) > 20.0 * float(np.median(moving))
 
 
 # --- Home Assistant history export ------------------------------------------------------------

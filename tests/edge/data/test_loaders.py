@@ -182,3 +182,31 @@ def test_generic_csv_separated_by_semicolons_with_decimal_commas(tmp_path):
     (tmp_path / "c.csv").write_text("timestamp,power_w\n2024-03-01T00:00:00Z,1,5\n")
     with pytest.raises(L.LoaderError, match=r"c\.csv:2: expected 2 columns, got 3"):
         L.load_generic(tmp_path / "c.csv")
+
+
+def test_generic_energy_register_and_duplicated_rows(tmp_path, caplog):
+    """A meter-reading export: a kWh register (not energy per interval), a row repeated, one missing."""
+    path = tmp_path / "register.csv"
+    path.write_text("timestamp,energy_kwh\n"
+                    "2024-03-01T00:00:00Z,12345.000\n"
+                    "2024-03-01T00:30:00Z,12345.250\n"
+                    "2024-03-01T00:30:00Z,12345.250\n"
+                    "2024-03-01T01:00:00Z,12345.750\n"
+                    "2024-03-01T02:00:00Z,12346.750\n"
+                    "2024-03-01T02:30:00Z,12347.000\n")
+    with caplog.at_level("WARNING"):
+        (s,) = L.load_generic(path)
+    assert "1 duplicated row(s) dropped" in caplog.text and "cumulative meter counter" in caplog.text
+    assert s.extra["counter"] and s.resolution_s == 1800
+    np.testing.assert_array_equal(s.ts_s - s.ts_s[0], [0, 1800, 3600, 7200, 9000])
+    np.testing.assert_allclose(s.power_w, [500, 1000, 1000, 500, np.nan])  # kWh over each interval -> W
+    # energy per interval stays what it was: it goes up and down
+    (tmp_path / "interval.csv").write_text("timestamp,energy_wh\n2024-03-01T00:00:00Z,250\n"
+                                           "2024-03-01T00:30:00Z,500\n2024-03-01T01:00:00Z,250\n")
+    np.testing.assert_allclose(L.load_generic(tmp_path / "interval.csv")[0].power_w, [500, 1000, 500])
+    # a repeated timestamp whose energies disagree is refused, naming when and what to do
+    path.write_text("timestamp,energy_wh\n2024-03-01T00:00:00Z,250\n2024-03-01T00:00:00Z,300\n"
+                    "2024-03-01T00:30:00Z,200\n")
+    with pytest.raises(L.LoaderError, match=r"1 timestamp\(s\) repeated with different values, the first at "
+                                            r"2024-03-01T00:00:00\+00:00: .*keep one row per timestamp"):
+        L.load_generic(path)
