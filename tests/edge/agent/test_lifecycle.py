@@ -43,23 +43,42 @@ async def test_watchdog_pings_stop_while_the_writer_is_stuck(mosquitto, tmp_path
     healthy_pings = [t for t, m in pings if m == b"WATCHDOG=1"]
     assert len(healthy_pings) >= 2
     original = agent.store.commit_readings
+    sent: list[float] = []  # when each watchdog ping was sent (not when the test read it)
+    ping = agent.notifier.watchdog
 
-    def stuck_commit(*args, **kwargs):  # a hung disk: the commit does not return for 6 s
-        time.sleep(6.0)
+    def stamped_ping():
+        sent.append(time.monotonic())
+        return ping()
+
+    agent.notifier.watchdog = stamped_ping
+    stuck: dict[str, float] = {}
+
+    def stuck_commit(*args, **kwargs):  # a hung disk: the first commit does not return for 6 s
+        if "from" not in stuck:
+            stuck["from"] = time.monotonic()
+            time.sleep(6.0)
+            stuck["to"] = time.monotonic()
         return original(*args, **kwargs)
 
     agent.store.commit_readings = stuck_commit
-    t_stuck = time.monotonic()
-    await collect(5.5)
+    for _ in range(1200):  # until the hung commit has returned (a condition, not a time)
+        await collect(0.1)
+        if "to" in stuck:
+            break
     agent.store.commit_readings = original
-    await collect(3.0)
+    assert "to" in stuck, "the writer never committed"
+    # the writer ticked last just before it hung; the watchdog's limit is 3 s (interval 0.5 s)
+    stalled = [t for t in sent if stuck["from"] + 3.5 < t < stuck["to"]]
+    assert not stalled, "watchdog pinged while the writer was stuck"
+    for _ in range(1200):
+        await collect(0.1)
+        if any(t > stuck["to"] for t in sent):
+            break
+    assert any(t > stuck["to"] for t in sent), "pings did not resume"
     agent.request_stop()
     await asyncio.wait_for(task, 30)
     await collect(0.2)  # STOPPING=1 is already in the socket buffer
     server.close()
-    stalled = [t for t, m in pings if m == b"WATCHDOG=1" and t_stuck + 3.5 < t < t_stuck + 5.5]
-    assert not stalled, "watchdog pinged while the writer was stuck"
-    assert any(m == b"WATCHDOG=1" for t, m in pings if t > t_stuck + 6.5), "pings did not resume"
     assert any(m == b"STOPPING=1" for _, m in pings)
 
 
