@@ -74,9 +74,32 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for m in cfg.meters:  # the plausibility limits in force (edge.agent.guards)
         print(f"meter {m.id} ({m.kind}): {meter_limits(m.kind, m.options, m.limits).describe()}",
               file=sys.stderr)
+    _check_bundle(cfg)
     print(f"config OK: gateway {cfg.gateway.id}, {len(cfg.meters)} meters, store {cfg.store_path}",
           file=sys.stderr)
     return 0
+
+
+def _check_bundle(cfg: AgentConfig) -> None:
+    """Verify ``model.bundle`` as the agent would at start (signature policy, sha256, runtimes).
+
+    A refused bundle is a warning with the reason, not an error: the agent starts without a model and
+    loads one once a bundle it accepts is there (the unit runs check-config before every start).
+    """
+    if not cfg.model.bundle:
+        print("model.bundle is empty: the agent runs without inference", file=sys.stderr)
+        return
+    from edge.agent.agent import bundle_trust
+    from edge.bundle import BundleError, load_bundle
+
+    try:
+        bundle = load_bundle(cfg.model.bundle, trust=bundle_trust(cfg.model))
+    except BundleError as e:
+        print(f"warning: model.bundle: the agent would refuse {cfg.model.bundle} and run without a model "
+              f"until a bundle it accepts is there: {e}", file=sys.stderr)
+        return
+    print(f"model.bundle: {bundle.path} accepted ({bundle.model_version}, tasks {', '.join(bundle.tasks)}, "
+          f"signature {bundle.signature})", file=sys.stderr)
 
 
 def cmd_health(args: argparse.Namespace) -> int:

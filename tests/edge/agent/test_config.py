@@ -72,6 +72,38 @@ def test_password_from_file_and_env_is_never_shown(tmp_path, monkeypatch, capsys
     assert '"password": "***"' in out.out
 
 
+def test_check_config_verifies_the_bundle_as_the_agent_would(tiny_bundle, tmp_path, capsys):
+    """A key is configured and the bundle is unsigned (or missing): the agent would refuse it and start
+    without a model, and check-config warns with the reason (the config itself is valid: exit 0, as the
+    unit's ExecStartPre needs); with unsigned bundles allowed, or signed, it is accepted."""
+    import shutil
+
+    from edge.signing import generate_keypair, load_private_key, sign_bundle
+
+    generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    (bundle / "signature.json").unlink(missing_ok=True)
+    toml = tmp_path / "agent.toml"
+
+    def check(bundle_path: Path, policy: str) -> tuple[int, str]:
+        toml.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\n[model]\nbundle = "{bundle_path}"\n'
+                        f'public_key_file = "{tmp_path / "k.pub"}"\nunsigned_bundles = "{policy}"\n'
+                        '[[meters]]\nid = "m1"\nkind = "virtual"\n')
+        code = main(["check-config", "--config", str(toml)])
+        return code, capsys.readouterr().err
+
+    code, err = check(bundle, "auto")
+    assert code == 0 and "warning: model.bundle: the agent would refuse" in err and "not signed" in err
+    code, err = check(tmp_path / "nowhere", "auto")
+    assert code == 0 and "warning: model.bundle" in err and "not a bundle directory" in err
+    code, err = check(bundle, "allow")
+    assert code == 0 and "accepted" in err and "warning" not in err
+    sign_bundle(bundle, load_private_key(tmp_path / "k.key"))
+    code, err = check(bundle, "auto")
+    assert code == 0 and "accepted" in err
+
+
 def test_broken_config_exits_nonzero_naming_the_key(tmp_path):
     toml = tmp_path / "agent.toml"
     toml.write_text('[mqtt]\nport = "not-a-port"\n[[meters]]\nid = "m1"\nkind = "virtual"\n')
