@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import UnimeterError
-from edge.task_io import TASK_IO
+from edge.task_io import TASK_IO, task_io
 
 FORMAT_NAME = "unimeter-bundle"
 FORMAT_VERSION = 1
@@ -129,6 +129,11 @@ class TaskSpec:
     # fitted on the exported model by the bundle writer (anomaly: ``window_threshold_logit`` and its
     # figures, ``edge.calibration``); empty when the bundle carries none
     calibration: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def history_days(self) -> int:
+        """D: days of history the task's graph takes (0: the single window)."""
+        return int(self.input_spec.get("history_days", 0))
 
     @property
     def batch_sizes(self) -> tuple[int, ...] | None:
@@ -268,11 +273,12 @@ def _verify_artifacts(manifest: dict[str, Any], root: Path) -> None:
 
 
 def _check_contract(name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
-                    where: str) -> None:
-    """The task is one of ``edge.task_io.TASKS`` and its graph I/O names are the contract's."""
+                    where: str, history_days: int = 0) -> None:
+    """The task is one of ``edge.task_io.TASKS`` and its graph I/O names are the contract's (for
+    the ``history_days`` its input spec records)."""
     if name not in TASK_IO:
         raise BundleFormatError(f"{where}: unknown task; this unimeter runs {list(TASK_IO)}")
-    contract = TASK_IO[name]
+    contract = task_io(name, history_days)
     names = (tuple(t.name for t in inputs), tuple(t.name for t in outputs))
     if names != (contract.input_names, contract.output_names):
         raise BundleFormatError(
@@ -302,7 +308,10 @@ def _parse_task(name: str, data: dict[str, Any], manifest: dict[str, Any], root:
         raise BundleFormatError(f"{where} lists no model files")
     inputs = tuple(TensorSpec.from_dict(t, where) for t in data["inputs"])
     outputs = tuple(TensorSpec.from_dict(t, where) for t in data["outputs"])
-    _check_contract(name, inputs, outputs, where)
+    history_days = data["input_spec"].get("history_days", 0)
+    if not isinstance(history_days, int) or history_days < 0:
+        raise BundleFormatError(f"{where}: input_spec.history_days must be a whole number >= 0, got {history_days!r}")
+    _check_contract(name, inputs, outputs, where, history_days)
     return TaskSpec(
         name=name,
         inputs=inputs,

@@ -22,6 +22,8 @@ TASKS = ("imputation", "anomaly", "forecast", "nilm")
 LOAD_W = "load_w"
 OBSERVED = "observed"
 COVARIATES = "covariates"
+HISTORY_W = "history_w"
+HISTORY_MASK = "history_mask"
 LOAD_W_FILLED = "load_w_filled"
 WINDOW_LOGIT = "window_logit"
 POINT_LOGIT = "point_logit"
@@ -70,6 +72,12 @@ _OBSERVED = Tensor(OBSERVED, ("B", "L"), "1 observed, 0 missing")
 _COVARIATES = Tensor(COVARIATES, ("B", "C"), "see covariate_names",
                      "calendar and weather of the day being forecast (edge.features)")
 
+_HISTORY = (Tensor(HISTORY_W, ("B", "D", "L"), "W",
+                   "the D days before the window, oldest first, at the same times of day "
+                   "(history_w[:, k, j] lies (D - k) * L bins before load_w[:, j]); 0 where a day is missing"),
+            Tensor(HISTORY_MASK, ("B", "D"), "1 present, 0 missing", "which history days are there"))
+CONTEXT_TASKS = ("imputation", "anomaly", "forecast")  # the profile tasks, which take the history
+
 TASK_IO: dict[str, TaskIO] = {
     "imputation": TaskIO("imputation", (_LOAD, _OBSERVED), (
         Tensor(LOAD_W_FILLED, ("B", "L"), "W", "observed points kept, missing points filled"),)),
@@ -84,12 +92,21 @@ TASK_IO: dict[str, TaskIO] = {
         Tensor(ON_LOGIT, ("B", "A", "L"), "logit", "the appliance is on"))),
 }
 
-UNITS: dict[str, str] = {t.name: t.unit for io in TASK_IO.values() for t in (*io.inputs, *io.outputs)}
+UNITS: dict[str, str] = {t.name: t.unit for io in TASK_IO.values() for t in (*io.inputs, *io.outputs, *_HISTORY)}
 
 
-def task_io(task: str) -> TaskIO:
-    """The contract of ``task``; a ``KeyError`` naming the known tasks otherwise."""
+def task_io(task: str, history_days: int = 0) -> TaskIO:
+    """The contract of ``task``; a ``KeyError`` naming the known tasks otherwise.
+
+    ``TASK_IO`` is the single-window contract (``history_days`` 0: the models of seed 000). A
+    profile task of a context model (``history_days`` D > 0, recorded in the checkpoint and in the
+    manifest's ``input_spec``) takes ``load_w``, ``observed``, ``history_w`` [B, D, L],
+    ``history_mask`` [B, D] and, for the forecast, ``covariates``, in that order."""
     try:
-        return TASK_IO[task]
+        io = TASK_IO[task]
     except KeyError:
         raise KeyError(f"unknown task {task!r}; choose from {TASKS}") from None
+    if not history_days or task not in CONTEXT_TASKS:
+        return io
+    covariates = tuple(t for t in io.inputs if t.name == COVARIATES)
+    return TaskIO(task, (_LOAD, _OBSERVED, *_HISTORY, *covariates), io.outputs)

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from edge.bundle import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, Bundle, load_bundle, sha256_file
-from edge.task_io import COVARIATES, LOAD_W, OBSERVED, UNITS
+from edge.task_io import COVARIATES, HISTORY_MASK, HISTORY_W, LOAD_W, OBSERVED, UNITS
 from export.errors import ExportError
 from export.onnx_export import MoeShape, OnnxExportConfig, export_onnx
 from export.quantize import (
@@ -36,6 +36,7 @@ from export.quantize import (
     routing_agreement,
 )
 from trainer.checkpoint import load_task_model
+from trainer.context import CLIP as CONTEXT_CLIP
 from trainer.tasks import ExportModule, TaskModel, export_module
 
 log = logging.getLogger(__name__)
@@ -73,15 +74,19 @@ class BundleConfig:
 
 
 def _check_inputs(module: ExportModule, n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Plausible daily loads (W) with ~20% missing points, and standard-normal covariates."""
+    """Plausible daily loads (W) with ~20% missing points, D history days of the same shape at
+    other levels with ~1 in 8 days missing, and standard-normal covariates."""
     rng = np.random.default_rng(seed)
-    L = module.seq_len
+    L, D = module.seq_len, module.history_days
     t = np.linspace(0, 2 * np.pi, L, dtype=np.float32)
     base = rng.uniform(100, 2000, (n, 1)) * (1 + 0.5 * np.sin(t + rng.uniform(0, 6, (n, 1))))
     load_w = (base + rng.gamma(1.0, 100.0, (n, L))).astype(np.float32)
     observed = (rng.random((n, L)) > 0.2).astype(np.float32)
+    history_w = (base[:, None, :] * rng.uniform(0.7, 1.3, (n, D, 1)) + rng.gamma(1.0, 100.0, (n, D, L)))
+    history_mask = (rng.random((n, D)) > 0.125).astype(np.float32)
     feeds = {LOAD_W: load_w * observed if OBSERVED in module.input_names else load_w,
-             OBSERVED: observed,
+             OBSERVED: observed, HISTORY_W: (history_w * history_mask[:, :, None]).astype(np.float32),
+             HISTORY_MASK: history_mask,
              COVARIATES: rng.normal(size=(n, module.n_covariates)).astype(np.float32)}
     return {k: feeds[k] for k in module.input_names}
 
@@ -111,17 +116,17 @@ def _task_entry(model: TaskModel, module: ExportModule, artifacts: dict[str, str
     mc, ckpt = model.model_cfg, getattr(model, "checkpoint", {})
     data_spec = ckpt.get("data_spec", {})
     example = torch_outputs(module, _check_inputs(module, 1))
-    inputs = []
-    for name in module.input_names:
-        width = module.n_covariates if name == COVARIATES else mc.seq_len
-        inputs.append({"name": name, "shape": [None, width], "dtype": "float32", "unit": UNITS[name]})
+    shapes = {COVARIATES: [module.n_covariates], HISTORY_W: [module.history_days, mc.seq_len],
+              HISTORY_MASK: [module.history_days]}
+    inputs = [{"name": name, "shape": [None, *shapes.get(name, [mc.seq_len])], "dtype": "float32",
+               "unit": UNITS[name]} for name in module.input_names]
     outputs = [{"name": n, "shape": [None, *example[n].shape[1:]], "dtype": "float32",
                 "unit": UNITS[n]} for n in module.output_names]
     input_spec = {
         "resolution_s": int(data_spec.get("resolution_s", 1800)),
         "L": mc.seq_len, "P": mc.n_patches, "patch_len": mc.patch_len,
-        "normalisation": {"kind": "instance", "in_graph": True, "eps": mc.norm_eps,
-                          "stats": "mean and std over observed points; outputs de-normalised in the graph"},
+        "history_days": module.history_days,
+        "normalisation": _normalisation(mc, module.history_days),
         "covariate_names": list(data_spec.get("covariate_names", [])),
         "covariate_spec_version": int(data_spec.get("covariate_spec_version", 0)),
         "batch_sizes": None,
@@ -141,6 +146,15 @@ def _task_entry(model: TaskModel, module: ExportModule, artifacts: dict[str, str
         "appliances": list(model.task_cfg.appliances),
         "artifacts": artifacts, "metrics": ckpt.get("metrics", {}), "verification": checks,
     }
+
+
+def _normalisation(mc, history_days: int) -> dict:
+    if history_days:
+        return {"kind": "context", "in_graph": True, "clip": CONTEXT_CLIP,
+                "stats": "mean and std over the present history days (the window's observed points "
+                         "when no day is there); outputs de-normalised in the graph"}
+    return {"kind": "instance", "in_graph": True, "eps": mc.norm_eps,
+            "stats": "mean and std over observed points; outputs de-normalised in the graph"}
 
 
 def _export_onnx_checked(module: ExportModule, path: Path, dispatch: str, feeds, reference) -> float:

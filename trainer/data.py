@@ -355,6 +355,35 @@ def forecast_set(profiles: ArrayDataset, stride_steps: int | None = None, hour_a
                          for k, v in cols.items()}, {"resolution_s": resolution_s})
 
 
+def check_history(data: ArrayDataset | None, history_days: int, what: str) -> None:
+    """A context model (``history_days`` D > 0) needs ``history_w`` [N, D, L] and ``history_mask``
+    [N, D] beside ``load_w``; a DataError naming what is missing otherwise (a context model trained
+    without its history would learn to ignore it and say nothing)."""
+    if data is None or not history_days:
+        return
+    hist, mask = data.arrays.get("history_w"), data.arrays.get("history_mask")
+    if hist is None or mask is None:
+        raise DataError(f"{what}: the model takes {history_days} history days but the data has no "
+                        "history_w/history_mask (profile shards or a user's import build them: --shards)")
+    n, L = data.arrays["load_w"].shape
+    if hist.shape != (n, history_days, L) or mask.shape != (n, history_days):
+        raise DataError(f"{what}: history_w {hist.shape} / history_mask {mask.shape} do not fit "
+                        f"{n} windows of {L} points with {history_days} history days")
+
+
+def day_contexts(days_w: np.ndarray, history_days: int) -> ArrayDataset:
+    """Rows of ``days_w`` [N, L] taken as consecutive days of one meter: windows = days D..N-1,
+    each with the D days before it (``history_w`` [N-D, D, L], oldest first; ``history_mask``
+    all 1). For tests and benchmarks of the context model on plain day arrays."""
+    days_w = np.asarray(days_w, np.float32)
+    D = int(history_days)
+    if len(days_w) <= D:
+        raise DataError(f"{len(days_w)} days leave no window after {D} history days")
+    n = len(days_w) - D
+    hist = np.stack([days_w[k:k + n] for k in range(D)], 1) if D else np.zeros((n, 0, days_w.shape[1]), np.float32)
+    return ArrayDataset({"load_w": days_w[D:], "history_w": hist, "history_mask": np.ones((n, D), np.float32)})
+
+
 def synthetic_profiles(n: int, length: int = 48, seed: int = 0) -> np.ndarray:
     """Household-like daily profiles (base load + morning/evening peaks + noise), for tests and
     benchmarks that must not depend on the simulator. float32 [n, length] in W."""

@@ -55,11 +55,12 @@ class DistillError(TrainerError, ValueError):
 
 def default_student_config(teacher: ModelConfig, **overrides) -> ModelConfig:
     """Table I width (d_model=16, d_k=4), half of Table I's depth, relu experts, the teacher's
-    L and P. relu: the gathered expert blocks then need no Erf in the int8 graph, and
+    L, P and history days D. relu: the gathered expert blocks then need no Erf in the int8 graph, and
     onnxruntime's MoE kernels are several times faster with relu than with gelu."""
     base = dict(seq_len=teacher.seq_len, n_patches=teacher.n_patches, d_model=16, d_k=4,
                 n_experts=8, top_k=2, n_layers=4, d_expert=32, activation="relu",
-                observed_channel=teacher.observed_channel, dropout=0.0)
+                observed_channel=teacher.observed_channel, dropout=0.0,
+                history_days=teacher.history_days)
     return ModelConfig(**{**base, **overrides})
 
 

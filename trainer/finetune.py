@@ -29,7 +29,7 @@ from edge.features import COVARIATE_NAMES, COVARIATE_SPEC_VERSION
 from edge.task_io import TASKS
 from trainer import distributed as D
 from trainer.checkpoint import DataSpec, load_pretrained_model, save_checkpoint
-from trainer.data import ArrayDataset
+from trainer.data import ArrayDataset, check_history
 from trainer.loop import LoopConfig, LoopState, TrainLoop
 from trainer.model import ModelConfig, UnifiedModel
 from trainer.tasks import TaskConfig, TaskModel
@@ -104,6 +104,7 @@ def _check_data(model: TaskModel, data: ArrayDataset) -> None:
                         f"config lists {len(model.task_cfg.appliances)}")
     if model.task == "forecast" and data.arrays["covariates"].shape[1] != model.task_cfg.n_covariates:
         raise DataError("covariate count differs from the task config")
+    check_history(data, model.model_cfg.history_days, f"{model.task} data")
 
 
 def build_task_model(cfg: FinetuneConfig, pretrained_ckpt: Path | None, data: ArrayDataset
@@ -199,6 +200,8 @@ def _finetune(cfg: FinetuneConfig, ckpt: Path | None, ctx: D.DistContext, train_
     torch.manual_seed(cfg.seed)
     model, spec = build_task_model(cfg, ckpt, train)
     _check_data(model, train)
+    if val is not None:
+        _check_data(model, val)
     if len(train) < cfg.batch_size:
         raise DataError(f"{len(train)} training windows < one batch of {cfg.batch_size}")
     reg = _regulariser(cfg, model)

@@ -58,6 +58,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from trainer.context import (
+    CandidateHead,
+    Context,
+    ContextEmbedding,
+    context_norm,
+    linear_fill,
+    sinusoidal_table,
+)
+
 DISPATCHES = ("loop", "gather", "moe_op", "dense")
 
 
@@ -85,6 +94,11 @@ class ModelConfig:
     norm_eps: float = 1e-5
     log_sigma_min: float = -7.0
     log_sigma_max: float = 3.0
+    # D: days of the household's history before the window (trainer.context): the window and the
+    # D days are normalised by the history's statistics, one token per history day, candidate-based
+    # recovery head g. 0: the single window of seed 000 (instance normalisation; NILM, and every
+    # checkpoint written before the history existed).
+    history_days: int = 0
 
     def __post_init__(self) -> None:
         if self.seq_len % self.n_patches:
@@ -97,6 +111,18 @@ class ModelConfig:
             raise ValueError(f"fill_missing must be 'linear' or 'zero', got {self.fill_missing!r}")
         if self.activation not in ("gelu", "relu"):
             raise ValueError(f"activation must be 'gelu' or 'relu', got {self.activation!r}")
+        if not isinstance(self.history_days, int) or self.history_days < 0:
+            raise ValueError(f"history_days must be a whole number >= 0, got {self.history_days!r}")
+
+    @property
+    def context(self) -> bool:
+        """True for a context model (history_days > 0)."""
+        return self.history_days > 0
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens the encoder attends over: P window patches plus one per history day."""
+        return self.n_patches + self.history_days
 
     @property
     def patch_len(self) -> int:
@@ -177,34 +203,6 @@ def instance_denorm(x_n: torch.Tensor, stats: NormStats) -> torch.Tensor:
     """Inverse of ``instance_norm`` for [B, L] or [B, ..., L] (stats broadcast on dim 0)."""
     shape = (x_n.shape[0],) + (1,) * (x_n.dim() - 1)
     return x_n * stats.std_w.reshape(shape) + stats.mean_w.reshape(shape)
-
-
-def linear_fill(x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-    """Fill the unobserved points of x [B, L] by linear interpolation between the nearest observed
-    neighbours (nearest value at the ends, 0 if a row has none). Written with [B, L, L] masked
-    max/min and gather so that it exports to plain ONNX/TFLite ops (no cumulative max)."""
-    L = x.shape[1]
-    idx = torch.arange(L, device=x.device, dtype=x.dtype)
-    obs = observed > 0.5
-    before = idx[None, :] <= idx[:, None]  # [i, j]: j <= i
-    prev = torch.where(obs[:, None, :] & before[None], idx, -1.0).amax(-1)
-    nxt = torch.where(obs[:, None, :] & before.T[None], idx, float(L)).amin(-1)
-    has_prev, has_next = prev >= 0, nxt < L
-    x_prev = torch.gather(x, 1, prev.clamp(0, L - 1).long())
-    x_next = torch.gather(x, 1, nxt.clamp(0, L - 1).long())
-    w = (idx - prev) / (nxt - prev).clamp_min(1.0)
-    inner = x_prev + w * (x_next - x_prev)
-    edge = torch.where(has_prev, x_prev, torch.where(has_next, x_next, torch.zeros_like(x)))
-    return torch.where(obs, x, torch.where(has_prev & has_next, inner, edge))
-
-
-def sinusoidal_table(n_pos: int, d_model: int) -> torch.Tensor:
-    pos = torch.arange(n_pos, dtype=torch.float32)[:, None]
-    div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
-    pe = torch.zeros(n_pos, d_model)
-    pe[:, 0::2] = torch.sin(pos * div)
-    pe[:, 1::2] = torch.cos(pos * div)[:, : d_model // 2]
-    return pe
 
 
 class PatchEmbedding(nn.Module):
@@ -456,6 +454,7 @@ class Encoded:
     kl: torch.Tensor  # [B] eq 25 (zeros when use_ib=False)
     fill_n: torch.Tensor  # [B, L] normalised input with hidden/missing points filled
     routing: tuple[RoutingInfo, ...] = ()  # one per MoE layer (none for dense or "moe_op")
+    context: Context | None = None  # the normalised window and history (context models)
 
 
 class Losses(NamedTuple):
@@ -481,13 +480,15 @@ class UnifiedModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.embed = PatchEmbedding(cfg)
+        self.embed = ContextEmbedding(cfg) if cfg.context else PatchEmbedding(cfg)
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.ib_mu = nn.Linear(cfg.d_model, cfg.d_model)
         self.ib_log_sigma = nn.Linear(cfg.d_model, cfg.d_model)
-        self.recovery = nn.Linear(cfg.n_patches * cfg.d_model, cfg.seq_len)  # g
+        # g: a linear layer (eq 1) on the window's characteristics; for context models the
+        # candidate head (softmax over naive fills + a correction, linear in the characteristics)
+        self.recovery = CandidateHead(cfg) if cfg.context else nn.Linear(cfg.n_patches * cfg.d_model, cfg.seq_len)
 
     # -- routing controls -----------------------------------------------------------------------
     def moe_layers(self) -> list[MoEFeedForward]:
@@ -510,13 +511,16 @@ class UnifiedModel(nn.Module):
     # -- forward ---------------------------------------------------------------------------------
     def encode(self, x_w: torch.Tensor, observed: torch.Tensor | None = None,
                patch_mask: torch.Tensor | None = None, noise_std: float = 0.0,
-               noise: torch.Tensor | None = None) -> Encoded:
-        """f: x [B, L] in W -> load characteristics.
+               noise: torch.Tensor | None = None, history_w: torch.Tensor | None = None,
+               history_mask: torch.Tensor | None = None) -> Encoded:
+        """f: x [B, L] in W (with, for context models, history_w [B, D, L] W and history_mask
+        [B, D]; absent = no history day) -> load characteristics.
 
         observed [B, L] (1 observed, 0 missing); patch_mask [B, P] bool (True = hidden, Alg. 2);
         noise_std adds N(0, noise_std^2) in normalised units before masking (eq 1); ``noise``
         [B, L] (normalised units) gives that noise explicitly (the DDP trainer draws it per global
-        batch so every rank sees the slice a single process would).
+        batch so every rank sees the slice a single process would). Alg. 2 over the whole context
+        also hides history days: the caller zeroes their ``history_mask``.
         """
         cfg = self.cfg
         if x_w.dim() != 2 or x_w.shape[1] != cfg.seq_len:
@@ -525,14 +529,13 @@ class UnifiedModel(nn.Module):
         if patch_mask is not None:  # hidden patches count as missing, statistics included
             keep = (~patch_mask).to(x_w.dtype).repeat_interleave(cfg.patch_len, dim=1)
             obs = obs * keep
-        x_n, stats = instance_norm(x_w, obs, cfg.norm_eps)
-        if noise is not None:
-            x_n = x_n + noise
-        elif noise_std > 0:
-            x_n = x_n + noise_std * torch.randn_like(x_n)
-        x_n = x_n * obs
-        fill_n = linear_fill(x_n, obs) if cfg.fill_missing == "linear" else x_n
-        h = self.drop(self.embed(fill_n, obs))
+        ctx = None
+        if cfg.context:
+            ctx = self._context(x_w, obs, history_w, history_mask, noise_std, noise)
+            h, stats, fill_n = self.embed(ctx), NormStats(ctx.mean_w, ctx.std_w), ctx.fill_n
+        else:
+            h, stats, fill_n = self._embed_window(x_w, obs, noise_std, noise)
+        h = self.drop(h)
         balance = x_w.new_zeros(())
         routing = []
         for layer in self.layers:
@@ -544,22 +547,66 @@ class UnifiedModel(nn.Module):
         mu = self.ib_mu(h)
         if not cfg.use_ib:
             return Encoded(mu, mu, torch.zeros_like(mu), stats, balance, x_w.new_zeros(x_w.shape[0]),
-                           fill_n, tuple(routing))
+                           fill_n, tuple(routing), ctx)
         log_sigma = self.ib_log_sigma(h).clamp(cfg.log_sigma_min, cfg.log_sigma_max)
         z = mu + torch.exp(log_sigma) * torch.randn_like(mu) if self.training else mu
-        return Encoded(z, mu, log_sigma, stats, balance, gaussian_kl(mu, log_sigma), fill_n, tuple(routing))
+        return Encoded(z, mu, log_sigma, stats, balance, gaussian_kl(mu, log_sigma), fill_n, tuple(routing), ctx)
+
+    def _embed_window(self, x_w: torch.Tensor, obs: torch.Tensor, noise_std: float,
+                      noise: torch.Tensor | None) -> tuple[torch.Tensor, NormStats, torch.Tensor]:
+        """Seed 000's patching layer: instance normalisation, (noise), linear fill, FC + PE."""
+        cfg = self.cfg
+        x_n, stats = instance_norm(x_w, obs, cfg.norm_eps)
+        if noise is not None:
+            x_n = x_n + noise
+        elif noise_std > 0:
+            x_n = x_n + noise_std * torch.randn_like(x_n)
+        x_n = x_n * obs
+        fill_n = linear_fill(x_n, obs) if cfg.fill_missing == "linear" else x_n
+        return self.embed(fill_n, obs), stats, fill_n
+
+    def _context(self, x_w: torch.Tensor, obs: torch.Tensor, history_w: torch.Tensor | None,
+                 history_mask: torch.Tensor | None, noise_std: float, noise: torch.Tensor | None) -> Context:
+        """Window and history normalised by the history (``trainer.context.context_norm``); Alg. 2's
+        noise on the observed window points and on the history days present."""
+        cfg = self.cfg
+        B, D, L = x_w.shape[0], cfg.history_days, cfg.seq_len
+        if history_w is None:
+            history_w, history_mask = x_w.new_zeros(B, D, L), x_w.new_zeros(B, D)
+        elif history_mask is None:
+            history_mask = x_w.new_ones(B, D)
+        if tuple(history_w.shape) != (B, D, L) or tuple(history_mask.shape) != (B, D):
+            raise ValueError(f"expected history_w [B, {D}, {L}] and history_mask [B, {D}], got "
+                             f"{tuple(history_w.shape)} and {tuple(history_mask.shape)}")
+        ctx = context_norm(x_w, obs, history_w, history_mask.to(x_w.dtype))
+        if noise is None and noise_std > 0:
+            noise = noise_std * torch.randn_like(ctx.fill_n)
+        if noise is not None:
+            ctx.x_n = (ctx.x_n + noise) * obs
+            ctx.fill_n = linear_fill(ctx.x_n, obs)
+            if D and noise_std > 0:
+                ctx.hist_n = ctx.hist_n + noise_std * torch.randn_like(ctx.hist_n) * ctx.history_mask[:, :, None]
+        return ctx
+
+    def recover(self, enc: Encoded) -> torch.Tensor:
+        """g: the recovered window [B, L] in W."""
+        if self.cfg.context:
+            return enc.context.denorm(self.recovery(enc))
+        return instance_denorm(enc.fill_n + self.recovery(enc.z.reshape(enc.z.shape[0], -1)), enc.stats)
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None, observed: torch.Tensor | None = None,
-                noise_std: float = 0.0, noise: torch.Tensor | None = None
+                noise_std: float = 0.0, noise: torch.Tensor | None = None,
+                history_w: torch.Tensor | None = None, history_mask: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, Losses | None]:
         """x [B, L] W -> (recovered x_hat [B, L] W, eq 26 ``Losses`` if targets [B, L] W are given).
 
-        mask [B, P] bool hides patches (pre-training); observed [B, L] marks missing points.
+        mask [B, P] bool hides patches (pre-training); observed [B, L] marks missing points;
+        history_w [B, D, L] / history_mask [B, D]: the days before the window (context models).
         """
-        enc = self.encode(x, observed=observed, patch_mask=mask, noise_std=noise_std, noise=noise)
-        rec_n = enc.fill_n + self.recovery(enc.z.reshape(enc.z.shape[0], -1))
-        out = instance_denorm(rec_n, enc.stats)
+        enc = self.encode(x, observed=observed, patch_mask=mask, noise_std=noise_std, noise=noise,
+                          history_w=history_w, history_mask=history_mask)
+        out = self.recover(enc)
         if targets is None:
             return out, None
         recon = (((out - targets) / loss_scale_w(targets)) ** 2).sum(-1).mean()

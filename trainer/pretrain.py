@@ -27,7 +27,7 @@ import torch
 from edge.errors import DataError
 from trainer import distributed as D
 from trainer.checkpoint import DataSpec, save_checkpoint
-from trainer.data import ArrayDataset
+from trainer.data import ArrayDataset, check_history
 from trainer.loop import LoopConfig, LoopState, TrainLoop
 from trainer.model import ModelConfig, UnifiedModel
 
@@ -46,6 +46,7 @@ class PretrainConfig:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     lr_schedule: str = "constant"  # "constant" (the paper) | "cosine"
     mask_ratio: float = 0.4  # share of patches hidden per profile (not given in the paper)
+    day_drop: float = 0.3  # context models: share of history days hidden per window (Alg. 2 over the context)
     noise_std: float = 0.1  # Gaussian input noise, in instance-normalised units
     grad_clip: float = 1.0
     seed: int = 0
@@ -66,6 +67,8 @@ class PretrainConfig:
             self.data_spec = DataSpec(**self.data_spec)
         if not 0 < self.mask_ratio < 1:
             raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if not 0 <= self.day_drop < 1:
+            raise ValueError(f"day_drop must be in [0, 1), got {self.day_drop}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 
@@ -83,14 +86,29 @@ def random_patch_mask(batch: int, n_patches: int, ratio: float,
 
 
 def _step_inputs(cfg: PretrainConfig, step: int, global_batch: int, ctx: D.DistContext
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask and input noise for the whole global batch of this step; this rank's slice."""
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Patch mask, input noise and kept history days ([B, D] float, 1 = kept) for the whole
+    global batch of this step; this rank's slice."""
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     mc = cfg.model
     mask = random_patch_mask(global_batch, mc.n_patches, cfg.mask_ratio, g)
     noise = cfg.noise_std * torch.randn(global_batch, mc.seq_len, generator=g)
+    keep_days = (torch.rand(global_batch, mc.history_days, generator=g) >= cfg.day_drop).float()
     rows = np.array_split(np.arange(global_batch), ctx.world)[ctx.rank]
-    return mask[rows], noise[rows]
+    return mask[rows], noise[rows], keep_days[rows]
+
+
+def history_inputs(batch: dict[str, np.ndarray], device, keep_days: torch.Tensor | None = None
+                   ) -> dict[str, torch.Tensor]:
+    """``history_w`` / ``history_mask`` of a batch as tensors (none when the data has no history);
+    ``keep_days`` [B, D] hides history days (pre-training)."""
+    if "history_w" not in batch:
+        return {}
+    mask = torch.from_numpy(np.asarray(batch["history_mask"], np.float32))
+    if keep_days is not None:
+        mask = mask * keep_days
+    return {"history_w": torch.from_numpy(np.asarray(batch["history_w"], np.float32)).to(device),
+            "history_mask": mask.to(device)}
 
 
 def _lr_at(cfg: PretrainConfig, step: int, total: int) -> float:
@@ -113,7 +131,7 @@ def evaluate_pretrain(model: UnifiedModel, data: ArrayDataset, cfg: PretrainConf
     for batch in data.batches(cfg.val_batch_size, shuffle=False, drop_last=False):
         x = torch.from_numpy(batch["load_w"]).float()
         mask = random_patch_mask(len(x), cfg.model.n_patches, cfg.mask_ratio, g)
-        out, losses = model(x, targets=x, mask=mask)
+        out, losses = model(x, targets=x, mask=mask, **history_inputs(batch, "cpu"))
         for k, v in losses.terms().items():
             sums[k] = sums.get(k, 0.0) + v * len(x)
         hidden = mask.repeat_interleave(cfg.model.patch_len, dim=1)
@@ -162,6 +180,8 @@ def _pretrain(cfg: PretrainConfig, ctx: D.DistContext, train_data, val_data) -> 
         raise DataError(f"profiles have {L} points but the model expects seq_len={cfg.model.seq_len}")
     if len(train) < cfg.batch_size:
         raise DataError(f"{len(train)} training profiles < one batch of {cfg.batch_size}")
+    check_history(train, cfg.model.history_days, "pre-training data")
+    check_history(val, cfg.model.history_days, "pre-training validation data")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data_spec = cfg.data_spec or DataSpec(seq_len=L, n_patches=cfg.model.n_patches,
@@ -193,10 +213,11 @@ def _pretrain(cfg: PretrainConfig, ctx: D.DistContext, train_data, val_data) -> 
 
     def step_loss(batch, st: LoopState):
         x = torch.from_numpy(batch["load_w"]).float().to(ctx.device)
-        mask, noise = _step_inputs(cfg, st.step, cfg.batch_size, ctx)
+        mask, noise, keep_days = _step_inputs(cfg, st.step, cfg.batch_size, ctx)
         for group in opt.param_groups:
             group["lr"] = _lr_at(cfg, st.step, total)
-        _, losses = ddp_model(x, targets=x, mask=mask.to(ctx.device), noise=noise.to(ctx.device))
+        _, losses = ddp_model(x, targets=x, mask=mask.to(ctx.device), noise=noise.to(ctx.device),
+                              **history_inputs(batch, ctx.device, keep_days[:len(x)]))
         logbook.seen += len(x) * ctx.world
         if len(losses.tokens_per_expert):
             logbook.util_counts += losses.tokens_per_expert.cpu()

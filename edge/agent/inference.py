@@ -29,6 +29,8 @@ from edge.task_io import (
     APPLIANCE_W,
     COVARIATES,
     DAY_AHEAD_W,
+    HISTORY_MASK,
+    HISTORY_W,
     HOUR_AHEAD_W,
     LOAD_W,
     LOAD_W_FILLED,
@@ -56,6 +58,8 @@ class ModelLoadError(AgentError, RuntimeError):
 class TaskShape:
     resolution_s: float
     length: int
+    inputs: tuple[str, ...] = ()  # the graph's input names, in order
+    history_days: int = 0  # D of a context model (0: the single window)
 
 
 @dataclass
@@ -75,6 +79,11 @@ class LoadedModel:
 
     def has(self, task: str) -> bool:
         return task in self.tasks
+
+    @property
+    def history_days(self) -> int:
+        """The most history days any task takes: what the agent keeps per meter."""
+        return max((t.history_days for t in self.tasks.values()), default=0)
 
     @property
     def anomaly_threshold_source(self) -> str:
@@ -143,7 +152,8 @@ def open_model(path: str | Path, backend: str, precision: str, threads: int,
         log.warning("bundle %s: the anomaly model carries no calibrated threshold; flagging at probability 0.5", path)
     for name, spec in bundle.tasks.items():
         first = spec.inputs[0]
-        tasks[name] = TaskShape(float(spec.input_spec["resolution_s"]), int(first.shape[-1]))
+        tasks[name] = TaskShape(float(spec.input_spec["resolution_s"]), int(first.shape[-1]),
+                                tuple(t.name for t in spec.inputs), spec.history_days)
         if name == "forecast":
             cov = [t for t in spec.inputs if t.name == COVARIATES]
             n_cov = int(cov[0].shape[-1]) if cov else 0
@@ -225,22 +235,43 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
 
 
+def model_inputs(host: ModelHost, task: str, load_w: np.ndarray, observed: np.ndarray,
+                 context: Any = None, **extra: np.ndarray) -> dict[str, np.ndarray]:
+    """The inputs ``task``'s graph lists, for one window (batch of 1): ``load_w``, ``observed``, the
+    history (``context``: an ``edge.agent.history.HistoryContext``; none = no history day) and
+    ``extra`` (covariates)."""
+    model = host.current
+    shape = model.tasks.get(task) if model is not None else None
+    names = shape.inputs if shape is not None and shape.inputs else (LOAD_W,)
+    feeds = {LOAD_W: load_w[None].astype(np.float32), OBSERVED: observed[None].astype(np.float32),
+             **{k: v[None].astype(np.float32) for k, v in extra.items()}}
+    if HISTORY_W in names:
+        D, L = shape.history_days, len(load_w)
+        hist = context.history_w if context is not None else np.zeros((D, L), np.float32)
+        mask = context.history_mask if context is not None else np.zeros(D, np.float32)
+        feeds[HISTORY_W], feeds[HISTORY_MASK] = hist[None].astype(np.float32), mask[None].astype(np.float32)
+    return {n: feeds[n] for n in names}
+
+
 def profile_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resolution_s: float,
-                 threshold: AnomalyThreshold | None = None, counter_wh: np.ndarray | None = None
-                 ) -> tuple[dict, np.ndarray]:
+                 threshold: AnomalyThreshold | None = None, counter_wh: np.ndarray | None = None,
+                 context: Any = None) -> tuple[dict, np.ndarray]:
     """Imputation (when gaps) then anomaly detection on one window of L bins.
 
     ``threshold``: None = the live model's (its bundle's calibrated logits, else probability 0.5);
     the published ``threshold`` is a probability like ``score``, ``threshold_source`` says which.
 
     With ``counter_wh`` (net Wh at each bin's end, NaN where not read; ``Resampler.counters``) the
-    filled bins of every gap the counters bracket are rescaled to the counted energy.
+    filled bins of every gap the counters bracket are rescaled to the counted energy. ``context``
+    (``edge.agent.history.HistoryContext``) is the meter's history for a context model; the result
+    says how many of its days were there (``history_days``; a meter with less history than the
+    model's D still gets results).
     """
     observed = np.isfinite(window_w).astype(np.float32)
     load = np.where(observed > 0, window_w, 0.0).astype(np.float32)
     n_missing = int(len(load) - observed.sum())
     if n_missing and host.current is not None and host.current.has("imputation"):
-        filled = host.run("imputation", {LOAD_W: load[None], OBSERVED: observed[None]})[LOAD_W_FILLED][0]
+        filled = host.run("imputation", model_inputs(host, "imputation", load, observed, context))[LOAD_W_FILLED][0]
         load = np.where(observed > 0, load, filled).astype(np.float32)
     if n_missing and counter_wh is not None and observed.any():
         from edge.signal.gapfill.energy import apply_energy_constraint
@@ -249,7 +280,7 @@ def profile_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resol
         load = apply_energy_constraint(load, observed == 0, ends_s, counter_wh).astype(np.float32)
     model = host.current
     cut = threshold or (model.anomaly_threshold if model is not None else None) or AnomalyThreshold()
-    out = host.run("anomaly", {LOAD_W: load[None]})
+    out = host.run("anomaly", model_inputs(host, "anomaly", load, observed, context))
     window_logit = float(out[WINDOW_LOGIT].reshape(-1)[0])
     flagged = np.flatnonzero(out[POINT_LOGIT].reshape(-1) > cut.point_logit)
     return {
@@ -262,8 +293,20 @@ def profile_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resol
         "resolution_s": resolution_s,
         "imputed_points": n_missing,
         "anomalous_points_ts_s": [start_ts_s + float(i) * resolution_s for i in flagged],
+        **history_fields(host, "anomaly", context),
         "model_version": host.current.version if host.current else "",
     }, load
+
+
+def history_fields(host: ModelHost, task: str, context: Any) -> dict:
+    """``history_days`` (days of the meter's history the model saw) and ``history_days_model`` (D)
+    for a context model's result; nothing for a single-window model."""
+    model = host.current
+    shape = model.tasks.get(task) if model is not None else None
+    if shape is None or not shape.history_days:
+        return {}
+    return {"history_days": int(context.days) if context is not None else 0,
+            "history_days_model": shape.history_days}
 
 
 @dataclass
@@ -295,8 +338,10 @@ def nilm_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resoluti
 
 
 def forecast_step(host: ModelHost, last_day_w: np.ndarray, day_start_ts_s: float, resolution_s: float,
-                  temperature_c_next_day: np.ndarray | None = None, is_holiday: bool = False) -> dict:
-    """Day-ahead forecast from the last (filled) day of profiles and the covariates of the next day.
+                  temperature_c_next_day: np.ndarray | None = None, is_holiday: bool = False,
+                  context: Any = None, observed: np.ndarray | None = None) -> dict:
+    """Day-ahead forecast from the last (filled) day of profiles, the meter's history before it
+    (``context``, context models) and the covariates of the next day.
 
     Without a weather feed the next-day temperature is unknown; we pass a flat 10 degC series and
     say so in the payload (``temperature_source``) rather than invent a profile.
@@ -312,10 +357,13 @@ def forecast_step(host: ModelHost, last_day_w: np.ndarray, day_start_ts_s: float
     cov = forecast_covariates(date, temperature_c_next_day, is_holiday)
     if model is not None and model.n_covariates and cov.shape[0] != model.n_covariates:
         raise ModelLoadError(f"model expects {model.n_covariates} covariates, the agent computes {cov.shape[0]}")
-    out = host.run("forecast", {LOAD_W: last_day_w[None].astype(np.float32), COVARIATES: cov[None]})
+    obs = np.ones(len(last_day_w), np.float32) if observed is None else observed
+    out = host.run("forecast", model_inputs(host, "forecast", np.asarray(last_day_w, np.float32), obs, context,
+                                            **{COVARIATES: cov}))
     day = out[DAY_AHEAD_W].reshape(-1)
     hour = out[HOUR_AHEAD_W].reshape(-1)
-    return forecast_body(next_day_s, day, hour, temp_src, model.version if model else "")
+    body = forecast_body(next_day_s, day, hour, temp_src, model.version if model else "")
+    return {**body, **history_fields(host, "forecast", context)}
 
 
 def forecast_body(start_s: float, day_ahead_w: np.ndarray, hour_ahead_w: np.ndarray,
