@@ -161,10 +161,9 @@ def _check_splits(what: str, n_households: int, **splits) -> None:
                          "simulate more households")
 
 
-def _model_cfg(cfg: PipelineConfig, seq_len: int, n_patches: int, history_days: int = 0):
-    """The teacher's config; the profile backbone sees ``history_days`` days of history, NILM one window."""
+def _model_cfg(cfg: PipelineConfig, seq_len: int, n_patches: int):
 
-    return ModelConfig(seq_len=seq_len, n_patches=n_patches, **{"history_days": history_days, **cfg.teacher})
+    return ModelConfig(seq_len=seq_len, n_patches=n_patches, **cfg.teacher)
 
 
 def _pretrain(cfg: PipelineConfig, name: str, model_cfg, train, val) -> Path:
@@ -205,7 +204,7 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     stages = _Stages()
     sets = stages.run("simulate profiles", build_profile_sets, cfg)
     backbones = {"profile": stages.run(
-        "pretrain profile backbone", _pretrain, cfg, "profile", _model_cfg(cfg, 48, 12, cfg.history_days),
+        "pretrain profile backbone", _pretrain, cfg, "profile", _model_cfg(cfg, 48, 12),
         sets["pretrain"]["train"], sets["pretrain"]["val"])}
     if "nilm" in cfg.tasks:
         sets["nilm"] = stages.run("simulate 1-min NILM windows", build_nilm_sets, cfg)

@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction, groups=None) -> None:
     p.add_argument("--seq-len", type=int, default=48, help="points per window (L)")
     p.add_argument("--n-patches", type=int, default=12, help="patches per window (P)")
     p.add_argument("--model-json", help="JSON object of ModelConfig overrides")
+    p.add_argument("--history-days", type=int, default=0,
+                   help="D: days of the meter's history the profile model sees beside its window (0: the "
+                        "one-day model; 7: the context model, needs --shards profiles)")
     p.add_argument("--epochs", type=int, help="default: from the data size (about 2000 steps)")
     p.add_argument("--batch-size", type=int, help="default: from the data size (8..64)")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -94,6 +97,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     from trainer.pretrain import PretrainConfig, pretrain
 
     overrides = json.loads(args.model_json) if args.model_json else {}
+    overrides = {"history_days": args.history_days, **overrides}
     model_cfg = ModelConfig.named(args.model, seq_len=args.seq_len, n_patches=args.n_patches, **overrides)
     train, val = datasets(args, "pretrain", model_cfg.seq_len, history_days(model_cfg))
     batch, epochs, _, max_steps = schedule_for(args, "pretrain", len(train), 2000, early_stop=False)

@@ -51,6 +51,7 @@ from edge.agent.health import (
     health_path,
     write_health,
 )
+from edge.agent.history import HistoryContext, ProfileHistory
 from edge.agent.inference import (
     ModelHost,
     forecast_step,
@@ -180,6 +181,7 @@ class Agent:
         self._store_gen = 0  # bumped when the store is replaced: outbox ids before it mean nothing
         self._store_ident: tuple[int, int] | None = None
         self.store_events: list[dict] = []  # stores recovered (moved aside, restored) this run
+        self._history: tuple[tuple, ProfileHistory] | None = None  # (store, res, L, D), its history
         self.write_spell = FailureSpell("store writes", log)  # readings and queued messages
         self.ack_spell = FailureSpell("store: recording broker acknowledgements", log)
         self.appliance_state: ApplianceState | None = None  # loaded with the first NILM tracker
@@ -239,6 +241,37 @@ class Agent:
                     rs.add_counter(int(k), ts, wh)
             states[mid] = st
         self.meters = states
+        history = await self.profile_history()
+        if history is not None:
+            for mid in self.sources:
+                since_s = now_s - (history.days + 1) * p_len * p_res
+                n = await self.db(history.backfill, mid, await self.db(self.store.bins, mid, p_res, since_s))
+                log.info("%s: %d profile bins of history from the stored readings", mid, n)
+
+    async def profile_history(self) -> ProfileHistory | None:
+        """The meters' daily profiles in the store (``edge.agent.history``) when the model takes
+        history days, else None; bound to the current store file."""
+        model = self.host.current
+        days = model.history_days if model is not None else 0
+        if not days or self.store is None:
+            return None
+        (res, length), _ = self._resolutions()
+        key = (self.store, res, length, days)
+        if self._history is None or self._history[0] != key:
+            history = await self.db(ProfileHistory, self.store.db, res, length, days)
+            self._history = (key, history)
+        return self._history[1]
+
+    async def _context(self, meter_id: str, start_s: float, res: float) -> HistoryContext | None:
+        history = await self.profile_history()
+        return await self.db(history.context, meter_id, round(start_s / res)) if history else None
+
+    async def _remember(self, meter_id: str, start_s: float, res: float, window: np.ndarray,
+                        filled: np.ndarray) -> None:
+        """Keep the window's bins (measured, or as the model filled them) as the meter's history."""
+        history = await self.profile_history()
+        if history is not None:
+            await self.db(history.record, meter_id, round(start_s / res), filled, np.isfinite(window))
 
     def _meter_appliances(self, meter_id: str, resolution_s: float) -> MeterAppliances | None:
         """The NILM tracker of one meter: the appliances its config lists (all the model's when it
@@ -732,9 +765,11 @@ class Agent:
             if not self._enough(window):
                 log.debug("%s: profile window %.0f%% covered, skipping", st.id, 100 * np.isfinite(window).mean())
                 continue
+            context = await self._context(st.id, start_s, res)
             result = await self._guarded(st.id, "anomaly", profile_step, self.host, window, start_s, res,
-                                         counter_wh=st.profile.counters(n))
+                                         counter_wh=st.profile.counters(n), context=context)
             if result is not None:
+                await self._remember(st.id, start_s, res, window, result[1])
                 await self.publish_result(st.id, "anomaly", result[0])
 
     async def _nilm_round(self) -> None:
@@ -782,16 +817,18 @@ class Agent:
             start_s, window, _ = st.profile.window(n)
             if not self._enough(window):
                 continue
+            context = await self._context(st.id, start_s, res)
             if not np.isfinite(window).all():
                 if model.has("imputation") and model.has("anomaly"):
                     result = await self._guarded(st.id, "imputation", profile_step, self.host, window, start_s,
-                                                 res, counter_wh=st.profile.counters(n))
+                                                 res, counter_wh=st.profile.counters(n), context=context)
                     if result is None:
                         continue
                     window = result[1]
                 else:
                     window = np.nan_to_num(window, nan=float(np.nanmean(window)))
-            body = await self._guarded(st.id, "forecast", forecast_step, self.host, window, start_s, res)
+            body = await self._guarded(st.id, "forecast", forecast_step, self.host, window, start_s, res,
+                                       context=context)
             if body is not None:
                 await self.publish_result(st.id, "forecast", body)
 

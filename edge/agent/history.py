@@ -102,6 +102,18 @@ class ProfileHistory:
                             (meter_id, self.resolution_s, self.oldest_kept(int(start_bin) + len(power_w) - 1)))
         return len(rows)
 
+    def backfill(self, meter_id: str, bins: list[tuple[int, float, float]]) -> int:
+        """Measured bins from the store's readings (``ReadingStore.bins``: bin index, sum of
+        power_w, count) for days the history does not hold yet (a first start with a context model,
+        or readings stored while a single-window model ran). Returns the rows written or kept."""
+        rows = [(int(k), s / c) for k, s, c in bins if c]
+        if not rows:
+            return 0
+        ks = np.array([k for k, _ in rows])
+        power_w = np.full(int(ks.max() - ks.min()) + 1, np.nan)
+        power_w[ks - ks.min()] = [w for _, w in rows]
+        return self.record(meter_id, int(ks.min()), power_w, np.isfinite(power_w))
+
     def oldest_kept(self, newest_bin: int) -> int:
         """The first bin kept when ``newest_bin`` is a meter's newest: D + 2 days back."""
         return int(newest_bin) - (self.days + 2) * self.steps_per_day

@@ -9,34 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from edge.data.loaders import MeterSeries
-from edge.data.profiles import to_profiles
-from edge.data.userdata import time_split
 from edge.errors import DataError
-from edge.features import N_COVARIATES, CovariateSpec
+from edge.features import N_COVARIATES
 from edge.task_io import HISTORY_MASK, HISTORY_W, task_io
-from tests.edge.data.userfiles import household
-from trainer import profile_sets as S
+from tests.trainer.context_data import PROFILE_TASKS as TASKS
+from tests.trainer.context_data import context_sets
 from trainer.context import context_norm, imputation_candidates
 from trainer.model import ModelConfig, UnifiedModel
 from trainer.tasks import TaskConfig, TaskModel, export_module
 
-TZ = "Europe/London"
 D = 7
-TASKS = ("imputation", "anomaly", "forecast")
-
-
-def _sets(history_days: int) -> dict:
-    tr = household(days=30, resolution_s=1800, tz=TZ, start="2024-04-01")
-    prof = to_profiles(MeterSeries("m", tr.ts_s, tr.power_w.astype(float), resolution_s=1800), TZ)
-    split = time_split(len(prof.dates), 0, 5)
-    spec = CovariateSpec(tz=TZ)
-    out = {}
-    for part in ("train", "val"):
-        parts = S.meter_parts([prof], [split], part)
-        out[part] = {t: S.task_set(t, parts, spec, 8, seed=1, history_days=history_days)
-                     for t in ("pretrain", *TASKS)}
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +30,7 @@ def trained(tmp_path_factory) -> dict:
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("context")
-    sets = _sets(D)
+    sets = context_sets(D)
     model = ModelConfig.tiny(activation="relu", history_days=D)
     pre = pretrain(PretrainConfig(model=model, out_dir=str(root / "pre"), epochs=1, max_steps=20,
                                   batch_size=16, progress=False, plot=False, resume=False),
@@ -60,7 +42,7 @@ def trained(tmp_path_factory) -> dict:
 
 
 def test_context_sets_carry_d_days_of_history():
-    sets = _sets(D)
+    sets = context_sets(D)
     for t in ("pretrain", *TASKS):
         ds = sets["train"][t]
         n, L = ds.arrays["load_w"].shape
@@ -98,7 +80,7 @@ def test_the_history_changes_the_output(trained):
 def test_a_context_model_refuses_data_without_history(trained):
     from trainer.finetune import FinetuneConfig, finetune
 
-    plain = _sets(0)["train"]["anomaly"]
+    plain = context_sets(0)["train"]["anomaly"]
     with pytest.raises(DataError, match="history"):
         finetune(FinetuneConfig(task="anomaly", out_dir=str(trained["root"] / "bad"), epochs=1, max_steps=1,
                                 batch_size=16, progress=False, plot=False, resume=False),

@@ -86,3 +86,91 @@ def test_bad_arguments_are_refused(tmp_path):
     h = ProfileHistory(db, 1800, L, D)
     with pytest.raises(ValueError, match="equal 1-D"):
         h.record("m", 0, np.ones(3), np.ones(4, bool))
+
+
+def test_backfill_takes_the_stored_readings_bins(tmp_path):
+    db, h = _open(tmp_path / "s.db")
+    bins = [(100 + i, 2 * 300.0, 2) for i in range(3 * L) if i != 5]  # (k, sum of power_w, count)
+    assert h.backfill("m", bins) == 3 * L - 1
+    assert h.bins("m", 100)[0] == (100, 300.0, 1) and (105, 300.0, 1) not in h.bins("m", 100)
+    assert h.backfill("m", []) == 0
+
+
+# --- the agent: a context bundle, real SQLite, real Mosquitto, a restart ---------------------------
+
+
+@pytest.fixture(scope="module")
+def context_bundle(tmp_path_factory):
+    from tests.trainer.context_data import context_bundle as build
+
+    return build(tmp_path_factory.mktemp("context_bundle"), include_tflite=False)
+
+
+def _seed_readings(store_path, meter_id: str, now_s: float, days: float) -> None:
+    """``days`` of 5-min readings of a daily sine before ``now_s``, as an earlier run stored them."""
+    from edge.agent.meters import sine_power_source
+    from edge.agent.store import ReadingStore
+    from firmware_bridge.reading import Reading
+
+    power = sine_power_source(seed=3)
+    ts = np.arange(now_s - days * 86400, now_s - 1, 300.0)
+    store = ReadingStore(store_path, synchronous="normal")
+    store.commit_readings([Reading(meter_id, float(t), float(t), power(float(t))["power_w"], source="history")
+                           for t in ts])
+    store.close()
+
+
+async def _run_until_anomaly(cfg, port: int, client_id: str) -> dict:
+    import asyncio
+
+    from edge.agent.agent import Agent
+    from edge.agent.meters import build_sources
+    from tests.edge.agent.helpers import Recorder
+
+    rec = Recorder(port, ["unimeter/#"], client_id=client_id)
+    agent = Agent(cfg, build_sources(cfg))
+    task = asyncio.create_task(agent.run())
+    try:
+        for _ in range(600):
+            if rec.json("/m1/anomaly"):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        agent.request_stop()
+        await asyncio.wait_for(task, 30)
+        rec.stop()
+    results = rec.json("/m1/anomaly")
+    assert results, sorted(rec.topics())
+    return results[-1]
+
+
+async def test_agent_runs_the_context_model_with_history_from_sqlite_across_a_restart(
+        context_bundle, mosquitto, tmp_path):
+    """Three days of stored readings: the model (D = 7) gets the two complete days before its
+    window and says so. The history is then in the agent's SQLite file: after the readings older
+    than the window are pruned, a restarted agent still has both days."""
+    import time
+
+    from tests.edge.agent.helpers import make_config
+
+    now_s = time.time()
+    meters = [{"id": "m1", "kind": "virtual", "options": {"profile": "sine", "seed": 3, "interval_s": 1.0}}]
+    cfg = make_config(tmp_path / "state", mosquitto.port, meters,
+                      model={"bundle": str(context_bundle), "backend": "onnx", "precision": "int8"},
+                      schedule={"profile_every_s": 1.0, "status_every_s": 5.0})
+    _seed_readings(cfg.store_path, "m1", now_s, days=3.0)
+
+    first = await _run_until_anomaly(cfg, mosquitto.port, "history-1")
+    assert first["history_days"] == 2 and first["history_days_model"] == D, first
+    assert isinstance(first["anomaly"], bool) and 0.0 <= first["score"] <= 1.0
+
+    db = sqlite3.connect(cfg.store_path)
+    kept = db.execute("SELECT COUNT(*), MIN(k) FROM profile_bins WHERE meter_id='m1'").fetchone()
+    assert kept[0] >= 2 * L and kept[1] * 1800 < now_s - 2 * 86400
+    db.execute("DELETE FROM readings WHERE ts_s < ?", (now_s - 86400,))
+    db.commit()
+    db.close()
+
+    second = await _run_until_anomaly(cfg, mosquitto.port, "history-2")
+    assert second["history_days"] == 2, second
+    assert second["window_end_s"] >= first["window_end_s"]
