@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run from a source checkout without installing
-    sys.path.insert(0, str(ROOT))
+# run from a source checkout without installing; bench/export.py must not shadow the export package
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 from edge.data.loaders import load_generic  # noqa: E402
 from edge.data.profiles import to_profiles  # noqa: E402
@@ -66,10 +66,12 @@ def _train(args, prof, cov, split: TimeSplit, work: Path) -> Path:
                     pre, sets["train"]["forecast"], sets["val"]["forecast"])
 
 
-def _scores(pred: np.ndarray, true: np.ndarray) -> dict:
-    err = pred - true
-    return {"MAPE_%": round(float(np.mean(np.abs(err) / np.abs(true)) * 100), 3),
-            "MAE": round(float(np.mean(np.abs(err))), 1), "RMSE": round(float(np.sqrt(np.mean(err ** 2))), 1)}
+def _scores(pred_w: np.ndarray, true_w: np.ndarray, unit_w: float) -> dict:
+    """MAPE (%), MAE and RMSE in the series' unit (``unit_w`` W per unit: MW or GW)."""
+    err = pred_w - true_w
+    return {"MAPE_%": round(float(np.mean(np.abs(err) / np.abs(true_w)) * 100), 3),
+            "MAE": round(float(np.mean(np.abs(err))) / unit_w, 1),
+            "RMSE": round(float(np.sqrt(np.mean(err ** 2))) / unit_w, 1)}
 
 
 def _model_forecasts(bundle: Path, prof, cov, days: np.ndarray, D: int) -> np.ndarray:
@@ -104,14 +106,14 @@ def run(args) -> dict:
         bundle = write_bundle({"forecast": ckpt}, work / "bundle", model_version="context-real",
                               cfg=BundleConfig(include_tflite=False, check_windows=16))
         days = np.arange(n - TEST_DAYS, n)
-        true = prof.load_w[days]
+        true, unit = prof.load_w[days], PUBLIC_SERIES[args.series].factor_w
         results = {
             f"model D={args.history_days} (int8)": _scores(_model_forecasts(bundle, prof, cov, days,
-                                                                             args.history_days), true),
-            "same day last week": _scores(same_day_last_week_forecast(prof.load_w)[days], true),
-            "previous day": _scores(previous_day_forecast(prof.load_w)[days], true),
+                                                                             args.history_days), true, unit),
+            "same day last week": _scores(same_day_last_week_forecast(prof.load_w)[days], true, unit),
+            "previous day": _scores(previous_day_forecast(prof.load_w)[days], true, unit),
         }
-    return {"series": args.series, "test_days": TEST_DAYS, "val_days": VAL_DAYS, "days": n,
+    return {"series": args.series, "unit": PUBLIC_SERIES[args.series].unit, "test_days": TEST_DAYS, "val_days": VAL_DAYS, "days": n,
             "history_days": args.history_days, "model": args.model, "pre_steps": args.pre_steps,
             "ft_steps": args.ft_steps, "seconds": round(time.time() - t0), "day_ahead": results}
 
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Trained on the days before the latest {TEST_DAYS + VAL_DAYS} (validation: the {VAL_DAYS} before the test "
         f"days); model `{args.model}`, D = {args.history_days}, {args.pre_steps} pre-training and {args.ft_steps} "
         f"fine-tuning steps; forecast through the exported int8 ONNX graph.\n\n"
-        f"| method | MAPE % | MAE | RMSE |\n|---|---|---|---|\n{rows}\n")
+        f"| method | MAPE % | MAE ({out['unit']}) | RMSE ({out['unit']}) |\n|---|---|---|---|\n{rows}\n")
     print(json.dumps(out, indent=2))
     return 0
 
