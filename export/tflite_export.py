@@ -17,8 +17,10 @@ percent relative, stated and checked in tests/export.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,12 +49,14 @@ def export_tflite(module: ExportModule, path: str | Path, cfg: TfliteExportConfi
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = with_dispatch(module.eval(), "sparse")
-    with torch.no_grad():
+    # litert-torch prints its stage timings to stdout; they go to stderr, with the rest of the
+    # progress, so a command's stdout holds only its result
+    with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):
         try:
             edge_model = litert_torch.convert(module, module.example_inputs(cfg.batch))
         except Exception as e:  # the converter raises many types
             raise ExportError(f"litert-torch conversion of task {module.task!r} failed: {e}") from e
-    edge_model.export(str(path))
+        edge_model.export(str(path))
     log.info("converted %s to %s (%d B)", module.task, path, path.stat().st_size)
     return path
 

@@ -56,3 +56,13 @@ def test_tflite_graph_has_top_k(t):
     ops = {op["op_name"] for op in interpreter._get_ops_details()}
     assert "TOPK_V2" in ops
     assert "GATHER" in ops or "EMBEDDING_LOOKUP" in ops
+
+
+def test_tflite_conversion_leaves_stdout_to_the_command(t, tmp_path, capsys):
+    """litert-torch's stage timings go to stderr: `unimeter train all` prints its result on stdout."""
+    from export.tflite_export import export_tflite
+
+    path = export_tflite(export_module(load_task_model(t.checkpoints["anomaly"])), tmp_path / "a.tflite")
+    out = capsys.readouterr()
+    assert path.stat().st_size > 0 and out.out == ""
+    assert "LiteRT-Torch Convert" in out.err  # the timings are still shown
