@@ -493,7 +493,7 @@ def _generic_rows(path: Path) -> tuple[list[str], Iterable[tuple[int, list]]]:
     reader = csv.reader(f, delimiter=sep)
     cols = [c.strip() for c in next(csv.reader([header], delimiter=sep), [])]
     if sep != ",":
-        log.info("%s: %r-separated; numbers with a decimal comma (1,5) are read as 1.5", path, sep)
+        log.warning("%s: %r-separated; numbers with a decimal comma (1,5) are read as 1.5", path, sep)
 
     def rows() -> Iterator[tuple[int, list]]:
         with f:

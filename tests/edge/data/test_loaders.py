@@ -164,14 +164,16 @@ def test_home_assistant_rejects_bad_lines(tmp_path):
         L.load_home_assistant(p)
 
 
-def test_generic_csv_separated_by_semicolons_with_decimal_commas(tmp_path):
+def test_generic_csv_separated_by_semicolons_with_decimal_commas(tmp_path, caplog):
     """A European export (Excel, utility portals): ``;`` between fields, ``,`` before the decimals."""
     path = tmp_path / "house.csv"
     path.write_text("timestamp;power_kw;temperature_c\n"
                     "2024-03-01 00:00:00+01:00;0,5;-1,5\n"
                     "2024-03-01 00:30:00+01:00;1,25;2\n"
                     "2024-03-01 01:00:00+01:00;;3,0\n")
-    (s,) = L.load_generic(path)
+    with caplog.at_level("WARNING"):
+        (s,) = L.load_generic(path)
+    assert "';'-separated; numbers with a decimal comma (1,5) are read as 1.5" in caplog.text
     np.testing.assert_allclose(s.power_w, [500, 1250, np.nan])
     np.testing.assert_allclose(s.temperature_c, [-1.5, 2, 3])
     assert s.ts_s[0] == _utc(2024, 2, 29, 23) and s.resolution_s == 1800
