@@ -76,6 +76,7 @@ class TrainAllConfig:
     fleet_checkpoint: Path | None = None
     tasks: tuple[str, ...] = PROFILE_TASKS
     preset: str = "small"
+    history_days: int = 0  # D: days of context the model takes (0: the one-day model; 7: trainer.context)
     test_days: int | None = None
     val_days: int | None = None
     target_false_alarms_per_month: float = 1.0

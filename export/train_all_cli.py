@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tasks", default="imputation,anomaly,forecast", help="comma-separated profile tasks")
     g.add_argument("--preset", default="small", choices=("tiny", "small", "full"),
                    help="model sizes and step budgets (tiny: seconds, for tests; small: minutes; full: hours)")
+    g.add_argument("--history-days", type=int, default=0, metavar="D",
+                   help="days before each window the model sees (0: the one-day model; 7: a week of context)")
     g.add_argument("--test-days", type=int, help="latest days held out for the report (default: n/6, 7..28)")
     g.add_argument("--val-days", type=int, help="days before them for validation (default: n/8, 7..28)")
     g.add_argument("--false-alarms-per-month", type=float, default=1.0,
@@ -51,6 +53,7 @@ def run_train_all_command(args: argparse.Namespace) -> int:
         loader_options={} if args.format == "shards" else loader_options(args), country=args.country,
         subdiv=args.subdiv, labels=args.labels, meters=list(args.meter), fleet_checkpoint=args.fleet_checkpoint,
         tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()), preset=args.preset,
+        history_days=args.history_days,
         test_days=args.test_days, val_days=args.val_days, target_false_alarms_per_month=args.false_alarms_per_month,
         seed=args.seed, include_tflite=not args.no_tflite, progress=not args.no_progress, threads=args.threads)
     result = run_train_all(cfg)

@@ -54,9 +54,10 @@ def pretrain_stage(cfg, data, preset: dict, choices) -> Path:
                               f"({data.resolution_s} s); pretrain a fleet checkpoint at this resolution")
         choices.say("backbone", str(cfg.fleet_checkpoint), f"backbone: {cfg.fleet_checkpoint} (no pretraining)")
         return Path(cfg.fleet_checkpoint)
-    model_cfg = ModelConfig(seq_len=L, n_patches=12, **preset["teacher"])
+    model_cfg = ModelConfig(seq_len=L, n_patches=12, history_days=cfg.history_days, **preset["teacher"])
     choices.say("teacher", model_cfg.to_dict(), f"teacher: d_model {model_cfg.d_model}, {model_cfg.n_layers} "
-                f"layers, {model_cfg.n_experts} experts (top-{model_cfg.top_k}), L={L}, P={model_cfg.n_patches}")
+                f"layers, {model_cfg.n_experts} experts (top-{model_cfg.top_k}), L={L}, P={model_cfg.n_patches}, "
+                f"{cfg.history_days} days of context")
     train, val = _sets("pretrain", data, preset, cfg.seed, history_days(model_cfg))
     sched = adapt_schedule(len(train), preset["pretrain_steps"])
     choices.say("pretrain_schedule", sched.to_dict(), sched.describe("pretrain", early_stop=False))
