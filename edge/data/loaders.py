@@ -152,10 +152,10 @@ class LocalClock:
 
 
 def parse_timestamp(path: Path, lineno: int, text: str, clock: LocalClock | None = None,
-                    time_format: str | None = None) -> int:
+                    time_format: str | None = None, hint: str = "") -> int:
     """Epoch seconds, or ISO 8601 (or ``time_format``, a ``strptime`` format such as
     ``%d/%m/%Y %H:%M``): with an offset as given, without one in ``clock``'s zone (UTC when there
-    is no clock)."""
+    is no clock). ``hint`` ends the error of an unreadable time (how to give another format)."""
     text = str(text).strip()
     if time_format is None:
         try:
@@ -166,7 +166,7 @@ def parse_timestamp(path: Path, lineno: int, text: str, clock: LocalClock | None
         stamp = (dt.datetime.strptime(text, time_format) if time_format
                  else dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
     except ValueError as e:
-        expected = f"time format {time_format!r}" if time_format else "ISO 8601 or epoch seconds"
+        expected = f"time format {time_format!r}" if time_format else "ISO 8601 or epoch seconds" + hint
         raise LoaderError(path, lineno, f"bad timestamp {text!r} ({expected})") from e
     if stamp.tzinfo is not None:
         return int(stamp.timestamp())
@@ -466,6 +466,7 @@ UNITS: dict[str, tuple[str, float]] = {
 PLAIN_VALUE_COLUMNS = ("value", "power", "energy", "load", "demand", "consumption")
 TEMPERATURE_COLUMNS = {"temperature_c": (1.0, 0.0), "temp_c": (1.0, 0.0),
                        "temperature_f": (5 / 9, -32.0), "temp_f": (5 / 9, -32.0)}
+TIME_FORMAT_HINT = "; give other formats as a strptime format, e.g. --time-format '%d.%m.%Y %H:%M'"
 MIN_PLAUSIBLE_MEDIAN_W = 5.0  # a household's median power in W is above this; kW data is below
 
 
@@ -551,7 +552,8 @@ def _generic_columns(path: Path, cols: list[str], unit: str | None, value_column
         i_v = suffixed[0] if len(suffixed) == 1 else None
     if i_v is None:
         raise LoaderError(path, 1, "missing the value column: need columns timestamp (or ts_s) and power_w "
-                          f"or energy_wh (or {', '.join(VALUE_COLUMNS)}, or value with a unit); columns: {cols}")
+                          f"or energy_wh (or {', '.join(VALUE_COLUMNS)}, or value with a unit), or name "
+                          f"it with --value-column and its unit with --unit; columns: {cols}")
     named = VALUE_COLUMNS.get(lower[i_v])
     if unit is not None:
         if unit.lower() not in UNITS:
@@ -607,21 +609,21 @@ def load_generic(path: str | Path, default_meter_id: str | None = None, *, tz: s
         meter = str(row[c.meter]) if c.meter is not None else meter_default
         clock = clocks.setdefault(meter, LocalClock(tz)) if tz else None
         bucket = data.setdefault(meter, ([], [], []))
-        bucket[0].append(parse_timestamp(path, lineno, row[c.time], clock, time_format))
+        bucket[0].append(parse_timestamp(path, lineno, row[c.time], clock, time_format, TIME_FORMAT_HINT))
         bucket[1].append(optional_float(path, lineno, row[c.value], cols[c.value]) * c.factor)
         if c.temperature is not None:
             t = optional_float(path, lineno, row[c.temperature], cols[c.temperature])
             bucket[2].append((t + c.temperature_scale[1]) * c.temperature_scale[0])
     if not data:
         raise LoaderError(path, None, "no data rows")
-    return [_generic_series(path, meter, t, v, temp, c) for meter, (t, v, temp) in sorted(data.items())]
+    return [_generic_series(path, meter, t, v, temp, c, tz) for meter, (t, v, temp) in sorted(data.items())]
 
 
 def _generic_series(path: Path, meter: str, t: list[int], v: list[float], temp: list[float],
-                    c: _Columns) -> MeterSeries:
+                    c: _Columns, tz: str | None) -> MeterSeries:
     s = _drop_repeated_rows(path, _finish(meter, np.array(t), np.array(v), "generic",
                                           temperature_c=np.array(temp) if temp else None,
-                                          extra={"unit": c.unit, "kind": c.kind}), c.kind)
+                                          extra={"unit": c.unit, "kind": c.kind}), c.kind, tz)
     if c.kind == "energy" and _is_counter(s.power_w):
         log.warning("%s: meter %s: the energy column (%s) never decreases and is far above its steps: read as a cumulative "
                     "meter counter (register reading), the power of each interval from its differences",
@@ -640,7 +642,7 @@ def _generic_series(path: Path, meter: str, t: list[int], v: list[float], temp: 
     return s
 
 
-def _drop_repeated_rows(path: Path, s: MeterSeries, kind: str) -> MeterSeries:
+def _drop_repeated_rows(path: Path, s: MeterSeries, kind: str, tz: str | None = None) -> MeterSeries:
     """Keep the first row of each timestamp when its repeats say the same (an export's duplicated rows).
 
     Repeats that disagree are kept for power (the profile averages them) and refused for energy,
@@ -656,6 +658,8 @@ def _drop_repeated_rows(path: Path, s: MeterSeries, kind: str) -> MeterSeries:
         when = dt.datetime.fromtimestamp(int(s.ts_s[repeat[~same][0]]), dt.UTC).isoformat()
         msg = (f"meter {s.meter_id}: {int((~same).sum())} timestamp(s) repeated with different values, "
                f"the first at {when}")
+        if tz is None:  # read as UTC: a local clock's repeated hour in autumn looks like this
+            msg += " (times without a UTC offset are read as UTC: if they are local times, give --tz)"
         if kind == "energy":
             raise LoaderError(path, None, f"{msg}: cannot tell which energy value is right; keep one row "
                                           "per timestamp (and meter_id)")

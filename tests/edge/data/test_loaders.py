@@ -210,5 +210,17 @@ def test_generic_energy_register_and_duplicated_rows(tmp_path, caplog):
     path.write_text("timestamp,energy_wh\n2024-03-01T00:00:00Z,250\n2024-03-01T00:00:00Z,300\n"
                     "2024-03-01T00:30:00Z,200\n")
     with pytest.raises(L.LoaderError, match=r"1 timestamp\(s\) repeated with different values, the first at "
-                                            r"2024-03-01T00:00:00\+00:00: .*keep one row per timestamp"):
+                                            r"2024-03-01T00:00:00\+00:00.*keep one row per timestamp"):
+        L.load_generic(path)
+    # local times read without a zone: the autumn hour repeats, and the error says to give --tz
+    path.write_text("timestamp,energy_wh\n2023-10-29 02:00,250\n2023-10-29 02:30,300\n2023-10-29 02:00,200\n"
+                    "2023-10-29 02:30,210\n2023-10-29 03:00,220\n")
+    with pytest.raises(L.LoaderError, match=r"repeated with different values.*give --tz"):
+        L.load_generic(path)
+    assert len(L.load_generic(path, tz="Europe/Amsterdam")[0].ts_s) == 5
+    path.write_text("timestamp;power_w\n31.03.2024 02:30;1,5\n")
+    with pytest.raises(L.LoaderError, match=r"bad timestamp '31.03.2024 02:30' .*--time-format"):
+        L.load_generic(path)
+    path.write_text("timestamp;Zählerstand (kWh)\n2024-03-01 00:00;1,5\n")
+    with pytest.raises(L.LoaderError, match=r"missing the value column.*--value-column.*--unit"):
         L.load_generic(path)
