@@ -831,6 +831,19 @@ LOADERS = {
 }
 
 
+def check_time_zone(path: str | Path, tz: str) -> None:
+    """Refuse a time zone that is not an IANA name, suggesting the nearest ones (a typo)."""
+    import difflib
+
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
+        near = difflib.get_close_matches(tz, sorted(zoneinfo.available_timezones()), n=3)
+        hint = f"; did you mean {' or '.join(near)}?" if near else ""
+        raise LoaderError(path, None, f"unknown time zone {tz!r}: give an IANA name such as "
+                                      f"Europe/London{hint}") from e
+
+
 def load(path: str | Path, fmt: str, **options) -> list[MeterSeries]:
     """Load ``path`` in format ``fmt`` (a key of :data:`LOADERS`) as a list of series.
 
@@ -846,5 +859,7 @@ def load(path: str | Path, fmt: str, **options) -> list[MeterSeries]:
     unknown = sorted(k for k, v in options.items() if v is not None and k not in accepted)
     if unknown:
         raise LoaderError(path, None, f"format {fmt!r} takes no option {', '.join(unknown)}")
+    if isinstance(options.get("tz"), str):
+        check_time_zone(path, options["tz"])
     out = loader(path, **{k: v for k, v in options.items() if v is not None and k in accepted})
     return out if isinstance(out, list) else [out]

@@ -224,3 +224,13 @@ def test_generic_energy_register_and_duplicated_rows(tmp_path, caplog):
     path.write_text("timestamp;Zählerstand (kWh)\n2024-03-01 00:00;1,5\n")
     with pytest.raises(L.LoaderError, match=r"missing the value column.*--value-column.*--unit"):
         L.load_generic(path)
+
+
+def test_a_misspelt_time_zone_is_a_loader_error_with_suggestions(tmp_path):
+    path = tmp_path / "house.csv"
+    path.write_text("timestamp,power_w\n2024-03-01 00:00,500\n")
+    with pytest.raises(L.LoaderError, match=r"unknown time zone 'Europe/Amsterdm'.*did you mean Europe/Amsterdam"):
+        L.load(path, "generic", tz="Europe/Amsterdm")
+    with pytest.raises(L.LoaderError, match=r"unknown time zone '../etc'"):
+        L.load(path, "generic", tz="../etc")
+    assert len(L.load(path, "generic", tz="Europe/Amsterdam")[0].ts_s) == 1
