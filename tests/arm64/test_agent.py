@@ -53,6 +53,7 @@ def test_agent_runs_every_meter_kind_and_task_on_aarch64(arm_root, check_bundle,
         t1 = time.time()
         health = arm_root.run(arm_root.config["Healthcheck"]["Test"][1:], timeout=300)
     finally:
+        stop_requested = time.strftime("%H:%M:%S", time.localtime())
         code = agent.stop()
         rec.wait_for(lambda: any(s.get("state") == "offline" for s in rec.json(f"/{GATEWAY}/status")), 10)
         rec.stop()
@@ -90,7 +91,10 @@ def test_agent_runs_every_meter_kind_and_task_on_aarch64(arm_root, check_bundle,
     assert str(last.get("model_backend", "")).startswith("onnxruntime"), last
     assert last["meters"] == len(METERS)
     assert last["outbox_rows"] <= 10 * len(METERS), last  # published as fast as produced
-    bad = [line for line in log.splitlines() if " ERROR " in line or "Traceback" in line or " CRITICAL " in line]
-    assert not bad, "\n".join(bad[:20])
+    lines = log.splitlines()
+    bad = [i for i, line in enumerate(lines) if " ERROR " in line or "Traceback" in line or " CRITICAL " in line]
+    context = ["\n".join(lines[max(0, i - 8):i + 3]) for i in bad[:5]]  # what led to it
+    assert not bad, f"SIGTERM sent at {stop_requested}; errors in the log, with the lines before them:\n" + \
+        "\n---\n".join(context)
     print("warnings:", [line for line in log.splitlines() if " WARNING " in line][:20])
     print(json.dumps({"run_s": round(t1 - t0, 1), "status": last}, indent=1))
