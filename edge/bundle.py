@@ -12,6 +12,10 @@ forecast's covariate spec; top-k settings; which artifact is which; the ``calibr
 fitted on the exported model, e.g. the anomaly threshold), the appliance list, the minimum runtime
 versions and the sha256 and size of every artifact.
 
+A task may also list ``reference``: a ``<task>.reference.npz`` (hashed like the models) with a few
+check windows and the outputs each of its models gave on them when the bundle was written, which
+``edge.runtime`` re-runs when it opens a model (its self-check; ``read_reference``).
+
 ``load_bundle(path)`` checks all of it before anything is handed to an interpreter and raises a
 ``BundleError`` subclass that says what is wrong: a file that does not match its hash was tampered
 with or corrupted; a listed file that is missing; a format version this code does not read; an
@@ -33,6 +37,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge.errors import UnimeterError
 from edge.task_io import TASK_IO, task_io
 
@@ -43,6 +49,8 @@ MANIFEST_NAME = "manifest.json"
 
 # Artifact kinds a task may list, in the order the runtime prefers them.
 ARTIFACT_KINDS = ("onnx_int8", "onnx_fp32", "tflite_int8", "tflite_fp32", "onnx_fp32_dense")
+REFERENCE_SUFFIX = ".reference.npz"  # per task: check windows and each model's outputs on them
+REFERENCE_INPUT = "input"  # npz keys: "input/<input name>" and "<artifact kind>/<output name>"
 
 REQUIRED_TOP_FIELDS = (
     "format",
@@ -129,6 +137,7 @@ class TaskSpec:
     # fitted on the exported model by the bundle writer (anomaly: ``window_threshold_logit`` and its
     # figures, ``edge.calibration``); empty when the bundle carries none
     calibration: dict[str, Any] = field(default_factory=dict)
+    reference: Path | None = None  # <task>.reference.npz (``read_reference``); None in older bundles
 
     @property
     def history_days(self) -> int:
@@ -163,6 +172,51 @@ class Bundle:
             raise BundleError(
                 f"bundle {self.path} has no task {name!r}; it has {sorted(self.tasks)}"
             ) from e
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A task's check windows and, per artifact kind, the outputs that model gave on them when the
+    bundle was written: inputs ``{name: [N, ...] float32}``, outputs ``{kind: {name: [N, ...]}}``."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, dict[str, np.ndarray]]
+
+    @property
+    def windows(self) -> int:
+        return int(next(iter(self.inputs.values())).shape[0])
+
+
+def write_reference(path: Path, reference: Reference) -> None:
+    """Save ``reference`` as an npz (plain arrays, no pickle)."""
+    arrays = {f"{REFERENCE_INPUT}/{k}": v for k, v in reference.inputs.items()}
+    for kind, outputs in reference.outputs.items():
+        arrays.update({f"{kind}/{k}": v for k, v in outputs.items()})
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def read_reference(spec: TaskSpec) -> Reference | None:
+    """The task's reference windows and outputs (None if the bundle carries none); a file that
+    is not such an npz raises ``BundleFormatError``."""
+    if spec.reference is None:
+        return None
+    inputs: dict[str, np.ndarray] = {}
+    outputs: dict[str, dict[str, np.ndarray]] = {}
+    try:
+        with np.load(spec.reference, allow_pickle=False) as data:
+            for key in data.files:
+                group, _, name = key.partition("/")
+                target = inputs if group == REFERENCE_INPUT else outputs.setdefault(group, {})
+                target[name] = np.asarray(data[key])
+    except (OSError, ValueError) as e:
+        raise BundleFormatError(f"{spec.reference}: not a reference npz: {e}") from e
+    wanted = [t.name for t in spec.inputs]
+    sizes = {v.shape[0] if v.ndim else -1 for v in inputs.values()}
+    if sorted(inputs) != sorted(wanted) or len(sizes) != 1 or min(sizes) < 1:
+        raise BundleFormatError(f"{spec.reference}: reference inputs {sorted(inputs)} do not match "
+                                f"the task's inputs {wanted} with one window count")
+    return Reference({k: inputs[k].astype(np.float32) for k in wanted}, outputs)
 
 
 def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
@@ -312,6 +366,11 @@ def _parse_task(name: str, data: dict[str, Any], manifest: dict[str, Any], root:
     if not isinstance(history_days, int) or history_days < 0:
         raise BundleFormatError(f"{where}: input_spec.history_days must be a whole number >= 0, got {history_days!r}")
     _check_contract(name, inputs, outputs, where, history_days)
+    reference = data.get("reference")
+    if reference is not None:
+        file_name = reference.get("file") if isinstance(reference, dict) else None
+        if file_name not in manifest["artifacts"]:
+            raise BundleFormatError(f"{where}: reference file {file_name!r} has no sha256 entry in the manifest")
     return TaskSpec(
         name=name,
         inputs=inputs,
@@ -321,6 +380,7 @@ def _parse_task(name: str, data: dict[str, Any], manifest: dict[str, Any], root:
         artifacts=artifacts,
         metrics=dict(data.get("metrics", {})),
         calibration=dict(data.get("calibration", {})),
+        reference=None if reference is None else root / reference["file"],
     )
 
 

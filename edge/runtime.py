@@ -11,11 +11,24 @@ else TFLite; ``.backend_name`` says which interpreter and version actually runs.
 
 Per call the cost is a dict lookup, a few shape checks, one ``np.isfinite`` over the (small) input
 and the interpreter call: at a 48-point window that is microseconds next to the model itself.
+
+Self-check at load: where the bundle carries a task's reference windows (``edge.bundle.
+read_reference``: a few check windows and the outputs every model gave on them when the bundle
+was written), the runtime opens the models it is about to use when it is built, runs those
+windows and compares (``scaled_error`` <= ``SELF_CHECK_TOLERANCE``). A model that gives other
+numbers, or does not run, is never used: an interpreter that reads the graph differently (another
+onnxruntime's contrib kernels, a CPU whose int8 kernel saturates) would otherwise run it silently
+wrong. With ``backend="auto"`` the runtime falls back to the next backend (ONNX, then TFLite)
+and says why in ``fallback_reason`` (logged; the agent reports it in its health); with a fixed
+backend it raises ``SelfCheckError``. Measured on the test bundle: x86 onnxruntime 1.31.1 and
+1.32.0 give bit-identical outputs, aarch64 (1.31.1, emulated Cortex-A72 and A76) within 4e-7;
+an int8 MatMul that saturates (export.quantize) moved outputs by 6e-2.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,11 +43,18 @@ from edge.bundle import (
     installed_version,
     load_bundle,
     parse_version,
+    read_reference,
     usable_runtimes,
 )
 
+log = logging.getLogger(__name__)
+
 BACKENDS = ("auto", "onnx", "tflite")
 PRECISIONS = ("int8", "fp32")
+# max |output - reference| / max(1, max |reference|) a model may show on its reference windows:
+# 2500x the largest difference measured between x86 and aarch64 builds (4e-7), 60x under what a
+# saturating int8 kernel did to the test model (6e-2).
+SELF_CHECK_TOLERANCE = 1e-3
 
 
 class InferenceError(BundleError):
@@ -43,6 +63,11 @@ class InferenceError(BundleError):
 
 class BackendUnavailableError(InferenceError):
     """The asked-for backend or precision cannot run with this bundle and these packages."""
+
+
+class SelfCheckError(BackendUnavailableError):
+    """A model did not reproduce its reference outputs (or did not run them) at load: this
+    interpreter computes the graph differently from the one that wrote the bundle."""
 
 
 class InputError(InferenceError, ValueError):
@@ -55,6 +80,24 @@ class RuntimeConfig:
     precision: str = "int8"
     threads: int = 1
     check_finite: bool = True
+    self_check: bool = True  # run the bundle's reference windows when the runtime is built
+
+
+def scaled_error(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]) -> float:
+    """max |got - want| / max(1, max |want|) over the outputs in ``want``: absolute for O(1)
+    outputs (logits), relative for outputs in W; inf where an output is missing, of another shape
+    or not finite."""
+    worst = 0.0
+    for name, ref in want.items():
+        out = got.get(name)
+        if out is None or np.shape(out) != np.shape(ref):
+            return float("inf")
+        diff = np.abs(np.asarray(out, np.float64) - ref).max(initial=0.0)
+        error = float(diff) / max(1.0, float(np.abs(ref).max(initial=0.0)))
+        if not np.isfinite(error):
+            return float("inf")
+        worst = max(worst, error)
+    return worst
 
 
 def _tflite_interpreter_class() -> tuple[Any, str]:
@@ -136,6 +179,7 @@ class InferenceRuntime:
         threads: int = 1,
         *,
         check_finite: bool = True,
+        self_check: bool = True,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -144,9 +188,11 @@ class InferenceRuntime:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        self.config = RuntimeConfig(backend, precision, threads, check_finite)
-        self.backend, self.backend_name = self._choose_backend()
+        self.config = RuntimeConfig(backend, precision, threads, check_finite, self_check)
         self._sessions: dict[str, _OnnxSession | _TfliteSession] = {}
+        self.fallback_reason = ""  # why backend="auto" did not run its first choice ("" if it did)
+        self.self_checked: tuple[str, ...] = ()  # tasks whose model reproduced its reference outputs
+        self.backend, self.backend_name = self._choose_backend()
 
     # -- public API --------------------------------------------------------------------------
     @property
@@ -177,51 +223,88 @@ class InferenceRuntime:
     def _choose_backend(self) -> tuple[str, str]:
         usable = usable_runtimes(self.bundle.min_runtime_versions)
         wanted = ("onnx", "tflite") if self.config.backend == "auto" else (self.config.backend,)
-        reasons = []
+        reasons: list[str] = []
+        failed_check = False
         for backend in wanted:
-            kind = f"{backend}_{self.config.precision}"
-            if not any(kind in t.artifacts for t in self.bundle.tasks.values()):
-                reasons.append(f"the bundle has no {kind} model")
-                continue
-            if backend == "onnx":
-                if "onnxruntime" not in usable:
-                    reasons.append("onnxruntime is not installed or older than the bundle needs")
-                    continue
-                unmet = self._unmet_requirements(kind)
-                if unmet:
-                    reasons.append(unmet[0])
-                    continue
-                return backend, f"onnxruntime {usable['onnxruntime']}"
-            try:
-                _, label = _tflite_interpreter_class()
-            except BackendUnavailableError as e:
-                reasons.append(str(e))
-                continue
-            runtime = label.split(" ")[0]
-            if runtime in self.bundle.min_runtime_versions and runtime not in usable:
-                reasons.append(f"{label} is older than the bundle needs")
-                continue
-            return backend, label
-        raise BackendUnavailableError(
+            label, reason = self._candidate(backend, usable)
+            if label is not None:
+                reason = self._self_check(backend, label)
+                failed_check = failed_check or reason is not None
+            if reason is None:
+                if reasons:
+                    self.fallback_reason = f"running {label}: " + "; ".join(reasons)
+                    log.warning("%s", self.fallback_reason)
+                return backend, str(label)
+            reasons.append(reason)
+        error = SelfCheckError if failed_check else BackendUnavailableError
+        raise error(
             f"cannot run backend={self.config.backend!r} precision={self.config.precision!r}: "
             + "; ".join(reasons)
         )
 
-    def _open(self, task: str) -> _OnnxSession | _TfliteSession:
+    def _candidate(self, backend: str, usable: dict[str, str]) -> tuple[str | None, str | None]:
+        """(interpreter label, None) if ``backend`` can run this bundle here, else (None, why)."""
+        kind = f"{backend}_{self.config.precision}"
+        if not any(kind in t.artifacts for t in self.bundle.tasks.values()):
+            return None, f"the bundle has no {kind} model"
+        if backend == "onnx":
+            if "onnxruntime" not in usable:
+                return None, "onnxruntime is not installed or older than the bundle needs"
+            unmet = self._unmet_requirements(kind)
+            return (None, unmet[0]) if unmet else (f"onnxruntime {usable['onnxruntime']}", None)
+        try:
+            _, label = _tflite_interpreter_class()
+        except BackendUnavailableError as e:
+            return None, str(e)
+        runtime = label.split(" ")[0]
+        if runtime in self.bundle.min_runtime_versions and runtime not in usable:
+            return None, f"{label} is older than the bundle needs"
+        return label, None
+
+    def _self_check(self, backend: str, label: str) -> str | None:
+        """Open ``backend``'s model of every task that carries reference windows, run them and
+        compare; None if all reproduce their outputs (their sessions are kept), else why not."""
+        if not self.config.self_check:
+            return None
+        kind = f"{backend}_{self.config.precision}"
+        opened: dict[str, _OnnxSession | _TfliteSession] = {}
+        for task, spec in self.bundle.tasks.items():
+            reference = read_reference(spec)
+            if reference is None or kind not in reference.outputs or kind not in spec.artifacts:
+                continue
+            try:
+                session = self._new_session(task, backend)
+                got = session.run(reference.inputs)
+            except Exception as e:  # interpreters raise their own types on a graph they cannot run
+                log.error("task %r: the %s model does not run under %s: %s", task, kind, label, e)
+                return f"task {task!r}: the {kind} model does not run under {label}: {e}"
+            error = scaled_error(got, reference.outputs[kind])
+            if error > SELF_CHECK_TOLERANCE:
+                why = (f"task {task!r}: the {kind} model's outputs on the bundle's {reference.windows} "
+                       f"reference windows differ from the exporter's by {error:.2g} (tolerance "
+                       f"{SELF_CHECK_TOLERANCE:g}) under {label}: this interpreter computes the graph "
+                       "differently, so it is not used")
+                log.error("%s", why)
+                return why
+            opened[task] = session
+        self._sessions.update(opened)
+        self.self_checked = tuple(opened)
+        return None
+
+    def _new_session(self, task: str, backend: str) -> _OnnxSession | _TfliteSession:
         spec = self.spec(task)
-        kind = self.artifact_kind(task)
+        kind = f"{backend}_{self.config.precision}"
         path = spec.artifacts.get(kind)
         if path is None:
             raise BackendUnavailableError(f"task {task!r} has no {kind} model in the bundle")
         self._check_requirements(task, kind)
-        if self.backend == "onnx":
-            session: _OnnxSession | _TfliteSession = _OnnxSession(
-                str(path), self.config.threads, [t.name for t in spec.outputs]
-            )
-        else:
-            interpreter_cls, _ = _tflite_interpreter_class()
-            session = _TfliteSession(str(path), self.config.threads, spec, interpreter_cls)
-        self._sessions[task] = session
+        if backend == "onnx":
+            return _OnnxSession(str(path), self.config.threads, [t.name for t in spec.outputs])
+        interpreter_cls, _ = _tflite_interpreter_class()
+        return _TfliteSession(str(path), self.config.threads, spec, interpreter_cls)
+
+    def _open(self, task: str) -> _OnnxSession | _TfliteSession:
+        session = self._sessions[task] = self._new_session(task, self.backend)
         return session
 
     def _unmet_requirements(self, kind: str, tasks: Iterable[str] | None = None) -> list[str]:

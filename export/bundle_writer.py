@@ -25,7 +25,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from edge.bundle import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, Bundle, load_bundle, sha256_file
+from edge.bundle import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    REFERENCE_SUFFIX,
+    Bundle,
+    Reference,
+    TaskSpec,
+    load_bundle,
+    sha256_file,
+    write_reference,
+)
+from edge.runtime import BackendUnavailableError, InferenceRuntime, scaled_error
 from edge.task_io import COVARIATES, HISTORY_MASK, HISTORY_W, LOAD_W, OBSERVED, UNITS
 from export.errors import ExportError
 from export.onnx_export import MoeShape, OnnxExportConfig, export_onnx
@@ -59,6 +71,10 @@ MOE_OP_MIN_ONNXRUNTIME = "1.31.0"
 # head is the largest matrix of all, so those are int8.
 FLOAT_HEAD_TASKS = ("anomaly", "nilm")
 INT8_ROUTING_MIN = 0.99  # int8 must pick the fp32 model's top-k experts on at least this share
+# Per task, check windows whose outputs every model must reproduce on the gateway when it is
+# loaded (edge.runtime's self-check): a few kB per task.
+REFERENCE_WINDOWS = 4
+REFERENCE_SEED = 1  # not the seed of the check windows the artifacts were verified on
 
 
 @dataclass
@@ -73,34 +89,36 @@ class BundleConfig:
     quantize: QuantizeConfig | None = None
 
 
-def _check_inputs(module: ExportModule, n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Plausible daily loads (W) with ~20% missing points, D history days of the same shape at
-    other levels with ~1 in 8 days missing, and standard-normal covariates."""
+def _window_inputs(names: tuple[str, ...] | list[str], seq_len: int, n_covariates: int, n: int,
+                   seed: int = 0, history_days: int = 0) -> dict[str, np.ndarray]:
+    """``n`` plausible daily loads (W, [n, L]) with ~20% missing points, D history days of the
+    same shape at other levels with ~1 in 8 days missing ([n, D, L] and mask [n, D]) and
+    standard-normal covariates ([n, n_covariates]), for the inputs in ``names``."""
     rng = np.random.default_rng(seed)
-    L, D = module.seq_len, module.history_days
+    L, D = seq_len, history_days
     t = np.linspace(0, 2 * np.pi, L, dtype=np.float32)
     base = rng.uniform(100, 2000, (n, 1)) * (1 + 0.5 * np.sin(t + rng.uniform(0, 6, (n, 1))))
     load_w = (base + rng.gamma(1.0, 100.0, (n, L))).astype(np.float32)
     observed = (rng.random((n, L)) > 0.2).astype(np.float32)
     history_w = (base[:, None, :] * rng.uniform(0.7, 1.3, (n, D, 1)) + rng.gamma(1.0, 100.0, (n, D, L)))
     history_mask = (rng.random((n, D)) > 0.125).astype(np.float32)
-    feeds = {LOAD_W: load_w * observed if OBSERVED in module.input_names else load_w,
+    feeds = {LOAD_W: load_w * observed if OBSERVED in names else load_w,
              OBSERVED: observed, HISTORY_W: (history_w * history_mask[:, :, None]).astype(np.float32),
              HISTORY_MASK: history_mask,
-             COVARIATES: rng.normal(size=(n, module.n_covariates)).astype(np.float32)}
-    return {k: feeds[k] for k in module.input_names}
+             COVARIATES: rng.normal(size=(n, n_covariates)).astype(np.float32)}
+    return {k: feeds[k] for k in names}
+
+
+def _check_inputs(module: ExportModule, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Check windows for ``module`` (``_window_inputs``)."""
+    return _window_inputs(module.input_names, module.seq_len, module.n_covariates, n, seed,
+                          module.history_days)
 
 
 def torch_outputs(module: ExportModule, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     with torch.no_grad():
         out = module(*(torch.from_numpy(feeds[n]) for n in module.input_names))
     return {n: o.numpy() for n, o in zip(module.output_names, out, strict=True)}
-
-
-def scaled_error(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
-    """max |a - b| / max(1, max |b|) over all outputs: absolute for O(1) outputs (logits),
-    relative for outputs in W."""
-    return max(float(np.abs(a[k] - b[k]).max() / max(1.0, float(np.abs(b[k]).max()))) for k in b)
 
 
 def _onnx_outputs(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -302,7 +320,7 @@ def write_bundle(task_checkpoints: dict[str, Path], out_dir: str | Path, *, mode
         if size > cfg.max_bundle_bytes:
             log.warning("bundle is %d B, over the %d B target", size, cfg.max_bundle_bytes)
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        bundle = load_bundle(tmp)  # the reader's checks, before the bundle is put in place
+        bundle = _add_references(tmp, manifest, load_bundle(tmp))  # load_bundle: the reader's checks
         if calibrate is not None:
             _add_calibration(tmp, manifest, calibrate(bundle))
         if signing_key is not None:
@@ -318,6 +336,46 @@ def write_bundle(task_checkpoints: dict[str, Path], out_dir: str | Path, *, mode
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return out_dir
+
+
+def _reference_for(spec: TaskSpec, runtimes: dict[str, InferenceRuntime | None]) -> Reference:
+    """The task's ``REFERENCE_WINDOWS`` check windows and the outputs of each of its models on
+    them, run through ``edge.runtime`` as the gateway runs them."""
+    width = {t.name: t.shape[-1] for t in spec.inputs}
+    inputs = _window_inputs([t.name for t in spec.inputs], int(width[LOAD_W]),
+                            int(width.get(COVARIATES, 0)), REFERENCE_WINDOWS, seed=REFERENCE_SEED,
+                            history_days=spec.history_days)
+    outputs = {}
+    for kind in spec.artifacts:
+        runtime = runtimes.get(kind)
+        if runtime is not None:
+            outputs[kind] = runtime.run(spec.name, inputs)
+    return Reference(inputs, outputs)
+
+
+def _add_references(tmp: Path, manifest: dict, bundle: Bundle) -> Bundle:
+    """Write each task's ``<task>.reference.npz`` (``edge.bundle.Reference``), list it in the
+    manifest and verify the bundle again; the runtime re-runs these windows when it opens a model
+    (its self-check). A model kind no interpreter here can run gets no reference outputs."""
+    runtimes: dict[str, InferenceRuntime | None] = {}
+    for kind in sorted({k for spec in bundle.tasks.values() for k in spec.artifacts} - {"onnx_fp32_dense"}):
+        backend, precision = kind.split("_", 1)
+        try:
+            runtimes[kind] = InferenceRuntime(bundle, backend, precision, self_check=False)
+        except BackendUnavailableError as e:
+            log.warning("the %s models carry no reference outputs: %s", kind, e)
+    for task, spec in bundle.tasks.items():
+        name = f"{task}{REFERENCE_SUFFIX}"
+        reference = _reference_for(spec, runtimes)
+        write_reference(tmp / name, reference)
+        size = (tmp / name).stat().st_size
+        manifest["artifacts"][name] = {"sha256": sha256_file(tmp / name), "bytes": size,
+                                       "task": task, "kind": "reference"}
+        manifest["total_bytes"] += size
+        manifest["tasks"][task]["reference"] = {"file": name, "windows": REFERENCE_WINDOWS,
+                                                "kinds": sorted(reference.outputs)}
+    (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return load_bundle(tmp)
 
 
 def _add_calibration(tmp: Path, manifest: dict, calibration: dict[str, dict]) -> None:

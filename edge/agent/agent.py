@@ -965,6 +965,9 @@ class Agent:
         model = self._model_health()
         if model.error:
             warnings.append(f"model: {model.error}")
+        fallback = getattr(self.host.current.runtime, "fallback_reason", "") if self.host.current else ""
+        if fallback:  # e.g. the ONNX model failed its self-check and TFLite serves
+            warnings.append(f"model: {fallback}")
         warnings += guard_warnings(self.guards)
         ages = [time.time() - st.last_received_s for st in self.meters.values() if st.last_received_s]
         return Health(

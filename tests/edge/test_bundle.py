@@ -24,6 +24,7 @@ from edge.bundle import (
     BundleRuntimeError,
     load_bundle,
     parse_version,
+    read_reference,
 )
 
 
@@ -129,6 +130,35 @@ def test_input_spec_must_be_complete(tmp_path):
         load_bundle(root)
 
 
+def test_reference_file_without_hash_is_refused(tmp_path):
+    root = make_bundle(tmp_path / "b")
+    (root / "imputation.reference.npz").write_bytes(b"npz")
+    _edit_manifest(root, lambda m: m["tasks"]["imputation"].update(reference={"file": "imputation.reference.npz"}))
+    with pytest.raises(BundleFormatError, match="reference file 'imputation.reference.npz' has no sha256"):
+        load_bundle(root)
+
+
+def test_reference_that_does_not_fit_the_task_is_refused(tmp_path):
+    import numpy as np
+
+    root = make_bundle(tmp_path / "b")
+    ref = root / "imputation.reference.npz"
+    np.savez(ref, **{"input/load_w": np.zeros((2, 48), np.float32)})  # "observed" missing
+
+    def add(m):
+        m["tasks"]["imputation"]["reference"] = {"file": ref.name}
+        m["artifacts"][ref.name] = _entry(ref)
+
+    _edit_manifest(root, add)
+    spec = load_bundle(root).tasks["imputation"]
+    with pytest.raises(BundleFormatError, match="do not match the task's inputs"):
+        read_reference(spec)
+    ref.write_bytes(b"not an npz")
+    _edit_manifest(root, lambda m: m["artifacts"].update({ref.name: _entry(ref)}))
+    with pytest.raises(BundleFormatError, match="not a reference npz"):
+        read_reference(load_bundle(root).tasks["imputation"])
+
+
 def test_path_escape_in_artifact_name_is_refused(tmp_path):
     root = make_bundle(tmp_path / "b")
     _edit_manifest(root, lambda m: m["artifacts"].update({"../x.onnx": {"sha256": "0" * 64}}))
@@ -178,6 +208,9 @@ def test_real_exported_bundle_loads_and_refuses_tampering(tmp_path):
     assert b.manifest["total_bytes"] <= 1_000_000
     for spec in b.tasks.values():
         assert {"onnx_fp32", "onnx_int8", "tflite_int8"} <= set(spec.artifacts)
+        reference = read_reference(spec)  # hashed like the models (the loader verified it)
+        assert reference.windows == 4 and set(reference.inputs) == {t.name for t in spec.inputs}
+        assert set(reference.outputs) == set(spec.artifacts)
     copy = shutil.copytree(real, tmp_path / "copy")
     model = copy / "anomaly.int8.tflite"
     data = bytearray(model.read_bytes())

@@ -6,8 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.bundle import load_bundle
-from edge.runtime import BackendUnavailableError, InferenceRuntime, InputError
+from edge.bundle import load_bundle, read_reference
+from edge.runtime import (
+    SELF_CHECK_TOLERANCE,
+    BackendUnavailableError,
+    InferenceRuntime,
+    InputError,
+    SelfCheckError,
+    scaled_error,
+)
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +146,37 @@ def test_onnxruntime_too_old_for_the_contrib_kernels_falls_back_to_tflite(tiny, 
     assert rt.run("imputation", windows)["load_w_filled"].shape == (16, 48)
     with pytest.raises(BackendUnavailableError, match=r"onnx_int8 model needs onnxruntime >= 99\.0"):
         InferenceRuntime(root, backend="onnx")
+
+
+def test_every_model_reproduces_its_reference_windows_at_load(bundle):
+    """The writer stored each model's outputs on a few windows; the runtime re-runs the ones it
+    is about to use when it is built (on this machine: the same numbers)."""
+    for backend, precision in (("onnx", "int8"), ("onnx", "fp32"), ("tflite", "int8")):
+        rt = InferenceRuntime(bundle, backend=backend, precision=precision)
+        assert rt.self_checked == ("imputation", "anomaly") and rt.fallback_reason == ""
+        for task in rt.tasks:
+            reference = read_reference(rt.spec(task))
+            got = rt.run(task, reference.inputs)
+            assert scaled_error(got, reference.outputs[f"{backend}_{precision}"]) <= 1e-6
+
+
+def test_a_model_that_computes_differently_is_never_used(tiny, tmp_path, windows, caplog):
+    """auto falls back to TFLite and says why (logged as an error, kept in ``fallback_reason``);
+    an explicit onnx backend is refused. Without the self-check the same model runs silently."""
+    from tests.export._tiny import misread_int8_model
+
+    root = misread_int8_model(tiny.bundle, tmp_path / "bundle", "imputation")
+    rt = InferenceRuntime(root)
+    assert rt.backend == "tflite" and rt.backend_name.startswith("ai-edge-litert")
+    assert "task 'imputation': the onnx_int8 model's outputs on the bundle's 4 reference windows" in rt.fallback_reason
+    assert any(r.levelname == "ERROR" and "computes the graph differently" in r.getMessage() for r in caplog.records)
+    assert rt.run("imputation", windows)["load_w_filled"].shape == (16, 48)
+    with pytest.raises(SelfCheckError, match=f"tolerance {SELF_CHECK_TOLERANCE:g}"):
+        InferenceRuntime(root, backend="onnx")
+    unchecked = InferenceRuntime(root, backend="onnx", self_check=False)
+    reference = read_reference(unchecked.spec("imputation"))
+    wrong = unchecked.run("imputation", reference.inputs)
+    assert scaled_error(wrong, reference.outputs["onnx_int8"]) > 100 * SELF_CHECK_TOLERANCE
 
 
 _FALLBACK_SCRIPT = """

@@ -68,3 +68,29 @@ def tiny() -> Tiny:
 
 def feeds(data, names, n: int | None = None) -> dict[str, np.ndarray]:
     return {k: np.asarray(data.arrays[k][:n], np.float32) for k in names}
+
+
+def misread_int8_model(src: Path, dst: Path, task: str) -> Path:
+    """A copy of bundle ``src`` whose ``<task>.int8.onnx`` has every uint8 tensor read with its top
+    bit flipped (uint8 ^ 0x80: QMoE experts and int8 weights as a kernel with another weight
+    convention would read them), re-hashed so the bundle still verifies: the graph loads and
+    runs, only its numbers are wrong (what the runtime's self-check exists for)."""
+    import json
+    import shutil
+
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    from edge.bundle import sha256_file
+
+    shutil.copytree(src, dst)
+    path = dst / f"{task}.int8.onnx"
+    model = onnx.load(str(path))
+    for init in model.graph.initializer:
+        if init.data_type == TensorProto.UINT8:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) ^ 0x80, init.name))
+    onnx.save_model(model, str(path))
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["artifacts"][path.name].update(sha256=sha256_file(path), bytes=path.stat().st_size)
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return dst

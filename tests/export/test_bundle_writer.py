@@ -70,6 +70,16 @@ def test_bundle_int8_gather_form_when_asked_needs_no_contrib_kernel(t, tmp_path)
 
 
 
+def test_bundle_carries_reference_windows_for_every_model(t):
+    """Per task a hashed npz with 4 check windows and every model's outputs on them (what the
+    gateway's runtime re-runs at load: tests/edge/test_runtime.py)."""
+    manifest = load_bundle(t.bundle).manifest
+    for task, entry in manifest["tasks"].items():
+        reference = entry["reference"]
+        assert reference == {"file": f"{task}.reference.npz", "windows": 4, "kinds": sorted(entry["artifacts"])}
+        assert manifest["artifacts"][reference["file"]]["kind"] == "reference"
+
+
 def test_manifest_names_and_units_are_the_task_contract(t):
     bundle = load_bundle(t.bundle)
     for task, spec in bundle.tasks.items():

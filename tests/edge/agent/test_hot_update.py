@@ -16,6 +16,7 @@ import pytest
 from edge.agent.agent import Agent
 from edge.agent.inference import LoadedModel, ModelHost, ModelLoadError, TaskShape, open_model
 from edge.agent.meters import build_sources
+from edge.agent.watch import BundleWatcher
 from tests.edge.agent.helpers import Recorder, make_config
 
 
@@ -82,6 +83,60 @@ def test_new_model_failing_at_run_time_is_rolled_back(tiny_bundle):
         with pytest.raises(RuntimeError):
             host.run("anomaly", {"load_w": np.zeros((1, 48), np.float32)})
     assert host.current is good and host.rollbacks == 1 and "graph exploded" in host.last_error
+
+
+async def _direct(fn, *args):
+    """The agent's ``infer`` (its inference thread), run inline."""
+    return fn(*args)
+
+
+async def _nothing() -> None:
+    pass
+
+
+_METER = [{"id": "h1", "kind": "virtual", "options": {"profile": "sine", "interval_s": 0.1}}]
+
+
+async def test_hot_update_refuses_a_bundle_failing_its_self_check(tiny_bundle, tmp_path, caplog):
+    """The watched bundle is replaced by one whose int8 ONNX gives other numbers here than when it
+    was written (hashes re-made, so it verifies): with no other backend in it (the quick bundle
+    has no TFLite) the self-check refuses it whole, the old model keeps serving, the refusal is
+    logged and the agent's health says why."""
+    from tests.export._tiny import misread_int8_model
+
+    link = tmp_path / "current"
+    _point(link, tiny_bundle)
+    cfg = make_config(tmp_path / "state", 1883, _METER, model={"bundle": str(link), "backend": "auto"})
+    agent = Agent(cfg, {})
+    watcher = BundleWatcher(link, agent.host, _direct, _nothing)
+    assert await watcher.check(initial=True)
+    good = agent.host.current
+    L = good.tasks["anomaly"].length
+    before = agent.host.run("anomaly", {"load_w": np.full((1, L), 300.0, np.float32)})
+
+    _point(link, misread_int8_model(tiny_bundle, tmp_path / "misread", "anomaly"))
+    assert not await watcher.check()
+    assert watcher.refused == 1 and agent.host.current is good and agent.host.swaps == 1
+    after = agent.host.run("anomaly", {"load_w": np.full((1, L), 300.0, np.float32)})
+    np.testing.assert_array_equal(before["window_logit"], after["window_logit"])
+    assert any(r.levelname == "ERROR" and "reference windows" in r.getMessage() for r in caplog.records)
+    health = agent.health()
+    assert "computes the graph differently" in health.model.error
+    assert any(w.startswith("model: ") and "onnx_int8" in w for w in health.warnings), health.warnings
+
+
+def test_auto_backend_serves_tflite_when_onnx_fails_its_self_check(tmp_path):
+    """With a TFLite model in the bundle (tests/export/_tiny.py's), ``auto`` serves that instead
+    of an ONNX model that fails its self-check, and the agent's health says why."""
+    from tests.export._tiny import misread_int8_model, tiny
+
+    cfg = make_config(tmp_path / "state", 1883, _METER)
+    agent = Agent(cfg, {}, opener=lambda p: open_model(p, backend="auto", precision="int8", threads=1))
+    assert agent.host.try_load(misread_int8_model(tiny().bundle, tmp_path / "fallback", "imputation"))
+    assert agent.host.current.runtime.backend == "tflite" and agent.host.last_error == ""
+    warnings = agent.health().warnings
+    assert any(w.startswith("model: running ai-edge-litert") and "task 'imputation'" in w
+               and "reference windows" in w for w in warnings), warnings
 
 
 def test_missing_bundle_refused_with_reason(tmp_path):
