@@ -69,6 +69,9 @@ class QuantizeConfig:
     reduce_range: bool = False
     exclude_gate: bool = True
     moe_int8_scope: str = "heads"  # QMoE form: "experts" | "heads" (after the last MoE) | "all"
+    # dynamic int8 MatMul weights: "uint8" (exact on every CPU) or "int8", which is refused unless
+    # reduce_range keeps it to 7 bits (full-range int8 saturates x86 kernels without VNNI)
+    weight_type: str = "uint8"
 
 
 def _dynamic_int8(model: onnx.ModelProto, int8_path: Path, op_types: list[str], exclude: list[str],
@@ -82,10 +85,13 @@ def _dynamic_int8(model: onnx.ModelProto, int8_path: Path, op_types: list[str], 
     # the quantizer rewrites Gemm as MatMul + Add and names the MatMul "<gemm>_MatMul"
     exclude = [*exclude, *(f"{name}_MatMul" for name in exclude)]
     int8_path.parent.mkdir(parents=True, exist_ok=True)
+    weight_types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    if cfg.weight_type not in weight_types:
+        raise ValueError(f"weight_type must be one of {sorted(weight_types)}, got {cfg.weight_type!r}")
     try:
         quantize_dynamic(
-            model, str(int8_path), op_types_to_quantize=op_types,
-            per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, weight_type=QuantType.QUInt8,
+            model, str(int8_path), op_types_to_quantize=op_types, per_channel=cfg.per_channel,
+            reduce_range=cfg.reduce_range, weight_type=weight_types[cfg.weight_type],
             nodes_to_exclude=exclude, extra_options={"MatMulConstBOnly": True},
         )
     except Exception as e:  # the quantizer raises bare Exceptions
@@ -93,20 +99,24 @@ def _dynamic_int8(model: onnx.ModelProto, int8_path: Path, op_types: list[str], 
     quantized = onnx.load(str(int8_path))
     overflows = integer_matmul_overflows(quantized)
     if overflows:
+        int8_path.unlink()  # never left where a bundle could pick it up
         raise ExportError(f"int8 quantization of {source}: MatMuls whose int8 weights saturate onnxruntime's "
-                          f"x86 kernels on CPUs without VNNI: {overflows}")
+                          f"x86 kernels on CPUs without VNNI: {overflows}; quantize with uint8 weights "
+                          "(QuantizeConfig.weight_type, the default) or 7-bit int8 (reduce_range=True)")
     _name_nodes(quantized)
     onnx.save_model(quantized, str(int8_path))
 
 
 # integer MatMul ops whose weights (input 1) meet uint8 activations in onnxruntime's u8 x s8 kernels
 U8_ACTIVATION_MATMULS = ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearMatMul")
-S8_EXACT_RANGE = (-64, 63)  # int8 weights in this range never saturate a 16-bit pair sum (255 x 64 x 2)
+# int8 weights in this range never saturate a 16-bit pair sum: 255 x 64 x 2 = 32,640 <= 32,767
+# (onnxruntime's 7-bit reduce_range int8 is [-64, 64]; 65 gives 33,150)
+S8_EXACT_RANGE = (-64, 64)
 
 
 def integer_matmul_overflows(model: onnx.ModelProto) -> list[str]:
     """Integer MatMuls that onnxruntime may compute wrongly on x86 CPUs without VNNI: those with
-    constant int8 weights outside [-64, 63] (see the module doc). Returns "node: weight" entries;
+    constant int8 weights outside [-64, 64] (see the module doc). Returns "node: weight" entries;
     an empty list means every integer MatMul of ``model`` is exact on any CPU."""
     from onnx import numpy_helper
 
