@@ -356,6 +356,12 @@ def targets(res: dict) -> list[dict]:
     if an:
         add("anomaly F1 above z-score (7 days), calibrated thresholds", an["int8"]["f1"], "zscore_7d",
             an["zscore_7d"]["f1"], False)
+        target = res["anomaly"].get("calibration", {}).get("target_false_alarms_per_month")
+        rate = res["anomaly"].get("false_alarms_per_month", {}).get("int8")
+        if target is not None and rate is not None:
+            checks.append({"check": "false alarms per month on the clean test days at or below the calibration target",
+                           "ours": rate, "baseline": "target", "baseline_value": float(target),
+                           "met": bool(rate <= target)})
     for task, metric, lower in (("forecast", "mape_pct", True), ("anomaly", "f1", False)):
         m = res.get(task, {}).get("methods")
         if m:
