@@ -43,6 +43,8 @@ def add_format_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--unit", default=None, help="unit of the value column when its name does not say it "
                    "(W, kW, MW, Wh, kWh; Home Assistant: W/kW for power, kWh/Wh for energy)")
     g.add_argument("--value-column", default=None, help="generic: the value column's name")
+    g.add_argument("--time-column", default=None, help="generic: the time column's name when it is not one of "
+                   "timestamp, ts_s, time, datetime, date_time (e.g. Zeitstempel)")
     g.add_argument("--time-format", default=None, help="generic: strptime format of times that are not "
                    "ISO 8601, e.g. '%%d/%%m/%%Y %%H:%%M'")
     g.add_argument("--entity", default=None, help="homeassistant: the meter entity, e.g. sensor.house_power")
@@ -57,7 +59,7 @@ def loader_options(args: argparse.Namespace) -> dict:
     """Loader keyword options from :func:`add_format_options` arguments (None = loader default)."""
     temp = getattr(args, "temperature_entity", "auto")
     options = {"tz": args.tz, "unit": args.unit, "value_column": args.value_column,
-               "time_format": getattr(args, "time_format", None)}
+               "time_format": getattr(args, "time_format", None), "time_column": getattr(args, "time_column", None)}
     if args.format == "homeassistant":
         options = {"unit": args.unit, "entity": args.entity,
                    "temperature_entity": None if temp in (None, "none") else temp}

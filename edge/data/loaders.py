@@ -152,10 +152,11 @@ class LocalClock:
 
 
 def parse_timestamp(path: Path, lineno: int, text: str, clock: LocalClock | None = None,
-                    time_format: str | None = None, hint: str = "") -> int:
+                    time_format: str | None = None, hint: str = "", offset_s: int | None = None) -> int:
     """Epoch seconds, or ISO 8601 (or ``time_format``, a ``strptime`` format such as
-    ``%d/%m/%Y %H:%M``): with an offset as given, without one in ``clock``'s zone (UTC when there
-    is no clock). ``hint`` ends the error of an unreadable time (how to give another format)."""
+    ``%d/%m/%Y %H:%M``): with an offset as given; without one, at UTC offset ``offset_s`` (s east
+    of UTC, from a separate offset column) or else in ``clock``'s zone (UTC when there is no clock).
+    ``hint`` ends the error of an unreadable time (how to give another format)."""
     text = str(text).strip()
     if time_format is None:
         try:
@@ -170,6 +171,8 @@ def parse_timestamp(path: Path, lineno: int, text: str, clock: LocalClock | None
         raise LoaderError(path, lineno, f"bad timestamp {text!r} ({expected})") from e
     if stamp.tzinfo is not None:
         return int(stamp.timestamp())
+    if offset_s is not None:
+        return int(stamp.replace(tzinfo=dt.UTC).timestamp()) - offset_s
     if clock is None:
         return int(stamp.replace(tzinfo=dt.UTC).timestamp())
     try:
@@ -452,6 +455,8 @@ def load_pjm(path: str | Path, tz: str = "America/New_York") -> list[MeterSeries
 # --- generic CSV / Parquet -----------------------------------------------------------------------
 
 TIME_COLUMNS = ("timestamp", "ts_s", "time", "datetime", "date_time")
+OFFSET_COLUMNS = ("utc_offset", "offset", "tz_offset", "timezone_offset", "utcoffset")
+_OFFSET = re.compile(r"(?:UTC|GMT)?\s*([+-])(\d{1,2}):?(\d{2})?")
 # value column -> (kind, factor to W for power or to Wh for energy)
 VALUE_COLUMNS: dict[str, tuple[str, float]] = {
     "power_w": ("power", 1.0), "power_kw": ("power", 1e3), "power_mw": ("power", 1e6),
@@ -470,7 +475,8 @@ TIME_FORMAT_HINT = "; give other formats as a strptime format, e.g. --time-forma
 MIN_PLAUSIBLE_MEDIAN_W = 5.0  # a household's median power in W is above this; kW data is below
 
 
-def _generic_rows(path: Path) -> tuple[list[str], Iterable[tuple[int, list]]]:
+def _generic_rows(path: Path) -> tuple[list[str], Iterable[tuple[int, list]], str | None]:
+    """Header, numbered rows and the CSV separator (None for Parquet)."""
     if path.suffix.lower() == ".parquet":
         try:
             import pyarrow.parquet as pq
@@ -483,7 +489,7 @@ def _generic_rows(path: Path) -> tuple[list[str], Iterable[tuple[int, list]]]:
         cols = table.column_names
         data = [table.column(c).to_pylist() for c in cols]
         # Parquet "line" = 1-based row number (+1 for a header-like offset kept consistent with CSV)
-        return cols, ((i + 2, list(r)) for i, r in enumerate(zip(*data, strict=True)))
+        return cols, ((i + 2, list(r)) for i, r in enumerate(zip(*data, strict=True))), None
     f = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 (closed by the generator)
     try:
         header = f.readline()
@@ -493,8 +499,6 @@ def _generic_rows(path: Path) -> tuple[list[str], Iterable[tuple[int, list]]]:
     sep = _csv_separator(header)
     reader = csv.reader(f, delimiter=sep)
     cols = [c.strip() for c in next(csv.reader([header], delimiter=sep), [])]
-    if sep != ",":
-        log.warning("%s: %r-separated; numbers with a decimal comma (1,5) are read as 1.5", path, sep)
 
     def rows() -> Iterator[tuple[int, list]]:
         with f:
@@ -502,7 +506,7 @@ def _generic_rows(path: Path) -> tuple[list[str], Iterable[tuple[int, list]]]:
                 if row:
                     yield lineno, row if sep == "," else [_decimal_point(c) for c in row]
 
-    return cols, rows()
+    return cols, rows(), sep
 
 
 CSV_SEPARATORS = (",", ";", "\t")  # comma first: it wins a tie
@@ -534,13 +538,26 @@ class _Columns:
     meter: int | None
     temperature: int | None
     temperature_scale: tuple[float, float] = (1.0, 0.0)
+    offset: int | None = None  # a column of UTC offsets for the naive timestamps
 
 
-def _generic_columns(path: Path, cols: list[str], unit: str | None, value_column: str | None) -> _Columns:
+def _time_column(path: Path, cols: list[str], time_column: str | None) -> int:
     lower = [c.lower() for c in cols]
+    if time_column is not None:
+        if time_column.lower() not in lower:
+            raise LoaderError(path, 1, f"missing the time column {time_column!r}; columns: {cols}")
+        return lower.index(time_column.lower())
     i_t = next((lower.index(c) for c in TIME_COLUMNS if c in lower), None)
     if i_t is None:
-        raise LoaderError(path, 1, f"missing the time column (one of {', '.join(TIME_COLUMNS)}); columns: {cols}")
+        raise LoaderError(path, 1, f"missing the time column (one of {', '.join(TIME_COLUMNS)}, or name it "
+                                   f"with --time-column); columns: {cols}")
+    return i_t
+
+
+def _generic_columns(path: Path, cols: list[str], unit: str | None, value_column: str | None,
+                     time_column: str | None = None) -> _Columns:
+    lower = [c.lower() for c in cols]
+    i_t = _time_column(path, cols, time_column)
     if value_column is not None:
         if value_column.lower() not in lower:
             raise LoaderError(path, 1, f"missing the value column {value_column!r}; columns: {cols}")
@@ -573,7 +590,30 @@ def _generic_columns(path: Path, cols: list[str], unit: str | None, value_column
     i_temp = next((lower.index(c) for c in TEMPERATURE_COLUMNS if c in lower), None)
     scale = TEMPERATURE_COLUMNS[lower[i_temp]] if i_temp is not None else (1.0, 0.0)
     i_id = lower.index("meter_id") if "meter_id" in lower else None
-    return _Columns(i_t, i_v, kind, factor, unit_name, i_id, i_temp, scale)
+    i_off = next((lower.index(c) for c in OFFSET_COLUMNS if c in lower), None)
+    return _Columns(i_t, i_v, kind, factor, unit_name, i_id, i_temp, scale, i_off)
+
+
+def parse_utc_offset(path: Path, lineno: int, text) -> int:
+    """A UTC offset in s east of UTC: ``+01:00``, ``+0200``, ``-5``, ``UTC+1``, ``Z`` or minutes (``60``).
+
+    A bare number is minutes when its size is above 14 or it is 0 (``60``, ``-300``), else hours.
+    Raises :class:`LoaderError` for anything else or an offset beyond +-14 h.
+    """
+    cell = str(text).strip()
+    if cell.upper() in ("Z", "UTC", "GMT"):
+        return 0
+    if re.fullmatch(r"[+-]?\d+(\.\d+)?", cell) and not re.fullmatch(r"[+-]\d{4}", cell):  # hours or minutes
+        number = float(cell)
+        seconds = int(round(number * (3600 if 0 < abs(number) <= 14 else 60)))
+    else:  # +01:00, +0200, UTC+1
+        m = _OFFSET.fullmatch(cell)
+        if m is None:
+            raise LoaderError(path, lineno, f"bad UTC offset {cell!r} (e.g. +01:00, +0200 or minutes)")
+        seconds = (int(m[2]) * 3600 + int(m[3] or 0) * 60) * (-1 if m[1] == "-" else 1)
+    if abs(seconds) > 14 * 3600:
+        raise LoaderError(path, lineno, f"UTC offset {cell!r} is beyond +-14 h")
+    return seconds
 
 
 def optional_float(path: Path, lineno: int, value, what: str) -> float:
@@ -584,22 +624,29 @@ def optional_float(path: Path, lineno: int, value, what: str) -> float:
 
 def load_generic(path: str | Path, default_meter_id: str | None = None, *, tz: str | None = None,
                  unit: str | None = None, value_column: str | None = None,
-                 time_format: str | None = None) -> list[MeterSeries]:
+                 time_format: str | None = None, time_column: str | None = None) -> list[MeterSeries]:
     """A CSV or Parquet file: time, optional ``meter_id``, a power or energy column, optional temperature.
 
     ``energy_*`` is the energy of the interval from each timestamp to the next of the same meter
     (the last interval uses the median spacing); every value ends as mean power in W. ``tz`` is
     the zone of timestamps written without a UTC offset (DST-aware, see :class:`LocalClock`);
     ``time_format`` a ``strptime`` format for times that are not ISO 8601. Without a known value
-    column, the one column whose name ends in a unit (``AEP_MW``, ``import_kwh``) is the value.
+    column, the one column whose name ends in a unit (``AEP_MW``, ``import_kwh``) is the value;
+    ``time_column`` names a time column not in :data:`TIME_COLUMNS`. A column of UTC offsets (a
+    name in :data:`OFFSET_COLUMNS`; ``+01:00``, ``+0200`` or minutes, see :func:`parse_utc_offset`)
+    places the naive timestamps of its row, before ``tz`` (which then only sets the local days);
+    this tells the two occurrences of the repeated autumn hour apart.
     A W column whose median is below :data:`MIN_PLAUSIBLE_MEDIAN_W` is logged as probably kW.
+    What the loader did to the data (separator, counter, dropped rows, missing intervals) is in
+    each series' ``extra["notes"]``.
     """
     path = Path(path)
     try:
-        cols, rows = _generic_rows(path)
+        cols, rows, sep = _generic_rows(path)
     except OSError as e:
         raise LoaderError(path, None, f"cannot read: {e}") from e
-    c = _generic_columns(path, cols, unit, value_column)
+    c = _generic_columns(path, cols, unit, value_column, time_column)
+    notes = _file_notes(path, cols, c, sep)
     meter_default = default_meter_id or path.stem
     data: dict[str, tuple[list[int], list[float], list[float]]] = {}
     clocks: dict[str, LocalClock] = {}
@@ -608,26 +655,44 @@ def load_generic(path: str | Path, default_meter_id: str | None = None, *, tz: s
             raise LoaderError(path, lineno, f"expected {len(cols)} columns, got {len(row)}")
         meter = str(row[c.meter]) if c.meter is not None else meter_default
         clock = clocks.setdefault(meter, LocalClock(tz)) if tz else None
+        offset_s = parse_utc_offset(path, lineno, row[c.offset]) if c.offset is not None else None
         bucket = data.setdefault(meter, ([], [], []))
-        bucket[0].append(parse_timestamp(path, lineno, row[c.time], clock, time_format, TIME_FORMAT_HINT))
+        bucket[0].append(parse_timestamp(path, lineno, row[c.time], clock, time_format, TIME_FORMAT_HINT, offset_s))
         bucket[1].append(optional_float(path, lineno, row[c.value], cols[c.value]) * c.factor)
         if c.temperature is not None:
             t = optional_float(path, lineno, row[c.temperature], cols[c.temperature])
             bucket[2].append((t + c.temperature_scale[1]) * c.temperature_scale[0])
     if not data:
         raise LoaderError(path, None, "no data rows")
-    return [_generic_series(path, meter, t, v, temp, c, tz) for meter, (t, v, temp) in sorted(data.items())]
+    return [_generic_series(path, meter, t, v, temp, c, tz, notes) for meter, (t, v, temp) in sorted(data.items())]
+
+
+def _note(path: Path, notes: list[str], text: str, meter: str | None = None) -> None:
+    """Log what the loader did to the data and keep it in the series' notes (``extra["notes"]``)."""
+    log.warning("%s: %s%s", path, f"meter {meter}: " if meter is not None else "", text)
+    notes.append(text)
+
+
+def _file_notes(path: Path, cols: list[str], c: _Columns, sep: str | None) -> list[str]:
+    """Notes on how a generic file is read as a whole (its separator, its offset column)."""
+    notes: list[str] = []
+    if sep is not None and sep != ",":
+        _note(path, notes, f"{sep!r}-separated; numbers with a decimal comma (1,5) are read as 1.5")
+    if c.offset is not None:
+        _note(path, notes, f"timestamps without a UTC offset are placed by the column {cols[c.offset]!r}")
+    return notes
 
 
 def _generic_series(path: Path, meter: str, t: list[int], v: list[float], temp: list[float],
-                    c: _Columns, tz: str | None) -> MeterSeries:
+                    c: _Columns, tz: str | None, file_notes: list[str] = ()) -> MeterSeries:
+    notes = list(file_notes)
     s = _drop_repeated_rows(path, _finish(meter, np.array(t), np.array(v), "generic",
                                           temperature_c=np.array(temp) if temp else None,
-                                          extra={"unit": c.unit, "kind": c.kind}), c.kind, tz)
+                                          extra={"unit": c.unit, "kind": c.kind, "notes": notes}), c.kind, tz)
     if c.kind == "energy" and _is_counter(s.power_w):
-        log.warning("%s: meter %s: the energy column (%s) never decreases and is far above its steps: read as a cumulative "
-                    "meter counter (register reading), the power of each interval from its differences",
-                    path, meter, c.unit)
+        _note(path, notes, f"the energy column ({c.unit}) never decreases and is far above its steps: read as a "
+                           "cumulative meter counter (register reading), the power of each interval from its differences",
+              meter)
         s.extra["counter"] = True
         step = np.diff(s.ts_s).astype(np.float64)
         s.power_w = np.append(np.diff(s.power_w) * 3600.0 / step, np.nan)
@@ -639,7 +704,19 @@ def _generic_series(path: Path, meter: str, t: list[int], v: list[float], temp: 
         log.warning("%s: meter %s: median %.3g %s per sample looks like kW (kWh), not W (Wh); "
                     "if so, name the column power_kw / energy_kwh or give the unit",
                     path, meter, float(np.median(np.abs(finite))), c.unit)
+    _missing_note(path, s, notes)
     return s
+
+
+def _missing_note(path: Path, s: MeterSeries, notes: list[str]) -> None:
+    """Note how many intervals of the series' own spacing have no row or no value."""
+    if not s.resolution_s or len(s.ts_s) < 2:
+        return
+    expected = int((s.ts_s[-1] - s.ts_s[0]) // s.resolution_s) + 1
+    missing = max(0, expected - len(s.ts_s)) + int(np.isnan(s.power_w[:-1] if s.extra.get("counter")
+                                                           else s.power_w).sum())
+    if missing:
+        _note(path, notes, f"{missing} of {expected} intervals of {s.resolution_s} s missing (no row or no value)", s.meter_id)
 
 
 def _drop_repeated_rows(path: Path, s: MeterSeries, kind: str, tz: str | None = None) -> MeterSeries:
@@ -663,12 +740,12 @@ def _drop_repeated_rows(path: Path, s: MeterSeries, kind: str, tz: str | None = 
         if kind == "energy":
             raise LoaderError(path, None, f"{msg}: cannot tell which energy value is right; keep one row "
                                           "per timestamp (and meter_id)")
-        log.warning("%s: %s; their power is averaged", path, msg)
+        _note(path, s.extra.setdefault("notes", []), f"{msg}; their power is averaged")
     keep = np.ones(len(s.ts_s), dtype=bool)
     keep[repeat[same]] = False
     if same.any():
-        log.warning("%s: meter %s: %d duplicated row(s) dropped (same timestamp and value), the first at %s",
-                    path, s.meter_id, int(same.sum()), first)
+        _note(path, s.extra.setdefault("notes", []),
+              f"{int(same.sum())} duplicated row(s) dropped (same timestamp and value), the first at {first}", s.meter_id)
     s.ts_s, s.power_w = s.ts_s[keep], s.power_w[keep]
     if s.temperature_c is not None:
         s.temperature_c = s.temperature_c[keep]

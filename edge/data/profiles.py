@@ -185,6 +185,7 @@ def to_profiles(series: MeterSeries, tz: str | None = None, resolution_s: int | 
     notes += _dst_notes(day0, n_days, tz, res)
     for n in notes:
         log.info("meter %s: %s", series.meter_id, n)
+    notes = list(series.extra.get("notes", [])) + notes  # what the loader did (logged there)
     return MeterProfiles(
         household_id=series.meter_id, dates=dates, load_w=load[keep].astype(np.float32),
         temperature_c=temperature[keep].astype(np.float32), weekday=((days + 3) % 7).astype(np.int8),

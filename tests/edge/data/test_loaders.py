@@ -234,3 +234,44 @@ def test_a_misspelt_time_zone_is_a_loader_error_with_suggestions(tmp_path):
     with pytest.raises(L.LoaderError, match=r"unknown time zone '../etc'"):
         L.load(path, "generic", tz="../etc")
     assert len(L.load(path, "generic", tz="Europe/Amsterdam")[0].ts_s) == 1
+
+
+def test_generic_time_column_by_name(tmp_path):
+    """A time column under another name (a German export's ``Zeitstempel``) is named, or the error says how."""
+    path = tmp_path / "de.csv"
+    path.write_text("Zeitstempel;energy_kwh\n2024-03-01 00:00;0,25\n2024-03-01 00:30;0,5\n")
+    with pytest.raises(L.LoaderError, match=r"missing the time column \(one of timestamp.*--time-column\)"):
+        L.load_generic(path)
+    (s,) = L.load_generic(path, time_column="zeitstempel")
+    assert s.ts_s[0] == _utc(2024, 3, 1) and s.resolution_s == 1800
+    np.testing.assert_allclose(s.power_w, [500, 1000])
+    with pytest.raises(L.LoaderError, match=r"missing the time column 'Zeit'"):
+        L.load(path, "generic", time_column="Zeit")
+
+
+def test_generic_utc_offset_column_places_the_repeated_autumn_hour(tmp_path):
+    """``timestamp;utc_offset``: naive local times with their offset; the repeated hour is two hours."""
+    path = tmp_path / "offsets.csv"
+    rows = [("2023-10-29 01:30", "+0200"), ("2023-10-29 02:00", "+02:00"), ("2023-10-29 02:30", "120"),
+            ("2023-10-29 02:00", "+01:00"), ("2023-10-29 02:30", "+0100"), ("2023-10-29 03:00", "60")]
+    path.write_text("timestamp;utc_offset;power_w\n" + "".join(f"{t};{o};{i}00\n" for i, (t, o) in enumerate(rows)))
+    (s,) = L.load_generic(path, tz="Europe/Amsterdam")
+    np.testing.assert_array_equal(s.ts_s - _utc(2023, 10, 28, 23, 30), 1800 * np.arange(6))
+    np.testing.assert_allclose(s.power_w, [0, 100, 200, 300, 400, 500])  # nothing averaged, nothing dropped
+    assert any("placed by the column 'utc_offset'" in n for n in s.extra["notes"])
+    assert L.parse_utc_offset(path, 2, "-05:30") == -(5 * 3600 + 1800) and L.parse_utc_offset(path, 2, "Z") == 0
+    with pytest.raises(L.LoaderError, match=r"offsets\.csv:3: bad UTC offset 'CET'"):
+        L.parse_utc_offset(path, 3, "CET")
+
+
+def test_generic_notes_say_what_the_loader_did(tmp_path):
+    """Separator, counter, dropped duplicates and missing intervals are kept as notes, not only logged."""
+    path = tmp_path / "register.csv"
+    path.write_text("timestamp;energy_kwh\n2024-03-01T00:00:00Z;12345,0\n2024-03-01T00:30:00Z;12345,25\n"
+                    "2024-03-01T00:30:00Z;12345,25\n2024-03-01T02:00:00Z;12346,75\n2024-03-01T02:30:00Z;12347,0\n"
+                    "2024-03-01T03:00:00Z;12347,5\n")
+    (s,) = L.load_generic(path)
+    notes = "\n".join(s.extra["notes"])
+    assert "';'-separated" in notes and "cumulative meter counter" in notes
+    assert "1 duplicated row(s) dropped" in notes
+    assert "2 of 7 intervals of 1800 s missing" in notes

@@ -242,3 +242,16 @@ def test_unit_suffixed_column_and_a_time_format(tmp_path):
     assert s.ts_s[0] == int(dt.datetime(2004, 12, 31, 6, tzinfo=dt.UTC).timestamp())
     with pytest.raises(L.LoaderError, match=r"AEP_hourly\.csv:2: bad timestamp '31/12/2004 01:00' \(ISO 8601"):
         L.load_generic(p)
+
+
+def test_import_data_keeps_the_loaders_notes_and_takes_a_time_column(tmp_path, capsys):
+    """A ``;``-separated file with a ``Zeitstempel`` column: the loader's notes reach the manifest."""
+    path = tmp_path / "de.csv"
+    path.write_text("Zeitstempel;power_w\n" + "".join(f"2024-03-01T{h:02d}:{m:02d}:00Z;{h}00,5\n"
+                                                     for h in range(6) for m in (0, 30) if (h, m) != (2, 30)))
+    out = tmp_path / "shards"
+    assert main(["import-data", "generic", str(path), "--out", str(out), "--time-column", "Zeitstempel",
+                 "--split", "train=1"]) == 0
+    notes = read_manifest(out)["import_notes"]["de"]
+    assert any("';'-separated" in n for n in notes) and any("1 of 12 intervals of 1800 s missing" in n for n in notes)
+    assert "de: 1 of 12 intervals" in capsys.readouterr().err
