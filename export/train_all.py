@@ -28,7 +28,9 @@ Batch size, epochs, steps and patience come from the number of windows
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -172,8 +174,40 @@ def _import_files(cfg: TrainAllConfig) -> Path:
     return out
 
 
+class _ProgressFormatter(logging.Formatter):
+    """A log record as a progress line: ``unimeter train all: [warning: ]message``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+        return f"unimeter train all: {level}{record.getMessage()}"
+
+
+@contextlib.contextmanager
+def progress_logging(logger_name: str = "edge.data"):
+    """While it is open, ``logger_name``'s records (the import's) go to stderr as progress lines.
+
+    They stop propagating to the root handler meanwhile, so each is printed once; the level stays
+    the root's (``-v`` shows the info lines too).
+    """
+    logger = logging.getLogger(logger_name)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_ProgressFormatter())
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def run_train_all(cfg: TrainAllConfig) -> dict:
     """Run the whole route; returns the report dict (also in ``OUT/report.json``)."""
+    with progress_logging():
+        return _run_train_all(cfg)
+
+
+def _run_train_all(cfg: TrainAllConfig) -> dict:
     import torch
 
     from export import train_stages as S

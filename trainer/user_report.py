@@ -20,6 +20,8 @@ def markdown(res: dict) -> str:
     for k, v in res.get("choices", {}).items():
         if isinstance(v, str | int | float):
             lines.append(f"- {k}: {v}")
+    for meter, notes in res.get("choices", {}).get("import_notes", {}).items():
+        lines.append(f"- import {meter}: {'; '.join(notes) or 'as read'}")
     split = res.get("choices", {}).get("split", {})
     for meter, text in split.items():
         lines.append(f"- split {meter}: {text}")

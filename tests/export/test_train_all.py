@@ -75,6 +75,9 @@ def test_validation_and_test_are_the_latest_days(route):
     assert split["train"][1] < split["val"][0] <= split["val"][1] < split["test"][0]
     notes = route["report"]["choices"]["import_notes"]["demand"]
     assert route["report"]["choices"]["weather"] is None and isinstance(notes, list)
+    missing = f"{HOLE.stop - HOLE.start} of {DAYS * 48} intervals of 1800 s missing"
+    assert any(missing in n for n in notes)  # the loader's note reaches choices.json and the report
+    assert missing in (route["out"] / "report.md").read_text()
 
 
 def _train_all(tmp_path, data, *extra: str):
@@ -114,3 +117,21 @@ def test_home_assistant_export_with_labels_calibrates_the_anomaly_model(tmp_path
     assert report["choices"]["weather"] == "temperature_c"  # the outdoor temperature entity
     assert np.isfinite(bundle.task("anomaly").calibration["window_threshold_logit"])
     assert {"int8", "zscore_7d"} <= set(report["anomaly"]["methods"])
+
+
+def test_import_log_lines_read_as_progress_lines(tmp_path, capsys):
+    """What the loader logs during train all prints like the stage lines, once, at the root's level."""
+    import logging
+
+    from edge.data.loaders import load_generic
+    from export.train_all import progress_logging
+
+    path = tmp_path / "house.csv"
+    path.write_text("timestamp;power_w\n2024-03-01T00:00:00Z;1,5\n2024-03-01T00:30:00Z;2\n")
+    with progress_logging():
+        load_generic(path)
+        logging.getLogger("edge.data.profiles").info("hidden below the root's level")
+    err = capsys.readouterr().err
+    assert f"unimeter train all: warning: {path}: ';'-separated" in err
+    assert "edge.data.loaders" not in err and "hidden" not in err
+    assert logging.getLogger("edge.data").propagate and not logging.getLogger("edge.data").handlers
