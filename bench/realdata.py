@@ -72,6 +72,18 @@ def run_series(key: str, preset: str, work: Path, seed: int, rerun: bool = True,
     return result
 
 
+def _shipped(choices: dict) -> str:
+    """Which model each task's bundle ships (chosen on the validation days), with its parameter count."""
+    parts = []
+    for task in ("imputation", "anomaly", "forecast"):
+        sel = choices.get(f"student_{task}")
+        if sel:
+            n = {t["candidate"]: t["parameters"] for t in sel.get("tried", [])}.get(sel["chosen"])
+            name = "the teacher" if sel["chosen"] == "teacher" else f"student #{sel['chosen']}"
+            parts.append(f"{task} {name}" + (f" ({n} parameters)" if n else ""))
+    return "; ".join(parts)
+
+
 def _cell(c: dict) -> str:
     return f"{c['check']} ({c['ours']:.3g} vs {c['baseline']} {c['baseline_value']:.3g})"
 
@@ -87,7 +99,8 @@ def markdown(results: dict, command: str, history_days: int = 0) -> str:
     for key, r in results.items():
         s = r["series"]
         lines += [f"## {key}: {s['title']} ({s['resolution_s']} s)", "", f"Source: {s['source']}. Route time "
-                  f"{r['seconds']:.0f} s. Split: {'; '.join(r['choices'].get('split', {}).values())}.", "",
+                  f"{r['seconds']:.0f} s. Split: {'; '.join(r['choices'].get('split', {}).values())}. Shipped (chosen on "
+                  f"the validation days): {_shipped(r['choices']) or 'not recorded'}.", "",
                   f"`{r['command']}`", ""]
         fc = r.get("forecast", {}).get("methods")
         if fc:
