@@ -1,7 +1,7 @@
 """``unimeter bench NAME``: run one of the benchmark scripts under ``bench/`` (source checkout).
 
-Each benchmark runs in its own Python process (``sys.executable bench/NAME.py ARGS``): several
-import torch and the trainer, which the edge layer never loads into its own process.
+Each benchmark runs in its own Python process (``sys.executable bench/NAME.py ARGS``): several of
+them load torch and the trainer, which the edge layer never loads into its own process.
 """
 
 from __future__ import annotations
