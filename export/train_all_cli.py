@@ -33,8 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tasks", default="imputation,anomaly,forecast", help="comma-separated profile tasks")
     g.add_argument("--preset", default="small", choices=("tiny", "small", "full"),
                    help="model sizes and step budgets (tiny: seconds, for tests; small: minutes; full: hours)")
-    g.add_argument("--history-days", type=int, default=0, metavar="D",
-                   help="days before each window the model sees (0: the one-day model; 7: a week of context)")
+    g.add_argument("--history-days", type=int, default=None, metavar="D",
+                   help="days before each window the model sees (0: the one-day model; 7: a week of context; "
+                   "default: 7 when every meter has 28 training days, else 0; said on stderr)")
     g.add_argument("--test-days", type=int, help="latest days held out for the report (default: n/6, 7..28)")
     g.add_argument("--val-days", type=int, help="days before them for validation (default: n/8, 7..28)")
     g.add_argument("--false-alarms-per-month", type=float, default=1.0,

@@ -52,7 +52,11 @@ def test_the_bundle_verifies_and_serves(route):
     day = np.full((1, 48), 30e9, np.float32)  # 30 GW in W
     obs = np.ones((1, 48), np.float32)
     obs[0, 10:20] = 0
-    filled = InferenceRuntime(bundle, precision="int8").run("imputation", {"load_w": day * obs, "observed": obs})
+    depth = bundle.task("imputation").input_spec.get("history_days", 0)
+    assert depth == 7, "28 training days a meter: the route chooses a week of context when not told"
+    inputs = {"load_w": day * obs, "observed": obs,
+              "history_w": np.repeat(day[:, None], depth, axis=1), "history_mask": np.ones((1, depth), np.float32)}
+    filled = InferenceRuntime(bundle, precision="int8").run("imputation", inputs)
     assert np.isfinite(filled["load_w_filled"]).all()
 
 
