@@ -74,6 +74,16 @@ class Recorder:
         return predicate()
 
 
+def wait_for(predicate, timeout_s: float = 15.0) -> bool:
+    """Poll ``predicate`` every 50 ms until it holds or ``timeout_s`` passes; its last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
 def make_config(state_dir: Path, port: int, meters: list[dict], **sections) -> AgentConfig:
     data = {
         "gateway": {"id": "gw1", "state_dir": str(state_dir)},

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from tests.edge.agent.helpers import Recorder, toml_text
+from tests.edge.agent.helpers import Recorder, toml_text, wait_for
 
 KILLS = 10
 
@@ -47,15 +47,6 @@ def _stored(path) -> int:
         return 0
 
 
-def _wait(predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def test_kill9_at_random_moments_loses_no_committed_reading(mosquitto, tmp_path):
     meters = [{"id": f"k{i}", "kind": "virtual", "options": {"profile": "sine", "interval_s": 0.005, "seed": i}}
               for i in range(4)]
@@ -74,7 +65,7 @@ def test_kill9_at_random_moments_loses_no_committed_reading(mosquitto, tmp_path)
             if i % 3 == 0:  # during start-up (or just after, on a fast machine)
                 time.sleep(rng.uniform(0.3, 1.5))
             else:  # mid-stream: once this run has committed readings, however slow its start-up
-                assert _wait(lambda n=len(before): _stored(store) > n, 120), f"run {i}: nothing stored"
+                assert wait_for(lambda n=len(before): _stored(store) > n, 120), f"run {i}: nothing stored"
                 time.sleep(rng.uniform(0.0, 1.5))
             os.kill(agent.pid, signal.SIGKILL)
             agent.wait(timeout=10)
@@ -89,7 +80,7 @@ def test_kill9_at_random_moments_loses_no_committed_reading(mosquitto, tmp_path)
                                         for t, p, _ in rec.messages if t.endswith("/status")), 10)
         agent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # the last run stores new readings, sends what the killed ones left in the outbox, and stops
-        assert _wait(lambda: _stored(store) > len(before), 120), "the last run stored nothing"
+        assert wait_for(lambda: _stored(store) > len(before), 120), "the last run stored nothing"
         assert rec.wait_for(lambda: set(before) <= set(rec.samples()), 120), "the backlog was not sent"
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=30) == 0

@@ -10,18 +10,9 @@ from edge.agent.config import MqttConfig
 from edge.agent.messages import Topics
 from edge.agent.mqtt import MqttPublisher, classify_connect_error
 from edge.agent.store import Message
-from tests.edge.agent.helpers import Recorder
+from tests.edge.agent.helpers import Recorder, wait_for
 
 TOPICS = Topics("unimeter", "gw1")
-
-
-def _wait(predicate, timeout_s: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def _subscribed(rec: Recorder, pub: MqttPublisher) -> None:
@@ -29,7 +20,7 @@ def _subscribed(rec: Recorder, pub: MqttPublisher) -> None:
     def seen() -> bool:
         pub.publish_direct("unimeter/gw1/probe", b"{}", retain=False)
         return rec.wait_for(lambda: "unimeter/gw1/probe" in rec.topics(), 0.5)
-    assert _wait(seen, 15)
+    assert wait_for(seen, 15)
 
 
 def _publisher(port: int, **options) -> MqttPublisher:
@@ -50,7 +41,7 @@ def test_acks_resolve_to_outbox_ids_after_the_broker_took_them(mosquitto):
         assert all(pub.publish(m) for m in sent)
         assert 0 < pub.inflight <= 3
         acks: list = []
-        assert _wait(lambda: acks.extend(pub.drain_acks()) or len(acks) == 3)
+        assert wait_for(lambda: acks.extend(pub.drain_acks()) or len(acks) == 3)
         assert sorted(a.outbox_id for a in acks) == [100, 101, 102]
         assert not any(a.refused for a in acks) and pub.inflight == 0 and pub.published == 3
         assert rec.wait_for(lambda: len(rec.json("/m1/reading")) == 3, 10)
@@ -82,7 +73,7 @@ def test_a_closed_port_is_one_clear_line_and_health_says_so():
     pub = MqttPublisher(cfg, TOPICS, client_id="unimeter-test")
     pub.start()
     try:
-        assert _wait(lambda: bool(pub.last_error), 15) and not pub.connected.is_set()
+        assert wait_for(lambda: bool(pub.last_error), 15) and not pub.connected.is_set()
         assert pub.last_error_kind and pub.problems(grace_s=0)
     finally:
         pub.stop()
