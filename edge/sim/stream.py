@@ -39,9 +39,9 @@ class HouseholdPowerSource:
         start = time.time() if start_s is None else float(start_s)
         self.first_day = int(math.floor(start / DAY_S))
         self._cache_days = max(1, int(cache_days))
-        self._traces: OrderedDict[int, HouseholdTrace] = OrderedDict()
+        # day -> (trace, (voltage phase, per-sample jitter)): one LRU entry, so both leave together
+        self._days: OrderedDict[int, tuple[HouseholdTrace, tuple[float, np.ndarray]]] = OrderedDict()
         self._day_energy: dict[int, tuple[float, float]] = {}
-        self._voltage_noise: dict[int, tuple[float, np.ndarray]] = {}
         self._base: dict[int, tuple[float, float]] = {
             self.first_day: (config.initial_import_wh, config.initial_export_wh)}
         self._day_config = replace(config, initial_import_wh=0.0, initial_export_wh=0.0)
@@ -53,35 +53,34 @@ class HouseholdPowerSource:
         if day < self.first_day:
             raise SimulationError(
                 f"ts_s={ts_s} is before this meter's first day ({self.first_day * DAY_S} UTC s)")
-        tr = self._trace(day)
-        base_imp, base_exp = self._base_counters(day)
+        base_imp, base_exp = self._base_counters(day)  # may simulate (and evict) earlier days
+        tr, noise = self._day(day)
         offset = ts_s - day * DAY_S
         i = min(int(offset // self.resolution_s), len(tr) - 1)
         frac = (offset - i * self.resolution_s) / self.resolution_s
         imp = _interp_counter(tr.import_wh, i, frac) + base_imp
         exp_ = _interp_counter(tr.export_wh, i, frac) + base_exp
         p, q = float(tr.power_w[i]), float(tr.reactive_var[i])
-        voltage, current = self._electrical(day, i, ts_s, p, q)
+        voltage, current = _electrical(noise, i, ts_s, p, q)
         return {"power_w": p, "reactive_var": q, "import_wh": imp, "export_wh": exp_,
                 "voltage_v": voltage, "current_a": current}
 
     def trace(self, day: int) -> HouseholdTrace:
         """The simulated day (UTC day ordinal) behind the readings; counters start at 0."""
-        return self._trace(day)
+        return self._day(day)[0]
 
-    def _trace(self, day: int) -> HouseholdTrace:
-        if day in self._traces:
-            self._traces.move_to_end(day)
-            return self._traces[day]
+    def _day(self, day: int) -> tuple[HouseholdTrace, tuple[float, np.ndarray]]:
+        if day in self._days:
+            self._days.move_to_end(day)
+            return self._days[day]
         tr = simulate_household(self._day_config, 1, self.resolution_s, self.seed, start=day * DAY_S)
-        self._traces[day] = tr
-        self._day_energy[day] = (float(tr.import_wh[-1]), float(tr.export_wh[-1]))
         rng = wx.day_rng(self.seed, day, _STREAM_VOLTAGE)
-        self._voltage_noise[day] = (float(rng.random()), rng.standard_normal(len(tr)))
-        while len(self._traces) > self._cache_days:
-            old, _ = self._traces.popitem(last=False)
-            self._voltage_noise.pop(old, None)
-        return tr
+        entry = (tr, (float(rng.random()), rng.standard_normal(len(tr))))
+        self._days[day] = entry
+        self._day_energy[day] = (float(tr.import_wh[-1]), float(tr.export_wh[-1]))
+        while len(self._days) > self._cache_days:
+            self._days.popitem(last=False)
+        return entry
 
     def _base_counters(self, day: int) -> tuple[float, float]:
         """Counters at the start of ``day``: initial values plus every earlier day's energy."""
@@ -89,19 +88,20 @@ class HouseholdPowerSource:
         imp, exp_ = self._base[known]
         for d in range(known, day):
             if d not in self._day_energy:
-                self._trace(d)
+                self._day(d)
             e_imp, e_exp = self._day_energy[d]
             imp, exp_ = imp + e_imp, exp_ + e_exp
             self._base[d + 1] = (imp, exp_)
         return imp, exp_
 
-    def _electrical(self, day: int, i: int, ts_s: float, p: float, q: float) -> tuple[float, float]:
-        phase, jitters = self._voltage_noise[day]
-        jitter = float(jitters[i])
-        v0 = NOMINAL_VOLTAGE_V + 2.0 * math.sin(2 * math.pi * (ts_s / DAY_S + phase)) + 0.3 * jitter
-        s_va = math.hypot(p, q)
-        voltage = v0 - LINE_RESISTANCE_OHM * s_va / v0 * math.copysign(1.0, p)
-        return round(voltage, 1), round(s_va / voltage, 3)
+
+def _electrical(noise: tuple[float, np.ndarray], i: int, ts_s: float, p: float, q: float) -> tuple[float, float]:
+    """Voltage (V) and current (A) at sample ``i`` of a day whose noise is ``(phase, jitters)``."""
+    phase, jitters = noise
+    v0 = NOMINAL_VOLTAGE_V + 2.0 * math.sin(2 * math.pi * (ts_s / DAY_S + phase)) + 0.3 * float(jitters[i])
+    s_va = math.hypot(p, q)
+    voltage = v0 - LINE_RESISTANCE_OHM * s_va / v0 * math.copysign(1.0, p)
+    return round(voltage, 1), round(s_va / voltage, 3)
 
 
 def _interp_counter(counter_end: np.ndarray, i: int, frac: float) -> float:

@@ -51,3 +51,15 @@ def test_rejects_times_before_start_and_nan(source):
         source(DAY0 - 1.0)
     with pytest.raises(SimulationError, match="finite"):
         source(float("nan"))
+
+
+def test_first_reading_days_after_start_with_a_small_cache():
+    """The demo's case at midnight: the first call lands more days after ``start_s`` than the cache
+    holds, so filling in the earlier days' counters evicts days; the answer must still come out, and
+    equal that of a source that walked there day by day."""
+    ts = DAY0 + 4 * 86400 + 7 * 3600.0
+    jumped = HouseholdPowerSource(CFG, seed=12, start_s=DAY0, resolution_s=60, cache_days=1)(ts)
+    walker = HouseholdPowerSource(CFG, seed=12, start_s=DAY0, resolution_s=60, cache_days=1)
+    for day in range(4):
+        walker(DAY0 + day * 86400 + 60.0)
+    assert jumped == walker(ts)
