@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -183,6 +184,7 @@ class ModbusSource(MeterSource):
             except ModbusException as e:
                 self.stats.read_timeouts += 1
                 raise TransientConnectionError(f"no response from unit {unit.unit_id}: {e}") from e
+            _raise_if_cancelled()
             if response.isError():
                 raise ParseError(f"unit {unit.unit_id}: exception response {response} "
                                  f"for registers {start:#06x}+{count}")
@@ -209,6 +211,20 @@ class ModbusSource(MeterSource):
             flags |= ReadingFlag.INVALID_VALUE
         return Reading(meter_id=unit.meter_id or self.meter_id, ts_s=received_s, received_s=received_s,
                        source=self.source_name, extra=extra, flags=flags, phases=phases, **fields)
+
+
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation of the current task that pymodbus lost.
+
+    pymodbus waits for each response with ``asyncio.wait_for``, which on Python < 3.12 returns the
+    response instead of raising CancelledError when the task is cancelled in the loop iteration
+    the response arrives in (CPython bpo-42130, fixed in 3.12). The cancellation is then lost
+    and a stopped source would go on polling. ``Task.cancelling()`` still counts it."""
+    if sys.version_info >= (3, 12):
+        return
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _phases(register_map: RegisterMap, values: dict[str, float]) -> tuple[PhaseValues, ...]:

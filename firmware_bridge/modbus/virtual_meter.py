@@ -3,6 +3,7 @@ recorded polls (``ReplayModbusMeter``) on the same server."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import time
@@ -56,7 +57,12 @@ class VirtualModbusMeter:
     ``other_units`` ({unit_id: (model, power_source)}) puts more meters on the same bus.
     ``respond = False`` makes the meters answer with exception responses (device failure);
     ``power_off()``/``power_on()`` stop and restart the server: no answers at all (timeouts).
+    A request the server has already received is answered before it stops (up to
+    ``drain_timeout_s``): pymodbus answers on a task of its own, and a server closed under that
+    task logs "Cancel send, because not connected!" as an error.
     """
+
+    drain_timeout_s = 2.0
 
     def __init__(self, power_source: PowerSource, *, model: str = "sdm120", unit_id: int = 1,
                  phases: int | None = None, time_fn: Callable[[], float] = time.time,
@@ -69,6 +75,7 @@ class VirtualModbusMeter:
         self.bridge = PtyBridge()
         self.respond = True
         self._server = None
+        self._in_flight = 0  # requests to one of our units received and not answered yet
 
     @property
     def port(self) -> str:
@@ -90,6 +97,15 @@ class VirtualModbusMeter:
         unit.fill(start_address, registers, self.time_fn())
         return None
 
+    def _trace_pdu(self, sending: bool, pdu):
+        """pymodbus' PDU hook (called with every request received and answer sent): counts the
+        requests in flight. A request for a unit not on the bus gets no answer, so is not counted."""
+        if sending:
+            self._in_flight = max(0, self._in_flight - 1)
+        elif pdu.dev_id in self.units:
+            self._in_flight += 1
+        return pdu
+
     async def start(self) -> None:
         self.bridge.start()
         await self.power_on()
@@ -108,14 +124,22 @@ class VirtualModbusMeter:
         # (pymodbus 3.16's SimCore still answers unknown ids with a DEVICE_FAILURE exception)
         self._server = ModbusSerialServer(devices, port=self.bridge.path_a,
                                           baudrate=self.register_map.default_baudrate, timeout=1,
-                                          ignore_missing_devices=True)
+                                          ignore_missing_devices=True, trace_pdu=self._trace_pdu)
+        self._in_flight = 0
         await self._server.serve_forever(background=True)
 
     async def power_off(self) -> None:
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await self._server.shutdown()
-            self._server = None
+        """Stop the server once the requests it has received are answered (at most
+        ``drain_timeout_s``); nothing awaits between the last check and the shutdown, so no
+        request can arrive in between."""
+        if self._server is None:
+            return
+        deadline_s = time.monotonic() + self.drain_timeout_s
+        while self._in_flight and time.monotonic() < deadline_s:
+            await asyncio.sleep(0.005)
+        with contextlib.suppress(Exception):
+            await self._server.shutdown()
+        self._server = None
 
     async def stop(self) -> None:
         await self.power_off()

@@ -1,7 +1,9 @@
 """ModbusSource against a real pymodbus RTU server, over a pty bridge (two real serial ports)."""
 
 import asyncio
+import logging
 import math
+import random
 
 import pytest
 
@@ -17,6 +19,7 @@ from firmware_bridge.modbus.source import ModbusConfig, ModbusSource, registers_
 from firmware_bridge.modbus.virtual_meter import VirtualModbusMeter
 from firmware_bridge.reading import ReadingFlag
 from firmware_bridge.source import EVENT_DISCONNECTED, EVENT_RECONNECTED
+from firmware_bridge.sources import build_source
 from tests.firmware_bridge._streams import fast_backoff
 from tests.firmware_bridge._streams import take_readings as _take
 
@@ -180,3 +183,63 @@ async def test_a_silent_unit_times_out_without_dropping_the_bus():
         readings = await _take(source, 4)
     assert {r.meter_id for r in readings} == {"a", "b"}
     assert source.stats.read_timeouts >= 2 and source.stats.disconnects == 0
+
+
+class _SlowMeter(VirtualModbusMeter):
+    """A meter that answers each request only once ``answer`` is set (``asked`` is set when a
+    request is being handled): the window between a request received and its answer, which
+    under emulation lasts long enough for a shutdown to fall into it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.asked, self.answer = asyncio.Event(), asyncio.Event()
+
+    async def _on_access(self, *args):
+        self.asked.set()
+        await self.answer.wait()
+        return await super()._on_access(*args)
+
+
+async def test_a_meter_stopped_while_answering_answers_first_and_logs_no_error(caplog):
+    meter = _SlowMeter(_power, model="sdm120")
+    await meter.start()
+    source = ModbusSource(ModbusConfig(port=meter.port, timeout_s=5.0, retries=0), meter_id="sdm")
+    await source.connect()
+    poll = asyncio.create_task(source.poll())
+    await asyncio.wait_for(meter.asked.wait(), 10)
+    poll.cancel()  # shutdown order of a virtual source: the poll stops, the client, then the meter
+    await source.close()
+    stopping = asyncio.create_task(meter.stop())
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # it waits for the answer in hand
+    meter.answer.set()
+    await asyncio.wait_for(stopping, 10)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors  # pymodbus: "Cancel send, because not connected!" on a closed server
+    with pytest.raises(asyncio.CancelledError):
+        await poll
+
+
+async def test_a_source_cancelled_at_any_moment_of_a_poll_stops_and_nothing_logs_an_error(caplog):
+    # Python < 3.12's asyncio.wait_for (inside pymodbus) drops a cancellation that coincides with
+    # the response; before the fix 1 in ~10 of these cancellations was lost and 1 in ~15 stops
+    # of the meter logged pymodbus' "Cancel send" error.
+    rng = random.Random(0)
+    lost = 0
+    for _ in range(30):
+        source = build_source("virtual-modbus", power_source=_power, interval_s=0.001, meter_id="sdm")
+
+        async def consume(source=source):
+            async for _ in source.readings():
+                pass
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.02 + 0.06 * rng.random())
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=10)
+        if not done:
+            lost += 1
+            task.cancel()
+            await asyncio.wait({task}, timeout=10)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert lost == 0 and not errors, (lost, errors)
