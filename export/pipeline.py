@@ -9,6 +9,14 @@ high-rate data: the profile backbone (L=48 half-hour means, P=12) serves imputat
 detection and forecasting; the NILM backbone has the same architecture on 1-min windows with its
 own L and P. Each task is fine-tuned from its backbone (Alg. 1), then distilled into the student
 that ships in the bundle.
+
+``history_days`` D > 0 trains the context model (``trainer.context``): each simulated household is
+one meter's consecutive days, day-long windows start every ``L / windows_per_day`` points (any
+phase, as the agent's rolling window) and carry the D days before them (``history_w`` [N, D, L],
+``history_mask`` [N, D]; a household's first days have fewer, as a new meter has), built by the
+same ``trainer.profile_sets`` as a user's data. D = 0 keeps the single-day sets of
+``trainer.data``. The exported int8 anomaly model's threshold is calibrated on the validation
+households' clean windows (every bin, as the agent slides) to ``target_false_alarms_per_month``.
 """
 
 from __future__ import annotations
@@ -19,15 +27,19 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from edge.data.profiles import MeterProfiles
 from edge.errors import ConfigError
+from edge.features import CovariateSpec
 from edge.sim import simulate_fleet
 from edge.task_io import TASKS
 from export.bundle_writer import BundleConfig, write_bundle
 from export.nilm_calibration import nilm_calibrator
 from trainer.checkpoint import DataSpec, load_task_model
 from trainer.data import (
+    ArrayDataset,
     anomaly_set,
     forecast_set,
     high_rate_windows,
@@ -65,6 +77,11 @@ class PipelineConfig:
     distill_steps: int = 300
     batch_size: int = 64
     seed: int = 0
+    history_days: int = 0  # D: days of each household's history the profile models see (0: one day)
+    windows_per_day: int = 4  # context sets (D > 0): day-long windows starting every L / this points
+    # The anomaly threshold: fitted on the validation households' clean windows for at most this
+    # many false alarms per meter per month (edge.calibration); None keeps the fixed 0.5.
+    target_false_alarms_per_month: float | None = 1.0
     include_tflite: bool = True
     # The fp32 ONNX models double the bundle; the Pi runs int8 (ONNX or TFLite), so the shipped
     # bundle leaves them out to stay under 1 MB for four tasks. Set True to compare on the Pi.
@@ -85,7 +102,10 @@ class PipelineConfig:
                                                       n_layers=2, d_expert=16, dropout=0.0),
                           student=dict(d_model=8, d_k=4, n_experts=4, n_layers=2, d_expert=16),
                           pretrain_steps=60, finetune_steps=80, distill_steps=60, batch_size=32,
-                          model_version="quick-1"),
+                          model_version="quick-1",
+                          # the tiny test model barely separates attacks: a calibrated threshold
+                          # would silence it in the agent tests that follow a flag end to end
+                          target_false_alarms_per_month=None),
             "demo": {},
             "full": dict(households=200, days=120, nilm_households=40, nilm_days=14,
                          teacher=dict(d_model=64, d_k=16, n_experts=16, top_k=2, n_layers=8,
@@ -130,10 +150,13 @@ class _Stages:
 
 
 def build_profile_sets(cfg: PipelineConfig) -> dict:
-    """Daily profiles of a simulated fleet, split by household, and every profile task's sets."""
+    """Daily profiles of a simulated fleet, split by household, and every profile task's sets
+    (with ``cfg.history_days`` days of context when > 0)."""
     profiles = simulate_profiles(cfg.households, cfg.days, seed=cfg.seed)
     train, val, test = split_by_household(profiles, (0.7, 0.15, 0.15), seed=cfg.seed)
     _check_splits("profiles", cfg.households, train=train, val=val, test=test)
+    if cfg.history_days > 0:
+        return context_sets(cfg, {"train": train, "val": val, "test": test})
     sets: dict = {"pretrain": {"train": train, "val": val}}
     for split_name, split, offset in (("train", train, 1), ("val", val, 2), ("test", test, 3)):
         load_w = split.arrays["load_w"]
@@ -141,6 +164,53 @@ def build_profile_sets(cfg: PipelineConfig) -> dict:
         sets.setdefault("imputation", {})[split_name] = imputation_set(load_w, seed=seed)
         sets.setdefault("anomaly", {})[split_name] = anomaly_set(load_w, seed=seed + 1)
         sets.setdefault("forecast", {})[split_name] = forecast_set(split)
+    sets["meters"] = {"val": household_meters(val)}
+    return sets
+
+
+# What the agent computes at run time (edge.agent.inference.forecast_step): the UTC calendar day,
+# no holiday calendar, the temperature block with its mask.
+SIMULATED_COVARIATES = CovariateSpec()
+
+
+def household_meters(profiles: ArrayDataset) -> list[MeterProfiles]:
+    """Each household's days (``profiles_from_traces``: ``household``, ``day``, ``load_w``
+    [N, 48], ``temperature_c``, ``is_holiday``) as one meter's consecutive days, a day the
+    simulator did not complete a NaN row (so no window or history day spans it)."""
+    a = profiles.arrays
+    res = int(profiles.meta.get("resolution_s", 1800))
+    meters = []
+    for h in np.unique(a["household"]):
+        rows = np.flatnonzero(a["household"] == h)
+        rows = rows[np.argsort(a["day"][rows])]
+        first, day = int(a["day"][rows[0]]), a["day"][rows] - a["day"][rows[0]]
+        n, L = int(day[-1]) + 1, a["load_w"].shape[1]
+        load, temp = np.full((n, L), np.nan, np.float32), np.full((n, L), np.nan, np.float32)
+        holiday = np.zeros(n, bool)
+        load[day], temp[day], holiday[day] = a["load_w"][rows], a["temperature_c"][rows], a["is_holiday"][rows]
+        dates = (first + np.arange(n)).astype("datetime64[D]")
+        weekday = ((first + np.arange(n) + 3) % 7).astype(np.int8)  # 1970-01-01 was a Thursday
+        meters.append(MeterProfiles(f"sim-{int(h)}", dates, load, temp, weekday, holiday, res))
+    return meters
+
+
+def context_sets(cfg: PipelineConfig, splits: dict[str, ArrayDataset]) -> dict:
+    """Every profile task's sets of a context model from household splits: each household one
+    meter, all its days one part (``trainer.profile_sets``), windows every ``L /
+    cfg.windows_per_day`` points with ``cfg.history_days`` days before them."""
+    from trainer.profile_sets import MeterPart, task_set
+
+    sets: dict = {"meters": {}}
+    for offset, (split_name, split) in enumerate(splits.items(), start=1):
+        meters = household_meters(split)
+        parts = [MeterPart(m, 0, len(m)) for m in meters]
+        stride = max(1, meters[0].steps_per_day // cfg.windows_per_day)
+        sets["meters"][split_name] = meters
+        for task in ("pretrain", "imputation", "anomaly", "forecast"):
+            if task == "pretrain" and split_name == "test":
+                continue
+            sets.setdefault(task, {})[split_name] = task_set(
+                task, parts, SIMULATED_COVARIATES, stride, cfg.seed + 10 * offset, cfg.history_days)
     return sets
 
 
@@ -161,9 +231,9 @@ def _check_splits(what: str, n_households: int, **splits) -> None:
                          "simulate more households")
 
 
-def _model_cfg(cfg: PipelineConfig, seq_len: int, n_patches: int):
+def _model_cfg(cfg: PipelineConfig, seq_len: int, n_patches: int, history_days: int = 0):
 
-    return ModelConfig(seq_len=seq_len, n_patches=n_patches, **cfg.teacher)
+    return ModelConfig(seq_len=seq_len, n_patches=n_patches, history_days=history_days, **cfg.teacher)
 
 
 def _pretrain(cfg: PipelineConfig, name: str, model_cfg, train, val) -> Path:
@@ -204,7 +274,7 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     stages = _Stages()
     sets = stages.run("simulate profiles", build_profile_sets, cfg)
     backbones = {"profile": stages.run(
-        "pretrain profile backbone", _pretrain, cfg, "profile", _model_cfg(cfg, 48, 12),
+        "pretrain profile backbone", _pretrain, cfg, "profile", _model_cfg(cfg, 48, 12, cfg.history_days),
         sets["pretrain"]["train"], sets["pretrain"]["val"])}
     if "nilm" in cfg.tasks:
         sets["nilm"] = stages.run("simulate 1-min NILM windows", build_nilm_sets, cfg)
@@ -224,12 +294,48 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
         model_version=cfg.model_version, overwrite=True,
         cfg=BundleConfig(include_tflite=cfg.include_tflite, include_fp32=cfg.include_fp32),
         notes=f"unimeter pipeline seed={cfg.seed}",
-        calibrate=nilm_calibrator(sets["nilm"]["val"]) if "nilm" in cfg.tasks else None)
+        calibrate=_calibrator(cfg, sets))
     result = PipelineResult(bundle_dir, teachers, students, reports, stages.seconds,
                             {task: sets[task].get("test") for task in cfg.tasks})
     summary = {**result.summary(), "config": _jsonable(asdict(replace(cfg, out_dir=str(cfg.out_dir))))}
     (cfg.out_dir / "pipeline.json").write_text(json.dumps(summary, indent=2) + "\n")
     return result
+
+
+def _calibrator(cfg: PipelineConfig, sets: dict):
+    """The bundle writer's ``calibrate`` hook: NILM decision rules and the anomaly threshold, each
+    fitted on the validation households."""
+    hooks = []
+    if "nilm" in cfg.tasks:
+        hooks.append(nilm_calibrator(sets["nilm"]["val"]))
+    if "anomaly" in cfg.tasks and cfg.target_false_alarms_per_month is not None:
+        hooks.append(anomaly_calibrator(sets["meters"]["val"], cfg.history_days, cfg.target_false_alarms_per_month))
+
+    def calibrate(bundle) -> dict[str, dict]:
+        return {task: figures for hook in hooks for task, figures in hook(bundle).items()}
+    return calibrate if hooks else None
+
+
+def anomaly_calibrator(meters: list[MeterProfiles], history_days: int, target_per_month: float):
+    """Fits the exported int8 anomaly model's window and point thresholds on every clean window
+    ending on the validation households' days (every bin, as the agent slides) after their first
+    ``max(history_days, 1)`` days (a meter whose history is complete, as the agent's after a week)."""
+    from edge.data.userdata import TimeSplit
+    from export.train_stages import anomaly_calibration
+    from trainer.user_eval import UserData
+
+    skip = max(history_days, 1)
+    splits = [TimeSplit(len(m), (0, skip), (skip, len(m)), (len(m), len(m))) for m in meters]
+    data = UserData(meters, splits, SIMULATED_COVARIATES, [None] * len(meters), meters[0].resolution_s)
+
+    def calibrate(bundle) -> dict[str, dict]:
+        if "anomaly" not in bundle.tasks:
+            return {}
+        figures = anomaly_calibration(bundle, data, target_per_month, f"days of {len(meters)} validation households")
+        log.info("anomaly threshold: window logit %.3f for <= %g false alarm(s)/month (%s)",
+                 figures["window_threshold_logit"], target_per_month, figures["fitted_on"])
+        return {"anomaly": figures}
+    return calibrate
 
 
 def _jsonable(obj):

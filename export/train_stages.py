@@ -153,27 +153,34 @@ def _fmt(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.3g}" for k, v in metrics.items())
 
 
-def calibrator(cfg, data, choices):
-    """The bundle writer's ``calibrate`` hook: the exported int8 anomaly model's window and point
-    thresholds fitted on every clean window ending on a validation day (the agent's rolling
-    schedule) to the false-alarm budget."""
-    def calibrate(bundle) -> dict[str, dict]:
-        from trainer.user_eval import BundleRunner, fit_runner_threshold
+def anomaly_calibration(bundle, data, target_per_month: float, days_from: str = "validation days") -> dict:
+    """The manifest's anomaly ``calibration``: the exported int8 model's window and point logit
+    thresholds fitted to ``target_per_month`` false alarms per meter on every clean window ending
+    on a validation day of ``data`` (a ``trainer.user_eval.UserData``; the agent's rolling
+    schedule)."""
+    from trainer.user_eval import BundleRunner, fit_runner_threshold
 
+    window, point = fit_runner_threshold(BundleRunner(bundle), data, target_per_month)
+    return {
+        "window_threshold_logit": window.threshold, "point_threshold_logit": point.threshold,
+        "target_false_alarms_per_month": target_per_month,
+        "fitted_on": f"int8 model, {window.n_days} clean {days_from} ({window.n_windows} windows, every "
+                     "bin, as the agent slides)",
+        "window": window.to_dict(), "point": point.to_dict(), "recalibrate_after_days": 14,
+    }
+
+
+def calibrator(cfg, data, choices):
+    """The bundle writer's ``calibrate`` hook: :func:`anomaly_calibration` on the validation days."""
+    def calibrate(bundle) -> dict[str, dict]:
         if "anomaly" not in bundle.tasks:
             return {}
-        window, point = fit_runner_threshold(BundleRunner(bundle), data, cfg.target_false_alarms_per_month)
-        figures = {
-            "window_threshold_logit": window.threshold, "point_threshold_logit": point.threshold,
-            "target_false_alarms_per_month": cfg.target_false_alarms_per_month,
-            "fitted_on": f"int8 model, {window.n_days} clean validation days ({window.n_windows} windows, every "
-                         "bin, as the agent slides)",
-            "window": window.to_dict(), "point": point.to_dict(), "recalibrate_after_days": 14,
-        }
+        figures = anomaly_calibration(bundle, data, cfg.target_false_alarms_per_month)
+        window = figures["window"]
         choices.say("anomaly_calibration", figures,
-                    f"anomaly threshold (int8 model): window logit {window.threshold:.3f} for <= "
-                    f"{cfg.target_false_alarms_per_month:g} false alarm(s)/month ({window.n_days} clean validation "
-                    f"days, {window.false_alarm_days} alarm days at it)")
+                    f"anomaly threshold (int8 model): window logit {window['threshold']:.3f} for <= "
+                    f"{cfg.target_false_alarms_per_month:g} false alarm(s)/month ({window['n_days']} clean validation "
+                    f"days, {window['false_alarm_days']} alarm days at it)")
         return {"anomaly": figures}
     return calibrate
 

@@ -36,3 +36,64 @@ def test_presets_and_unknown_preset(tmp_path):
     assert quick.pretrain_steps < PipelineConfig(out_dir=tmp_path).pretrain_steps
     with pytest.raises((KeyError, ValueError)):
         PipelineConfig.preset("enormous", tmp_path)
+
+
+def test_context_sets_give_each_window_the_days_before_it_in_its_household(tmp_path):
+    """D > 0: each simulated household is one meter; a window's history day k is the L points
+    (D - k) * L before it in the same household, the first days of a household lack some."""
+    import numpy as np
+
+    from export.pipeline import build_profile_sets
+
+    D = 3
+    cfg = PipelineConfig.preset("quick", tmp_path, households=6, days=8, history_days=D)
+    sets = build_profile_sets(cfg)
+    series = {m.household_id: m.load_w.reshape(-1) for split in sets["meters"].values() for m in split}
+    for task in ("pretrain", "imputation", "anomaly", "forecast"):
+        for split in ("train", "val", "test") if task != "pretrain" else ("train", "val"):
+            a = sets[task][split].arrays
+            n, L = a["load_w"].shape
+            assert a["history_w"].shape == (n, D, L) and a["history_mask"].shape == (n, D), (task, split)
+    a = sets["pretrain"]["train"].arrays
+    mask = a["history_mask"]
+    assert mask.all(axis=1).any() and not mask.all()  # full history later, less in the first days
+    checked = 0
+    for i in np.flatnonzero(mask.all(axis=1))[:20]:
+        hits = [(h, s) for h, x in series.items() for s in range(D * L, len(x) - L + 1, L // cfg.windows_per_day)
+                if np.array_equal(x[s:s + L], a["load_w"][i])]
+        assert len(hits) == 1
+        h, s = hits[0]
+        assert np.array_equal(a["history_w"][i].reshape(-1), series[h][s - D * L:s])
+        checked += 1
+    assert checked
+
+
+def test_the_one_day_sets_stay_without_history(tmp_path):
+    from export.pipeline import build_profile_sets
+
+    sets = build_profile_sets(PipelineConfig.preset("quick", tmp_path, households=6, days=4))
+    assert "history_w" not in sets["anomaly"]["train"].arrays
+    assert sets["imputation"]["train"].arrays["load_w"].shape[1] == 48
+
+
+def test_the_anomaly_threshold_keeps_clean_validation_households_within_the_budget(tiny_bundle, tmp_path):
+    """The calibration hook on the exported int8 graph: at the fitted window logit, the clean days
+    of the validation households (every window, as the agent slides) fire at most the budget's
+    share of 1 per 30 days."""
+    import numpy as np
+
+    from edge.bundle import load_bundle
+    from edge.data.userdata import TimeSplit
+    from export.pipeline import SIMULATED_COVARIATES, anomaly_calibrator, build_profile_sets
+    from trainer.user_eval import BundleRunner, UserData, clean_windows
+
+    cfg = PipelineConfig.preset("quick", tmp_path, households=10, days=12)
+    meters = build_profile_sets(cfg)["meters"]["val"]
+    figures = anomaly_calibrator(meters, 0, 1.0)(load_bundle(tiny_bundle))["anomaly"]
+    threshold = figures["window_threshold_logit"]
+    n_days = sum(len(m) - 1 for m in meters)  # the first day of each is history only
+    assert np.isfinite(threshold) and figures["window"]["n_days"] == n_days
+    splits = [TimeSplit(len(m), (0, 1), (1, len(m)), (len(m), len(m))) for m in meters]
+    wins, day = clean_windows(UserData(meters, splits, SIMULATED_COVARIATES, [None] * len(meters), 1800), "val")
+    logits = BundleRunner(tiny_bundle).run("anomaly", wins)["window_logit"].ravel()
+    assert len(set(day[logits > threshold])) <= n_days // 30
