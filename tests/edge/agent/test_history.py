@@ -174,3 +174,37 @@ async def test_agent_runs_the_context_model_with_history_from_sqlite_across_a_re
     second = await _run_until_anomaly(cfg, mosquitto.port, "history-2")
     assert second["history_days"] == 2, second
     assert second["window_end_s"] >= first["window_end_s"]
+
+
+def test_a_replay_runs_the_agents_path_with_the_history_it_builds_itself(context_bundle):
+    """``edge.agent.replay``: after the backfill every window sees its D days; the published flags
+    are the window logits of the very same inputs (the series' own days before each window, built
+    independently by ``history_context``) cut at the bundle's threshold; a day-long flag run is one
+    alarm."""
+    from edge.agent.inference import AnomalyThreshold, ModelHost, open_model
+    from edge.agent.replay import replay_meter
+    from edge.bundle import load_bundle
+    from edge.data.userdata import history_context
+    from edge.runtime import InferenceRuntime
+
+    rng = np.random.default_rng(5)
+    days = D + 3
+    t = np.arange(days * L)
+    bins = (400 + 300 * np.sin(2 * np.pi * t / L) ** 2 + rng.gamma(2.0, 40.0, len(t))).astype(np.float64)
+    first = 20_000 * L
+    host = ModelHost(opener=lambda p: open_model(p, "onnx", "int8", 1))
+    assert host.try_load(context_bundle)
+    eval_from = (D + 1) * L - 1
+    r = replay_meter(host, bins, first, eval_from, every=5)
+    ends = np.arange(eval_from, len(bins), 5)
+    assert len(r.flag) == len(ends) and (r.history_days == D).all()
+    np.testing.assert_allclose(r.window_end_s, (first + ends + 1) * 1800.0)
+    starts = ends - L + 1
+    hist, mask = history_context(bins, starts, L, D)
+    windows = bins[starts[:, None] + np.arange(L)].astype(np.float32)
+    runtime = InferenceRuntime(load_bundle(context_bundle), backend="onnx", precision="int8", threads=1)
+    out = runtime.run("anomaly", {"load_w": windows, "observed": np.ones_like(windows), "history_w": hist,
+                                  "history_mask": mask})
+    cut = (host.current.anomaly_threshold or AnomalyThreshold()).window_logit
+    np.testing.assert_array_equal(r.flag, out["window_logit"].ravel() > cut)
+    assert r.alarms == int(r.flag[0]) + int(np.sum(r.flag[1:] & ~r.flag[:-1]))

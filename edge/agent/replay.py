@@ -1,0 +1,89 @@
+"""A meter's recorded profile bins replayed through the agent's anomaly path, offline.
+
+What the agent does for each meter every ``schedule.profile_every_s`` (default: once per 30-min
+bin), without a broker or meters: the rolling window of the last L bins, its history context from
+the meter's ``profile_bins`` (``edge.agent.history``, in a real SQLite database), ``profile_step``
+(imputation when the window has gaps, the anomaly graph, the bundle's calibrated threshold) and
+the window written back as history. Before the first evaluation the bins before it are backfilled,
+as the agent backfills from its stored readings at start-up.
+
+An alarm is what a household sees: a rising edge of the published flag
+(``edge.calibration.alarm_episodes``; a flag that stays up over consecutive windows is one alarm).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.agent.config import ScheduleConfig
+from edge.agent.history import ProfileHistory
+from edge.agent.inference import ModelHost, profile_step
+from edge.calibration import alarm_episodes
+from edge.errors import DataError
+
+
+@dataclass
+class Replay:
+    """The published anomaly results of one replayed meter, one row per evaluated window."""
+
+    window_end_s: np.ndarray  # float64 [N] UTC epoch s
+    score: np.ndarray  # float64 [N] the published probability
+    flag: np.ndarray  # bool [N] the published ``anomaly``
+    history_days: np.ndarray  # int [N] history days the model saw (D for a complete history)
+
+    @property
+    def alarms(self) -> int:
+        """Rising edges of the flag."""
+        return alarm_episodes(self.flag)
+
+    def alarm_days(self, day_s: float = 86400.0) -> int:
+        """UTC days with at least one flagged window end."""
+        return len(np.unique(np.floor((self.window_end_s[self.flag] - 1e-6) / day_s)))
+
+
+def replay_meter(host: ModelHost, bins_w: np.ndarray, first_bin: int, eval_from: int, every: int = 1,
+                 meter_id: str = "replay", min_coverage: float | None = None) -> Replay:
+    """Evaluate the windows ending on bins ``eval_from``, ``eval_from + every``, ... of ``bins_w``.
+
+    ``bins_w``: float [T] mean power (W) per bin of the anomaly task's resolution, NaN where the
+    meter sent nothing; bin ``k`` covers ``[(first_bin + k) * res, (first_bin + k + 1) * res)``.
+    ``eval_from`` >= L - 1 (the first window is whole). Windows covered less than
+    ``min_coverage`` (default: the agent's ``schedule.min_coverage``) are skipped, as the agent
+    skips them. Raises DataError when the live model has no anomaly task or the series is short.
+    """
+    model = host.current
+    if model is None or not model.has("anomaly"):
+        raise DataError("the replay needs a live model with an anomaly task")
+    shape = model.tasks["anomaly"]
+    res, L, D = float(shape.resolution_s), int(shape.length), int(model.history_days)
+    bins_w = np.asarray(bins_w, np.float64)
+    if eval_from < L - 1 or eval_from >= len(bins_w):
+        raise DataError(f"eval_from {eval_from} must lie in [{L - 1}, {len(bins_w)}) for {L}-bin windows")
+    min_coverage = ScheduleConfig().min_coverage if min_coverage is None else min_coverage
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        history = ProfileHistory(db, res, L, D) if D else None
+        if history is not None:
+            known = np.flatnonzero(np.isfinite(bins_w[:eval_from + 1]))
+            history.backfill(meter_id, [(first_bin + int(k), float(bins_w[k]), 1) for k in known])
+        rows = []
+        for end in range(eval_from, len(bins_w), every):
+            start = end - L + 1
+            window = bins_w[start:end + 1].astype(np.float32)
+            if np.isfinite(window).mean() < min_coverage:
+                continue
+            context = history.context(meter_id, first_bin + start) if history is not None else None
+            body, filled = profile_step(host, window, (first_bin + start) * res, res, context=context)
+            if history is not None:
+                history.record(meter_id, first_bin + start, filled, np.isfinite(window))
+            rows.append((body["window_end_s"], body["score"], body["anomaly"], body.get("history_days", 0)))
+    finally:
+        db.close()
+    if not rows:
+        return Replay(np.zeros(0), np.zeros(0), np.zeros(0, bool), np.zeros(0, int))
+    end_s, score, flag, days = zip(*rows, strict=True)
+    return Replay(np.asarray(end_s, np.float64), np.asarray(score, np.float64), np.asarray(flag, bool),
+                  np.asarray(days, int))
