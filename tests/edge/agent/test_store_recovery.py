@@ -155,10 +155,16 @@ async def test_store_deleted_while_running_is_written_back(mosquitto, tmp_path):
             if cfg.store_path.exists():
                 break
         assert cfg.store_path.exists(), "the deleted store was not written back"
-        for _ in range(600):  # the written-back store goes on taking readings
-            if agent.store.last_seq("s1") > before + 5:
+        for _ in range(600):  # the file appears before the agent has reopened it and noted the event
+            if agent.store_events:
                 break
             await asyncio.sleep(0.1)
+        restored = agent.store.last_seq("s1")
+        for _ in range(600):  # the written-back store goes on taking readings
+            if agent.store.last_seq("s1") > restored + 5:
+                break
+            await asyncio.sleep(0.1)
+        assert agent.store.last_seq("s1") > restored + 5, "the written-back store takes no readings"
     finally:
         agent.request_stop()
         await asyncio.wait_for(task, 30)
@@ -167,7 +173,7 @@ async def test_store_deleted_while_running_is_written_back(mosquitto, tmp_path):
     try:
         assert event is None and store.epoch == epoch and store.integrity_check() == "ok"
         seqs = [s.seq for s in store.readings_since("s1", 0)]
-        assert seqs == list(range(1, store.last_seq("s1") + 1)) and len(seqs) > before + 5
+        assert seqs == list(range(1, store.last_seq("s1") + 1)) and len(seqs) > restored + 5 > before
     finally:
         store.close()
 
