@@ -13,6 +13,11 @@ traceback, restarted with backoff and reported in health until it runs again. St
 (disk full, I/O errors) are not deaths: the writer keeps its batch and the pump its
 acknowledgements and both retry, logged once per spell (``FailureSpell``) and reported in health.
 
+The agent wires the rooms that do each job: ``pump`` (outbox -> broker, refused topics),
+``rounds`` (the scheduled model, quality and report rounds), ``meter_state`` (resamplers warm from
+the store), ``store_recovery`` (a damaged or deleted store), ``status`` (status details, health);
+what stays here is the run itself: start, readers and writer, discovery glue, watchdog, shutdown.
+
 ``Agent.run()`` returns when ``request_stop()`` is called (SIGTERM/SIGINT in the CLI): sources stop,
 everything received is committed, the outbox gets ``shutdown_flush_s`` to drain, ``offline`` is
 published, the store is checkpointed and closed.
@@ -30,48 +35,38 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import numpy as np
-
-from edge.agent.appliances import ApplianceState, MeterAppliances, decided_range, names_in_order
+from edge.agent.appliances import ApplianceState, MeterAppliances, names_in_order
 from edge.agent.availability import AvailabilityTracker
 from edge.agent.config import AgentConfig
-from edge.agent.discovery import GatewayDiscovery, MeterInfo, ModelInfo, appliance_name, slug
-from edge.agent.gapfill import window_fill_report
-from edge.agent.guards import build_guards, guard_quality, guard_totals, guard_warnings, seed_guards
+from edge.agent.discovery import GatewayDiscovery, MeterInfo, ModelInfo, appliance_name
+from edge.agent.guards import build_guards, seed_guards
 from edge.agent.health import (
     HEALTH_EVERY_S,
     Health,
-    ModelHealth,
-    MqttHealth,
-    StoreHealth,
     health_path,
     write_health,
 )
-from edge.agent.history import HistoryContext, ProfileHistory
-from edge.agent.inference import (
-    ModelHost,
-    forecast_step,
-    nilm_step,
-    open_model,
-    profile_step,
-)
-from edge.agent.messages import Topics, iso_utc
+from edge.agent.history import ProfileHistory
+from edge.agent.inference import ModelHost, open_model
+from edge.agent.messages import Topics
+from edge.agent.meter_state import MeterState, Stats, model_resolutions, warm_meter_states
 from edge.agent.mqtt import MqttPublisher
 from edge.agent.notify import Notifier
-from edge.agent.resample import Resampler
+from edge.agent.pump import OutboxPump
+from edge.agent.rounds import ModelRounds, every
+from edge.agent.status import agent_health, status_details
 from edge.agent.store import (
     Message,
     ReadingStore,
     StoreCorruptError,
     StoredReading,
     StoreError,
-    move_aside,
     open_store,
 )
+from edge.agent.store_recovery import check_store_file, replace_store
 from edge.agent.supervise import FailureSpell, Supervisor
 from edge.agent.watch import BundleWatcher
 from edge.signing import BundleTrust
@@ -79,9 +74,6 @@ from firmware_bridge.guard import MODEL_EXCLUDED
 from firmware_bridge.reading import Reading, ReadingFlag
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PROFILE = (1800.0, 48)  # resolution_s, L when no model says otherwise
-DEFAULT_NILM = (10.0, 256)
 
 
 def bundle_trust(model_cfg) -> BundleTrust:
@@ -99,47 +91,6 @@ def _lower_priority(niceness: int = 10) -> None:
         log.debug("could not lower the inference thread's priority: %s", e)
 
 
-@dataclass
-class MeterState:
-    id: str
-    name: str
-    profile: Resampler
-    nilm: Resampler
-    appliances: MeterAppliances | None = None  # NILM uses, events and daily energy (model with nilm)
-    received: int = 0  # since the last quality message
-    flags_seen: int = 0
-    last_seq: int = 0
-    last_ts_s: float = 0.0
-    last_received_s: float = 0.0
-
-
-@dataclass
-class Stats:
-    committed: int = 0
-    published: int = 0
-    latencies_s: list[float] = field(default_factory=list)  # reading received -> PUBACK, recent
-    commit_latencies_s: list[float] = field(default_factory=list)  # reading received -> committed
-    writer_tick_s: float = 0.0
-    pump_tick_s: float = 0.0
-    errors: int = 0
-    last_error: str = ""
-    last_error_s: float = 0.0
-    started_s: float = field(default_factory=time.time)
-
-    def note_error(self, message: str) -> None:
-        self.errors += 1
-        self.last_error, self.last_error_s = message, time.time()
-
-    def note_latency(self, lat_s: float, keep: int = 20000) -> None:
-        self.latencies_s.append(lat_s)
-        if len(self.latencies_s) > keep:
-            del self.latencies_s[: keep // 2]
-
-    def note_commit(self, stored: list[StoredReading], keep: int = 20000) -> None:
-        now_s = time.time()
-        self.commit_latencies_s.extend(now_s - s.reading.received_s for s in stored[:: max(1, len(stored) // 20)])
-        if len(self.commit_latencies_s) > keep:
-            del self.commit_latencies_s[: keep // 2]
 
 
 class Agent:
@@ -169,23 +120,20 @@ class Agent:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pump_last_id = 0  # outbox id of the last message handed to paho
         self.store: ReadingStore | None = None
         self.publisher: MqttPublisher | None = None
+        self.pump: OutboxPump | None = None  # outbox -> broker (run(), when MQTT is enabled)
         self.ready = asyncio.Event()
         self.supervisor = Supervisor()
         self._batch: list[Reading] | None = None  # taken from the queue, not yet committed
-        self._acks_pending: list = []  # PUBACKs drained from paho, not yet recorded in the store
-        self._holds_pending: list[tuple[int, int]] = []  # (outbox id, reason code) to hold
-        self._probing: set[str] = set()  # held topics allowed one message (a probe) now
-        self._store_gen = 0  # bumped when the store is replaced: outbox ids before it mean nothing
-        self._store_ident: tuple[int, int] | None = None
+        self.store_identity: tuple[int, int] | None = None
         self.store_events: list[dict] = []  # stores recovered (moved aside, restored) this run
         self._history: tuple[tuple, ProfileHistory] | None = None  # (store, res, L, D), its history
         self.write_spell = FailureSpell("store writes", log)  # readings and queued messages
         self.ack_spell = FailureSpell("store: recording broker acknowledgements", log)
         self.appliance_state: ApplianceState | None = None  # loaded with the first NILM tracker
         self.appliance_spell = FailureSpell("saving today's appliance energy", log)
+        self.rounds = ModelRounds(self)
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -204,43 +152,18 @@ class Agent:
             with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
                 self._loop.call_soon_threadsafe(self._wake.set)
 
-    def _resolutions(self) -> tuple[tuple[float, int], tuple[float, int]]:
-        sched = self.cfg.schedule
-        model = self.host.current
-        prof, nilm = DEFAULT_PROFILE, DEFAULT_NILM
-        if model is not None:
-            t = model.tasks.get("anomaly") or model.tasks.get("imputation") or model.tasks.get("forecast")
-            prof = (t.resolution_s, t.length) if t else prof
-            n = model.tasks.get("nilm")
-            nilm = (n.resolution_s, n.length) if n else nilm
-        if sched.profile_resolution_s:
-            prof = (sched.profile_resolution_s, prof[1])
-        if sched.nilm_resolution_s:
-            nilm = (sched.nilm_resolution_s, nilm[1])
-        return prof, nilm
+    def resolutions(self) -> tuple[tuple[float, int], tuple[float, int]]:
+        """((profile resolution_s, L), (NILM resolution_s, L_nilm)) of the live model."""
+        return model_resolutions(self.host.current, self.cfg.schedule)
 
-    async def _build_meter_states(self) -> None:
-        """(Re)build the resamplers at the model's resolutions, warm from the store."""
-        (p_res, p_len), (n_res, n_len) = self._resolutions()
+    async def build_meter_states(self) -> None:
+        """(Re)build the resamplers at the model's resolutions, warm from the store, and backfill
+        the profile history the model takes."""
+        resolutions = (p_res, p_len), _ = self.resolutions()
         now_s = time.time()
         names = {m.id: m.name for m in self.cfg.meters}
-        known = {mid: (seq, ts, rx) for mid, seq, ts, rx in await self.db(self.store.meters)}
-        states = {}
-        for mid in self.sources:
-            st = MeterState(mid, names.get(mid, ""), Resampler(p_res, 2 * p_len + 2),
-                            Resampler(n_res, n_len + 2), self._meter_appliances(mid, n_res))
-            seq, ts, rx = known.get(mid, (0, None, None))
-            st.last_seq, st.last_ts_s, st.last_received_s = seq, ts or 0.0, rx or 0.0
-            ref_s = max(now_s, st.last_ts_s)
-            for k, s, c in await self.db(self.store.bins, mid, p_res, ref_s - (2 * p_len + 2) * p_res):
-                st.profile.add_bin(int(k), s, c)
-            for k, s, c in await self.db(self.store.bins, mid, n_res, ref_s - (n_len + 2) * n_res):
-                st.nilm.add_bin(int(k), s, c)
-            for res, rs in ((p_res, st.profile), (n_res, st.nilm)):
-                for k, ts, wh in await self.db(self.store.counter_bins, mid, res, ref_s - rs.keep_bins * res):
-                    rs.add_counter(int(k), ts, wh)
-            states[mid] = st
-        self.meters = states
+        self.meters = await warm_meter_states(self.db, self.store, list(self.sources), names, resolutions,
+                                              self._meter_appliances, now_s)
         history = await self.profile_history()
         if history is not None:
             for mid in self.sources:
@@ -255,23 +178,12 @@ class Agent:
         days = model.history_days if model is not None else 0
         if not days or self.store is None:
             return None
-        (res, length), _ = self._resolutions()
+        (res, length), _ = self.resolutions()
         key = (self.store, res, length, days)
         if self._history is None or self._history[0] != key:
             history = await self.db(ProfileHistory, self.store.db, res, length, days)
             self._history = (key, history)
         return self._history[1]
-
-    async def _context(self, meter_id: str, start_s: float, res: float) -> HistoryContext | None:
-        history = await self.profile_history()
-        return await self.db(history.context, meter_id, round(start_s / res)) if history else None
-
-    async def _remember(self, meter_id: str, start_s: float, res: float, window: np.ndarray,
-                        filled: np.ndarray) -> None:
-        """Keep the window's bins (measured, or as the model filled them) as the meter's history."""
-        history = await self.profile_history()
-        if history is not None:
-            await self.db(history.record, meter_id, round(start_s / res), filled, np.isfinite(window))
 
     def _meter_appliances(self, meter_id: str, resolution_s: float) -> MeterAppliances | None:
         """The NILM tracker of one meter: the appliances its config lists (all the model's when it
@@ -297,22 +209,24 @@ class Agent:
     async def run(self) -> int:
         self._loop = asyncio.get_running_loop()
         cfg = self.cfg
-        self.store, event = await self.db(partial(open_store, cfg.store_path, **self._store_options()))
-        self._note_store(event)
+        self.store, event = await self.db(partial(open_store, cfg.store_path, **self.store_options()))
+        self.adopt_store(event)
         watcher = None
         if cfg.model.bundle:
             watcher = BundleWatcher(cfg.model.bundle, self.host, self.infer, self._on_model_swap)
             await watcher.check(initial=True)
         try:
-            await self._build_meter_states()
+            await self.build_meter_states()
             await self.db(seed_guards, self.guards, self.store)
         except StoreCorruptError as e:  # damage found by the warm-start reads
-            await self._replace_store(str(e))
+            await replace_store(self, str(e))
         self._start_discovery()
         if cfg.mqtt.enabled:
             self.publisher = MqttPublisher(cfg.mqtt, self.topics, cfg.client_id,
                                            on_ha_online=self._ha_online_threadsafe)
             self.publisher.wakeup = self._wake_threadsafe
+            self.pump = OutboxPump(self.publisher, self.db, lambda: self.store, self.stats, self.ack_spell,
+                                   self._wake, self.pump_window)
             for topic, code in (await self.db(self.store.held_topics)).items():
                 self.publisher.held[topic] = f"refused before the restart (0x{code:02X})"
             self.publisher.start()
@@ -327,71 +241,20 @@ class Agent:
         await self._shutdown()
         return 0
 
-    # --- the store: open, replace when damaged, restore when deleted ------------------------------
+    # --- the store in use (recovery from damage and deletion: edge.agent.store_recovery) -----------
 
-    def _store_options(self) -> dict:
+    def store_options(self) -> dict:
+        """``ReadingStore`` options from ``[store]``."""
         s = self.cfg.store
         return {"synchronous": s.synchronous, "outbox_max_rows": s.outbox_max_rows,
                 "outbox_max_mb": s.outbox_max_mb}
 
-    def _note_store(self, event: dict | None) -> None:
+    def adopt_store(self, event: dict | None) -> None:
         """Adopt the (new) store: its epoch goes into every message from now on."""
         self.topics = dataclasses.replace(self.topics, epoch=self.store.epoch)
-        self._store_ident = self.store.file_identity()
+        self.store_identity = self.store.file_identity()
         if event is not None:
             self.store_events.append(event)
-
-    async def _replace_store(self, reason: str) -> None:
-        """The store turned out damaged while open: move it aside and start a fresh one.
-
-        Outbox ids of the old store mean nothing in the new one, so everything that refers to
-        them (paho's in-flight map, pending acknowledgements, the pump cursor) is forgotten; what
-        was in flight may still reach subscribers, under the old epoch.
-        """
-        self._store_gen += 1
-        old = self.store
-        await self.db(old.close)
-        moved = await self.db(move_aside, self.cfg.store_path)
-        self.store = await self.db(partial(ReadingStore, self.cfg.store_path, **self._store_options()))
-        event = {"event": "store_recovered", "reason": reason, "moved_to": str(moved),
-                 "at_s": time.time(), "epoch": self.store.epoch, "previous_epoch": old.epoch}
-        log.error("store %s is damaged (%s): moved it aside to %s and started a fresh store (epoch %s)",
-                  self.cfg.store_path, reason, moved.name, self.store.epoch)
-        self._note_store(event)
-        self._acks_pending.clear()
-        self._holds_pending.clear()
-        self._pump_last_id = 0
-        if self.publisher is not None:
-            self.publisher.forget_inflight()
-            await self.enqueue([self.topics.event_message(event)])
-        await self._build_meter_states()
-
-    async def _check_store_file(self) -> None:
-        """Write a store file deleted (or replaced) under the running agent back from the open
-        connection (SQLite's backup API), so nothing it held is lost when the agent exits."""
-        ident = await self.db(self.store.file_identity)
-        if ident == self._store_ident:
-            return
-        path = self.cfg.store_path
-        log.error("store file %s was %s while the agent runs; writing it back from the open database",
-                  path, "deleted" if ident is None else "replaced")
-        await self.db(self._restore_store_file)
-        event = {"event": "store_restored", "reason": "store file deleted while running"
-                 if ident is None else "store file replaced while running", "at_s": time.time(),
-                 "epoch": self.store.epoch}
-        self._note_store(event)
-        await self.enqueue([self.topics.event_message(event)])
-
-    def _restore_store_file(self) -> None:
-        """(store thread) back up the open store to its path and reopen it there."""
-        path = self.store.path
-        if path.exists():  # something else took its place: keep it, but not as our store
-            move_aside(path)
-        tmp = path.with_name(f".{path.name}.restore")
-        self.store.restore_to(tmp)
-        os.replace(tmp, path)
-        self.store.db.close()
-        self.store = ReadingStore(path, **self._store_options())
 
     def _spawn_tasks(self, watcher: BundleWatcher | None) -> None:
         """Start every background task under the supervisor (names are what health shows)."""
@@ -400,15 +263,15 @@ class Agent:
             sup.spawn(f"reader-{mid}", partial(self._reader, mid, src))
         sup.spawn("writer", self._writer)
         if self.publisher is not None:
-            sup.spawn("pump", self._pump)
-            sup.spawn("refused-retry", partial(self._every, self.cfg.mqtt.refused_retry_s,
-                                               self._probe_refused, "refused-retry"))
+            sup.spawn("pump", self.pump.run)
+            sup.spawn("refused-retry", partial(every, self.cfg.mqtt.refused_retry_s,
+                                               self.pump.probe_refused, "refused-retry", sup, self.stats))
         periodic = [
-            ("profile", sched.profile_every_s, self._profile_round),
-            ("nilm", sched.nilm_every_s, self._nilm_round),
-            ("forecast", sched.forecast_every_s, self._forecast_round),
-            ("quality", sched.quality_every_s, self._quality_round),
-            ("report", sched.report_every_s, self._report_round),
+            ("profile", sched.profile_every_s, self.rounds.profile),
+            ("nilm", sched.nilm_every_s, self.rounds.nilm),
+            ("forecast", sched.forecast_every_s, self.rounds.forecast),
+            ("quality", sched.quality_every_s, self.rounds.quality),
+            ("report", sched.report_every_s, self.rounds.report),
             ("status", sched.status_every_s, self._status_round),
             ("retention", 3600.0, self._retention_round),
             ("availability", 1.0, self._availability_round),
@@ -416,7 +279,7 @@ class Agent:
         if watcher is not None:
             periodic.append(("bundle-watch", self.cfg.model.watch_interval_s, watcher.check))
         for name, period_s, fn in periodic:
-            sup.spawn(name, partial(self._every, period_s, fn, name))
+            sup.spawn(name, partial(every, period_s, fn, name, sup, self.stats))
         if self.notifier.watchdog_interval_s is not None:
             sup.spawn("watchdog", self._watchdog)
         sup.spawn("health", self._health_loop)
@@ -437,7 +300,7 @@ class Agent:
                 await asyncio.sleep(0.05)
             await sup.cancel(["pump"])
             with contextlib.suppress(StoreError):
-                await self._ack_pending()
+                await self.pump.record_acks()
             await asyncio.get_running_loop().run_in_executor(None, self.publisher.stop)
         self._write_health(state="stopped")
         await self.db(self.store.close)
@@ -509,7 +372,7 @@ class Agent:
                 break
             except StoreCorruptError as e:  # keep the batch, commit it to a fresh store
                 self.stats.errors += 1
-                await self._replace_store(str(e))
+                await replace_store(self, str(e))
                 continue
             except StoreError as e:  # keep the batch; the loop still ticks, health reports it
                 self.stats.errors += 1
@@ -520,7 +383,8 @@ class Agent:
         self.write_spell.ok()
         self.stats.committed += len(commit.readings)
         self.stats.note_commit(commit.readings)
-        self._publish_fresh(commit.messages)
+        if self.pump is not None:
+            self.pump.publish_fresh(commit.messages)
         self._after_commit(commit.readings)
         self._wake.set()
 
@@ -543,115 +407,7 @@ class Agent:
             if self.ha is not None:
                 self.ha.note_reading(r)
 
-    # --- publishing ------------------------------------------------------------------------------
-
-    def _publish_fresh(self, fresh: list[Message]) -> None:
-        """Hand the messages of a commit straight to paho when the pump has caught up with the
-        outbox (saves a round trip through the store thread); otherwise the pump sends them."""
-        pub = self.publisher
-        if (not fresh or pub is None or fresh[0].id != self._pump_last_id + 1
-                or not pub.connected.is_set() or pub.inflight + len(fresh) > self.pump_window
-                or (pub.held and any(m.topic in pub.held for m in fresh))):
-            return
-        for m in fresh:
-            if not pub.publish(m):
-                return
-            self._pump_last_id = m.id
-
-    async def _pump(self) -> None:
-        """Outbox -> paho while connected; delete on PUBACK.
-
-        PUBACKs drained from paho stay in ``_acks_pending`` until the store has recorded them: a
-        store failure (disk full while the broker acknowledges a backlog) is retried every second
-        and reported, and a pump restarted by the supervisor still has them.
-        """
-        pub = self.publisher
-        while True:
-            self.stats.pump_tick_s = time.monotonic()
-            self._wake.clear()
-            self._acks_pending.extend(pub.drain_acks())
-            room = self.pump_window - pub.inflight if pub.connected.is_set() else 0
-            msgs = []
-            if self._acks_pending or self._holds_pending or room > 0:
-                acks, holds, gen = list(self._acks_pending), list(self._holds_pending), self._store_gen
-                held = holds + [(a.outbox_id, a.reason_code) for a in acks if a.refused]
-                try:
-                    msgs = await self.db(self.store.ack_and_fetch,
-                                         [a.outbox_id for a in acks if not a.refused],
-                                         self._pump_last_id, room, held)
-                except StoreError as e:
-                    self.stats.errors += 1
-                    self.ack_spell.fail(str(e), f"{len(acks)} acknowledgements kept, retrying every 1 s")
-                    await asyncio.sleep(1.0)
-                    continue
-                self.ack_spell.ok()
-                if gen != self._store_gen:  # the store was replaced meanwhile
-                    continue
-                del self._acks_pending[:len(acks)]
-                del self._holds_pending[:len(holds)]
-                self._note_acks([a for a in acks if not a.refused])
-                await self._release_accepted(acks)
-            for m in msgs:
-                if m.id <= self._pump_last_id:  # already sent by _publish_fresh meanwhile
-                    continue
-                if m.topic in pub.held and not self._take_probe(m.topic):
-                    self._holds_pending.append((m.id, 0x87))  # the broker refuses its topic: keep it
-                    self._pump_last_id = m.id
-                    continue
-                if not pub.publish(m):
-                    break
-                self._pump_last_id = m.id
-            if msgs and len(msgs) == room:
-                continue
-            with contextlib.suppress(TimeoutError):  # asyncio.timeout, not wait_for: 3.11's wait_for
-                async with asyncio.timeout(0.5):      # can lose a cancellation (a hung shutdown)
-                    await self._wake.wait()
-
-    # --- refused publishes (MQTT 5 reason codes): hold, probe, release ------------------------------
-
-    def _take_probe(self, topic: str) -> bool:
-        """True once per probe round of a held topic: that message goes out as the probe."""
-        if topic in self._probing:
-            self._probing.discard(topic)
-            return True
-        return False
-
-    async def _probe_refused(self) -> None:
-        """Offer the oldest held message of one held topic to the broker again (a probe)."""
-        pub = self.publisher
-        for topic in list(pub.held):
-            if topic not in self._probing and await self.db(self.store.release_held, topic, 1):
-                self._probing.add(topic)
-                log.info("offering a held message on %s to the broker again", topic)
-                self._wake.set()
-                return
-
-    async def _release_accepted(self, acks: list) -> None:
-        """A message on a held topic was accepted: release that topic and probe the others."""
-        pub = self.publisher
-        for a in acks:
-            if a.refused or a.topic not in pub.held:
-                continue
-            pub.release(a.topic)
-            n = await self.db(self.store.release_held, a.topic, None)
-            log.warning("%d held messages on %s released", n, a.topic)
-            for other in list(pub.held):  # the ACL probably changed: ask about the others now
-                if other not in self._probing and await self.db(self.store.release_held, other, 1):
-                    self._probing.add(other)
-            self._wake.set()
-
-    async def _ack_pending(self) -> None:
-        self._acks_pending.extend(self.publisher.drain_acks())
-        acks = list(self._acks_pending)
-        if acks:
-            await self.db(self.store.acknowledge, [a.outbox_id for a in acks])
-            del self._acks_pending[:len(acks)]
-            self._note_acks(acks)
-
-    def _note_acks(self, acks: list) -> None:
-        self.stats.published += len(acks)
-        for a in acks:
-            self.stats.note_latency(a.acked_s - a.created_s)
+    # --- publishing and discovery -------------------------------------------------------------------
 
     async def publish_result(self, meter_id: str, kind: str, body: dict) -> None:
         self.last_results.setdefault(meter_id, {})[kind] = body
@@ -709,183 +465,24 @@ class Agent:
             asyncio.run_coroutine_threadsafe(self._enqueue_discovery(), self._loop)
 
     async def _on_model_swap(self) -> None:
-        await self._build_meter_states()
+        await self.build_meter_states()
         if self.publisher is not None:
             await self._enqueue_discovery()
             await self._status_round()
 
-    # --- schedules --------------------------------------------------------------------------------
-
-    async def _every(self, period_s: float, fn: Callable, name: str) -> None:
-        """Run ``fn`` once soon after start, then on the wall-clock grid of ``period_s``.
-
-        Aligned to the grid plus a small offset, so a half-hourly profile round runs just after
-        the half-hour bin closed and the daily forecast just after midnight UTC, whenever the agent
-        was started (and a freshly started agent does not wait a day for its first forecast).
-        """
-        offset_s = min(5.0, 0.1 * period_s)
-        first = True
-        while True:
-            if first:
-                await asyncio.sleep(min(period_s, 10.0))
-                first = False
-            else:
-                now_s = time.time()
-                await asyncio.sleep((now_s // period_s + 1) * period_s + offset_s - now_s)
-            try:
-                await fn()
-            except asyncio.CancelledError:
-                raise
-            except StoreError as e:  # already logged by its FailureSpell
-                self.stats.errors += 1
-                self.supervisor.note_error(name, e, log_it=False)
-            except Exception as e:
-                self.stats.errors += 1
-                self.supervisor.note_error(name, e)
-
-    async def _guarded(self, meter_id: str, task: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
-        """Run one inference step; a failure is logged and counted, the other meters still run."""
-        try:
-            return await self.infer(partial(fn, **kwargs), *args)
-        except Exception as e:
-            self.stats.note_error(f"{meter_id}: {task} inference failed: {e}")
-            log.error("%s: %s inference failed: %s", meter_id, task, e)
-            return None
-
-    def _enough(self, window: np.ndarray) -> bool:
-        return float(np.isfinite(window).mean()) >= self.cfg.schedule.min_coverage
-
-    async def _profile_round(self) -> None:
-        model = self.host.current
-        if model is None or not model.has("anomaly"):
-            return
-        (res, n), _ = self._resolutions()
-        for st in list(self.meters.values()):
-            start_s, window, _ = st.profile.window(n)
-            if not self._enough(window):
-                log.debug("%s: profile window %.0f%% covered, skipping", st.id, 100 * np.isfinite(window).mean())
-                continue
-            context = await self._context(st.id, start_s, res)
-            result = await self._guarded(st.id, "anomaly", profile_step, self.host, window, start_s, res,
-                                         counter_wh=st.profile.counters(n), context=context)
-            if result is not None:
-                await self._remember(st.id, start_s, res, window, result[1])
-                await self.publish_result(st.id, "anomaly", result[0])
-
-    async def _nilm_round(self) -> None:
-        model = self.host.current
-        if model is None or not model.has("nilm"):
-            return
-        _, (res, n) = self._resolutions()
-        first, stop = decided_range(n, res, model.nilm_calibration.decision_lag_s)
-        for st in list(self.meters.values()):
-            start_s, window, _ = st.nilm.window(n)
-            tracker = st.appliances
-            if tracker is None or not self._enough(window):
-                continue
-            result = await self._guarded(st.id, "nilm", nilm_step, self.host, window, start_s, res,
-                                         counter_wh=st.nilm.counters(n), owned=tracker.names)
-            if result is None:
-                continue
-            events = tracker.add(start_s, result.decision, first, stop)
-            body = {**tracker.snapshot(), "window_start_s": start_s, "window_end_s": start_s + n * res,
-                    "model_version": result.model_version}
-            await self.publish_result(st.id, "appliances", body)
-            now_s = time.time()
-            await self.enqueue([self.topics.appliance_event_message(st.id, slug(e.appliance), now_s, e.payload())
-                                for e in events])
-        self._save_appliance_state()
-
-    def _save_appliance_state(self) -> None:
-        trackers = {st.id: st.appliances for st in self.meters.values() if st.appliances is not None}
-        if self.appliance_state is None or not trackers:
-            return
-        try:
-            self.appliance_state.save(trackers)
-        except OSError as e:
-            self.appliance_spell.fail(str(e), "today's appliance energy restarts at 0 if the agent stops now")
-        else:
-            self.appliance_spell.ok()
-
-    async def _forecast_round(self) -> None:
-        model = self.host.current
-        if model is None or not model.has("forecast"):
-            return
-        (res, _), _ = self._resolutions()
-        n = model.tasks["forecast"].length
-        for st in list(self.meters.values()):
-            start_s, window, _ = st.profile.window(n)
-            if not self._enough(window):
-                continue
-            context = await self._context(st.id, start_s, res)
-            if not np.isfinite(window).all():
-                if model.has("imputation") and model.has("anomaly"):
-                    result = await self._guarded(st.id, "imputation", profile_step, self.host, window, start_s,
-                                                 res, counter_wh=st.profile.counters(n), context=context)
-                    if result is None:
-                        continue
-                    window = result[1]
-                else:
-                    window = np.nan_to_num(window, nan=float(np.nanmean(window)))
-            body = await self._guarded(st.id, "forecast", forecast_step, self.host, window, start_s, res,
-                                       context=context)
-            if body is not None:
-                await self.publish_result(st.id, "forecast", body)
-
-    async def _quality_round(self) -> None:
-        from edge.agent.quality import quality_body
-
-        (res, n), (n_res, n_len) = self._resolutions()
-        msgs = []
-        for st in list(self.meters.values()):
-            body = quality_body(st, n_res, n_len, self.cfg.schedule.quality_every_s)
-            body.update(guard_quality(self.guards.get(st.id)))
-            body["gap_fill"] = window_fill_report(st.nilm, n_len)
-            if self.host.current is not None and self.host.current.has("anomaly"):
-                body["anomaly_threshold_source"] = self.host.current.anomaly_threshold_source
-            st.received = 0
-            msgs.append(self.topics.meter_message(st.id, "quality", st.last_seq, time.time(), body))
-        await self.enqueue(msgs)
-
-    async def _report_round(self) -> None:
-        from edge.agent.quality import report_body
-
-        (res, n), _ = self._resolutions()
-        msgs = []
-        for st in list(self.meters.values()):
-            body = report_body(st, n, self.last_results.get(st.id, {}))
-            msgs.append(self.topics.meter_message(st.id, "report", st.last_seq, time.time(), body))
-        await self.enqueue(msgs)
+    # --- status and retention -----------------------------------------------------------------------
 
     def status_details(self) -> dict:
-        lat = np.asarray(self.stats.latencies_s[-5000:]) if self.stats.latencies_s else np.zeros(0)
-        store = self.store
-        model = self.host.current
-        return {
-            "meters": len(self.meters), "committed": self.stats.committed,
-            "published": self.stats.published, "errors": self.stats.errors,
-            "outbox_rows": store.outbox_rows if store else 0,
-            "outbox_dropped": store.dropped_total if store else 0,
-            "outbox_max_rows": self.cfg.store.outbox_max_rows,
-            "latency_p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 1) if lat.size else None,
-            "latency_p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 1) if lat.size else None,
-            "model_version": model.version if model else None,
-            "model_backend": model.runtime.backend_name if model else None,
-            "model_error": self.host.last_error or None,
-            "model_swaps": self.host.swaps, "model_rollbacks": self.host.rollbacks,
-            "last_error": self._last_error() or None,
-            "started": iso_utc(self.stats.started_s), "uptime_s": round(time.time() - self.stats.started_s),
-        }
+        """The status topic's details now (``edge.agent.status``)."""
+        return status_details(self)
 
-    def _last_error(self) -> str:
-        """The most recent failure of any kind: a task's, an inference's or the model's."""
-        errors = [(h.last_error_s or 0.0, f"{name}: {h.last_error}")
-                  for name, h in self.supervisor.tasks.items() if h.last_error]
-        if self.stats.last_error:
-            errors.append((self.stats.last_error_s, self.stats.last_error))
-        if errors:
-            return max(errors)[1]
-        return self.host.last_error
+    def health(self, state: str = "running") -> Health:
+        """The agent's health now (``edge.agent.status``; also what the status topic carries)."""
+        return agent_health(self, state)
+
+    def readings_waiting(self) -> int:
+        """Readings received but not yet committed (in the queue and the writer's batch)."""
+        return self._queue.qsize() + len(self._batch or [])
 
     async def _status_round(self) -> None:
         if self.publisher is None:
@@ -936,7 +533,7 @@ class Agent:
 
     async def _health_loop(self) -> None:
         while True:
-            await self._check_store_file()
+            await check_store_file(self)
             self._write_health()
             await asyncio.sleep(HEALTH_EVERY_S)
 
@@ -946,53 +543,3 @@ class Agent:
         except OSError as e:  # disk full: health still goes out on the status topic
             log.debug("could not write the health file: %s", e)
 
-    def health(self, state: str = "running") -> Health:
-        """The agent's health now (edge.agent.health; also what the status topic carries)."""
-        problems: list[str] = []
-        warnings: list[str] = []
-        for h in self.supervisor.dead():
-            problems.append(f"task {h.name} is not running ({h.state}, {h.restarts} restarts): "
-                            f"{h.last_error}")
-        for spell in (self.write_spell, self.ack_spell, self.appliance_spell):
-            if spell.failing:
-                problems.append(spell.describe())
-        store = self._store_health()
-        mqtt = self.publisher.health() if self.publisher is not None else MqttHealth(enabled=False)
-        if self.publisher is not None:
-            problems += self.publisher.problems()
-        if store.outbox_dropped:
-            warnings.append(f"bounded-disk policy dropped {store.outbox_dropped} outbox messages")
-        model = self._model_health()
-        if model.error:
-            warnings.append(f"model: {model.error}")
-        fallback = getattr(self.host.current.runtime, "fallback_reason", "") if self.host.current else ""
-        if fallback:  # e.g. the ONNX model failed its self-check and TFLite serves
-            warnings.append(f"model: {fallback}")
-        warnings += guard_warnings(self.guards)
-        ages = [time.time() - st.last_received_s for st in self.meters.values() if st.last_received_s]
-        return Health(
-            ok=not problems and state == "running", problems=problems, warnings=warnings,
-            ts_s=time.time(), gateway=self.cfg.gateway.id, pid=os.getpid(), state=state,
-            tasks=self.supervisor.snapshot(), store=store, mqtt=mqtt, model=model,
-            committed=self.stats.committed, last_reading_age_s=round(min(ages), 3) if ages else None,
-            readings_guarded=guard_totals(self.guards))
-
-    def _store_health(self) -> StoreHealth:
-        store, spell = self.store, self.write_spell
-        waiting = self._queue.qsize() + len(self._batch or [])
-        if store is None:
-            return StoreHealth(str(self.cfg.store_path), readings_waiting=waiting)
-        return StoreHealth(
-            path=str(store.path), epoch=store.epoch, created_s=store.created_s,
-            write_error=spell.last_error if spell.failing else "",
-            write_failing_since_s=spell.since_s, readings_waiting=waiting,
-            outbox_rows=store.outbox_rows, outbox_dropped=store.dropped_total,
-            refused_held=store.held_rows, recovered=list(self.store_events))
-
-    def _model_health(self) -> ModelHealth:
-        model = self.host.current
-        return ModelHealth(
-            version=model.version if model else None,
-            backend=model.runtime.backend_name if model else None,
-            error=self.host.last_error or None, swaps=self.host.swaps, rollbacks=self.host.rollbacks,
-            signature=model.signature if model else "")

@@ -84,6 +84,14 @@ def wait_for(predicate, timeout_s: float = 15.0) -> bool:
     return predicate()
 
 
+def wait_subscribed(rec: Recorder, pub, probe_topic: str = "unimeter/gw1/probe") -> bool:
+    """Until the recorder's subscription is live: it sees a probe ``pub`` (an MqttPublisher) sends."""
+    def seen() -> bool:
+        pub.publish_direct(probe_topic, b"{}", retain=False)
+        return rec.wait_for(lambda: probe_topic in rec.topics(), 0.5)
+    return wait_for(seen, 15)
+
+
 def make_config(state_dir: Path, port: int, meters: list[dict], **sections) -> AgentConfig:
     data = {
         "gateway": {"id": "gw1", "state_dir": str(state_dir)},

@@ -10,17 +10,9 @@ from edge.agent.config import MqttConfig
 from edge.agent.messages import Topics
 from edge.agent.mqtt import MqttPublisher, classify_connect_error
 from edge.agent.store import Message
-from tests.edge.agent.helpers import Recorder, wait_for
+from tests.edge.agent.helpers import Recorder, wait_for, wait_subscribed
 
 TOPICS = Topics("unimeter", "gw1")
-
-
-def _subscribed(rec: Recorder, pub: MqttPublisher) -> None:
-    """Wait until the recorder's subscription is live (it sees a probe the publisher sends)."""
-    def seen() -> bool:
-        pub.publish_direct("unimeter/gw1/probe", b"{}", retain=False)
-        return rec.wait_for(lambda: "unimeter/gw1/probe" in rec.topics(), 0.5)
-    assert wait_for(seen, 15)
 
 
 def _publisher(port: int, **options) -> MqttPublisher:
@@ -35,7 +27,7 @@ def test_acks_resolve_to_outbox_ids_after_the_broker_took_them(mosquitto):
     rec = Recorder(mosquitto.port, topics=("unimeter/#",))
     pub = _publisher(mosquitto.port)
     try:
-        _subscribed(rec, pub)
+        assert wait_subscribed(rec, pub)
         sent = [Message("unimeter/gw1/m1/reading", f'{{"seq": {i}}}'.encode(), 1, False, 100 + i, time.time())
                 for i in range(3)]
         assert all(pub.publish(m) for m in sent)
@@ -57,7 +49,7 @@ def test_acks_resolve_to_outbox_ids_after_the_broker_took_them(mosquitto):
 def test_the_last_will_says_offline_when_the_connection_dies(mosquitto):
     rec = Recorder(mosquitto.port, topics=("unimeter/gw1/status", "unimeter/gw1/probe"))
     pub = _publisher(mosquitto.port)
-    _subscribed(rec, pub)
+    assert wait_subscribed(rec, pub)
     pub.client.socket().close()  # the connection drops without a DISCONNECT: the broker sends the will
     assert rec.wait_for(lambda: any(p.get("state") == "offline" for p in rec.json("/status")), 20)
     pub.stop()

@@ -1,0 +1,108 @@
+"""What the agent keeps per meter and for itself while it runs: resamplers, counters, latencies.
+
+``MeterState`` holds one meter's resamplers (profile and NILM resolution), its NILM tracker and the
+sequence/time of its last committed reading; ``Stats`` the agent's counters and recent latencies.
+``model_resolutions`` picks the (resolution_s, L) of both resamplers from the live model and the
+``[schedule]`` overrides; ``warm_meter_states`` builds them warm from the store after a (re)start,
+a model swap or a store replacement.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.agent.appliances import MeterAppliances
+from edge.agent.resample import Resampler
+from edge.agent.store import ReadingStore, StoredReading
+
+DEFAULT_PROFILE = (1800.0, 48)  # resolution_s, L when no model says otherwise
+DEFAULT_NILM = (10.0, 256)
+
+
+@dataclass
+class MeterState:
+    id: str
+    name: str
+    profile: Resampler
+    nilm: Resampler
+    appliances: MeterAppliances | None = None  # NILM uses, events and daily energy (model with nilm)
+    received: int = 0  # since the last quality message
+    flags_seen: int = 0
+    last_seq: int = 0
+    last_ts_s: float = 0.0
+    last_received_s: float = 0.0
+
+
+@dataclass
+class Stats:
+    committed: int = 0
+    published: int = 0
+    latencies_s: list[float] = field(default_factory=list)  # reading received -> PUBACK, recent
+    commit_latencies_s: list[float] = field(default_factory=list)  # reading received -> committed
+    writer_tick_s: float = 0.0
+    pump_tick_s: float = 0.0
+    errors: int = 0
+    last_error: str = ""
+    last_error_s: float = 0.0
+    started_s: float = field(default_factory=time.time)
+
+    def note_error(self, message: str) -> None:
+        self.errors += 1
+        self.last_error, self.last_error_s = message, time.time()
+
+    def note_latency(self, lat_s: float, keep: int = 20000) -> None:
+        self.latencies_s.append(lat_s)
+        if len(self.latencies_s) > keep:
+            del self.latencies_s[: keep // 2]
+
+    def note_commit(self, stored: list[StoredReading], keep: int = 20000) -> None:
+        now_s = time.time()
+        self.commit_latencies_s.extend(now_s - s.reading.received_s for s in stored[:: max(1, len(stored) // 20)])
+        if len(self.commit_latencies_s) > keep:
+            del self.commit_latencies_s[: keep // 2]
+
+
+def model_resolutions(model: Any, schedule: Any) -> tuple[tuple[float, int], tuple[float, int]]:
+    """((profile resolution_s, L), (NILM resolution_s, L_nilm)) of the live model (``None``: the
+    defaults), with the resolutions ``[schedule]`` sets taking precedence."""
+    prof, nilm = DEFAULT_PROFILE, DEFAULT_NILM
+    if model is not None:
+        t = model.tasks.get("anomaly") or model.tasks.get("imputation") or model.tasks.get("forecast")
+        prof = (t.resolution_s, t.length) if t else prof
+        n = model.tasks.get("nilm")
+        nilm = (n.resolution_s, n.length) if n else nilm
+    if schedule.profile_resolution_s:
+        prof = (schedule.profile_resolution_s, prof[1])
+    if schedule.nilm_resolution_s:
+        nilm = (schedule.nilm_resolution_s, nilm[1])
+    return prof, nilm
+
+
+async def warm_meter_states(db: Callable[..., Any], store: ReadingStore, meter_ids: list[str],
+                            names: dict[str, str], resolutions: tuple[tuple[float, int], tuple[float, int]],
+                            appliances: Callable[[str, float], MeterAppliances | None],
+                            now_s: float) -> dict[str, MeterState]:
+    """Meter id -> its state, the resamplers at ``resolutions`` filled from the store's bins and
+    counters (``db`` runs a store call on the store thread; ``appliances(meter_id, resolution_s)``
+    gives the meter's NILM tracker or None)."""
+    (p_res, p_len), (n_res, n_len) = resolutions
+    known = {mid: (seq, ts, rx) for mid, seq, ts, rx in await db(store.meters)}
+    states = {}
+    for mid in meter_ids:
+        st = MeterState(mid, names.get(mid, ""), Resampler(p_res, 2 * p_len + 2),
+                        Resampler(n_res, n_len + 2), appliances(mid, n_res))
+        seq, ts, rx = known.get(mid, (0, None, None))
+        st.last_seq, st.last_ts_s, st.last_received_s = seq, ts or 0.0, rx or 0.0
+        ref_s = max(now_s, st.last_ts_s)
+        for k, s, c in await db(store.bins, mid, p_res, ref_s - (2 * p_len + 2) * p_res):
+            st.profile.add_bin(int(k), s, c)
+        for k, s, c in await db(store.bins, mid, n_res, ref_s - (n_len + 2) * n_res):
+            st.nilm.add_bin(int(k), s, c)
+        for res, rs in ((p_res, st.profile), (n_res, st.nilm)):
+            for k, ts, wh in await db(store.counter_bins, mid, res, ref_s - rs.keep_bins * res):
+                rs.add_counter(int(k), ts, wh)
+        states[mid] = st
+    return states

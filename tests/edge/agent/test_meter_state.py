@@ -1,0 +1,48 @@
+"""Meter state: the resamplers' resolutions (model, defaults, [schedule]) and their warm start
+from a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from edge.agent.config import ScheduleConfig
+from edge.agent.meter_state import (
+    DEFAULT_NILM,
+    DEFAULT_PROFILE,
+    model_resolutions,
+    warm_meter_states,
+)
+from edge.agent.store import ReadingStore
+from firmware_bridge.reading import Reading
+
+
+def test_resolutions_without_a_model_are_the_defaults_and_the_schedule_overrides_them():
+    assert model_resolutions(None, ScheduleConfig()) == (DEFAULT_PROFILE, DEFAULT_NILM)
+    prof, nilm = model_resolutions(None, ScheduleConfig(profile_resolution_s=900.0, nilm_resolution_s=1.0))
+    assert prof == (900.0, DEFAULT_PROFILE[1]) and nilm == (1.0, DEFAULT_NILM[1])
+
+
+async def test_meter_states_start_warm_from_the_store(tmp_path):
+    store = ReadingStore(tmp_path / "agent.sqlite")
+    now_s = time.time()
+    t0 = (now_s // 10) * 10 - 100  # ten closed 10 s bins
+    store.commit_readings([Reading("m1", t0 + i, t0 + i, 100.0 + i, import_wh=1000.0 + i) for i in range(100)])
+    resolutions = ((1800.0, 48), (10.0, 16))
+
+    async def db(fn, *args):
+        await asyncio.sleep(0)
+        return fn(*args)
+
+    states = await warm_meter_states(db, store, ["m1", "m2"], {"m1": "Kitchen"}, resolutions,
+                                     lambda meter_id, res: None, now_s)
+    m1, m2 = states["m1"], states["m2"]
+    assert (m1.name, m1.last_seq, m1.last_ts_s) == ("Kitchen", 100, t0 + 99)
+    _, window, _ = m1.nilm.window(16)
+    seen = window[np.isfinite(window)]
+    assert len(seen) == 9 and np.allclose(seen, [104.5 + 10 * k for k in range(9)])
+    assert (m2.name, m2.last_seq, m2.last_ts_s) == ("", 0, 0.0)
+    assert not np.isfinite(m2.nilm.window(16)[1]).any()
+    store.close()
