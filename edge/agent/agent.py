@@ -64,8 +64,8 @@ from edge.agent.store import (
     StoreCorruptError,
     StoredReading,
     StoreError,
-    open_store,
 )
+from edge.agent.store_files import open_store
 from edge.agent.store_recovery import check_store_file, replace_store
 from edge.agent.supervise import FailureSpell, Supervisor
 from edge.agent.watch import BundleWatcher

@@ -8,7 +8,7 @@ Exit codes: 0 ok (the agent stopped cleanly; health: healthy), 1 unhealthy (heal
 unexpected internal error (logged with its traceback), 2 bad config (the message names the key;
 systemd does not restart), 3 the store cannot be opened even afresh, or a meter source cannot be
 built (one log line; systemd does not restart). A damaged store is not an exit: it is moved aside
-and the agent starts a fresh one (edge.agent.store.open_store).
+and the agent starts a fresh one (edge.agent.store_files.open_store).
 
 ``agent health`` reads ``health.json`` beside the store (edge.agent.health): healthy when the
 running agent wrote it within 30 s, reports no problem, and the newest stored reading is younger
@@ -104,7 +104,8 @@ def _check_bundle(cfg: AgentConfig) -> None:
 
 def cmd_health(args: argparse.Namespace) -> int:
     from edge.agent.health import HealthFileError, assess, health_path, read_health
-    from edge.agent.store import StoreError, last_reading_age_s
+    from edge.agent.store import StoreError
+    from edge.agent.store_files import last_reading_age_s
 
     store = args.store
     if store is None:

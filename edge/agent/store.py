@@ -15,12 +15,9 @@ Guarantees
 
 What a reading keeps
 --------------------
-Every field of :class:`~firmware_bridge.reading.Reading`: the scalar ones in their own columns
-(``power_w``, ``import_wh``, ...; ``extra`` as JSON), the typed groups (per-phase values, tariff
-registers, reactive energy, the current tariff, power failures and their log, M-Bus channels,
-warnings) as one JSON object in ``detail`` (``Reading.to_dict`` names; NULL when a reading has
-none). Schema 3 added ``detail``; a store of schema 1 or 2 is migrated when it opens (its older
-rows keep NULL there: those groups were never stored).
+Every field of :class:`~firmware_bridge.reading.Reading` (the tables and the row mapping:
+``edge.agent.store_schema``). Schema 3 added ``detail``; a store of schema 1 or 2 is migrated
+when it opens (its older rows keep NULL there: those groups were never stored).
 
 Store epoch
 -----------
@@ -39,7 +36,7 @@ end of the outbox, in their order) when the broker accepts their topic again.
 Damage
 ------
 A file SQLite reports as corrupt (``SQLITE_CORRUPT``, ``SQLITE_NOTADB``) raises
-:class:`StoreCorruptError`. :func:`open_store` then moves it (with its ``-wal``/``-shm``) aside as
+:class:`StoreCorruptError`. ``edge.agent.store_files.open_store`` then moves it (with its ``-wal``/``-shm``) aside as
 ``<name>.corrupt-<UTC time>`` and starts a fresh store under a new epoch. After a shutdown that was
 not clean (kill -9, power loss) the store runs ``PRAGMA quick_check`` when it opens.
 
@@ -55,7 +52,6 @@ WARNING and reported on the gateway status topic (``outbox_dropped``, ``outbox_d
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -65,61 +61,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.agent.store_schema import (
+    READING_COLUMNS,
+    READING_SELECT,
+    SCHEMA,
+    SCHEMA_VERSION,
+    reading_from_row,
+    reading_row,
+)
 from edge.errors import AgentError
 from firmware_bridge.guard import MODEL_EXCLUDED
-from firmware_bridge.reading import Reading, ReadingFlag
+from firmware_bridge.reading import Reading
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 3
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meters (
-    meter_id TEXT PRIMARY KEY,
-    last_seq INTEGER NOT NULL DEFAULT 0,
-    last_ts_s REAL,
-    last_received_s REAL
-);
-CREATE TABLE IF NOT EXISTS readings (
-    meter_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    ts_s REAL NOT NULL,
-    received_s REAL NOT NULL,
-    power_w REAL, reactive_var REAL, import_wh REAL, export_wh REAL,
-    voltage_v REAL, current_a REAL,
-    source TEXT NOT NULL DEFAULT '',
-    flags INTEGER NOT NULL DEFAULT 0,
-    extra TEXT,
-    detail TEXT,  -- JSON of the Reading's typed groups (phases, tariffs, M-Bus, ...); NULL if none
-    PRIMARY KEY (meter_id, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS readings_ts ON readings (meter_id, ts_s);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    qos INTEGER NOT NULL,
-    retain INTEGER NOT NULL,
-    created_s REAL NOT NULL,
-    held_rc INTEGER  -- NULL: to send; else the broker's refusal reason code (held)
-);
-CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-
-_READING_COLUMNS = ("power_w", "reactive_var", "import_wh", "export_wh", "voltage_v", "current_a")
-# Reading fields kept in the ``detail`` column (JSON, as Reading.to_dict writes them)
-_DETAIL_FIELDS = ("phases", "import_tariff_wh", "export_tariff_wh", "reactive_import_varh",
-                  "reactive_export_varh", "tariff", "power_failures", "long_power_failures",
-                  "power_failure_log", "mbus", "warnings")
-
-
-def _detail_json(r: Reading) -> str | None:
-    """The Reading's typed groups as JSON for the ``detail`` column; None when it has none (most
-    meters: the fast path costs one attribute test per field)."""
-    if all(getattr(r, name) in (None, ()) for name in _DETAIL_FIELDS):
-        return None
-    d = r.to_dict()
-    return json.dumps({k: d[k] for k in _DETAIL_FIELDS if d[k] not in (None, [])}, separators=(",", ":"))
-
 
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
 
@@ -280,10 +234,7 @@ class ReadingStore:
             seq = next_seq.get(r.meter_id, 0) + 1
             next_seq[r.meter_id] = seq
             stored.append(StoredReading(seq, r))
-            extra = json.dumps(dict(r.extra), separators=(",", ":")) if r.extra else None
-            rows.append((r.meter_id, seq, r.ts_s, r.received_s, r.power_w, r.reactive_var, r.import_wh,
-                         r.export_wh, r.voltage_v, r.current_a, r.source, int(r.flags), extra,
-                         _detail_json(r)))
+            rows.append(reading_row(r, seq))
         if not rows:
             return Commit(stored, [])
         by_meter: dict[str, list[StoredReading]] = {}
@@ -342,22 +293,9 @@ class ReadingStore:
     def readings_since(self, meter_id: str, since_ts_s: float, until_ts_s: float = float("inf"),
                        ) -> list[StoredReading]:
         rows = self.db.execute(
-            "SELECT seq, ts_s, received_s, power_w, reactive_var, import_wh, export_wh, voltage_v, "
-            "current_a, source, flags, extra, detail FROM readings WHERE meter_id=? AND ts_s>=? AND ts_s<? "
+            f"SELECT seq, {READING_SELECT} FROM readings WHERE meter_id=? AND ts_s>=? AND ts_s<? "
             "ORDER BY ts_s", (meter_id, since_ts_s, until_ts_s))
-        out = []
-        for seq, ts_s, rx_s, *vals, source, flags, extra, detail in rows:
-            if detail:  # typed groups (phases, tariffs, M-Bus, ...): rebuilt as Reading.from_dict does
-                reading = Reading.from_dict({
-                    "meter_id": meter_id, "ts_s": ts_s, "received_s": rx_s,
-                    **dict(zip(_READING_COLUMNS, vals, strict=True)), "source": source, "flags": flags,
-                    "extra": json.loads(extra) if extra else {}, **json.loads(detail)})
-            else:
-                reading = Reading(meter_id, ts_s, rx_s, **dict(zip(_READING_COLUMNS, vals, strict=True)),
-                                  source=source, flags=ReadingFlag(flags),
-                                  extra=json.loads(extra) if extra else {})
-            out.append(StoredReading(seq, reading))
-        return out
+        return [StoredReading(row[0], reading_from_row(meter_id, row[1:])) for row in rows]
 
     def bins(self, meter_id: str, resolution_s: float, since_ts_s: float) -> list[tuple[int, float, float]]:
         """(bin index, sum of power_w, count) per ``resolution_s`` bin since ``since_ts_s`` (warm
@@ -379,8 +317,8 @@ class ReadingStore:
 
     def last_value(self, meter_id: str, column: str) -> tuple[float, float] | None:
         """(value, ts_s) of the newest reading of ``meter_id`` with ``column`` set, or None."""
-        if column not in _READING_COLUMNS:
-            raise ValueError(f"unknown reading column {column!r}; known: {_READING_COLUMNS}")
+        if column not in READING_COLUMNS:
+            raise ValueError(f"unknown reading column {column!r}; known: {READING_COLUMNS}")
         row = self.db.execute(
             f"SELECT {column}, ts_s FROM readings WHERE meter_id=? AND {column} IS NOT NULL "
             "ORDER BY seq DESC LIMIT 1", (meter_id,)).fetchone()
@@ -523,64 +461,3 @@ class ReadingStore:
 
     def integrity_check(self) -> str:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0]
-
-
-def last_reading_age_s(path: str | Path, now_s: float | None = None) -> float | None:
-    """Age of the newest received reading in a store, opened read-only (the health check).
-
-    Returns None when the store holds no reading yet.
-    """
-    uri = f"file:{Path(path).resolve()}?mode=ro"
-    try:
-        db = sqlite3.connect(uri, uri=True, timeout=5)
-        try:
-            row = db.execute("SELECT MAX(last_received_s) FROM meters").fetchone()
-        finally:
-            db.close()
-    except sqlite3.Error as e:
-        raise StoreError(f"cannot read the store {path}: {e}") from e
-    if row is None or row[0] is None:
-        return None
-    return (time.time() if now_s is None else now_s) - row[0]
-
-
-def move_aside(path: str | Path, now_s: float | None = None) -> Path:
-    """Rename a damaged store (and its -wal/-shm/-journal) to ``<name>.corrupt-<UTC time>``.
-
-    The files are kept for inspection (``sqlite3 <file> .recover`` may still get data out of them);
-    nothing deletes them. Returns the new path of the database file.
-    """
-    path = Path(path)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now_s is None else now_s))
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while target.exists():
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-        n += 1
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        src = Path(f"{path}{suffix}")
-        if src.exists():
-            os.replace(src, Path(f"{target}{suffix}"))
-    return target
-
-
-def open_store(path: str | Path, **kwargs) -> tuple[ReadingStore, dict | None]:
-    """Open the store; a damaged one is moved aside (:func:`move_aside`) and a fresh one started.
-
-    Returns the store and, after such a recovery, the event to log and publish: ``{"event":
-    "store_recovered", "reason", "moved_to", "at_s", "epoch"}`` (``epoch`` of the new store).
-    Raises :class:`StoreError` when not even a fresh store can be opened (directory not writable,
-    disk full): the agent then exits with code 3.
-    """
-    path = Path(path)
-    try:
-        return ReadingStore(path, **kwargs), None
-    except StoreCorruptError as e:
-        reason = str(e)
-    moved = move_aside(path)
-    store = ReadingStore(path, **kwargs)
-    log.error("store %s is damaged (%s): moved it aside to %s and started a fresh store (epoch %s); "
-              "readings not yet published from the old store are in that file", path, reason,
-              moved.name, store.epoch)
-    return store, {"event": "store_recovered", "reason": reason, "moved_to": str(moved),
-                   "at_s": time.time(), "epoch": store.epoch}

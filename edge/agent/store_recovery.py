@@ -13,7 +13,8 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING
 
-from edge.agent.store import ReadingStore, move_aside
+from edge.agent.store import ReadingStore
+from edge.agent.store_files import move_aside
 
 if TYPE_CHECKING:
     from edge.agent.agent import Agent

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-import time
 
 import pytest
 
 from edge.agent.messages import Topics
-from edge.agent.store import Message, ReadingStore, StoreError, last_reading_age_s
+from edge.agent.store import Message, ReadingStore, StoreError
 from firmware_bridge.reading import Reading
 
 TOPICS = Topics("unimeter", "gw1")
@@ -73,17 +72,6 @@ def test_bounded_disk_policy_by_size(tmp_path):
     store.commit_readings(readings("a", 200), TOPICS.reading_messages)
     assert store.outbox_bytes <= 0.01e6
     assert store.dropped_total > 0
-
-
-def test_health_reads_age_of_last_reading(tmp_path):
-    path = tmp_path / "s.sqlite"
-    store = ReadingStore(path)
-    assert last_reading_age_s(path) is None
-    now = time.time()
-    store.commit_readings([Reading("a", now - 30, now - 30, 1.0)])
-    assert 29 < last_reading_age_s(path, now_s=now) < 31
-    with pytest.raises(StoreError):
-        last_reading_age_s(tmp_path / "missing.sqlite")
 
 
 def test_store_in_wal_mode_and_refuses_newer_schema(tmp_path):

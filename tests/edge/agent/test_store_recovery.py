@@ -22,7 +22,8 @@ import pytest
 
 from edge.agent.agent import Agent
 from edge.agent.meters import build_sources
-from edge.agent.store import ReadingStore, open_store
+from edge.agent.store import ReadingStore
+from edge.agent.store_files import open_store
 from firmware_bridge.reading import Reading
 from tests.edge.agent.helpers import Recorder, make_config, toml_text
 
