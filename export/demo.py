@@ -442,7 +442,7 @@ def true_appliance_power(meter, nilm: Disaggregated) -> np.ndarray | None:
 def plot_stack(ax, ts_s: np.ndarray, power_w: np.ndarray, names, total_w: np.ndarray, now_s: float,
                title: str) -> None:
     """Appliance powers stacked under the aggregate (black line), hours from the demo start."""
-    from edge.agent.discovery import appliance_name
+    from edge.agent.entities import appliance_name
 
     hours = (ts_s - now_s) / 3600
     colors = [f"C{i % 10}" for i in range(len(names))]

@@ -41,7 +41,9 @@ from typing import Any
 from edge.agent.appliances import ApplianceState, MeterAppliances, names_in_order
 from edge.agent.availability import AvailabilityTracker
 from edge.agent.config import AgentConfig
-from edge.agent.discovery import GatewayDiscovery, MeterInfo, ModelInfo, appliance_name
+from edge.agent.discovery import MeterInfo, ModelInfo
+from edge.agent.discovery_state import GatewayDiscovery
+from edge.agent.entities import appliance_name
 from edge.agent.guards import build_guards, seed_guards
 from edge.agent.health import (
     HEALTH_EVERY_S,

@@ -1,5 +1,9 @@
 """Home Assistant MQTT discovery: the gateway device, its meters and their entities (no I/O).
 
+Here the configs are built; what each value is as an entity (names, classes, units) is in
+``edge.agent.entities``, what was announced and the messages that announce or delete in
+``edge.agent.discovery_state``.
+
 Follows Home Assistant's MQTT discovery documentation (components sensor, binary_sensor, event)
 and Zigbee2MQTT's conventions:
 
@@ -13,7 +17,7 @@ and Zigbee2MQTT's conventions:
   ``default_entity_id`` (Home Assistant >= 2025.10) and as ``object_id`` (older releases; newer
   ones use ``default_entity_id`` when both are present).
 * Only what a meter really sends is announced: a reading value becomes an entity once a reading
-  carried it (``DiscoveryState.observe``), so a meter without a counter has no energy entity and
+  carried it (``discovery_state.DiscoveryState.observe``), so a meter without a counter has no energy entity and
   Home Assistant never renders a template over a value that is not there.
 * Counters carry the device class, state class and unit the Energy dashboard accepts: energy
   (import/export, per tariff) in kWh, gas in m³, water in m³, heat in GJ or kWh, all
@@ -30,122 +34,23 @@ https://www.home-assistant.io/docs/energy/faq/ (what the Energy dashboard accept
 from __future__ import annotations
 
 import json
-import logging
-import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from edge.agent.appliances import EVENT_TYPES, names_in_order
-from edge.agent.messages import SW_VERSION, Topics, dumps
+from edge.agent.entities import (
+    READING_SPECS,
+    ValueSpec,
+    appliance_name,
+    entity_key,
+    slug,
+    value_spec,
+)
+from edge.agent.messages import SW_VERSION, Topics
 from edge.agent.meters import meter_kind
-from edge.agent.store import Message
-from firmware_bridge.reading import Reading
-
-log = logging.getLogger(__name__)
 
 ORIGIN = {"name": "unimeter", "sw_version": SW_VERSION}
-HA_UNITS = {"m3": "m³", "gj": "GJ", "kwh": "kWh", "mwh": "MWh", "l": "L"}
-
-
-@dataclass(frozen=True)
-class ValueSpec:
-    """How one value of the reading payload is shown: a sensor's name, classes, unit, precision."""
-
-    name: str
-    device_class: str | None
-    unit: str | None
-    state_class: str | None
-    precision: int | None
-    category: str | None = None
-    enabled: bool = True
-    icon: str | None = None
-
-
-def _energy(name: str, enabled: bool = True) -> ValueSpec:
-    return ValueSpec(name, "energy", "kWh", "total_increasing", 3, enabled=enabled)
-
-
-def _reading_specs() -> dict[str, ValueSpec]:
-    """Payload key (``edge.agent.messages.reading_values``) -> sensor. Order = UI order."""
-    specs = {
-        "power_w": ValueSpec("Power", "power", "W", "measurement", 0),
-        "energy_kwh": _energy("Energy import"),  # the import counter (unique id "energy" kept)
-        "export_kwh": _energy("Energy export"),
-    }
-    for direction, label in (("import", "import"), ("export", "export")):
-        for t in range(1, 5):
-            specs[f"{direction}_t{t}_kwh"] = _energy(f"Energy {label} tariff {t}")
-    specs["tariff"] = ValueSpec("Active tariff", None, None, None, None, icon="mdi:cash-clock")
-    specs["reactive_var"] = ValueSpec("Reactive power", "reactive_power", "var", "measurement", 0,
-                                      enabled=False)
-    specs["voltage_v"] = ValueSpec("Voltage", "voltage", "V", "measurement", 1)
-    specs["current_a"] = ValueSpec("Current", "current", "A", "measurement", 2)
-    for i in range(1, 4):
-        specs[f"power_l{i}_w"] = ValueSpec(f"Power L{i}", "power", "W", "measurement", 0)
-        specs[f"voltage_l{i}_v"] = ValueSpec(f"Voltage L{i}", "voltage", "V", "measurement", 1)
-        specs[f"current_l{i}_a"] = ValueSpec(f"Current L{i}", "current", "A", "measurement", 2)
-    for direction in ("import", "export"):
-        specs[f"reactive_{direction}_kvarh"] = ValueSpec(
-            f"Reactive energy {direction}", "reactive_energy", "kvarh", "total_increasing", 3, enabled=False)
-    specs["power_failures"] = ValueSpec("Power failures", None, None, "total_increasing", 0,
-                                        category="diagnostic", icon="mdi:flash-off")
-    specs["long_power_failures"] = ValueSpec("Long power failures", None, None, "total_increasing", 0,
-                                             category="diagnostic", icon="mdi:flash-off")
-    return specs
-
-
-READING_SPECS = _reading_specs()
-# kWh keys that duplicate another key's value: never their own entity
-_ALIASES = {"import_kwh"}
-_MBUS_KINDS = {  # M-Bus sub-meter kind -> (name, device class); unit from the key
-    "gas": ("Gas", "gas"), "water": ("Water", "water"), "heat": ("Heat", "energy"),
-    "cooling": ("Cooling", "energy"), "electricity": ("Sub-meter energy", "energy"),
-}
-
-
-def mbus_spec(key: str) -> ValueSpec | None:
-    """``gas_m3``, ``water_2_m3``, ``heat_gj`` ... -> the sensor the Energy dashboard accepts."""
-    kind, _, unit = key.rpartition("_")
-    base, _, channel = kind.partition("_")
-    if base not in _MBUS_KINDS or unit not in HA_UNITS or (channel and not channel.isdigit()):
-        return None
-    name, device_class = _MBUS_KINDS[base]
-    if device_class == "energy" and unit not in ("gj", "kwh", "mwh"):
-        return None
-    if device_class in ("gas", "water") and unit not in ("m3", "l"):
-        return None
-    return ValueSpec(f"{name} {channel}" if channel else name, device_class, HA_UNITS[unit],
-                     "total_increasing", 3)
-
-
-def value_spec(key: str) -> ValueSpec | None:
-    """The sensor for a reading payload key, or None for keys that are not shown."""
-    if key in _ALIASES:
-        return None
-    return READING_SPECS.get(key) or mbus_spec(key)
-
-
-# --- appliances -----------------------------------------------------------------------------
-
-APPLIANCE_NAMES = {
-    "tv": "TV", "ev": "Electric vehicle", "ev_charger": "EV charger", "hvac": "HVAC",
-    "pv": "Solar panels", "water_heater": "Water heater", "heat_pump": "Heat pump",
-}
-
-
-def appliance_name(key: str) -> str:
-    """Model key -> display name: ``washing_machine`` -> ``Washing machine``, ``tv`` -> ``TV``."""
-    if key in APPLIANCE_NAMES:
-        return APPLIANCE_NAMES[key]
-    words = key.replace("-", " ").replace("_", " ").split()
-    text = " ".join(words) or key
-    return text[:1].upper() + text[1:]
-
-
-def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_") or "appliance"
 
 
 # --- entities -------------------------------------------------------------------------------
@@ -278,7 +183,7 @@ class Discovery:
                 continue
             if meter.hide_energy and spec.device_class == "energy":
                 continue
-            out.update([self._sensor(node, _entity_key(key), dev, meter.id, spec, reading, key)])
+            out.update([self._sensor(node, entity_key(key), dev, meter.id, spec, reading, key)])
         out.update([self._config(
             "sensor", node, "last_reading", dev, meter.id, name="Last reading", state_topic=reading,
             value_template=_text("ts", null="None"), device_class="timestamp",
@@ -363,17 +268,6 @@ class Discovery:
         ])
 
 
-def _entity_key(payload_key: str) -> str:
-    """Payload key -> the entity key in unique ids; ``power_w`` -> ``power``, the import counter
-    keeps its historical key ``energy`` so existing energy statistics continue."""
-    if payload_key == "energy_kwh":
-        return "energy"
-    for suffix in ("_kwh", "_kvarh", "_w", "_v", "_a", "_var", "_m3", "_gj", "_mwh", "_l"):
-        if payload_key.endswith(suffix):
-            return payload_key[: -len(suffix)]
-    return payload_key
-
-
 def _value(field_: str) -> str:
     """A numeric sensor's template: the field, or nothing when the message lacks it (Home
     Assistant ignores an empty state for a numeric sensor: it keeps its state, logs no warning)."""
@@ -400,137 +294,3 @@ def _item(field_: str) -> str:
 def _attributes(*fields_: str) -> str:
     items = ", ".join(f"{json.dumps(f)}: value_json.get({json.dumps(f)})" for f in fields_)
     return f"{{{{ {{{items}}} | tojson }}}}"
-
-
-# --- what was announced, across restarts ---------------------------------------------------------
-
-@dataclass
-class DiscoveryState:
-    """Announced config topics and the reading values each meter has sent (a small JSON file).
-
-    With it the agent (a) announces after a restart at once what a meter had before, (b) deletes
-    the configs of meters, values and appliances that are gone, even when Home Assistant or the
-    broker were away when the change happened.
-    """
-
-    path: Path | None
-    announced: set[str] = field(default_factory=set)
-    values: dict[str, set[str]] = field(default_factory=dict)
-    meters: set[str] = field(default_factory=set)  # meters with an availability topic
-
-    @classmethod
-    def load(cls, path: str | Path | None) -> DiscoveryState:
-        if path is None:
-            return cls(None)
-        p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-            return cls(p, set(data.get("announced", [])),
-                       {m: set(v) for m, v in data.get("values", {}).items()}, set(data.get("meters", [])))
-        except FileNotFoundError:
-            return cls(p)
-        except (OSError, ValueError, TypeError, AttributeError) as e:
-            log.error("discovery state %s unreadable (%s): starting afresh; configs of removed meters "
-                      "may stay in Home Assistant until deleted there", p, e)
-            return cls(p)
-
-    def save(self) -> None:
-        if self.path is None:
-            return
-        data = {"announced": sorted(self.announced), "meters": sorted(self.meters),
-                "values": {m: sorted(v) for m, v in sorted(self.values.items())}}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self.path)
-
-    def observe(self, meter_id: str, keys: Iterable[str]) -> bool:
-        """Note the keys a reading had (non-None values); True if one is new for this meter."""
-        known = self.values.setdefault(meter_id, set())
-        new = {k for k in keys if k not in known and value_spec(k) is not None}
-        known |= new
-        return bool(new)
-
-
-def present_keys(values: Mapping[str, Any]) -> list[str]:
-    return [k for k, v in values.items() if v is not None]
-
-
-STATE_KINDS = ("reading", "quality", "anomaly", "appliances", "forecast", "report")
-
-
-def discovery_messages(d: Discovery, state: DiscoveryState, meters: Sequence[MeterInfo],
-                       model: ModelInfo | None) -> list[Message]:
-    """All configs now, plus an empty retained payload for every config announced before that is
-    gone, and ``offline`` on the availability topic of every meter no longer configured.
-    Updates ``state`` (the caller saves it once the messages are in the outbox)."""
-    configs = d.gateway_configs(model)
-    for m in meters:
-        configs.update(d.meter_configs(m, state.values.get(m.id, ()), model))
-    qos = d.t.qos
-    msgs = [Message(topic, dumps(cfg), qos, retain=True) for topic, cfg in configs.items()]
-    gone = sorted(state.announced - set(configs))
-    msgs += [Message(topic, b"", qos, retain=True) for topic in gone]
-    configured = {m.id for m in meters}
-    for meter_id in sorted(state.meters - configured):  # removed from the config
-        msgs.append(Message(d.t.meter(meter_id, "availability"), b"offline", qos, retain=True))
-        msgs += [Message(d.t.meter(meter_id, kind), b"", qos, retain=True) for kind in STATE_KINDS]
-        state.values.pop(meter_id, None)
-    if gone:
-        log.info("Home Assistant discovery: deleting %d configs no longer announced", len(gone))
-    state.announced = set(configs)
-    state.meters = configured
-    return msgs
-
-
-# --- the agent's side: state across readings, events, availability ---------------------------------
-
-def reading_signature(r: Reading) -> tuple:
-    """Which values a reading carries (cheap, per reading): when it changes, the keys are computed."""
-    return (r.power_w is None, r.reactive_var is None, r.import_wh is None, r.export_wh is None,
-            r.voltage_v is None, r.current_a is None, tuple(r.extra),
-            tuple((p.power_w is None, p.voltage_v is None, p.current_a is None) for p in r.phases),
-            tuple((c.device_type, c.unit, c.channel) for c in r.mbus),
-            tuple(x is None for x in r.import_tariff_wh), tuple(x is None for x in r.export_tariff_wh),
-            r.tariff is None, r.power_failures is None, r.long_power_failures is None,
-            r.reactive_import_varh is None, r.reactive_export_varh is None)
-
-
-class GatewayDiscovery:
-    """What the agent keeps for Home Assistant: announced configs, the values each meter has sent,
-    and per-meter availability (appliance events come from ``edge.agent.appliances``).
-
-    ``meters`` are the configured meters; ``state_path`` the JSON file of ``DiscoveryState``.
-    """
-
-    def __init__(self, topics: Topics, meters: Sequence[MeterInfo], state_path: str | Path | None,
-                 tracker: Any):
-        from edge.agent.messages import reading_values
-
-        self._reading_values = reading_values
-        self.topics = topics
-        self.builder = Discovery(topics)
-        self.meters = list(meters)
-        self.state = DiscoveryState.load(state_path)
-        self.tracker = tracker
-        self._signatures: dict[str, tuple] = {}
-        self.pending = False  # a meter sent a new value: announce again
-
-    def note_reading(self, r: Reading) -> None:
-        """Per committed reading (event loop): availability and new values."""
-        self.tracker.note(r.meter_id, r.received_s)
-        sig = reading_signature(r)
-        if self._signatures.get(r.meter_id) == sig:
-            return
-        self._signatures[r.meter_id] = sig
-        if self.state.observe(r.meter_id, present_keys(self._reading_values(r))):
-            self.pending = True
-
-    def messages(self, model: ModelInfo | None) -> list[Message]:
-        self.pending = False
-        return discovery_messages(self.builder, self.state, self.meters, model)
-
-    def availability_messages(self, now_s: float) -> list[Message]:
-        return [Message(self.topics.meter(mid, "availability"), b"online" if online else b"offline",
-                        self.topics.qos, retain=True)
-                for mid, online in self.tracker.changes(now_s)]
-

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge.agent.appliances import decided_range
-from edge.agent.discovery import slug
+from edge.agent.entities import slug
 from edge.agent.gapfill import window_fill_report
 from edge.agent.guards import guard_quality
 from edge.agent.history import HistoryContext

@@ -14,15 +14,8 @@ from collections.abc import AsyncIterator
 
 from edge.agent.agent import Agent
 from edge.agent.availability import AvailabilityTracker
-from edge.agent.discovery import (
-    Discovery,
-    DiscoveryState,
-    GatewayDiscovery,
-    MeterInfo,
-    ModelInfo,
-    appliance_name,
-    discovery_messages,
-)
+from edge.agent.discovery import Discovery, MeterInfo, ModelInfo
+from edge.agent.discovery_state import DiscoveryState, GatewayDiscovery, discovery_messages
 from edge.agent.messages import Topics, reading_values
 from edge.agent.meters import InProcessMeter, sine_power_source
 from firmware_bridge.reading import Reading
@@ -109,30 +102,6 @@ def test_no_model_means_no_model_entities():
     uids = set(_by_uid(discovery_messages(Discovery(T), state, [MeterInfo("p1")], None)))
     assert not any(k.endswith(("_anomaly", "_forecast")) or "appliance" in k for k in uids)
     assert "unimeter_gw1_p1_report" in uids and "unimeter_gw1_p1_quality" in uids
-
-
-def test_removed_meters_and_appliances_are_deleted_with_empty_retained_configs(tmp_path):
-    path = tmp_path / "discovery.json"
-    state = DiscoveryState.load(path)
-    d = Discovery(T)
-    state.observe("old", ["power_w"])
-    discovery_messages(d, state, [MeterInfo("p1"), MeterInfo("old")], MODEL)
-    state.save()
-    state = DiscoveryState.load(path)  # a restart with "old" gone from the config and a smaller model
-    msgs = discovery_messages(d, state, [MeterInfo("p1")], ModelInfo("v4", ("nilm",), ("fridge",)))
-    empty = {m.topic for m in msgs if m.payload == b"" and m.retain}
-    assert "homeassistant/sensor/unimeter_gw1_old/power/config" in empty
-    assert "homeassistant/binary_sensor/unimeter_gw1_p1/appliance_tv/config" in empty
-    assert "homeassistant/binary_sensor/unimeter_gw1_p1/anomaly/config" in empty
-    assert "unimeter/gw1/old/reading" in empty  # its retained state goes too
-    offline = [m for m in msgs if m.topic == "unimeter/gw1/old/availability"]
-    assert offline and offline[0].payload == b"offline" and offline[0].retain
-    assert not any(t.startswith("homeassistant/") and "unimeter_gw1_old" in t for t in _configs(msgs))
-
-
-def test_appliance_names_read_well():
-    assert appliance_name("washing_machine") == "Washing machine"
-    assert appliance_name("tv") == "TV" and appliance_name("fridge") == "Fridge"
 
 
 def test_an_appliance_use_becomes_a_non_retained_event_with_the_meter_header():

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from edge.agent.agent import Agent
-from edge.agent.discovery import Discovery, DiscoveryState, MeterInfo, ModelInfo, discovery_messages
+from edge.agent.discovery import Discovery, MeterInfo, ModelInfo
+from edge.agent.discovery_state import DiscoveryState, discovery_messages
 from edge.agent.inference import open_model
 from edge.agent.messages import Topics, reading_values
 from edge.agent.meters import build_sources
