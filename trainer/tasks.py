@@ -129,8 +129,8 @@ class TaskModel(nn.Module):
                 nn.Linear(h, h), nn.GELU(),
                 nn.Linear(h, task_cfg.day_ahead_steps + task_cfg.hour_ahead_steps))
         else:  # nilm: a per-patch head keeps the parameter count flat in L
-            A = len(task_cfg.appliances)
-            self.head = nn.Linear(D + 2, 2 * A * model_cfg.patch_len)
+            A, d_p = len(task_cfg.appliances), model_cfg.patch_len
+            self.head = nn.Linear(D + 2 + 2 * d_p, 2 * A * d_p)
 
     def _context_heads(self, model_cfg: ModelConfig, task_cfg: TaskConfig) -> None:
         """Heads of a context model (``trainer.context``): imputation and forecast weigh naive
@@ -239,10 +239,17 @@ class TaskModel(nn.Module):
         return self._nilm(enc)
 
     def _nilm(self, enc: Encoded) -> dict[str, torch.Tensor]:
+        """Per patch p, one linear map per appliance from [z_p, stats, the patch's own normalised
+        samples and their first differences] to its d_p powers and ON logits. The samples and steps
+        reach the head directly: at 1-10 s an appliance's switch is a step inside one patch, which
+        the patch's d_model summary places only to within the patch."""
         B, P, _ = enc.z.shape
         A, d_p = len(self.task_cfg.appliances), self.model_cfg.patch_len
         stats = stat_features(enc.stats)[:, None, :].expand(B, P, 2)
-        y = self.head(self.drop(torch.cat([enc.z, stats], dim=-1)))  # [B, P, 2*A*d_p]
+        x_n = enc.fill_n
+        step = torch.cat([torch.zeros_like(x_n[:, :1]), x_n[:, 1:] - x_n[:, :-1]], dim=1)
+        local = torch.cat([x_n.reshape(B, P, d_p), step.reshape(B, P, d_p)], dim=-1)
+        y = self.head(self.drop(torch.cat([enc.z, stats, local], dim=-1)))  # [B, P, 2*A*d_p]
         y = y.reshape(B, P, 2, A, d_p).permute(2, 0, 3, 1, 4).reshape(2, B, A, P * d_p)
         scale_w = (enc.stats.mean_w.abs() + enc.stats.std_w)[:, :, None]  # [B, 1, 1]
         return {APPLIANCE_W: F.relu(y[0]) * scale_w, ON_LOGIT: y[1]}

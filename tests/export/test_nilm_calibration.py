@@ -18,8 +18,9 @@ def test_the_bundle_carries_nilm_constants_fitted_on_its_int8_graph(tiny_bundle)
     names = tuple(bundle.manifest["tasks"]["nilm"]["appliances"])
     cal = NilmCalibration.from_dict(bundle.task("nilm").calibration)
     assert set(cal.appliances) == set(names) and "windows" in cal.fitted_on
+    res = float(bundle.task("nilm").input_spec["resolution_s"])
     for name, c in cal.appliances.items():
-        assert np.isfinite(c.threshold_logit) and c.min_on_s >= 60.0, name
+        assert np.isfinite(c.threshold_logit) and c.min_on_s >= res, name  # at least one sample
         if c.val_on_share:  # seen running in validation: a finite range and an F1
             assert 0.0 < c.min_w < c.max_w < 10_000 and 0.0 <= c.val_f1 <= 1.0, (name, c)
     assert open_model(tiny_bundle, "onnx", "int8", 1).nilm_calibration == cal  # what the agent decides with

@@ -9,7 +9,7 @@ import pytest
 
 from edge.bundle import load_bundle
 from edge.task_io import TASK_IO, TASKS
-from export.pipeline import DEFAULT_NILM_APPLIANCES, PipelineConfig
+from export.pipeline import DEFAULT_NILM_APPLIANCES, NILM_RESOLUTION_S, PipelineConfig
 
 
 def test_the_quick_pipeline_writes_one_bundle_of_all_four_tasks(tiny_bundle):
@@ -19,7 +19,7 @@ def test_the_quick_pipeline_writes_one_bundle_of_all_four_tasks(tiny_bundle):
         assert tuple(t.name for t in spec.outputs) == TASK_IO[task].output_names
         assert "onnx_int8" in spec.artifacts
     assert set(bundle.appliances) <= set(DEFAULT_NILM_APPLIANCES) and bundle.appliances
-    assert bundle.tasks["nilm"].input_spec["resolution_s"] == 60
+    assert bundle.tasks["nilm"].input_spec["resolution_s"] == NILM_RESOLUTION_S == 10  # native rate
     assert bundle.tasks["imputation"].input_spec["resolution_s"] == 1800
 
 
