@@ -8,8 +8,8 @@ the FHMM output. Reported per appliance: F1, accuracy and power MAE (mean over h
 it), plus the TV viewership table (homes watching per weekday and 3-hour slot, seed 002 Table 1)
 from FHMM + norm filter against the sub-meters.
 
-    python bench/nilm.py            # 20 households, 14 + 14 days at 1 min
-    python bench/nilm.py --quick
+    python bench/nilm_classical.py            # 20 households, 14 + 14 days at 1 min
+    python bench/nilm_classical.py --quick
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def main() -> int:
     tv_gain = {a: round(table[a]["fhmm+norm"]["f1"] - table[a]["fhmm"]["f1"], 4)
                for a in TV_LIKE if a in table and "fhmm+norm" in table[a]}
     result = {
-        "command": "python bench/nilm.py" + (" --quick" if args.quick else ""),
+        "command": "python bench/nilm_classical.py" + (" --quick" if args.quick else ""),
         "households": args.households, "train_days": args.train_days, "test_days": args.test_days,
         "resolution_s": 60, "appliances": TARGETS, "table": table,
         "norm_filter_f1_gain_on_tv_like": tv_gain,
@@ -187,7 +187,7 @@ def main() -> int:
         "tv_viewership_pred": pat_pred.to_dict(), "tv_viewership_true": pat_true.to_dict(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    name = "nilm_quick" if args.quick else "nilm"
+    name = "nilm_classical_quick" if args.quick else "nilm_classical"
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
     plot(table, args.out / f"{name}.png")
     md = markdown(result, pat_pred, pat_true)

@@ -10,7 +10,7 @@
 * gap filling (seed 002 §5.2.2): sample MSE, frequency-response and jitter-power errors.
 
 The evaluation (``trainer.evaluation``), the distillation report (``trainer.distill``) and the
-NILM benchmark (``bench/nilm.py``) all score with these functions, so one prediction gets one
+NILM benchmarks (``bench/nilm.py``, ``bench/nilm_classical.py``) all score with these functions, so one prediction gets one
 value wherever it is reported (a test checks it).
 """
 

@@ -18,7 +18,8 @@ Baselines here:
   ts_s)``), `BiLSTMImputer` (seed 004's BiLSTM, 128 units, on value/mask pairs).
 * anomaly detection: `ZScoreDetector` (window against the household's own history at the same
   time of day, thresholds chosen on validation) and `CNNDetector` (a small 1-D CNN classifier).
-* NILM: `SignalNILM` (wraps ``edge.signal`` NILM methods) and `CNNDisaggregator` (seq2seq CNN).
+* NILM: `SignalNILM` (wraps ``edge.signal`` NILM methods) and `CNNDisaggregator` (seq2seq CNN),
+  `Seq2Point` (Zhang et al. 2018).
 
 Learned baselines normalise each window by its own history (instance normalisation, like the
 unified model) instead of seed 004's global MinMaxScaler: households differ in level by an order
@@ -67,6 +68,8 @@ from trainer.baselines.imputation import (
 from trainer.baselines.nilm import (
     CNNDisaggregator,
     CNNDisaggregatorConfig,
+    Seq2Point,
+    Seq2PointConfig,
     SignalNILM,
     on_thresholds,
 )
@@ -78,4 +81,4 @@ from trainer.baselines.training import (
     train_regressor,
 )
 
-__all__ = ['AnomalyBatch', 'AnomalyPrediction', 'BaselineError', 'ForecastBatch', 'ForecastPrediction', 'ImputationBatch', 'NILMBatch', 'NILMPrediction', 'STEPS_PER_DAY', 'TrainConfig', 'evaluate_loss', 'instance_stats', 'predict_batched', 'train_regressor', 'DLinearConfig', 'DLinearForecaster', 'LSTMConfig', 'LSTMForecaster', 'SeasonalNaive', 'moving_average', 'BiLSTMImputer', 'BiLSTMImputerConfig', 'LinearInterpolation', 'SeasonalImputer', 'SignalFiller', 'interpolate_rows', 'training_masks', 'CNNDetector', 'CNNDetectorConfig', 'ZScoreConfig', 'ZScoreDetector', 'best_f1_threshold', 'CNNDisaggregator', 'CNNDisaggregatorConfig', 'SignalNILM', 'on_thresholds']
+__all__ = ['AnomalyBatch', 'AnomalyPrediction', 'BaselineError', 'ForecastBatch', 'ForecastPrediction', 'ImputationBatch', 'NILMBatch', 'NILMPrediction', 'STEPS_PER_DAY', 'TrainConfig', 'evaluate_loss', 'instance_stats', 'predict_batched', 'train_regressor', 'DLinearConfig', 'DLinearForecaster', 'LSTMConfig', 'LSTMForecaster', 'SeasonalNaive', 'moving_average', 'BiLSTMImputer', 'BiLSTMImputerConfig', 'LinearInterpolation', 'SeasonalImputer', 'SignalFiller', 'interpolate_rows', 'training_masks', 'CNNDetector', 'CNNDetectorConfig', 'ZScoreConfig', 'ZScoreDetector', 'best_f1_threshold', 'CNNDisaggregator', 'CNNDisaggregatorConfig', 'Seq2Point', 'Seq2PointConfig', 'SignalNILM', 'on_thresholds']
