@@ -24,6 +24,7 @@ import numpy as np
 
 from edge.bundle import BundleError
 from edge.errors import AgentError
+from edge.nilm_enrol import Signature, add_enrolled
 from edge.nilm_output import Decision, NilmCalibration, decide
 from edge.task_io import (
     APPLIANCE_W,
@@ -321,11 +322,14 @@ class NilmResult:
 
 
 def nilm_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resolution_s: float,
-              counter_wh: np.ndarray | None = None, owned: tuple[str, ...] | None = None) -> NilmResult:
+              counter_wh: np.ndarray | None = None, owned: tuple[str, ...] | None = None,
+              enrolled: tuple[Signature, ...] = ()) -> NilmResult:
     """Run the NILM graph on one rolling window and decide every sample (``edge.nilm_output``:
     thresholds and power ranges of the bundle's calibration, the sum bounded by the aggregate,
     only the ``owned`` appliances). Gaps are filled linearly, energy-exact where ``counter_wh``
-    brackets them (``edge.agent.gapfill``)."""
+    brackets them (``edge.agent.gapfill``). ``enrolled`` appliances the model does not know are
+    matched by signature in what its own appliances leave (``edge.nilm_enrol``), one row each
+    after the model's."""
     from edge.agent.gapfill import fill_window
 
     model = host.current
@@ -334,6 +338,11 @@ def nilm_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resoluti
     names = model.appliances if model else ()
     calibration = model.nilm_calibration if model else NilmCalibration()
     decision = decide(out[ON_LOGIT][0], out[APPLIANCE_W][0], load, names, calibration, owned)
+    if enrolled:
+        all_names, on, power = add_enrolled(decision.names, decision.on, decision.power_w,
+                                            decision.budget_w, enrolled, resolution_s)
+        margin = np.concatenate([decision.margin, np.where(on[len(names):], 1.0, -1.0)])
+        decision = Decision(all_names, on, power, margin, decision.budget_w)
     return NilmResult(start_ts_s, resolution_s, load, decision, model.version if model else "")
 
 
