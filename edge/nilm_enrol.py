@@ -130,3 +130,14 @@ def add_enrolled(names: tuple[str, ...], on: np.ndarray, power_w: np.ndarray, bu
         residual = residual - rows_w[-1][0]
     return (tuple(names) + tuple(s.name for s in signatures), np.concatenate(rows_on),
             np.concatenate(rows_w))
+
+
+def enrol(names) -> tuple[tuple[Signature, ...], dict[str, str]]:
+    """(signatures of the names that can be enrolled, {name: why not} for the others)."""
+    sigs, refused = [], {}
+    for name in names:
+        try:
+            sigs.append(signature(name))
+        except EnrolError as e:
+            refused[name] = str(e)
+    return tuple(sigs), refused

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edge.nilm_enrol import EnrolError, Signature, add_enrolled, match, signature
+from edge.nilm_enrol import EnrolError, Signature, add_enrolled, enrol, match, signature
 from edge.sim.specs import SPECS_BY_NAME
 
 
@@ -56,3 +56,9 @@ def test_enrolled_rows_follow_the_models_and_never_exceed_the_meter():
     assert not (on2[1] & kettle_on).any()  # the kettle's power is the model's, not the toaster's
     assert (on2[1] & true_on).sum() >= true_on.sum() - 2
     assert np.all(power2.sum(0) <= load + 1e-9) and np.all(power2[~on2] == 0)
+
+
+def test_enrol_splits_names_into_signatures_and_reasons():
+    sigs, refused = enrol(["toaster", "oven", "sauna"])
+    assert [s.name for s in sigs] == ["toaster"] and set(refused) == {"oven", "sauna"}
+    assert "cycle" in refused["oven"]

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from edge.agent.inference import AnomalyThreshold, ModelHost, open_model, profile_step
+from edge.agent.inference import AnomalyThreshold, ModelHost, nilm_step, open_model, profile_step
 
 
 def test_threshold_of_a_manifest_calibration():
@@ -56,3 +56,25 @@ def test_a_bundle_without_calibration_keeps_probability_half_and_says_so(tiny_bu
     assert result["threshold_source"].startswith("fixed 0.5")
     assert host.current.anomaly_threshold_source.startswith("fixed 0.5")
     assert "carries no calibrated threshold" in caplog.text
+
+
+def test_nilm_step_appends_enrolled_appliances_within_the_meter(tiny_bundle):
+    from edge.nilm_enrol import signature
+    from edge.nilm_output import check_consistent
+
+    host = ModelHost(lambda p: open_model(p, "onnx", "int8", 1))
+    assert host.try_load(tiny_bundle)
+    shape = host.current.tasks["nilm"]
+    assert "toaster" not in host.current.appliances  # the quick model was not trained on it
+    n, res = shape.length, shape.resolution_s
+    window = np.full(n, 300.0, np.float32)
+    on_at = slice(n // 3, n // 3 + int(180 // res))  # a 1 kW toaster for 3 min
+    window[on_at] += 1000.0
+    # a home that lists only a toaster: the model's appliances are off, the toaster takes the step
+    result = nilm_step(host, window, 0.0, res, owned=("toaster",), enrolled=(signature("toaster"),))
+    d = result.decision
+    assert d.names == (*host.current.appliances, "toaster")
+    toaster = d.names.index("toaster")
+    assert d.on[toaster, on_at].all() and not np.delete(d.on[toaster], np.r_[on_at]).any()
+    assert not d.on[:toaster].any()
+    assert check_consistent(d.on, d.power_w, d.budget_w) == []
