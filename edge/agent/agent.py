@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from edge.agent.appliances import ApplianceState, MeterAppliances, names_in_order
+from edge.agent.appliances import ApplianceState, MeterAppliances, tracked
 from edge.agent.availability import AvailabilityTracker
 from edge.agent.config import AgentConfig
 from edge.agent.discovery import MeterInfo, ModelInfo
@@ -189,18 +189,22 @@ class Agent:
 
     def _meter_appliances(self, meter_id: str, resolution_s: float) -> MeterAppliances | None:
         """The NILM tracker of one meter: the appliances its config lists (all the model's when it
-        lists none) that the live model knows; the others are logged once and left out."""
+        lists none) that the live model knows, then those it does not know enrolled by signature
+        (``edge.nilm_enrol``); the others are logged once and left out."""
         model = self.host.current
         if model is None or not model.has("nilm"):
             return None
         wanted = next((m.appliances for m in self.cfg.meters if m.id == meter_id), [])
-        unknown = sorted(set(wanted) - set(model.appliances))
-        if unknown:
-            log.warning("%s: the model %s does not know the appliances %s (it knows %s); they are "
-                        "not disaggregated", meter_id, model.version, unknown, list(model.appliances))
-        names = names_in_order(model.appliances, wanted)
+        names, enrolled, refused = tracked(model.appliances, wanted)
+        if enrolled:
+            log.info("%s: the model %s does not know %s; enrolled by signature", meter_id, model.version,
+                     [s.name for s in enrolled])
+        if refused:
+            log.warning("%s: the model %s does not know the appliances %s (it knows %s) and they cannot be "
+                        "enrolled by signature (%s); they are not disaggregated", meter_id, model.version,
+                        sorted(refused), list(model.appliances), "; ".join(refused.values()))
         tracker = MeterAppliances(names, model.nilm_calibration, resolution_s,
-                                  {k: appliance_name(k) for k in names})
+                                  {k: appliance_name(k) for k in names}, enrolled=enrolled)
         if self.appliance_state is None:  # after the store opened: its directory exists
             self.appliance_state = ApplianceState.load(self.cfg.store_path.with_suffix(".appliances.json"))
         self.appliance_state.restore(meter_id, tracker)  # today's energy across restarts and updates

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.nilm_enrol import Signature, enrol
 from edge.nilm_output import Decision, NilmCalibration
 
 log = logging.getLogger(__name__)
@@ -119,10 +120,11 @@ class _Appliance:
 class MeterAppliances:
     """Decided NILM samples of one meter -> state, uses and daily energy (see module docstring)."""
 
-    names: tuple[str, ...]  # model keys, in graph order
+    names: tuple[str, ...]  # model keys, in graph order, then the enrolled ones
     calibration: NilmCalibration
     resolution_s: float
     display: Mapping[str, str] = field(default_factory=dict)  # key -> display name (default: key)
+    enrolled: tuple[Signature, ...] = ()  # appliances the model does not know (edge.nilm_enrol)
     decided_until_s: float = 0.0  # end of the newest decided sample
     aggregate_w: float = 0.0  # the budget of the newest decided sample
     warm: bool = False  # events are reported (a first window was taken, or a saved state restored)
@@ -257,6 +259,14 @@ def names_in_order(model_names: Sequence[str], wanted: Sequence[str]) -> tuple[s
     if not wanted:
         return tuple(model_names)
     return tuple(n for n in model_names if n in set(wanted))
+
+
+def tracked(model_names: Sequence[str], wanted: Sequence[str]
+            ) -> tuple[tuple[str, ...], tuple[Signature, ...], dict[str, str]]:
+    """(the meter's appliances: the model's in its order, then those enrolled by signature; their
+    signatures; {appliance: why it cannot be tracked} for the rest of ``wanted``)."""
+    enrolled, refused = enrol(a for a in wanted if a not in model_names)
+    return (*names_in_order(model_names, wanted), *(s.name for s in enrolled)), enrolled, refused
 
 
 @dataclass

@@ -38,7 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from edge.agent.appliances import EVENT_TYPES, names_in_order
+from edge.agent.appliances import EVENT_TYPES, tracked
 from edge.agent.entities import (
     READING_SPECS,
     ValueSpec,
@@ -207,7 +207,7 @@ class Discovery:
         if "forecast" in tasks:
             out.update(self._forecast(node, dev, meter.id))
         if "nilm" in tasks:
-            for app in names_in_order(model.appliances, meter.appliances):
+            for app in tracked(model.appliances, meter.appliances)[0]:  # with the enrolled ones
                 out.update(self._appliance(node, dev, meter.id, app))
         return out
 

@@ -129,7 +129,8 @@ class ModelRounds:
             if tracker is None or not self._enough(window):
                 continue
             result = await self._guarded(st.id, "nilm", nilm_step, agent.host, window, start_s, res,
-                                         counter_wh=st.nilm.counters(n), owned=tracker.names)
+                                         counter_wh=st.nilm.counters(n), owned=tracker.names,
+                                         enrolled=tracker.enrolled)
             if result is None:
                 continue
             events = tracker.add(start_s, result.decision, first, stop)

@@ -129,6 +129,15 @@ def test_only_the_appliances_the_home_has_are_announced_each_with_its_energy_tod
     assert event["event_types"] == ["started", "finished"]
 
 
+def test_an_appliance_the_model_does_not_know_is_announced_when_it_can_be_enrolled():
+    model = ModelInfo("v1", ("nilm",), ("kettle", "oven", "tv"))
+    meter = MeterInfo("p1", appliances=("kettle", "toaster", "dishwasher"))  # toaster: ON/OFF, enrolled
+    configs = _configs(GatewayDiscovery(T, [meter], None, AvailabilityTracker()).messages(model))
+    announced = {t.split("/")[-2] for t in configs if "appliance_" in t and t.endswith("_event/config")}
+    assert announced == {"appliance_kettle_event", "appliance_toaster_event"}  # a dishwasher needs a model
+    assert configs["homeassistant/sensor/unimeter_gw1_p1/appliance_toaster_power/config"]["name"] == "Toaster power"
+
+
 def test_an_appliance_dropped_from_the_config_loses_its_entities(tmp_path):
     path = tmp_path / "discovery.json"
     model = ModelInfo("v1", ("nilm",), ("kettle", "oven", "tv"))

@@ -52,7 +52,7 @@ async def test_meters_to_subscriber_end_to_end(tiny_bundle, mosquitto, tmp_path)
     now_s = time.time()
     attack = {"kind": "scaling", "start_s": now_s - ATTACK_H * 3600, "end_s": now_s + 3600, "lam": 2.0}
     meters = [
-        {"id": "p1", "kind": "virtual-dsmr", "name": "P1 meter", "appliances": ["kettle", "tv"],
+        {"id": "p1", "kind": "virtual-dsmr", "name": "P1 meter", "appliances": ["kettle", "tv", "toaster"],
          "options": {"profile": "household", "seed": 11, "start_s": now_s - 86400, "interval_s": 1.0,
                      "attack": attack}},
         {"id": "zb1", "kind": "virtual-zigbee", "name": "ZigBee plug",
@@ -97,6 +97,8 @@ async def test_meters_to_subscriber_end_to_end(tiny_bundle, mosquitto, tmp_path)
     assert energy["state_class"] == "total_increasing" and energy["device_class"] == "energy"
     assert configs["homeassistant/binary_sensor/unimeter_gw1_zb1/anomaly/config"]["device_class"] == "problem"
     assert "homeassistant/sensor/unimeter_gw1_p1/forecast/config" in configs
+    assert "toaster" not in model.appliances  # enrolled by signature (edge.nilm_enrol), announced too
+    assert "homeassistant/binary_sensor/unimeter_gw1_p1/appliance_toaster/config" in configs
     for app in model.appliances:
         slug = "".join(c if c.isalnum() else "_" for c in app.lower()).strip("_")
         announced = f"homeassistant/binary_sensor/unimeter_gw1_p1/appliance_{slug}/config" in configs
@@ -112,15 +114,17 @@ async def test_meters_to_subscriber_end_to_end(tiny_bundle, mosquitto, tmp_path)
     assert p1["window_end_s"] - p1["window_start_s"] == 1800.0 * model.tasks["anomaly"].length
 
     # appliances: one consistent answer in every message (off => 0 W, on => > 0 W, the sum never
-    # above the aggregate the decision saw), only the appliances p1's config lists
-    for meter, names in (("p1", {"kettle", "tv"} & set(model.appliances)), ("zb1", set(model.appliances))):
+    # above the aggregate the decision saw), only the appliances p1's config lists (the toaster
+    # enrolled, its row after the model's)
+    p1_names = ({"kettle", "tv"} & set(model.appliances)) | {"toaster"}
+    for meter, names in (("p1", p1_names), ("zb1", set(model.appliances))):
         bodies = rec.json(f"/{meter}/appliances")
         for body in bodies:
             assert consistent_snapshot(body) == [], body
             assert set(body["appliances"]) == names
         assert all(a["energy_today_kwh"] >= 0 for b in bodies for a in b["appliances"].values())
     saved = json.loads(cfg.store_path.with_suffix(".appliances.json").read_text())
-    assert set(saved) == {"p1", "zb1"} and set(saved["p1"]["appliances"]) <= {"kettle", "tv"}
+    assert set(saved) == {"p1", "zb1"} and set(saved["p1"]["appliances"]) <= {"kettle", "tv", "toaster"}
     events = [(t, json.loads(p)) for t, p, _ in rec.messages if t.startswith("unimeter/gw1/") and "/event/" in t]
     for topic, e in events:
         assert e["event_type"] in ("started", "finished") and topic.split("/")[2] == e["meter"], e
