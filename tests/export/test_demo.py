@@ -1,23 +1,19 @@
 """`unimeter demo` end to end on a real trained bundle: real broker, real agent process, real
 simulated DSMR (pty) and ZigBee (zigpy virtual radio) meters. Training is skipped with --bundle
 (the session's tiny bundle) so the test spends its time on the gateway side. The plot's NILM stack
-is checked on its own (the agent's decision rules, the simulator's truth beside it)."""
+is checked in test_demo_report.py, the agent config in test_demo_gateway.py."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
+import pytest
 
-from edge.agent.config import load_config
-from edge.agent.inference import open_model
-from edge.agent.store import ReadingStore
-from edge.nilm_output import check_consistent
-from export import demo
+from edge.errors import ConfigError
+from export.demo import _parse_outage
 
 
 def test_demo_publishes_every_kind_of_result(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -63,48 +59,11 @@ def test_demo_publishes_into_an_existing_broker_with_a_meter_outage(tiny_bundle:
     assert 'host = "127.0.0.1"' in (out / "agent.toml").read_text()
 
 
-def test_the_demo_plots_the_agents_nilm_decisions_beside_the_simulators_truth(tiny_bundle: Path,
-                                                                              tmp_path: Path) -> None:
-    now_s = time.time()
-    (tmp_path / "agent.toml").write_text(demo.agent_config_text(tmp_path, 1883, tiny_bundle, now_s, 4 * 3600))
-    cfg = load_config(tmp_path / "agent.toml")
-    cfg.store_path.parent.mkdir(parents=True, exist_ok=True)
-    demo.seed_history(cfg, now_s, 4 * 3600)
-    model = open_model(tiny_bundle, "onnx", "int8", 1)
-    store = ReadingStore(cfg.store_path)
-    try:
-        nilm = demo.disaggregate_history(model, store, "zb1", now_s, demo.NILM_PLOT_HOURS)
-    finally:
-        store.close()
-    res, n = model.tasks["nilm"].resolution_s, model.tasks["nilm"].length
-    assert nilm.power_w.shape == (len(model.appliances), len(nilm.ts_s))
-    assert len(nilm.ts_s) == int(demo.NILM_PLOT_HOURS * 3600 // (res * n)) * n
-    assert check_consistent(nilm.power_w > 0, nilm.power_w, nilm.load_w) == []
-    truth = demo.true_appliance_power(cfg.meters[1], nilm)
-    assert truth.shape == (len(model.appliances) + 1, len(nilm.ts_s)) and (truth >= 0).all()
-    assert truth.sum() > 0 and np.isfinite(truth).all()
-    png = demo.plot_demo(cfg.store_path, demo.Collector(demo.BrokerSettings()), tmp_path / "demo.png",
-                         now_s, tiny_bundle, cfg.meters)
-    assert png.stat().st_size > 0
-
-
-def test_the_outage_counts_from_the_agent_start_and_the_run_from_the_gateway_online(tmp_path: Path) -> None:
+def test_the_outage_counts_from_the_agent_start() -> None:
     """`--meter-outage 20:30` is 20..50 s after the agent starts reading (a slow start-up does not
-    move the outage before it); the run's seconds count from the gateway's own online status, not
-    from a status an earlier run left retained."""
-    from edge.agent.config import load_config
-    from export.demo import BrokerSettings, Collector, _parse_outage, agent_config_text
-
-    outage = _parse_outage("20:30")
-    assert outage == (20.0, 50.0)
-    path = tmp_path / "agent.toml"
-    path.write_text(agent_config_text(tmp_path, BrokerSettings(port=1883), tmp_path, 1.79e9, 3600.0, outage))
-    zb1 = next(m for m in load_config(path).meters if m.id == "zb1")
-    assert zb1.options["outages_after_start"] == [[20, 50]] and "outages" not in zb1.options
-    collector = Collector(BrokerSettings())
-    collector.messages += [(0.0, "unimeter/demo/status", {"state": "online", "ts": "2026-01-01T00:00:00.000Z"}),
-                           (0.0, "unimeter/demo/p1/reading", {"ts": "2026-11-30T12:00:01.000Z"})]
-    noon = 1796040000.0  # 2026-11-30T12:00:00Z
-    assert not collector.gateway_online_since(noon)  # only an old, retained "online"
-    collector.messages.append((0.0, "unimeter/demo/status", {"state": "online", "ts": "2026-11-30T12:00:02.000Z"}))
-    assert collector.gateway_online_since(noon)
+    move the outage before it); a malformed one is a configuration error."""
+    assert _parse_outage("20:30") == (20.0, 50.0)
+    assert _parse_outage(None) is None
+    for bad in ("20", "a:b", "-1:5", "5:0"):
+        with pytest.raises(ConfigError, match="--meter-outage"):
+            _parse_outage(bad)
