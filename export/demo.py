@@ -5,11 +5,14 @@
 2. start a local MQTT broker (Mosquitto when installed, else amqtt) and a subscriber, or use an
    existing broker (``--mqtt-host``: e.g. the Mosquitto add-on of your Home Assistant, which then
    shows the demo's gateway and meters through MQTT discovery);
-3. seed the gateway store with a day of meter history (a gateway that has been running), with a
-   false-data-injection attack (scaling, Cui et al.) on the P1 meter's last hours;
+3. seed the gateway store with meter history (a gateway that has been running: the model's D
+   days of context and two more), with a false-data-injection attack (scaling, Cui et al.) on
+   the P1 meter's last hours;
 4. run the real agent (``unimeter agent --config``, a subprocess) on a virtual DSMR P1 meter
    on a pty and a virtual ZigBee meter on zigpy's virtual radio for ``--agent-seconds``;
-5. print a summary table and write ``summary.json``, ``demo.png`` and ``report.md``.
+5. print a summary table and write ``summary.json``, ``demo.png`` and ``report.md``; the plot
+   shows, per meter, the day-ahead forecast the bundle makes for the last whole day (from the
+   days before it, ``export.backtest``) against what the meter measured that day.
 
 The stages live in ``demo_gateway`` (2-4: config, history, the agent process), ``demo_collector``
 (the subscriber) and ``demo_report`` (5); this module parses the options and runs them in order.
@@ -28,8 +31,14 @@ from edge.agent.config import load_config
 from edge.errors import ConfigError
 from export.broker import LocalBroker
 from export.demo_collector import Collector
-from export.demo_gateway import BrokerSettings, agent_config_text, run_agent_process, seed_history
-from export.demo_report import plot_demo, print_summary, summarise, write_report
+from export.demo_gateway import (
+    BrokerSettings,
+    agent_config_text,
+    default_history_s,
+    run_agent_process,
+    seed_history,
+)
+from export.demo_report import past_day_forecasts, plot_demo, print_summary, summarise, write_report
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", default=None, help="use this model bundle instead of training one")
     p.add_argument("--agent-seconds", type=float, default=150.0,
                    help="how long the agent runs, counted from when it is up (online on the broker)")
-    p.add_argument("--history-hours", type=float, default=26.0,
-                   help="meter history written to the gateway store before the agent starts")
+    p.add_argument("--history-hours", type=float, default=None,
+                   help="meter history written to the gateway store before the agent starts (default: "
+                        "the model's days of context + 2 days + 2 h)")
+    p.add_argument("--history-days", type=int, default=None,
+                   help="days of context the trained model sees (default: the preset's)")
     p.add_argument("--broker", default="auto", choices=("auto", "mosquitto", "amqtt"),
                    help="local broker to start (ignored with --mqtt-host)")
     g = p.add_argument_group("existing broker", "publish into a broker that is already running, e.g. "
@@ -61,6 +73,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "for DURATION_S seconds (shows per-meter availability)")
     p.add_argument("--no-tflite", action="store_true", help="skip the TFLite export (faster)")
     p.add_argument("--seed", type=int, default=0)
+
+
+def bundle_history_days(bundle: Path) -> int:
+    """The most history days a task of the bundle takes (0: one-day models)."""
+    from edge.bundle import load_bundle
+
+    return max((t.history_days for t in load_bundle(bundle).tasks.values()), default=0)
 
 
 def _parse_outage(text: str | None) -> tuple[float, float] | None:
@@ -89,12 +108,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         from export.pipeline import PipelineConfig, run_pipeline
 
+        overrides = {} if args.history_days is None else {"history_days": args.history_days}
         cfg = PipelineConfig.preset(args.preset, out / "train", seed=args.seed,
-                                    include_tflite=not args.no_tflite)
+                                    include_tflite=not args.no_tflite, **overrides)
         result = run_pipeline(cfg)
         bundle, stage_seconds, pipeline_summary = result.bundle_dir, result.stage_seconds, result.summary()
     now_s = time.time()
-    history_s = args.history_hours * 3600.0
+    history_s = (args.history_hours * 3600.0 if args.history_hours is not None
+                 else default_history_s(bundle_history_days(bundle)))
     outage = _parse_outage(args.meter_outage)
     with contextlib.ExitStack() as stack:
         if args.mqtt_host:
@@ -118,11 +139,13 @@ def run(args: argparse.Namespace) -> int:
         time.sleep(1.0)
         collector.stop()
     summary = summarise(collector, history)
+    past = past_day_forecasts(bundle, store_file, now_s)
     summary.update(agent_exit_code=agent_rc, bundle=str(bundle), broker=broker_used,
-                   history_readings=history, stage_seconds=stage_seconds,
+                   history_readings=history, history_days_model=bundle_history_days(bundle),
+                   past_day_forecast={k: v.summary() for k, v in past.items()}, stage_seconds=stage_seconds,
                    wall_seconds=round(time.perf_counter() - t_start, 1))
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    plot_demo(store_file, collector, out / "demo.png", now_s, bundle, cfg.meters)
+    plot_demo(store_file, collector, out / "demo.png", now_s, bundle, cfg.meters, past)
     write_report(out / "report.md", summary, pipeline_summary, agent_rc)
     print_summary(summary, stage_seconds)
     print(f"wrote {out / 'summary.json'}, {out / 'demo.png'}, {out / 'report.md'} "

@@ -23,6 +23,8 @@ from firmware_bridge.reading import Reading, ReadingFlag
 
 GATEWAY_ID = "demo"
 HISTORY_STEP_S = 60.0
+OLD_HISTORY_STEP_S = 300.0  # readings older than RECENT_HISTORY_S are seeded every 5 min (faster)
+RECENT_HISTORY_S = 26 * 3600.0
 METERS = (
     # id, kind, seed, interval_s, name
     ("p1", "virtual-dsmr", 11, 1.0, "Smart meter (P1, virtual)"),
@@ -105,14 +107,29 @@ def agent_config_text(out: Path, broker: BrokerSettings | int, bundle: Path, now
     return "\n".join(lines)
 
 
+def default_history_s(history_days: int) -> float:
+    """The store history the demo seeds: the model's D days of context (0 for a one-day model),
+    the day before the past day the plot forecasts and that day, + 2 h."""
+    return (max(history_days, 0) + 2) * 86400.0 + 2 * 3600.0
+
+
+def history_times(now_s: float, history_s: float) -> np.ndarray:
+    """Reading times of the seeded history: every ``HISTORY_STEP_S`` over the last
+    ``RECENT_HISTORY_S`` (what the plots show in detail), every ``OLD_HISTORY_STEP_S`` before."""
+    start_s, recent_s = now_s - history_s, now_s - min(history_s, RECENT_HISTORY_S)
+    old = np.arange(start_s, recent_s, OLD_HISTORY_STEP_S)
+    return np.concatenate([old, np.arange(recent_s, now_s - 5.0, HISTORY_STEP_S)])
+
+
 def seed_history(cfg, now_s: float, history_s: float) -> dict[str, int]:
-    """Write ``history_s`` of 1-min readings per meter into the agent's store (not published)."""
+    """Write ``history_s`` of readings per meter (``history_times``) into the agent's store (not
+    published)."""
     store = ReadingStore(cfg.store_path, synchronous=cfg.store.synchronous)
     counts = {}
     try:
         for meter in cfg.meters:
             power_source = make_power_source(meter)
-            ts = np.arange(now_s - history_s, now_s - 5.0, HISTORY_STEP_S)
+            ts = history_times(now_s, history_s)
             readings = []
             for t in ts:
                 v = power_source(float(t))

@@ -3,6 +3,7 @@ the model's disaggregation beside the simulator's truth) and ``report.md``."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,15 +11,18 @@ import numpy as np
 
 from edge.agent.entities import appliance_name
 from edge.agent.gapfill import fill_window
-from edge.agent.inference import open_model
+from edge.agent.inference import ModelHost, open_model
 from edge.agent.meters import household_power_source
 from edge.agent.store import ReadingStore
 from edge.nilm_output import decide
 from edge.task_io import APPLIANCE_W, LOAD_W, ON_LOGIT
+from export.backtest import PastForecast, past_day_forecast
 from export.demo_collector import Collector
 from export.demo_gateway import ATTACKED_METER, GATEWAY_ID, METERS
 
 NILM_PLOT_HOURS = 3.0  # the disaggregated stack in demo.png covers this much of the end
+
+log = logging.getLogger(__name__)
 
 
 def summarise(collector: Collector, history: dict[str, int]) -> dict:
@@ -168,10 +172,34 @@ def plot_stack(ax, ts_s: np.ndarray, power_w: np.ndarray, names, total_w: np.nda
     ax.legend(loc="upper left", fontsize=7, ncol=2)
 
 
+def past_day_forecasts(bundle: Path, store_path: Path, now_s: float) -> dict[str, PastForecast]:
+    """Each demo meter's forecast of the last whole day beside what it measured
+    (``export.backtest.past_day_forecast``: the agent's forecast step on the store's readings);
+    meters without one are left out."""
+    host = ModelHost(opener=lambda p: open_model(p, "onnx", "int8", 1))
+    if not host.try_load(bundle):
+        log.error("past-day forecast: %s", host.last_error)
+        return {}
+    store = ReadingStore(store_path)
+    try:
+        found = {meter_id: past_day_forecast(host, store, meter_id, now_s) for meter_id, *_ in METERS}
+    finally:
+        store.close()
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _plot_past_forecast(ax, past: PastForecast, now_s: float) -> None:
+    hours = (past.start_s + past.resolution_s * np.arange(len(past.forecast_w)) - now_s) / 3600
+    context = f", {past.history_days} days of context" if past.history_days else ""
+    ax.step(hours, past.forecast_w, where="post", color="C2", ls="--",
+            label=f"forecast of this past day from the day before{context} (MAPE {past.mape_pct:.0f} %)")
+
+
 def plot_demo(store_path: Path, collector: Collector, png: Path, now_s: float, bundle: Path | None = None,
-              meters=()) -> Path:
-    """Per meter: the measured load with forecast and anomaly scores, and the last
-    ``NILM_PLOT_HOURS`` disaggregated (model) beside the simulator's truth."""
+              meters=(), past: dict[str, PastForecast] | None = None) -> Path:
+    """Per meter: the measured load with forecast and anomaly scores (``past``: meter -> the
+    forecast of the last whole day, :func:`past_day_forecasts`, drawn over what was measured), and
+    the last ``NILM_PLOT_HOURS`` disaggregated (model) beside the simulator's truth."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,6 +221,8 @@ def plot_demo(store_path: Path, collector: Collector, png: Path, now_s: float, b
                 k, s, c = (np.array(v, float) for v in zip(*bins, strict=True))
                 ax.step((k * 1800 - now_s) / 3600, s / np.maximum(c, 1), where="post",
                         label="measured (30-min mean)", color="C0")
+            if past and meter_id in past:
+                _plot_past_forecast(ax, past[meter_id], now_s)
             fc = kinds.get(meter_id, {}).get("forecast", [])
             if fc:
                 day = np.array(fc[-1]["day_ahead_w"], float)
