@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -192,7 +193,6 @@ def high_rate_windows(traces: Iterable, window: int, appliances: Sequence[str] |
 
 def _shard_files(data_dir: str, kind: str, split: str, rank: int, world: int) -> tuple[list, dict]:
     """This rank's share (every world-th file) of a dataset split, and the manifest section."""
-    from pathlib import Path
 
     section = read_manifest(data_dir).get(kind)
     if section is None or split not in section["splits"]:

@@ -35,6 +35,7 @@ from edge.data.profiles import MeterProfiles
 from edge.data.userdata import TimeSplit, attack_config, block_mask, history_context, point_mask
 from edge.errors import DataError
 from edge.features import CovariateSpec
+from edge.sim.inject import random_attack
 from trainer.data import ArrayDataset
 
 WEATHER_DROPOUT = 0.2  # share of forecast windows trained without their temperature
@@ -138,7 +139,6 @@ def anomaly_set(parts: Sequence[MeterPart], stride: int, seed: int, history_days
                 attack_fraction: float = 0.5) -> ArrayDataset:
     """Attacks on ``attack_fraction`` of the unlabelled windows; windows with labelled slots are
     positives as they are. The history stays clean (an attack starts today)."""
-    from edge.sim.inject import random_attack
 
     w = day_windows(parts, stride, history_days)
     rng = np.random.default_rng(seed)

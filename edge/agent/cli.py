@@ -22,8 +22,10 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
+from pathlib import Path
 
 from edge.agent.config import AgentConfig, ConfigError, load_config
 
@@ -142,9 +144,6 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def _free_space(path) -> str:
-    import os
-    from pathlib import Path
-
     try:
         st = os.statvfs(Path(path).parent)
     except OSError as e:

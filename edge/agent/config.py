@@ -20,8 +20,11 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from edge.agent.guards import meter_limits
 from edge.errors import ConfigError
+from edge.signing import SigningError, load_public_key
 from edge.sim.specs import ALL_APPLIANCES
+from firmware_bridge.guard import LimitsError
 
 
 class Secret(str):
@@ -318,8 +321,6 @@ def _check_appliances(i: int, m: MeterConfig) -> None:
 
 def _check_limits(i: int, m: MeterConfig) -> None:
     """The meter's plausibility limits must build (range checks live with the limits)."""
-    from edge.agent.guards import meter_limits
-    from firmware_bridge.guard import LimitsError
 
     try:
         meter_limits(m.kind, m.options, m.limits)
@@ -331,7 +332,6 @@ def _check_public_key(model: ModelConfig) -> None:
     """The bundle-signing public key must be a readable ed25519 PEM (checked with the secrets:
     on the gateway, where the file is)."""
     if model.public_key_file:
-        from edge.signing import SigningError, load_public_key
 
         try:
             load_public_key(model.public_key_file)

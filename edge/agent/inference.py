@@ -22,10 +22,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge.bundle import BundleError
+from edge.agent.gapfill import fill_window
+from edge.bundle import BundleError, load_bundle
 from edge.errors import AgentError
+from edge.features import forecast_covariates
 from edge.nilm_enrol import Signature, add_enrolled
 from edge.nilm_output import Decision, NilmCalibration, decide
+from edge.runtime import InferenceRuntime
+from edge.signal.gapfill.energy import apply_energy_constraint
 from edge.task_io import (
     APPLIANCE_W,
     COVARIATES,
@@ -134,8 +138,6 @@ def open_model(path: str | Path, backend: str, precision: str, threads: int,
                trust: Any = None) -> LoadedModel:
     """Verify (signature with ``trust``, an ``edge.signing.BundleTrust``), open and smoke-test a
     bundle. Raises ModelLoadError saying why."""
-    from edge.bundle import load_bundle
-    from edge.runtime import InferenceRuntime
 
     fingerprint = bundle_fingerprint(path)
     try:
@@ -275,7 +277,6 @@ def profile_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resol
         filled = host.run("imputation", model_inputs(host, "imputation", load, observed, context))[LOAD_W_FILLED][0]
         load = np.where(observed > 0, load, filled).astype(np.float32)
     if n_missing and counter_wh is not None and observed.any():
-        from edge.signal.gapfill.energy import apply_energy_constraint
 
         ends_s = start_ts_s + resolution_s * np.arange(1, len(load) + 1)
         load = apply_energy_constraint(load, observed == 0, ends_s, counter_wh).astype(np.float32)
@@ -330,8 +331,6 @@ def nilm_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resoluti
     brackets them (``edge.agent.gapfill``). ``enrolled`` appliances the model does not know are
     matched by signature in what its own appliances leave (``edge.nilm_enrol``), one row each
     after the model's."""
-    from edge.agent.gapfill import fill_window
-
     model = host.current
     load = fill_window(window_w, start_ts_s, resolution_s, counter_wh).filled_w.astype(np.float32)
     out = host.run("nilm", {LOAD_W: load[None]})
@@ -355,7 +354,6 @@ def forecast_step(host: ModelHost, last_day_w: np.ndarray, day_start_ts_s: float
     Without a weather feed the next-day temperature is unknown; we pass a flat 10 degC series and
     say so in the payload (``temperature_source``) rather than invent a profile.
     """
-    from edge.features import forecast_covariates
 
     model = host.current
     next_day_s = day_start_ts_s + len(last_day_w) * resolution_s

@@ -29,6 +29,7 @@ message when it (re)starts. Appliance events are not: a restart must not replay 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -138,8 +139,6 @@ class Topics:
         return dumps({"state": state, "gateway": self.gateway, "ts": iso_utc(_now()), **details})
 
 def _now() -> float:
-    import time
-
     return time.time()
 
 

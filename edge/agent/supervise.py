@@ -23,6 +23,8 @@ import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 
+from edge.agent.store import StoreError
+
 log = logging.getLogger(__name__)
 
 TASK_STATES = ("running", "backoff", "finished", "cancelled")
@@ -161,8 +163,6 @@ _EXPECTED = (OSError, TimeoutError)
 
 
 def _expected(error: BaseException) -> bool:
-    from edge.agent.store import StoreError
-
     return isinstance(error, (*_EXPECTED, StoreError))
 
 

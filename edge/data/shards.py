@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import multiprocessing as mp
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,9 +62,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from edge.data.split import DEFAULT_FRACTIONS, split_households
 from edge.errors import DataError
+from edge.sim.household import fleet_member, simulate_household
+from edge.sim.inject import attack_batch
 from edge.sim.specs import ALL_APPLIANCES
 from edge.sim.trace import DailyProfiles, HouseholdTrace
 
@@ -394,7 +398,6 @@ def write_traces(traces: Iterable[HouseholdTrace], out_dir: str | Path, househol
     ``attack_fraction`` of the days get one random FDI attack (``edge.sim.inject``) in ``load_w``
     while ``load_clean_w`` keeps the truth.
     """
-    from edge.sim.inject import attack_batch
 
     split_of = split_households(household_ids, fractions, seed)
     writer = None
@@ -435,8 +438,6 @@ class FleetJob:
 
 def _fleet_member_rows(job: FleetJob) -> dict:
     """Simulate one household in a worker and return only what the writer needs (small IPC)."""
-    from edge.sim.household import fleet_member, simulate_household
-    from edge.sim.inject import attack_batch
 
     config, trace_seed = fleet_member(job.index, job.seed, tz=job.tz)
     tr = simulate_household(config, job.days, job.resolution_s, trace_seed, job.start)
@@ -463,7 +464,6 @@ def write_fleet(out_dir: str | Path, n_households: int, days: int, resolution_s:
     light. ``trace`` is the full trace of household ``keep_trace_of`` (for plotting) or None.
     Deterministic given ``seed``, whatever the number of workers.
     """
-    from tqdm import tqdm
 
     ids = [f"h{i:05d}" for i in range(n_households)]
     split_of = split_households(ids, fractions, seed)
@@ -474,7 +474,6 @@ def write_fleet(out_dir: str | Path, n_households: int, days: int, resolution_s:
                      keep_trace=(i == keep_trace_of), tz=tz) for i in range(n_households)]
     kept = None
     if workers > 1 and n_households > 1:
-        import multiprocessing as mp
 
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
         pool = ctx.Pool(processes=workers)

@@ -20,6 +20,7 @@ import numpy as np
 
 from edge.data.profiles import MeterProfiles
 from edge.errors import DataError
+from edge.sim.inject import AttackConfig, random_attack
 
 IMPUTATION_RATES = (0.1, 0.3, 0.5)  # share of a day's points missing
 IMPUTATION_BLOCK_LEN = (4, 12)  # samples per missing block (judged cells: 4-12-sample blocks)
@@ -192,7 +193,6 @@ class AnomalyCases:
 
 def attack_config(steps_per_day: int):
     """Seed 000's scaling and ramping attacks, lambda 0.1-0.5, 2 to 12 hours long at any resolution."""
-    from edge.sim.inject import AttackConfig
 
     hour = steps_per_day // 24 or 1
     return AttackConfig(kinds=ANOMALY_KINDS, scale_lam=ANOMALY_LAMBDA, min_len=max(2, 2 * hour),
@@ -203,7 +203,6 @@ def anomaly_cases(prof: MeterProfiles, idx: np.ndarray, rng: np.random.Generator
                   repeats: int = 2) -> AnomalyCases:
     """Each complete day of ``idx`` with 7 complete days before it, ``repeats`` times clean and
     ``repeats`` times attacked (balanced labels)."""
-    from edge.sim.inject import random_attack
 
     x = prof.load_w
     cfg = attack_config(prof.steps_per_day)

@@ -34,6 +34,7 @@ appliances: ~95 MB); long runs are simulated in chunks of days to bound temporar
 
 from __future__ import annotations
 
+import multiprocessing as mp
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -231,7 +232,6 @@ def simulate_fleet(n_households: int, days: int, resolution_s: int | str = 60, s
         for job in jobs:
             yield _simulate_member(job)
         return
-    import multiprocessing as mp
 
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     with ctx.Pool(processes=workers) as pool:
