@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
+import onnxruntime as ort
 import torch
 from tqdm import tqdm
 
@@ -38,6 +40,7 @@ from edge.bundle import (
     write_reference,
 )
 from edge.runtime import BackendUnavailableError, InferenceRuntime, scaled_error
+from edge.signing import sign_bundle
 from edge.task_io import COVARIATES, HISTORY_MASK, HISTORY_W, LOAD_W, OBSERVED, UNITS
 from export.errors import ExportError
 from export.onnx_export import MoeShape, OnnxExportConfig, export_onnx
@@ -47,6 +50,7 @@ from export.quantize import (
     quantize_onnx_int8,
     routing_agreement,
 )
+from export.tflite_export import export_tflite, quantize_tflite_int8, tflite_io_map
 from trainer.checkpoint import load_task_model
 from trainer.context import CLIP as CONTEXT_CLIP
 from trainer.tasks import ExportModule, TaskModel, export_module
@@ -122,8 +126,6 @@ def torch_outputs(module: ExportModule, feeds: dict[str, np.ndarray]) -> dict[st
 
 
 def _onnx_outputs(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feeds), strict=True))
@@ -257,7 +259,6 @@ def _export_task(task: str, model: TaskModel, tmp: Path, scratch: Path, cfg: Bun
 
     tflite_io = None
     if cfg.include_tflite:
-        from export.tflite_export import export_tflite, quantize_tflite_int8, tflite_io_map
 
         bar.set_description(f"{task}: TFLite int8")
         tfl32 = export_tflite(module, scratch / f"{task}.fp32.tflite")
@@ -324,7 +325,6 @@ def write_bundle(task_checkpoints: dict[str, Path], out_dir: str | Path, *, mode
         if calibrate is not None:
             _add_calibration(tmp, manifest, calibrate(bundle))
         if signing_key is not None:
-            from edge.signing import sign_bundle
 
             sign_bundle(tmp, signing_key)
         if out_dir.exists():
@@ -390,8 +390,6 @@ def _add_calibration(tmp: Path, manifest: dict, calibration: dict[str, dict]) ->
 
 
 def _manifest(tmp: Path, tasks: dict, appliances: list[str], model_version: str, notes: str) -> dict:
-    import onnxruntime
-
     artifacts = {}
     for task, entry in tasks.items():
         for kind, name in entry["artifacts"].items():

@@ -55,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 from onnx import numpy_helper
 
@@ -294,7 +295,6 @@ def _expert_matmuls(model: onnx.ModelProto, moe: MoeShape) -> tuple[list, list, 
 
 def _matmul_macs(model: onnx.ModelProto, nodes: list, feeds: dict[str, np.ndarray]) -> float:
     """MACs of the given MatMul nodes, from the operand shapes of a real onnxruntime run."""
-    import onnxruntime as ort
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)

@@ -32,12 +32,14 @@ import numpy as np
 import torch
 
 from edge.data.profiles import MeterProfiles
+from edge.data.userdata import TimeSplit
 from edge.errors import ConfigError
 from edge.features import CovariateSpec
 from edge.sim import simulate_fleet
 from edge.task_io import TASKS
 from export.bundle_writer import BundleConfig, write_bundle
 from export.nilm_calibration import nilm_calibrator
+from export.train_stages import anomaly_calibration
 from trainer.checkpoint import DataSpec, load_task_model
 from trainer.data import (
     ArrayDataset,
@@ -52,6 +54,8 @@ from trainer.distill import DistillConfig, default_student_config, distill
 from trainer.finetune import FinetuneConfig, finetune
 from trainer.model import ModelConfig
 from trainer.pretrain import PretrainConfig, pretrain
+from trainer.profile_sets import MeterPart, task_set
+from trainer.user_eval import UserData
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +212,6 @@ def context_sets(cfg: PipelineConfig, splits: dict[str, ArrayDataset]) -> dict:
     """Every profile task's sets of a context model from household splits: each household one
     meter, all its days one part (``trainer.profile_sets``), windows every ``L /
     cfg.windows_per_day`` points with ``cfg.history_days`` days before them."""
-    from trainer.profile_sets import MeterPart, task_set
 
     sets: dict = {"meters": {}}
     for offset, (split_name, split) in enumerate(splits.items(), start=1):
@@ -225,7 +228,6 @@ def context_sets(cfg: PipelineConfig, splits: dict[str, ArrayDataset]) -> dict:
 
 
 def build_nilm_sets(cfg: PipelineConfig) -> dict:
-
     traces = simulate_fleet(n_households=cfg.nilm_households, days=cfg.nilm_days,
                             resolution_s=cfg.nilm_resolution_s, seed=cfg.seed + 1000)
     windows = high_rate_windows(traces, cfg.nilm_window, list(cfg.nilm_appliances))
@@ -242,12 +244,10 @@ def _check_splits(what: str, n_households: int, **splits) -> None:
 
 
 def _model_cfg(cfg: PipelineConfig, seq_len: int, n_patches: int, history_days: int = 0):
-
     return ModelConfig(seq_len=seq_len, n_patches=n_patches, history_days=history_days, **cfg.teacher)
 
 
 def _pretrain(cfg: PipelineConfig, name: str, model_cfg, train, val) -> Path:
-
     resolution_s = cfg.nilm_resolution_s if name == "nilm" else 1800
     pcfg = PretrainConfig(model=model_cfg, out_dir=str(cfg.out_dir / "pretrain" / name),
                           epochs=10_000, batch_size=cfg.batch_size, seed=cfg.seed,
@@ -258,7 +258,6 @@ def _pretrain(cfg: PipelineConfig, name: str, model_cfg, train, val) -> Path:
 
 
 def _finetune(cfg: PipelineConfig, task: str, backbone: Path, sets: dict) -> Path:
-
     fcfg = FinetuneConfig(task=task, out_dir=str(cfg.out_dir / "finetune" / task), epochs=10_000,
                           batch_size=cfg.batch_size, max_steps=cfg.finetune_steps, seed=cfg.seed,
                           progress=cfg.progress, patience=10_000,
@@ -267,7 +266,6 @@ def _finetune(cfg: PipelineConfig, task: str, backbone: Path, sets: dict) -> Pat
 
 
 def _distill(cfg: PipelineConfig, teacher_ckpt: Path, sets: dict) -> Path:
-
     teacher_cfg = load_task_model(teacher_ckpt).model_cfg
     student_cfg = default_student_config(teacher_cfg, **cfg.student)
     dcfg = DistillConfig(out_dir=str(cfg.out_dir / "student"), epochs=10_000,
@@ -332,9 +330,6 @@ def anomaly_calibrator(meters: list[MeterProfiles], history_days: int, target_pe
     """Fits the exported int8 anomaly model's window and point thresholds on every clean window
     ending on the validation households' days (every bin, as the agent slides) after their first
     ``max(history_days, 1)`` days (a meter whose history is complete, as the agent's after a week)."""
-    from edge.data.userdata import TimeSplit
-    from export.train_stages import anomaly_calibration
-    from trainer.user_eval import UserData
 
     skip = max(history_days, 1)
     splits = [TimeSplit(len(m), (0, skip), (skip, len(m)), (len(m), len(m))) for m in meters]

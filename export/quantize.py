@@ -55,6 +55,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
+from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from export.errors import ExportError
 from export.onnx_export import MOE_OPS, _name_nodes, _producers, gate_node_names
@@ -77,7 +80,6 @@ class QuantizeConfig:
 def _dynamic_int8(model: onnx.ModelProto, int8_path: Path, op_types: list[str], exclude: list[str],
                   cfg: QuantizeConfig, source: Path) -> None:
     """onnxruntime's dynamic int8 quantization of ``model`` into ``int8_path``, nodes renamed."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # The exporter's value_info can disagree with onnx's own shape inference (seen on Split);
     # the quantizer re-infers shapes, so hand it the graph without the stale annotations.
@@ -118,7 +120,6 @@ def integer_matmul_overflows(model: onnx.ModelProto) -> list[str]:
     """Integer MatMuls that onnxruntime may compute wrongly on x86 CPUs without VNNI: those with
     constant int8 weights outside [-64, 64] (see the module doc). Returns "node: weight" entries;
     an empty list means every integer MatMul of ``model`` is exact on any CPU."""
-    from onnx import numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
     found = []
@@ -161,7 +162,6 @@ def _quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _moe_to_qmoe(model: onnx.ModelProto) -> int:
     """Rewrite every com.microsoft.MoE node as QMoE with 8-bit experts; returns the count."""
-    from onnx import helper, numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
     count = 0
@@ -253,7 +253,6 @@ def _with_route_outputs(path: str | Path) -> tuple[bytes, list[str], list[int]]:
 
 def topk_routes(path: str | Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Per MoE layer, the [tokens, k] expert indices the model chose for ``feeds``, sorted per token."""
-    import onnxruntime as ort
 
     blob, names, ks = _with_route_outputs(path)
     session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])

@@ -31,12 +31,20 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from edge.data.labels import describe, label_profiles, load_labels
+from edge.data.loaders import load
+from edge.data.profiles import profiles_from_shards
+from edge.data.realdata import write_series
+from edge.data.shards import read_manifest
+from edge.data.userdata import time_split
 from edge.errors import ConfigError
+from edge.features import CovariateSpec
 
 PROFILE_TASKS = ("imputation", "anomaly", "forecast")
 N_PATCHES = 12  # 2-hour patches at 15 min, 30 min and hourly (patch_len 8 / 4 / 2)
@@ -136,11 +144,6 @@ class Choices:
 
 def import_user_data(cfg: TrainAllConfig, choices: Choices):
     """Stages 1 and 2: files (or a dataset directory) -> local-day profiles per meter -> time split."""
-    from edge.data.labels import describe, label_profiles, load_labels
-    from edge.data.profiles import profiles_from_shards
-    from edge.data.shards import read_manifest
-    from edge.data.userdata import time_split
-    from edge.features import CovariateSpec
     from trainer.user_eval import UserData
 
     data_dir = _import_files(cfg) if cfg.format != "shards" else _one_dir(cfg)
@@ -182,8 +185,6 @@ def _one_dir(cfg: TrainAllConfig) -> Path:
 
 def _import_files(cfg: TrainAllConfig) -> Path:
     """The files as shards in ``OUT/data`` (what ``unimeter import-data`` writes)."""
-    from edge.data.loaders import load
-    from edge.data.realdata import write_series
 
     series = [s for path in cfg.data for s in load(path, cfg.format, **cfg.loader_options)]
     if cfg.meters:
@@ -193,7 +194,6 @@ def _import_files(cfg: TrainAllConfig) -> Path:
         series = [s for s in series if s.meter_id in cfg.meters]
     out = cfg.out_dir / "data"
     if out.exists():
-        import shutil
 
         shutil.rmtree(out)
     write_series(series, out, [s.meter_id for s in series], {"train": 1.0}, cfg.seed, cfg.tz,

@@ -15,7 +15,26 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import ConfigError
+from edge.bundle import load_bundle
+from edge.errors import ConfigError, DataError
+from edge.runtime import InferenceRuntime
+from export.bundle_writer import BundleConfig, write_bundle
+from export.quantize import QuantizeConfig
+from trainer.checkpoint import DataSpec, load_checkpoint, load_task_model
+from trainer.distill import DistillConfig, default_student_config, distill
+from trainer.finetune import FinetuneConfig, finetune
+from trainer.model import ModelConfig
+from trainer.pretrain import PretrainConfig, pretrain
+from trainer.profile_sets import meter_parts, task_set
+from trainer.schedule import adapt_schedule
+from trainer.user_eval import (
+    BundleRunner,
+    TorchRunner,
+    evaluate_anomaly,
+    evaluate_forecast,
+    evaluate_imputation,
+    fit_runner_threshold,
+)
 
 SELECTION_MARGIN = 0.025  # a student must be within 2.5 % of the teacher on validation (room for int8)
 SERVE_CHECK_WINDOWS = 4
@@ -32,7 +51,6 @@ def _stride(data, preset: dict) -> int:
 
 def _sets(task: str, data, preset: dict, seed: int, history: int):
     """(train, validation) sets of ``task`` ("pretrain" or a profile task)."""
-    from trainer.profile_sets import meter_parts, task_set
 
     stride = _stride(data, preset)
     return tuple(task_set(task, meter_parts(data.profiles, data.splits, part, data.labels), data.spec, stride,
@@ -41,10 +59,6 @@ def _sets(task: str, data, preset: dict, seed: int, history: int):
 
 def pretrain_stage(cfg, data, preset: dict, choices) -> Path:
     """Alg. 2 on day-long windows of the training days, or the fleet checkpoint when given."""
-    from trainer.checkpoint import DataSpec, load_checkpoint
-    from trainer.model import ModelConfig
-    from trainer.pretrain import PretrainConfig, pretrain
-    from trainer.schedule import adapt_schedule
 
     L = data.steps_per_day
     if cfg.fleet_checkpoint:
@@ -72,10 +86,6 @@ def pretrain_stage(cfg, data, preset: dict, choices) -> Path:
 
 def finetune_stage(cfg, data, preset: dict, task: str, backbone: Path, choices) -> Path:
     """Alg. 1 for one task, early-stopped on the validation days."""
-    from trainer.checkpoint import load_checkpoint
-    from trainer.finetune import FinetuneConfig, finetune
-    from trainer.model import ModelConfig
-    from trainer.schedule import adapt_schedule
 
     depth = history_days(ModelConfig.from_dict(load_checkpoint(backbone)["model_config"]))
     train, val = _sets(task, data, preset, cfg.seed, depth)
@@ -90,7 +100,6 @@ def finetune_stage(cfg, data, preset: dict, task: str, backbone: Path, choices) 
 def val_metrics(task: str, runner, data, seed: int) -> dict[str, float]:
     """The task's judged metrics on the validation days, cell by cell (the report's protocol on
     the validation days): lower is better except the anomaly AUC."""
-    from trainer.user_eval import evaluate_anomaly, evaluate_forecast, evaluate_imputation
 
     if task == "forecast":
         res = evaluate_forecast({"m": runner}, data, "val", baselines=False)
@@ -113,10 +122,6 @@ def keeps_teacher(task: str, student: dict[str, float], teacher: dict[str, float
 def distill_stage(cfg, data, preset: dict, task: str, teacher_ckpt: Path, choices) -> Path:
     """Distil into the candidate student sizes, smallest first, until one is within 2.5 % of the
     teacher on every validation metric; the last candidate is the teacher itself."""
-    from trainer.checkpoint import load_task_model
-    from trainer.distill import DistillConfig, default_student_config, distill
-    from trainer.schedule import adapt_schedule
-    from trainer.user_eval import TorchRunner
 
     teacher = load_task_model(teacher_ckpt)
     train, val = _sets(task, data, preset, cfg.seed + 7, history_days(teacher.model_cfg))
@@ -158,7 +163,6 @@ def anomaly_calibration(bundle, data, target_per_month: float, days_from: str = 
     thresholds fitted to ``target_per_month`` false alarms per meter on every clean window ending
     on a validation day of ``data`` (a ``trainer.user_eval.UserData``; the agent's rolling
     schedule)."""
-    from trainer.user_eval import BundleRunner, fit_runner_threshold
 
     window, point = fit_runner_threshold(BundleRunner(bundle), data, target_per_month)
     return {
@@ -189,9 +193,6 @@ def export_stage(cfg, data, students: dict, choices) -> Path:
     """The bundle: 8-bit experts with float heads for every task (a user's series may be judged at
     ~1 % MAPE, where int8 heads alone cost several per cent of it: measured on the taylor series),
     calibrated, verified and each task served once through the edge runtime."""
-    from edge.bundle import load_bundle
-    from export.bundle_writer import BundleConfig, write_bundle
-    from export.quantize import QuantizeConfig
 
     names = ",".join(p.household_id for p in data.profiles)
     tiny = cfg.preset == "tiny"  # tests: the gather form only, one ONNX export per task
@@ -213,8 +214,6 @@ def export_stage(cfg, data, students: dict, choices) -> Path:
 def serve_check(bundle) -> list[str]:
     """Run every task of the verified bundle once through the edge runtime on plausible inputs;
     raises when an output is not finite. Returns the tasks served."""
-    from edge.errors import DataError
-    from edge.runtime import InferenceRuntime
 
     runtime = InferenceRuntime(bundle, precision="int8")
     rng = np.random.default_rng(0)
