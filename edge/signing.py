@@ -31,6 +31,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge.bundle import MANIFEST_NAME, BundleError, BundleSignatureError, load_bundle
 from edge.errors import UnimeterError
 
 SIGNATURE_NAME = "signature.json"
@@ -111,7 +112,6 @@ def sign_bundle(bundle_dir: str | Path, private_key) -> Path:
     The bundle is verified (``load_bundle``) first: a bundle whose files do not match its manifest
     is never signed.
     """
-    from edge.bundle import MANIFEST_NAME, BundleError, load_bundle
 
     root = Path(bundle_dir)
     try:
@@ -157,7 +157,6 @@ class BundleTrust:
         Returns a short status for logs and health ("valid (key <id>)", "unsigned (allowed)",
         ...); raises ``edge.bundle.BundleSignatureError`` when the bundle must be refused.
         """
-        from edge.bundle import BundleSignatureError
 
         path = root / SIGNATURE_NAME
         if not path.exists():
@@ -186,8 +185,6 @@ class BundleTrust:
 
 
 def _read_signature(path: Path) -> dict:
-    from edge.bundle import BundleSignatureError
-
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:

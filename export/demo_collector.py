@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import ssl
 import threading
 import time
 from collections import defaultdict
@@ -30,13 +31,11 @@ class Collector:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> Collector:
-
         b = self.broker
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="unimeter-demo-sub")
         if b.username:
             self._client.username_pw_set(b.username, b.password or None)
         if b.tls:
-            import ssl
 
             self._client.tls_set(ca_certs=b.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
             self._client.tls_insecure_set(b.tls_insecure)

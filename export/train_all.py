@@ -39,8 +39,7 @@ from pathlib import Path
 
 from edge.data.labels import describe, label_profiles, load_labels
 from edge.data.loaders import load
-from edge.data.profiles import profiles_from_shards
-from edge.data.realdata import write_series
+from edge.data.realdata import profiles_from_shards, write_series
 from edge.data.shards import read_manifest
 from edge.data.userdata import time_split
 from edge.errors import ConfigError

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from edge.data.profiles import profiles_from_shards
+from edge.data.realdata import profiles_from_shards
 from edge.data.shards import read_manifest
 from edge.data.userdata import attack_config, time_split
 from edge.errors import ConfigError

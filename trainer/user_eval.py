@@ -30,10 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.bundle import Bundle, load_bundle
 from edge.calibration import DAYS_PER_MONTH, ThresholdCalibration, fit_threshold
 from edge.data import userdata as U
 from edge.data.profiles import MeterProfiles
 from edge.features import CovariateSpec
+from edge.runtime import InferenceRuntime
 from edge.signal import naive as N
 from edge.signal.metrics import classification_metrics, regression_metrics
 
@@ -95,8 +97,6 @@ class BundleRunner(TorchRunner):
 
     def __init__(self, bundle, precision: str = "int8") -> None:
         """``bundle``: a directory or an already verified ``edge.bundle.Bundle``."""
-        from edge.bundle import Bundle, load_bundle
-        from edge.runtime import InferenceRuntime
 
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.runtime = InferenceRuntime(self.bundle, backend="onnx", precision=precision, threads=1)

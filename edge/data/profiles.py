@@ -193,51 +193,6 @@ def to_profiles(series: MeterSeries, tz: str | None = None, resolution_s: int | 
         resolution_s=res, tz=tz, notes=notes)
 
 
-def profiles_from_shards(data_dir, meters: list[str] | None = None) -> list[MeterProfiles]:
-    """Each household of a profile dataset (every split) as consecutive local days (missing days NaN).
-
-    Resolution, zone and holidays come from the dataset's manifest and rows, as written by
-    ``unimeter import-data`` or ``unimeter simulate``.
-    """
-    from edge.data.shards import iter_profile_batches, read_manifest
-
-    manifest = read_manifest(data_dir)
-    section = manifest.get("profiles")
-    if section is None:
-        raise ProfileError(f"{data_dir}: the dataset holds no daily profiles")
-    res, tz = int(section.get("resolution_s", 1800)), manifest.get("tz")
-    rows: dict[str, list[dict]] = {}
-    cols = ["household_id", "date", "load_w", "temperature_c", "is_holiday"]
-    for b in iter_profile_batches(data_dir, columns=cols):
-        for hh in np.unique(b["household_id"]):
-            if meters and hh not in meters:
-                continue
-            keep = b["household_id"] == hh
-            rows.setdefault(str(hh), []).append({k: b[k][keep] for k in cols[1:]})
-    out = []
-    for hh, parts in sorted(rows.items()):
-        dates = np.concatenate([p["date"] for p in parts]).astype("datetime64[D]")
-        order = np.argsort(dates)
-        days = dates[order].astype(np.int64)
-        n = int(days[-1] - days[0]) + 1
-        idx = days - days[0]
-        steps = DAY_S // res
-
-        def grid(key: str, fill, dtype, width: int | None = steps, order=order, idx=idx, n=n, parts=parts):
-            values = np.concatenate([p[key] for p in parts])[order]
-            g = np.full((n, width) if width else n, fill, dtype)
-            g[idx] = values
-            return g
-
-        all_days = (days[0] + np.arange(n)).astype("datetime64[D]")
-        out.append(MeterProfiles(hh, all_days, grid("load_w", np.nan, np.float32), grid("temperature_c", np.nan, np.float32),
-                                 ((days[0] + np.arange(n) + 3) % 7).astype(np.int8), grid("is_holiday", False, bool, None),
-                                 res, tz, list(manifest.get("import_notes", {}).get(hh, []))))
-    if not out:
-        raise ProfileError(f"{data_dir}: no household{' of ' + ', '.join(meters) if meters else ''} in the dataset")
-    return out
-
-
 def trace_series(trace) -> MeterSeries:
     """A simulated household (``edge.sim.HouseholdTrace``) as the series a meter would deliver,
     with its temperature, so simulated fleets take the same road to profiles as real meters (any

@@ -6,6 +6,8 @@ NaN where a slot is not covered well enough), so real data goes through the same
 and models as simulated data. Real data has no anomaly-free ground truth: ``load_clean_w`` in the
 shards equals ``load_w``, and the temperature is NaN unless the user supplies it.
 
+:func:`profiles_from_shards` reads a profile dataset back as one ``MeterProfiles`` per household.
+
 :data:`APPLIANCE_ALIASES` maps REDD / UK-DALE channel labels to the simulator's appliance names so
 that NILM windows from real houses line up with :data:`edge.sim.specs.ALL_APPLIANCES`.
 """
@@ -18,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from edge.data.loaders import MeterSeries
-from edge.data.profiles import MeterProfiles, to_profiles
+from edge.data.profiles import DAY_S, MeterProfiles, ProfileError, to_profiles
+from edge.data.shards import DatasetWriter, iter_profile_batches, read_manifest
+from edge.data.split import split_households
 from edge.features import CovariateSpec
 from edge.sim.specs import ALL_APPLIANCES
 
@@ -85,8 +89,6 @@ def write_series(series: Iterable[MeterSeries], out_dir: str | Path, meter_ids: 
     The manifest records the time zone, holiday country, profile resolution and what was
     resampled (``import_notes`` per meter).
     """
-    from edge.data.shards import DatasetWriter
-    from edge.data.split import split_households
 
     split_of = split_households(meter_ids, fractions, seed)
     writer, notes = None, {}
@@ -104,3 +106,46 @@ def write_series(series: Iterable[MeterSeries], out_dir: str | Path, meter_ids: 
     if writer is None:
         raise ValueError("no meter series to write")
     return writer.close()
+
+
+def profiles_from_shards(data_dir, meters: list[str] | None = None) -> list[MeterProfiles]:
+    """Each household of a profile dataset (every split) as consecutive local days (missing days NaN).
+
+    Resolution, zone and holidays come from the dataset's manifest and rows, as written by
+    ``unimeter import-data`` or ``unimeter simulate``.
+    """
+    manifest = read_manifest(data_dir)
+    section = manifest.get("profiles")
+    if section is None:
+        raise ProfileError(f"{data_dir}: the dataset holds no daily profiles")
+    res, tz = int(section.get("resolution_s", 1800)), manifest.get("tz")
+    rows: dict[str, list[dict]] = {}
+    cols = ["household_id", "date", "load_w", "temperature_c", "is_holiday"]
+    for b in iter_profile_batches(data_dir, columns=cols):
+        for hh in np.unique(b["household_id"]):
+            if meters and hh not in meters:
+                continue
+            keep = b["household_id"] == hh
+            rows.setdefault(str(hh), []).append({k: b[k][keep] for k in cols[1:]})
+    out = []
+    for hh, parts in sorted(rows.items()):
+        dates = np.concatenate([p["date"] for p in parts]).astype("datetime64[D]")
+        order = np.argsort(dates)
+        days = dates[order].astype(np.int64)
+        n = int(days[-1] - days[0]) + 1
+        idx = days - days[0]
+        steps = DAY_S // res
+
+        def grid(key: str, fill, dtype, width: int | None = steps, order=order, idx=idx, n=n, parts=parts):
+            values = np.concatenate([p[key] for p in parts])[order]
+            g = np.full((n, width) if width else n, fill, dtype)
+            g[idx] = values
+            return g
+
+        all_days = (days[0] + np.arange(n)).astype("datetime64[D]")
+        out.append(MeterProfiles(hh, all_days, grid("load_w", np.nan, np.float32), grid("temperature_c", np.nan, np.float32),
+                                 ((days[0] + np.arange(n) + 3) % 7).astype(np.int8), grid("is_holiday", False, bool, None),
+                                 res, tz, list(manifest.get("import_notes", {}).get(hh, []))))
+    if not out:
+        raise ProfileError(f"{data_dir}: no household{' of ' + ', '.join(meters) if meters else ''} in the dataset")
+    return out

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
 
 from edge.data.split import households_by_split
 from edge.features import forecast_covariates
@@ -89,8 +90,6 @@ def split_households(n_households: int, split: tuple[float, float, float], seed:
 
 
 def progress_bar(iterable: Iterable, enabled: bool, desc: str, total: int | None = None):
-    from tqdm import tqdm
-
     return tqdm(iterable, desc=desc, total=total, disable=not enabled, leave=False)
 
 

@@ -213,7 +213,7 @@ def test_holiday_callable_from_the_spec(spring):
 
 
 def test_profiles_back_from_shards_keep_days_consecutive(tmp_path, spring):
-    from edge.data.profiles import profiles_from_shards
+    from edge.data.realdata import profiles_from_shards
 
     path = U.write_generic(tmp_path / "house.csv", spring, tz=TZ, gaps=[slice(96 * 3, 96 * 4)])
     out = tmp_path / "shards"
