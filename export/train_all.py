@@ -39,7 +39,7 @@ from pathlib import Path
 
 from edge.data.labels import describe, label_profiles, load_labels
 from edge.data.loaders import load
-from edge.data.realdata import profiles_from_shards, write_series
+from edge.data.realdata import meter_profiles_from_shards, write_series
 from edge.data.shards import read_manifest
 from edge.data.userdata import time_split
 from edge.errors import ConfigError
@@ -147,7 +147,7 @@ def import_user_data(cfg: TrainAllConfig, choices: Choices):
 
     data_dir = _import_files(cfg) if cfg.format != "shards" else _one_dir(cfg)
     manifest = read_manifest(data_dir)
-    profiles = profiles_from_shards(data_dir, cfg.meters or None)
+    profiles = meter_profiles_from_shards(data_dir, cfg.meters or None)
     res = profiles[0].resolution_s
     if cfg.resolution_s and cfg.resolution_s != res:
         raise ConfigError(f"{data_dir} holds {res} s profiles; re-import the files with --resolution {cfg.resolution_s}")

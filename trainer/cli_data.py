@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from edge.data.realdata import profiles_from_shards
+from edge.data.realdata import meter_profiles_from_shards
 from edge.data.shards import read_manifest
 from edge.data.userdata import attack_config, time_split
 from edge.errors import ConfigError
@@ -71,7 +71,7 @@ def _from_profile_shards(args: argparse.Namespace, task: str, seq_len: int, hist
     """Every meter of a profile dataset: day-long windows sliding over its earlier days, its
     latest days validating (and ``--test-days`` left out)."""
     manifest = read_manifest(args.shards)
-    profiles = profiles_from_shards(args.shards)
+    profiles = meter_profiles_from_shards(args.shards)
     L = profiles[0].steps_per_day
     if seq_len != L:
         raise d.DataError(f"{args.shards} holds days of {L} points ({profiles[0].resolution_s} s); the model "

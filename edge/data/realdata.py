@@ -6,7 +6,7 @@ NaN where a slot is not covered well enough), so real data goes through the same
 and models as simulated data. Real data has no anomaly-free ground truth: ``load_clean_w`` in the
 shards equals ``load_w``, and the temperature is NaN unless the user supplies it.
 
-:func:`profiles_from_shards` reads a profile dataset back as one ``MeterProfiles`` per household.
+:func:`meter_profiles_from_shards` reads a profile dataset back as one ``MeterProfiles`` per household.
 
 :data:`APPLIANCE_ALIASES` maps REDD / UK-DALE channel labels to the simulator's appliance names so
 that NILM windows from real houses line up with :data:`edge.sim.specs.ALL_APPLIANCES`.
@@ -108,7 +108,7 @@ def write_series(series: Iterable[MeterSeries], out_dir: str | Path, meter_ids: 
     return writer.close()
 
 
-def profiles_from_shards(data_dir, meters: list[str] | None = None) -> list[MeterProfiles]:
+def meter_profiles_from_shards(data_dir, meters: list[str] | None = None) -> list[MeterProfiles]:
     """Each household of a profile dataset (every split) as consecutive local days (missing days NaN).
 
     Resolution, zone and holidays come from the dataset's manifest and rows, as written by

@@ -213,14 +213,14 @@ def test_holiday_callable_from_the_spec(spring):
 
 
 def test_profiles_back_from_shards_keep_days_consecutive(tmp_path, spring):
-    from edge.data.realdata import profiles_from_shards
+    from edge.data.realdata import meter_profiles_from_shards
 
     path = U.write_generic(tmp_path / "house.csv", spring, tz=TZ, gaps=[slice(96 * 3, 96 * 4)])
     out = tmp_path / "shards"
     assert main(["import-data", "generic", str(path), "--out", str(out), "--tz", TZ, "--split", "train=1"]) == 0
     (s,) = L.load_generic(path, tz=TZ)
     direct = to_profiles(s, TZ)
-    (back,) = profiles_from_shards(out)
+    (back,) = meter_profiles_from_shards(out)
     assert back.resolution_s == 900 and back.tz == TZ and len(back.dates) == len(direct.dates)
     np.testing.assert_array_equal(back.load_w, direct.load_w)  # the missing day comes back as NaN
     assert np.isnan(back.load_w[3]).all()
