@@ -12,8 +12,10 @@ One command runs the stages that also run alone (``import-data``, ``train pretra
    (``trainer.profile_sets``), or take a fleet checkpoint pretrained at the same resolution;
 4. fine-tune every profile task (Alg. 1), early-stopped on the validation days;
 5. distil each teacher (task loss + distillation loss), trying the preset's student sizes
-   smallest first and keeping the first within 2.5 % of the teacher on every validation metric;
-   the teacher itself (relu, so it exports the same sparse way) is the last candidate;
+   smallest first and keeping the first within 2.5 % of the teacher on every validation metric,
+   judged as the report judges the test days (MAPE; anomaly F1 at a threshold calibrated to the
+   false-alarm budget); the teacher itself (relu, so it exports the same sparse way) is the last
+   candidate, and the choice says by how much the closest student missed;
 6. export the bundle (QMoE 8-bit experts with float heads, see ``export_stage``), the int8 anomaly
    model's threshold fitted on the clean validation days to the false-alarm budget
    (``edge.calibration``) before the manifest is verified and written, then every task served
@@ -57,7 +59,8 @@ PRESETS: dict[str, dict] = {
                                activation="relu"),
                   students=[dict(d_model=16, d_k=4, n_layers=2, d_expert=32),
                             dict(d_model=16, d_k=4, n_layers=4, d_expert=32),
-                            dict(d_model=24, d_k=4, n_layers=4, d_expert=48)],
+                            dict(d_model=24, d_k=4, n_layers=4, d_expert=48),
+                            dict(d_model=32, d_k=8, n_layers=2, d_expert=64)],
                   pretrain_steps=800, finetune_steps=600, distill_steps=600, windows_per_day=24),
     "full": dict(teacher=dict(d_model=64, d_k=16, n_experts=16, top_k=2, n_layers=8, d_expert=128, dropout=0.1,
                               activation="relu"),

@@ -265,13 +265,14 @@ def _zscore_threshold(data, target: float) -> float:
 
 
 def evaluate_anomaly(runners: dict, thresholds: dict, data, seed: int, target: float, part: str = "test",
-                     baselines: bool = True) -> dict:
-    """Each day of ``part`` clean and attacked; a day is flagged when any window ending on it fires
-    (the agent's rule, and the rule the thresholds were fitted to)."""
+                     baselines: bool = True, repeats: int = 2) -> dict:
+    """Each day of ``part`` clean and attacked (``repeats`` times each, a new attack each time); a
+    day is flagged when any window ending on it fires (the agent's rule, and the rule the thresholds
+    were fitted to)."""
     rng = np.random.default_rng([seed, 0xA40])
     labels, scores, z = [], {name: [] for name in runners}, []
     for m, prof in enumerate(data.profiles):
-        ac = U.anomaly_cases(prof, _days(data, m, part), rng, repeats=2)
+        ac = U.anomaly_cases(prof, _days(data, m, part), rng, repeats=repeats)
         if not len(ac.day):
             continue
         labels.append(ac.window_label)

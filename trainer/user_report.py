@@ -49,12 +49,37 @@ def markdown(res: dict) -> str:
                   f"{a['clean_days']} days ({_f(a['false_alarms_per_month']['int8'])} per month; "
                   f"target {_f(a['calibration'].get('target_false_alarms_per_month'), 1)}; threshold from the bundle's "
                   "calibration on the validation days)."]
+    lines += selection_lines(res.get("choices", {}))
     checks = res.get("checks", [])
     if checks:
         lines += ["", "## Targets", "", "| check | ours | baseline | value | met |", "|---|---|---|---|---|"]
         lines += [f"| {c['check']} | {_f(c['ours'], 3)} | {c['baseline']} | {_f(c['baseline_value'], 3)} | "
                   f"{'yes' if c['met'] else 'NO'} |" for c in checks]
     return "\n".join(lines) + "\n"
+
+
+def selection_lines(choices: dict) -> list[str]:
+    """The student size chosen per task on the validation days: each candidate tried (smallest
+    first), its validation metric and how much worse than the teacher it is (the worst metric,
+    relative); the first within the margin ships, the teacher when none is."""
+    lines = []
+    for task in ("imputation", "anomaly", "forecast"):
+        sel = choices.get(f"student_{task}")
+        if not sel:
+            continue
+        if not lines:
+            lines += ["", "## Student size (chosen on the validation days, the report's metric)", "",
+                      "| task | candidate | parameters | validation | worst gap to the teacher | shipped |",
+                      "|---|---|---|---|---|---|"]
+        teacher = ", ".join(f"{k} {v:.3g}" for k, v in sel["teacher_val"].items())
+        lines.append(f"| {task} | teacher (reference) | - | {teacher} | - | - |")
+        for t in sel["tried"]:
+            val = ", ".join(f"{k} {v:.3g}" for k, v in t["val"].items())
+            gap = t.get("worst_gap")
+            lines.append(f"| {task} | {'teacher' if t['candidate'] == 'teacher' else '#' + str(t['candidate'])} | "
+                         f"{t['parameters']} | {val} | {'-' if gap is None else f'{gap:+.1%}'} | "
+                         f"{'yes' if t['candidate'] == sel['chosen'] else ''} |")
+    return lines
 
 
 def plot(res: dict, png: Path) -> Path:
