@@ -106,6 +106,31 @@ def test_15_min_kw_across_a_clock_change_forecasts_96_points_with_a_week_of_cont
     assert {"int8", "previous_day", "same_day_last_week"} <= set(report["forecast"]["methods"])
 
 
+def test_hourly_gw_file_with_temperature_trains_24_point_days_and_serves(tmp_path):
+    """Victoria's hourly demand (GW) with its temperature column, five weeks: one day = 24 points, the
+    weather covariate from the file, the one-day model (under 28 training days), served by the runtime."""
+    full = write_public_csv("vic", tmp_path / "full.csv", 3600)
+    with open(full, newline="") as f:
+        rows = list(csv.reader(f))
+    path = tmp_path / "vic.csv"
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows[:1 + 35 * 24])
+    spec = PUBLIC_SERIES["vic"]
+    report, bundle = _train_all(tmp_path, path, "--tz", spec.tz, "--unit", spec.unit, "--country", spec.country,
+                                "--subdiv", spec.subdiv, "--tasks", "forecast")
+    task = bundle.task("forecast")
+    assert (task.input_spec["resolution_s"], task.input_spec["L"], task.input_spec.get("history_days", 0)) == (3600, 24, 0)
+    assert task.input_spec["covariates"]["weather"] == "temperature_c" and report["choices"]["weather"] == "temperature_c"
+    assert report["choices"]["bundle"]["served"] == ["forecast"]
+    cov = np.zeros((2, len(task.input_spec["covariates"]["names"])), np.float32)
+    day = np.full((2, 24), 5e9, np.float32)  # 5 GW in W
+    feeds = {"load_w": day, "observed": np.ones_like(day), "covariates": cov}
+    out = InferenceRuntime(bundle, precision="int8").run("forecast", {t.name: feeds[t.name] for t in task.inputs})
+    assert out["day_ahead_w"].shape == (2, 24) and np.isfinite(out["day_ahead_w"]).all()
+    fc = report["forecast"]["methods"]
+    assert {"int8", "previous_day", "same_day_last_week"} <= set(fc) and np.isfinite(fc["int8"]["mape_pct"])
+
+
 def test_home_assistant_export_with_labels_calibrates_the_anomaly_model(tmp_path):
     from tests.edge.data import userfiles as U
 
