@@ -21,7 +21,8 @@ One command runs the stages that also run alone (``import-data``, ``train pretra
    (``edge.calibration``) before the manifest is verified and written, then every task served
    once through ``edge.runtime``;
 7. judge the int8 bundle on the held-out latest days against the naive baselines
-   (``trainer.user_eval``): ``OUT/report.md``, ``report.json``, ``report.png``.
+   (``trainer.user_eval``; with ``--compare-saits`` also PyPOTS SAITS trained on the same days,
+   ``trainer.baselines.saits``): ``OUT/report.md``, ``report.json``, ``report.png``.
 
 Batch size, epochs, steps and patience come from the number of windows
 (``trainer.schedule.adapt_schedule``); every choice is said on stderr as it is made and kept in
@@ -92,6 +93,7 @@ class TrainAllConfig:
     test_days: int | None = None
     val_days: int | None = None
     target_false_alarms_per_month: float = 1.0
+    compare_saits: bool = False  # also judge PyPOTS SAITS (trained on the same days) as an imputation baseline
     seed: int = 0
     include_tflite: bool = True
     progress: bool = True
@@ -260,6 +262,8 @@ def _run_train_all(cfg: TrainAllConfig) -> dict:
     data = stage("import", import_user_data, cfg, choices)
     cfg = replace(cfg, history_days=choices.items["history_days"])  # chosen from the data when not given
     preset = PRESETS[cfg.preset]
+    saits = (stage("fit SAITS (PyPOTS baseline)", S.saits_stage, cfg, data, choices)
+             if cfg.compare_saits and "imputation" in cfg.tasks else None)  # before training: a failure shows early
     backbone = stage("pretrain", S.pretrain_stage, cfg, data, preset, choices)
     teachers, students = {}, {}
     for task in cfg.tasks:
@@ -267,7 +271,7 @@ def _run_train_all(cfg: TrainAllConfig) -> dict:
         students[task] = stage(f"distil {task}", S.distill_stage, cfg, data, preset, task, teachers[task], choices)
     bundle = stage("export, calibrate, verify", S.export_stage, cfg, data, students, choices)
     results = stage("judge on the latest days", evaluate_bundle, bundle, teachers, students, data, cfg.seed,
-                    cfg.target_false_alarms_per_month)
+                    cfg.target_false_alarms_per_month, saits)
     results.update(choices=choices.items, stage_seconds=seconds, config=json.loads(json.dumps(asdict(cfg), default=str)))
     paths = write_report(results, cfg.out_dir)
     missed = [c["check"] for c in results["checks"] if not c["met"]]

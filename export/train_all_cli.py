@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-days", type=int, help="days before them for validation (default: n/8, 7..28)")
     g.add_argument("--false-alarms-per-month", type=float, default=1.0,
                    help="anomaly false-alarm budget per meter per month the threshold is fitted to")
+    g.add_argument("--compare-saits", action="store_true",
+                   help="also judge PyPOTS SAITS, trained on the same days, as an imputation baseline (needs pypots, "
+                   "in the dev extra)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--threads", type=int, default=1, help="torch threads")
     g.add_argument("--no-tflite", action="store_true", help="leave the TFLite models out of the bundle")
@@ -56,6 +59,7 @@ def run_train_all_command(args: argparse.Namespace) -> int:
         tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()), preset=args.preset,
         history_days=args.history_days,
         test_days=args.test_days, val_days=args.val_days, target_false_alarms_per_month=args.false_alarms_per_month,
+        compare_saits=args.compare_saits,
         seed=args.seed, include_tflite=not args.no_tflite, progress=not args.no_progress, threads=args.threads)
     result = run_train_all(cfg)
     missed = [c["check"] for c in result["checks"] if not c["met"]]

@@ -237,6 +237,22 @@ def export_stage(cfg, data, students: dict, choices) -> Path:
     return path
 
 
+SAITS_CONTEXT_DAYS = 1  # the day before each case, as the naive baselines see it (8 days cost ~16x the attention)
+
+
+def saits_stage(cfg, data, choices):
+    """PyPOTS SAITS fitted on the training days (early-stopped on the validation days), seeing each
+    case's day with its gaps and the day before it, like the naive baselines: the learned imputation
+    baseline the report compares with."""
+    from trainer.baselines.saits import SaitsConfig, SaitsFiller
+
+    filler = SaitsFiller(data, SAITS_CONTEXT_DAYS, SaitsConfig(seed=cfg.seed)).fit()
+    choices.say("saits", {"context_days": SAITS_CONTEXT_DAYS, "config": vars(filler.cfg)},
+                f"SAITS baseline (PyPOTS): fitted on the training days, sees the day and the {SAITS_CONTEXT_DAYS} "
+                "day(s) before it")
+    return filler
+
+
 def serve_check(bundle) -> list[str]:
     """Run every task of the verified bundle once through the edge runtime on plausible inputs;
     raises when an output is not finite. Returns the tasks served."""

@@ -10,7 +10,10 @@ if ! command -v mosquitto >/dev/null 2>&1; then
   $SUDO apt-get install -y -qq mosquitto >/dev/null
 fi
 python3 -m pip install -q "torch==2.13.0"
+# [dev] holds pypots (SAITS baseline), whose torch>=1.10 the pinned torch above meets; the check below
+# fails the set-up if anything replaced it.
 python3 -m pip install -q -e ".[dev]"
+python3 -c "import importlib.metadata as m, sys; v = m.version('torch'); sys.exit(0 if v.split('+')[0] == '2.13.0' else f'torch {v} replaced torch==2.13.0')"
 # The TFLite fallback interpreter (tflite-runtime 2.14 needs numpy<2, so it cannot share this
 # environment with ai-edge-litert): a small side venv the runtime's fallback test runs in.
 TFLITE_VENV=.venv-tflite-runtime
