@@ -91,9 +91,10 @@ class KDEOracle:
         return best
 
 
-def day_scores(runtime: InferenceRuntime, D: int, series: np.ndarray, day: int, loads: np.ndarray) -> np.ndarray:
+def day_scores(runtime: InferenceRuntime, names: list[str], D: int, series: np.ndarray, day: int,
+               loads: np.ndarray) -> np.ndarray:
     """[N]: the highest window logit over the L windows ending on ``day`` of ``series`` [T], with
-    that day replaced by each of ``loads`` [N, L]."""
+    that day replaced by each of ``loads`` [N, L]; the graph is fed the inputs it ``names``."""
     L = loads.shape[1]
     j = np.arange(L)
     out = []
@@ -105,7 +106,7 @@ def day_scores(runtime: InferenceRuntime, D: int, series: np.ndarray, day: int, 
         feeds = {"load_w": windows, "observed": np.ones_like(windows)}
         if D:
             feeds["history_w"], feeds["history_mask"] = history_context(x, starts, L, D)
-        out.append(float(runtime.run("anomaly", feeds)["window_logit"].max()))
+        out.append(float(runtime.run("anomaly", {k: feeds[k] for k in names})["window_logit"].max()))
     return np.asarray(out)
 
 
@@ -127,6 +128,7 @@ def run(bundle: Path, households: int, days: int, test_days: int, seed: int) -> 
     D, L = spec.history_days, int(spec.input_spec.get("L", 48))
     threshold = float(spec.calibration.get("window_threshold_logit", 0.0))
     runtime = InferenceRuntime(b, backend="onnx", precision="int8", threads=1)
+    names = [t.name for t in spec.inputs]
     rng = np.random.default_rng([seed, 0xF1])
     cells = {(k, lam): {"ours": [], "oracle": []} for k in KINDS for lam in LAMBDAS}
     clean = {"ours": [], "oracle": []}
@@ -143,7 +145,7 @@ def run(bundle: Path, households: int, days: int, test_days: int, seed: int) -> 
         oracle = KDEOracle(per_day, weekend)
         for day in range(days - test_days, days):
             loads = [per_day[day]] + [attack(per_day[day], kd, lam, rng) for kd, lam in cells]
-            ours = day_scores(runtime, D, series, day, np.stack(loads))
+            ours = day_scores(runtime, names, D, series, day, np.stack(loads))
             orc = [oracle.score(x, day) for x in loads]
             clean["ours"].append(ours[0])
             clean["oracle"].append(orc[0])
