@@ -47,7 +47,7 @@ def household_bins(trace, resolution_s: float) -> tuple[int, np.ndarray]:
     return first, np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def replay_fleet(bundle: Path, households: int, days: int, seed: int) -> dict:
+def replay_fleet(bundle: Path, households: int, days: int, seed: int, start: str = "2024-01-01") -> dict:
     host = ModelHost(opener=lambda p: open_model(p, "onnx", "int8", 1))
     if not host.try_load(bundle):
         raise SystemExit(f"bundle refused: {host.last_error}")
@@ -58,7 +58,7 @@ def replay_fleet(bundle: Path, households: int, days: int, seed: int) -> dict:
     sim_days = days + D + 2  # the history, the first window's day, the replayed days
     meters = []
     t0 = time.perf_counter()
-    for trace in simulate_fleet(households, sim_days, resolution_s=int(res), seed=seed):
+    for trace in simulate_fleet(households, sim_days, resolution_s=int(res), seed=seed, start=start):
         first, bins = household_bins(trace, res)
         eval_from = (D + 1) * per_day + (-first) % per_day  # a whole UTC day of history and window first
         stop = min(len(bins), eval_from + days * per_day)
@@ -75,7 +75,7 @@ def replay_fleet(bundle: Path, households: int, days: int, seed: int) -> dict:
         "trained_by": trained_by(bundle),
         "threshold_source": model.anomaly_threshold_source,
         "threshold_window_logit": (model.anomaly_threshold.window_logit if model.anomaly_threshold else 0.0),
-        "households": households, "days": days, "seed": seed, **summarise(meters),
+        "households": households, "days": days, "seed": seed, "start": start, **summarise(meters),
         "replay_seconds": round(time.perf_counter() - t0, 1), "meters": meters,
     }
 
@@ -115,7 +115,8 @@ def write_results(res: dict, out_dir: Path, name: str, command: str) -> None:
     lines = [
         "# False alarms on clean meters (the agent's anomaly path, replayed)", "",
         f"`{command}`", "",
-        f"{res['households']} held-out simulated households (fleet seed {res['seed']}) x {res['days']} days, "
+        f"{res['households']} held-out simulated households (fleet seed {res['seed']}) x {res['days']} days from "
+        f"{res.get('start', '2024-01-01')}, "
         f"one evaluation per {res['resolution_s']:.0f}-s bin after a full history of {res['history_days']} days; "
         f"bundle `{res['model_version']}` ({res['trained_by']}), threshold: {res['threshold_source']} "
         f"(window logit {res['threshold_window_logit']:.3f}). An alarm is a rising edge of the published flag; an alarm "
@@ -142,13 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--households", type=int, default=40)
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--seed", type=int, default=2026, help="fleet seed of the held-out households")
+    p.add_argument("--start", default="2024-01-01",
+                   help="first simulated day (the pipeline trains on days from 2024-01-01: winter)")
     p.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
     p.add_argument("--name", default="false_alarms")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory(prefix="unimeter-false-alarms-") as work:
         bundle = Path(args.bundle) if args.bundle else _train(args, Path(work))
-        res = replay_fleet(bundle, args.households, args.days, args.seed)
+        res = replay_fleet(bundle, args.households, args.days, args.seed, args.start)
         write_results(res, Path(args.out_dir), args.name, "python bench/false_alarms.py " + shlex.join(argv))
     print(Path(args.out_dir, f"{args.name}.md").read_text())
     return 0
