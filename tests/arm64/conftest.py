@@ -11,7 +11,7 @@ scratch directory (what a container runtime would run) with ``run()``/``popen()`
 command in it as the image would: its user, environment and working directory, under qemu-user
 with ``QEMU_CPU=cortex-a72``. ``check_bundle`` is a bundle with every task, trained and exported
 from this tree at session start (ONNX fp32/int8 and LiteRT), or the directory named by
-$UNIMETER_ARM64_BUNDLE.
+$UNIMETER_ARM64_BUNDLE (scripts/check_arm64.sh builds it while the image is built).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.arm64.helpers import ArmRoot, oci_image
+from tests.arm64.helpers import ArmRoot, build_check_bundle, oci_image
 
 IMAGE_ENV = "UNIMETER_ARM64_IMAGE"
 # pytest-timeout's ceiling for each test here (the suite's is 600 s). Emulated Python runs 5-10x
@@ -63,12 +63,7 @@ def check_bundle(tmp_path_factory) -> Path:
     reuse = os.environ.get("UNIMETER_ARM64_BUNDLE")
     if reuse:
         return Path(reuse)
-    from export.pipeline import PipelineConfig, run_pipeline
-
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    cfg = PipelineConfig.preset("quick", tmp_path_factory.mktemp("arm64_bundle"), seed=0, include_tflite=True,
-                                include_fp32=True, progress=False)
-    return Path(run_pipeline(cfg).bundle_dir)
+    return build_check_bundle(tmp_path_factory.mktemp("arm64_bundle"))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -120,6 +120,25 @@ class ArmRoot:
         return dest
 
 
+def build_check_bundle(out_dir: Path) -> Path:
+    """A bundle with every task, trained and exported from this tree on the host (preset "quick",
+    ONNX fp32/int8 and LiteRT int8, seed 0, one thread). Returns its directory."""
+    from export.pipeline import PipelineConfig, run_pipeline
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    cfg = PipelineConfig.preset("quick", Path(out_dir), seed=0, include_tflite=True, include_fp32=True,
+                                progress=False)
+    return Path(run_pipeline(cfg).bundle_dir)
+
+
+def prepare_host_side(out_dir: Path) -> Path:
+    """What the tests need from the x86-64 side, made before they start (scripts/check_arm64.sh
+    runs it beside the image build): the x86-64 edge venv (``x86_edge_python``) and the check
+    bundle. Returns the bundle's directory."""
+    x86_edge_python()
+    return build_check_bundle(out_dir)
+
+
 # --- tasks ----------------------------------------------------------------------------------------
 
 
@@ -356,3 +375,7 @@ def readings_by_meter(rec) -> dict[str, dict[int, float]]:
         samples = m.get("samples") or {"seq": [m["seq"]], "ts_s": [m["ts_s"]]}
         out[m["meter"]].update(zip(samples["seq"], samples["ts_s"], strict=True))
     return out
+
+
+if __name__ == "__main__":  # python -m tests.arm64.helpers OUT_DIR: prints the bundle's directory
+    print(prepare_host_side(Path(sys.argv[1])))
