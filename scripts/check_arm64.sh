@@ -22,10 +22,11 @@ cd "$(dirname "$0")/.."
 start_s=$SECONDS
 log() { printf '%(%H:%M:%S)T  %s\n' -1 "$*"; }
 ARCHIVE=${UNIMETER_ARM64_IMAGE_OUT:-$PWD/dist/unimeter-agent-arm64.oci.tar}
-# The x86-64 side (the x86-64 edge venv, the bundle trained and exported on the host) is made
-# beside the image build: that build is mostly one emulated process, so the second core is free.
+# The x86-64 side (the x86-64 edge venv, the bundle trained and exported on the host; both cached
+# like the image's parts) is made beside the image build: that build is mostly one emulated
+# process, so the second core is free.
 PREP=$(mktemp -d "${TMPDIR:-/tmp}/unimeter-arm64-check.XXXXXX")
-python3 -m tests.arm64.helpers "$PREP/bundle" > "$PREP/bundle.path" 2> "$PREP/host-side.log" &
+python3 -m tests.arm64.helpers > "$PREP/bundle.path" 2> "$PREP/host-side.log" &
 prep_pid=$!
 trap 'kill "$prep_pid" 2>/dev/null || true; rm -rf "$PREP"' EXIT
 log "== arm64 check: building the image; the x86-64 side (bundle, x86-64 venv) in process $prep_pid"

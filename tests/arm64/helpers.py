@@ -131,12 +131,49 @@ def build_check_bundle(out_dir: Path) -> Path:
     return Path(run_pipeline(cfg).bundle_dir)
 
 
-def prepare_host_side(out_dir: Path) -> Path:
+def arm64_cache() -> Path:
+    """$UNIMETER_ARM64_CACHE (default ~/.cache/unimeter-arm64): scripts/build_arm64_image.sh's cache,
+    whose entries unused for 30 days it removes."""
+    return Path(os.environ.get("UNIMETER_ARM64_CACHE") or Path.home() / ".cache" / "unimeter-arm64")
+
+
+def check_bundle_key() -> str:
+    """What the check bundle is a function of: every file of trainer/, export/ and edge/ (path and
+    content), pyproject.toml and the version of every installed distribution (torch, onnx, the
+    LiteRT converter, ...). 16 hex digits."""
+    from importlib import metadata
+
+    h = hashlib.sha256()
+    files = [REPO / "pyproject.toml", *(f for d in ("trainer", "export", "edge") for f in (REPO / d).rglob("*")
+                                        if f.is_file() and "__pycache__" not in f.parts)]
+    for f in sorted(files):
+        h.update(f"{f.relative_to(REPO)}\0".encode() + f.read_bytes() + b"\0")
+    h.update("\n".join(sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions())).encode())
+    return h.hexdigest()[:16]
+
+
+def cached_check_bundle() -> Path:
+    """The check bundle of this tree from the cache (``check_bundle_key``), built there first if
+    absent: a submission that changes no trainer, export or edge file reuses it."""
+    cache = arm64_cache()
+    entry = cache / f"bundle-{check_bundle_key()}"
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock-bundle", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (entry / ".complete").exists():
+            shutil.rmtree(entry, ignore_errors=True)
+            bundle = build_check_bundle(entry / "out")
+            (entry / ".complete").write_text(str(bundle.relative_to(entry)))
+    os.utime(entry)  # in use: kept by the cache's clean-up
+    return entry / (entry / ".complete").read_text()
+
+
+def prepare_host_side() -> Path:
     """What the tests need from the x86-64 side, made before they start (scripts/check_arm64.sh
     runs it beside the image build): the x86-64 edge venv (``x86_edge_python``) and the check
-    bundle. Returns the bundle's directory."""
+    bundle (``cached_check_bundle``). Returns the bundle's directory."""
     x86_edge_python()
-    return build_check_bundle(out_dir)
+    return cached_check_bundle()
 
 
 # --- tasks ----------------------------------------------------------------------------------------
@@ -242,7 +279,7 @@ def x86_edge_python() -> str:
     interpreter versions. Cached next to the arm64 root ($UNIMETER_ARM64_CACHE), keyed by the
     requirements' hash."""
     req = REPO / "deploy" / "requirements-edge.txt"
-    cache = Path(os.environ.get("UNIMETER_ARM64_CACHE") or Path.home() / ".cache" / "unimeter-arm64")
+    cache = arm64_cache()
     venv = cache / f"x86-edge-{hashlib.sha256(req.read_bytes()).hexdigest()[:16]}"
     python, done = venv / "bin" / "python", venv / ".complete"
     cache.mkdir(parents=True, exist_ok=True)
@@ -377,5 +414,5 @@ def readings_by_meter(rec) -> dict[str, dict[int, float]]:
     return out
 
 
-if __name__ == "__main__":  # python -m tests.arm64.helpers OUT_DIR: prints the bundle's directory
-    print(prepare_host_side(Path(sys.argv[1])))
+if __name__ == "__main__":  # python -m tests.arm64.helpers: prints the check bundle's directory
+    print(prepare_host_side())
