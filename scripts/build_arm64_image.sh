@@ -19,10 +19,11 @@
 #    check, entrypoint, command, stop signal) read from Dockerfile.arm64's runtime stage.
 #
 # Cache: $UNIMETER_ARM64_CACHE (default ~/.cache/unimeter-arm64), keyed by the recipe and the
-# requirements' hash; entries unused for 30 days are removed. From scratch about 8 minutes on
-# 2 idle cores (debootstrap under emulation ~4 min); on 2 cores shared with other work (load ~10)
-# 28 min (debootstrap 17, dependencies 10); cached 1-4 min. Needs root and, from
-# scratch, the Debian mirror and the package index. --rootfs-only DIR stops after step 5 and
+# requirements' hash; entries unused for 30 days are removed. From scratch on 2 cores shared with
+# other work (load 12-16): 42 min, of which debootstrap (emulated dpkg) 36.5, dependencies 3,
+# package 1, archive 2; on idle cores debootstrap takes ~4 min. Cached: 11 min under that load
+# (package index 3, package and `pip check` 3, archive 5; the index is no longer asked once the
+# wheel pool is complete). Needs root and, from scratch, the Debian mirror and the package index. --rootfs-only DIR stops after step 5 and
 # leaves the image's root filesystem in DIR (for benchmarks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -130,10 +131,15 @@ REQ_SHA=$(sha < "$REQ")
 WHEELS=$CACHE/wheels
 platforms=(--platform manylinux2014_aarch64)
 for minor in $(seq 17 36); do platforms+=(--platform "manylinux_2_${minor}_aarch64"); done
-if ! python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
-     "${platforms[@]}" -r "$REQ" -d "$WHEELS" > "$CACHE/pip-download.log" 2>&1; then
-  grep -v "is ignored: it is neither a file nor a directory" "$CACHE/pip-download.log" >&2
-  exit 1
+# (asks the package index about every pin, minutes on a loaded host: skipped once this
+# requirements file's set is complete in the pool)
+if [[ ! -e $WHEELS/.complete-$REQ_SHA ]]; then
+  if ! python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
+       "${platforms[@]}" -r "$REQ" -d "$WHEELS" > "$CACHE/pip-download.log" 2>&1; then
+    grep -v "is ignored: it is neither a file nor a directory" "$CACHE/pip-download.log" >&2
+    exit 1
+  fi
+  touch "$WHEELS/.complete-$REQ_SHA"
 fi
 
 # --- 4. dependencies ----------------------------------------------------------------------------
