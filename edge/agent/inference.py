@@ -24,6 +24,7 @@ import numpy as np
 
 from edge.agent.gapfill import fill_window
 from edge.bundle import BundleError, load_bundle
+from edge.calibration import DEFAULT_RECALIBRATE_AFTER_DAYS, DEFAULT_TARGET_PER_MONTH
 from edge.errors import AgentError
 from edge.features import forecast_covariates
 from edge.nilm_enrol import Signature, add_enrolled
@@ -104,17 +105,22 @@ class AnomalyThreshold:
     window_logit: float = 0.0  # logit(0.5)
     point_logit: float = 0.0
     source: str = "fixed 0.5 (the bundle carries no calibration)"
+    target_per_month: float = DEFAULT_TARGET_PER_MONTH  # the false-alarm budget a meter's own refit keeps
+    recalibrate_after_days: int = DEFAULT_RECALIBRATE_AFTER_DAYS  # days of a meter's own scores before it
 
     @classmethod
     def of(cls, calibration: dict) -> AnomalyThreshold:
         """From a task's manifest ``calibration`` (``window_threshold_logit``, optional
-        ``point_threshold_logit``); the fixed 0.5 when the bundle has none."""
+        ``point_threshold_logit``, ``target_false_alarms_per_month``, ``recalibrate_after_days``);
+        the fixed 0.5 when the bundle has none."""
         if "window_threshold_logit" not in calibration:
             return cls()
         window = float(calibration["window_threshold_logit"])
         target = calibration.get("target_false_alarms_per_month")
         budget = f", <= {target:g} false alarms/month" if isinstance(target, int | float) else ""
-        return cls(window, float(calibration.get("point_threshold_logit", window)), f"bundle{budget}")
+        return cls(window, float(calibration.get("point_threshold_logit", window)), f"bundle{budget}",
+                   float(target) if isinstance(target, int | float) else DEFAULT_TARGET_PER_MONTH,
+                   int(calibration.get("recalibrate_after_days", DEFAULT_RECALIBRATE_AFTER_DAYS)))
 
 
 def bundle_fingerprint(path: str | Path) -> str:
@@ -288,6 +294,7 @@ def profile_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resol
     return {
         "anomaly": window_logit > cut.window_logit,
         "score": round(float(_sigmoid(np.array(window_logit))), 4),
+        "score_logit": round(window_logit, 6),  # what the threshold cuts (and a meter's own refit learns from)
         "threshold": round(float(_sigmoid(np.array(cut.window_logit))), 6),
         "threshold_source": cut.source,
         "window_start_s": start_ts_s,

@@ -27,6 +27,7 @@ from edge.agent.guards import guard_quality
 from edge.agent.history import HistoryContext
 from edge.agent.inference import forecast_step, nilm_step, profile_step
 from edge.agent.meter_state import Stats
+from edge.agent.meter_thresholds import MeterThresholds
 from edge.agent.quality import quality_body, report_body
 from edge.agent.store import StoreError
 from edge.agent.supervise import Supervisor
@@ -72,6 +73,7 @@ class ModelRounds:
 
     def __init__(self, agent: Agent):
         self.agent = agent
+        self.thresholds = MeterThresholds()  # each meter's own anomaly threshold after N days
 
     async def _guarded(self, meter_id: str, task: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         """Run one inference step; a failure is logged and counted, the other meters still run."""
@@ -109,9 +111,11 @@ class ModelRounds:
                 log.debug("%s: profile window %.0f%% covered, skipping", st.id, 100 * np.isfinite(window).mean())
                 continue
             context = await self._context(st.id, start_s, res)
+            cut = self.thresholds.threshold(st.id, model, start_s + n * res)
             result = await self._guarded(st.id, "anomaly", profile_step, agent.host, window, start_s, res,
-                                         counter_wh=st.profile.counters(n), context=context)
+                                         threshold=cut, counter_wh=st.profile.counters(n), context=context)
             if result is not None:
+                self.thresholds.observe(st.id, model, result[0]["window_end_s"], result[0]["score_logit"])
                 await self._remember(st.id, start_s, res, window, result[1])
                 await agent.publish_result(st.id, "anomaly", result[0])
 
@@ -192,7 +196,7 @@ class ModelRounds:
             body.update(guard_quality(agent.guards.get(st.id)))
             body["gap_fill"] = window_fill_report(st.nilm, n_len)
             if agent.host.current is not None and agent.host.current.has("anomaly"):
-                body["anomaly_threshold_source"] = agent.host.current.anomaly_threshold_source
+                body["anomaly_threshold_source"] = self.thresholds.source(st.id, agent.host.current)
             st.received = 0
             msgs.append(agent.topics.meter_message(st.id, "quality", st.last_seq, time.time(), body))
         await agent.enqueue(msgs)
