@@ -50,7 +50,13 @@ from edge.signal.metrics import classification_metrics  # noqa: E402
 from edge.sim import simulate_fleet  # noqa: E402
 from edge.task_io import APPLIANCE_W, LOAD_W, ON_LOGIT  # noqa: E402
 from export.nilm_calibration import merge_gaps  # noqa: E402
-from export.pipeline import NILM_WINDOWS, PipelineConfig, build_nilm_sets, run_pipeline  # noqa: E402
+from export.pipeline import (  # noqa: E402
+    NILM_RESOLUTION_S,
+    NILM_WINDOWS,
+    PipelineConfig,
+    build_nilm_sets,
+    run_pipeline,
+)
 from trainer import baselines as b  # noqa: E402
 from trainer.evaluation.methods import signal_nilm_methods  # noqa: E402
 
@@ -208,7 +214,8 @@ def score(test: b.NILMBatch, pred: b.NILMPrediction, owned, days: float) -> dict
 def train(args) -> tuple[object, dict, dict]:
     """(the student as the agent loads it, train/val batches, the pipeline's stage seconds)."""
     length, patches = NILM_WINDOWS[args.window]
-    cfg = PipelineConfig(out_dir=Path(args.work), tasks=("nilm",), nilm_households=args.train_households,
+    cfg = PipelineConfig(out_dir=Path(args.work), tasks=("nilm",), nilm_resolution_s=NILM_RESOLUTION_S,
+                         nilm_households=args.train_households,
                          nilm_days=args.train_days, nilm_window=length, nilm_patches=patches,
                          nilm_appliances=APPLIANCES, pretrain_steps=args.steps, finetune_steps=args.steps,
                          distill_steps=args.steps, include_tflite=False, model_version="bench-nilm",

@@ -19,7 +19,8 @@ def test_the_quick_pipeline_writes_one_bundle_of_all_four_tasks(tiny_bundle):
         assert tuple(t.name for t in spec.outputs) == TASK_IO[task].output_names
         assert "onnx_int8" in spec.artifacts
     assert set(bundle.appliances) <= set(DEFAULT_NILM_APPLIANCES) and bundle.appliances
-    assert bundle.tasks["nilm"].input_spec["resolution_s"] == NILM_RESOLUTION_S == 10  # native rate
+    assert bundle.tasks["nilm"].input_spec["resolution_s"] == 60  # the quick model; full and bench: 10 s
+    assert PipelineConfig.preset("full", ".").nilm_resolution_s == NILM_RESOLUTION_S == 10  # native rate
     assert bundle.tasks["imputation"].input_spec["resolution_s"] == 1800
 
 
