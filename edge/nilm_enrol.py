@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.errors import UnimeterError
 from edge.sim.specs import SPECS_BY_NAME
 
 STEP_TOLERANCE = 0.35  # a falling step matches a rising one within 35 % of its size
@@ -30,7 +31,7 @@ POWER_MARGIN = (0.8, 1.2)  # the table's rated power range, widened for supply v
 DURATION_MARGIN = (0.5, 2.0)
 
 
-class EnrolError(ValueError):
+class EnrolError(UnimeterError, ValueError):
     """An appliance that cannot be enrolled by signature (unknown name, not an ON/OFF appliance)."""
 
 
