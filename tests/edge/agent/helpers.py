@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import json
@@ -81,6 +82,16 @@ def wait_for(predicate, timeout_s: float = 15.0) -> bool:
         if predicate():
             return True
         time.sleep(0.05)
+    return predicate()
+
+
+async def until(predicate, polls: int = 3000) -> bool:
+    """In a coroutine: poll ``predicate`` every 10 ms, at most ``polls`` times (a condition with a
+    generous ceiling, not a time); its last value."""
+    for _ in range(polls):
+        if predicate():
+            return True
+        await asyncio.sleep(0.01)
     return predicate()
 
 

@@ -17,17 +17,9 @@ from edge.agent.mqtt import MqttPublisher
 from edge.agent.pump import OutboxPump
 from edge.agent.store import Message, ReadingStore
 from edge.agent.supervise import FailureSpell
-from tests.edge.agent.helpers import Recorder, wait_subscribed
+from tests.edge.agent.helpers import Recorder, until, wait_subscribed
 
 TOPIC = "unimeter/gw1/m1/quality"
-
-
-async def _until(predicate, polls: int = 3000) -> bool:
-    for _ in range(polls):  # a condition with a generous ceiling, not a time
-        if predicate():
-            return True
-        await asyncio.sleep(0.01)
-    return predicate()
 
 
 async def test_the_outbox_reaches_the_subscriber_and_each_puback_deletes_its_message(mosquitto, tmp_path):
@@ -50,7 +42,7 @@ async def test_the_outbox_reaches_the_subscriber_and_each_puback_deletes_its_mes
         assert pub.connected.wait(15) and wait_subscribed(rec, pub)
         await db(store.enqueue, [Message(TOPIC, json.dumps({"n": i}).encode()) for i in range(5)])
         task = asyncio.create_task(pump.run())
-        assert await _until(lambda: stats.published == 5), f"{stats.published} of 5 acknowledged"
+        assert await until(lambda: stats.published == 5), f"{stats.published} of 5 acknowledged"
         assert await db(lambda: store.outbox_rows) == 0 and pump.last_id == 5
         assert rec.wait_for(lambda: len(rec.json("/m1/quality")) == 5, 10)
         assert [m["n"] for m in rec.json("/m1/quality")] == [0, 1, 2, 3, 4]

@@ -3,7 +3,6 @@ store failure only by its own spell) and run again on the next period."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from functools import partial
 
@@ -11,14 +10,7 @@ from edge.agent.meter_state import Stats
 from edge.agent.rounds import every
 from edge.agent.store import StoreError
 from edge.agent.supervise import Supervisor
-
-
-async def _until(predicate, polls: int = 3000) -> bool:
-    for _ in range(polls):  # a condition with a generous ceiling, not a time
-        if predicate():
-            return True
-        await asyncio.sleep(0.01)
-    return predicate()
+from tests.edge.agent.helpers import until
 
 
 async def test_a_failing_round_is_reported_under_its_name_and_runs_again(caplog):
@@ -31,7 +23,7 @@ async def test_a_failing_round_is_reported_under_its_name_and_runs_again(caplog)
 
     with caplog.at_level(logging.ERROR, logger="edge.agent.supervise"):
         sup.spawn("quality", partial(every, 0.02, round_, "quality", sup, stats))
-        assert await _until(lambda: len(calls) >= 3)
+        assert await until(lambda: len(calls) >= 3)
         health = sup.tasks["quality"]
         assert health.state == "running" and health.restarts == 0  # a failed round is no death
         assert health.errors >= 3 and stats.errors >= 3
