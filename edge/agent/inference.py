@@ -13,6 +13,7 @@ The task steps turn resampled windows into publishable dicts (units in key names
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import threading
 from collections.abc import Callable
@@ -82,6 +83,7 @@ class LoadedModel:
     signature: str = ""  # edge.signing.BundleTrust.check status of its bundle
     anomaly_threshold: AnomalyThreshold | None = None
     nilm_calibration: NilmCalibration = field(default_factory=NilmCalibration)
+    anomaly_model_id: str = ""  # sha256 over the anomaly task's graphs (``anomaly_model_id``); "" without one
 
     def has(self, task: str) -> bool:
         return task in self.tasks
@@ -140,6 +142,18 @@ def bundle_fingerprint(path: str | Path) -> str:
     return f"{root}:{st.st_mtime_ns}:{st.st_size}:{st.st_ino}{signed}"
 
 
+def anomaly_model_id(bundle: Any) -> str:
+    """Identity of a bundle's anomaly model: a sha256 over the sha256 of each of its graphs (from the
+    verified manifest), "" when the bundle has no anomaly task. Scores of two models with the same id
+    are comparable (``edge.agent.anomaly_scores``)."""
+    if "anomaly" not in bundle.tasks:
+        return ""
+    digest = hashlib.sha256()
+    for kind, file_name in sorted(bundle.manifest["tasks"]["anomaly"]["artifacts"].items()):
+        digest.update(f"{kind}:{bundle.manifest['artifacts'][file_name]['sha256']};".encode())
+    return digest.hexdigest()[:16]
+
+
 def open_model(path: str | Path, backend: str, precision: str, threads: int,
                trust: Any = None) -> LoadedModel:
     """Verify (signature with ``trust``, an ``edge.signing.BundleTrust``), open and smoke-test a
@@ -172,7 +186,8 @@ def open_model(path: str | Path, backend: str, precision: str, threads: int,
     except BundleError as e:
         raise ModelLoadError(f"bundle {path} refused: {e}") from e
     return LoadedModel(runtime, bundle.model_version, bundle.path, fingerprint, tasks,
-                       bundle.appliances, n_cov, bundle.signature, threshold, calibration)
+                       bundle.appliances, n_cov, bundle.signature, threshold, calibration,
+                       anomaly_model_id(bundle))
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge.agent.anomaly_scores import StoredScores, load_scores, save_scores
 from edge.agent.appliances import decided_range
 from edge.agent.entities import slug
 from edge.agent.gapfill import window_fill_report
@@ -27,10 +28,10 @@ from edge.agent.guards import guard_quality
 from edge.agent.history import HistoryContext
 from edge.agent.inference import forecast_step, nilm_step, profile_step
 from edge.agent.meter_state import Stats
-from edge.agent.meter_thresholds import MeterThresholds
+from edge.agent.meter_thresholds import MeterThresholds, model_key
 from edge.agent.quality import quality_body, report_body
 from edge.agent.store import StoreError
-from edge.agent.supervise import Supervisor
+from edge.agent.supervise import FailureSpell, Supervisor
 
 if TYPE_CHECKING:
     from edge.agent.agent import Agent
@@ -74,6 +75,38 @@ class ModelRounds:
     def __init__(self, agent: Agent):
         self.agent = agent
         self.thresholds = MeterThresholds()  # each meter's own anomaly threshold after N days
+        self.score_spell = FailureSpell("the store: keeping the meters' anomaly scores", log)
+
+    async def _restore_thresholds(self, model: Any) -> None:
+        """Load the live anomaly model's stored scores once (at start-up, after a model change);
+        the store drops another model's scores and the quality message says so."""
+        key = model_key(model)
+        if self.thresholds.loaded_for == key or self.agent.store is None:
+            return
+        try:
+            stored = await self.agent.db(load_scores, self.agent.store, key)
+        except StoreError as e:
+            self.score_spell.fail(str(e), "the meters count their days of anomaly scores from zero")
+            stored = StoredScores(key)
+        dropped = sum(stored.dropped.values())
+        if dropped:
+            log.warning("anomaly model %s: %d meter-days of scores of the previous anomaly model dropped "
+                        "(not comparable); the meters use the bundle's threshold until they have their days "
+                        "again", model.version, dropped)
+        self.thresholds.restore(model, stored)
+        log.info("anomaly scores restored for %d meters (%d days)", len(stored.days),
+                 sum(len(d) for d in stored.days.values()))
+
+    async def _save_thresholds(self) -> None:
+        key, update = self.thresholds.take_update()
+        if not update or key is None or self.agent.store is None:
+            return
+        try:
+            await self.agent.db(save_scores, self.agent.store, key, update, self.thresholds.keep_days)
+        except StoreError as e:
+            self.score_spell.fail(str(e), "a restart now would lose this round's anomaly scores")
+        else:
+            self.score_spell.ok()
 
     async def _guarded(self, meter_id: str, task: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         """Run one inference step; a failure is logged and counted, the other meters still run."""
@@ -105,6 +138,7 @@ class ModelRounds:
         if model is None or not model.has("anomaly"):
             return
         (res, n), _ = agent.resolutions()
+        await self._restore_thresholds(model)
         for st in list(agent.meters.values()):
             start_s, window, _ = st.profile.window(n)
             if not self._enough(window):
@@ -118,6 +152,7 @@ class ModelRounds:
                 self.thresholds.observe(st.id, model, result[0]["window_end_s"], result[0]["score_logit"])
                 await self._remember(st.id, start_s, res, window, result[1])
                 await agent.publish_result(st.id, "anomaly", result[0])
+        await self._save_thresholds()
 
     async def nilm(self) -> None:
         """Appliance uses of each meter's latest high-rate window, and the events they decide."""
@@ -190,6 +225,9 @@ class ModelRounds:
         """One quality message per meter: its high-rate window, the reading guard, the gap fill."""
         agent = self.agent
         (res, n), (n_res, n_len) = agent.resolutions()
+        model = agent.host.current
+        if model is not None and model.has("anomaly"):
+            await self._restore_thresholds(model)
         msgs = []
         for st in list(agent.meters.values()):
             body = quality_body(st, n_res, n_len, agent.cfg.schedule.quality_every_s)

@@ -64,7 +64,7 @@ def agent_health(agent: Agent, state: str = "running") -> Health:
     for h in agent.supervisor.dead():
         problems.append(f"task {h.name} is not running ({h.state}, {h.restarts} restarts): "
                         f"{h.last_error}")
-    for spell in (agent.write_spell, agent.ack_spell, agent.appliance_spell):
+    for spell in (agent.write_spell, agent.ack_spell, agent.appliance_spell, agent.rounds.score_spell):
         if spell.failing:
             problems.append(spell.describe())
     store = store_health(agent)

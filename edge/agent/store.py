@@ -16,8 +16,9 @@ Guarantees
 What a reading keeps
 --------------------
 Every field of :class:`~firmware_bridge.reading.Reading` (the tables and the row mapping:
-``edge.agent.store_schema``). Schema 3 added ``detail``; a store of schema 1 or 2 is migrated
-when it opens (its older rows keep NULL there: those groups were never stored).
+``edge.agent.store_schema``). Schema 3 added ``detail``, schema 4 the anomaly score tables
+(``edge.agent.anomaly_scores``); a store of schema 1 to 3 is migrated when it opens, all steps in
+one transaction (its older rows keep NULL in ``detail``: those groups were never stored).
 
 Store epoch
 -----------
@@ -62,6 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.agent.store_schema import (
+    ANOMALY_SCORES_SCHEMA,
     READING_COLUMNS,
     READING_SELECT,
     SCHEMA,
@@ -166,6 +168,8 @@ class ReadingStore:
                 self.set_state("schema_version", str(SCHEMA_VERSION))
                 self.set_state("epoch", secrets.token_hex(6))
                 self.set_state("created_s", repr(time.time()))
+                for ddl in ANOMALY_SCORES_SCHEMA:
+                    self.db.execute(ddl)
             return
         version = int(row[0])
         if version > SCHEMA_VERSION or version < 1:
@@ -179,6 +183,9 @@ class ReadingStore:
                 self.set_state("created_s", repr(time.time()))
             if version < 3:  # the Reading's typed groups (older rows keep NULL: they had none stored)
                 self.db.execute("ALTER TABLE readings ADD COLUMN detail TEXT")
+            if version < 4:  # each meter's anomaly scores and refitted threshold (restarts keep them)
+                for ddl in ANOMALY_SCORES_SCHEMA:
+                    self.db.execute(ddl)
             self.set_state("schema_version", str(SCHEMA_VERSION))
         log.info("store %s migrated from schema %d to %d", self.path, version, SCHEMA_VERSION)
 

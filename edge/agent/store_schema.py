@@ -4,8 +4,9 @@ Every field of :class:`~firmware_bridge.reading.Reading` is kept: the scalar one
 columns (``power_w``, ``import_wh``, ...; ``extra`` as JSON), the typed groups (per-phase values,
 tariff registers, reactive energy, the current tariff, power failures and their log, M-Bus
 channels, warnings) as one JSON object in ``detail`` (``Reading.to_dict`` names; NULL when a
-reading has none). ``SCHEMA_VERSION`` 3 added ``detail``; ``edge.agent.store`` migrates older
-stores when they open.
+reading has none). ``SCHEMA_VERSION`` 3 added ``detail``; 4 added the anomaly score tables
+(``ANOMALY_SCORES_SCHEMA``: each meter's daily maximum window score and its refitted threshold,
+``edge.agent.anomaly_scores``); ``edge.agent.store`` migrates older stores when they open.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 
 from firmware_bridge.reading import Reading, ReadingFlag
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meters (
     meter_id TEXT PRIMARY KEY,
@@ -47,6 +48,26 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# schema 4: created with a new store, or by the migration (in its transaction)
+ANOMALY_SCORES_SCHEMA = (
+    # the highest window score (logit) of each meter's UTC day under one anomaly model
+    """CREATE TABLE IF NOT EXISTS anomaly_day_max (
+        meter_id TEXT NOT NULL,
+        day INTEGER NOT NULL,  -- UTC day number: floor(window end ts_s / 86400)
+        max_logit REAL NOT NULL,
+        windows INTEGER NOT NULL,  -- window scores folded into max_logit
+        model_id TEXT NOT NULL,  -- the anomaly model that scored them (its graphs' sha256)
+        PRIMARY KEY (meter_id, day)
+    ) WITHOUT ROWID""",
+    # each meter's threshold refitted from those days (edge.calibration.ThresholdCalibration as JSON)
+    """CREATE TABLE IF NOT EXISTS anomaly_threshold (
+        meter_id TEXT PRIMARY KEY,
+        model_id TEXT NOT NULL,
+        fitted_through_day INTEGER NOT NULL,  -- fitted on the complete days before this UTC day
+        fitted_s REAL NOT NULL,
+        calibration TEXT  -- NULL: too few days, the bundle's threshold applies
+    )""",
+)
 
 READING_COLUMNS = ("power_w", "reactive_var", "import_wh", "export_wh", "voltage_v", "current_a")
 # Reading fields kept in the ``detail`` column (JSON, as Reading.to_dict writes them)

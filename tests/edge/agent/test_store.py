@@ -150,5 +150,7 @@ def test_a_schema_2_store_is_migrated_and_keeps_its_readings(tmp_path):
     assert old == Reading("a", 1.79e9, 1.79e9, 100.0, import_wh=1000.0, source="dsmr", extra={"tariff": "1"})
     assert new == dataclasses.replace(rich, meter_id="a")
     db = sqlite3.connect(path)
-    assert db.execute("SELECT value FROM state WHERE key='schema_version'").fetchone() == ("3",)
+    assert db.execute("SELECT value FROM state WHERE key='schema_version'").fetchone() == ("4",)
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"anomaly_day_max", "anomaly_threshold"} <= tables  # schema 4, created by the migration
     db.close()
