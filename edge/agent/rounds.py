@@ -76,13 +76,17 @@ class ModelRounds:
         self.agent = agent
         self.thresholds = MeterThresholds()  # each meter's own anomaly threshold after N days
         self.score_spell = FailureSpell("the store: keeping the meters' anomaly scores", log)
+        self._restoring = asyncio.Lock()  # the profile and quality rounds may both ask first
 
     async def _restore_thresholds(self, model: Any) -> None:
         """Load the live anomaly model's stored scores once (at start-up, after a model change);
         the store drops another model's scores and the quality message says so."""
         key = model_key(model)
-        if self.thresholds.loaded_for == key or self.agent.store is None:
-            return
+        async with self._restoring:
+            if self.thresholds.loaded_for != key and self.agent.store is not None:
+                await self._restore_from_store(model, key)
+
+    async def _restore_from_store(self, model: Any, key: str) -> None:
         try:
             stored = await self.agent.db(load_scores, self.agent.store, key)
         except StoreError as e:
