@@ -25,6 +25,17 @@ GATEWAY_ID = "demo"
 HISTORY_STEP_S = 60.0
 OLD_HISTORY_STEP_S = 300.0  # readings older than RECENT_HISTORY_S are seeded every 5 min (faster)
 RECENT_HISTORY_S = 26 * 3600.0
+# the last hours at the NILM model's native rate (export.pipeline.NILM_RESOLUTION_S): the agent's
+# first NILM window and the plot's disaggregated hours (demo_report.NILM_PLOT_HOURS) need its bins
+NATIVE_HISTORY_STEP_S = 10.0
+NATIVE_HISTORY_S = 3.5 * 3600.0
+OFFLINE_AFTER_S = 20.0  # a meter without a reading for this long is shown unavailable
+# The seeded history ends this long before the demo starts the agent: the gateway was down since (a
+# restart). The agent takes the store's last reception time for a meter's availability at start-up;
+# a history reaching up to the start made a meter "online" from its last seeded reading, then
+# "offline" until its first live report (a ZigBee meter's comes 20-25 s later: radio start-up and
+# its 5 s interval), then "online": a flap that was the gateway's restart, not the meter.
+HISTORY_END_GAP_S = OFFLINE_AFTER_S + 5.0
 METERS = (
     # id, kind, seed, interval_s, name
     ("p1", "virtual-dsmr", 11, 1.0, "Smart meter (P1, virtual)"),
@@ -32,7 +43,6 @@ METERS = (
 )
 ATTACKED_METER = "p1"
 OUTAGE_METER = "zb1"  # --meter-outage cuts this one off
-OFFLINE_AFTER_S = 20.0  # a meter without a reading for this long is shown unavailable
 
 
 PASSWORD_ENV = "UNIMETER_MQTT_PASSWORD"
@@ -114,11 +124,16 @@ def default_history_s(history_days: int) -> float:
 
 
 def history_times(now_s: float, history_s: float) -> np.ndarray:
-    """Reading times of the seeded history: every ``HISTORY_STEP_S`` over the last
-    ``RECENT_HISTORY_S`` (what the plots show in detail), every ``OLD_HISTORY_STEP_S`` before."""
-    start_s, recent_s = now_s - history_s, now_s - min(history_s, RECENT_HISTORY_S)
-    old = np.arange(start_s, recent_s, OLD_HISTORY_STEP_S)
-    return np.concatenate([old, np.arange(recent_s, now_s - 5.0, HISTORY_STEP_S)])
+    """Reading times of the seeded history: every ``NATIVE_HISTORY_STEP_S`` over the last
+    ``NATIVE_HISTORY_S`` (NILM at its native rate), every ``HISTORY_STEP_S`` before that over the last
+    ``RECENT_HISTORY_S`` (what the plots show in detail), every ``OLD_HISTORY_STEP_S`` before; up to
+    ``HISTORY_END_GAP_S`` before ``now_s``."""
+    start_s = now_s - history_s
+    recent_s = now_s - min(history_s, RECENT_HISTORY_S)
+    native_s = now_s - min(history_s, NATIVE_HISTORY_S)
+    return np.concatenate([np.arange(start_s, recent_s, OLD_HISTORY_STEP_S),
+                           np.arange(recent_s, native_s, HISTORY_STEP_S),
+                           np.arange(native_s, now_s - HISTORY_END_GAP_S, NATIVE_HISTORY_STEP_S)])
 
 
 def seed_history(cfg, now_s: float, history_s: float) -> dict[str, int]:

@@ -19,11 +19,14 @@ def test_the_outage_is_written_relative_to_the_agent_start(tmp_path: Path) -> No
     assert zb1.options["outages_after_start"] == [[20, 50]] and "outages" not in zb1.options
 
 
-def test_older_seeded_history_is_coarser_and_the_last_day_is_per_minute():
+def test_older_seeded_history_is_coarser_and_the_last_hours_at_the_nilm_rate():
     now_s = 1.8e9
     t = gw.history_times(now_s, 3 * 86400.0)
-    assert t[0] == now_s - 3 * 86400.0 and t[-1] < now_s and (np.diff(t) > 0).all()
-    recent = t[t >= now_s - gw.RECENT_HISTORY_S]
+    assert t[0] == now_s - 3 * 86400.0 and (np.diff(t) > 0).all()
+    assert now_s - gw.HISTORY_END_GAP_S - gw.NATIVE_HISTORY_STEP_S <= t[-1] < now_s - gw.OFFLINE_AFTER_S
+    native = t[t >= now_s - gw.NATIVE_HISTORY_S]
+    assert set(np.diff(native)) == {gw.NATIVE_HISTORY_STEP_S} == {10.0}  # export.pipeline.NILM_RESOLUTION_S
+    recent = t[(t >= now_s - gw.RECENT_HISTORY_S) & (t < now_s - gw.NATIVE_HISTORY_S)]
     assert set(np.diff(recent)) == {gw.HISTORY_STEP_S}
     assert set(np.diff(t[t < now_s - gw.RECENT_HISTORY_S])) == {gw.OLD_HISTORY_STEP_S}
     assert gw.default_history_s(7) >= 9 * 86400  # D days of context before the past day's input day
