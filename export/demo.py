@@ -6,8 +6,8 @@
    existing broker (``--mqtt-host``: e.g. the Mosquitto add-on of your Home Assistant, which then
    shows the demo's gateway and meters through MQTT discovery);
 3. seed the gateway store with meter history (a gateway that has been running: the model's D
-   days of context and two more), with a false-data-injection attack (scaling, Cui et al.) on
-   the P1 meter's last hours;
+   days of context and two more), with a false-data-injection attack (scaling by 1 - 0.8, Cui et
+   al.: the meter under-reports) on the P1 meter's last hours;
 4. run the real agent (``unimeter agent --config``, a subprocess) on a virtual DSMR P1 meter
    on a pty and a virtual ZigBee meter on zigpy's virtual radio for ``--agent-seconds``;
 5. print a summary table and write ``summary.json``, ``demo.png`` and ``report.md``; the plot

@@ -54,7 +54,7 @@ from trainer.distill import DistillConfig, default_student_config, distill
 from trainer.finetune import FinetuneConfig, finetune
 from trainer.model import ModelConfig
 from trainer.pretrain import PretrainConfig, pretrain
-from trainer.profile_sets import MeterPart, task_set
+from trainer.profile_sets import AttackDraw, MeterPart, task_set
 from trainer.user_eval import UserData
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,9 @@ class PipelineConfig:
     seed: int = 0
     history_days: int = 0  # D: days of each household's history the profile models see (0: one day)
     windows_per_day: int = 4  # context sets (D > 0): day-long windows starting every L / this points
+    # context sets: the anomaly task's training attacks (lambda 0.1-0.8 either sign, inside the
+    # window, ongoing at its end, or over all of it; trainer.profile_sets.AttackDraw)
+    attacks: AttackDraw = field(default_factory=AttackDraw)
     # The anomaly threshold: fitted on the validation households' clean windows for at most this
     # many false alarms per meter per month (edge.calibration); None keeps the fixed 0.5.
     target_false_alarms_per_month: float | None = 1.0
@@ -229,7 +232,7 @@ def context_sets(cfg: PipelineConfig, splits: dict[str, ArrayDataset]) -> dict:
             if task == "pretrain" and split_name == "test":
                 continue
             sets.setdefault(task, {})[split_name] = task_set(
-                task, parts, SIMULATED_COVARIATES, stride, cfg.seed + 10 * offset, cfg.history_days)
+                task, parts, SIMULATED_COVARIATES, stride, cfg.seed + 10 * offset, cfg.history_days, cfg.attacks)
     return sets
 
 

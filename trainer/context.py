@@ -76,7 +76,8 @@ EQUAL_TOL = 1e-4  # normalised units: two bins this close are "the same value"
 ZERO_W = 0.5  # W: a bin this close to 0 is "zero"
 N_STATS = 6
 N_SKILL = 3
-N_POINT = 13
+N_POINT = 15
+RATIO_CLIP = 3.0  # |log ratio| cap of the ratio evidence (a factor of 20)
 N_WINDOW_EVIDENCE = 4
 
 
@@ -240,7 +241,8 @@ def point_evidence(ctx: Context) -> torch.Tensor:
     """[B, L, N_POINT] per-point evidence against the household's normal: z against the per-slot
     history, excess over the history's maximum / under its minimum at that slot, jump above both
     neighbours, equal-to-a-neighbour and exactly-zero flags with their runs of >= 4, the history's
-    own rate of equal and zero bins, whether the point was observed, and its normalised value."""
+    own rate of equal and zero bins, whether the point was observed, its normalised value, and the
+    log ratios of the point to the history's per-slot mean and minimum (``ratio_evidence``)."""
     x = ctx.fill_n
     B, L = x.shape
     raw = ctx.denorm(x)
@@ -270,7 +272,27 @@ def point_evidence(ctx: Context) -> torch.Tensor:
     return torch.stack([z.clamp(-10, 10) / 3, over.clamp(max=CLIP) / 3, under.clamp(max=CLIP) / 3,
                         jump.clamp(-CLIP, CLIP) / 3, equal, zero, run_length(equal), run_length(zero),
                         (over > 1.0).to(x.dtype), h_equal[:, None] * ones, h_zero[:, None] * ones,
-                        ctx.observed, torch.asinh(x)], -1)
+                        ctx.observed, torch.asinh(x), *ratio_evidence(ctx, raw)], -1)
+
+
+def ratio_evidence(ctx: Context, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two [B, L] log ratios (clipped to +-``RATIO_CLIP``): the point (W) over the history's
+    per-slot mean and over its per-slot minimum, both offset by 5 % of the history's mean level
+    (+1 W) so a zero stays finite. A scaling attack p(1 + lambda) multiplies a household's standby
+    floor too, which its own days never do: in normalised units (history std) that shift is a
+    fraction of a unit, as a ratio it is log(1 + lambda). 0 without any history day."""
+    if not ctx.days:
+        return torch.zeros_like(raw), torch.zeros_like(raw)
+    eps = 0.05 * ctx.mean_w.abs() + 1.0
+    present = ctx.history_mask[:, :, None] > 0
+    h_min = ctx.denorm(torch.where(present, ctx.hist_n, torch.full_like(ctx.hist_n, 1e4)).amin(1))
+    h_mean = ctx.denorm(ctx.slot_mean)
+    top = raw.clamp(min=0) + eps
+    has = (ctx.history_mask.sum(1, keepdim=True) > 0).to(raw.dtype)
+
+    def log_ratio(ref: torch.Tensor) -> torch.Tensor:
+        return has * torch.log(top / (ref.clamp(min=0) + eps)).clamp(-RATIO_CLIP, RATIO_CLIP)
+    return log_ratio(h_mean), log_ratio(h_min)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,10 @@ Sets (``trainer.data.ArrayDataset`` with the keys of ``trainer.data.TASK_KEYS``;
 - imputation: half the windows lose random points, half blocks of 4-12 samples, at 10-50 %;
 - anomaly: seed 000's scaling and ramping attacks (lambda 0.1-0.5, 2-12 hours at any
   resolution, ``edge.data.userdata.attack_config``) on half of the unlabelled windows; windows
-  touching the user's labelled intervals (``edge.data.labels``) are positives;
+  touching the user's labelled intervals (``edge.data.labels``) are positives. ``AttackDraw``
+  (the simulated fleet's route, ``export.pipeline``) draws them wider: lambda 0.1-0.8 either
+  sign, inside the window, ongoing at its end (what the agent's rolling window sees while an
+  attack lasts) or over all of it;
 - forecast: input = the L points before the origin, day-ahead = the next L, hour-ahead = the
   next hour (3600 / resolution_s points); covariates (``edge.features.CovariateSpec``) of the
   local day the horizon starts in, with the horizon's temperatures where the data has them and
@@ -27,7 +30,7 @@ Sets (``trainer.data.ArrayDataset`` with the keys of ``trainer.data.TASK_KEYS``;
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -35,7 +38,8 @@ from edge.data.profiles import MeterProfiles
 from edge.data.userdata import TimeSplit, attack_config, block_mask, history_context, point_mask
 from edge.errors import DataError
 from edge.features import CovariateSpec
-from edge.sim.inject import random_attack
+from edge.sim import inject
+from edge.sim.inject import Injected, random_attack
 from trainer.data import ArrayDataset
 
 WEATHER_DROPOUT = 0.2  # share of forecast windows trained without their temperature
@@ -135,10 +139,63 @@ def imputation_set(parts: Sequence[MeterPart], stride: int, seed: int, history_d
     return _dataset({**w, "load_w": target * obs, "observed": obs, "target_w": target}, parts)
 
 
+ATTACK_COVERAGE = ("inside", "ongoing", "whole")
+
+
+@dataclass(frozen=True)
+class AttackDraw:
+    """How training attacks are drawn for a day window of L points (Cui et al.'s templates,
+    ``edge.sim.inject``): a kind of ``kinds`` and |lambda| uniform in ``lam`` with either sign
+    (p' = p (1 + lambda): over- and under-reporting), then where it lies, with the probabilities
+    ``coverage`` of ``ATTACK_COVERAGE``:
+
+    - inside: 2-12 hours anywhere in the window (seed 000's attacks);
+    - ongoing: from 2 hours up to the whole window, ending on its last point: the agent scores
+      the window ending now, so an attack in progress is always at the window's end;
+    - whole: every point of the window (an attack that has lasted a day or more).
+
+    Ramps reach 1 + lambda: ramp_i at the last attacked point, ramp_ii (up, then down) at the
+    middle of the span (between two points of an even span, a little below).
+    """
+
+    kinds: tuple[str, ...] = ("scaling", "ramp_i", "ramp_ii")
+    lam: tuple[float, float] = (0.1, 0.8)
+    coverage: tuple[float, float, float] = (0.5, 0.3, 0.2)
+    hours: tuple[float, float] = field(default=(2.0, 12.0))  # length of an "inside" attack
+
+    def span(self, L: int, rng: np.random.Generator) -> tuple[int, int]:
+        """(t_s, t_e) inclusive of one attack in a window of L points (L points = one day)."""
+        per_hour = L / 24.0
+        shortest = max(2, int(round(self.hours[0] * per_hour)))
+        where = ATTACK_COVERAGE[int(rng.choice(len(ATTACK_COVERAGE), p=np.asarray(self.coverage) / sum(self.coverage)))]
+        if where == "whole":
+            return 0, L - 1
+        if where == "ongoing":
+            return L - int(rng.integers(shortest, L + 1)), L - 1
+        n = int(rng.integers(shortest, max(shortest, int(round(self.hours[1] * per_hour))) + 1))
+        t_s = int(rng.integers(0, L - n + 1))
+        return t_s, t_s + n - 1
+
+    def attack(self, x: np.ndarray, rng: np.random.Generator) -> Injected:
+        """One attack on the window ``x`` [L] (W)."""
+        t_s, t_e = self.span(len(x), rng)
+        kind = str(rng.choice(self.kinds))
+        lam = float(rng.uniform(*self.lam)) * (-1.0 if rng.random() < 0.5 else 1.0)
+        if kind == "scaling":
+            return inject.scaling(x, t_s, t_e, lam)
+        if kind == "ramp_i":
+            return inject.ramp_i(x, t_s, t_e, lam / max(t_e - t_s, 1))
+        if kind == "ramp_ii":
+            return inject.ramp_ii(x, t_s, t_e, peak=lam)
+        raise DataError(f"AttackDraw kind must be scaling, ramp_i or ramp_ii, got {kind!r}")
+
+
 def anomaly_set(parts: Sequence[MeterPart], stride: int, seed: int, history_days: int = 0,
-                attack_fraction: float = 0.5) -> ArrayDataset:
+                attack_fraction: float = 0.5, draw: AttackDraw | None = None) -> ArrayDataset:
     """Attacks on ``attack_fraction`` of the unlabelled windows; windows with labelled slots are
-    positives as they are. The history stays clean (an attack starts today)."""
+    positives as they are. The history stays clean (an attack starts today). ``draw``: how the
+    attacks are drawn (default: ``edge.data.userdata.attack_config``, 2-12 hours inside the
+    window at lambda 0.1-0.5)."""
 
     w = day_windows(parts, stride, history_days)
     rng = np.random.default_rng(seed)
@@ -147,7 +204,7 @@ def anomaly_set(parts: Sequence[MeterPart], stride: int, seed: int, history_days
     points = w.pop("labelled").astype(np.float32)
     for i in np.flatnonzero(points.sum(axis=1) == 0):
         if rng.random() < attack_fraction:
-            inj = random_attack(x[i], rng, cfg)
+            inj = draw.attack(x[i], rng) if draw is not None else random_attack(x[i], rng, cfg)
             x[i], points[i] = inj.values, inj.point_mask
     return _dataset({**w, "load_w": x.astype(np.float32), "observed": np.ones_like(points),
                      "point_label": points, "window_label": (points.sum(axis=1) > 0).astype(np.float32)}, parts)
@@ -185,14 +242,15 @@ def forecast_set(parts: Sequence[MeterPart], spec: CovariateSpec, stride: int, s
 
 
 def task_set(task: str, parts: Sequence[MeterPart], spec: CovariateSpec, stride: int, seed: int,
-             history_days: int = 0) -> ArrayDataset:
-    """The set of ``task`` ("pretrain" or a profile task) from ``parts``."""
+             history_days: int = 0, draw: AttackDraw | None = None) -> ArrayDataset:
+    """The set of ``task`` ("pretrain" or a profile task) from ``parts``; ``draw``: the anomaly
+    set's attacks (``anomaly_set``)."""
     if task == "pretrain":
         return pretrain_set(parts, stride, history_days)
     if task == "imputation":
         return imputation_set(parts, stride, seed, history_days)
     if task == "anomaly":
-        return anomaly_set(parts, stride, seed, history_days)
+        return anomaly_set(parts, stride, seed, history_days, draw=draw)
     if task == "forecast":
         return forecast_set(parts, spec, stride, seed, history_days)
     raise DataError(f"no profile set for task {task!r} (NILM trains on high-rate appliance windows)")

@@ -89,3 +89,41 @@ def test_stride_keeps_big_data_bounded():
     assert S.stride_for(200 * 365, 48) == 48  # a fleet-year: one window a day
     with pytest.raises(DataError, match="NILM"):
         S.task_set("nilm", [], CovariateSpec(), 1, 0)
+
+
+def test_the_wide_attack_draw_covers_inside_ongoing_and_whole_windows_at_lambda_up_to_0_8():
+    """AttackDraw's docstring: 2-12 h inside the window, ongoing to its last point, or all of it;
+    |lambda| in 0.1-0.8 either sign; ramps reach 1 + lambda; the label is the attacked span."""
+    draw, L, rng = S.AttackDraw(), 48, np.random.default_rng(0)
+    spans = [draw.span(L, rng) for _ in range(3000)]
+    whole = [s for s in spans if s == (0, L - 1)]
+    ongoing = [s for s in spans if s[1] == L - 1 and s[0] > 0]
+    inside = [s for s in spans if s[1] < L - 1]
+    assert 0.15 < len(whole) / len(spans) < 0.25 and 0.25 < len(ongoing) / len(spans) < 0.40
+    assert all(4 <= e - s + 1 <= 24 for s, e in inside) and min(e - s + 1 for s, e in ongoing) >= 4
+    assert max(e - s + 1 for s, e in ongoing) > 40
+    x = np.full(L, 100.0)
+    peaks = {}
+    for _ in range(600):
+        inj = draw.attack(x, rng)
+        s, e = inj.window
+        np.testing.assert_array_equal(inj.point_mask, np.isin(np.arange(L), np.arange(s, e + 1)))
+        ratio = inj.values[inj.point_mask] / 100.0
+        extreme = ratio[np.argmax(np.abs(ratio - 1))] - 1
+        peaks.setdefault(inj.kind, []).append(extreme)
+    assert set(peaks) == {"scaling", "ramp_i", "ramp_ii"}
+    for kind, lam in peaks.items():
+        lam = np.abs(np.asarray(lam))
+        low = 0.1 * (2 / 3 if kind == "ramp_ii" else 1)  # an even span's middle falls between two points
+        assert lam.min() >= low - 1e-9 and lam.max() <= 0.8 + 1e-9, kind
+        assert lam.max() > 0.7 and (np.asarray(peaks[kind]) < 0).mean() > 0.3, kind
+
+
+def test_the_anomaly_set_takes_the_draw_and_keeps_the_history_clean(parts):
+    an = S.anomaly_set(parts["train"], 12, seed=0, history_days=2, draw=S.AttackDraw(coverage=(0, 0, 1)))
+    clean = S.day_windows(parts["train"], 12, history_days=2)
+    pos = an.arrays["window_label"] > 0
+    assert 0.3 < pos.mean() < 0.7 and an.arrays["point_label"][pos].all()
+    assert not np.allclose(an.arrays["load_w"][pos], clean["load_w"][pos])
+    np.testing.assert_array_equal(an.arrays["load_w"][~pos], clean["load_w"][~pos])
+    np.testing.assert_array_equal(an.arrays["history_w"], clean["history_w"])
