@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from edge.bundle import load_bundle
 from edge.task_io import TASK_IO, TASKS
-from export.pipeline import DEFAULT_NILM_APPLIANCES, NILM_RESOLUTION_S, PipelineConfig
+from export.pipeline import (
+    DEFAULT_NILM_APPLIANCES,
+    NILM_RESOLUTION_S,
+    PipelineConfig,
+    simulate_seasons,
+)
 
 
 def test_the_quick_pipeline_writes_one_bundle_of_all_four_tasks(tiny_bundle):
@@ -30,6 +36,17 @@ def test_the_pipeline_summary_names_every_stage_and_student(tiny_bundle):
     text = json.dumps(summary)
     for stage in ("pretrain profile backbone", "pretrain NILM backbone", "export bundle"):
         assert stage in text
+
+
+def test_the_simulated_fleet_spreads_its_households_over_the_seasons(tmp_path):
+    """Households in groups, one per season start (different fleet seeds), so a model trained and
+    calibrated on them has seen summer days too; the demo's default spans the year."""
+    cfg = PipelineConfig(out_dir=tmp_path, households=4, days=2, season_starts=("2024-01-01", "2024-07-01"))
+    a = simulate_seasons(cfg).arrays
+    months = a["day"].astype("datetime64[D]").astype("datetime64[M]").astype(int) % 12 + 1
+    assert {int(h): set(months[a["household"] == h].tolist()) for h in np.unique(a["household"])} == {
+        0: {1}, 1: {1}, 2: {7}, 3: {7}}
+    assert len(PipelineConfig.preset("demo", tmp_path).season_starts) == 4
 
 
 def test_presets_and_unknown_preset(tmp_path):
