@@ -160,35 +160,60 @@ def simulate_profiles(n_households: int, days: int, seed: int = 0) -> ArrayDatas
     return ds
 
 
-def high_rate_windows(traces: Iterable, window: int, appliances: Sequence[str] | None = None
-                      ) -> ArrayDataset:
-    """Non-overlapping NILM windows of high-rate traces: aggregate + per-appliance truth, the
-    household index and each window's first timestamp (``start_ts_s``, UTC s)."""
+def high_rate_windows(traces: Iterable, window: int, appliances: Sequence[str] | None = None,
+                      stride: int | None = None) -> ArrayDataset:
+    """NILM windows of high-rate traces: aggregate + per-appliance truth, the household index
+    (the trace's position) and each window's first timestamp (``start_ts_s``, UTC s). Windows
+    start every ``stride`` samples (default ``window``: non-overlapping); a stride below the
+    window gives training the same uses at other positions in the window."""
     traces = list(traces)
+    stride = window if stride is None else int(stride)
+    if not 0 < stride <= window:
+        raise DataError(f"window stride must be in 1..{window}, got {stride}")
     if appliances is None:
         appliances = sorted({a for t in traces for a in t.appliances})
     loads, apps, ons, households, starts = [], [], [], [], []
     for h, tr in enumerate(traces):
-        n = len(tr.ts_s) // window * window
-        if n == 0:
+        n = len(tr.ts_s)
+        first = np.arange(0, n - window + 1, stride)
+        if first.size == 0:
             continue
-        loads.append(np.asarray(tr.power_w[:n], np.float32).reshape(-1, window))
-        starts.append(np.asarray(tr.ts_s[:n:window], np.int64))
-        a_w = np.zeros((len(appliances), n), np.float32)
-        a_on = np.zeros((len(appliances), n), np.float32)
+        idx = first[:, None] + np.arange(window)[None, :]  # [N, window]
+        loads.append(np.asarray(tr.power_w, np.float32)[idx])
+        starts.append(np.asarray(tr.ts_s, np.int64)[first])
+        a_w = np.zeros((len(first), len(appliances), window), np.float32)
+        a_on = np.zeros((len(first), len(appliances), window), np.float32)
         for j, name in enumerate(appliances):
             if name in tr.appliances:
-                a_w[j] = np.asarray(tr.appliances[name].power_w[:n], np.float32)
-                a_on[j] = np.asarray(tr.appliances[name].on[:n], np.float32)
-        apps.append(a_w.reshape(len(appliances), -1, window).transpose(1, 0, 2))
-        ons.append(a_on.reshape(len(appliances), -1, window).transpose(1, 0, 2))
-        households.append(np.full(n // window, h, np.int32))
+                a_w[:, j] = np.asarray(tr.appliances[name].power_w, np.float32)[idx]
+                a_on[:, j] = np.asarray(tr.appliances[name].on, np.float32)[idx]
+        apps.append(a_w)
+        ons.append(a_on)
+        households.append(np.full(len(first), h, np.int32))
     if not loads:
         raise DataError(f"no trace is at least {window} samples long")
     return ArrayDataset({"load_w": np.concatenate(loads), "appliance_w": np.concatenate(apps),
                          "appliance_on": np.concatenate(ons),
                          "household": np.concatenate(households), "start_ts_s": np.concatenate(starts)},
                         {"appliances": list(appliances), "resolution_s": int(traces[0].resolution_s)})
+
+
+def balance_appliance_windows(ds: ArrayDataset, min_share: float, max_repeat: int = 4) -> ArrayDataset:
+    """NILM training windows with the rare appliances' uses repeated: for every appliance whose
+    ON samples appear in fewer than ``min_share`` of the windows, those windows are repeated
+    (at most ``max_repeat`` times in all) until they make up about ``min_share``. A kettle is on
+    a few minutes a day; without this most batches never show one. Applied to training only:
+    validation and test keep the households' real frequencies, which the calibration needs."""
+    if not 0.0 <= min_share < 1.0:
+        raise DataError(f"min_share must be in [0, 1), got {min_share}")
+    has_use = ds.arrays["appliance_on"].max(axis=2) > 0.5  # [N, A]
+    repeat = np.ones(len(ds), np.int64)
+    for a in range(has_use.shape[1]):
+        share = has_use[:, a].mean()
+        if 0 < share < min_share:
+            k = min(int(np.ceil(min_share * (1 - share) / (share * (1 - min_share)))), max_repeat)
+            repeat[has_use[:, a]] = np.maximum(repeat[has_use[:, a]], k)
+    return ds.subset(np.repeat(np.arange(len(ds)), repeat))
 
 
 def _shard_files(data_dir: str, kind: str, split: str, rank: int, world: int) -> tuple[list, dict]:

@@ -101,6 +101,26 @@ def test_high_rate_windows_carry_ground_truth():
     assert err < 0.1 * np.abs(a["load_w"]).mean()
 
 
+def test_high_rate_windows_overlap_by_stride_and_rare_uses_are_repeated():
+    from edge.sim import simulate_fleet
+
+    traces = list(simulate_fleet(2, 1, resolution_s=60, seed=1))
+    whole = d.high_rate_windows(traces, window=240)
+    half = d.high_rate_windows(traces, window=240, stride=120)
+    assert len(half) == 2 * len(whole) - 2  # 1440 points a day: 6 windows, 11 at half a window
+    np.testing.assert_array_equal(half.arrays["load_w"][1, :120], whole.arrays["load_w"][0, 120:])
+    with pytest.raises(d.DataError):
+        d.high_rate_windows(traces, window=240, stride=0)
+    on = np.zeros((10, 2, 4), np.float32)
+    on[0, 0, 1] = 1.0  # appliance 0 used in 1 window of 10, appliance 1 in 5
+    on[1:6, 1] = 1.0
+    ds = d.ArrayDataset({"appliance_on": on, "load_w": np.arange(10.0)[:, None] * np.ones(4)}, {})
+    out = d.balance_appliance_windows(ds, min_share=0.25, max_repeat=4)
+    has = out.arrays["appliance_on"].max(axis=2) > 0.5
+    assert has[:, 0].sum() == 3 and len(out) == 12  # (1 * k) / (k + 9) >= 0.25: k = 3
+    assert has[:, 0].mean() >= 0.25 and has[:, 1].sum() == 5  # frequent enough: left alone
+
+
 @pytest.fixture(scope="module")
 def shard_dir(tmp_path_factory):
     from edge.data.shards import write_fleet

@@ -15,7 +15,7 @@ from trainer.checkpoint import (
     save_checkpoint,
 )
 from trainer.model import ModelConfig, UnifiedModel
-from trainer.tasks import TaskConfig, TaskError, TaskModel, export_module
+from trainer.tasks import TaskConfig, TaskError, TaskModel, export_module, on_pos_weight
 
 APPLIANCES = ["kettle", "fridge", "washing_machine"]
 C = 24
@@ -53,6 +53,34 @@ def test_task_outputs_follow_contract_and_train(task):
     assert torch.isfinite(loss)
     head_grads = [p.grad for n, p in model.named_parameters() if not n.startswith("backbone.")]
     assert all(g is not None and g.abs().sum() > 0 for g in head_grads)
+
+
+def test_nilm_power_loss_is_gated_by_the_true_state():
+    """An error on an OFF sample costs off_power_weight of the same error on an ON sample; the
+    ON/OFF BCE weighs the rare ON samples up to balance the classes."""
+    model = TaskModel(_model_cfg("nilm"), TaskConfig("nilm", appliances=APPLIANCES, on_loss_weight=0.0,
+                                                     off_power_weight=0.1, regression_loss="l1")).eval()
+    b = _batch("nilm")
+    with torch.no_grad():
+        out, enc = model.outputs(b)
+    truth = out["appliance_w"].detach().clone()
+    on = torch.zeros_like(truth)
+    on[:, 0, :10] = 1.0
+    scale = (enc.stats.mean_w.abs() + enc.stats.std_w)[:, :, None]
+
+    def loss_with_error_where(mask):
+        batch = {**b, "appliance_w": truth + mask * scale, "appliance_on": on}
+        with torch.no_grad():
+            return float(model.task_loss(batch, out, enc))
+
+    w_sum = float((on + 0.1 * (1 - on)).sum())
+    assert loss_with_error_where(on) == pytest.approx(on.sum().item() / w_sum, rel=1e-4)
+    off_one = torch.zeros_like(on)
+    off_one[:, 1, 0] = 1.0
+    assert loss_with_error_where(off_one) == pytest.approx(0.1 * 4 / w_sum, rel=1e-4)
+    pw = on_pos_weight(on)
+    assert pw[0, 0] == pytest.approx(11.0)  # 1 in 12 samples ON: each weighs (1 - p) / p
+    assert pw[1, 0] == 20.0  # none ON: the cap (it multiplies no sample)
 
 
 def test_imputation_keeps_observed_points_and_fills_missing():
