@@ -10,7 +10,11 @@ one decision with three rules, applied in this order and deterministic:
    the bundle manifest). Appliances the household does not have (``owned``) are always off.
 2. **Power from the state** -- off means exactly 0 W; on means the graph's power clipped into the
    appliance's range ``[min_w, max_w]`` (the 1st and 99th percentile of its ON power in training;
-   at least ``MIN_ON_W``).
+   at least ``MIN_ON_W``). Where the graph's power is below ``min_w`` while the state is on (the
+   power output contradicts the state: a small appliance's power head, trained on a loss scaled by
+   the whole house, can stay at 0 W), the power is the step the use makes in the aggregate
+   (``step_power``: the aggregate's median over the ON run minus its median over the
+   ``EDGE_SAMPLES`` samples on either side, Hart 1992's edge principle), clipped into the range.
 3. **Never more than the meter measured** -- per sample, with ``budget = max(load_w, 0)``: the ON
    appliances are taken in order of confidence (logit margin over the threshold) while their
    minimum powers still fit in the budget; the others are switched off (a 2 kW kettle cannot be on
@@ -32,6 +36,7 @@ import numpy as np
 from edge.bundle import BundleFormatError
 
 MIN_ON_W = 1.0  # an appliance that is on draws at least this, whatever its calibration says
+EDGE_SAMPLES = 3  # samples before and after an ON run whose median is the aggregate without it
 
 
 @dataclass(frozen=True)
@@ -123,10 +128,34 @@ def decide(on_logit: np.ndarray, appliance_w: np.ndarray, load_w: np.ndarray, na
     keep = np.ones(len(names), bool) if owned is None else np.isin(list(names), list(owned))
     margin = logit - thr
     on = (margin > 0) & keep[:, None]
-    power = np.where(on, np.clip(np.nan_to_num(power), lo, hi), 0.0)
     budget = np.maximum(np.nan_to_num(load), 0.0)
+    power = np.nan_to_num(power)
+    step = step_power(on, budget)
+    power = np.where(on & (power < lo) & np.isfinite(step), step, power)  # rule 2: the state's power
+    power = np.where(on, np.clip(power, lo, hi), 0.0)
     on, power = _fit_budget(on, power, margin, lo, budget)
     return Decision(tuple(names), on, power, margin, budget)
+
+
+def on_runs(on_row: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of each run of True in a boolean [T] row (stop exclusive)."""
+    edges = np.diff(np.concatenate([[0], np.asarray(on_row, np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
+
+
+def step_power(on: np.ndarray, load_w: np.ndarray, edge: int = EDGE_SAMPLES) -> np.ndarray:
+    """The power each ON run adds to the aggregate: per appliance and run, the median of ``load_w``
+    over the run minus its median over up to ``edge`` samples before and after it (one side when the
+    run touches the window's edge). on: bool [A, T]; load_w: [T] W. Returns [A, T] W, NaN where the
+    appliance is off or its run fills the whole window (no aggregate without it to compare)."""
+    load = np.asarray(load_w, np.float64)
+    out = np.full(np.shape(on), np.nan)
+    for a, row in enumerate(np.asarray(on, bool)):
+        for start, stop in on_runs(row):
+            outside = np.concatenate([load[max(start - edge, 0):start], load[stop:stop + edge]])
+            if outside.size:
+                out[a, start:stop] = np.median(load[start:stop]) - np.median(outside)
+    return out
 
 
 def _fit_budget(on: np.ndarray, power: np.ndarray, margin: np.ndarray, lo: np.ndarray,

@@ -126,3 +126,18 @@ def test_calibration_fits_threshold_range_and_shortest_use_on_validation():
     assert "Infinity" not in json.dumps(cal.to_dict()) and "NaN" not in json.dumps(cal.to_dict())
     with pytest.raises(ValueError, match="do not fit"):
         fit_calibration(logit[:, :1], true_on, power, ("kettle", "tv"), 10.0)
+
+
+def test_an_on_state_without_power_takes_the_step_it_makes_in_the_aggregate():
+    """A fridge the state finds but whose power output stays at 0 W: the decided power is the step
+    its run makes in the aggregate (90 W on a 35 W base), not the bottom of its range; a power the
+    graph gives inside the range is kept."""
+    load = np.array([35.0] * 4 + [125.0] * 6 + [35.0] * 4) + np.tile([0.5, -0.5], 7)
+    logit = np.full((3, 14), -5.0)
+    logit[2, 4:10] = 3.0  # the fridge, on over the step
+    power = np.zeros((3, 14))
+    d = decide(logit, power, load, NAMES, CAL)
+    assert np.allclose(d.power_w[2, 4:10], 90.0, atol=1.0) and (d.power_w[2, :4] == 0).all()
+    power[2, 4:10] = 110.0
+    assert (decide(logit, power, load, NAMES, CAL).power_w[2, 4:10] == 110.0).all()
+    assert check_consistent(d.on, d.power_w, d.budget_w, CAL, NAMES) == []
