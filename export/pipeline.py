@@ -83,9 +83,8 @@ class PipelineConfig:
     season_starts: tuple[str, ...] = ("2024-01-01", "2024-04-01", "2024-07-01", "2024-10-01")
     nilm_households: int = 8
     nilm_days: int = 4
-    # The demo and the quick test model stay at 1 min (2 h windows): the demo seeds its gateway's
-    # history at 1 min, and its NILM windows need every bin observed; the full preset and
-    # bench/nilm.py run at the native rate.
+    # The quick test model stays at 1 min (2 h windows); the demo, the full preset and bench/nilm.py
+    # run at the native rate (the demo seeds its gateway's last hours at 10 s: export.demo_gateway).
     nilm_resolution_s: int = 60
     nilm_window: int = 120
     nilm_patches: int = 12
@@ -137,7 +136,8 @@ class PipelineConfig:
                           # the tiny test model barely separates attacks: a calibrated threshold
                           # would silence it in the agent tests that follow a flag end to end
                           target_false_alarms_per_month=None),
-            "demo": {},
+            "demo": dict(nilm_resolution_s=NILM_RESOLUTION_S, nilm_window=NILM_WINDOWS["20min"][0],
+                         nilm_patches=NILM_WINDOWS["20min"][1]),
             "full": dict(households=200, days=120, nilm_households=40, nilm_days=14,
                          nilm_resolution_s=NILM_RESOLUTION_S, nilm_window=NILM_WINDOWS["2h"][0],
                          nilm_patches=NILM_WINDOWS["2h"][1], nilm_train_stride=NILM_WINDOWS["2h"][0] // 2,
