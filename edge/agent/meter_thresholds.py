@@ -110,9 +110,18 @@ class MeterThresholds:
             del windows[old]
         self._update.days[(meter_id, day)] = (mt.daily_max[day], windows[day])
 
-    def take_update(self) -> tuple[str | None, ScoreUpdate]:
-        """(model key, the days and fits changed since the last call) for the store."""
+    def take_update(self, everything: bool = False) -> tuple[str | None, ScoreUpdate]:
+        """(model key, the days and fits changed since the last call) for the store; with
+        ``everything`` all days and fits held (a new store file after damage or deletion)."""
         update, self._update = self._update, ScoreUpdate()
+        if everything:
+            for meter, mt in self._meters.items():
+                windows = self._windows.get(meter, {})
+                for day, peak in mt.daily_max.items():
+                    update.days[(meter, day)] = (peak, windows.get(day, 0))
+                if mt._fitted_through is not None:
+                    update.fits.setdefault(meter, (mt._fitted_through,
+                                                   None if mt.fitted is None else mt.fitted.to_dict()))
         return self._model, update
 
     @property

@@ -77,6 +77,7 @@ class ModelRounds:
         self.thresholds = MeterThresholds()  # each meter's own anomaly threshold after N days
         self.score_spell = FailureSpell("the store: keeping the meters' anomaly scores", log)
         self._restoring = asyncio.Lock()  # the profile and quality rounds may both ask first
+        self._saved_to: Any = None  # the store the scores were last written to
 
     async def _restore_thresholds(self, model: Any) -> None:
         """Load the live anomaly model's stored scores once (at start-up, after a model change);
@@ -98,18 +99,22 @@ class ModelRounds:
                         "(not comparable); the meters use the bundle's threshold until they have their days "
                         "again", model.version, dropped)
         self.thresholds.restore(model, stored)
+        self._saved_to = self.agent.store
         log.info("anomaly scores restored for %d meters (%d days)", len(stored.days),
                  sum(len(d) for d in stored.days.values()))
 
     async def _save_thresholds(self) -> None:
-        key, update = self.thresholds.take_update()
-        if not update or key is None or self.agent.store is None:
+        store = self.agent.store
+        # a store file started afresh (damage, deletion) gets every day held, not only today's
+        key, update = self.thresholds.take_update(everything=store is not self._saved_to)
+        if not update or key is None or store is None:
             return
         try:
-            await self.agent.db(save_scores, self.agent.store, key, update, self.thresholds.keep_days)
+            await self.agent.db(save_scores, store, key, update, self.thresholds.keep_days)
         except StoreError as e:
             self.score_spell.fail(str(e), "a restart now would lose this round's anomaly scores")
         else:
+            self._saved_to = store
             self.score_spell.ok()
 
     async def _guarded(self, meter_id: str, task: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:

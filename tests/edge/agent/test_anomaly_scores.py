@@ -61,6 +61,22 @@ def test_scores_and_the_refit_come_back_from_the_store(tmp_path):
     store.close()
 
 
+def test_a_fresh_store_file_gets_every_day_held(tmp_path):
+    """After the store was started afresh (damage, deletion) or a save failed, the next save writes
+    all days held, not only the round's."""
+    th, model = MeterThresholds(), _model("a")
+    _observe_days(th, model, "m1", range(6), -3.0)
+    th.threshold("m1", model, (DAY0 + 6) * DAY_S)
+    th.take_update()  # written to the store that was lost
+    _observe_days(th, model, "m1", range(6, 7), -3.0)
+    fresh = ReadingStore(tmp_path / "fresh.sqlite")
+    key, update = th.take_update(everything=True)
+    save_scores(fresh, key, update, th.keep_days)
+    assert stored_days(fresh) == {"m1": 7}
+    assert fresh.db.execute("SELECT fitted_through_day FROM anomaly_threshold").fetchone() == (DAY0 + 6,)
+    fresh.close()
+
+
 def test_a_meter_keeps_its_newest_days_only(tmp_path):
     store, model = ReadingStore(tmp_path / "s.sqlite"), _model("a")
     th = MeterThresholds()
