@@ -92,6 +92,45 @@ def _shipped(choices: dict) -> str:
     return "; ".join(parts)
 
 
+def _gap_rows(r: dict) -> list[tuple[str, str, dict, bool]]:
+    """(task, metric, {teacher, student_fp32, int8}, lower is better) for every judged metric of one series."""
+    rows = []
+    fc = r.get("forecast", {}).get("methods")
+    if fc:
+        rows.append(("forecast", "day-ahead MAPE %", {k: fc[k]["mape_pct"] for k in VERSIONS}, True))
+    for cell, c in r.get("imputation", {}).get("cells", {}).items():
+        rows.append(("imputation", f"{cell} MAPE %", {k: c["methods"][k]["mape_pct"] for k in VERSIONS}, True))
+    an = r.get("anomaly", {}).get("methods")
+    if an:
+        rows.append(("anomaly", "F1 (calibrated)", {k: an[k]["f1"] for k in VERSIONS}, False))
+    return rows
+
+
+VERSIONS = ("teacher", "student_fp32", "int8")
+
+
+def student_lines(results: dict) -> list[str]:
+    """The shipped model against the teacher on the test days, per series and task metric: the int8 gap
+    (relative, > 0 worse) and what ships (a distilled student, or the teacher when none kept up on the
+    validation days) with its parameter count."""
+    lines = ["## The int8 student against the teacher (test days)", "",
+             "Gap: how much worse the int8 bundle is than the fp32 teacher (relative; < 0 better). The target is a "
+             "distilled student (smaller than the teacher) within 5 %.", "",
+             "| series | task | metric | teacher | fp32 student | int8 | int8 gap | ships | parameters (teacher) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key, r in results.items():
+        for task, metric, v, lower in _gap_rows(r):
+            t = v["teacher"]
+            gap = ((v["int8"] - t) if lower else (t - v["int8"])) / abs(t) if t else 0.0
+            sel = r["choices"].get(f"student_{task}", {})
+            n = {c["candidate"]: c["parameters"] for c in sel.get("tried", [])}
+            chosen = sel.get("chosen")
+            ships = "teacher" if chosen == "teacher" else f"student #{chosen}"
+            lines.append(f"| {key} | {task} | {metric} | {t:.3f} | {v['student_fp32']:.3f} | {v['int8']:.3f} | "
+                         f"{gap:+.1%} | {ships} | {n.get(chosen, '-')} ({sel.get('teacher_parameters', n.get('teacher', '-'))}) |")
+    return [*lines, ""]
+
+
 def _cell(c: dict) -> str:
     return f"{c['check']} ({c['ours']:.3g} vs {c['baseline']} {c['baseline_value']:.3g})"
 
@@ -139,6 +178,7 @@ def markdown(results: dict, command: str, history_days: int | None = None) -> st
         lines += [f"| {c['check']} | {c['ours']:.3f} | {c['baseline']} | {c['baseline_value']:.3f} | "
                   f"{'yes' if c['met'] else '**no**'} |" for c in r["checks"]]
         lines.append("")
+    lines += student_lines(results)
     lines += ["## Where the int8 bundle wins and loses", ""]
     for key, r in results.items():
         won = [c for c in r["checks"] if c["met"] and c["baseline"] != "teacher"]

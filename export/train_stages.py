@@ -159,7 +159,8 @@ def distill_stage(cfg, data, preset: dict, task: str, teacher_ckpt: Path, choice
             student = load_task_model(path)
         metrics = val_metrics(task, TorchRunner({task: student}), data, cfg.seed, target)
         gaps = relative_gaps(metrics, t_metrics)
-        tried.append({"candidate": "teacher" if overrides == "teacher" else i, "overrides": overrides,
+        start = student.checkpoint.get("metrics", {}).get("distill", {}).get("init") if overrides != "teacher" else None
+        tried.append({"candidate": "teacher" if overrides == "teacher" else i, "overrides": overrides, "init": start,
                       "parameters": sum(p.numel() for p in student.parameters()), "val": metrics, "path": str(path),
                       "worst_gap": max(gaps.values(), default=0.0), "keeps_teacher": keeps_teacher(metrics, t_metrics)})
         if tried[-1]["keeps_teacher"]:
@@ -168,6 +169,7 @@ def distill_stage(cfg, data, preset: dict, task: str, teacher_ckpt: Path, choice
     closest = min((t for t in tried if t["candidate"] != "teacher"), key=lambda t: t["worst_gap"], default=None)
     missed = pick["candidate"] == "teacher" and closest is not None
     choices.say(f"student_{task}", {"teacher_val": t_metrics, "tried": tried, "chosen": pick["candidate"],
+                                    "teacher_parameters": sum(p.numel() for p in teacher.parameters()),
                                     "margin": SELECTION_MARGIN, "metric": list(t_metrics)},
                 f"student for {task} (validation days): teacher {_fmt(t_metrics)}; " + "; ".join(
                     f"#{t['candidate']} ({t['parameters']} parameters) {_fmt(t['val'])}" for t in tried) +

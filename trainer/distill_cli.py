@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--student-json", help='ModelConfig overrides for the student, e.g. \'{"n_experts": 32}\'')
     p.add_argument("--epochs", type=int, help="default: from the data size (about 1000 steps)")
     p.add_argument("--batch-size", type=int, help="default: from the data size (8..64)")
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, help="default: 5e-4 for a student started from the teacher, else 2e-3")
     p.add_argument("--w-kd", type=float, default=1.0, help="weight of the head distillation terms")
     p.add_argument("--w-z", type=float, default=0.0, help="weight of the z matching term (0: off)")
     p.add_argument("--temperature", type=float, default=2.0)

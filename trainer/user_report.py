@@ -69,17 +69,27 @@ def selection_lines(choices: dict) -> list[str]:
             continue
         if not lines:
             lines += ["", "## Student size (chosen on the validation days, the report's metric)", "",
-                      "| task | candidate | parameters | validation | worst gap to the teacher | shipped |",
-                      "|---|---|---|---|---|---|"]
+                      "| task | candidate | parameters | started from | validation | worst gap to the teacher | shipped |",
+                      "|---|---|---|---|---|---|---|"]
         teacher = ", ".join(f"{k} {v:.3g}" for k, v in sel["teacher_val"].items())
-        lines.append(f"| {task} | teacher (reference) | - | {teacher} | - | - |")
+        lines.append(f"| {task} | teacher (reference) | - | - | {teacher} | - | - |")
         for t in sel["tried"]:
             val = ", ".join(f"{k} {v:.3g}" for k, v in t["val"].items())
             gap = t.get("worst_gap")
             lines.append(f"| {task} | {'teacher' if t['candidate'] == 'teacher' else '#' + str(t['candidate'])} | "
-                         f"{t['parameters']} | {val} | {'-' if gap is None else f'{gap:+.1%}'} | "
+                         f"{t['parameters']} | {_start(t)} | {val} | {'-' if gap is None else f'{gap:+.1%}'} | "
                          f"{'yes' if t['candidate'] == sel['chosen'] else ''} |")
     return lines
+
+
+def _start(tried: dict) -> str:
+    """How a candidate started: the teacher's layers (and kept experts) or a random initialisation."""
+    init = tried.get("init") or {}
+    if init.get("from") != "teacher":
+        return "-" if tried["candidate"] == "teacher" else "random"
+    experts = init.get("experts")
+    kept = f"; {len(experts[0])} experts per layer (most used)" if experts else ""
+    return f"teacher layers {', '.join(map(str, init['layers']))}{kept}"
 
 
 def plot(res: dict, png: Path) -> Path:

@@ -13,7 +13,19 @@ from edge.cli import main
 from tests.export._tiny import tiny
 from trainer.checkpoint import load_task_model
 from trainer.data import ArrayDataset
-from trainer.distill import DistillConfig, default_student_config, distill, distill_loss, predict
+from trainer.distill import (
+    DistillConfig,
+    HiddenTokens,
+    default_student_config,
+    distill,
+    distill_loss,
+    expert_usage,
+    init_from_teacher,
+    layer_map,
+    predict,
+    student_from_teacher,
+    teacher_initialisable,
+)
 from trainer.model import ModelConfig
 from trainer.tasks import TaskModel
 
@@ -110,3 +122,54 @@ def test_cli_train_distill(t, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "mae_w teacher" in printed and "student" in printed
     assert load_task_model(tmp_path / "out" / "imputation.pt").model_cfg.d_model == 8
+
+
+def test_a_full_depth_copy_of_the_teacher_gives_the_teachers_outputs(t):
+    teacher = load_task_model(t.checkpoints["imputation"])
+    same = ModelConfig(**{**teacher.model_cfg.to_dict(), "dropout": 0.0})
+    assert teacher_initialisable(same, teacher.model_cfg)
+    student = TaskModel(same, teacher.task_cfg)
+    init_from_teacher(student, teacher, layer_map(2, 2))
+    held_out = t.held_out["imputation"].subset(np.arange(64))
+    np.testing.assert_array_equal(predict(student, held_out)["load_w_filled"],
+                                  predict(teacher, held_out)["load_w_filled"])
+
+
+def test_a_shallower_student_with_fewer_experts_takes_the_teachers_layers_and_most_used_experts(t):
+    teacher = load_task_model(t.checkpoints["imputation"])
+    s_cfg = ModelConfig(**{**teacher.model_cfg.to_dict(), "n_layers": 1, "n_experts": 2, "dropout": 0.0})
+    student, kept = student_from_teacher(teacher, s_cfg, t.train["imputation"].subset(np.arange(256)))
+    assert kept["layers"] == [1] and layer_map(4, 2) == [0, 3] and layer_map(4, 3) == [0, 2, 3]
+    usage = expert_usage(teacher, t.train["imputation"].subset(np.arange(256)))[1]
+    assert kept["experts"] == [sorted(torch.argsort(usage, descending=True)[:2].tolist())]
+    s_ffn, t_ffn = student.backbone.layers[0].ffn, teacher.backbone.layers[1].ffn
+    idx = torch.tensor(kept["experts"][0])
+    assert torch.equal(s_ffn.w1, t_ffn.w1[idx]) and torch.equal(s_ffn.gate.w_g.weight, t_ffn.gate.w_g.weight[idx])
+    assert torch.equal(student.head.out.weight, teacher.head.out.weight) if hasattr(student.head, "out") \
+        else torch.equal(student.head.weight, teacher.head.weight)
+    assert s_cfg.top_k == teacher.model_cfg.top_k == 2  # routing stays sparse top-k
+
+
+def test_the_distilled_student_starts_from_the_teacher_and_learns_its_hidden_tokens(t, distilled):
+    path, out, teacher, _ = distilled
+    report = json.loads((out / "imputation_distill_report.json").read_text())
+    assert report["init"]["from"] == "teacher" and report["init"]["layers"] == [1]
+    assert report["selected_on"] == "mae_w"
+    # the kept weights are never worse on validation than the teacher-initialised start
+    assert report["best_val_loss"] <= report["start_val_loss"]
+    assert report["student"]["mae_w"] == pytest.approx(report["best_val_loss"], rel=1e-5)
+    # TinyBERT's hidden-token term: lower after distillation than at the teacher-initialised start
+    start, _ = student_from_teacher(teacher, load_task_model(path).model_cfg, t.train["imputation"])
+    assert _hidden(load_task_model(path), teacher, t) < 0.8 * _hidden(start, teacher, t)
+
+
+def _hidden(student: TaskModel, teacher: TaskModel, t) -> float:
+    hooks = HiddenTokens(student, teacher, [1])
+    batch = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in t.held_out["imputation"].arrays.items()}
+    student.eval()
+    with torch.no_grad():
+        teacher.outputs(batch)
+        student.outputs(batch)
+        loss = float(hooks.loss())
+    hooks.remove()
+    return loss
