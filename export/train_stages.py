@@ -154,7 +154,8 @@ def distill_stage(cfg, data, preset: dict, task: str, teacher_ckpt: Path, choice
         else:
             dcfg = DistillConfig(out_dir=str(cfg.out_dir / "distill" / f"{task}-{i}"), epochs=sched.epochs,
                                  batch_size=sched.batch_size, max_steps=sched.max_steps, patience=sched.patience,
-                                 seed=cfg.seed, progress=cfg.progress, plot=False, resume=False, threads=cfg.threads)
+                                 seed=cfg.seed, progress=cfg.progress, plot=False, resume=False, threads=cfg.threads,
+                                 init="teacher", select_on="metric")
             path = distill(teacher_ckpt, default_student_config(teacher.model_cfg, **overrides), train, val, dcfg)
             student = load_task_model(path)
         metrics = val_metrics(task, TorchRunner({task: student}), data, cfg.seed, target)

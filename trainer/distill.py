@@ -12,8 +12,15 @@ kept) with fewer layers, fewer experts or a smaller width. Its loss on a batch i
       + w_z  * || A z_student - z_teacher ||^2           (optional, load characteristics)
       + the student's MoE balance terms (inside the task model's forward)
 
-Initialisation (``DistillConfig.init``): a student as wide as the teacher (same d_model, d_k,
-d_expert, activation) starts from the teacher's weights, as DistilBERT does (Sanh et al. 2019,
+with D the squared error in the window's normalised units (outputs in W are divided by the
+teacher's instance std, which puts a 50 W and a 5 kW household on one scale) and, for logits,
+the binary cross-entropy against the teacher's probabilities at temperature T, times T^2
+(Hinton et al.'s scaling, so the gradient size does not depend on T). The z term needs a
+learned adapter A (student d_model -> teacher d_model) because widths differ; it is dropped
+after training. The teacher runs in eval mode (no gating noise, z = mu).
+
+Initialisation (``DistillConfig.init="teacher"``, what ``train all`` runs; ``"random"`` by
+default): a student as wide as the teacher (same d_model, d_k, d_expert, activation) starts from the teacher's weights, as DistilBERT does (Sanh et al. 2019,
 section 3: "initialize the student from the teacher by taking one layer out of two"): the
 embedding, the final norm, the information bottleneck and the heads are copied, student layer j
 is teacher layer m(j) (:func:`layer_map`: evenly spaced, first and last kept), and a student with
@@ -23,16 +30,10 @@ pruning for sparse mixture-of-experts"). Such a student starts near the teacher 
 noise: with a random start the route's 600 steps of distillation left every student 14-51 %
 behind the teacher on imputation, which had 800 steps of pre-training and 600 of fine-tuning
 behind it (bench/results/realdata.md before this change). A narrower student starts at random.
-Training keeps the weights of the epoch with the best validation task metric (imputation MAE on
-the missing points, forecast day-ahead MAE; the loss for anomaly and NILM, whose judged F1 needs
-a calibrated threshold).
-
-with D the squared error in the window's normalised units (outputs in W are divided by the
-teacher's instance std, which puts a 50 W and a 5 kW household on one scale) and, for logits,
-the binary cross-entropy against the teacher's probabilities at temperature T, times T^2
-(Hinton et al.'s scaling, so the gradient size does not depend on T). The z term needs a
-learned adapter A (student d_model -> teacher d_model) because widths differ; it is dropped
-after training. The teacher runs in eval mode (no gating noise, z = mu).
+With ``select_on="metric"`` (``train all``) training keeps the weights of the epoch with the best
+validation task metric (imputation MAE on the missing points, forecast day-ahead MAE; the loss for
+anomaly and NILM, whose judged F1 needs a calibrated threshold); a teacher-initialised student's
+start is scored too, so training must beat it.
 
 Reported: each task's metric (edge.signal.metrics, as in the evaluation) for teacher and student on the
 validation windows: imputation MAE on the missing points, anomaly window F1, forecast
@@ -102,8 +103,8 @@ class DistillConfig:
     w_kd: float = 1.0
     w_z: float = 0.0  # > 0: also match the load characteristics z through a linear adapter
     w_hidden: float = 1.0  # hidden-token matching of a teacher-initialised student (TinyBERT eq 7)
-    init: str = "teacher"  # "teacher": start from the teacher's weights where the widths match; "random"
-    select_on: str = "metric"  # best epoch by the validation task metric ("metric") or the loss ("loss")
+    init: str = "random"  # "teacher": start from the teacher's weights where the widths match (train all)
+    select_on: str = "loss"  # best epoch by the validation task metric ("metric", train all) or the loss
     temperature: float = 2.0
     grad_clip: float = 1.0
     seed: int = 0
@@ -342,7 +343,8 @@ def _step_loss(cfg: DistillConfig, student: TaskModel, teacher: TaskModel, adapt
 
 
 def _train(cfg: DistillConfig, student: TaskModel, teacher: TaskModel, train: ArrayDataset,
-           val: ArrayDataset, resolution_s: int, hidden: HiddenTokens | None) -> tuple[list[dict], dict]:
+           val: ArrayDataset, resolution_s: int, hidden: HiddenTokens | None, from_teacher: bool
+           ) -> tuple[list[dict], dict]:
     adapter = _ZAdapter(student.model_cfg.d_model, teacher.model_cfg.d_model) if cfg.w_z > 0 else None
     params = list(student.parameters()) + (list(adapter.parameters()) if adapter else [])
     opt = torch.optim.Adam(params, lr=cfg.lr)  # resolved by distill()
@@ -354,7 +356,7 @@ def _train(cfg: DistillConfig, student: TaskModel, teacher: TaskModel, train: Ar
                      extra_state=lambda: {"adapter": adapter.state_dict() if adapter else None},
                      load_extra_state=lambda extra: adapter and adapter.load_state_dict(extra["adapter"]))
     validate = _validation(cfg, student, teacher, adapter, val, resolution_s, hidden)
-    start = validate()
+    start = validate() if from_teacher else math.nan
     if math.isfinite(start):  # a teacher-initialised student may already be at its best: training must beat it
         loop.state.best_loss = start
         loop.best_weights = {k: v.detach().clone() for k, v in student.state_dict().items()}
@@ -363,7 +365,7 @@ def _train(cfg: DistillConfig, student: TaskModel, teacher: TaskModel, train: Ar
                      lambda batch, _st: _step_loss(cfg, student, teacher, adapter, _to_torch(batch), hidden),
                      validate)
     return state.history, {"best_val_loss": state.best_loss, "best_epoch": state.best_epoch,
-                           "start_val_loss": float(start), "selected_on": _selected_on(cfg, student.task)}
+                           "start_val_loss": start if math.isfinite(start) else None, "selected_on": _selected_on(cfg, student.task)}
 
 
 def _selected_on(cfg: DistillConfig, task: str) -> str:
@@ -449,7 +451,7 @@ def distill(teacher_ckpt: Path | str, student_cfg: ModelConfig | None, train_dat
     if cfg.lr is None:
         cfg = replace(cfg, lr=LR_FROM_TEACHER if kept["from"] == "teacher" else LR_RANDOM)
     try:
-        history, best = _train(cfg, student, teacher, train, val, resolution_s, hidden)
+        history, best = _train(cfg, student, teacher, train, val, resolution_s, hidden, kept["from"] == "teacher")
     finally:
         if hidden is not None:
             hidden.remove()

@@ -20,6 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--w-kd", type=float, default=1.0, help="weight of the head distillation terms")
     p.add_argument("--w-z", type=float, default=0.0, help="weight of the z matching term (0: off)")
     p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--init", choices=("random", "teacher"), default="random",
+                   help="teacher: a student as wide as the teacher starts from its layers and most used experts")
+    p.add_argument("--select-on", choices=("loss", "metric"), default="loss",
+                   help="keep the epoch with the best validation loss or task metric (imputation, forecast)")
     p.add_argument("--patience", type=int, help="default: from the data size (at least 3)")
     p.add_argument("--out", default="runs/distill")
     p.add_argument("--seed", type=int, default=0)
@@ -43,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     train, val = datasets(args, ckpt["task"], model_cfg.seq_len, history_days(model_cfg))
     batch, epochs, patience, max_steps = schedule_for(args, f"distil {ckpt['task']}", len(train), 1000)
     cfg = DistillConfig(out_dir=args.out, epochs=epochs, batch_size=batch, lr=args.lr,
-                        w_kd=args.w_kd, w_z=args.w_z, temperature=args.temperature,
+                        w_kd=args.w_kd, w_z=args.w_z, temperature=args.temperature, init=args.init,
+                        select_on=args.select_on,
                         patience=patience, seed=args.seed, max_steps=max_steps,
                         threads=args.threads, progress=not args.no_progress, resume=not args.no_resume,
                         student_overrides=json.loads(args.student_json) if args.student_json else {})

@@ -73,6 +73,17 @@ def test_the_report_has_the_baseline_rows(route):
     assert (route["out"] / "report.png").stat().st_size > 10_000
 
 
+def test_the_students_start_from_the_teacher_and_the_report_shows_all_three_models(route):
+    report, choices = route["report"], json.loads((route["out"] / "choices.json").read_text())
+    for task in ("imputation", "anomaly", "forecast"):
+        first = choices[f"student_{task}"]["tried"][0]
+        assert first["init"]["from"] == "teacher" and first["init"]["layers"] == [1]  # 1 of the tiny teacher's 2
+        assert first["parameters"] < choices[f"student_{task}"]["teacher_parameters"]
+    assert {"teacher", "student_fp32", "int8"} <= set(report["anomaly"]["methods"])
+    assert all({"teacher", "student_fp32", "int8"} <= set(c["methods"]) for c in report["imputation"]["cells"].values())
+    assert "| teacher layers 1 |" in (route["out"] / "report.md").read_text()
+
+
 def test_validation_and_test_are_the_latest_days(route):
     split = route["report"]["choices"]["split_dates"]["demand"]
     assert split["test"][1] == route["last_time"][:10]  # the test days end with the file

@@ -41,7 +41,7 @@ def t():
 def distilled(t, tmp_path_factory):
     out = tmp_path_factory.mktemp("distill")
     cfg = DistillConfig(out_dir=str(out), epochs=3, batch_size=32, lr=3e-3, max_steps=60, progress=False,
-                        w_z=0.5, seed=0)
+                        w_z=0.5, seed=0, init="teacher", select_on="metric")
     teacher = load_task_model(t.checkpoints["imputation"])
     student_cfg = ModelConfig(seq_len=48, n_patches=12, **STUDENT)
     path = distill(t.checkpoints["imputation"], student_cfg, t.train["imputation"],
