@@ -149,7 +149,9 @@ def markdown(res: dict) -> str:
              f"{res['days']} days, split by household 70/15/15; {res['test_windows']}), model "
              f"{res['model']}; {res['pretrain_steps']} pre-training and {res['finetune_steps']} fine-tuning "
              f"steps per task and variant, batch {res['batch_size']}, seed {res['seed']}  \n"
-             f"Wall time: {res['seconds']:.0f} s\n",
+             f"Wall time: {res['seconds']:.0f} s"
+             + (f" ({res['runs_in_parallel']} runs in parallel, the longest)" if res.get("runs_in_parallel") else "")
+             + "\n",
              "| variant | " + " | ".join(f"{t} {k}" for t, cols in METRICS.items() for k, _ in cols) + " |",
              "|---|" + "---|" * sum(len(c) for c in METRICS.values())]
     rel = res["relative_to_full"]
@@ -194,6 +196,9 @@ def main() -> int:
     p.add_argument("--preset", default="demo", help="export.pipeline preset of the data, model and steps")
     p.add_argument("--households", type=int, help="simulated households (default: the preset's)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="write the report from the variants of these runs' ablation.json (runs of the "
+                        "same preset with different --variants, e.g. in parallel) instead of training")
     p.add_argument("--out", default=str(RESULTS), help="results directory")
     p.add_argument("--work", default="/tmp/unimeter-bench-ablation", help="scratch directory")
     args = p.parse_args()
@@ -203,6 +208,9 @@ def main() -> int:
     from export.pipeline import PipelineConfig, build_profile_sets
 
     torch.set_num_threads(1)
+    if args.merge:
+        merge(args.merge, Path(args.out), "python bench/ablation.py " + " ".join(sys.argv[1:]))
+        return 0
     preset = "quick" if args.quick else args.preset
     extra = {"households": args.households} if args.households else {}
     cfg = PipelineConfig.preset(preset, out_dir=args.work, history_days=HISTORY_DAYS, progress=False, **extra)
@@ -222,17 +230,35 @@ def main() -> int:
         ckpts = train_variant(name, VARIANTS[name], cfg, sets)
         res["variants"][name] = {t: judge(t, run_model(ckpts[t], tests[t]), tests[t]) for t in TASKS}
         print(json.dumps(res["variants"][name]), flush=True)
-    res["seconds"] = time.perf_counter() - t0
+        res["seconds"] = time.perf_counter() - t0
+        write(res, Path(args.out))  # after each variant: a stopped run keeps what it measured
+    return 0
+
+
+def write(res: dict, out: Path) -> None:
+    """ablation.json, and with the full model among the variants ablation.md and .png."""
     if "full" in res["variants"]:
         res["relative_to_full"] = relative(res)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.json").write_text(json.dumps(res, indent=2) + "\n")
     if "full" in res["variants"]:
         (out / "ablation.md").write_text(markdown(res))
         plot(res, out / "ablation.png")
         print((out / "ablation.md").read_text())
-    return 0
+
+
+def merge(paths: list[str], out: Path, command: str) -> None:
+    """One report from runs of the same preset that trained different variants."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    same = ("preset", "households", "days", "seed", "pretrain_steps", "finetune_steps", "batch_size", "test_windows")
+    for r in runs[1:]:
+        diff = [k for k in same if r[k] != runs[0][k]]
+        if diff:
+            raise SystemExit(f"runs differ in {diff}: not one ablation")
+    res = {**runs[0], "command": command + "  (" + "; ".join(r["command"] for r in runs) + ")",
+           "seconds": max(r["seconds"] for r in runs), "runs_in_parallel": len(runs),
+           "variants": {n: v for name in VARIANTS for r in runs for n, v in r["variants"].items() if n == name}}
+    write(res, out)
 
 
 if __name__ == "__main__":
