@@ -42,7 +42,10 @@ SHAPES = (  # the shipped student first
 FORMS = ("dense", "moe_op", "qmoe")
 
 
-def export_forms(shape: dict, out: Path) -> tuple[dict[str, Path], dict[str, np.ndarray], int]:
+def export_forms(shape: dict, out: Path, history_days: int = 0) -> tuple[dict[str, Path], dict[str, np.ndarray], int]:
+    """Dense, MoE-op and QMoE graphs of an untrained imputation student of ``shape`` with
+    ``history_days`` D days of context, 64 windows of feeds (with history for D > 0), and its
+    expert parameter count."""
     import torch
 
     from export.onnx_export import OnnxExportConfig, export_onnx
@@ -51,7 +54,8 @@ def export_forms(shape: dict, out: Path) -> tuple[dict[str, Path], dict[str, np.
     from trainer.tasks import TaskConfig, TaskModel, export_module
 
     torch.manual_seed(0)
-    cfg = ModelConfig(seq_len=48, n_patches=12, n_experts=8, top_k=2, activation="relu", dropout=0.0, **shape)
+    cfg = ModelConfig(**{**dict(seq_len=48, n_patches=12, n_experts=8, top_k=2, activation="relu", dropout=0.0,
+                                history_days=history_days), **shape})
     model = TaskModel(cfg, TaskConfig(task="imputation")).eval()
     for m in model.modules():
         if hasattr(m, "w_g"):
@@ -64,7 +68,12 @@ def export_forms(shape: dict, out: Path) -> tuple[dict[str, Path], dict[str, np.
     load_w = (rng.uniform(100, 2000, (64, 1)) * (1 + 0.5 * np.sin(t + rng.uniform(0, 6, (64, 1))))).astype(np.float32)
     observed = (rng.random((64, 48)) > 0.2).astype(np.float32)
     expert_params = 2 * cfg.n_layers * cfg.n_experts * cfg.d_model * cfg.d_expert
-    return paths, {"load_w": load_w * observed, "observed": observed}, expert_params
+    feeds = {"load_w": load_w * observed, "observed": observed}
+    if history_days:
+        days = np.arange(1, history_days + 1, dtype=np.float32)[None, :, None]
+        feeds["history_w"] = (load_w[:, None, :] * (0.8 + 0.05 * days)).astype(np.float32)
+        feeds["history_mask"] = np.ones((64, history_days), np.float32)
+    return paths, feeds, expert_params
 
 
 def time_interleaved(paths: dict[str, Path], feeds: dict[str, np.ndarray], iters: int) -> dict:
@@ -89,9 +98,11 @@ def time_interleaved(paths: dict[str, Path], feeds: dict[str, np.ndarray], iters
 
 
 def markdown(res: dict) -> str:
-    lines = [f"# Sparse vs dense at batch 1 across student shapes\n\nCommand: `{res['command']}`  \n"
-             f"Machine: {res['machine']}  \nN_e = 8, k = 2, relu, imputation task (L = 48, P = 12), "
-             "untrained weights, one thread, one interleaved run\n",
+    d = res.get("history_days", 0)
+    tokens = 12 + d
+    lines = [f"# Sparse vs dense at batch 1 across student shapes\n\nCommand: `nice -n 10 {res['command']}`  \n"
+             f"Machine: {res['machine']}  \nN_e = 8, k = 2, relu, imputation task (L = 48, P = 12, D = {d} days "
+             f"of context: {tokens} tokens per window), untrained weights, one thread, one interleaved run per shape\n",
              "| d_model | layers | d_expert | expert params | int8 ONNX kB | dense b1 ms | MoE op b1 ms | "
              "dense / MoE op b1 | dense / QMoE b1 | dense / QMoE b64 |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -102,15 +113,43 @@ def markdown(res: dict) -> str:
             f"{r['int8_onnx_bytes'] / 1e3:.0f} | {m['dense_batch1_ms']:.3f} | {m['moe_op_batch1_ms']:.3f} | "
             f"{m['dense_batch1_ms'] / m['moe_op_batch1_ms']:.2f}x | {m['dense_batch1_ms'] / m['qmoe_batch1_ms']:.2f}x | "
             f"{m['dense_batch64_ms'] / m['qmoe_batch64_ms']:.2f}x |")
-    lines.append("\nThe first row is the shipped student. Batch 1 is one window of 12 tokens: the MoE "
+    lines.append(f"\nThe first row is the shipped student. Batch 1 is one window of {tokens} tokens: the MoE "
                  "layers' share of its time, not their own speed-up (see export.md, one layer alone), "
                  "bounds the whole-model ratio.")
+    ne = res.get("n_experts_8_vs_32")
+    if ne:
+        ms = ne["ms"]
+        lines += ["\n## N_e 8 -> 32 at k = 2 (the shipped shape, all six graphs in one interleaved run)\n",
+                  "| form | N_e=8 b1 ms | N_e=32 b1 ms | x (32/8) b1 | N_e=8 b64 ms | N_e=32 b64 ms | x (32/8) b64 |",
+                  "|---|---|---|---|---|---|---|"]
+        for f in FORMS:
+            lines.append(f"| {f} | {ms[f'ne8_{f}_batch1_ms']:.3f} | {ms[f'ne32_{f}_batch1_ms']:.3f} | "
+                         f"{ne[f'{f}_batch1_ne32_over_ne8']:.2f} | {ms[f'ne8_{f}_batch64_ms']:.3f} | "
+                         f"{ms[f'ne32_{f}_batch64_ms']:.3f} | {ne[f'{f}_batch64_ne32_over_ne8']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def experts_ratio(out: Path, history_days: int, iters: int) -> dict:
+    """The shipped shape at N_e = 8 and 32 (k = 2): all six graphs in one process, called in turn."""
+    paths, feeds = {}, None
+    for ne in (8, 32):
+        d = out / f"ne{ne}"
+        d.mkdir()
+        forms, feeds, _ = export_forms({**SHAPES[0], "n_experts": ne}, d, history_days)
+        paths.update({f"ne{ne}_{f}": p for f, p in forms.items()})
+    ms = time_interleaved(paths, feeds, iters)
+    return {"ms": ms, **{f"{f}_batch{b}_ne32_over_ne8": ms[f"ne32_{f}_batch{b}_ms"] / ms[f"ne8_{f}_batch{b}_ms"]
+                         for f in FORMS for b in (1, 64)}}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="two shapes, few iterations")
+    p.add_argument("--history-days", type=int, default=7, metavar="D",
+                   help="days of context (default %(default)s, what the default user route ships; results "
+                        "export_shapes.* for 7, export_shapes_D<D>.* otherwise)")
+    p.add_argument("--shapes", type=int, default=len(SHAPES), metavar="N",
+                   help="time the first N shapes only (the first is the shipped student)")
     p.add_argument("--iters", type=int, default=1000)
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
@@ -119,23 +158,26 @@ def main() -> int:
     from tqdm import tqdm
 
     torch.set_num_threads(1)
-    shapes = SHAPES[:2] if args.quick else SHAPES
+    shapes = SHAPES[:2] if args.quick else SHAPES[:args.shapes]
     iters = 100 if args.quick else args.iters
+    d = args.history_days
     res = {"command": "python bench/export_shapes.py " + " ".join(sys.argv[1:]),
            "machine": f"{platform.machine()} {os.cpu_count()} cores (shared), Python {platform.python_version()}",
-           "shapes": []}
+           "history_days": d, "shapes": []}
     with tempfile.TemporaryDirectory(prefix="unimeter-shapes-") as scratch:
         for i, shape in enumerate(tqdm(shapes, desc="shapes", unit="shape")):
             out = Path(scratch) / str(i)
             out.mkdir()
-            paths, feeds, expert_params = export_forms(shape, out)
+            paths, feeds, expert_params = export_forms(shape, out, d)
             res["shapes"].append({"shape": shape, "expert_params": expert_params,
                                   "int8_onnx_bytes": paths["qmoe"].stat().st_size,
                                   "ms": time_interleaved(paths, feeds, iters)})
+        res["n_experts_8_vs_32"] = experts_ratio(Path(scratch) / "ne", d, iters)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "export_shapes.json").write_text(json.dumps(res, indent=2) + "\n")
-    (out_dir / "export_shapes.md").write_text(markdown(res))
+    stem = "export_shapes" if d == 7 else f"export_shapes_D{d}"
+    (out_dir / f"{stem}.json").write_text(json.dumps(res, indent=2) + "\n")
+    (out_dir / f"{stem}.md").write_text(markdown(res))
     print(markdown(res))
     return 0
 
