@@ -445,7 +445,9 @@ def markdown(res: dict, command: str) -> str:
     t = res["targets"]
     d, tokens = res["history_days"], res["tokens_per_window"]
     lines = [f"# Export benchmark\n\nCommand: `nice -n 10 {command}`  \nMachine: {res['machine']}  \n"
-             f"Student: {res['student']}  \nContext: D = {d} days of history (`history_w` [B, {d}, 48], "
+             f"Student: {res['student']}  \n" + (f"Load average at the end (1/5/15 min): "
+             f"{', '.join(f'{x:.1f}' for x in res['load_average_1_5_15min'])}  \n" if "load_average_1_5_15min" in res else "")
+             + f"Context: D = {d} days of history (`history_w` [B, {d}, 48], "
              f"`history_mask` [B, {d}]), {tokens} tokens per window (12 patches + {d} day tokens)\n" + ("\nThe students and bundles are a previous run's (the same command "
                                                 "without `--reuse`), re-timed (`--reuse`).\n"
                                                 if res.get("reused") else ""),
@@ -622,6 +624,7 @@ def main() -> int:
     print("MoE layer alone ...", flush=True)
     res["moe_layer_p50_us"] = layer_bench(args.iters, work, res["tokens_per_window"])
     res["targets"] = targets(res)
+    res["load_average_1_5_15min"] = os.getloadavg()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "export" if d == DEFAULT_HISTORY_DAYS else f"export_D{d}"

@@ -106,6 +106,8 @@ def markdown(res: dict) -> str:
              "| d_model | layers | d_expert | expert params | int8 ONNX kB | dense b1 ms | MoE op b1 ms | "
              "dense / MoE op b1 | dense / QMoE b1 | dense / QMoE b64 |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    if not res["shapes"]:  # --shapes 0: the N_e comparison only
+        lines = lines[:1]
     for r in res["shapes"]:
         s, m = r["shape"], r["ms"]
         lines.append(
@@ -113,7 +115,7 @@ def markdown(res: dict) -> str:
             f"{r['int8_onnx_bytes'] / 1e3:.0f} | {m['dense_batch1_ms']:.3f} | {m['moe_op_batch1_ms']:.3f} | "
             f"{m['dense_batch1_ms'] / m['moe_op_batch1_ms']:.2f}x | {m['dense_batch1_ms'] / m['qmoe_batch1_ms']:.2f}x | "
             f"{m['dense_batch64_ms'] / m['qmoe_batch64_ms']:.2f}x |")
-    lines.append(f"\nThe first row is the shipped student. Batch 1 is one window of {tokens} tokens: the MoE "
+    lines.append("" if not res["shapes"] else f"\nThe first row is the shipped student. Batch 1 is one window of {tokens} tokens: the MoE "
                  "layers' share of its time, not their own speed-up (see export.md, one layer alone), "
                  "bounds the whole-model ratio.")
     ne = res.get("n_experts_8_vs_32")
@@ -134,7 +136,7 @@ def experts_ratio(out: Path, history_days: int, iters: int) -> dict:
     paths, feeds = {}, None
     for ne in (8, 32):
         d = out / f"ne{ne}"
-        d.mkdir()
+        d.mkdir(parents=True)
         forms, feeds, _ = export_forms({**SHAPES[0], "n_experts": ne}, d, history_days)
         paths.update({f"ne{ne}_{f}": p for f, p in forms.items()})
     ms = time_interleaved(paths, feeds, iters)
