@@ -1,11 +1,11 @@
-"""bench/export.py with days of context: the feeds it times carry the history the graph takes, and
-its node profile finds the MoE op in a context graph (an untrained tiny model, no training)."""
+"""bench/export.py with days of context: the feeds it times carry the history the context graph's
+contract names, and its node profile finds the MoE op of the shared tiny bundle (no training, no
+export of its own)."""
 
 import importlib.util
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 D = 2
@@ -18,35 +18,25 @@ def _bench():
     return module
 
 
-@pytest.fixture(scope="module")
-def context_graph(tmp_path_factory):
-    """An untrained tiny imputation model with D days of context, exported with the MoE op."""
-    import torch
+def test_feeds_carry_the_history_the_context_graph_takes(tmp_path):
+    from edge.task_io import task_io
+    from export.pipeline import household_meters
+    from trainer.data import simulate_profiles
+    from trainer.profile_sets import MeterPart, imputation_set
 
-    from export.onnx_export import OnnxExportConfig, export_onnx
-    from trainer.model import ModelConfig
-    from trainer.tasks import TaskConfig, TaskModel, export_module
-
-    torch.manual_seed(0)
-    model = TaskModel(ModelConfig.tiny(history_days=D, activation="relu"), TaskConfig(task="imputation")).eval()
-    out = tmp_path_factory.mktemp("bench_export")
-    return export_onnx(export_module(model), out / "imputation.onnx", OnnxExportConfig(dispatch="moe_op"))
-
-
-def test_feeds_carry_the_history_the_context_graph_takes(tmp_path, context_graph):
-    import onnxruntime as ort
-
-    from export.pipeline import PipelineConfig, build_profile_sets
-
-    bench = _bench()
-    sets = build_profile_sets(PipelineConfig.preset("quick", tmp_path, households=6, days=10, history_days=D))
-    path = bench.feeds_file({"test": {"imputation": sets["imputation"]["test"]}, "history_days": D}, tmp_path)
-    feeds = np.load(path)
-    n = min(64, len(sets["imputation"]["test"]))
+    meters = household_meters(simulate_profiles(2, 5, seed=0))
+    test = imputation_set([MeterPart(m, 0, len(m)) for m in meters], stride=12, seed=0, history_days=D)
+    feeds = np.load(_bench().feeds_file({"test": {"imputation": test}, "history_days": D}, tmp_path))
+    n = min(64, len(test))
     assert feeds["history_w"].shape == (n, D, 48) and feeds["history_mask"].shape == (n, D)
-    session = ort.InferenceSession(str(context_graph), providers=["CPUExecutionProvider"])
-    assert sorted(i.name for i in session.get_inputs()) == sorted(feeds.files)
+    assert sorted(feeds.files) == sorted(t.name for t in task_io("imputation", D).inputs)
 
-    profile = bench.op_profile({"moe_op": context_graph}, path, iters=3)["moe_op"]
-    assert profile["moe_us"] > 0 and 0 < profile["moe_share_of_kernels"] < 1
-    assert "MoE" in profile["per_op_us"]
+
+def test_node_profile_finds_the_moe_op(tmp_path, tiny_bundle):
+    data = np.load(tiny_bundle / "imputation.reference.npz")  # the bundle's own reference inputs
+    inputs = {k.removeprefix("input/"): data[k].astype(np.float32) for k in data.files if k.startswith("input/")}
+    np.savez(tmp_path / "feeds.npz", **inputs)
+    profile = _bench().op_profile({"int8": tiny_bundle / "imputation.int8.onnx"}, tmp_path / "feeds.npz", iters=3)
+    r = profile["int8"]
+    assert r["moe_us"] > 0 and 0 < r["moe_share_of_kernels"] < 1
+    assert set(r["per_op_us"]) & {"MoE", "QMoE"}
