@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="demo", choices=("quick", "demo", "full"),
                    help="training size (demo: a few minutes on 2 cores)")
     p.add_argument("--bundle", default=None, help="use this model bundle instead of training one")
-    p.add_argument("--agent-seconds", type=float, default=150.0,
+    p.add_argument("--agent-seconds", type=float, default=120.0,
                    help="how long the agent runs, counted from when it is up (online on the broker)")
     p.add_argument("--history-hours", type=float, default=None,
                    help="meter history written to the gateway store before the agent starts (default: "
