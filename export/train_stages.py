@@ -218,7 +218,9 @@ def calibrator(cfg, data, choices):
         choices.say("anomaly_calibration", figures,
                     f"anomaly threshold (int8 model): window logit {window['threshold']:.3f} for <= "
                     f"{cfg.target_false_alarms_per_month:g} false alarm(s)/month ({window['n_days']} clean validation "
-                    f"days, {window['false_alarm_days']} alarm days at it)")
+                    f"days, {window['false_alarm_days']} alarm days at it; {window['method']}: empirical "
+                    f"{window['empirical_threshold']:.3f}, daily maxima {window['tail_threshold']:.3f}, window tail "
+                    f"{window['window_tail_threshold']:.3f})")
         return {"anomaly": figures}
     return calibrate
 

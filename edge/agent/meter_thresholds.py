@@ -4,7 +4,7 @@ A bundle's threshold was fitted on the trainer's validation days (``edge.calibra
 ``window_threshold_logit`` in the manifest). A household's own scores may sit higher or lower; once a
 meter has ``recalibrate_after_days`` days of its own window scores (the manifest's calibration, 14
 by default) its threshold is refitted every day from the daily maxima of those scores to the same
-false-alarm budget (``edge.calibration.MeterThreshold``: the robust normal tail of the daily maxima,
+false-alarm budget (``edge.calibration.MeterThreshold``: the robust normal prediction bound of the daily maxima,
 so an attack inside the history moves it little). Until then, and after a change of the anomaly
 model (other scores), the bundle's threshold is used. ``source`` is what the quality message says.
 

@@ -18,7 +18,7 @@ def test_short_validation_sits_above_every_clean_day():
     cal = fit_threshold(scores, day)
     assert cal.threshold > scores.max() and cal.false_alarm_days == 0
     assert cal.n_days == 10 and cal.n_windows == 480
-    assert cal.threshold == max(cal.empirical_threshold, cal.tail_threshold)
+    assert cal.threshold == max(cal.empirical_threshold, cal.tail_threshold, cal.window_tail_threshold)
 
 
 def test_the_budget_holds_on_unseen_clean_days():
@@ -77,3 +77,71 @@ def test_meter_threshold_switches_to_the_meters_own_history():
     assert m.source == "meter history (20 days)" and m.threshold < 0.0
     m.observe(30, float("nan"))  # a failed score is ignored
     assert 30 not in m.daily_max
+
+
+def _heavy_days(rng, n_days: int, per_day: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """Clean window logits with a heavy tail: a level per day plus Student-t (10 dof, a generalized
+    Pareto tail with xi 0.1, heavier than the real series' validation windows: xi -0.14 and -0.44)
+    AR(1) noise (phi 0.9: overlapping windows move together), ``per_day`` windows a day."""
+    e = rng.standard_t(10, (n_days, per_day)) * 0.5 * np.sqrt(1 - 0.9**2)
+    for t in range(1, per_day):
+        e[:, t] += 0.9 * e[:, t - 1]
+    return (-3.0 + rng.normal(0.0, 0.3, (n_days, 1)) + e).ravel(), np.repeat(np.arange(n_days), per_day)
+
+
+def _rates_from_ten_days(n_fits: int = 200) -> tuple[float, float]:
+    """(mean alarm-day rate on fresh clean days of thresholds fitted on 10 days, the same for the
+    empirical bound and the normal quantile of daily maxima alone)."""
+    from statistics import NormalDist
+
+    rng = np.random.default_rng(11)
+    fresh = daily_max(*_heavy_days(rng, 2000))
+    ours, plain = [], []
+    for _ in range(n_fits):
+        cal = fit_threshold(*_heavy_days(rng, 10), target_per_month=1.0)
+        quantile = cal.tail_center + cal.tail_spread * NormalDist().inv_cdf(1 - 1 / 30)
+        ours.append(np.mean(fresh > cal.threshold))
+        plain.append(np.mean(fresh > max(cal.empirical_threshold, quantile)))
+    return float(np.mean(ours)), float(np.mean(plain))
+
+
+def test_ten_days_of_heavy_tailed_windows_hold_one_false_alarm_a_month():
+    ours, plain = _rates_from_ten_days()
+    budget = 1 / 30
+    assert ours <= 1.25 * budget  # a month of fresh clean days sees about one alarm day
+    # the check can fail: the bounds of ten daily maxima alone fire far more often
+    assert plain > 1.25 * budget and plain > 1.5 * ours
+
+
+def test_the_window_tail_recovers_a_known_quantile():
+    from edge.calibration import gpd_pwm, window_tail_threshold
+
+    rng = np.random.default_rng(12)
+    scores = rng.exponential(1.0, 3000)  # P(score > x) = exp(-x): a generalized Pareto tail with xi 0
+    tail = window_tail_threshold(scores, windows_per_day=10, p_day=0.03)
+    assert tail.p_window == pytest.approx(0.003)
+    assert tail.threshold == pytest.approx(-np.log(0.003), rel=0.08)
+    assert tail.exceedances == 300 and abs(tail.shape) < 0.15
+    xi, sigma = gpd_pwm((rng.pareto(1 / 0.3, 4000) + 1 - 1) * 2.0)  # Lomax: GPD with xi 0.3, sigma 2 * 0.3
+    assert xi == pytest.approx(0.3, abs=0.07) and sigma == pytest.approx(0.6, rel=0.1)
+    assert window_tail_threshold(scores[:15], 10, 0.03) is None  # too few scores for a tail
+
+
+def test_the_window_tail_is_used_only_where_the_days_cannot_show_the_budget():
+    rng = np.random.default_rng(13)
+    short = fit_threshold(*_heavy_days(rng, 10))
+    assert np.isfinite(short.window_tail_threshold) and short.tail_exceedances == 48
+    assert short.threshold == max(short.empirical_threshold, short.tail_threshold, short.window_tail_threshold)
+    assert short.windows_per_day == 48 and "Pareto" in short.method
+    long = fit_threshold(*_heavy_days(rng, 60))  # 2 alarm days allowed: the days show the budget
+    assert np.isnan(long.window_tail_threshold) and "Pareto" not in long.method
+
+
+def test_student_t_quantiles():
+    from edge.calibration import student_t_quantile
+
+    assert student_t_quantile(0.975, 9) == pytest.approx(2.2622, abs=1e-3)
+    assert student_t_quantile(0.95, 1) == pytest.approx(6.3138, abs=1e-3)
+    assert student_t_quantile(0.975, 2000) == pytest.approx(1.9612, abs=1e-3)
+    with pytest.raises(CalibrationError):
+        student_t_quantile(0.2, 5)
