@@ -135,6 +135,18 @@ def _cell(c: dict) -> str:
     return f"{c['check']} ({c['ours']:.3g} vs {c['baseline']} {c['baseline_value']:.3g})"
 
 
+def calibration_line(cal: dict) -> str:
+    """How the bundle's window threshold was fitted (``edge.calibration``): the rule and every bound."""
+    w = cal.get("window")
+    if not w:
+        return ""
+    tail = w.get("window_tail_threshold", float("nan"))
+    fit = (f", window tail {tail:.3f} (generalized Pareto xi {w['tail_shape']:.2f}, sigma {w['tail_scale']:.3f} over "
+           f"{w['tail_exceedances']} of {w['n_windows']} windows, {w['windows_per_day']} a day)") if np.isfinite(tail) else ""
+    return (f"Threshold (window logit) {w['threshold']:.3f} = {w['method']} on {w['n_days']} clean validation days: "
+            f"empirical {w['empirical_threshold']:.3f}, daily maxima {w['tail_threshold']:.3f}{fit}.")
+
+
 def markdown(results: dict, command: str, history_days: int | None = None) -> str:
     if history_days is None:
         chosen = ", ".join(f"{k} {r['choices'].get('history_days')}" for k, r in results.items())
@@ -170,8 +182,9 @@ def markdown(results: dict, command: str, history_days: int | None = None) -> st
             lines += ["| anomaly (calibrated) | F1 | precision | recall |", "|---|---|---|---|"]
             lines += [f"| {k} | {v['f1']:.3f} | {v['precision']:.3f} | {v['recall']:.3f} |" for k, v in an.items()]
             a = r["anomaly"]
-            lines += ["", f"False alarms (int8, clean test days): {a['false_alarm_days']['int8']} in "
-                      f"{a['clean_days']} days = {a['false_alarms_per_month']['int8']:.2f}/month."]
+            lines += ["", f"False alarms (int8, clean test days, each day judged once per attack repeat): "
+                      f"{a['false_alarm_days']['int8']} in {a['clean_days']} days = "
+                      f"{a['false_alarms_per_month']['int8']:.2f}/month. {calibration_line(a.get('calibration', {}))}"]
             lines.append("")
         lines += [*selection_lines(r["choices"])[1:], ""]
         lines += ["| target | ours | baseline | value | met |", "|---|---|---|---|---|"]
