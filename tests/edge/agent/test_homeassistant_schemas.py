@@ -203,20 +203,24 @@ async def test_every_config_the_agent_publishes_passes(ha_python, tiny_bundle, m
     _seed_history(cfg.store_path, "p1", 1, now_s, nilm.resolution_s, nilm.length, attacked=False)
 
     def seen_all() -> bool:
-        topics = live.topics()
-        return all(any(t.endswith(f"/p1/{k}") for t in topics) for k in kinds) and any(
-            t.endswith("/status") for t in topics)
+        """Every meter read twice, its values observed, every kind of p1 and the status published,
+        and no discovery config waiting to be sent."""
+        topics, seqs = live.topics(), live.seqs()
+        observed = agent.ha.state.values if agent.ha else {}
+        return (all(len(seqs.get(m["id"], ())) >= 2 and observed.get(m["id"]) for m in meters)
+                and all(any(t.endswith(f"/p1/{k}") for t in topics) for k in kinds)
+                and any(t.endswith("/status") for t in topics) and not agent.ha.pending)
 
     live = Recorder(mosquitto.port, ["unimeter/#"], client_id="states-sub")  # what templates render
     agent = Agent(cfg, build_sources(cfg))
     task = asyncio.create_task(agent.run())
     try:
-        for _ in range(600):
-            seen = agent.ha.state.values if agent.ha else {}
-            if (all(len(seen.get(m["id"], ())) >= 2 for m in meters) and not agent.ha.pending
-                    and seen_all()):
+        for _ in range(1200):
+            if seen_all():
                 break
             await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"after 120 s the agent had not published every kind: {sorted(live.topics())}")
         await asyncio.sleep(2.0)  # the discovery round for the last new values
     finally:
         agent.request_stop()
