@@ -91,7 +91,9 @@ def test_manifest_names_and_units_are_the_task_contract(t):
 
 def test_a_failed_export_leaves_no_bundle_behind(t, tmp_path):
     """The second task fails after the first was exported: nothing of either is left."""
-    cfg = BundleConfig(include_tflite=False, include_fp32=False, check_windows=8)
+    # the int8 gather form: one ONNX export for the first task (the forms are tested above)
+    cfg = BundleConfig(include_tflite=False, include_fp32=False, fp32_moe_op=False, int8_moe_op=False,
+                       check_windows=8)
     tasks = {"anomaly": t.checkpoints["anomaly"], "imputation": t.checkpoints["anomaly"]}
     with pytest.raises(ExportError, match="holds task 'anomaly', not 'imputation'"):
         write_bundle(tasks, tmp_path / "b", model_version="broken", cfg=cfg)
@@ -117,7 +119,9 @@ def test_calibration_is_fitted_on_the_exported_model_and_signed_with_the_manifes
         seen["logits"] = logits
         return {"anomaly": fit_threshold(logits, np.arange(len(logits)) // 3).to_dict()}
 
-    cfg = BundleConfig(include_tflite=False, include_fp32=False, check_windows=8)
+    # the int8 gather form: one ONNX export per bundle (the hook sees whichever form is exported)
+    cfg = BundleConfig(include_tflite=False, include_fp32=False, fp32_moe_op=False, int8_moe_op=False,
+                       check_windows=8)
     out = write_bundle({"anomaly": t.checkpoints["anomaly"]}, tmp_path / "b", model_version="cal", cfg=cfg,
                        signing_key=load_private_key(tmp_path / "k.key"), calibrate=calibrate)
     bundle = load_bundle(out, trust=BundleTrust.from_config([str(tmp_path / "k.pub")], "refuse"))

@@ -103,8 +103,10 @@ def test_backfill_takes_the_stored_readings_bins(tmp_path):
 def context_bundle(tmp_path_factory):
     from tests.trainer.context_data import context_bundle as build
 
-    # anomaly alone: both tests here read only its results (a second task doubles the export)
-    return build(tmp_path_factory.mktemp("context_bundle"), tasks=("anomaly",), include_tflite=False)
+    # anomaly alone, int8 in the gather form (one ONNX export): both tests here read only anomaly
+    # results from the int8 ONNX model, whichever form its experts take
+    return build(tmp_path_factory.mktemp("context_bundle"), tasks=("anomaly",), include_tflite=False,
+                 fp32_moe_op=False, int8_moe_op=False)
 
 
 def _seed_readings(store_path, meter_id: str, now_s: float, days: float) -> None:
