@@ -8,13 +8,37 @@ one decision with three rules, applied in this order and deterministic:
 1. **State** -- ``on[a, t] = on_logit[a, t] > threshold[a]``, with the per-appliance threshold
    calibrated on validation households (best F1; ``ApplianceCalibration.threshold_logit``, stored in
    the bundle manifest). Appliances the household does not have (``owned``) are always off.
-2. **Power from the state** -- off means exactly 0 W; on means the graph's power clipped into the
-   appliance's range ``[min_w, max_w]`` (the 1st and 99th percentile of its ON power in training;
-   at least ``MIN_ON_W``). Where the graph's power is below ``min_w`` while the state is on (the
-   power output contradicts the state: a small appliance's power head, trained on a loss scaled by
-   the whole house, can stay at 0 W), the power is the step the use makes in the aggregate
-   (``step_power``: the aggregate's median over the ON run minus its median over the
-   ``EDGE_SAMPLES`` samples on either side, Hart 1992's edge principle), clipped into the range.
+2. **Evidence in the aggregate** -- an appliance switching on or off makes a step in what the
+   meter measures (Hart 1992's edge principle). An appliance's ON runs (runs at most
+   ``FRAGMENT_GAP_SAMPLES`` apart are one: a state that flickers) are tied to their edge: the
+   strongest up-step of the aggregate within ``EDGE_SAMPLES`` samples of the run's start (for a
+   run already on when the window starts, the strongest down-step near its end; ``steps``: the
+   median of ``EDGE_SAMPLES`` samples after minus before), if that step is at least the
+   appliance's minimum power. The run is on from its edge (off from it, tied by its end). Then:
+
+   * **one step, one appliance** -- runs of several appliances tied to one edge (within one
+     sample: several appliances switching at once, rare for independent appliances and what a
+     model answers to a load it does not know, e.g. a heat pump it was not trained on) need
+     evidence: the most confident one whose graph power (median over the run) is within
+     ``STEP_TOLERANCE`` of the step keeps it alone; else those whose graph powers in their
+     ranges add up to the step within ``STEP_TOLERANCE`` keep it together; else the one whose
+     range ``[min_w, max_w]`` holds the step, if only one does; else none: the step stays
+     unexplained (in the aggregate, in no appliance);
+   * **a power in its range** -- any other run's power is the step of its edge, or without an edge
+     what it adds to the aggregate (its median over the run minus the median over
+     ``EDGE_SAMPLES`` samples either side). Where that step lies outside the appliance's range
+     ``[min_w, max_w]`` (the 1st and 99th percentile of its ON power in training, at least
+     ``MIN_ON_W``) and the graph's power for it is below the range, nothing supports the state: the run is
+     off (a 1.4 kW step is no fridge, an 18 W step no TV, whatever the state says); so is a run
+     of at most ``SHORT_RUN_SAMPLES`` samples whose step lies outside its range, whatever the
+     graph's power. A run that fills the window has no step: it stays on only with the graph's
+     power at least the appliance's minimum.
+
+   Power follows the state: off means exactly 0 W; on means the graph's power clipped into the
+   range, or the run's step where that lies in the range and the graph's power (median over the
+   run) is below it, or, for a run tied to an edge, differs from the step by more than
+   ``STEP_TOLERANCE`` (what the meter saw it add: a small appliance's power head, trained on a
+   loss scaled by the whole house, can stay at 0 W).
 3. **Never more than the meter measured** -- per sample, with ``budget = max(load_w, 0)``: the ON
    appliances are taken in order of confidence (logit margin over the threshold) while their
    minimum powers still fit in the budget; the others are switched off (a 2 kW kettle cannot be on
@@ -36,7 +60,11 @@ import numpy as np
 from edge.bundle import BundleFormatError
 
 MIN_ON_W = 1.0  # an appliance that is on draws at least this, whatever its calibration says
-EDGE_SAMPLES = 3  # samples before and after an ON run whose median is the aggregate without it
+EDGE_SAMPLES = 3  # samples either side of an edge whose medians give its step; also how far a run's
+# start may lie from the edge it is tied to (the graph's state is a sample or two early or late)
+FRAGMENT_GAP_SAMPLES = 6  # ON runs of one appliance at most this many samples apart are judged as one
+SHORT_RUN_SAMPLES = 6  # a run this short needs the meter's step in its range, whatever the graph's power
+STEP_TOLERANCE = 0.3  # the graph's power agrees with a step when within this fraction of it
 
 
 @dataclass(frozen=True)
@@ -130,8 +158,8 @@ def decide(on_logit: np.ndarray, appliance_w: np.ndarray, load_w: np.ndarray, na
     on = (margin > 0) & keep[:, None]
     budget = np.maximum(np.nan_to_num(load), 0.0)
     power = np.nan_to_num(power)
-    step = step_power(on, budget)
-    power = np.where(on & (power < lo) & np.isfinite(step), step, power)  # rule 2: the state's power
+    on, step = edge_evidence(on, power, margin, budget, lo[:, 0], hi[:, 0])
+    power = np.where(on & np.isfinite(step), step, power)  # rule 2: the state's power
     power = np.where(on, np.clip(power, lo, hi), 0.0)
     on, power = _fit_budget(on, power, margin, lo, budget)
     return Decision(tuple(names), on, power, margin, budget)
@@ -143,19 +171,157 @@ def on_runs(on_row: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
 
 
-def step_power(on: np.ndarray, load_w: np.ndarray, edge: int = EDGE_SAMPLES) -> np.ndarray:
-    """The power each ON run adds to the aggregate: per appliance and run, the median of ``load_w``
-    over the run minus its median over up to ``edge`` samples before and after it (one side when the
-    run touches the window's edge). on: bool [A, T]; load_w: [T] W. Returns [A, T] W, NaN where the
-    appliance is off or its run fills the whole window (no aggregate without it to compare)."""
+def steps(load_w: np.ndarray, edge: int = EDGE_SAMPLES) -> np.ndarray:
+    """The aggregate's step at each sample: ``step[s]`` = median of ``load_w[s:s + edge]`` minus
+    median of ``load_w[s - edge:s]`` (fewer samples at the window's ends). load_w: [T] W. Returns
+    [T] W, positive where the load rises; ``step[0]`` is NaN (nothing before it)."""
     load = np.asarray(load_w, np.float64)
-    out = np.full(np.shape(on), np.nan)
-    for a, row in enumerate(np.asarray(on, bool)):
-        for start, stop in on_runs(row):
-            outside = np.concatenate([load[max(start - edge, 0):start], load[stop:stop + edge]])
-            if outside.size:
-                out[a, start:stop] = np.median(load[start:stop]) - np.median(outside)
+    n_t = load.size
+    out = np.full(n_t, np.nan)
+    if n_t < 2:
+        return out
+    pad = np.concatenate([np.full(edge, np.nan), load, np.full(edge, np.nan)])
+    win = np.lib.stride_tricks.sliding_window_view(pad, edge)  # win[i] = pad[i:i + edge]
+    before = np.nanmedian(win[1:n_t], axis=1)  # load[s - edge:s] for s = 1..T-1
+    after = np.nanmedian(win[edge + 1:edge + n_t], axis=1)  # load[s:s + edge]
+    out[1:] = after - before
     return out
+
+
+@dataclass(frozen=True)
+class _Run:
+    appliance: int
+    start: int
+    stop: int
+    edge: int  # the sample of the aggregate's step the run is tied to
+    up: bool  # tied by its start (an up-step) or, already on at the window's start, by its end
+    step_w: float  # the size of that step (W, > 0)
+
+
+def _tie_to_edge(a: int, start: int, stop: int, load: np.ndarray, step: np.ndarray, min_w: float,
+                 edge: int) -> _Run | None:
+    """The run's edge: the strongest up-step within ``edge`` samples of its start, or for a run
+    that starts with the window the strongest down-step near its end. The medians of ``steps``
+    give a clean step its full size on neighbouring samples too; among those within half of the
+    strongest, the edge is where the load jumps most from one sample to the next. None: no step of
+    at least ``min_w`` there (the appliance's own minimum power), or the run fills the window."""
+    n_t = step.size
+    if start > 0:
+        at, sign = start, 1.0
+    elif stop < n_t:
+        at, sign = stop, -1.0
+    else:
+        return None
+    lo_s, hi_s = max(at - edge, 1), min(at + edge, n_t - 1)
+    cand = sign * np.nan_to_num(step[lo_s:hi_s + 1], nan=-np.inf)
+    size = float(cand.max())
+    if not size >= max(min_w, MIN_ON_W):
+        return None
+    jump = sign * (load[lo_s:hi_s + 1] - load[lo_s - 1:hi_s])
+    best = int(np.argmax(np.where(cand >= 0.5 * size, jump, -np.inf)))
+    return _Run(a, start, stop, lo_s + best, sign > 0, size)
+
+
+def _run_step(load: np.ndarray, start: int, stop: int, edge: int) -> float:
+    """What a run adds to the aggregate: its median over the run minus its median over up to
+    ``edge`` samples either side (one side at the window's edge); NaN when it fills the window."""
+    outside = np.concatenate([load[max(start - edge, 0):start], load[stop:stop + edge]])
+    return float(np.median(load[start:stop]) - np.median(outside)) if outside.size else float("nan")
+
+
+def _edge_groups(runs: list[_Run]) -> list[list[_Run]]:
+    """Runs of the same direction whose edges lie within one sample of each other, grouped."""
+    groups: list[list[_Run]] = []
+    for up in (True, False):
+        for r in sorted((r for r in runs if r.up == up), key=lambda r: r.edge):
+            if groups and groups[-1][0].up == up and r.edge - groups[-1][-1].edge <= 1:
+                groups[-1].append(r)
+            else:
+                groups.append([r])
+    return groups
+
+
+def _explain(group: list[_Run], power: np.ndarray, margin: np.ndarray, lo: np.ndarray,
+             hi: np.ndarray) -> set[int]:
+    """The appliances that keep an edge several appliances switched at (rule 2 of the module
+    docstring); an appliance with several runs there (a state that flickers) makes one claim."""
+    step_w = max(r.step_w for r in group)
+    samples: dict[int, list[int]] = {}
+    for r in group:
+        samples.setdefault(r.appliance, []).extend(range(r.start, r.stop))
+    graph_w = {a: float(np.median(power[a, t])) for a, t in samples.items()}
+    agree = [a for a, w in graph_w.items() if abs(w - step_w) <= STEP_TOLERANCE * step_w]
+    if agree:  # the graph's own power for it is the step
+        return {max(agree, key=lambda a: float(np.mean(margin[a, samples[a]])))}
+    claim = [a for a, w in graph_w.items() if lo[a] <= w <= hi[a]]
+    if len(claim) > 1 and abs(sum(graph_w[a] for a in claim) - step_w) <= STEP_TOLERANCE * step_w:
+        return set(claim)  # their powers add up to the step
+    fits = [a for a in samples if lo[a] <= step_w <= hi[a]]
+    return set(fits) if len(fits) == 1 else set()  # the step's size names one of them, or none
+
+
+def _close_gaps(row: np.ndarray, gap: int) -> np.ndarray:
+    """The row with OFF gaps of at most ``gap`` samples between two ON runs set ON (one use whose
+    state flickers is judged once)."""
+    out = np.asarray(row, bool).copy()
+    runs = on_runs(out)
+    for (_, stop), (start, _) in zip(runs[:-1], runs[1:], strict=True):
+        if start - stop <= gap:
+            out[stop:start] = True
+    return out
+
+
+def edge_evidence(on: np.ndarray, power_w: np.ndarray, margin: np.ndarray, load_w: np.ndarray,
+                  lo_w: np.ndarray, hi_w: np.ndarray, edge: int = EDGE_SAMPLES
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Rule 2 of the module docstring: ON runs the aggregate does not support are switched off.
+
+    on: bool [A, T] (the states after the thresholds); power_w, margin: [A, T] (the graph's power,
+    W, and logit minus threshold); load_w: [T] W; lo_w, hi_w: [A] each appliance's range (W).
+    Returns (on [A, T], step [A, T]): the kept states and, where the graph's power is to be
+    replaced, the step of the run in W (inside the range); NaN where the graph's power stands.
+    """
+    load = np.asarray(load_w, np.float64)
+    step_at = steps(load, edge)
+    power, margin = np.asarray(power_w, np.float64), np.asarray(margin, np.float64)
+    state = np.asarray(on, bool)
+    on, use_step = state.copy(), np.full(state.shape, np.nan)
+    runs = [(a, start, stop, _tie_to_edge(a, start, stop, load, step_at, lo_w[a], edge))
+            for a, row in enumerate(state) for start, stop in on_runs(_close_gaps(row, FRAGMENT_GAP_SAMPLES))]
+    shared = set()  # runs at an edge several appliances switched at: judged together
+    for group in _edge_groups([r for *_, r in runs if r is not None]):
+        if len({r.appliance for r in group}) > 1:
+            shared.update(group)
+            kept = _explain(group, power, margin, lo_w, hi_w)
+            for r in group:
+                if r.appliance not in kept:
+                    on[r.appliance, r.start:r.stop] = False
+    for a, start, stop, run in runs:
+        if run is not None:
+            wrong_side = slice(start, max(start, run.edge)) if run.up else slice(min(stop, run.edge), stop)
+            on[a, wrong_side] = False  # on from its edge (up), off from it (down)
+            if run in shared:
+                continue
+        step_w = run.step_w if run is not None else _run_step(load, start, stop, edge)
+        keep, use_step[a, start:stop] = _judge_alone(run is not None, stop - start, step_w,
+                                                     float(np.median(power[a, start:stop])), lo_w[a], hi_w[a])
+        if not keep:
+            on[a, start:stop] = False
+    return on, np.where(on, use_step, np.nan)
+
+
+def _judge_alone(tied: bool, n_samples: int, step_w: float, graph_w: float, lo_w: float, hi_w: float
+                 ) -> tuple[bool, float]:
+    """A run no other appliance shares an edge with: (keep it, the power it takes from its step or
+    NaN for the graph's). ``step_w`` NaN: the run fills the window (no step to compare)."""
+    graph_ok = graph_w >= lo_w  # the graph gives it a power (clipped into the range later)
+    if not np.isfinite(step_w):
+        return graph_ok, float("nan")
+    if not lo_w <= step_w <= hi_w:
+        return graph_ok and n_samples > SHORT_RUN_SAMPLES, float("nan")
+    if not graph_ok or (tied and abs(graph_w - step_w) > STEP_TOLERANCE * step_w):
+        return True, step_w
+    return True, float("nan")
 
 
 def _fit_budget(on: np.ndarray, power: np.ndarray, margin: np.ndarray, lo: np.ndarray,

@@ -1,6 +1,7 @@
 """The NILM consistency rules: off means 0 W, on means a power in range, never above the meter."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,13 +25,14 @@ CAL = NilmCalibration({
 
 
 def test_state_and_power_come_from_one_decision():
+    """Two one-sample windows (no edge in them: the graph's power is all there is)."""
     logit = np.array([[1.0, 0.2], [0.5, -1.0], [2.0, 2.0]])
     power = np.array([[2000.0, 2000.0], [303.0, 303.0], [10.0, 500.0]])
-    d = decide(logit, power, np.array([5000.0, 5000.0]), NAMES, CAL)
-    assert d.on.tolist() == [[True, False], [True, False], [True, True]]
-    assert d.power_w[:, 1].tolist() == [0.0, 0.0, 180.0]  # off is 0 W; on is clipped to the range
-    assert d.power_w[:, 0].tolist() == [2000.0, 250.0, 60.0]
-    assert check_consistent(d.on, d.power_w, d.budget_w, CAL, NAMES) == []
+    ds = [decide(logit[:, t:t + 1], power[:, t:t + 1], np.array([5000.0]), NAMES, CAL) for t in (0, 1)]
+    assert [d.on[:, 0].tolist() for d in ds] == [[True, True, False], [False, False, True]]
+    assert ds[1].power_w[:, 0].tolist() == [0.0, 0.0, 180.0]  # off is 0 W; on is clipped to the range
+    assert ds[0].power_w[:, 0].tolist() == [2000.0, 250.0, 0.0]  # 10 W: no power for a fridge, off
+    assert all(check_consistent(d.on, d.power_w, d.budget_w, CAL, NAMES) == [] for d in ds)
 
 
 def test_the_sum_never_exceeds_what_the_meter_measured():
@@ -68,9 +70,13 @@ def test_appliances_the_home_does_not_have_stay_off():
 
 
 def test_an_uncalibrated_model_still_obeys_the_rules():
-    d = decide(np.array([[1.0, -1.0]]), np.array([[0.0, 50.0]]), np.array([10.0, 10.0]), ["x"],
-               NilmCalibration())
-    assert d.on.tolist() == [[True, False]] and d.power_w.tolist() == [[MIN_ON_W, 0.0]]
+    d = decide(np.array([[1.0, -1.0]]), np.array([[0.0, 50.0]]), np.array([10.0, 4.0]), ["x"],
+               NilmCalibration())  # on, then off with a 6 W step down: it drew 6 W
+    assert d.on.tolist() == [[True, False]] and d.power_w.tolist() == [[6.0, 0.0]]
+    d = decide(np.array([[1.0]]), np.array([[0.2 * MIN_ON_W]]), np.array([10.0]), ["x"], NilmCalibration())
+    assert d.on.tolist() == [[False]]  # no edge, and 0.2 W from the graph is no power: nothing supports it
+    d = decide(np.array([[1.0]]), np.array([[0.2]]), np.array([0.5]), ["x"], NilmCalibration())
+    assert not d.on.any() and check_consistent(d.on, d.power_w, d.budget_w) == []
 
 
 def test_check_consistent_finds_each_broken_rule():
@@ -141,3 +147,67 @@ def test_an_on_state_without_power_takes_the_step_it_makes_in_the_aggregate():
     power[2, 4:10] = 110.0
     assert (decide(logit, power, load, NAMES, CAL).power_w[2, 4:10] == 110.0).all()
     assert check_consistent(d.on, d.power_w, d.budget_w, CAL, NAMES) == []
+
+
+CASE = Path(__file__).parent / "cases" / "nilm_unknown_load_step.json"
+
+
+def test_a_load_the_model_does_not_know_stays_unexplained():
+    """The demo's ZigBee meter: a 1435 W heat pump (not one of the model's appliances) switches on
+    and the graph's states cross their thresholds for the washing machine, dishwasher and oven at
+    that sample (the fridge and TV were over theirs already). No appliance may take the step; the
+    fridge the simulator has on at the window's start is the only one found."""
+    case = json.loads(CASE.read_text())
+    names, cal = tuple(case["names"]), NilmCalibration.from_dict(case["calibration"])
+    d = decide(np.array(case["on_logit"]), np.array(case["appliance_w"]), np.array(case["load_w"]),
+               names, cal)
+    step = case["unknown_step_at"]
+    assert not d.on[:, step - 5:].any(), {n: int(d.on[i, step - 5:].sum()) for i, n in enumerate(names)}
+    fridge = names.index("fridge")
+    assert not np.delete(d.on, fridge, axis=0).any()
+    assert check_consistent(d.on, d.power_w, d.budget_w, cal, names) == []
+
+
+STEP_CAL = NilmCalibration({
+    "kettle": ApplianceCalibration(threshold_logit=0.0, min_w=1500, max_w=3100),
+    "tv": ApplianceCalibration(threshold_logit=0.0, min_w=40, max_w=250),
+    "fridge": ApplianceCalibration(threshold_logit=0.0, min_w=60, max_w=180),
+})
+
+
+def _step_window(step_w: float, on_at: dict[str, int], graph_w: dict[str, float] | None = None, t=30):
+    """A flat 60 W window with a step of ``step_w`` at sample 10 and each named appliance's state
+    on from its sample to the end; its graph power ``graph_w`` (else 0 W) while on."""
+    load = np.full(t, 60.0) + np.tile([0.4, -0.4], t // 2)
+    load[10:] += step_w
+    logit, power = np.full((3, t), -3.0), np.zeros((3, t))
+    for name, start in on_at.items():
+        logit[NAMES.index(name), start:] = 2.0
+        power[NAMES.index(name), start:] = (graph_w or {}).get(name, 0.0)
+    return decide(logit, power, load, NAMES, STEP_CAL)
+
+
+def test_a_step_outside_an_appliances_range_is_not_that_appliance():
+    assert not _step_window(1400.0, {"fridge": 10}).on.any()  # 1.4 kW is no fridge
+    assert not _step_window(18.0, {"tv": 10}).on.any()  # 18 W is no TV
+    d = _step_window(120.0, {"fridge": 9})  # a state a sample early is tied to the step
+    assert d.on[2, 10:].all() and not d.on[2, :10].any()
+    assert np.allclose(d.power_w[2, 10:], 120.0, atol=1.0)  # the meter's step, not the bottom of the range
+
+
+def test_several_appliances_at_one_step_need_evidence():
+    both = {"tv": 10, "fridge": 10}
+    assert not _step_window(150.0, both).on.any()  # both ranges hold it, no power says which
+    d = _step_window(220.0, both)  # only the TV's range holds 220 W
+    assert d.on[1, 10:].all() and not d.on[2].any()
+    d = _step_window(150.0, both, {"tv": 20.0, "fridge": 140.0})
+    assert d.on[:, 10:].tolist() == [[False] * 20, [False] * 20, [True] * 20]  # the fridge's power agrees
+    d = _step_window(220.0, both, {"tv": 100.0, "fridge": 110.0})
+    assert d.on[1:, 10:].all()  # their powers add up to the step: both switched on
+
+
+def test_a_run_without_an_edge_in_the_window_keeps_the_graphs_power():
+    logit, power = np.full((3, 20), -3.0), np.zeros((3, 20))
+    logit[1], power[1] = 2.0, 120.0  # the TV on over the whole window
+    d = decide(logit, power, np.full(20, 300.0), NAMES, STEP_CAL)
+    assert d.on[1].all() and (d.power_w[1] == 120.0).all()

@@ -21,10 +21,14 @@ CAL = NilmCalibration({
 T0 = 1_700_000_000.0  # a UTC epoch second
 
 
-def _decision(kettle_on, oven_on, load_w=6000.0):
+def _decision(kettle_on, oven_on, load_w=None):
+    """The graph sees a 300 W base plus the kettle's 2200 W and the oven's 2500 W where they are on
+    (``load_w``: another aggregate)."""
     logit = np.stack([np.where(kettle_on, 3.0, -3.0), np.where(oven_on, 3.0, -3.0)])
     power = np.stack([np.full(len(kettle_on), 2200.0), np.full(len(oven_on), 2500.0)])
-    return decide(logit, power, np.full(len(kettle_on), load_w), NAMES, CAL)
+    if load_w is None:
+        load_w = 300.0 + 2200.0 * np.asarray(kettle_on) + 2500.0 * np.asarray(oven_on)
+    return decide(logit, power, np.broadcast_to(np.asarray(load_w, float), (len(kettle_on),)), NAMES, CAL)
 
 
 def _tracker():
