@@ -20,7 +20,7 @@ def test_demo_publishes_every_kind_of_result(tiny_bundle: Path, tmp_path: Path) 
     out = tmp_path / "demo"
     result = subprocess.run(
         [sys.executable, "-m", "edge.cli", "demo", "--bundle", str(tiny_bundle), "--out", str(out),
-         "--agent-seconds", "50", "--history-hours", "26"],
+         "--agent-seconds", "40", "--history-hours", "26"],
         capture_output=True, text=True, timeout=400,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -45,7 +45,7 @@ def test_demo_publishes_into_an_existing_broker_with_a_meter_outage(tiny_bundle:
     out = tmp_path / "demo"
     result = subprocess.run(
         [sys.executable, "-m", "edge.cli", "demo", "--bundle", str(tiny_bundle), "--out", str(out),
-         "--agent-seconds", "70", "--history-hours", "2", "--mqtt-host", "127.0.0.1",
+         "--agent-seconds", "65", "--history-hours", "2", "--mqtt-host", "127.0.0.1",
          "--mqtt-port", str(mosquitto.port), "--meter-outage", "20:30"],
         capture_output=True, text=True, timeout=400,
     )
