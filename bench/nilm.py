@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from edge.agent.inference import open_model  # noqa: E402
 from edge.nilm_output import decide  # noqa: E402
 from edge.signal.metrics import classification_metrics  # noqa: E402
+from edge.signal.runs import runs  # noqa: E402
 from edge.sim import simulate_fleet  # noqa: E402
 from edge.task_io import APPLIANCE_W, LOAD_W, ON_LOGIT  # noqa: E402
 from export.nilm_calibration import merge_gaps  # noqa: E402
@@ -165,13 +166,8 @@ def run_learned_at(model, test: b.NILMBatch, repeat: int) -> b.NILMPrediction:
 
 def use_starts(on: np.ndarray, gap: int) -> np.ndarray:
     """Sample indices where a use starts; OFF gaps of at most ``gap`` samples are inside a use."""
-    on = np.asarray(on, bool)
-    idx = np.flatnonzero(np.diff(np.concatenate([[0], on.astype(np.int8)])) == 1)
-    if idx.size == 0:
-        return idx
-    ends = np.flatnonzero(np.diff(np.concatenate([on.astype(np.int8), [0]])) == -1)
-    keep = np.concatenate([[True], idx[1:] - ends[:-1] - 1 > gap])
-    return idx[keep]
+    starts, stops = runs(on)
+    return starts[np.concatenate([[True], starts[1:] - stops[:-1] > gap])] if starts.size else starts
 
 
 def timing(true_on: np.ndarray, pred_on: np.ndarray, gap: int, resolution_s: float) -> tuple[list, int]:

@@ -58,6 +58,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from edge.bundle import BundleFormatError
+from edge.signal.runs import runs
 
 MIN_ON_W = 1.0  # an appliance that is on draws at least this, whatever its calibration says
 EDGE_SAMPLES = 3  # samples either side of an edge whose medians give its step; also how far a run's
@@ -165,12 +166,6 @@ def decide(on_logit: np.ndarray, appliance_w: np.ndarray, load_w: np.ndarray, na
     return Decision(tuple(names), on, power, margin, budget)
 
 
-def on_runs(on_row: np.ndarray) -> list[tuple[int, int]]:
-    """(start, stop) of each run of True in a boolean [T] row (stop exclusive)."""
-    edges = np.diff(np.concatenate([[0], np.asarray(on_row, np.int8), [0]]))
-    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
-
-
 def steps(load_w: np.ndarray, edge: int = EDGE_SAMPLES) -> np.ndarray:
     """The aggregate's step at each sample: ``step[s]`` = median of ``load_w[s:s + edge]`` minus
     median of ``load_w[s - edge:s]`` (fewer samples at the window's ends). load_w: [T] W. Returns
@@ -260,12 +255,18 @@ def _explain(group: list[_Run], power: np.ndarray, margin: np.ndarray, lo: np.nd
     return set(fits) if len(fits) == 1 else set()  # the step's size names one of them, or none
 
 
+def _uses(row: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of each ON run of a [T] row, runs at most ``FRAGMENT_GAP_SAMPLES`` apart as one."""
+    starts, stops = runs(_close_gaps(row, FRAGMENT_GAP_SAMPLES))
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))
+
+
 def _close_gaps(row: np.ndarray, gap: int) -> np.ndarray:
     """The row with OFF gaps of at most ``gap`` samples between two ON runs set ON (one use whose
     state flickers is judged once)."""
     out = np.asarray(row, bool).copy()
-    runs = on_runs(out)
-    for (_, stop), (start, _) in zip(runs[:-1], runs[1:], strict=True):
+    starts, stops = runs(out)
+    for stop, start in zip(stops[:-1].tolist(), starts[1:].tolist(), strict=True):
         if start - stop <= gap:
             out[stop:start] = True
     return out
@@ -286,17 +287,17 @@ def edge_evidence(on: np.ndarray, power_w: np.ndarray, margin: np.ndarray, load_
     power, margin = np.asarray(power_w, np.float64), np.asarray(margin, np.float64)
     state = np.asarray(on, bool)
     on, use_step = state.copy(), np.full(state.shape, np.nan)
-    runs = [(a, start, stop, _tie_to_edge(a, start, stop, load, step_at, lo_w[a], edge))
-            for a, row in enumerate(state) for start, stop in on_runs(_close_gaps(row, FRAGMENT_GAP_SAMPLES))]
+    tied = [(a, start, stop, _tie_to_edge(a, start, stop, load, step_at, lo_w[a], edge))
+            for a, row in enumerate(state) for start, stop in _uses(row)]
     shared = set()  # runs at an edge several appliances switched at: judged together
-    for group in _edge_groups([r for *_, r in runs if r is not None]):
+    for group in _edge_groups([r for *_, r in tied if r is not None]):
         if len({r.appliance for r in group}) > 1:
             shared.update(group)
             kept = _explain(group, power, margin, lo_w, hi_w)
             for r in group:
                 if r.appliance not in kept:
                     on[r.appliance, r.start:r.stop] = False
-    for a, start, stop, run in runs:
+    for a, start, stop, run in tied:
         if run is not None:
             wrong_side = slice(start, max(start, run.edge)) if run.up else slice(min(stop, run.edge), stop)
             on[a, wrong_side] = False  # on from its edge (up), off from it (down)
@@ -406,10 +407,7 @@ def power_range(power_w: np.ndarray, true_on: np.ndarray) -> tuple[float, float]
 def shortest_use_s(true_on: np.ndarray, resolution_s: float) -> float:
     """The 5th percentile of the true ON runs' durations (s) over windows ``[N, T]``; at least one
     sample. Runs cut by a window's edge count as they are seen."""
-    on = np.asarray(true_on, bool)
-    padded = np.pad(on, ((0, 0), (1, 1))).astype(np.int8)
-    d = np.diff(padded, axis=1)
-    lengths = np.nonzero(d == -1)[1] - np.nonzero(d == 1)[1]  # same row-major order for starts/ends
+    lengths = np.array([n for row in np.asarray(true_on, bool) for n in np.subtract(*runs(row)[::-1])])
     if lengths.size == 0:
         return float(resolution_s)
     return float(max(np.percentile(lengths, 5.0), 1.0) * resolution_s)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.signal.errors import FillError, SignalInputError
+from edge.signal.runs import runs
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,7 @@ def find_gaps(missing: np.ndarray) -> list[Gap]:
     m = np.asarray(missing, dtype=bool)
     if not m.any():
         return []
-    d = np.diff(np.concatenate(([0], m.view(np.int8), [0])))
-    starts, stops = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+    starts, stops = runs(m)
     prev_stop = np.concatenate(([0], stops[:-1]))
     next_start = np.concatenate((starts[1:], [m.size]))
     return [Gap(int(a), int(b), int(a - p), int(n - b))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.signal.errors import SignalInputError
+from edge.signal.runs import runs
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,7 @@ def _check(on, ts_s) -> tuple[np.ndarray, np.ndarray, float]:
 def sessions_from_on(on, ts_s, appliance: str = "", home_id: str = "") -> list[Session]:
     """ON runs as sessions; a run ends at the timestamp of the first OFF sample after it."""
     on, t, step = _check(on, ts_s)
-    d = np.diff(np.concatenate(([0], on.view(np.int8), [0])))
-    starts, stops = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+    starts, stops = runs(on)
     t_end = np.append(t, t[-1] + step) if t.size else t
     return [Session(appliance, float(t[a]), float(t_end[b]), home_id)
             for a, b in zip(starts, stops, strict=True)]

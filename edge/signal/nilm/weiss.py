@@ -19,6 +19,7 @@ import numpy as np
 
 from edge.signal.errors import NilmError
 from edge.signal.nilm.events import EventConfig, detect_events
+from edge.signal.runs import runs
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,8 @@ def learn_signatures(appliance_power_w: dict[str, np.ndarray],
         if not on.any():
             continue
         dq = float(np.nanmedian(ev.dq_var[on])) if q is not None else 0.0
-        runs = np.diff(np.flatnonzero(np.diff(np.concatenate(([0], p > cfg.events.threshold_w / 2,
-                                                              [0])).astype(np.int8)) != 0))[::2]
-        longest = int(runs.max()) if runs.size else p.size
+        starts, stops = runs(p > cfg.events.threshold_w / 2)
+        longest = int((stops - starts).max()) if starts.size else p.size
         out.append(Signature(name, float(np.median(ev.dp_w[on])), dq, 2 * longest))
     return out
 
