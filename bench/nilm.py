@@ -382,7 +382,7 @@ def main() -> int:
     fitted, fit_s = fit_baselines(batches, args)
     test_seed = args.seed + TEST_SEED_OFFSET
     test, owned = test_fleet(args.test_households, args.test_days, 10, test_seed)
-    r = {"command": "python bench/nilm.py" + (" --quick" if args.quick else ""),
+    r = {"command": " ".join(["python bench/nilm.py", *sys.argv[1:]]),
          "train_households": args.train_households, "train_days": args.train_days,
          "test_households": args.test_households, "test_days": args.test_days,
          "households_1s": args.households_1s, "window_samples": NILM_WINDOWS[args.window][0],

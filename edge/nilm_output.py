@@ -224,11 +224,11 @@ def _run_step(load: np.ndarray, start: int, stop: int, edge: int) -> float:
     return float(np.median(load[start:stop]) - np.median(outside)) if outside.size else float("nan")
 
 
-def _edge_groups(runs: list[_Run]) -> list[list[_Run]]:
+def _edge_groups(tied: list[_Run]) -> list[list[_Run]]:
     """Runs of the same direction whose edges lie within one sample of each other, grouped."""
     groups: list[list[_Run]] = []
     for up in (True, False):
-        for r in sorted((r for r in runs if r.up == up), key=lambda r: r.edge):
+        for r in sorted((r for r in tied if r.up == up), key=lambda r: r.edge):
             if groups and groups[-1][0].up == up and r.edge - groups[-1][-1].edge <= 1:
                 groups[-1].append(r)
             else:
