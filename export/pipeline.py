@@ -95,6 +95,9 @@ class PipelineConfig:
     nilm_train_stride: int | None = None
     nilm_min_on_share: float = 0.0
     nilm_finetune_lr: float = 1e-3  # the NILM head starts from nothing: 3e-3 learns it faster
+    # A context model's anomaly heads (D > 0) in 300 steps (demo preset, D = 7): window AUC 0.82 at
+    # 1e-3, 0.97 at 3e-3, 0.95 at 1e-2 for p' = 0.2 p over the window's last 6 h (validation households)
+    anomaly_finetune_lr: float = 3e-3
     tasks: tuple[str, ...] = TASKS
     teacher: dict = field(default_factory=lambda: dict(d_model=32, d_k=8, n_experts=8, top_k=2,
                                                        n_layers=4, d_expert=64, dropout=0.0))
@@ -304,9 +307,17 @@ def _finetune(cfg: PipelineConfig, task: str, backbone: Path, sets: dict) -> Pat
     fcfg = FinetuneConfig(task=task, out_dir=str(cfg.out_dir / "finetune" / task), epochs=10_000,
                           batch_size=cfg.batch_size, max_steps=cfg.finetune_steps, seed=cfg.seed,
                           progress=cfg.progress, patience=10_000,
-                          lr=cfg.nilm_finetune_lr if task == "nilm" else FinetuneConfig.lr,
+                          lr=_finetune_lr(cfg, task),
                           appliances=list(cfg.nilm_appliances) if task == "nilm" else [])
     return finetune(fcfg, backbone, sets["train"], sets["val"])
+
+
+def _finetune_lr(cfg: PipelineConfig, task: str) -> float:
+    if task == "nilm":
+        return cfg.nilm_finetune_lr
+    if task == "anomaly" and cfg.history_days > 0:
+        return cfg.anomaly_finetune_lr
+    return FinetuneConfig.lr
 
 
 def _distill(cfg: PipelineConfig, teacher_ckpt: Path, sets: dict) -> Path:

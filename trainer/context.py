@@ -22,6 +22,13 @@ measuring the history's worth, ``bench/results/evaluation.md``):
 * Point evidence. Faults a gateway sees (stuck value, zero run, spike, counter reset) are local and
   exact: a run of equal or zero bins, a value above anything the household did in its history. The
   anomaly head gets these per-point features beside the encoder's characteristics.
+* Run evidence. A meter thief under-reports for hours; one point of it lies inside the household's
+  own spread, hours of it do not. The point evidence therefore also carries trailing means, over the
+  last 3 and 6 hours, of each point's log ratio to the history's per-slot mean and minimum, and the
+  window evidence their extremes. Measured on the demo preset's validation households (D = 7,
+  p' = 0.2 p over the window's last 6 h): the per-point features alone left the trained head at a
+  window AUC of 0.55, the 3-h trailing mean of the ratio to the per-slot minimum separates the same
+  windows with AUC 0.97 (80 % of them above every clean window's value).
 """
 
 from __future__ import annotations
@@ -76,9 +83,10 @@ EQUAL_TOL = 1e-4  # normalised units: two bins this close are "the same value"
 ZERO_W = 0.5  # W: a bin this close to 0 is "zero"
 N_STATS = 6
 N_SKILL = 3
-N_POINT = 15
+RUN_HOURS = (3.0, 6.0)  # trailing spans of the run evidence
+N_POINT = 15 + 2 * len(RUN_HOURS)
 RATIO_CLIP = 3.0  # |log ratio| cap of the ratio evidence (a factor of 20)
-N_WINDOW_EVIDENCE = 4
+N_WINDOW_EVIDENCE = 4 + 4 * len(RUN_HOURS)
 
 
 @dataclass
@@ -242,7 +250,8 @@ def point_evidence(ctx: Context) -> torch.Tensor:
     history, excess over the history's maximum / under its minimum at that slot, jump above both
     neighbours, equal-to-a-neighbour and exactly-zero flags with their runs of >= 4, the history's
     own rate of equal and zero bins, whether the point was observed, its normalised value, and the
-    log ratios of the point to the history's per-slot mean and minimum (``ratio_evidence``)."""
+    log ratios of the point to the history's per-slot mean and minimum (``ratio_evidence``), then
+    those ratios' trailing means over the last ``RUN_HOURS`` (``run_evidence``)."""
     x = ctx.fill_n
     B, L = x.shape
     raw = ctx.denorm(x)
@@ -269,10 +278,30 @@ def point_evidence(ctx: Context) -> torch.Tensor:
                           (d_next.abs() < EQUAL_TOL).to(x.dtype) * (pos < L - 1).to(x.dtype))
     zero = (raw.abs() < ZERO_W).to(x.dtype)
     ones = torch.ones_like(x)
-    return torch.stack([z.clamp(-10, 10) / 3, over.clamp(max=CLIP) / 3, under.clamp(max=CLIP) / 3,
+    base = torch.stack([z.clamp(-10, 10) / 3, over.clamp(max=CLIP) / 3, under.clamp(max=CLIP) / 3,
                         jump.clamp(-CLIP, CLIP) / 3, equal, zero, run_length(equal), run_length(zero),
                         (over > 1.0).to(x.dtype), h_equal[:, None] * ones, h_zero[:, None] * ones,
                         ctx.observed, torch.asinh(x), *ratio_evidence(ctx, raw)], -1)
+    return torch.cat([base, run_evidence(base)], -1)
+
+
+def run_evidence(base: torch.Tensor) -> torch.Tensor:
+    """[B, L, 2 * len(RUN_HOURS)] trailing means over the last ``RUN_HOURS`` hours (each span in
+    the window's own bins, L bins = one day, at least 2) of the two log ratios that end ``base``
+    ([B, L, C], the per-point channels of ``point_evidence``: to the per-slot mean, to the minimum)."""
+    L = base.shape[1]
+    ratios = base[..., -2:]
+    runs = [trailing_mean(ratios[..., c], max(2, int(round(hours * L / 24.0))))
+            for hours in RUN_HOURS for c in range(2)]
+    return torch.stack(runs, -1)
+
+
+def trailing_mean(x: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, L] mean of each point and the ``k - 1`` before it; before the window's start the first
+    point stands in (a convolution, so it exports to plain ONNX/TFLite ops)."""
+    pad = torch.cat([x[:, :1].expand(x.shape[0], k - 1), x], 1)
+    ones = torch.full((1, 1, k), 1.0 / k, dtype=x.dtype, device=x.device)
+    return F.conv1d(pad[:, None, :], ones)[:, 0]
 
 
 def ratio_evidence(ctx: Context, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,6 +343,23 @@ def head_features(enc: Encoded) -> torch.Tensor:
     context's scale-free summary, what every context head reads."""
     z = enc.z.reshape(enc.z.shape[0], -1)
     return torch.cat([z, enc.context.stats, skill_features(enc.context)], 1)
+
+
+def anomaly_features(enc: Encoded, point_ev: torch.Tensor, dropout: nn.Module | None = None) -> torch.Tensor:
+    """[B, anomaly_width]: what the anomaly heads read: the characteristics z averaged over the
+    tokens (d_model, through ``dropout``), the context's scale-free summary and skill, and the
+    window evidence (``window_evidence`` of ``point_ev``). Not every token's z as the other heads:
+    on the demo preset (D = 7, 300 fine-tuning steps) linear heads on all n_tokens * d_model values
+    fitted the training attacks' noise, window AUC 0.89 for p' = 0.2 p over the last 6 h against
+    0.98 with the token mean (clean and attacked validation windows of the same households)."""
+    z = enc.z.mean(1)
+    z = dropout(z) if dropout is not None else z
+    return torch.cat([z, enc.context.stats, skill_features(enc.context), window_evidence(enc.context, point_ev)], 1)
+
+
+def anomaly_width(cfg: ModelConfig) -> int:
+    """Width of ``anomaly_features``."""
+    return cfg.d_model + N_STATS + N_SKILL + N_WINDOW_EVIDENCE
 
 
 def head_width(cfg: ModelConfig) -> int:
@@ -379,9 +425,13 @@ class CandidateHead(nn.Module):
         return (torch.softmax(logits, 1) * imputation_candidates(ctx)).sum(1) + y[:, -1]
 
 
-def window_evidence(ctx: Context) -> torch.Tensor:
-    """[B, 4]: mean |z|, mean z, max |z| of the window against the per-slot history, and its mean
-    offset from the per-slot history mean (normalised units)."""
+def window_evidence(ctx: Context, point_ev: torch.Tensor) -> torch.Tensor:
+    """[B, N_WINDOW_EVIDENCE]: mean |z|, mean z, max |z| of the window against the per-slot history,
+    its mean offset from the per-slot history mean (normalised units), then the minimum and maximum
+    over the window of each run channel of ``point_ev`` (``point_evidence`` [B, L, N_POINT]: its
+    last ``2 * len(RUN_HOURS)`` channels, hours-long deviations of either sign)."""
     z = (ctx.fill_n - ctx.slot_mean) / (ctx.slot_std + 0.1)
+    runs = point_ev[..., N_POINT - 2 * len(RUN_HOURS):]
     return torch.cat([z.abs().mean(1, keepdim=True), z.mean(1, keepdim=True), z.abs().amax(1, keepdim=True),
-                      (ctx.fill_n - ctx.slot_mean).mean(1, keepdim=True)], 1).clamp(-CLIP, CLIP)
+                      (ctx.fill_n - ctx.slot_mean).mean(1, keepdim=True), runs.amin(1), runs.amax(1)],
+                     1).clamp(-CLIP, CLIP)

@@ -157,9 +157,10 @@ class TaskModel(nn.Module):
             nn.init.zeros_(self.ffn[-1].weight)
             nn.init.zeros_(self.ffn[-1].bias)
         elif self.task == "anomaly":
-            self.point_head = nn.Linear(width + ctxm.N_WINDOW_EVIDENCE, L)
+            width = ctxm.anomaly_width(model_cfg)
+            self.point_head = nn.Linear(width, L)
             self.local_head = nn.Sequential(nn.Linear(ctxm.N_POINT, 16), nn.GELU(), nn.Linear(16, 1))
-            self.window_head = nn.Linear(width + ctxm.N_WINDOW_EVIDENCE + 3, 1)
+            self.window_head = nn.Linear(width + 3, 1)
 
     @property
     def history_days(self) -> int:
@@ -216,6 +217,8 @@ class TaskModel(nn.Module):
             pred_w = ctx.denorm(self.head(enc, self.drop))
             load_w, obs = batch[LOAD_W], ctx.observed
             return {LOAD_W_FILLED: obs * load_w + (1 - obs) * pred_w, "pred_w": pred_w}
+        if self.task == "anomaly":
+            return self._anomaly(enc)
         f = self.drop(ctxm.head_features(enc))
         if self.task == "forecast":
             H_day, H_hour = self.task_cfg.day_ahead_steps, self.task_cfg.hour_ahead_steps
@@ -223,9 +226,14 @@ class TaskModel(nn.Module):
             cands = torch.cat([day_c[:, :, :H_day], hour_c], 2)  # [B, K, H_day + H_hour]
             y = self.ffn(torch.cat([f, batch[COVARIATES]], 1)).reshape(f.shape[0], self.n_candidates + 1, -1)
             pred = ctx.denorm((torch.softmax(y[:, :-1], 1) * cands).sum(1) + y[:, -1])
-            return {DAY_AHEAD_W: pred[:, :H_day], HOUR_AHEAD_W: pred[:, H_day:]}
-        g = torch.cat([f, ctxm.window_evidence(ctx)], 1)
-        point = self.point_head(g) + self.local_head(ctxm.point_evidence(ctx))[..., 0]
+        return {DAY_AHEAD_W: pred[:, :H_day], HOUR_AHEAD_W: pred[:, H_day:]}
+
+    def _anomaly(self, enc: Encoded) -> dict[str, torch.Tensor]:
+        """Point logits [B, L]: a linear map of ``ctxm.anomaly_features`` plus the local detector
+        on each point's evidence; the window logit [B, 1] also reads their max, mean and logsumexp."""
+        point_ev = ctxm.point_evidence(enc.context)
+        g = ctxm.anomaly_features(enc, point_ev, self.drop)
+        point = self.point_head(g) + self.local_head(point_ev)[..., 0]
         pooled = torch.cat([point.amax(1, keepdim=True), point.mean(1, keepdim=True),
                             torch.logsumexp(point, 1, keepdim=True)], 1)
         return {WINDOW_LOGIT: self.window_head(torch.cat([g, pooled], 1)), POINT_LOGIT: point}

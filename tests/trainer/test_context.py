@@ -14,7 +14,13 @@ from edge.features import N_COVARIATES
 from edge.task_io import HISTORY_MASK, HISTORY_W, task_io
 from tests.trainer.context_data import PROFILE_TASKS as TASKS
 from tests.trainer.context_data import context_sets
-from trainer.context import context_norm, imputation_candidates
+from trainer.context import (
+    RUN_HOURS,
+    context_norm,
+    imputation_candidates,
+    point_evidence,
+    trailing_mean,
+)
 from trainer.model import ModelConfig, UnifiedModel
 from trainer.tasks import TaskConfig, TaskModel, export_module
 
@@ -115,6 +121,29 @@ def test_candidates_include_a_level_matched_copy_of_last_week():
     week = cands[0, 3]  # last week's day (the oldest, 1.0 x day) shifted to today's level
     shift = (day[0] * 2 - day[0])[obs[0] > 0].mean()
     torch.testing.assert_close(week, day[0] + shift, rtol=1e-4, atol=1e-2)
+
+
+def test_trailing_mean_averages_each_point_with_the_ones_before_it():
+    x = torch.arange(6.0)[None]
+    torch.testing.assert_close(trailing_mean(x, 3), torch.tensor([[0.0, 1 / 3, 1.0, 2.0, 3.0, 4.0]]))
+
+
+def test_hours_of_under_reporting_show_in_the_run_evidence_not_one_low_point():
+    """p' = 0.2 p over the last 6 h: the 3-h runs of the log ratio to the per-slot minimum fall by
+    about log(0.2); one point at 0.2 p moves a 3-h run by a sixth of that."""
+    L = 48
+    rng = np.random.default_rng(0)
+    hist = torch.tensor(200 + 300 * rng.random((1, D, L)), dtype=torch.float32)
+    day = hist[:, -1].clone()
+    thief, blip = day.clone(), day.clone()
+    thief[:, -12:] *= 0.2
+    blip[:, -1] *= 0.2
+    runs = {name: point_evidence(context_norm(x, torch.ones(1, L), hist, torch.ones(1, D)))[0, -1, -2 * len(RUN_HOURS):]
+            for name, x in (("clean", day), ("thief", thief), ("blip", blip))}
+    to_min_3h = 1  # channels: (3 h: to mean, to minimum), (6 h: to mean, to minimum)
+    drop = runs["clean"][to_min_3h] - runs["thief"][to_min_3h]
+    assert drop > 0.5 * np.log(5.0)
+    assert runs["clean"][to_min_3h] - runs["blip"][to_min_3h] < drop / 3
 
 
 @pytest.mark.parametrize("history_days", [0, D])
