@@ -49,8 +49,17 @@ def summarise(collector: Collector, history: dict[str, int]) -> dict:
             "reports": [b.get("text") or b.get("report") for b in got.get("report", [])][-1:],
             "availability": [state for _t, state in collector.availability(meter_id)],
         }
-    return {"meters": meters, "discovery_configs": len(collector.discovery_topics()),
-            "messages_total": len(collector.messages)}
+    return {"meters": meters, "anomaly_check": anomaly_check(meters),
+            "discovery_configs": len(collector.discovery_topics()), "messages_total": len(collector.messages)}
+
+
+def anomaly_check(meters: dict[str, dict]) -> dict:
+    """What the demo must show: the attacked meter flagged during its attack (it lasts the whole
+    agent run), every other meter never flagged."""
+    attacked = bool(meters.get(ATTACKED_METER, {}).get("anomaly_flags"))
+    clean_flagged = sorted(m for m, v in meters.items() if m != ATTACKED_METER and v["anomaly_flags"])
+    return {"attacked_meter": ATTACKED_METER, "attacked_flagged": attacked, "clean_meters_flagged": clean_flagged,
+            "passed": attacked and not clean_flagged}
 
 
 def print_summary(summary: dict, stage_seconds: dict[str, float]) -> None:
@@ -75,6 +84,12 @@ def print_summary(summary: dict, stage_seconds: dict[str, float]) -> None:
                   str(m["anomaly_last_score"]), ", ".join(m["appliances_on"]) or "-",
                   str(m["forecast_next_hour_w"]))
     console.print(t)
+    check = summary.get("anomaly_check")
+    if check:
+        clean = ", ".join(check["clean_meters_flagged"]) or "none"
+        console.print(f"anomaly check {'passed' if check['passed'] else 'FAILED'}: attacked meter "
+                      f"{check['attacked_meter']} flagged: {'yes' if check['attacked_flagged'] else 'no'}; "
+                      f"clean meters flagged: {clean}")
 
 
 def _plot_anomaly_scores(ax, anomalies: list[dict], now_s: float):

@@ -13,9 +13,16 @@ from edge.agent.inference import open_model
 from edge.agent.store import ReadingStore
 from edge.nilm_output import check_consistent
 from export.demo_collector import Collector
-from export.demo_gateway import BrokerSettings, agent_config_text, seed_history
+from export.demo_gateway import (
+    ATTACKED_METER,
+    OUTAGE_METER,
+    BrokerSettings,
+    agent_config_text,
+    seed_history,
+)
 from export.demo_report import (
     NILM_PLOT_HOURS,
+    anomaly_check,
     disaggregate_history,
     plot_demo,
     true_appliance_power,
@@ -45,3 +52,13 @@ def test_the_demo_plots_the_agents_nilm_decisions_beside_the_simulators_truth(ti
     png = plot_demo(cfg.store_path, Collector(BrokerSettings()), tmp_path / "demo.png",
                          now_s, tiny_bundle, cfg.meters)
     assert png.stat().st_size > 0
+
+
+def test_the_anomaly_check_wants_the_attacked_meter_flagged_and_no_other():
+    def meters(attacked: int, clean: int) -> dict:
+        return {ATTACKED_METER: {"anomaly_flags": attacked}, OUTAGE_METER: {"anomaly_flags": clean}}
+
+    assert anomaly_check(meters(3, 0))["passed"]
+    assert not anomaly_check(meters(0, 0))["passed"]
+    missed_clean = anomaly_check(meters(3, 1))
+    assert not missed_clean["passed"] and missed_clean["clean_meters_flagged"] == [OUTAGE_METER]
