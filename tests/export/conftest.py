@@ -1,5 +1,6 @@
 """Shared by the export tests: the tiny trained model (tests/export/_tiny.py), its contract
-module, its dense and gather-form ONNX exports, and ONNX Runtime / graph helpers."""
+module, its dense and gather-form ONNX exports (once per session: the tests only read them), and
+ONNX Runtime / graph helpers."""
 
 from __future__ import annotations
 
@@ -14,22 +15,22 @@ from trainer.checkpoint import load_task_model
 from trainer.tasks import export_module
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def t():
     return tiny()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def module(t):
     return export_module(load_task_model(t.checkpoints["imputation"])).eval()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dense_path(t, module, tmp_path_factory):
     return export_onnx(module, tmp_path_factory.mktemp("dense") / "dense.onnx", OnnxExportConfig(dispatch="dense"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def gather_path(t, module, tmp_path_factory):
     """The gather-form fp32 export (the int8 and TFLite models are made from it)."""
     return export_onnx(module, tmp_path_factory.mktemp("gather") / "gather.onnx", OnnxExportConfig())
