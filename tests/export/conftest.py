@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from edge.bundle import load_bundle
 from export.onnx_export import OnnxExportConfig, export_onnx, gate_node_names
 from tests.export._tiny import tiny
 from trainer.checkpoint import load_task_model
@@ -34,6 +35,17 @@ def dense_path(t, module, tmp_path_factory):
 def gather_path(t, module, tmp_path_factory):
     """The gather-form fp32 export (the int8 and TFLite models are made from it)."""
     return export_onnx(module, tmp_path_factory.mktemp("gather") / "gather.onnx", OnnxExportConfig())
+
+
+@pytest.fixture(scope="session")
+def moe_op_path(t):
+    """The MoE-op fp32 export of ``module``: the shared bundle's fp32 imputation model (the bundle
+    writer exports it with ``dispatch="moe_op"``; the tests only read it)."""
+    from export.bundle_writer import MOE_OP_DISPATCH
+
+    entry = load_bundle(t.bundle).manifest["tasks"]["imputation"]
+    assert entry["topk"]["dispatch"]["onnx_fp32"] == MOE_OP_DISPATCH, entry["topk"]["dispatch"]
+    return t.bundle / "imputation.fp32.onnx"
 
 
 def run_onnx(path, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -37,11 +37,11 @@ def test_int8_gather_form_stays_sparse_and_gate_stays_float(t, module, gather_pa
     assert_gates_float(path, module.model.model_cfg.n_layers)
 
 
-def test_qmoe_scopes_keep_routing_and_quantize_what_they_say(t, module, tmp_path):
+def test_qmoe_scopes_keep_routing_and_quantize_what_they_say(t, module, moe_op_path, tmp_path):
     """experts: no dynamic int8 MatMul at all; heads: only after the last MoE layer; all: every
     MatMul but the gates. Routing agreement with fp32 stays >= 99% in each."""
     x = feeds(t.held_out["imputation"], module.input_names, 64)
-    moe_fp32 = export_onnx(module, tmp_path / "moe.onnx", OnnxExportConfig(dispatch="moe_op"))
+    moe_fp32 = moe_op_path
     quantized = {}
     for scope in ("experts", "heads", "all"):
         path = quantize_moe_op_int8(moe_fp32, tmp_path / f"{scope}.onnx", QuantizeConfig(moe_int8_scope=scope))
@@ -53,7 +53,7 @@ def test_qmoe_scopes_keep_routing_and_quantize_what_they_say(t, module, tmp_path
         quantize_moe_op_int8(moe_fp32, tmp_path / "x.onnx", QuantizeConfig(moe_int8_scope="some"))
 
 
-def test_int8_routing_agreement_and_task_metrics(t, tmp_path):
+def test_int8_routing_agreement_and_task_metrics(t, gather_path, tmp_path):
     """Routing: >= 99% of (window, token, layer) top-k sets identical to fp32 on held-out windows.
     Metrics on this tiny model: imputation MAE within 5% relative, anomaly window F1 within 0.05
     (the benchmark reports the student's real figures)."""
@@ -62,8 +62,9 @@ def test_int8_routing_agreement_and_task_metrics(t, tmp_path):
         spec_inputs = ("load_w", "observed") if task == "imputation" else ("load_w",)
         x = feeds(data, spec_inputs)
         fp32, int8 = t.bundle / f"{task}.fp32.onnx", t.bundle / f"{task}.int8.onnx"
-        module = export_module(load_task_model(t.checkpoints[task])).eval()
-        gather = export_onnx(module, tmp_path / f"{task}.onnx", OnnxExportConfig(dispatch="sparse"))
+        gather = gather_path if task == "imputation" else export_onnx(  # gather_path: imputation's
+            export_module(load_task_model(t.checkpoints[task])).eval(), tmp_path / f"{task}.onnx",
+            OnnxExportConfig(dispatch="sparse"))
         assert routing_agreement(gather, int8, x) >= 0.99
         m32 = task_metric(task, run_onnx(fp32, x), data.arrays)
         m8 = task_metric(task, run_onnx(int8, x), data.arrays)
@@ -83,14 +84,13 @@ def _run_exact_x86(path, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return dict(zip(names, s.run(names, x), strict=True))
 
 
-def test_int8_matmuls_compute_the_same_on_every_cpu(t, module, gather_path, tmp_path):
+def test_int8_matmuls_compute_the_same_on_every_cpu(t, module, gather_path, moe_op_path, tmp_path):
     """The dynamic int8 MatMuls take uint8 weights: nothing any CPU's kernel can saturate, so the
     default session and onnxruntime's exact x86 mode give the same numbers (on an AVX2 host
     without VNNI, int8 weights made 8.5% of a MatMul's outputs wrong and kept 81% of the routes)."""
     x = feeds(t.held_out["imputation"], module.input_names, 64)
-    moe_fp32 = export_onnx(module, tmp_path / "moe.onnx", OnnxExportConfig(dispatch="moe_op"))
     paths = [quantize_onnx_int8(gather_path, tmp_path / "gather.int8.onnx"),
-             quantize_moe_op_int8(moe_fp32, tmp_path / "all.onnx", QuantizeConfig(moe_int8_scope="all"))]
+             quantize_moe_op_int8(moe_op_path, tmp_path / "all.onnx", QuantizeConfig(moe_int8_scope="all"))]
     for path in paths:
         model = onnx.load(str(path))
         inits = {i.name: i for i in model.graph.initializer}
