@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.edge.agent.helpers import Recorder, toml_text
+from tests.edge.agent.helpers import Recorder, toml_text, wait_for
 
 UNSHARE = shutil.which("unshare")
 NSENTER = shutil.which("nsenter")
@@ -85,14 +85,16 @@ def test_disk_full_while_the_broker_acknowledges_a_backlog(mosquitto, tmp_path):
     config.write_text(toml_text(state, mosquitto.port, meters, "[schedule]\nstatus_every_s = 1\n"))
     rec = Recorder(mosquitto.port, ["unimeter/gw1/+/reading", "unimeter/gw1/status"],
                    client_id="diskfull-sub", persistent=True)
-    disk = SmallDisk(state, config, tmp_path / "agent.log")
+    log = tmp_path / "agent.log"
+    disk = SmallDisk(state, config, log)
     try:
         assert rec.wait_for(lambda: len(rec.seqs()) == 4, 60), "no readings before the spell"
         mosquitto.stop()
         time.sleep(3)  # a backlog builds up in the outbox
         ballast = disk.path("ballast")
         ballast.write_bytes(b"\0" * max(0, disk.free_bytes() - 256_000))
-        time.sleep(6)  # the disk fills up: commits fail
+        assert wait_for(lambda: "store writes failing" in log.read_text(errors="replace"), 60), \
+            "commits did not fail on the full disk"
         mosquitto.start()  # the broker acknowledges the backlog while nothing can be written
         assert rec.wait_for(lambda: any("store writes failing" in p
                                         for h in _statuses(rec) for p in h.get("problems", [])), 30)
@@ -119,7 +121,7 @@ def test_disk_full_while_the_broker_acknowledges_a_backlog(mosquitto, tmp_path):
     for meter, n in last.items():
         missing = set(range(1, n + 1)) - set(rec.seqs()[meter])
         assert not missing, f"{meter}: {len(missing)} stored readings never reached the subscriber"
-    log_text = (tmp_path / "agent.log").read_text()
+    log_text = log.read_text()
     assert "Traceback" not in log_text
     assert log_text.count("store writes failing") == 1
     assert "store writes recovered after" in log_text
