@@ -48,6 +48,7 @@ from edge.data.shards import read_manifest
 from edge.data.userdata import time_split
 from edge.errors import ConfigError
 from edge.features import CovariateSpec
+from trainer.user_eval import JUDGE_IMPUTATION_REPEATS
 
 PROFILE_TASKS = ("imputation", "anomaly", "forecast")
 N_PATCHES = 12  # 2-hour patches at 15 min, 30 min and hourly (patch_len 8 / 4 / 2)
@@ -63,19 +64,22 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(teacher=dict(d_model=8, d_k=4, n_experts=4, top_k=2, n_layers=2, d_expert=16, dropout=0.0,
                               activation="relu"),
                  students=[dict(d_model=8, d_k=4, n_experts=4, n_layers=1, d_expert=16)],
-                 pretrain_steps=30, finetune_steps=30, distill_steps=30, windows_per_day=4),
+                 pretrain_steps=30, finetune_steps=30, distill_steps=30, windows_per_day=4,
+                 judge_masks=2),  # tests: the route's cost, not its figures
     "small": dict(teacher=dict(d_model=32, d_k=8, n_experts=8, top_k=2, n_layers=4, d_expert=64, dropout=0.0,
                                activation="relu"),
                   students=[dict(_SMALL_WIDTH, n_layers=2, n_experts=4),
                             dict(_SMALL_WIDTH, n_layers=2, n_experts=8),
                             dict(_SMALL_WIDTH, n_layers=3, n_experts=8)],
-                  pretrain_steps=800, finetune_steps=600, distill_steps=600, windows_per_day=24),
+                  pretrain_steps=800, finetune_steps=600, distill_steps=600, windows_per_day=24,
+                  judge_masks=JUDGE_IMPUTATION_REPEATS),
     "full": dict(teacher=dict(d_model=64, d_k=16, n_experts=16, top_k=2, n_layers=8, d_expert=128, dropout=0.1,
                               activation="relu"),
                  students=[dict(_FULL_WIDTH, n_layers=4, n_experts=8),
                            dict(_FULL_WIDTH, n_layers=4, n_experts=16),
                            dict(_FULL_WIDTH, n_layers=6, n_experts=16)],
-                 pretrain_steps=5000, finetune_steps=3000, distill_steps=3000, windows_per_day=16),
+                 pretrain_steps=5000, finetune_steps=3000, distill_steps=3000, windows_per_day=16,
+                 judge_masks=JUDGE_IMPUTATION_REPEATS),
 }
 
 
@@ -278,7 +282,7 @@ def _run_train_all(cfg: TrainAllConfig) -> dict:
         students[task] = stage(f"distil {task}", S.distill_stage, cfg, data, preset, task, teachers[task], choices)
     bundle = stage("export, calibrate, verify", S.export_stage, cfg, data, students, choices)
     results = stage("judge on the latest days", evaluate_bundle, bundle, teachers, students, data, cfg.seed,
-                    cfg.target_false_alarms_per_month, saits)
+                    cfg.target_false_alarms_per_month, saits, preset["judge_masks"])
     results.update(choices=choices.items, stage_seconds=seconds, config=json.loads(json.dumps(asdict(cfg), default=str)))
     paths = write_report(results, cfg.out_dir)
     missed = [c["check"] for c in results["checks"] if not c["met"]]
