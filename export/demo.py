@@ -1,16 +1,18 @@
 """``unimeter demo``: the whole product end to end on the built-in default.
 
 1. simulate a fleet, pretrain both backbones, fine-tune the four tasks, distill, export a bundle
-   (``export.pipeline``; or reuse one with ``--bundle``);
+   (``export.pipeline``'s demo preset: the profile model sees each window's 7 days before it; or
+   reuse one with ``--bundle``);
 2. start a local MQTT broker (Mosquitto when installed, else amqtt) and a subscriber, or use an
    existing broker (``--mqtt-host``: e.g. the Mosquitto add-on of your Home Assistant, which then
    shows the demo's gateway and meters through MQTT discovery);
 3. seed the gateway store with meter history (a gateway that has been running: the model's D
    days of context and two more), with a false-data-injection attack (scaling by 1 - 0.8, Cui et
-   al.: the meter under-reports) on the P1 meter's last hours;
+   al.: the meter under-reports) on the P1 meter's last day;
 4. run the real agent (``unimeter agent --config``, a subprocess) on a virtual DSMR P1 meter
    on a pty and a virtual ZigBee meter on zigpy's virtual radio for ``--agent-seconds``;
-5. print a summary table and write ``summary.json``, ``demo.png`` and ``report.md``; the plot
+5. print a summary table and the anomaly check (the attacked meter flagged, no other), write
+   ``summary.json``, ``demo.png`` and ``report.md``; the plot
    shows, per meter, the day-ahead forecast the bundle makes for the last whole day (from the
    days before it, ``export.backtest``) against what the meter measured that day.
 

@@ -1,5 +1,5 @@
 """The demo's gateway: its meters, the agent config written for them, a day of seeded history (with
-an under-reporting attack on the P1 meter's last hours), and the real agent run as a subprocess."""
+an under-reporting attack on the P1 meter's last day), and the real agent run as a subprocess."""
 
 from __future__ import annotations
 
@@ -42,13 +42,18 @@ METERS = (
     ("zb1", "virtual-zigbee", 12, 5.0, "ZigBee meter (virtual)"),
 )
 ATTACKED_METER = "p1"
-# The P1 meter under-reports from 6 h before the agent starts to 2 h after (scaling, Cui et al.):
-# p'(t) = p(t) (1 + ATTACK_LAM), what a meter thief does. Over-reporting by +0.8 over 6 h is inside
-# this household's own normal (its 6-h energy is above 1.67x its last 7 days' same hours in 10 % of
-# clean 6-h spans, above 3.2x in 1 %), so no detector held to one false alarm a month can flag it;
-# 0.2x of the household's load drops under its own standby floor (its 6-h spans never fall below
-# 0.23x in 40 clean days).
+# The P1 meter under-reports from ATTACK_BEFORE_S before the agent starts to ATTACK_AFTER_S after
+# (scaling, Cui et al.): p'(t) = p(t) (1 + ATTACK_LAM), what a meter thief does. Over-reporting by
+# +0.8 over 6 h is inside this household's own normal (its 6-h energy is above 1.67x its last 7
+# days' same hours in 10 % of clean 6-h spans, above 3.2x in 1 %), so no detector held to one false
+# alarm a month can flag it; 0.2x of the household's load drops under its own standby floor (its
+# 6-h spans never fall below 0.23x in 40 clean days). A day of it: the demo's int8 anomaly model
+# (D = 7) flags the window ending at any half hour of 4 simulated days once the theft has lasted
+# 24 h, but only 75 % of them after 6 h and 86 % after 12 h (its clean windows: none), so a demo
+# run at any hour shows the flag.
 ATTACK_LAM = -0.8
+ATTACK_BEFORE_S = 24 * 3600.0
+ATTACK_AFTER_S = 2 * 3600.0
 OUTAGE_METER = "zb1"  # --meter-outage cuts this one off
 
 
@@ -118,8 +123,8 @@ def agent_config_text(out: Path, broker: BrokerSettings | int, bundle: Path, now
         if outage is not None and meter_id == OUTAGE_METER:
             lines.append(f"outages_after_start = [[{outage[0]:g}, {outage[1]:g}]]")
         if meter_id == ATTACKED_METER:
-            lines += ["[meters.options.attack]", 'kind = "scaling"', f"start_s = {now_s - 6 * 3600:.0f}",
-                      f"end_s = {now_s + 2 * 3600:.0f}", f"lam = {ATTACK_LAM}", f"step_s = {HISTORY_STEP_S:.0f}"]
+            lines += ["[meters.options.attack]", 'kind = "scaling"', f"start_s = {now_s - ATTACK_BEFORE_S:.0f}",
+                      f"end_s = {now_s + ATTACK_AFTER_S:.0f}", f"lam = {ATTACK_LAM}", f"step_s = {HISTORY_STEP_S:.0f}"]
         lines.append("")
     return "\n".join(lines)
 

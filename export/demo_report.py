@@ -18,7 +18,7 @@ from edge.nilm_output import decide
 from edge.task_io import APPLIANCE_W, LOAD_W, ON_LOGIT
 from export.backtest import PastForecast, past_day_forecast
 from export.demo_collector import Collector
-from export.demo_gateway import ATTACKED_METER, GATEWAY_ID, METERS
+from export.demo_gateway import ATTACK_AFTER_S, ATTACK_BEFORE_S, ATTACKED_METER, GATEWAY_ID, METERS
 
 NILM_PLOT_HOURS = 3.0  # the disaggregated stack in demo.png covers this much of the end
 
@@ -245,7 +245,8 @@ def plot_demo(store_path: Path, collector: Collector, png: Path, now_s: float, b
                 ax.step(start_h + np.arange(len(day)) * 0.5, day, where="post", color="C1",
                         label="day-ahead forecast (int8 student)")
             if meter_id == ATTACKED_METER:
-                ax.axvspan(-6, 2, color="red", alpha=0.08, label="injected scaling attack")
+                ax.axvspan(-ATTACK_BEFORE_S / 3600, ATTACK_AFTER_S / 3600, color="red", alpha=0.08,
+                           label="injected scaling attack")
             anomalies = kinds.get(meter_id, {}).get("anomaly", [])
             for b in anomalies:
                 for t in b.get("anomalous_points_ts_s", []):
