@@ -20,10 +20,12 @@ one decision with three rules, applied in this order and deterministic:
      sample: several appliances switching at once, rare for independent appliances and what a
      model answers to a load it does not know, e.g. a heat pump it was not trained on) need
      evidence: the most confident one whose graph power (median over the run) is within
-     ``STEP_TOLERANCE`` of the step keeps it alone; else those whose graph powers in their
-     ranges add up to the step within ``STEP_TOLERANCE`` keep it together; else the one whose
-     range ``[min_w, max_w]`` holds the step, if only one does; else none: the step stays
-     unexplained (in the aggregate, in no appliance);
+     ``STEP_TOLERANCE`` of the step keeps it alone; else the one whose range ``[min_w, max_w]``
+     holds the step, if only one does; else, when no one of them can draw the step alone, those
+     whose graph powers in their ranges add up to it within ``STEP_TOLERANCE`` keep it together;
+     else none: the step stays unexplained (in the aggregate, in no appliance). Two look-alikes
+     sharing one load (washing machine and dishwasher at 600 W each for a 1.4 kW heat pump)
+     are no evidence of two appliances;
    * **a power in its range** -- any other run's power is the step of its edge, or without an edge
      what it adds to the aggregate (its median over the run minus the median over
      ``EDGE_SAMPLES`` samples either side). Where that step lies outside the appliance's range
@@ -248,11 +250,13 @@ def _explain(group: list[_Run], power: np.ndarray, margin: np.ndarray, lo: np.nd
     agree = [a for a, w in graph_w.items() if abs(w - step_w) <= STEP_TOLERANCE * step_w]
     if agree:  # the graph's own power for it is the step
         return {max(agree, key=lambda a: float(np.mean(margin[a, samples[a]])))}
-    claim = [a for a, w in graph_w.items() if lo[a] <= w <= hi[a]]
-    if len(claim) > 1 and abs(sum(graph_w[a] for a in claim) - step_w) <= STEP_TOLERANCE * step_w:
-        return set(claim)  # their powers add up to the step
     fits = [a for a in samples if lo[a] <= step_w <= hi[a]]
-    return set(fits) if len(fits) == 1 else set()  # the step's size names one of them, or none
+    if len(fits) == 1:  # the step's size names one of them
+        return set(fits)
+    claim = [a for a, w in graph_w.items() if lo[a] <= w <= hi[a]]
+    if not fits and len(claim) > 1 and abs(sum(graph_w[a] for a in claim) - step_w) <= STEP_TOLERANCE * step_w:
+        return set(claim)  # a step no one of them can draw, and their powers add up to it
+    return set()  # several could draw it alone (one load split between look-alikes), or none
 
 
 def _uses(row: np.ndarray) -> list[tuple[int, int]]:

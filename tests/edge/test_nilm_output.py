@@ -202,8 +202,10 @@ def test_several_appliances_at_one_step_need_evidence():
     assert d.on[1, 10:].all() and not d.on[2].any()
     d = _step_window(150.0, both, {"tv": 20.0, "fridge": 140.0})
     assert d.on[:, 10:].tolist() == [[False] * 20, [False] * 20, [True] * 20]  # the fridge's power agrees
-    d = _step_window(220.0, both, {"tv": 100.0, "fridge": 110.0})
-    assert d.on[1:, 10:].all()  # their powers add up to the step: both switched on
+    d = _step_window(400.0, both, {"tv": 230.0, "fridge": 170.0})
+    assert d.on[1:, 10:].all()  # neither draws 400 W alone and their powers add up to it: both on
+    # look-alikes sharing one load that either could draw alone are no evidence of two appliances
+    assert not _step_window(150.0, both, {"tv": 75.0, "fridge": 75.0}).on.any()
 
 
 def test_a_run_without_an_edge_in_the_window_keeps_the_graphs_power():
