@@ -20,7 +20,8 @@ Sets (``trainer.data.ArrayDataset`` with the keys of ``trainer.data.TASK_KEYS``;
   touching the user's labelled intervals (``edge.data.labels``) are positives. ``AttackDraw``
   (the simulated fleet's route, ``export.pipeline``) draws them wider: lambda 0.1-0.8 either
   sign, inside the window, ongoing at its end (what the agent's rolling window sees while an
-  attack lasts) or over all of it;
+  attack lasts) or over all of it, and a quarter of them are gateway faults (spikes, a stuck
+  value, a zero run, sign errors);
 - forecast: input = the L points before the origin, day-ahead = the next L, hour-ahead = the
   next hour (3600 / resolution_s points); covariates (``edge.features.CovariateSpec``) of the
   local day the horizon starts in, with the horizon's temperatures where the data has them and
@@ -156,12 +157,18 @@ class AttackDraw:
 
     Ramps reach 1 + lambda: ramp_i at the last attacked point, ramp_ii (up, then down) at the
     middle of the span (between two points of an even span, a little below).
+
+    A share ``fault_share`` of the draws is a gateway fault of ``fault_kinds`` instead
+    (``edge.sim.inject``): 1-3 spikes (5 x the window's std, >= 1 kW), a stuck value or a zero run
+    over a span drawn as above, 1-4 sign errors (-|p|); only the points a fault changed are labelled.
     """
 
     kinds: tuple[str, ...] = ("scaling", "ramp_i", "ramp_ii")
     lam: tuple[float, float] = (0.1, 0.8)
     coverage: tuple[float, float, float] = (0.5, 0.3, 0.2)
     hours: tuple[float, float] = field(default=(2.0, 12.0))  # length of an "inside" attack
+    fault_kinds: tuple[str, ...] = ("spike", "stuck", "zero_run", "sign_error")
+    fault_share: float = 0.25
 
     def span(self, L: int, rng: np.random.Generator) -> tuple[int, int]:
         """(t_s, t_e) inclusive of one attack in a window of L points (L points = one day)."""
@@ -177,7 +184,9 @@ class AttackDraw:
         return t_s, t_s + n - 1
 
     def attack(self, x: np.ndarray, rng: np.random.Generator) -> Injected:
-        """One attack on the window ``x`` [L] (W)."""
+        """One attack (or, at ``fault_share``, one fault) on the window ``x`` [L] (W)."""
+        if self.fault_kinds and rng.random() < self.fault_share:
+            return self.fault(x, rng)
         t_s, t_e = self.span(len(x), rng)
         kind = str(rng.choice(self.kinds))
         lam = float(rng.uniform(*self.lam)) * (-1.0 if rng.random() < 0.5 else 1.0)
@@ -188,6 +197,22 @@ class AttackDraw:
         if kind == "ramp_ii":
             return inject.ramp_ii(x, t_s, t_e, peak=lam)
         raise DataError(f"AttackDraw kind must be scaling, ramp_i or ramp_ii, got {kind!r}")
+
+    def fault(self, x: np.ndarray, rng: np.random.Generator) -> Injected:
+        """One fault of ``fault_kinds`` on the window ``x`` [L] (W); ``point_mask`` marks the
+        points it changed."""
+        kind = str(rng.choice(self.fault_kinds))
+        if kind == "spike":
+            inj = inject.spikes(x, rng, int(rng.integers(1, 4)))
+        elif kind == "sign_error":
+            inj = inject.negative(x, rng, int(rng.integers(1, 5)))
+        elif kind in ("stuck", "zero_run"):
+            t_s, t_e = self.span(len(x), rng)
+            inj = inject.stuck(x, t_s, t_e) if kind == "stuck" else inject.scaling(x, t_s, t_e, -1.0)
+        else:
+            raise DataError(f"AttackDraw fault must be spike, stuck, zero_run or sign_error, got {kind!r}")
+        inj.point_mask = inj.point_mask & (inj.values != np.asarray(x, np.float64))
+        return inj
 
 
 def anomaly_set(parts: Sequence[MeterPart], stride: int, seed: int, history_days: int = 0,

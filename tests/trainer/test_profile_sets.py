@@ -94,7 +94,7 @@ def test_stride_keeps_big_data_bounded():
 def test_the_wide_attack_draw_covers_inside_ongoing_and_whole_windows_at_lambda_up_to_0_8():
     """AttackDraw's docstring: 2-12 h inside the window, ongoing to its last point, or all of it;
     |lambda| in 0.1-0.8 either sign; ramps reach 1 + lambda; the label is the attacked span."""
-    draw, L, rng = S.AttackDraw(), 48, np.random.default_rng(0)
+    draw, L, rng = S.AttackDraw(fault_share=0.0), 48, np.random.default_rng(0)
     spans = [draw.span(L, rng) for _ in range(3000)]
     whole = [s for s in spans if s == (0, L - 1)]
     ongoing = [s for s in spans if s[1] == L - 1 and s[0] > 0]
@@ -119,8 +119,22 @@ def test_the_wide_attack_draw_covers_inside_ongoing_and_whole_windows_at_lambda_
         assert lam.max() > 0.7 and (np.asarray(peaks[kind]) < 0).mean() > 0.3, kind
 
 
+def test_a_quarter_of_the_draws_are_faults_labelled_where_they_changed_the_window():
+    draw, rng = S.AttackDraw(), np.random.default_rng(1)
+    x = 200 + 100 * np.sin(np.linspace(0, 6, 48))
+    x[:6] = -50.0  # exporting: a sign error there changes nothing
+    kinds = {}
+    for _ in range(800):
+        inj = draw.attack(x, rng)
+        kinds[inj.kind] = kinds.get(inj.kind, 0) + 1
+        if inj.kind in ("spike", "stuck", "negative"):  # a zero run is a scaling by 1 - 1
+            np.testing.assert_array_equal(inj.point_mask, inj.values != x)
+    faults = sum(kinds.get(k, 0) for k in ("spike", "stuck", "negative"))
+    assert {"spike", "stuck", "negative"} <= set(kinds) and 0.12 < faults / 800 < 0.25
+
+
 def test_the_anomaly_set_takes_the_draw_and_keeps_the_history_clean(parts):
-    an = S.anomaly_set(parts["train"], 12, seed=0, history_days=2, draw=S.AttackDraw(coverage=(0, 0, 1)))
+    an = S.anomaly_set(parts["train"], 12, seed=0, history_days=2, draw=S.AttackDraw(coverage=(0, 0, 1), fault_share=0.0))
     clean = S.day_windows(parts["train"], 12, history_days=2)
     pos = an.arrays["window_label"] > 0
     assert 0.3 < pos.mean() < 0.7 and an.arrays["point_label"][pos].all()
