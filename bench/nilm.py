@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,8 +70,24 @@ APPLIANCES = ("kettle", "microwave", "toaster", "washing_machine", "dishwasher",
 STUDENT = "unimeter_int8"
 BASELINES = ("signal_fhmm", "signal_weiss", "signal_parson", "seq2point")
 TARGETS = {"mean_f1": 0.7, "f1_each": {"kettle": 0.8, "microwave": 0.8, "washing_machine": 0.8}}
+DECISION = ("Decided with the rules of `edge/nilm_output.py` (one step, one appliance; joint claims "
+            "need a step no one of them can draw alone; a step in the appliance's range), each appliance "
+            "held to those step judgments unless the validation households' decided F1 says otherwise "
+            "(`tune_rules`); the fitted constants are in the JSON's `calibration`.")
 MATCH_S = 900.0  # a predicted start further than 15 min from a true one is not the same use
 TEST_SEED_OFFSET = 7000  # test households come from another simulator seed than training
+
+
+def code_commit() -> str | None:
+    """The commit of the code that ran (None outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -288,7 +305,7 @@ def markdown(r: dict) -> str:
              f"fine-tuning (lr {r['lr']:g}) and {r['distill_steps']} distillation steps of 64 windows); tested on "
              f"{r['test_households']} other households x {r['test_days']} day(s) at 10 s, "
              f"{r['households_1s']} of them also at 1 s. Method details: the module docstring of "
-             "`bench/nilm.py`.", ""]
+             f"`bench/nilm.py`. {r.get('decision', '')} Code at commit `{r.get('code_commit')}`.", ""]
     for key, title in (("rate_10s", "10 s"), ("rate_1s", "1 s (learned models fed 10 s means)")):
         if key not in r:
             continue
@@ -388,6 +405,8 @@ def main() -> int:
          "households_1s": args.households_1s, "window_samples": NILM_WINDOWS[args.window][0],
          "patches": NILM_WINDOWS[args.window][1], "pretrain_steps": args.pretrain_steps,
          "steps": args.steps, "distill_steps": args.distill_steps, "lr": args.lr, "min_on_share": args.min_on_share, "train_windows": len(batches["train"]), "appliances": list(APPLIANCES),
+         "decision": DECISION, "code_commit": code_commit(),
+         "calibration": model.nilm_calibration.to_dict(),
          "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()}, "fit_cpu_s": fit_s,
          "rate_10s": evaluate(model, fitted, test, owned, args.test_days)}
     if args.households_1s:

@@ -25,7 +25,9 @@ one decision with three rules, applied in this order and deterministic:
      whose graph powers in their ranges add up to it within ``STEP_TOLERANCE`` keep it together;
      else none: the step stays unexplained (in the aggregate, in no appliance). Two look-alikes
      sharing one load (washing machine and dishwasher at 600 W each for a 1.4 kW heat pump)
-     are no evidence of two appliances;
+     are no evidence of two appliances. An appliance whose calibration has ``shares_steps``
+     False (``tune_rules``: validation showed the rule takes more of its true runs than false
+     ones, e.g. a toaster whose step a microwave's graph power agrees with) is judged alone;
    * **a power in its range** -- any other run's power is the step of its edge, or without an edge
      what it adds to the aggregate (its median over the run minus the median over
      ``EDGE_SAMPLES`` samples either side). Where that step lies outside the appliance's range
@@ -33,7 +35,8 @@ one decision with three rules, applied in this order and deterministic:
      ``MIN_ON_W``) and the graph's power for it is below the range, nothing supports the state: the run is
      off (a 1.4 kW step is no fridge, an 18 W step no TV, whatever the state says); so is a run
      of at most ``SHORT_RUN_SAMPLES`` samples whose step lies outside its range, whatever the
-     graph's power. A run that fills the window has no step: it stays on only with the graph's
+     graph's power (not for an appliance whose calibration has ``needs_step`` False, chosen as
+     ``shares_steps``). A run that fills the window has no step: it stays on only with the graph's
      power at least the appliance's minimum.
 
    Power follows the state: off means exactly 0 W; on means the graph's power clipped into the
@@ -55,7 +58,7 @@ as running; the meter does not measure what the house consumes behind the panels
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -86,6 +89,11 @@ class ApplianceCalibration:
     min_on_s: float = 0.0
     val_f1: float | None = None  # ON/OFF F1 at the threshold on the calibration windows
     val_on_share: float | None = None  # share of ON samples there (0: threshold left at 0)
+    # Rule 2's judgments this appliance is held to (``tune_rules``, chosen on validation at the
+    # decision): its runs take part in "one step, one appliance"; a run judged alone whose step
+    # lies outside its range is switched off. False: the rule is not applied to it.
+    shares_steps: bool = True
+    needs_step: bool = True
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.min_w <= self.max_w):
@@ -106,7 +114,8 @@ class NilmCalibration:
 
     def to_dict(self) -> dict:
         """Plain JSON: an unbounded ``max_w`` or an unknown figure is ``null``."""
-        apps = {k: {f: (v if v is None or np.isfinite(v) else None) for f, v in asdict(a).items()}
+        apps = {k: {f: (v if v is None or isinstance(v, bool) or np.isfinite(v) else None)
+                    for f, v in asdict(a).items()}
                 for k, a in self.appliances.items()}
         return {"appliances": apps,
                 "decision_lag_s": self.decision_lag_s, "fitted_on": self.fitted_on}
@@ -117,7 +126,8 @@ class NilmCalibration:
         if not data:
             return cls()
         try:
-            apps = {str(k): ApplianceCalibration(**{f: float(v) for f, v in dict(a).items() if v is not None})
+            apps = {str(k): ApplianceCalibration(**{f: v if isinstance(v, bool) else float(v)
+                                                    for f, v in dict(a).items() if v is not None})
                     for k, a in dict(data.get("appliances", {})).items()}
             return cls(apps, float(data.get("decision_lag_s", 0.0)), str(data.get("fitted_on", "")))
         except (TypeError, ValueError) as e:
@@ -161,7 +171,9 @@ def decide(on_logit: np.ndarray, appliance_w: np.ndarray, load_w: np.ndarray, na
     on = (margin > 0) & keep[:, None]
     budget = np.maximum(np.nan_to_num(load), 0.0)
     power = np.nan_to_num(power)
-    on, step = edge_evidence(on, power, margin, budget, lo[:, 0], hi[:, 0])
+    on, step = edge_evidence(on, power, margin, budget, lo[:, 0], hi[:, 0],
+                             shares=np.array([c.shares_steps for c in cal], bool),
+                             needs_step=np.array([c.needs_step for c in cal], bool))
     power = np.where(on & np.isfinite(step), step, power)  # rule 2: the state's power
     power = np.where(on, np.clip(power, lo, hi), 0.0)
     on, power = _fit_budget(on, power, margin, lo, budget)
@@ -277,12 +289,15 @@ def _close_gaps(row: np.ndarray, gap: int) -> np.ndarray:
 
 
 def edge_evidence(on: np.ndarray, power_w: np.ndarray, margin: np.ndarray, load_w: np.ndarray,
-                  lo_w: np.ndarray, hi_w: np.ndarray, edge: int = EDGE_SAMPLES
+                  lo_w: np.ndarray, hi_w: np.ndarray, edge: int = EDGE_SAMPLES,
+                  shares: np.ndarray | None = None, needs_step: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Rule 2 of the module docstring: ON runs the aggregate does not support are switched off.
 
     on: bool [A, T] (the states after the thresholds); power_w, margin: [A, T] (the graph's power,
-    W, and logit minus threshold); load_w: [T] W; lo_w, hi_w: [A] each appliance's range (W).
+    W, and logit minus threshold); load_w: [T] W; lo_w, hi_w: [A] each appliance's range (W);
+    shares, needs_step: bool [A] (None: all True), the appliances held to "one step, one
+    appliance" and to a step in their range when judged alone (``ApplianceCalibration``).
     Returns (on [A, T], step [A, T]): the kept states and, where the graph's power is to be
     replaced, the step of the run in W (inside the range); NaN where the graph's power stands.
     """
@@ -290,11 +305,13 @@ def edge_evidence(on: np.ndarray, power_w: np.ndarray, margin: np.ndarray, load_
     step_at = steps(load, edge)
     power, margin = np.asarray(power_w, np.float64), np.asarray(margin, np.float64)
     state = np.asarray(on, bool)
+    shares = np.ones(len(state), bool) if shares is None else np.asarray(shares, bool)
+    needs_step = np.ones(len(state), bool) if needs_step is None else np.asarray(needs_step, bool)
     on, use_step = state.copy(), np.full(state.shape, np.nan)
     tied = [(a, start, stop, _tie_to_edge(a, start, stop, load, step_at, lo_w[a], edge))
             for a, row in enumerate(state) for start, stop in _uses(row)]
     shared = set()  # runs at an edge several appliances switched at: judged together
-    for group in _edge_groups([r for *_, r in tied if r is not None]):
+    for group in _edge_groups([r for *_, r in tied if r is not None and shares[r.appliance]]):
         if len({r.appliance for r in group}) > 1:
             shared.update(group)
             kept = _explain(group, power, margin, lo_w, hi_w)
@@ -310,7 +327,7 @@ def edge_evidence(on: np.ndarray, power_w: np.ndarray, margin: np.ndarray, load_
         step_w = run.step_w if run is not None else _run_step(load, start, stop, edge)
         keep, use_step[a, start:stop] = _judge_alone(run is not None, stop - start, step_w,
                                                      float(np.median(power[a, start:stop])), lo_w[a], hi_w[a])
-        if not keep:
+        if not keep and needs_step[a]:
             on[a, start:stop] = False
     return on, np.where(on, use_step, np.nan)
 
@@ -464,3 +481,72 @@ def fit_calibration(on_logit: np.ndarray, true_on: np.ndarray, true_power_w: np.
             shortest_use_s(true_on[:, a], resolution_s), f1, float(true_on[:, a].mean()))
     lag = decision_lag(pred, true_on, resolution_s)
     return NilmCalibration(apps, lag, fitted_on)
+
+
+RULE_GAIN_F1 = 0.002  # a rule is dropped for an appliance only when the mean F1 gains more than this
+
+
+def tune_rules(cal: NilmCalibration, on_logit: np.ndarray, appliance_w: np.ndarray, load_w: np.ndarray,
+               true_on: np.ndarray, names: Sequence[str],
+               owned: Sequence[Iterable[str] | None] | None = None) -> NilmCalibration:
+    """Which of rule 2's judgments each appliance is held to, chosen on validation at the decision.
+
+    "One step, one appliance" and "a step in its range" keep an unknown load from being claimed by
+    several look-alikes, but they also take true runs away: where the graph finds a toaster and a
+    microwave at one 1.2 kW step, or a TV and a fridge at one 100 W step, only one keeps it, and a
+    TV whose graph power is low is dropped with a step the TV's own fluctuation blurs. Whether that
+    is worth it depends on the appliance and on the graph. Greedy, on the validation windows: with
+    every appliance held to both judgments, each appliance in turn is released from "one step,
+    one appliance" (``shares_steps``), then from "a step in its range" (``needs_step``), and kept
+    released when the mean decided ON/OFF F1 over the appliances seen running gains more than
+    ``RULE_GAIN_F1``. Thresholds, ranges and rules 1 and 3 are unchanged.
+
+    cal: ``fit_calibration``'s result; on_logit, appliance_w: [N, A, T] the graph's outputs on
+    the validation windows; load_w: [N, T] W; true_on: [N, A, T]; owned: per window the
+    household's appliances (None: all). Returns the calibration with the chosen flags and
+    ``val_f1`` the decided F1 with them. Raises ``ValueError`` on shapes that do not fit.
+    """
+    logit = np.asarray(on_logit, np.float64)
+    power = np.asarray(appliance_w, np.float64)
+    load = np.asarray(load_w, np.float64)
+    truth = np.asarray(true_on, np.float64) > 0.5
+    if logit.ndim != 3 or logit.shape != power.shape or logit.shape != truth.shape \
+            or load.shape != (logit.shape[0], logit.shape[2]) or logit.shape[1] != len(names):
+        raise ValueError(f"on_logit {logit.shape}, appliance_w {power.shape}, load_w {load.shape}, "
+                         f"true_on {truth.shape} and {len(names)} names do not fit [N, A, T] and [N, T]")
+    owned = [None] * len(logit) if owned is None else list(owned)
+    seen = truth.any(axis=(0, 2))
+    if not seen.any():
+        return cal
+    best_f1 = _decided_f1(cal, logit, power, load, truth, names, owned)
+    for flag in ("shares_steps", "needs_step"):
+        for a, name in enumerate(names):
+            if not seen[a]:
+                continue
+            trial = _with_flag(cal, name, flag, False)
+            f1 = _decided_f1(trial, logit, power, load, truth, names, owned)
+            if f1[seen].mean() > best_f1[seen].mean() + RULE_GAIN_F1:
+                cal, best_f1 = trial, f1
+    apps = dict(cal.appliances)
+    for a, name in enumerate(names):
+        if seen[a]:
+            apps[name] = replace(cal.get(name), val_f1=float(best_f1[a]))
+    return NilmCalibration(apps, cal.decision_lag_s, cal.fitted_on)
+
+
+def _with_flag(cal: NilmCalibration, name: str, flag: str, value: bool) -> NilmCalibration:
+    return NilmCalibration({**cal.appliances, name: replace(cal.get(name), **{flag: value})},
+                           cal.decision_lag_s, cal.fitted_on)
+
+
+def _decided_f1(cal: NilmCalibration, logit: np.ndarray, power: np.ndarray, load: np.ndarray,
+                truth: np.ndarray, names: Sequence[str], owned: list) -> np.ndarray:
+    """[A] the F1 of ``decide``'s states over all windows."""
+    tp, n_pred, n_true = (np.zeros(len(names)) for _ in range(3))
+    for i in range(len(logit)):
+        on = decide(logit[i], power[i], load[i], names, cal, owned[i]).on
+        tp += np.sum(on & truth[i], axis=1)
+        n_pred += on.sum(axis=1)
+        n_true += truth[i].sum(axis=1)
+    denom = n_pred + n_true
+    return np.where(denom > 0, 2.0 * tp / np.maximum(denom, 1.0), 0.0)

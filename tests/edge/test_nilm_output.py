@@ -1,6 +1,7 @@
 """The NILM consistency rules: off means 0 W, on means a power in range, never above the meter."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from edge.nilm_output import (
     check_consistent,
     decide,
     fit_calibration,
+    tune_rules,
 )
 
 NAMES = ("kettle", "tv", "fridge")
@@ -175,16 +177,28 @@ STEP_CAL = NilmCalibration({
 })
 
 
-def _step_window(step_w: float, on_at: dict[str, int], graph_w: dict[str, float] | None = None, t=30):
-    """A flat 60 W window with a step of ``step_w`` at sample 10 and each named appliance's state
-    on from its sample to the end; its graph power ``graph_w`` (else 0 W) while on."""
+def _step_inputs(step_w: float, on_at: dict[str, int], graph_w: dict[str, float] | None = None, t=30):
+    """(on_logit, appliance_w, load_w) of a flat 60 W window with a step of ``step_w`` at sample 10
+    and each named appliance's state on from its sample to the end; its graph power ``graph_w``
+    (else 0 W) while on."""
     load = np.full(t, 60.0) + np.tile([0.4, -0.4], t // 2)
     load[10:] += step_w
     logit, power = np.full((3, t), -3.0), np.zeros((3, t))
     for name, start in on_at.items():
         logit[NAMES.index(name), start:] = 2.0
         power[NAMES.index(name), start:] = (graph_w or {}).get(name, 0.0)
-    return decide(logit, power, load, NAMES, STEP_CAL)
+    return logit, power, load
+
+
+def _step_window(step_w: float, on_at: dict[str, int], graph_w: dict[str, float] | None = None, t=30,
+                 cal: NilmCalibration = STEP_CAL):
+    return decide(*_step_inputs(step_w, on_at, graph_w, t), NAMES, cal)
+
+
+def _released(flag: str, *names: str) -> NilmCalibration:
+    """STEP_CAL with the named appliances released from one of rule 2's judgments."""
+    return NilmCalibration({n: replace(c, **{flag: False}) if n in names else c
+                            for n, c in STEP_CAL.appliances.items()})
 
 
 def test_a_step_outside_an_appliances_range_is_not_that_appliance():
@@ -213,3 +227,60 @@ def test_a_run_without_an_edge_in_the_window_keeps_the_graphs_power():
     logit[1], power[1] = 2.0, 120.0  # the TV on over the whole window
     d = decide(logit, power, np.full(20, 300.0), NAMES, STEP_CAL)
     assert d.on[1].all() and (d.power_w[1] == 120.0).all()
+
+
+def test_an_appliance_released_from_one_step_one_appliance_keeps_its_run():
+    both, graph = {"tv": 10, "fridge": 10}, {"tv": 20.0, "fridge": 140.0}
+    assert not _step_window(150.0, both, graph).on[1].any()  # held to the rule: the fridge takes the step
+    d = _step_window(150.0, both, graph, cal=_released("shares_steps", "tv"))
+    assert d.on[1:, 10:].all() and not d.on[:, :10].any()  # judged alone, each keeps its run
+    assert check_consistent(d.on, d.power_w, d.budget_w, STEP_CAL, NAMES) == []  # and they fit the meter
+
+
+def test_an_appliance_released_from_the_step_check_keeps_a_run_whose_step_is_outside_its_range():
+    assert not _step_window(18.0, {"tv": 10}).on.any()
+    d = _step_window(18.0, {"tv": 10}, cal=_released("needs_step", "tv"))
+    assert d.on[1, 10:].all() and (d.power_w[1, 10:] == 40.0).all()  # on at a power in its range
+    assert check_consistent(d.on, d.power_w, d.budget_w, STEP_CAL, NAMES) == []
+
+
+def test_released_flags_survive_the_manifest():
+    cal = _released("needs_step", "tv")
+    back = NilmCalibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert back == cal and back.get("tv").needs_step is False and back.get("fridge").needs_step is True
+
+
+def _step_validation(*windows):
+    """[N, A, T] logits and powers, [N, T] loads and [N, A, T] truth of ``_step_inputs`` windows,
+    each given as (step_w, on_at, graph_w, the appliance truly on from sample 10 or None)."""
+    parts = [_step_inputs(step, on_at, graph) for step, on_at, graph, _ in windows]
+    truth = np.zeros((len(windows), 3, 30), bool)
+    for i, (*_, true) in enumerate(windows):
+        if true:
+            truth[i, NAMES.index(true), 10:] = True
+    return [np.stack(x) for x in zip(*parts, strict=True)] + [truth]
+
+
+def test_a_rule_is_dropped_for_an_appliance_where_validation_says_it_takes_true_runs():
+    """The graph finds the TV and the fridge at every 150 W step and the fridge's power agrees:
+    held to "one step, one appliance" the TV never runs, though it is the TV in one window of two."""
+    both, graph = {"tv": 10, "fridge": 10}, {"tv": 20.0, "fridge": 140.0}
+    logit, power, load, truth = _step_validation((150.0, both, graph, "tv"), (150.0, both, graph, "fridge"))
+    tuned = tune_rules(STEP_CAL, logit, power, load, truth, NAMES)
+    assert not tuned.get("tv").shares_steps and tuned.get("fridge").shares_steps
+    assert tuned.get("tv").needs_step and tuned.get("kettle") == STEP_CAL.get("kettle")  # never seen: untouched
+    assert tuned.get("tv").val_f1 == pytest.approx(2 / 3) and tuned.get("fridge").val_f1 == pytest.approx(2 / 3)
+    assert tuned.get("tv").threshold_logit == STEP_CAL.get("tv").threshold_logit
+
+
+def test_a_rule_that_keeps_unknown_loads_out_stays():
+    """Validation with a 150 W load neither appliance draws (both claim it, neither's power agrees)
+    beside a fridge the graph gets right: releasing either would publish the unknown load."""
+    both = {"tv": 10, "fridge": 10}
+    logit, power, load, truth = _step_validation((150.0, both, {"tv": 20.0, "fridge": 140.0}, "fridge"),
+                                            (150.0, both, None, None), (150.0, both, None, None))
+    tuned = tune_rules(STEP_CAL, logit, power, load, truth, NAMES)
+    assert all(tuned.get(n).shares_steps and tuned.get(n).needs_step for n in NAMES)
+    assert tuned.get("fridge").val_f1 == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="do not fit"):
+        tune_rules(STEP_CAL, logit, power, load[:, :-1], truth, NAMES)

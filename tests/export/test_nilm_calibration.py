@@ -5,11 +5,11 @@ import pytest
 
 from edge.agent.inference import open_model
 from edge.bundle import load_bundle
-from edge.nilm_output import NilmCalibration, fit_calibration
+from edge.nilm_output import NilmCalibration, fit_calibration, tune_rules
 from edge.runtime import InferenceRuntime
-from edge.task_io import LOAD_W, ON_LOGIT
+from edge.task_io import APPLIANCE_W, LOAD_W, ON_LOGIT
 from export.errors import ExportError
-from export.nilm_calibration import CYCLE_MERGE_GAP_S, merge_gaps, nilm_calibrator
+from export.nilm_calibration import CYCLE_MERGE_GAP_S, merge_gaps, nilm_calibrator, owned_per_window
 from trainer.data import ArrayDataset
 
 
@@ -45,11 +45,14 @@ def test_the_calibrator_runs_the_exported_graph_and_matches_appliances_by_name(t
     val = _windows(bundle)
     fitted = NilmCalibration.from_dict(nilm_calibrator(val, "check")(bundle)["nilm"])
     names = tuple(bundle.manifest["tasks"]["nilm"]["appliances"])
-    logits = InferenceRuntime(bundle, "onnx", "int8").run("nilm", {LOAD_W: val.arrays["load_w"]})[ON_LOGIT]
+    out = InferenceRuntime(bundle, "onnx", "int8").run("nilm", {LOAD_W: val.arrays["load_w"]})
     idx = [val.meta["appliances"].index(n) for n in names]
     res = float(bundle.task("nilm").input_spec["resolution_s"])
-    expected = fit_calibration(logits, val.arrays["appliance_on"][:, idx], val.arrays["appliance_w"][:, idx],
-                               names, res, merge_gaps(names, res), "check: 6 windows")
+    true_on = val.arrays["appliance_on"][:, idx] > 0.5
+    raw = fit_calibration(out[ON_LOGIT], true_on, val.arrays["appliance_w"][:, idx], names, res,
+                          merge_gaps(names, res), "check: 6 windows")
+    # the rules each appliance is held to, chosen at the decision (no household list: all owned)
+    expected = tune_rules(raw, out[ON_LOGIT], out[APPLIANCE_W], val.arrays["load_w"], true_on, names)
     assert fitted == expected
     assert fitted.get("kettle").min_w == pytest.approx(1800.0) and fitted.get("kettle").val_on_share > 0
 
@@ -68,3 +71,12 @@ def test_windows_that_do_not_fit_the_graph_are_refused(tiny_bundle):
 def test_programmes_with_pauses_are_one_use():
     gaps = merge_gaps(("washing_machine", "kettle", "ev"), 60.0)
     assert gaps == {"washing_machine": CYCLE_MERGE_GAP_S, "kettle": 120.0, "ev": 120.0}
+
+
+def test_each_validation_window_is_decided_with_its_households_appliances():
+    on = np.zeros((4, 3, 5), bool)
+    on[0, 0, 2] = True  # household 7 runs the kettle in one of its windows
+    on[3, 2, 1] = True  # household 9 the fridge
+    names = ("kettle", "tv", "fridge")
+    assert owned_per_window(np.array([7, 7, 9, 9]), on, names) == [("kettle",), ("kettle",), ("fridge",), ("fridge",)]
+    assert owned_per_window(None, on, names) is None
