@@ -373,6 +373,7 @@ def op_profile(models: dict[str, Path], feeds_path: Path, iters: int) -> dict:
     (one thread, ``iters`` calls after a warm-up), summed per op type; us per call by op type,
     largest first, and the share of the MoE op (MoE / QMoE or, in the dense graph, its MatMuls
     are not separable, so the dense graph is reported by op type only)."""
+    import onnx
     import onnxruntime as ort
 
     data = np.load(feeds_path)
@@ -391,15 +392,19 @@ def op_profile(models: dict[str, Path], feeds_path: Path, iters: int) -> dict:
             session.run(None, feeds)
         trace = json.loads(Path(session.end_profiling()).read_text())
         per_op: dict[str, float] = {}
+        kernels_run = 0
         for ev in trace:
             if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
                 op = ev.get("args", {}).get("op_name", "?")
                 per_op[op] = per_op.get(op, 0.0) + ev["dur"] / iters
+                kernels_run += 1
         calls = [ev["dur"] for ev in trace if ev.get("cat") == "Session" and ev.get("name") == "model_run"]
         total = float(np.median(calls)) if calls else sum(per_op.values())
         nodes = sum(per_op.values())
         moe = sum(v for k, v in per_op.items() if k in ("MoE", "QMoE"))
-        out[name] = {"model_run_p50_us": total, "kernels_us": nodes, "moe_us": moe,
+        out[name] = {"graph_nodes": len(onnx.load(str(path)).graph.node),
+                     "nodes_run_per_call": kernels_run / iters,  # after onnxruntime's graph optimisation
+                     "model_run_p50_us": total, "kernels_us": nodes, "moe_us": moe,
                      "moe_share_of_kernels": moe / nodes if nodes else 0.0,
                      "per_op_us": dict(sorted(per_op.items(), key=lambda kv: -kv[1]))}
     return out
@@ -447,6 +452,9 @@ def markdown(res: dict, command: str) -> str:
     lines = [f"# Export benchmark\n\nCommand: `nice -n 10 {command}`  \nMachine: {res['machine']}  \n"
              f"Student: {res['student']}  \n" + (f"Load average at the end (1/5/15 min): "
              f"{', '.join(f'{x:.1f}' for x in res['load_average_1_5_15min'])}  \n" if "load_average_1_5_15min" in res else "")
+             + (f"Load average at the start (1/5/15 min): "
+                f"{', '.join(f'{x:.1f}' for x in res['load_average_at_start_1_5_15min'])}  \n"
+                if "load_average_at_start_1_5_15min" in res else "")
              + f"Context: D = {d} days of history (`history_w` [B, {d}, 48], "
              f"`history_mask` [B, {d}]), {tokens} tokens per window (12 patches + {d} day tokens)\n" + ("\nThe students and bundles are a previous run's (the same command "
                                                 "without `--reuse`), re-timed (`--reuse`).\n"
@@ -541,11 +549,13 @@ def _ne_check(t: dict) -> tuple[str, str, bool]:
 def _profile_md(prof: dict) -> list[str]:
     """Where a batch-1 call's time goes, per graph: the five costliest op types."""
     lines = ["\n## Where batch 1 goes (onnxruntime node profile, N_e = 8, us per call)\n",
-             "| graph | call p50 | kernels | MoE / QMoE op | MoE share of kernels | costliest op types (us) |",
-             "|---|---|---|---|---|---|"]
+             "| graph | nodes in the file / run per call | call p50 | kernels | MoE / QMoE op | MoE share of kernels "
+             "| costliest op types (us) |",
+             "|---|---|---|---|---|---|---|"]
     for name, r in prof.items():
         top = ", ".join(f"{op} {us:.1f}" for op, us in list(r["per_op_us"].items())[:6])
-        lines.append(f"| {name} | {r['model_run_p50_us']:.1f} | {r['kernels_us']:.1f} | {r['moe_us']:.1f} | "
+        nodes = f"{r['graph_nodes']} / {r['nodes_run_per_call']:.0f}" if "graph_nodes" in r else "-"
+        lines.append(f"| {name} | {nodes} | {r['model_run_p50_us']:.1f} | {r['kernels_us']:.1f} | {r['moe_us']:.1f} | "
                      f"{r['moe_share_of_kernels']:.0%} | {top} |")
     return lines
 
@@ -603,7 +613,8 @@ def main() -> int:
     work = Path(args.work) / f"D{d}"
     res = {"command": command, "machine": f"{platform.machine()} {platform.processor() or ''} "
            f"{os.cpu_count()} cores (shared), Python {platform.python_version()}", "n_experts": {},
-           "reused": args.reuse, "history_days": d, "tokens_per_window": 12 + d}
+           "reused": args.reuse, "history_days": d, "tokens_per_window": 12 + d,
+           "load_average_at_start_1_5_15min": os.getloadavg()}
     models: dict[str, Path] = {}
     for ne in sorted({8, *args.n_experts}):
         print(f"N_e = {ne}: training the students and writing their bundle", flush=True)

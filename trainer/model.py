@@ -240,8 +240,10 @@ class MultiHeadSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
-        q, k, v = self.qkv(x).split(D, dim=-1)
-        q, k, v = (t.reshape(B, T, self.n_heads, self.d_k).transpose(1, 2) for t in (q, k, v))
+        # [B, T, 3D] -> [B, 3 n_heads, T, d_k] (q heads, k heads, v heads): one Reshape and one
+        # Transpose for all three instead of one each
+        qkv = self.qkv(x).reshape(B, T, 3 * self.n_heads, self.d_k).transpose(1, 2)
+        q, k, v = qkv.split(self.n_heads, dim=1)
         att = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.d_k)
         att = self.drop(torch.softmax(att, dim=-1))
         y = torch.matmul(att, v).transpose(1, 2).reshape(B, T, D)
@@ -317,9 +319,12 @@ class NoisyTopKGate(nn.Module):
 @torch.library.custom_op("unimeter::moe_ffn", mutates_args=())
 def moe_ffn(x: torch.Tensor, logits: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
             b2: torch.Tensor, k: int, activation: str) -> torch.Tensor:
-    """One MoE feed-forward layer given its router logits [N, E] (what onnxruntime's
-    ``com.microsoft.MoE`` computes): softmax over the top-k logits, experts on their routed tokens
-    only. The ``"moe_op"`` dispatch; ``export.onnx_export`` translates it to the contrib node."""
+    """One MoE feed-forward layer on x [N, d] or [B, T, d] given its router logits [N, E] (N = B T;
+    what onnxruntime's ``com.microsoft.MoE`` computes, 3-D input included): softmax over the top-k
+    logits, experts on their routed tokens only. The ``"moe_op"`` dispatch; ``export.onnx_export``
+    translates it to the contrib node."""
+    shape = x.shape
+    x = x.reshape(-1, shape[-1])
     vals, idx = logits.topk(k, dim=-1)
     gates = torch.softmax(vals, dim=-1)
     act = torch.relu if activation == "relu" else F.gelu
@@ -329,7 +334,7 @@ def moe_ffn(x: torch.Tensor, logits: torch.Tensor, w1: torch.Tensor, b1: torch.T
         if token.numel():
             y = act(x[token] @ w1[e] + b1[e]) @ w2[e] + b2[e]
             out.index_add_(0, token, y * gates[token, slot, None])
-    return out
+    return out.reshape(shape)
 
 
 @moe_ffn.register_fake
@@ -359,12 +364,12 @@ class MoEFeedForward(nn.Module):
         """x [..., d_model] -> (y of the same shape, this layer's routing; None for "moe_op",
         whose routing happens inside the fused op)."""
         shape = x.shape
-        flat = x.reshape(-1, shape[-1])
-        if self.dispatch == "moe_op":
-            logits = self.gate.w_g(flat)  # eval: no gating noise
-            y = torch.ops.unimeter.moe_ffn(flat, logits, self.w1, self.b1, self.w2, self.b2,
+        if self.dispatch == "moe_op":  # the op takes x as it is ([B, T, d] too): one Reshape fewer
+            logits = self.gate.w_g(x).reshape(-1, self.cfg.n_experts)  # eval: no gating noise
+            y = torch.ops.unimeter.moe_ffn(x, logits, self.w1, self.b1, self.w2, self.b2,
                                            self.cfg.top_k, self.cfg.activation)
-            return y.reshape(shape), None
+            return y, None
+        flat = x.reshape(-1, shape[-1])
         routing = self.gate(flat)
         experts = {"loop": self._loop, "gather": self._gather, "dense": self._dense}[self.dispatch]
         y = experts(flat, routing.topk_idx, routing.gates)
@@ -583,7 +588,7 @@ class UnifiedModel(nn.Module):
             noise = noise_std * torch.randn_like(ctx.fill_n)
         if noise is not None:
             ctx.x_n = (ctx.x_n + noise) * obs
-            ctx.fill_n = linear_fill(ctx.x_n, obs)
+            ctx.fill_n = linear_fill(ctx.x_n, obs, ctx.gap_bounds())
             if D and noise_std > 0:
                 ctx.hist_n = ctx.hist_n + noise_std * torch.randn_like(ctx.hist_n) * ctx.history_mask[:, :, None]
         return ctx

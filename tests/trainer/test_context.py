@@ -174,3 +174,41 @@ def test_export_runs_in_onnxruntime_with_sparse_routing(history_days, tmp_path):
             ref = em(*(torch.from_numpy(feeds[n]) for n in em.input_names))
         for g, r in zip(got, ref, strict=True):
             np.testing.assert_allclose(g, r.numpy(), rtol=1e-3, atol=1e-2 * float(np.abs(r.numpy()).mean() + 1))
+
+
+def test_the_moe_op_graph_equals_pytorch_on_missing_days_and_points(tmp_path):
+    """The shipped fp32 graph (com.microsoft.MoE dispatch, the int8 model's source) of each profile
+    task equals PyTorch on windows with gaps, missing history days, no history day at all and no
+    observed point, at the tolerances above; and the context code stays within its node budget (it
+    was 305 nodes for an imputation call of the Pi student before the batched context code, 247 after;
+    the tiny model here has half the layers)."""
+    import onnx
+    import onnxruntime as ort
+
+    from export.bundle_writer import _check_inputs
+    from export.onnx_export import OnnxExportConfig, export_onnx
+
+    torch.manual_seed(0)
+    for task in TASKS:
+        model = TaskModel(ModelConfig.tiny(activation="relu", history_days=D),
+                          TaskConfig(task=task, n_covariates=N_COVARIATES if task == "forecast" else 0))
+        for p in model.parameters():  # the zero-initialised heads would hide the candidates' weights
+            if not p.abs().sum():
+                torch.nn.init.normal_(p, std=0.1)
+        em = export_module(model, "moe_op")
+        path = export_onnx(em, tmp_path / f"{task}.onnx", OnnxExportConfig(dispatch="moe_op"))
+        graph = onnx.load(str(path)).graph
+        assert "MoE" in {n.op_type for n in graph.node}
+        assert len(graph.node) < {"imputation": 230, "anomaly": 340, "forecast": 240}[task]
+        feeds = _check_inputs(em, 6)
+        if "observed" in feeds:
+            feeds["observed"][1, 10:30] = 0.0  # a gap
+            feeds["observed"][2] = 0.0  # nothing observed
+        feeds[HISTORY_MASK][3, [0, 4, 6]] = 0.0  # missing days, yesterday among them
+        feeds[HISTORY_MASK][4] = 0.0  # no history day at all
+        got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+        with torch.no_grad():
+            ref = em(*(torch.from_numpy(feeds[n]) for n in em.input_names))
+        for g, r in zip(got, ref, strict=True):
+            assert np.isfinite(g).all()
+            np.testing.assert_allclose(g, r.numpy(), rtol=1e-3, atol=1e-2 * float(np.abs(r.numpy()).mean() + 1))
