@@ -284,3 +284,25 @@ def test_a_rule_that_keeps_unknown_loads_out_stays():
     assert tuned.get("fridge").val_f1 == pytest.approx(1.0)
     with pytest.raises(ValueError, match="do not fit"):
         tune_rules(STEP_CAL, logit, power, load[:, :-1], truth, NAMES)
+
+
+SHARED_CASE = Path(__file__).parent / "cases" / "nilm_tv_fridge_shared_step.json"
+
+
+def test_a_tv_released_from_one_step_one_appliance_is_found_beside_the_fridge():
+    """A real window (TV on all along, fridge cycling): held to "one step, one appliance" the TV is
+    reported off for the whole window; released (what ``tune_rules`` chose for this graph on its
+    validation households) it is on where it runs and the fridge's answer does not change."""
+    case = json.loads(SHARED_CASE.read_text())
+    names, cal = tuple(case["names"]), NilmCalibration.from_dict(case["calibration"])
+    inputs = (np.array(case["on_logit"]), np.array(case["appliance_w"]), np.array(case["load_w"]), names)
+    tv, fridge = names.index("tv"), names.index("fridge")
+    held = decide(*inputs, cal, case["owned"])
+    assert not held.on[tv].any() and case["true_on"]["tv"] == [1] * 120
+    released = NilmCalibration({**cal.appliances, "tv": replace(cal.get("tv"), shares_steps=False)})
+    d = decide(*inputs, released, case["owned"])
+    assert d.on[tv].sum() >= 110
+    assert (d.on[fridge] == held.on[fridge]).all()
+    true_fridge = np.array(case["true_on"]["fridge"], bool)
+    assert (d.on[fridge] & true_fridge).sum() >= 0.9 * true_fridge.sum()
+    assert check_consistent(d.on, d.power_w, d.budget_w, released, names) == []
