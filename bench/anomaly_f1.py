@@ -9,7 +9,8 @@ and the up-then-down ramp ``x (1 + lambda r(t))``, +- at random, 4-12 hours at a
 Beside seed 000's cells: theft, under-reporting only (scaling by 1 - |lambda|, lambda 0.2 / 0.5 /
 0.8, 4-12 h), and the faults a gateway sees on a day of 30-min bins (``edge.sim.inject``): two
 spikes (5 x the day's std, >= 1 kW), a stuck value and a zero run (4-12 h each), and four
-sign errors (-|p|). A day is flagged when any of the L rolling windows ending on it fires (the agent scores a
+sign errors (-|p|). Beside the model: the combined flag the agent publishes, the model OR the
+signal layer's fault rules (``edge.signal.faults``) on the same windows and history. A day is flagged when any of the L rolling windows ending on it fires (the agent scores a
 rolling window every bin), each window with its D days of history from the same series (the
 attacked day in place), through the int8 bundle (``edge.runtime``). F1 per cell: that cell's
 attacked days against the clean days (1:1), at the bundle's calibrated threshold and at the
@@ -43,6 +44,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 from edge.bundle import load_bundle  # noqa: E402
 from edge.data.userdata import history_context  # noqa: E402
 from edge.runtime import InferenceRuntime  # noqa: E402
+from edge.signal.faults import detect_faults  # noqa: E402
 from edge.sim import inject, simulate_fleet  # noqa: E402
 
 KINDS = ("scaling", "ramp")
@@ -151,6 +153,24 @@ def day_scores(runtime: InferenceRuntime, names: list[str], D: int, series: np.n
     return np.asarray(out)
 
 
+def day_faults(series: np.ndarray, day: int, loads: np.ndarray, D: int) -> np.ndarray:
+    """bool [N]: any of the L rolling windows ending on ``day`` of ``series`` [T] (that day replaced
+    by each of ``loads`` [N, L]) has a gateway fault (``edge.signal.faults``, what the agent adds to
+    the model's flag), judged against its D days of history; D = 0: never (the agent keeps none)."""
+    L = loads.shape[1]
+    j = np.arange(L)
+    starts = (day - 1) * L + j + 1
+    out = np.zeros(len(loads), bool)
+    if not D:
+        return out
+    for n, load in enumerate(loads):
+        x = series.copy()
+        x[day * L:(day + 1) * L] = load
+        hist, mask = history_context(x, starts, L, D)
+        out[n] = any(detect_faults(x[s:s + L], hist[i], mask[i], 86400.0 / L).any for i, s in enumerate(starts))
+    return out
+
+
 def f1_at(score: np.ndarray, y: np.ndarray, threshold: float) -> float:
     pred = score > threshold
     tp, fp, fn = np.sum(pred & y), np.sum(pred & ~y), np.sum(~pred & y)
@@ -171,8 +191,8 @@ def run(bundle: Path, households: int, days: int, test_days: int, seed: int) -> 
     runtime = InferenceRuntime(b, backend="onnx", precision="int8", threads=1)
     names = [t.name for t in spec.inputs]
     rng = np.random.default_rng([seed, 0xF1])
-    cells = {cell: {"ours": [], "oracle": []} for cell in cell_names()}
-    clean = {"ours": [], "oracle": []}
+    cells = {cell: {"ours": [], "oracle": [], "faults": []} for cell in cell_names()}
+    clean = {"ours": [], "oracle": [], "faults": []}
     t0 = time.perf_counter()
     for trace in simulate_fleet(households, days + 1, resolution_s=1800, seed=seed):
         k = np.asarray(trace.ts_s, np.int64) // 1800
@@ -187,20 +207,26 @@ def run(bundle: Path, households: int, days: int, test_days: int, seed: int) -> 
         for day in range(days - test_days, days):
             loads = [per_day[day]] + [perturb(per_day[day], kd, lam, rng) for kd, lam in cells]
             ours = day_scores(runtime, names, D, series, day, np.stack(loads))
+            faults = day_faults(series, day, np.stack(loads), D)
             # the oracle's hypotheses are seed 000's attacks: it scores the clean day and those cells
             orc = [oracle.score(x, day) if i == 0 or kd in KINDS else np.nan
                    for i, (x, (kd, _)) in enumerate(zip(loads, [("clean", None), *cells], strict=True))]
             clean["ours"].append(ours[0])
             clean["oracle"].append(orc[0])
+            clean["faults"].append(faults[0])
             for i, cell in enumerate(cells, start=1):
                 cells[cell]["ours"].append(ours[i])
+                cells[cell]["faults"].append(faults[i])
                 cells[cell]["oracle"].append(orc[i])
         logging.info("%s done (%.0f s)", trace.household_id, time.perf_counter() - t0)
     rows = []
     for (kind, lam), sc in cells.items():
         y = np.r_[np.zeros(len(clean["ours"]), bool), np.ones(len(sc["ours"]), bool)]
         ours = np.r_[clean["ours"], sc["ours"]]
+        combined = (ours > threshold) | np.r_[clean["faults"], sc["faults"]]
         rows.append({"kind": kind, "lambda": lam, "f1_calibrated": f1_at(ours, y, threshold),
+                     "f1_combined": f1_at(combined.astype(float), y, 0.5),
+                     "recall_combined": float(combined[y].mean()),
                      "f1_best_threshold": best_f1(ours, y),
                      "oracle_f1_best_threshold": (best_f1(np.r_[clean["oracle"], sc["oracle"]], y)
                                                   if kind in KINDS else None),
@@ -208,6 +234,8 @@ def run(bundle: Path, households: int, days: int, test_days: int, seed: int) -> 
     return {"bundle": str(bundle), "model_version": b.model_version, "history_days": D,
             "threshold_window_logit": threshold, "households": households, "days": days,
             "test_days": test_days, "seed": seed, "clean_days_flagged": int(np.sum(np.asarray(clean["ours"]) > threshold)),
+            "clean_days_flagged_combined": int(np.sum((np.asarray(clean["ours"]) > threshold) | np.asarray(clean["faults"]))),
+            "clean_days_fault_rules": int(np.sum(clean["faults"])),
             "cells": rows, "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -220,10 +248,17 @@ def write_results(res: dict, out_dir: Path, name: str, command: str) -> None:
              f"`{res['model_version']}` (D = {res['history_days']}), calibrated window logit "
              f"{res['threshold_window_logit']:.3f}: {res['clean_days_flagged']} of {res['cells'][0]['n_clean']} "
              "clean days flagged. A day is flagged when any rolling window ending on it fires.", "",
-             "| attack or fault | lambda | F1 (calibrated threshold) | F1 (best threshold) | oracle F1 (best threshold) |",
-             "|---|---|---|---|---|"]
+             "Combined: what the agent publishes, the model's calibrated flag OR a gateway fault of the "
+             "signal layer (`edge.signal.faults`: spikes, stuck values, zero runs, sign errors judged against "
+             f"the household's own {res['history_days']} days before each window): "
+             f"{res['clean_days_flagged_combined']} of {res['cells'][0]['n_clean']} clean days flagged "
+             f"({res['clean_days_fault_rules']} by the fault rules).", "",
+             "| attack or fault | lambda | F1 model (calibrated threshold) | F1 combined (model OR fault rules) | "
+             "recall combined | F1 model (best threshold) | oracle F1 (best threshold) |",
+             "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['kind']} | {'-' if r['lambda'] is None else format(r['lambda'], 'g')} | "
-              f"{r['f1_calibrated']:.2f} | {r['f1_best_threshold']:.2f} | "
+              f"{r['f1_calibrated']:.2f} | {r['f1_combined']:.2f} | {r['recall_combined']:.2f} | "
+              f"{r['f1_best_threshold']:.2f} | "
               f"{'-' if r['oracle_f1_best_threshold'] is None else format(r['oracle_f1_best_threshold'], '.2f')} |"
               for r in res["cells"]]
     (out_dir / f"{name}.md").write_text("\n".join(lines) + "\n")

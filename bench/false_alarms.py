@@ -7,7 +7,7 @@ Households the bundle never saw (fleet seed ``--seed``; training uses the pipeli
 simulated for ``--days`` days plus the model's history days and one more; their 30-min bins go
 through ``edge.agent.replay.replay_meter``: every bin (the agent's default profile schedule) the
 rolling day window, its history context from the meter's SQLite ``profile_bins``, ``profile_step``
-with the bundle's calibrated threshold. Evaluation starts once a meter has its full history (the
+with the bundle's calibrated threshold and the gateway fault rules (the published flag is either). Evaluation starts once a meter has its full history (the
 bins before are backfilled, as the agent does at start-up). An alarm is a rising edge of the
 published flag; the target is at most one per meter per month. Writes
 ``bench/results/<name>.json`` and ``.md`` with this command.
@@ -32,7 +32,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 
 from edge.agent.inference import ModelHost, open_model  # noqa: E402
 from edge.agent.replay import replay_meter  # noqa: E402
-from edge.calibration import DAYS_PER_MONTH  # noqa: E402
+from edge.calibration import DAYS_PER_MONTH, alarm_episodes  # noqa: E402
 from edge.sim import simulate_fleet  # noqa: E402
 
 TARGET_PER_MONTH = 1.0
@@ -64,6 +64,7 @@ def replay_fleet(bundle: Path, households: int, days: int, seed: int, start: str
         stop = min(len(bins), eval_from + days * per_day)
         r = replay_meter(host, bins[:stop], first, eval_from, meter_id=trace.household_id)
         meters.append({"household": trace.household_id, "windows": len(r.flag), "alarms": r.alarms,
+                       "model_alarms": alarm_episodes(r.model_flag), "fault_alarms": alarm_episodes(r.fault_flag),
                        "alarm_days": r.alarm_days(), "flagged_windows": int(r.flag.sum()),
                        "days": len(r.flag) / per_day, "max_score": float(r.score.max()) if len(r.score) else None,
                        "median_score": float(np.median(r.score)) if len(r.score) else None,
@@ -87,6 +88,8 @@ def summarise(meters: list[dict]) -> dict:
     return {
         "target_per_meter_per_month": TARGET_PER_MONTH,
         "alarms_total": int(sum(m["alarms"] for m in meters)),
+        "model_alarms_total": int(sum(m.get("model_alarms", 0) for m in meters)),
+        "fault_alarms_total": int(sum(m.get("fault_alarms", 0) for m in meters)),
         "alarms_per_meter_per_month": float(per_month.mean()),
         "alarms_per_meter_per_month_median": float(np.median(per_month)),
         "alarms_per_meter_per_month_max": float(per_month.max()),
@@ -121,7 +124,11 @@ def write_results(res: dict, out_dir: Path, name: str, command: str) -> None:
         f"bundle `{res['model_version']}` ({res['trained_by']}), threshold: {res['threshold_source']} "
         f"(window logit {res['threshold_window_logit']:.3f}). An alarm is a rising edge of the published flag; an alarm "
         "day a day with at least one flagged window (the unit the threshold is calibrated in). A pipeline bundle "
-        "is trained again by `python bench/false_alarms.py --preset demo --history-days D`.", "",
+        "is trained again by `python bench/false_alarms.py --preset demo --history-days D`. The published flag is "
+        "the model's calibrated flag OR a gateway fault rule (`edge.signal.faults`: spikes, stuck values, zero runs, "
+        f"sign errors against the meter's own history): of the alarms, {res.get('model_alarms_total', '-')} are "
+        f"rising edges of the model's own flag and {res.get('fault_alarms_total', '-')} of the fault rules' "
+        "(a window may have both).", "",
         "| alarms / meter / month: mean | median | max of a meter | alarm days / meter / month | "
         "meters over 1 / month | meters without alarm | alarms in total | target | met |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -227,7 +227,8 @@ class Discovery:
             "binary_sensor", node, "anomaly", dev, meter_id, name="Consumption anomaly", state_topic=topic,
             value_template="{{ 'ON' if value_json.anomaly else 'OFF' }}", device_class="problem",
             json_attributes_topic=topic,
-            json_attributes_template=_attributes("score", "threshold", "window_start_s", "window_end_s"))])
+            json_attributes_template=_attributes("score", "threshold", "anomaly_kinds", "window_start_s",
+                                                "window_end_s"))])
 
     def _forecast(self, node: str, dev: dict, meter_id: str) -> dict[str, dict]:
         topic = self.t.meter(meter_id, "forecast")

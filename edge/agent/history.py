@@ -102,6 +102,14 @@ class ProfileHistory:
                             (meter_id, self.resolution_s, self.oldest_kept(int(start_bin) + len(power_w) - 1)))
         return len(rows)
 
+    def drop(self, meter_id: str, bins: list[int]) -> int:
+        """Forget bins (a gateway fault fired on them: they are no household's normal, and the
+        context interpolates over them); returns how many rows went."""
+        with self._transaction():
+            cur = self.db.executemany("DELETE FROM profile_bins WHERE meter_id=? AND resolution_s=? AND k=?",
+                                      [(meter_id, self.resolution_s, int(k)) for k in bins])
+        return max(cur.rowcount, 0)
+
     def backfill(self, meter_id: str, bins: list[tuple[int, float, float]]) -> int:
         """Measured bins from the store's readings (``ReadingStore.bins``: bin index, sum of
         power_w, count) for days the history does not hold yet (a first start with a context model,

@@ -31,6 +31,7 @@ from edge.features import forecast_covariates
 from edge.nilm_enrol import Signature, add_enrolled
 from edge.nilm_output import Decision, NilmCalibration, decide
 from edge.runtime import InferenceRuntime
+from edge.signal.faults import FaultConfig, FaultReport, detect_faults
 from edge.signal.gapfill.energy import apply_energy_constraint
 from edge.task_io import (
     APPLIANCE_W,
@@ -279,11 +280,19 @@ def model_inputs(host: ModelHost, task: str, load_w: np.ndarray, observed: np.nd
 
 def profile_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resolution_s: float,
                  threshold: AnomalyThreshold | None = None, counter_wh: np.ndarray | None = None,
-                 context: Any = None) -> tuple[dict, np.ndarray]:
+                 context: Any = None, events: dict[str, np.ndarray] | None = None,
+                 faults: FaultConfig | None = None) -> tuple[dict, np.ndarray]:
     """Imputation (when gaps) then anomaly detection on one window of L bins.
 
     ``threshold``: None = the live model's (its bundle's calibrated logits, else probability 0.5);
     the published ``threshold`` is a probability like ``score``, ``threshold_source`` says which.
+
+    The published ``anomaly`` is the model's calibrated flag OR a gateway fault of the window
+    (``edge.signal.faults``: spikes, stuck values, zero runs and sign errors judged against the
+    meter's own history ``context``, and the reading guard's counter resets / clock jumps in
+    ``events``: kind -> bool [L] per bin). ``anomaly_kinds`` says what fired ("model" and/or the
+    fault kinds), ``faults`` where each fault kind fired (bin start times), ``fault_rules`` whether
+    the rules had enough history to judge. ``faults=None`` uses ``FaultConfig()``.
 
     With ``counter_wh`` (net Wh at each bin's end, NaN where not read; ``Resampler.counters``) the
     filled bins of every gap the counters bracket are rescaled to the counted energy. ``context``
@@ -305,9 +314,16 @@ def profile_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resol
     cut = threshold or (model.anomaly_threshold if model is not None else None) or AnomalyThreshold()
     out = host.run("anomaly", model_inputs(host, "anomaly", load, observed, context))
     window_logit = float(out[WINDOW_LOGIT].reshape(-1)[0])
-    flagged = np.flatnonzero(out[POINT_LOGIT].reshape(-1) > cut.point_logit)
+    model_flag = window_logit > cut.window_logit
+    report = window_faults(window_w, context, resolution_s, events, faults, counter_wh)
+    flagged = np.flatnonzero((out[POINT_LOGIT].reshape(-1) > cut.point_logit) | report.mask(len(load)))
     return {
-        "anomaly": window_logit > cut.window_logit,
+        "anomaly": bool(model_flag or report.any),
+        "anomaly_kinds": (["model"] if model_flag else []) + report.kinds,
+        "model_anomaly": bool(model_flag),
+        "faults": {k: [start_ts_s + float(i) * resolution_s for i in np.flatnonzero(report.points[k])]
+                   for k in report.kinds},
+        "fault_rules": "judged" if report.judged else f"not judged: {report.reason}",
         "score": round(float(_sigmoid(np.array(window_logit))), 4),
         "score_logit": round(window_logit, 6),  # what the threshold cuts (and a meter's own refit learns from)
         "threshold": round(float(_sigmoid(np.array(cut.window_logit))), 6),
@@ -320,6 +336,42 @@ def profile_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resol
         **history_fields(host, "anomaly", context),
         "model_version": host.current.version if host.current else "",
     }, load
+
+
+def window_faults(window_w: np.ndarray, context: Any, resolution_s: float,
+                  events: dict[str, np.ndarray] | None = None, cfg: FaultConfig | None = None,
+                  counter_wh: np.ndarray | None = None) -> FaultReport:
+    """The gateway faults of one profile window (``edge.signal.faults``) against the meter's
+    history ``context`` (an ``edge.agent.history.HistoryContext``; None: not judged), plus the
+    reading guard's ``events`` (kind -> bool [L]). With ``counter_wh`` (net Wh at each bin's end,
+    ``Resampler.counters``) a negative bin over which the meter's own registers counted net export
+    is export, not a sign error: the registers integrate what really flowed."""
+    hist = (context.history_w, context.history_mask) if context is not None else (None, None)
+    report = detect_faults(np.asarray(window_w, np.float64), *hist, resolution_s, cfg)
+    if counter_wh is not None and "sign_error" in report.points:
+        exported = np.zeros(len(window_w), bool)
+        exported[1:] = np.diff(np.asarray(counter_wh, np.float64)) < 0  # NaN compares False
+        points = dict(report.points)
+        points["sign_error"] = points["sign_error"] & ~exported
+        report = FaultReport({k: m for k, m in points.items() if m.any()}, report.judged, report.reason)
+    for kind, mask in (events or {}).items():
+        report = report.with_events(kind, mask)
+    return report
+
+
+# the faults whose bins leave the meter's history: a frozen register, a zero run or a corrupt bin is no
+# household's normal; a negative bin stays (if it was a first PV export, the meter has learnt it
+# exports and the next one is normal), and the guard's events leave the values alone
+FORGOTTEN_FAULTS = ("spike", "stuck", "zero_run")
+
+
+def fault_bins(body: dict) -> list[int]:
+    """Bin indices (``ts_s // resolution_s``) of a profile result where a ``FORGOTTEN_FAULTS`` rule
+    fired: the bins the agent keeps out of the meter's history, so a frozen register or a corrupt bin
+    never becomes the household's normal (``ProfileHistory.drop``; the context interpolates over them)."""
+    res = float(body["resolution_s"])
+    return sorted({int(round(ts / res)) for k, pts in body.get("faults", {}).items() if k in FORGOTTEN_FAULTS
+                   for ts in pts})
 
 
 def history_fields(host: ModelHost, task: str, context: Any) -> dict:

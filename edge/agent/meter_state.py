@@ -10,13 +10,17 @@ a model swap or a store replacement.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from edge.agent.appliances import MeterAppliances
 from edge.agent.resample import Resampler
 from edge.agent.store import ReadingStore, StoredReading
+from firmware_bridge.reading import ReadingFlag
 
 DEFAULT_PROFILE = (1800.0, 48)  # resolution_s, L when no model says otherwise
 DEFAULT_NILM = (10.0, 256)
@@ -34,6 +38,30 @@ class MeterState:
     last_seq: int = 0
     last_ts_s: float = 0.0
     last_received_s: float = 0.0
+    # (ts_s, kind) of the reading guard's counter resets and clock jumps, newest last
+    fault_events: deque = field(default_factory=lambda: deque(maxlen=FAULT_EVENTS_KEPT))
+
+    def note_flags(self, ts_s: float, flags: int) -> None:
+        """Keep the fault a reading's guard flags show (``READING_FAULTS``)."""
+        for flag, kind in READING_FAULTS:
+            if flags & flag:
+                self.fault_events.append((float(ts_s), kind))
+
+    def event_masks(self, start_s: float, resolution_s: float, n_bins: int) -> dict[str, np.ndarray]:
+        """kind -> bool [n_bins]: the bins of the window from ``start_s`` holding such an event."""
+        out: dict[str, np.ndarray] = {}
+        for ts_s, kind in self.fault_events:
+            i = int((ts_s - start_s) // resolution_s)
+            if 0 <= i < n_bins:
+                out.setdefault(kind, np.zeros(n_bins, bool))[i] = True
+        return out
+
+
+FAULT_EVENTS_KEPT = 1000
+# the reading guard's flags that are gateway faults of the anomaly message (firmware_bridge.guard):
+# a confirmed counter reset or meter swap; a meter clock far off the gateway's or running backwards
+READING_FAULTS = ((ReadingFlag.COUNTER_RESET, "counter_reset"), (ReadingFlag.CLOCK_SKEW, "clock_jump"),
+                  (ReadingFlag.OUT_OF_ORDER, "clock_jump"))
 
 
 @dataclass

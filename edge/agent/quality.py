@@ -71,9 +71,14 @@ def report_body(st: Any, profile_len: int, last: dict[str, dict]) -> dict:
         lines.append(f"Meter {st.id} delivered no readings in the last {len(window) * res_h:.0f} h.")
     anomaly = last.get("anomaly")
     if anomaly:
-        lines.append("The consumption pattern looked abnormal (score "
-                     f"{anomaly['score']:.2f}); check the meter and the installation."
-                     if anomaly["anomaly"] else "No abnormal consumption pattern was detected.")
+        faults = [k.replace("_", " ") for k in anomaly.get("anomaly_kinds", []) if k != "model"]
+        if faults:
+            lines.append(f"The meter's readings show a fault ({', '.join(faults)}); check the meter and the gateway.")
+        if anomaly.get("model_anomaly", anomaly["anomaly"] and not faults):
+            lines.append("The consumption pattern looked abnormal (score "
+                         f"{anomaly['score']:.2f}); check the meter and the installation.")
+        elif not anomaly["anomaly"]:
+            lines.append("No abnormal consumption pattern was detected.")
     apps = last.get("appliances", {}).get("appliances", {})
     running = [a.get("name", name) for name, a in apps.items() if a["on"]]
     if apps:

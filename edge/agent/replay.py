@@ -3,8 +3,8 @@
 What the agent does for each meter every ``schedule.profile_every_s`` (default: once per 30-min
 bin), without a broker or meters: the rolling window of the last L bins, its history context from
 the meter's ``profile_bins`` (``edge.agent.history``, in a real SQLite database), ``profile_step``
-(imputation when the window has gaps, the anomaly graph, the bundle's calibrated threshold) and
-the window written back as history. Before the first evaluation the bins before it are backfilled,
+(imputation when the window has gaps, the anomaly graph, the bundle's calibrated threshold, the
+gateway fault rules) and the window written back as history (less the bins a fault fired on). Before the first evaluation the bins before it are backfilled,
 as the agent backfills from its stored readings at start-up.
 
 An alarm is what a household sees: a rising edge of the published flag
@@ -20,7 +20,7 @@ import numpy as np
 
 from edge.agent.config import ScheduleConfig
 from edge.agent.history import ProfileHistory
-from edge.agent.inference import ModelHost, profile_step
+from edge.agent.inference import ModelHost, fault_bins, profile_step
 from edge.calibration import alarm_episodes
 from edge.errors import DataError
 
@@ -33,6 +33,8 @@ class Replay:
     score: np.ndarray  # float64 [N] the published probability
     flag: np.ndarray  # bool [N] the published ``anomaly``
     history_days: np.ndarray  # int [N] history days the model saw (D for a complete history)
+    model_flag: np.ndarray | None = None  # bool [N] the model's own flag (``model_anomaly``)
+    fault_flag: np.ndarray | None = None  # bool [N] a gateway fault rule fired (``edge.signal.faults``)
 
     @property
     def alarms(self) -> int:
@@ -79,11 +81,14 @@ def replay_meter(host: ModelHost, bins_w: np.ndarray, first_bin: int, eval_from:
             body, filled = profile_step(host, window, (first_bin + start) * res, res, context=context)
             if history is not None:
                 history.record(meter_id, first_bin + start, filled, np.isfinite(window))
-            rows.append((body["window_end_s"], body["score"], body["anomaly"], body.get("history_days", 0)))
+                history.drop(meter_id, fault_bins(body))
+            rows.append((body["window_end_s"], body["score"], body["anomaly"], body.get("history_days", 0),
+                         body["model_anomaly"], any(k != "model" for k in body["anomaly_kinds"])))
     finally:
         db.close()
     if not rows:
-        return Replay(np.zeros(0), np.zeros(0), np.zeros(0, bool), np.zeros(0, int))
-    end_s, score, flag, days = zip(*rows, strict=True)
+        return Replay(np.zeros(0), np.zeros(0), np.zeros(0, bool), np.zeros(0, int), np.zeros(0, bool),
+                      np.zeros(0, bool))
+    end_s, score, flag, days, model_flag, fault_flag = zip(*rows, strict=True)
     return Replay(np.asarray(end_s, np.float64), np.asarray(score, np.float64), np.asarray(flag, bool),
-                  np.asarray(days, int))
+                  np.asarray(days, int), np.asarray(model_flag, bool), np.asarray(fault_flag, bool))

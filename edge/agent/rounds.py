@@ -26,7 +26,7 @@ from edge.agent.entities import slug
 from edge.agent.gapfill import window_fill_report
 from edge.agent.guards import guard_quality
 from edge.agent.history import HistoryContext
-from edge.agent.inference import forecast_step, nilm_step, profile_step
+from edge.agent.inference import fault_bins, forecast_step, nilm_step, profile_step
 from edge.agent.meter_state import Stats
 from edge.agent.meter_thresholds import MeterThresholds, model_key
 from edge.agent.quality import quality_body, report_body
@@ -134,11 +134,14 @@ class ModelRounds:
         return await self.agent.db(history.context, meter_id, round(start_s / res)) if history else None
 
     async def _remember(self, meter_id: str, start_s: float, res: float, window: np.ndarray,
-                        filled: np.ndarray) -> None:
-        """Keep the window's bins (measured, or as the model filled them) as the meter's history."""
+                        filled: np.ndarray, faulty: list[int] = ()) -> None:
+        """Keep the window's bins (measured, or as the model filled them) as the meter's history,
+        less the ``faulty`` bins (a gateway fault fired on them)."""
         history = await self.agent.profile_history()
         if history is not None:
             await self.agent.db(history.record, meter_id, round(start_s / res), filled, np.isfinite(window))
+            if faulty:
+                await self.agent.db(history.drop, meter_id, list(faulty))
 
     async def profile(self) -> None:
         """Anomaly (and the imputed window) of each meter's latest profile window."""
@@ -156,10 +159,11 @@ class ModelRounds:
             context = await self._context(st.id, start_s, res)
             cut = self.thresholds.threshold(st.id, model, start_s + n * res)
             result = await self._guarded(st.id, "anomaly", profile_step, agent.host, window, start_s, res,
-                                         threshold=cut, counter_wh=st.profile.counters(n), context=context)
+                                         threshold=cut, counter_wh=st.profile.counters(n), context=context,
+                                         events=st.event_masks(start_s, res, n))
             if result is not None:
                 self.thresholds.observe(st.id, model, result[0]["window_end_s"], result[0]["score_logit"])
-                await self._remember(st.id, start_s, res, window, result[1])
+                await self._remember(st.id, start_s, res, window, result[1], fault_bins(result[0]))
                 await agent.publish_result(st.id, "anomaly", result[0])
         await self._save_thresholds()
 

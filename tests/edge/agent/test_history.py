@@ -59,6 +59,17 @@ def test_measured_value_wins_over_a_filled_one(tmp_path):
     assert [(k, w, m) for k, w, m in h.bins("m", 0)] == [(0, 5.0, 1), (1, 60.0, 1)]
 
 
+def test_dropped_bins_are_interpolated_in_the_context(tmp_path):
+    """Bins a gateway fault fired on leave the history; the day is still there, the gap filled
+    linearly from its neighbours."""
+    db, h = _open(tmp_path / "s.db")
+    h.record("m", 0, np.arange(D * L, dtype=float), np.ones(D * L, bool))
+    assert h.drop("m", [10, 11, 12]) == 3 and h.drop("other", [10]) == 0
+    assert [k for k, _, _ in h.bins("m", 9)][:2] == [9, 13]
+    ctx = h.context("m", D * L)
+    assert ctx.complete and ctx.history_w[0, 11] == pytest.approx(11.0)
+
+
 def test_history_survives_a_restart_and_is_per_meter(tmp_path):
     db, h = _open(tmp_path / "s.db")
     h.record("a", 0, np.full(D * L, 100.0), np.ones(D * L, bool))
@@ -109,16 +120,19 @@ def context_bundle(tmp_path_factory):
                  fp32_moe_op=False, int8_moe_op=False)
 
 
-def _seed_readings(store_path, meter_id: str, now_s: float, days: float) -> None:
-    """``days`` of 5-min readings of a daily sine before ``now_s``, as an earlier run stored them."""
+def _seed_readings(store_path, meter_id: str, now_s: float, days: float, stuck_s: float = 0.0) -> None:
+    """``days`` of 5-min readings of a daily sine before ``now_s``, as an earlier run stored them;
+    the last ``stuck_s`` of them repeat one value (a frozen register)."""
     from edge.agent.meters import sine_power_source
     from edge.agent.store import ReadingStore
     from firmware_bridge.reading import Reading
 
     power = sine_power_source(seed=3)
     ts = np.arange(now_s - days * 86400, now_s - 1, 300.0)
+    frozen_w = power(float(now_s - stuck_s))["power_w"]
     store = ReadingStore(store_path, synchronous="normal")
-    store.commit_readings([Reading(meter_id, float(t), float(t), power(float(t))["power_w"], source="history")
+    store.commit_readings([Reading(meter_id, float(t), float(t),
+                                   frozen_w if t >= now_s - stuck_s else power(float(t))["power_w"], source="history")
                            for t in ts])
     store.close()
 
@@ -177,6 +191,33 @@ async def test_agent_runs_the_context_model_with_history_from_sqlite_across_a_re
     second = await _run_until_anomaly(cfg, mosquitto.port, "history-2")
     assert second["history_days"] == 2, second
     assert second["window_end_s"] >= first["window_end_s"]
+
+
+async def test_a_stuck_meter_gets_the_fault_published(context_bundle, mosquitto, tmp_path):
+    """Five days of a meter whose readings never repeat, then 4 h of one frozen value: the agent's
+    anomaly message is on and names the fault (``stuck``, with the bins where it fired), whatever
+    the model's own score; the frozen bins are kept out of the meter's history."""
+    import time
+
+    from tests.edge.agent.helpers import make_config
+
+    now_s = time.time()
+    meters = [{"id": "m1", "kind": "virtual", "options": {"profile": "sine", "seed": 3, "interval_s": 1.0}}]
+    cfg = make_config(tmp_path / "state", mosquitto.port, meters,
+                      model={"bundle": str(context_bundle), "backend": "onnx", "precision": "int8"},
+                      schedule={"profile_every_s": 1.0, "status_every_s": 5.0})
+    _seed_readings(cfg.store_path, "m1", now_s, days=5.0, stuck_s=4 * 3600.0)
+
+    msg = await _run_until_anomaly(cfg, mosquitto.port, "stuck-1")
+    assert msg["anomaly"] is True and "stuck" in msg["anomaly_kinds"], msg
+    assert msg["fault_rules"] == "judged" and msg["model_anomaly"] is ("model" in msg["anomaly_kinds"])
+    stuck = msg["faults"]["stuck"]
+    assert len(stuck) >= 6 and stuck[-1] >= now_s - 3 * 3600, stuck  # most of the last 4 h
+    assert set(stuck) <= set(msg["anomalous_points_ts_s"])
+    db = sqlite3.connect(cfg.store_path)
+    kept = {k for (k,) in db.execute("SELECT k FROM profile_bins WHERE meter_id='m1'")}
+    db.close()
+    assert not {round(ts / 1800) for ts in stuck} & kept  # the frozen bins are no household's normal
 
 
 def test_a_replay_runs_the_agents_path_with_the_history_it_builds_itself(context_bundle):

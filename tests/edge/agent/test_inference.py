@@ -78,3 +78,39 @@ def test_nilm_step_appends_enrolled_appliances_within_the_meter(tiny_bundle):
     assert d.on[toaster, on_at].all() and not np.delete(d.on[toaster], np.r_[on_at]).any()
     assert not d.on[:toaster].any()
     assert check_consistent(d.on, d.power_w, d.budget_w) == []
+
+
+def test_guard_events_are_published_as_faults_beside_the_models_flag(tiny_bundle):
+    """A counter reset the reading guard confirmed in the window's 6th bin: the message is on and
+    says so, whatever the model scored; without history the value rules do not judge and say why."""
+    host = ModelHost(lambda p: open_model(p, "onnx", "int8", 1))
+    assert host.try_load(tiny_bundle)
+    n = host.current.tasks["anomaly"].length
+    window = (500 + 200 * np.sin(np.linspace(0, 2 * np.pi, n))).astype(np.float32)
+    plain, _ = profile_step(host, window, 0.0, 1800.0)
+    assert plain["anomaly_kinds"] == (["model"] if plain["model_anomaly"] else []) and plain["faults"] == {}
+    assert plain["fault_rules"] == "not judged: no history" and plain["anomaly"] is plain["model_anomaly"]
+    reset = np.zeros(n, bool)
+    reset[5] = True
+    result, _ = profile_step(host, window, 0.0, 1800.0, events={"counter_reset": reset})
+    assert result["anomaly"] is True and "counter_reset" in result["anomaly_kinds"]
+    assert result["faults"] == {"counter_reset": [5 * 1800.0]} and 5 * 1800.0 in result["anomalous_points_ts_s"]
+    assert result["model_anomaly"] is plain["model_anomaly"] and result["score"] == plain["score"]
+
+
+def test_a_negative_bin_the_registers_counted_as_export_is_no_sign_error():
+    """A meter whose week never exported reads -300 W at noon: a sign error, unless its import and
+    export registers show net energy flowing out over that bin (then it exported, e.g. new PV)."""
+    from edge.agent.history import HistoryContext
+    from edge.agent.inference import window_faults
+
+    rng = np.random.default_rng(0)
+    n, days = 48, 7
+    context = HistoryContext(rng.gamma(4.0, 80.0, (days, n)).astype(np.float32), np.ones(days, np.float32), days)
+    window = rng.gamma(4.0, 80.0, n)
+    window[24] = -300.0
+    assert window_faults(window, context, 1800.0).kinds == ["sign_error"]
+    net_wh = 10_000.0 + np.cumsum(window * 0.5)  # the registers integrate what flowed: -150 Wh in bin 24
+    assert window_faults(window, context, 1800.0, counter_wh=net_wh).kinds == []
+    stuck_register = np.full(n, 10_000.0)  # registers that did not move: the negative power is wrong
+    assert window_faults(window, context, 1800.0, counter_wh=stuck_register).kinds == ["sign_error"]

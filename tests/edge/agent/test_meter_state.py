@@ -12,11 +12,13 @@ from edge.agent.config import ScheduleConfig
 from edge.agent.meter_state import (
     DEFAULT_NILM,
     DEFAULT_PROFILE,
+    MeterState,
     model_resolutions,
     warm_meter_states,
 )
+from edge.agent.resample import Resampler
 from edge.agent.store import ReadingStore
-from firmware_bridge.reading import Reading
+from firmware_bridge.reading import Reading, ReadingFlag
 
 
 def test_resolutions_without_a_model_are_the_defaults_and_the_schedule_overrides_them():
@@ -46,3 +48,15 @@ async def test_meter_states_start_warm_from_the_store(tmp_path):
     assert (m2.name, m2.last_seq, m2.last_ts_s) == ("", 0, 0.0)
     assert not np.isfinite(m2.nilm.window(16)[1]).any()
     store.close()
+
+
+def test_guard_flags_become_fault_events_in_their_window_bins():
+    st = MeterState("m", "m", Resampler(1800.0, 96), Resampler(10.0, 360))
+    st.note_flags(1000.0, int(ReadingFlag.COUNTER_RESET | ReadingFlag.SIMULATED))
+    st.note_flags(5000.0, int(ReadingFlag.CLOCK_SKEW | ReadingFlag.CLOCK_FALLBACK))
+    st.note_flags(6000.0, int(ReadingFlag.DUPLICATE))  # not a fault the anomaly message names
+    masks = st.event_masks(0.0, 1800.0, 4)
+    assert sorted(masks) == ["clock_jump", "counter_reset"]
+    assert masks["counter_reset"].tolist() == [True, False, False, False]
+    assert masks["clock_jump"].tolist() == [False, False, True, False]
+    assert st.event_masks(7200.0, 1800.0, 4) == {}  # outside the window
