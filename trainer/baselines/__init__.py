@@ -54,6 +54,7 @@ from trainer.baselines.forecast import (
     LSTMConfig,
     LSTMForecaster,
     SeasonalNaive,
+    WeeklyNaive,
     moving_average,
 )
 from trainer.baselines.imputation import (
@@ -81,4 +82,4 @@ from trainer.baselines.training import (
     train_regressor,
 )
 
-__all__ = ['AnomalyBatch', 'AnomalyPrediction', 'BaselineError', 'ForecastBatch', 'ForecastPrediction', 'ImputationBatch', 'NILMBatch', 'NILMPrediction', 'STEPS_PER_DAY', 'TrainConfig', 'evaluate_loss', 'instance_stats', 'predict_batched', 'train_regressor', 'DLinearConfig', 'DLinearForecaster', 'LSTMConfig', 'LSTMForecaster', 'SeasonalNaive', 'moving_average', 'BiLSTMImputer', 'BiLSTMImputerConfig', 'LinearInterpolation', 'SeasonalImputer', 'SignalFiller', 'interpolate_rows', 'training_masks', 'CNNDetector', 'CNNDetectorConfig', 'ZScoreConfig', 'ZScoreDetector', 'best_f1_threshold', 'CNNDisaggregator', 'CNNDisaggregatorConfig', 'Seq2Point', 'Seq2PointConfig', 'SignalNILM', 'on_thresholds']
+__all__ = ['AnomalyBatch', 'AnomalyPrediction', 'BaselineError', 'ForecastBatch', 'ForecastPrediction', 'ImputationBatch', 'NILMBatch', 'NILMPrediction', 'STEPS_PER_DAY', 'TrainConfig', 'evaluate_loss', 'instance_stats', 'predict_batched', 'train_regressor', 'DLinearConfig', 'DLinearForecaster', 'LSTMConfig', 'LSTMForecaster', 'SeasonalNaive', 'WeeklyNaive', 'moving_average', 'BiLSTMImputer', 'BiLSTMImputerConfig', 'LinearInterpolation', 'SeasonalImputer', 'SignalFiller', 'interpolate_rows', 'training_masks', 'CNNDetector', 'CNNDetectorConfig', 'ZScoreConfig', 'ZScoreDetector', 'best_f1_threshold', 'CNNDisaggregator', 'CNNDisaggregatorConfig', 'Seq2Point', 'Seq2PointConfig', 'SignalNILM', 'on_thresholds']

@@ -28,12 +28,16 @@ class ForecastBatch:
     step_covariates: np.ndarray  # [N, T_hist, S]
     target_w: np.ndarray  # [N, 48]
     household: np.ndarray  # [N] household index
+    # the D days before the model's one-day window (the day before the origin), as a context model takes them (``history_w`` /
+    # ``history_mask`` of ``edge.data.userdata.history_context``); None for a one-day evaluation
+    context_w: np.ndarray | None = None  # [N, D, L], oldest day first, 0 where a day is missing
+    context_mask: np.ndarray | None = None  # [N, D] 1 = the day is there
 
     def __len__(self) -> int:
         return len(self.history_w)
 
     def subset(self, idx: np.ndarray) -> ForecastBatch:
-        return ForecastBatch(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+        return ForecastBatch(*(None if (v := getattr(self, f)) is None else v[idx] for f in self.__dataclass_fields__))
 
 
 @dataclass
@@ -52,6 +56,10 @@ class ImputationBatch:
     previous_w: np.ndarray  # [N, L]
     ts_s: np.ndarray  # [N, L] int64
     household: np.ndarray  # [N]
+    # the D days before the day, as a context model takes them (``history_w`` /
+    # ``history_mask`` of ``edge.data.userdata.history_context``); None for a one-day evaluation
+    context_w: np.ndarray | None = None  # [N, D, L], oldest day first, 0 where a day is missing
+    context_mask: np.ndarray | None = None  # [N, D] 1 = the day is there
 
     def __len__(self) -> int:
         return len(self.load_w)
@@ -70,6 +78,10 @@ class AnomalyBatch:
     window_label: np.ndarray  # [N] 0/1
     point_label: np.ndarray  # [N, L] 0/1
     attack: np.ndarray  # [N] str: "none" or an attack kind of edge.sim.inject ("scaling", "ramp_ii")
+    # the D days before the window, as a context model takes them (``history_w`` /
+    # ``history_mask`` of ``edge.data.userdata.history_context``); None for a one-day evaluation
+    context_w: np.ndarray | None = None  # [N, D, L], oldest day first, 0 where a day is missing
+    context_mask: np.ndarray | None = None  # [N, D] 1 = the day is there
 
     def __len__(self) -> int:
         return len(self.window_w)

@@ -48,6 +48,20 @@ class SeasonalNaive:
         return ForecastPrediction(self._day_ahead(batch.history_w, self.lag_days), np.repeat(last, 2, 1))
 
 
+class WeeklyNaive(SeasonalNaive):
+    """Same day last week: day-ahead and hour-ahead are the same half-hours one week earlier
+    (seed 004's weekly naive; no choice on validation)."""
+
+    name = "weekly_naive"
+    LAGS_DAYS = (7,)
+
+    def predict(self, batch: ForecastBatch) -> ForecastPrediction:
+        if self.lag_days is None:
+            raise BaselineError("WeeklyNaive.predict before fit")
+        day = self._day_ahead(batch.history_w, 7)
+        return ForecastPrediction(day, day[:, :2])
+
+
 class _LSTMNet(nn.Module):
     def __init__(self, n_features: int, n_cov: int, hidden: int, dropout: float, horizon: int) -> None:
         super().__init__()

@@ -40,19 +40,39 @@ class LinearInterpolation:
 
 
 class SeasonalImputer:
-    """Yesterday's value at the same time of day, shifted so that its mean over the points observed
-    today matches today's (a level-matched seasonal naive fill)."""
+    """Yesterday's value at the same time of day (``lag_days`` = 7: the same day last week, read
+    from the batch's ``context_w``; yesterday where that day is missing), shifted so that its mean
+    over the points observed today matches today's (a level-matched seasonal naive fill)."""
 
     name = "seasonal_fill"
+
+    def __init__(self, lag_days: int = 1) -> None:
+        if lag_days < 1:
+            raise BaselineError(f"lag_days must be >= 1, got {lag_days}")
+        self.lag_days = lag_days
+        if lag_days == 7:
+            self.name = "previous_week_fill"
+        elif lag_days != 1:
+            self.name = f"seasonal_fill_{lag_days}d"
 
     def fit(self, train: ImputationBatch, val: ImputationBatch) -> SeasonalImputer:
         return self
 
+    def _reference(self, batch: ImputationBatch) -> np.ndarray:
+        if self.lag_days == 1:
+            return batch.previous_w
+        if batch.context_w is None or batch.context_w.shape[1] < self.lag_days:
+            raise BaselineError(f"a {self.lag_days}-day seasonal fill needs {self.lag_days} days of context_w")
+        k = batch.context_w.shape[1] - self.lag_days
+        there = batch.context_mask[:, k:k + 1] > 0.5
+        return np.where(there, batch.context_w[:, k], batch.previous_w)
+
     def predict(self, batch: ImputationBatch) -> np.ndarray:
         obs = batch.observed
-        diff = np.where(obs, batch.load_w - batch.previous_w, np.nan)
+        ref = self._reference(batch)
+        diff = np.where(obs, batch.load_w - ref, np.nan)
         offset = np.nan_to_num(np.nanmean(np.where(obs.any(1, keepdims=True), diff, 0.0), 1, keepdims=True))
-        filled = np.maximum(batch.previous_w + offset, 0.0)
+        filled = np.maximum(ref + offset, 0.0)
         return np.where(obs, batch.load_w, filled)
 
 

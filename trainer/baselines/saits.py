@@ -52,6 +52,69 @@ def _import_saits():
     return SAITS
 
 
+def saits_model(c: SaitsConfig, n_steps: int, early_stopping: bool):
+    """An untrained ``pypots.imputation.SAITS`` of ``c``'s sizes for windows of ``n_steps`` x 1
+    feature, on the CPU, saving nothing."""
+    SAITS = _import_saits()
+    return SAITS(n_steps=n_steps, n_features=1, n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads,
+                 d_k=c.d_k, d_v=c.d_v, d_ffn=c.d_ffn, dropout=c.dropout, batch_size=c.batch_size,
+                 epochs=c.epochs, patience=min(c.patience, c.epochs) if early_stopping else None, device="cpu",
+                 saving_path=None, model_saving_strategy=None, verbose=False)
+
+
+class SaitsImputer:
+    """SAITS on the evaluation's ``ImputationBatch`` (``fit(train, val)`` / ``predict(batch)``, the
+    protocol of ``trainer.baselines``): each case is the complete day before (``previous_w``) and
+    the day with its gaps, [T = 2 L, 1], as the naive fillers and ``SaitsFiller`` see it, scaled by
+    the mean of the case's observed points (households differ in level by an order of magnitude;
+    that mean is known at run time) and the fill scaled back to W. Trained on up to
+    ``max_train_windows`` training-household days with SAITS's own ORT + MIT masking,
+    early-stopped on the validation households' days with 30 % hidden (points or blocks)."""
+
+    name = "saits"
+
+    def __init__(self, cfg: SaitsConfig | None = None, max_train_windows: int | None = None) -> None:
+        self.cfg, self.max_train_windows = cfg or SaitsConfig(), max_train_windows
+        self.model = None
+
+    @staticmethod
+    def _scaled(batch, observed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """([N, 2L] scaled window with NaN where hidden, [N, 1] scale W)."""
+        x = np.concatenate([batch.previous_w, np.where(observed, batch.load_w, np.nan)], 1)
+        scale = np.maximum(np.nanmean(x, axis=1, keepdims=True), 1.0)
+        return (x / scale).astype(np.float32), scale
+
+    def fit(self, train, val) -> SaitsImputer:
+        import torch
+
+        from trainer.baselines.imputation import training_masks
+
+        c = self.cfg
+        rng = np.random.default_rng([c.seed, 0x5A1])
+        n = len(train.load_w)
+        keep = np.sort(rng.choice(n, self.max_train_windows, replace=False)) \
+            if self.max_train_windows and n > self.max_train_windows else np.arange(n)
+        X, _ = self._scaled(train, np.ones_like(train.observed, bool))
+        L = train.load_w.shape[1]
+        obs = training_masks(len(val.load_w), L, (0.3,), rng)
+        Xv, scale = self._scaled(val, obs)
+        Xo = np.concatenate([val.previous_w, val.load_w], 1) / scale
+        torch.manual_seed(c.seed)
+        self.model = saits_model(c, 2 * L, early_stopping=True)
+        with contextlib.redirect_stdout(sys.stderr):
+            self.model.fit({"X": X[keep][..., None]}, {"X": Xv[..., None], "X_ori": Xo.astype(np.float32)[..., None]})
+        return self
+
+    def predict(self, batch) -> np.ndarray:
+        if self.model is None:
+            raise BaselineError("SaitsImputer.predict before fit")
+        X, scale = self._scaled(batch, batch.observed)
+        with contextlib.redirect_stdout(sys.stderr):
+            imputed = self.model.predict({"X": X[..., None]})["imputation"]
+        fill = np.maximum(np.asarray(imputed, np.float64)[:, -batch.load_w.shape[1]:, 0] * scale, 0.0)
+        return np.where(batch.observed, batch.load_w, fill)
+
+
 class SaitsFiller:
     """``fill(prof, cases) -> [N, L]`` W for ``trainer.user_eval.evaluate_imputation(saits=...)``.
 
@@ -91,17 +154,13 @@ class SaitsFiller:
         with 4-12-sample blocks and random points hidden (30 %)."""
         import torch
 
-        SAITS = _import_saits()
         train = self._windows("train")
         val = self._windows("val")
         if len(train) < 2:
             raise BaselineError(f"SAITS needs training windows of {self.context_days + 1} days; got {len(train)}")
         torch.manual_seed(self.cfg.seed)
         c = self.cfg
-        self.model = SAITS(n_steps=self.T, n_features=1, n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads,
-                           d_k=c.d_k, d_v=c.d_v, d_ffn=c.d_ffn, dropout=c.dropout, batch_size=c.batch_size,
-                           epochs=c.epochs, patience=min(c.patience, c.epochs) if len(val) else None, device="cpu",
-                           saving_path=None, model_saving_strategy=None, verbose=False)
+        self.model = saits_model(c, self.T, early_stopping=bool(len(val)))
         val_set = None
         if len(val):
             rng = np.random.default_rng([c.seed, 0x5A1])

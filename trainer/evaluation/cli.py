@@ -44,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nilm-households", type=int, default=d.nilm_households)
     parser.add_argument("--nilm-days", type=int, default=d.nilm_days)
     parser.add_argument("--no-ablations", action="store_true", help="skip the no-MoE / no-IB variants")
+    parser.add_argument("--history-days", type=int, default=d.history_days,
+                        help="D: days of history the unified model sees (0: the one-day model)")
+    parser.add_argument("--distill-epochs", type=int, default=d.distill_epochs)
+    parser.add_argument("--saits-epochs", type=int, default=d.saits_epochs)
     parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     parser.add_argument("--tiny", action="store_true", help="a tiny fleet and budgets (smoke run)")
     parser.add_argument("--out-dir", default=d.out_dir)
@@ -65,7 +69,9 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
                   max_imputation_test_days=args.imputation_test_days, epoch_windows=args.epoch_windows,
                   pretrain_profiles=args.pretrain_profiles, finetune_windows=args.finetune_windows,
                   nilm_households=args.nilm_households, nilm_days=args.nilm_days,
-                  ablations=not args.no_ablations, threads=args.threads, out_dir=args.out_dir,
+                  ablations=not args.no_ablations, history_days=args.history_days,
+                  distill_epochs=args.distill_epochs, saits_epochs=args.saits_epochs, threads=args.threads,
+                  out_dir=args.out_dir,
                   name=args.name, progress=not args.no_progress)
     if args.tiny:
         defaults = asdict(EvalConfig())
@@ -74,8 +80,10 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     return EvalConfig(**values)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Handler of ``unimeter train evaluate``; an ``EvaluationError`` reaches ``edge.cli`` (exit 2)."""
+def run(args: argparse.Namespace, exporter=None) -> int:
+    """Handler of ``unimeter train evaluate``; an ``EvaluationError`` reaches ``edge.cli`` (exit 2).
+    ``exporter``: see ``trainer.evaluation.run.evaluate`` (``bench/evaluate.py`` passes the export
+    layer's, so the context model's student is scored as exported int8 ONNX)."""
     cfg = config_from_args(args)
     if getattr(args, "render_only", False):
         paths = render(Path(cfg.out_dir) / f"{cfg.name}.json")
@@ -84,16 +92,16 @@ def run(args: argparse.Namespace) -> int:
     from trainer.evaluation.run import evaluate  # torch: only when a run is asked for
 
     command = getattr(args, "command_line", None) or "unimeter " + shlex.join(sys.argv[1:])
-    results = evaluate(cfg, command=command)
+    results = evaluate(cfg, command=command, exporter=exporter)
     n_pass = sum(t["pass"] for t in results["targets"])
     print(f"wrote {cfg.out_dir}/{cfg.name}.json and .md: {n_pass}/{len(results['targets'])} target checks pass")
     return 0
 
 
-def run_reporting_errors(args: argparse.Namespace, prog: str) -> int:
+def run_reporting_errors(args: argparse.Namespace, prog: str, exporter=None) -> int:
     """``run`` for entry points outside ``edge.cli``: an error of ours is one line and exit 2/1."""
     try:
-        return run(args)
+        return run(args, exporter)
     except UnimeterError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return e.exit_code

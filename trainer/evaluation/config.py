@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from edge.task_io import TASKS
 from trainer.errors import TrainerError
 
-__all__ = ["ATTACK_KINDS", "HISTORY_DAYS", "RNG_STREAMS", "STEPS_PER_DAY", "TASKS", "UNIFIED",
+__all__ = ["ATTACK_KINDS", "HISTORY_DAYS", "RNG_STREAMS", "STEPS_PER_DAY", "TASKS", "TEACHER", "UNIFIED",
            "UNIFIED_VARIANTS", "EvalConfig", "EvaluationError", "UnifiedVariant", "config_dict"]
 
 STEPS_PER_DAY = 48  # 30-min profiles (seed 000: L = 48)
@@ -19,7 +19,8 @@ RNG_STREAMS = {"forecast": 0, "imputation": 1, "anomaly": 2, "nilm": 3, "pretrai
 
 
 ATTACK_KINDS = ("scaling", "ramp_ii")  # seed 000's scaling and (up-then-down) ramping attacks
-UNIFIED = "unimeter"  # the method name of the full unified model
+UNIFIED = "unimeter"  # the method name of the full unified model (with D > 0: its int8 student)
+TEACHER = "unimeter_teacher"  # D > 0: the fine-tuned teacher the student is distilled from (PyTorch)
 
 
 @dataclass
@@ -85,6 +86,17 @@ class EvalConfig:
     finetune_epochs: int = 4
     finetune_batch_size: int = 32
     ablations: bool = True
+    # D: days of each household's history the unified model sees (``trainer.context``; 0 = the
+    # one-day model of seed 000). With D > 0 the profile tasks' unified model is a teacher
+    # fine-tuned with its context, distilled into the product's student (``trainer.distill``), and
+    # that student is scored as exported (int8 ONNX through onnxruntime) when the run is given an
+    # exporter (``bench/evaluate.py``), else in PyTorch (fp32); the teacher is scored beside it.
+    history_days: int = HISTORY_DAYS
+    distill_epochs: int = 3
+    # PyPOTS SAITS: this many epochs on a fixed random subset of this many training days (each with
+    # the day before): 2000 x 10 took ~5 min at load 7 on 2 cores, the budget of one method
+    saits_epochs: int = 10
+    saits_windows: int = 2_000
     mape_floor_w: float = 50.0
     threads: int = 1
     out_dir: str = "bench/results"
@@ -95,6 +107,8 @@ class EvalConfig:
         unknown = set(self.tasks) - set(TASKS)
         if unknown:
             raise EvaluationError(f"unknown tasks {sorted(unknown)}; choose from {TASKS}")
+        if not isinstance(self.history_days, int) or self.history_days < 0:
+            raise EvaluationError(f"history_days must be a whole number >= 0, got {self.history_days!r}")
 
     @classmethod
     def tiny(cls, **overrides) -> EvalConfig:
@@ -104,6 +118,7 @@ class EvalConfig:
                     max_imputation_test_days=8, epoch_windows=256, finetune_windows=256,
                     pretrain_profiles=256, finetune_batch_size=32,
                     baseline_epochs=1, pretrain_epochs=1, finetune_epochs=1, nilm_epochs=1,
+                    distill_epochs=1, saits_epochs=1, saits_windows=256,
                     unified_model="tiny",
                     progress=False)
         base.update(overrides)

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge.data.split import households_by_split
+from edge.data.userdata import history_context
 from edge.features import forecast_covariates
 from edge.sim import inject, simulate_fleet
 from trainer.baselines import AnomalyBatch, ForecastBatch, ImputationBatch, NILMBatch
@@ -100,6 +101,36 @@ def cap(n: int, limit: int | None, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(n, size=limit, replace=False))
 
 
+def window_context(power_w: np.ndarray, rows: np.ndarray, starts: np.ndarray, history_days: int
+                   ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The ``history_days`` days before day-long windows, as a context model takes them: the
+    window of row i is ``power_w[rows[i], starts[i] : starts[i] + 48]`` of the households'
+    continuous series ``power_w`` [H, T] (W). Returns ``history_w`` [N, D, 48] (oldest day first)
+    and ``history_mask`` [N, D] from ``edge.data.userdata.history_context``, the one context code
+    of the trainer and the gateway (a day before the series starts is masked); (None, None) for
+    D = 0."""
+    if history_days <= 0:
+        return None, None
+    hist = np.zeros((len(rows), history_days, STEPS_PER_DAY), np.float32)
+    mask = np.zeros((len(rows), history_days), np.float32)
+    for h in np.unique(rows):
+        sel = rows == h
+        hist[sel], mask[sel] = history_context(power_w[h], starts[sel], STEPS_PER_DAY, history_days)
+    return hist, mask
+
+
+def day_contexts(fleet: FleetProfiles, households: np.ndarray, history_days: int) -> dict[str, np.ndarray]:
+    """Every day of the households as a context model's pre-training window: ``load_w`` [N, 48]
+    with its ``history_w`` [N, D, 48] and ``history_mask`` [N, D] (``window_context``)."""
+    sub = fleet.households(households)
+    power = sub.power_w.reshape(sub.n_households, -1)
+    rows = np.repeat(np.arange(sub.n_households), sub.n_days)
+    starts = np.tile(np.arange(sub.n_days) * STEPS_PER_DAY, sub.n_households)
+    hist, mask = window_context(power, rows, starts, history_days)
+    return {"load_w": sub.power_w.reshape(-1, STEPS_PER_DAY).astype(np.float32), "history_w": hist,
+            "history_mask": mask}
+
+
 def _windows(series: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
     """series [H, T], starts [N, 2] of (household, step) -> [N, length]."""
     return series[starts[:, :1], starts[:, 1:] + np.arange(length)[None, :]]
@@ -138,28 +169,37 @@ def forecast_data(fleet: FleetProfiles, households: np.ndarray, cfg: EvalConfig,
     step_cov = np.stack([np.broadcast_to(np.sin(tod), power.shape), np.broadcast_to(np.cos(tod), power.shape),
                          weekend, temp / 10.0], -1)
     step = step_cov[start[:, :1], start[:, 1:] + np.arange(hist)[None, :]].astype(np.float32)
+    # a context model's window is the day before the origin; its context the D days before that
+    context = window_context(power, h, o - STEPS_PER_DAY, cfg.history_days)
     return ForecastBatch(_windows(power, start, hist), cov, step,
-                         _windows(power, np.stack([h, o], 1), STEPS_PER_DAY), households[h])
+                         _windows(power, np.stack([h, o], 1), STEPS_PER_DAY), households[h], *context)
 
 
 # --- imputation --------------------------------------------------------------------------------
 
 
 def imputation_days(fleet: FleetProfiles, households: np.ndarray, limit: int | None,
-                    rng: np.random.Generator) -> ImputationBatch:
-    """Complete days (day >= 1, so yesterday exists) of the households; all observed."""
+                    rng: np.random.Generator, history_days: int = 0) -> ImputationBatch:
+    """Complete days of the households, all observed: day >= 1 (yesterday exists), and with
+    ``history_days`` D > 0 day >= D, each with its D days of context (``window_context``), so
+    every method that reads last week has it."""
     sub = fleet.households(households)
-    pairs = np.stack(np.meshgrid(np.arange(sub.n_households), np.arange(1, sub.n_days), indexing="ij"),
+    first = max(1, history_days)
+    if sub.n_days <= first:
+        raise EvaluationError(f"imputation with {history_days} days of context needs more than {first} days")
+    pairs = np.stack(np.meshgrid(np.arange(sub.n_households), np.arange(first, sub.n_days), indexing="ij"),
                      -1).reshape(-1, 2)
     pairs = pairs[cap(len(pairs), limit, rng)]
     h, d = pairs[:, 0], pairs[:, 1]
     ts_s = sub.day_start_s[h, d][:, None] + SLOT_S * np.arange(STEPS_PER_DAY)[None, :]
+    context = window_context(sub.power_w.reshape(sub.n_households, -1), h, d * STEPS_PER_DAY, history_days)
     return ImputationBatch(sub.power_w[h, d], np.ones((len(h), STEPS_PER_DAY), bool),
-                           sub.power_w[h, d - 1], ts_s, households[h])
+                           sub.power_w[h, d - 1], ts_s, households[h], *context)
 
 
 def with_mask(days: ImputationBatch, observed: np.ndarray) -> ImputationBatch:
-    return ImputationBatch(days.load_w, observed, days.previous_w, days.ts_s, days.household)
+    return ImputationBatch(days.load_w, observed, days.previous_w, days.ts_s, days.household,
+                           days.context_w, days.context_mask)
 
 
 def missing_masks(n: int, rate: float, pattern: str, rng: np.random.Generator) -> np.ndarray:
@@ -211,7 +251,8 @@ def anomaly_data(fleet: FleetProfiles, households: np.ndarray, cfg: EvalConfig, 
     point = np.zeros(window.shape, dtype=np.int8)
     for i in np.flatnonzero(attacked):
         window[i], point[i] = attack_day(window[i], str(kind[i]), rng, cfg)
-    return AnomalyBatch(window, history, attacked.astype(np.int8), point, kind)
+    context = window_context(sub.power_w.reshape(sub.n_households, -1), h, d * STEPS_PER_DAY, cfg.history_days)
+    return AnomalyBatch(window, history, attacked.astype(np.int8), point, kind, *context)
 
 
 # --- NILM --------------------------------------------------------------------------------------

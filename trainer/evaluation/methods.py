@@ -11,7 +11,8 @@ import numpy as np
 
 from edge.signal import gapfill, nilm
 from trainer import baselines as b
-from trainer.evaluation.config import TASKS, UNIFIED_VARIANTS, EvalConfig, EvaluationError
+from trainer.baselines.saits import SaitsConfig, SaitsImputer
+from trainer.evaluation.config import TASKS, TEACHER, UNIFIED_VARIANTS, EvalConfig, EvaluationError
 from trainer.evaluation.unified import UNIFIED_TASK_CLASSES, UnifiedBackbones
 
 FHMM_APPLIANCES = 5  # the FHMM's joint state space grows as 2^A
@@ -39,17 +40,22 @@ def baseline_methods(task: str, cfg: EvalConfig) -> dict[str, Callable[[], objec
     if task == "forecast":
         return {
             "seasonal_naive": b.SeasonalNaive,
+            "weekly_naive": b.WeeklyNaive,
             "lstm": lambda: b.LSTMForecaster(b.LSTMConfig(train=_train_cfg(cfg, 1e-3))),
             "dlinear": lambda: b.DLinearForecaster(b.DLinearConfig(train=_train_cfg(cfg, 1e-3, 64))),
         }
     if task == "imputation":
         out = {"linear_interp": b.LinearInterpolation, "seasonal_fill": b.SeasonalImputer}
+        if cfg.history_days >= 7:  # the imputation days carry a week of context
+            out["previous_week_fill"] = lambda: b.SeasonalImputer(lag_days=7)
         for name, fill in signal_fillers().items():
             if name == "linear":
                 continue  # the same method as linear_interp
             out[f"signal_{name}"] = lambda n=name, f=fill: b.SignalFiller(f"signal_{n}", f)
         out["bilstm"] = lambda: b.BiLSTMImputer(b.BiLSTMImputerConfig(
             missing_rates=tuple(cfg.missing_rates), train=_train_cfg(cfg, 1e-3)))
+        out["saits"] = lambda: SaitsImputer(SaitsConfig(epochs=cfg.saits_epochs, seed=cfg.seed),
+                                            max_train_windows=cfg.saits_windows)
         return out
     if task == "anomaly":
         return {"zscore": b.ZScoreDetector,
@@ -90,7 +96,7 @@ def signal_nilm_methods() -> dict[str, Callable[[], object]]:
 
 
 def method_names(task: str, cfg: EvalConfig) -> list[str]:
-    return [*baseline_methods(task, cfg), *UNIFIED_VARIANTS]
+    return [*baseline_methods(task, cfg), *UNIFIED_VARIANTS, TEACHER]
 
 
 def all_methods(task: str, cfg: EvalConfig, backbones: UnifiedBackbones) -> dict[str, Callable[[], object]]:
@@ -101,6 +107,8 @@ def all_methods(task: str, cfg: EvalConfig, backbones: UnifiedBackbones) -> dict
     variants = ["unimeter"] + (["unimeter_no_moe", "unimeter_no_ib"] if cfg.ablations and task == "imputation" else [])
     for v in variants:
         methods[v] = lambda v=v: cls(UNIFIED_VARIANTS[v], backbones)
+    if cfg.history_days > 0 and task != "nilm":  # the teacher the student was distilled from, trained once
+        methods[TEACHER] = lambda: cls(UNIFIED_VARIANTS["unimeter"], backbones, use_teacher=True)
     if cfg.methods:
         unknown = set(cfg.methods) - {m for t in TASKS for m in method_names(t, cfg)}
         if unknown:

@@ -19,6 +19,7 @@ from trainer.evaluation.data import (
     NILMData,
     anomaly_data,
     cap,
+    day_contexts,
     forecast_data,
     imputation_days,
     missing_masks,
@@ -30,7 +31,7 @@ from trainer.evaluation.data import (
 from trainer.evaluation.methods import all_methods
 from trainer.evaluation.report import write_outputs
 from trainer.evaluation.targets import check_targets
-from trainer.evaluation.unified import UnifiedBackbones
+from trainer.evaluation.unified import Exporter, UnifiedBackbones
 
 log = logging.getLogger("trainer.evaluation")
 
@@ -68,12 +69,18 @@ def run_forecast(data: dict, methods: dict, cfg: EvalConfig) -> dict:
 
 def run_imputation(data: dict, methods: dict, cfg: EvalConfig) -> dict:
     """Each method is fitted once, then scored on every (pattern, rate) mask of the test days;
-    the masks come from one seeded generator, so every method sees the same missing points."""
+    the masks come from one seeded generator, so every method sees the same missing points. With
+    context (``cfg.history_days`` > 0) a ``day`` cell hides whole days (the gap spans the day; the
+    methods that read earlier days fill it). A method that cannot fill a cell (nothing observed to
+    interpolate from) is recorded under ``errors`` for that cell and still scored on the others."""
     res: dict = {p: {f"{r:.2f}": {} for r in cfg.missing_rates} for p in cfg.missing_patterns}
     res["timing"], res["n_test_days"] = {}, len(data["test"])
     test = data["test"]
     masks = {(p, r): missing_masks(len(test), r, p, np.random.default_rng([cfg.seed, i, j]))
              for i, p in enumerate(cfg.missing_patterns) for j, r in enumerate(cfg.missing_rates)}
+    if cfg.history_days > 0:
+        masks[("day", 1.0)] = np.zeros((len(test), STEPS_PER_DAY), bool)
+        res["day"] = {"1.00": {}}
     for name, factory in methods.items():
         def one(name=name, factory=factory):
             t0 = time.perf_counter()
@@ -81,9 +88,11 @@ def run_imputation(data: dict, methods: dict, cfg: EvalConfig) -> dict:
             method.fit(data["train"], data["val"])
             t1 = time.perf_counter()
             for (p, r), obs in masks.items():
-                filled = method.predict(with_mask(test, obs))
-                miss = ~obs
-                res[p][f"{r:.2f}"][name] = regression_metrics(test.load_w[miss], filled[miss], cfg.mape_floor_w)
+                def cell(p=p, r=r, obs=obs):
+                    filled = method.predict(with_mask(test, obs))
+                    miss = ~obs
+                    res[p][f"{r:.2f}"][name] = regression_metrics(test.load_w[miss], filled[miss], cfg.mape_floor_w)
+                _guarded(res, f"{name} ({p} {r:.0%})", cell)
             res["timing"][name] = {"fit_s": round(t1 - t0, 2), "predict_s": round(time.perf_counter() - t1, 2)}
         _guarded(res, name, one)
     return res
@@ -128,9 +137,13 @@ def run_nilm(data: NILMData, methods: dict, cfg: EvalConfig) -> dict:
     return res
 
 
-def evaluate(cfg: EvalConfig, fleet: FleetProfiles | None = None, command: str | None = None) -> dict:
+def evaluate(cfg: EvalConfig, fleet: FleetProfiles | None = None, command: str | None = None,
+             exporter: Exporter | None = None) -> dict:
     """Run every task in ``cfg.tasks`` and write results.json, the markdown table and the plots
-    into ``cfg.out_dir`` (named ``cfg.name*``). ``fleet`` skips the simulation (tests)."""
+    into ``cfg.out_dir`` (named ``cfg.name*``). ``fleet`` skips the simulation (tests).
+    ``exporter`` (``{task: student checkpoint}, directory -> bundle directory``; the export layer's
+    ``write_bundle``, which this layer may not import): with ``cfg.history_days`` > 0 the students
+    are scored as exported, int8 ONNX through onnxruntime; without it in PyTorch."""
     torch.set_num_threads(cfg.threads)
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
@@ -141,12 +154,13 @@ def evaluate(cfg: EvalConfig, fleet: FleetProfiles | None = None, command: str |
     results: dict = {"config": config_dict(cfg), "command": command or "", "tasks": {},
                      "data": {"households": {k: int(len(v)) for k, v in split.items()},
                               "days_per_household": fleet.n_days}}
-    backbones = UnifiedBackbones(cfg)
+    backbones = UnifiedBackbones(cfg, exporter)
     try:
         _run_tasks(cfg, fleet, split, backbones, results, timing)
     finally:
         backbones.close()
     results["pretrain_logs"] = backbones.logs
+    results["unified"] = backbones.describe()
     results["targets"] = check_targets(results)
     timing["total_s"] = time.perf_counter() - t_start
     results["timing_s"] = {k: round(v, 1) for k, v in timing.items()}
@@ -167,12 +181,18 @@ def _run_tasks(cfg: EvalConfig, fleet: FleetProfiles, split: dict, backbones: Un
     days = {s: fleet.households(idx).power_w.reshape(-1, STEPS_PER_DAY).astype(np.float32)
             for s, idx in split.items()}
     pre_rng = np.random.default_rng([cfg.seed, RNG_STREAMS["pretrain"]])
-    pre_train = days["train"][cap(len(days["train"]), cfg.pretrain_profiles, pre_rng)]
-    pre_val = days["val"][cap(len(days["val"]), cfg.max_val_windows, pre_rng)]
-    backbones.pretrain_data[STEPS_PER_DAY] = (pre_train, pre_val)
+    keep_train = cap(len(days["train"]), cfg.pretrain_profiles, pre_rng)
+    keep_val = cap(len(days["val"]), cfg.max_val_windows, pre_rng)
+    if cfg.history_days > 0:  # every day with the D days before it (masked before the series starts)
+        pre = {s: day_contexts(fleet, split[s], cfg.history_days) for s in ("train", "val")}
+        backbones.pretrain_data[STEPS_PER_DAY] = ({k: v[keep_train] for k, v in pre["train"].items()},
+                                                  {k: v[keep_val] for k, v in pre["val"].items()})
+    else:
+        backbones.pretrain_data[STEPS_PER_DAY] = (days["train"][keep_train], days["val"][keep_val])
     builders = {
         "forecast": lambda s: forecast_data(fleet, split[s], cfg, limit[s], rng("forecast", s)),
-        "imputation": lambda s: imputation_days(fleet, split[s], imputation_limit[s], rng("imputation", s)),
+        "imputation": lambda s: imputation_days(fleet, split[s], imputation_limit[s], rng("imputation", s),
+                                                cfg.history_days),
         "anomaly": lambda s: anomaly_data(fleet, split[s], cfg, limit[s], rng("anomaly", s)),
     }
     runners = {"forecast": run_forecast, "imputation": run_imputation, "anomaly": run_anomaly}

@@ -18,7 +18,7 @@ from trainer.evaluation.run import evaluate
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluation")
-    cfg = EvalConfig.tiny(out_dir=str(out), name="evaluation")
+    cfg = EvalConfig.tiny(out_dir=str(out), name="evaluation", history_days=0)  # the one-day path (D = 7: test_context.py)
     return cfg, evaluate(cfg, command="unimeter train evaluate --tiny"), out
 
 
