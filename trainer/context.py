@@ -7,7 +7,8 @@ The profile tasks see the window being scored, ``load_w [B, L]`` with ``observed
 ONNX/TFLite inside the task graphs.
 
 Why these choices (each measured before it was adopted; the evaluation's ablation with D = 0 keeps
-measuring the history's worth, ``bench/results/evaluation.md``):
+measuring the history's worth, ``bench/results/ablation.md``; the evaluation against the baselines
+with and without it, ``bench/results/evaluation.md`` and ``evaluation_D0.md``):
 
 * Context normalisation, not instance normalisation. Seed 000 normalises each window by its own mean
   and std, which maps a day scaled by 1.3 onto the same tokens as the clean day. Here the window and

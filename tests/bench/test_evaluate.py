@@ -20,9 +20,11 @@ def test_the_int8_student_is_exported_and_scored_through_onnxruntime(tmp_path):
     from trainer.evaluation.run import evaluate
 
     cfg = EvalConfig.tiny(out_dir=str(tmp_path), name="evaluation", tasks=("imputation",), ablations=False,
-                          n_households=5, days=12, methods=("linear_interp", "previous_week_fill", "unimeter",
+                          n_households=8, methods=("linear_interp", "previous_week_fill", "unimeter",
                                                             "unimeter_teacher"))
     results = evaluate(cfg, command="python bench/evaluate.py --tiny", exporter=_bench().export_students)
+    errors = results["tasks"]["imputation"].get("errors", {})
+    assert all("(day 100%)" in k for k in errors), errors  # only linear interpolation of a whole day
     assert results["unified"]["unimeter"] == "int8 student, exported ONNX through onnxruntime"
     cell = json.loads((tmp_path / "evaluation.json").read_text())["tasks"]["imputation"]["random"]["0.10"]
     student, teacher, linear = (cell[k]["mae_w"] for k in ("unimeter", "unimeter_teacher", "linear_interp"))

@@ -57,3 +57,25 @@ def test_saits_refuses_to_fill_before_it_is_fitted_and_needs_a_day_of_context():
         SaitsFiller(_data(), 1)(_data().profiles[0], None)
     with pytest.raises(BaselineError, match="context_days"):
         SaitsFiller(_data(), 0)
+
+
+def test_saits_imputer_fills_evaluation_batches_from_the_day_before():
+    """``SaitsImputer``: the evaluation's protocol on ``ImputationBatch`` (the day before + the day)."""
+    from trainer.baselines import ImputationBatch
+    from trainer.baselines.saits import SaitsImputer
+
+    x = _data().profiles[0].load_w.astype(np.float64)  # [DAYS, L]
+
+    def batch(days: np.ndarray, observed: np.ndarray) -> ImputationBatch:
+        return ImputationBatch(x[days], observed, x[days - 1], np.zeros((len(days), L), np.int64), np.zeros(len(days)))
+
+    train, val = batch(np.arange(1, 20), np.ones((19, L), bool)), batch(np.arange(20, 24), np.ones((4, L), bool))
+    cfg = SaitsConfig(n_layers=1, d_model=16, n_heads=2, d_k=8, d_v=8, d_ffn=16, epochs=2, patience=2)
+    imputer = SaitsImputer(cfg, max_train_windows=10)
+    with pytest.raises(BaselineError, match="fit"):
+        imputer.predict(val)
+    observed = np.ones((4, L), bool)
+    observed[:, 5:12] = False
+    fill = imputer.fit(train, val).predict(batch(np.arange(24, 28), observed))
+    assert fill.shape == (4, L) and np.isfinite(fill).all() and (fill >= 0).all()
+    np.testing.assert_array_equal(fill[observed], x[24:28][observed])
