@@ -101,7 +101,11 @@ def markdown(res: dict) -> str:
     d = res.get("history_days", 0)
     tokens = 12 + d
     lines = [f"# Sparse vs dense at batch 1 across student shapes\n\nCommand: `nice -n 10 {res['command']}`  \n"
-             f"Machine: {res['machine']}  \nN_e = 8, k = 2, relu, imputation task (L = 48, P = 12, D = {d} days "
+             f"Machine: {res['machine']}  \n" + "".join(
+                 f"Load average at the {when} (1/5/15 min, other jobs on the shared cores): "
+                 f"{', '.join(f'{x:.1f}' for x in res[f'load_average_at_{when}_1_5_15min'])}  \n"
+                 for when in ("start", "end") if f"load_average_at_{when}_1_5_15min" in res)
+             + f"N_e = 8, k = 2, relu, imputation task (L = 48, P = 12, D = {d} days "
              f"of context: {tokens} tokens per window), untrained weights, one thread, one interleaved run per shape\n",
              "| d_model | layers | d_expert | expert params | int8 ONNX kB | dense b1 ms | MoE op b1 ms | "
              "dense / MoE op b1 | dense / QMoE b1 | dense / QMoE b64 |",
@@ -165,7 +169,7 @@ def main() -> int:
     d = args.history_days
     res = {"command": "python bench/export_shapes.py " + " ".join(sys.argv[1:]),
            "machine": f"{platform.machine()} {os.cpu_count()} cores (shared), Python {platform.python_version()}",
-           "history_days": d, "shapes": []}
+           "history_days": d, "shapes": [], "load_average_at_start_1_5_15min": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="unimeter-shapes-") as scratch:
         for i, shape in enumerate(tqdm(shapes, desc="shapes", unit="shape")):
             out = Path(scratch) / str(i)
@@ -175,6 +179,7 @@ def main() -> int:
                                   "int8_onnx_bytes": paths["qmoe"].stat().st_size,
                                   "ms": time_interleaved(paths, feeds, iters)})
         res["n_experts_8_vs_32"] = experts_ratio(Path(scratch) / "ne", d, iters)
+    res["load_average_at_end_1_5_15min"] = os.getloadavg()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = "export_shapes" if d == 7 else f"export_shapes_D{d}"
