@@ -409,7 +409,7 @@ class Agent:
                 st.nilm.add(r.ts_s, r.power_w, net_wh)
             st.received += 1
             st.flags_seen |= int(r.flags)
-            st.note_flags(r.ts_s, int(r.flags))
+            st.note_flags(r.ts_s, int(r.flags), r.received_s)
             st.last_seq, st.last_ts_s, st.last_received_s = s.seq, r.ts_s, r.received_s
             if self.ha is not None:
                 self.ha.note_reading(r)

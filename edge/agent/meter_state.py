@@ -40,12 +40,29 @@ class MeterState:
     last_received_s: float = 0.0
     # (ts_s, kind) of the reading guard's counter resets and clock jumps, newest last
     fault_events: deque = field(default_factory=lambda: deque(maxlen=FAULT_EVENTS_KEPT))
+    clock_offset_s: float | None = None  # the meter clock's offset (ts_s - received_s), its recent top
 
-    def note_flags(self, ts_s: float, flags: int) -> None:
-        """Keep the fault a reading's guard flags show (``READING_FAULTS``)."""
+    def note_flags(self, ts_s: float, flags: int, received_s: float | None = None) -> None:
+        """Keep the fault a reading shows: its guard flags (``READING_FAULTS``), and a forward jump
+        of the meter clock (``note_clock``) when ``received_s`` is given."""
         for flag, kind in READING_FAULTS:
             if flags & flag:
                 self.fault_events.append((float(ts_s), kind))
+        if received_s is not None and not flags & ReadingFlag.CLOCK_FALLBACK:
+            self.note_clock(float(ts_s), float(received_s))
+
+    def note_clock(self, ts_s: float, received_s: float) -> None:
+        """A forward jump of the meter clock: its offset to the gateway's receive time rises more
+        than ``CLOCK_JUMP_S`` above the highest offset since the last jump. Late delivery (a serial
+        stall, a reconnect) only lowers the offset and a clock running backwards is flagged
+        ``OUT_OF_ORDER`` by the source, so the top of the offset is the meter clock's own; the
+        guard flags clocks beyond its limits (``CLOCK_SKEW``), this finds the jumps inside them."""
+        offset_s = ts_s - received_s
+        top = self.clock_offset_s
+        if top is not None and offset_s > top + CLOCK_JUMP_S:
+            self.fault_events.append((ts_s, "clock_jump"))
+        if top is None or offset_s > top:
+            self.clock_offset_s = offset_s
 
     def event_masks(self, start_s: float, resolution_s: float, n_bins: int) -> dict[str, np.ndarray]:
         """kind -> bool [n_bins]: the bins of the window from ``start_s`` holding such an event."""
@@ -58,6 +75,7 @@ class MeterState:
 
 
 FAULT_EVENTS_KEPT = 1000
+CLOCK_JUMP_S = 60.0  # a meter clock stepping this far forward at once jumped (NTP slews, drift is ppm)
 # the reading guard's flags that are gateway faults of the anomaly message (firmware_bridge.guard):
 # a confirmed counter reset or meter swap; a meter clock far off the gateway's or running backwards
 READING_FAULTS = ((ReadingFlag.COUNTER_RESET, "counter_reset"), (ReadingFlag.CLOCK_SKEW, "clock_jump"),

@@ -60,3 +60,17 @@ def test_guard_flags_become_fault_events_in_their_window_bins():
     assert masks["counter_reset"].tolist() == [True, False, False, False]
     assert masks["clock_jump"].tolist() == [False, False, True, False]
     assert st.event_masks(7200.0, 1800.0, 4) == {}  # outside the window
+
+
+def test_a_forward_jump_of_the_meter_clock_is_an_event_and_late_delivery_is_not():
+    st = MeterState("m", "m", Resampler(1800.0, 96), Resampler(10.0, 360))
+    for t in range(0, 600, 10):  # a meter clock 2 s ahead of the gateway
+        st.note_flags(t + 2.0, 0, t)
+    for t in range(600, 700, 10):  # a serial stall: 90 s of telegrams arrive late, then catch up
+        st.note_flags(t + 2.0, 0, t + 90.0)
+    st.note_flags(710.0, 0, 708.0)
+    assert list(st.fault_events) == []
+    st.note_flags(720.0 + 300.0, 0, 718.0)  # the meter clock steps 5 min forward
+    st.note_flags(730.0 + 300.0, 0, 728.0)  # ... and stays there: one event
+    st.note_flags(740.0 + 900.0, int(ReadingFlag.CLOCK_FALLBACK), 738.0)  # no meter clock: not judged
+    assert list(st.fault_events) == [(1020.0, "clock_jump")]
