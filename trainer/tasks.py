@@ -137,7 +137,9 @@ class TaskModel(nn.Module):
         else:  # nilm: weights shared over samples keep the parameter count flat in L
             A, h, c = len(task_cfg.appliances), task_cfg.nilm_hidden, task_cfg.nilm_local_channels
             self.local = nn.Conv1d(N_LOCAL, c, NILM_KERNEL, padding=NILM_KERNEL // 2)
-            self.head = nn.Sequential(nn.Linear(D + 2 + c, h), nn.ReLU(),
+            self.wide = nn.Conv1d(N_LOCAL, c, NILM_KERNEL, dilation=NILM_DILATION,
+                                  padding=NILM_DILATION * (NILM_KERNEL // 2))
+            self.head = nn.Sequential(nn.Linear(D + 2 + 2 * c, h), nn.ReLU(),
                                       nn.Dropout(task_cfg.head_dropout), nn.Linear(h, 2 * A))
 
     def _context_heads(self, model_cfg: ModelConfig, task_cfg: TaskConfig) -> None:
@@ -255,16 +257,19 @@ class TaskModel(nn.Module):
         return self._nilm(enc)
 
     def _nilm(self, enc: Encoded) -> dict[str, torch.Tensor]:
-        """Per sample t in patch p: [z_p, stats, a convolution over the samples around t
-        (``nilm_local_features``, ``NILM_KERNEL`` wide)] -> a ReLU layer shared by the appliances
-        -> each appliance's output layer (its rows of the last linear map): a power and an ON
-        logit. The same weights serve every sample: at 1-10 s an appliance's switch is a step
-        inside one patch, which the patch's d_model summary z_p places only to within the patch;
-        the samples around t say whether t lies on the appliance's plateau, and the step's size in
-        kW names the appliance. Outputs [B, A, L]."""
+        """Per sample t in patch p: [z_p, stats, two convolutions over the samples around t
+        (``nilm_local_features``: ``NILM_KERNEL`` neighbours, and as many taps every
+        ``NILM_DILATION`` samples)] -> a ReLU layer shared by the appliances -> each appliance's
+        output layer (its rows of the last linear map): a power and an ON logit. The same weights
+        serve every sample: at 1-10 s an appliance's switch is a step inside one patch, which the
+        patch's d_model summary z_p places only to within the patch; the samples around t say
+        whether t lies on the appliance's plateau, and the step's size in kW names the appliance.
+        The wide taps see the 5 minutes around t: an oven's thermostat pulse (2 min on between
+        3-min pauses) is a kettle use to the 90 s of near neighbours. Outputs [B, A, L]."""
         B, P, D = enc.z.shape
         L = enc.fill_n.shape[1]
-        local = F.relu(self.local(nilm_local_features(enc.fill_n, enc.stats))).transpose(1, 2)  # [B, L, c]
+        feats = nilm_local_features(enc.fill_n, enc.stats)
+        local = F.relu(torch.cat([self.local(feats), self.wide(feats)], dim=1)).transpose(1, 2)  # [B, L, 2c]
         z_t = enc.z[:, :, None, :].expand(B, P, L // P, D).reshape(B, L, D)
         stats = stat_features(enc.stats)[:, None, :].expand(B, L, 2)
         y = self.head(self.drop(torch.cat([z_t, stats, local], dim=-1)))  # [B, L, 2A]
@@ -330,19 +335,34 @@ class TaskModel(nn.Module):
         return F.huber_loss(err, torch.zeros_like(err), reduction="none", delta=self.task_cfg.huber_delta)
 
 
-N_LOCAL = 4  # per-sample inputs of the NILM head (``nilm_local_features``)
+N_LOCAL = 7  # per-sample inputs of the NILM head (``nilm_local_features``)
 NILM_KERNEL = 9  # samples the NILM head's convolution sees around each one (90 s at 10 s)
+# the head's second convolution takes every NILM_DILATION-th sample: 9 taps over 33 samples (330 s at
+# 10 s), one oven thermostat period (2 min on, 3 min off) with both neighbours' edges
+NILM_DILATION = 4
+SMALL_STEP_W = 50.0  # the scale of the log channels: a TV's or fridge's step is about one unit there
 
 
 def nilm_local_features(fill_n: torch.Tensor, stats: NormStats) -> torch.Tensor:
     """[B, L] normalised window -> [B, N_LOCAL, L]: the normalised samples and their first
-    differences, then in kW the samples above the window's minimum and the first differences.
-    Instance normalisation makes a 2 kW kettle on a quiet night and a 200 W fridge in a busy
-    afternoon look alike; the kW channels keep the size of a step, which names the appliance."""
+    differences, then in kW the samples above the window's minimum and the first differences,
+    then the same two on a log scale of ``SMALL_STEP_W``. Instance normalisation makes a 2 kW
+    kettle on a quiet night and a 200 W fridge in a busy afternoon look alike; the kW channels keep
+    the size of a step, which names the appliance. In kW (and normalised by a window that holds a
+    kettle) a 100 W TV's step and its screen's +-15 W are a few hundredths, below what the head
+    tells from a fridge or a lamp; ``sign(x) log(1 + |x| / 50 W)`` keeps them near one unit and
+    a 3 kW step near four. The last channel is the sample's own level on that log scale: a window
+    an EV charges through from end to end has no step and nothing above its minimum, only its
+    3.7-11 kW level."""
     step_n = torch.cat([torch.zeros_like(fill_n[:, :1]), fill_n[:, 1:] - fill_n[:, :-1]], dim=1)
     to_kw = stats.std_w / 1000.0  # [B, 1]
     base_n = fill_n.min(dim=1, keepdim=True).values
-    return torch.stack([fill_n, step_n, (fill_n - base_n) * to_kw, step_n * to_kw], dim=1)
+    above_kw, step_kw = (fill_n - base_n) * to_kw, step_n * to_kw
+    small = 1000.0 / SMALL_STEP_W
+    level_w = F.relu(fill_n * stats.std_w + stats.mean_w)
+    return torch.stack([fill_n, step_n, above_kw, step_kw, torch.log1p(above_kw * small),
+                        torch.sign(step_kw) * torch.log1p(step_kw.abs() * small),
+                        torch.log1p(level_w / SMALL_STEP_W)], dim=1)
 
 
 def on_pos_weight(on: torch.Tensor, max_weight: float = 20.0) -> torch.Tensor:

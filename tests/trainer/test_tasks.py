@@ -3,6 +3,8 @@ onnxruntime for one task)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,14 @@ from trainer.checkpoint import (
     save_checkpoint,
 )
 from trainer.model import ModelConfig, UnifiedModel
-from trainer.tasks import TaskConfig, TaskError, TaskModel, export_module, on_pos_weight
+from trainer.tasks import (
+    TaskConfig,
+    TaskError,
+    TaskModel,
+    export_module,
+    nilm_local_features,
+    on_pos_weight,
+)
 
 APPLIANCES = ["kettle", "fridge", "washing_machine"]
 C = 24
@@ -81,6 +90,53 @@ def test_nilm_power_loss_is_gated_by_the_true_state():
     pw = on_pos_weight(on)
     assert pw[0, 0] == pytest.approx(11.0)  # 1 in 12 samples ON: each weighs (1 - p) / p
     assert pw[1, 0] == 20.0  # none ON: the cap (it multiplies no sample)
+
+
+def test_nilm_features_keep_a_tv_step_beside_a_kettle():
+    """A 100 W step (a TV) in a window that also holds a 3 kW kettle: its step is at least half a
+    unit in one of the head's per-sample inputs, as a 3 kW step is in kW. Without the log
+    channels it is a few hundredths everywhere and the head cannot tell a TV from nothing."""
+    load = torch.full((1, 120), 300.0)
+    load[0, 20:40] += 3000.0  # kettle
+    load[0, 70:] += 100.0  # TV on at sample 70
+    model = TaskModel(_model_cfg("nilm"), _task_cfg("nilm")).eval()
+    with torch.no_grad():
+        _, enc = model.outputs({"load_w": load})
+        feats = nilm_local_features(enc.fill_n, enc.stats)[0]  # [N_LOCAL, L]
+    jump = (feats[:, 1:] - feats[:, :-1]).abs().amax(dim=0)  # [L - 1]: the largest change at each step
+    assert float(jump[69]) >= 0.5  # 69 -> 70: the TV
+    assert float(jump[19]) >= 2.0  # 19 -> 20: the kettle's step stays larger
+
+
+def test_nilm_features_tell_an_ev_filled_window_from_a_quiet_one():
+    """A window an EV charges through end to end (3.7 kW, no step) and a quiet 300 W window with
+    the same wiggle: normalised, above the minimum and as steps they are the same; the level
+    channel tells them apart (on validation the EV logit was about -2 in such windows)."""
+    torch.manual_seed(0)
+    wiggle = 20 * torch.rand(1, 120)
+    model = TaskModel(_model_cfg("nilm"), _task_cfg("nilm")).eval()
+    feats = []
+    with torch.no_grad():
+        for level in (300.0, 3700.0):
+            _, enc = model.outputs({"load_w": level + wiggle})
+            feats.append(nilm_local_features(enc.fill_n, enc.stats)[0])
+    assert float((feats[1] - feats[0]).abs().amax(dim=1).max()) >= 2.0
+
+
+def test_nilm_head_sees_an_oven_thermostat_period():
+    """The per-sample head sees +-160 s at 10 s (an oven's 5-min thermostat period: a 2-min pulse
+    and the edges around it), not only the +-40 s of a kettle's edge: with the patch summaries z
+    held fixed, a change 12 samples (one pulse) away moves its output."""
+    torch.manual_seed(0)
+    model = TaskModel(_model_cfg("nilm"), _task_cfg("nilm")).eval()
+    load = 300 + 50 * torch.rand(1, 120)
+    with torch.no_grad():
+        out, enc = model.outputs({"load_w": load})
+        moved = enc.fill_n.clone()
+        moved[0, 48] += 3.0
+        base = model._nilm(enc)["on_logit"][0, :, 60]
+        changed = model._nilm(dataclasses.replace(enc, fill_n=moved))["on_logit"][0, :, 60]
+    assert not torch.allclose(base, changed)
 
 
 def test_imputation_keeps_observed_points_and_fills_missing():
