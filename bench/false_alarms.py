@@ -7,9 +7,11 @@ Households the bundle never saw (fleet seed ``--seed``; training uses the pipeli
 simulated for ``--days`` days plus the model's history days and one more; their 30-min bins go
 through ``edge.agent.replay.replay_meter``: every bin (the agent's default profile schedule) the
 rolling day window, its history context from the meter's SQLite ``profile_bins``, ``profile_step``
-with the bundle's calibrated threshold and the gateway fault rules (the published flag is either). Evaluation starts once a meter has its full history (the
-bins before are backfilled, as the agent does at start-up). An alarm is a rising edge of the
-published flag; the target is at most one per meter per month. Writes
+with the meter's threshold (the bundle's calibrated one, the meter's own refit after 14 days of its
+scores) and the gateway fault rules (the published flag is either, held up until the windows have
+been clean for the agent's ``schedule.alarm_release_after_s``). Evaluation starts once a meter has
+its full history (the bins before are backfilled, as the agent does at start-up). An alarm is a
+rising edge of the published flag; the target is at most one per meter per month. Writes
 ``bench/results/<name>.json`` and ``.md`` with this command.
 """
 
@@ -30,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # run from a source checkout without installing; bench/export.py must not shadow the export package
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
+from edge.agent.config import ScheduleConfig  # noqa: E402
 from edge.agent.inference import ModelHost, open_model  # noqa: E402
 from edge.agent.replay import replay_meter  # noqa: E402
 from edge.calibration import DAYS_PER_MONTH, alarm_episodes  # noqa: E402
@@ -47,7 +50,8 @@ def household_bins(trace, resolution_s: float) -> tuple[int, np.ndarray]:
     return first, np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def replay_fleet(bundle: Path, households: int, days: int, seed: int, start: str = "2024-01-01") -> dict:
+def replay_fleet(bundle: Path, households: int, days: int, seed: int, start: str = "2024-01-01",
+                 release_after_s: float | None = None) -> dict:
     host = ModelHost(opener=lambda p: open_model(p, "onnx", "int8", 1))
     if not host.try_load(bundle):
         raise SystemExit(f"bundle refused: {host.last_error}")
@@ -62,9 +66,11 @@ def replay_fleet(bundle: Path, households: int, days: int, seed: int, start: str
         first, bins = household_bins(trace, res)
         eval_from = (D + 1) * per_day + (-first) % per_day  # a whole UTC day of history and window first
         stop = min(len(bins), eval_from + days * per_day)
-        r = replay_meter(host, bins[:stop], first, eval_from, meter_id=trace.household_id)
+        r = replay_meter(host, bins[:stop], first, eval_from, meter_id=trace.household_id,
+                         release_after_s=release_after_s)
         meters.append({"household": trace.household_id, "windows": len(r.flag), "alarms": r.alarms,
                        "model_alarms": alarm_episodes(r.model_flag), "fault_alarms": alarm_episodes(r.fault_flag),
+                       "unheld_alarms": alarm_episodes(r.window_flag),
                        "alarm_days": r.alarm_days(), "flagged_windows": int(r.flag.sum()),
                        "days": len(r.flag) / per_day, "max_score": float(r.score.max()) if len(r.score) else None,
                        "median_score": float(np.median(r.score)) if len(r.score) else None,
@@ -76,7 +82,9 @@ def replay_fleet(bundle: Path, households: int, days: int, seed: int, start: str
         "trained_by": trained_by(bundle),
         "threshold_source": model.anomaly_threshold_source,
         "threshold_window_logit": (model.anomaly_threshold.window_logit if model.anomaly_threshold else 0.0),
-        "households": households, "days": days, "seed": seed, "start": start, **summarise(meters),
+        "households": households, "days": days, "seed": seed, "start": start,
+        "alarm_release_after_s": ScheduleConfig().alarm_release_after_s if release_after_s is None else release_after_s,
+        **summarise(meters),
         "replay_seconds": round(time.perf_counter() - t0, 1), "meters": meters,
     }
 
@@ -90,6 +98,7 @@ def summarise(meters: list[dict]) -> dict:
         "alarms_total": int(sum(m["alarms"] for m in meters)),
         "model_alarms_total": int(sum(m.get("model_alarms", 0) for m in meters)),
         "fault_alarms_total": int(sum(m.get("fault_alarms", 0) for m in meters)),
+        "unheld_alarms_total": int(sum(m.get("unheld_alarms", 0) for m in meters)),
         "alarms_per_meter_per_month": float(per_month.mean()),
         "alarms_per_meter_per_month_median": float(np.median(per_month)),
         "alarms_per_meter_per_month_max": float(per_month.max()),
@@ -126,9 +135,14 @@ def write_results(res: dict, out_dir: Path, name: str, command: str) -> None:
         "day a day with at least one flagged window (the unit the threshold is calibrated in). A pipeline bundle "
         "is trained again by `python bench/false_alarms.py --preset demo --history-days D`. The published flag is "
         "the model's calibrated flag OR a gateway fault rule (`edge.signal.faults`: spikes, stuck values, zero runs, "
-        f"sign errors against the meter's own history): of the alarms, {res.get('model_alarms_total', '-')} are "
-        f"rising edges of the model's own flag and {res.get('fault_alarms_total', '-')} of the fault rules' "
-        "(a window may have both).", "",
+        "sign errors against the meter's own history). As in the agent, each window is cut at the meter's "
+        "threshold (the bundle's; the meter's own refit once it has 14 days of its scores, never below the "
+        "bundle's) and an alarm stays up until the windows have been clean for "
+        f"{res.get('alarm_release_after_s', 0) / 3600:g} h (`schedule.alarm_release_after_s`). Without that hold "
+        f"the windows' own flags rise {res.get('unheld_alarms_total', '-')} times "
+        f"({res.get('unheld_alarms_total', 0) * 30 / max(res['households'] * res['days'], 1):.2f} per meter per "
+        f"month): the model's flag {res.get('model_alarms_total', '-')} times, the fault rules' "
+        f"{res.get('fault_alarms_total', '-')} (a window may have both).", "",
         "| alarms / meter / month: mean | median | max of a meter | alarm days / meter / month | "
         "meters over 1 / month | meters without alarm | alarms in total | target | met |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -154,11 +168,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="first simulated day (the pipeline trains on days from 2024-01-01: winter)")
     p.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
     p.add_argument("--name", default="false_alarms")
+    p.add_argument("--release-after-s", type=float, default=None,
+                   help="the alarm hold (default: the agent's schedule.alarm_release_after_s)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory(prefix="unimeter-false-alarms-") as work:
         bundle = Path(args.bundle) if args.bundle else _train(args, Path(work))
-        res = replay_fleet(bundle, args.households, args.days, args.seed, args.start)
+        res = replay_fleet(bundle, args.households, args.days, args.seed, args.start, args.release_after_s)
         write_results(res, Path(args.out_dir), args.name, "python bench/false_alarms.py " + shlex.join(argv))
     print(Path(args.out_dir, f"{args.name}.md").read_text())
     return 0

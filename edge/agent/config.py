@@ -108,6 +108,9 @@ class ScheduleConfig:
     nilm_resolution_s: float = 0.0  # 0: from the bundle manifest (fallback 10 s)
     profile_resolution_s: float = 0.0  # 0: from the bundle manifest (fallback 1800 s)
     min_coverage: float = 0.5  # skip inference on windows with less observed data than this
+    # an anomaly alarm stays up until the windows have been clean this long (edge.calibration.AlarmHold);
+    # default one window span (a day): the bins that raised it have left the window; 0: no hold
+    alarm_release_after_s: float = 86400.0
 
 
 @dataclass
@@ -179,6 +182,7 @@ _RANGES: dict[str, tuple[float, float, str]] = {
     "schedule.nilm_resolution_s": (0, 86400, "0 takes it from the bundle manifest"),
     "schedule.profile_resolution_s": (0, 86400, "0 takes it from the bundle manifest"),
     "schedule.min_coverage": (0, 1, "a fraction of the window"),
+    "schedule.alarm_release_after_s": (0, _WEEK_S, "0: the published flag follows each window"),
 }
 
 

@@ -228,7 +228,7 @@ class Discovery:
             value_template="{{ 'ON' if value_json.anomaly else 'OFF' }}", device_class="problem",
             json_attributes_topic=topic,
             json_attributes_template=_attributes("score", "threshold", "anomaly_kinds", "window_start_s",
-                                                "window_end_s"))])
+                                                "window_end_s", "anomaly_held", "alarm_since_s"))])
 
     def _forecast(self, node: str, dev: dict, meter_id: str) -> dict[str, dict]:
         topic = self.t.meter(meter_id, "forecast")

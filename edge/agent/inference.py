@@ -25,7 +25,7 @@ import numpy as np
 
 from edge.agent.gapfill import fill_window
 from edge.bundle import BundleError, load_bundle
-from edge.calibration import DEFAULT_RECALIBRATE_AFTER_DAYS, DEFAULT_TARGET_PER_MONTH
+from edge.calibration import DEFAULT_RECALIBRATE_AFTER_DAYS, DEFAULT_TARGET_PER_MONTH, AlarmHold
 from edge.errors import AgentError
 from edge.features import forecast_covariates
 from edge.nilm_enrol import Signature, add_enrolled
@@ -336,6 +336,17 @@ def profile_step(host: ModelHost, window_w: np.ndarray, start_ts_s: float, resol
         **history_fields(host, "anomaly", context),
         "model_version": host.current.version if host.current else "",
     }, load
+
+
+def hold_alarm(body: dict, hold: AlarmHold) -> dict:
+    """``body`` (a ``profile_step`` result) with its ``anomaly`` passed through the meter's
+    :class:`edge.calibration.AlarmHold`: ``anomaly`` stays up until the windows have been clean for
+    ``hold.release_after_s``; ``window_anomaly`` is the window's own flag, ``anomaly_held`` says the
+    flag is up only by the hold and ``alarm_since_s`` when the alarm was raised (None when down)."""
+    window_flag = bool(body["anomaly"])
+    held = hold.update(window_flag, float(body["window_end_s"]))
+    return {**body, "anomaly": held, "window_anomaly": window_flag, "anomaly_held": held and not window_flag,
+            "alarm_since_s": hold.since_s}
 
 
 def window_faults(window_w: np.ndarray, context: Any, resolution_s: float,

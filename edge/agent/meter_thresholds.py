@@ -5,8 +5,10 @@ A bundle's threshold was fitted on the trainer's validation days (``edge.calibra
 meter has ``recalibrate_after_days`` days of its own window scores (the manifest's calibration, 14
 by default) its threshold is refitted every day from the daily maxima of those scores to the same
 false-alarm budget (``edge.calibration.MeterThreshold``: the robust normal prediction bound of the daily maxima,
-so an attack inside the history moves it little). Until then, and after a change of the anomaly
-model (other scores), the bundle's threshold is used. ``source`` is what the quality message says.
+so an attack inside the history moves it little), never below the bundle's threshold (a noisy
+household raises its cut; the reason the fit may not lower it: ``MeterThreshold.threshold``). Until
+then, and after a change of the anomaly model (other scores), the bundle's threshold is used.
+``source`` is what the quality message says.
 
 The daily maxima and each refit are written to the agent's store after every profile round
 (``take_update``; ``edge.agent.anomaly_scores``) and read back at start-up (``restore``), so a

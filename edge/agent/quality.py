@@ -77,6 +77,9 @@ def report_body(st: Any, profile_len: int, last: dict[str, dict]) -> dict:
         if anomaly.get("model_anomaly", anomaly["anomaly"] and not faults):
             lines.append("The consumption pattern looked abnormal (score "
                          f"{anomaly['score']:.2f}); check the meter and the installation.")
+        elif anomaly.get("anomaly_held"):
+            lines.append("An alarm raised earlier is held until the readings have looked normal "
+                         "long enough (by default a day).")
         elif not anomaly["anomaly"]:
             lines.append("No abnormal consumption pattern was detected.")
     apps = last.get("appliances", {}).get("appliances", {})

@@ -26,12 +26,13 @@ from edge.agent.entities import slug
 from edge.agent.gapfill import window_fill_report
 from edge.agent.guards import guard_quality
 from edge.agent.history import HistoryContext
-from edge.agent.inference import fault_bins, forecast_step, nilm_step, profile_step
+from edge.agent.inference import fault_bins, forecast_step, hold_alarm, nilm_step, profile_step
 from edge.agent.meter_state import Stats
 from edge.agent.meter_thresholds import MeterThresholds, model_key
 from edge.agent.quality import quality_body, report_body
 from edge.agent.store import StoreError
 from edge.agent.supervise import FailureSpell, Supervisor
+from edge.calibration import AlarmHold
 
 if TYPE_CHECKING:
     from edge.agent.agent import Agent
@@ -75,6 +76,7 @@ class ModelRounds:
     def __init__(self, agent: Agent):
         self.agent = agent
         self.thresholds = MeterThresholds()  # each meter's own anomaly threshold after N days
+        self.holds: dict[str, AlarmHold] = {}  # each meter's published alarm (schedule.alarm_release_after_s)
         self.score_spell = FailureSpell("the store: keeping the meters' anomaly scores", log)
         self._restoring = asyncio.Lock()  # the profile and quality rounds may both ask first
         self._saved_to: Any = None  # the store the scores were last written to
@@ -164,7 +166,8 @@ class ModelRounds:
             if result is not None:
                 self.thresholds.observe(st.id, model, result[0]["window_end_s"], result[0]["score_logit"])
                 await self._remember(st.id, start_s, res, window, result[1], fault_bins(result[0]))
-                await agent.publish_result(st.id, "anomaly", result[0])
+                hold = self.holds.setdefault(st.id, AlarmHold(agent.cfg.schedule.alarm_release_after_s))
+                await agent.publish_result(st.id, "anomaly", hold_alarm(result[0], hold))
         await self._save_thresholds()
 
     async def nilm(self) -> None:

@@ -74,7 +74,15 @@ def test_meter_threshold_switches_to_the_meters_own_history():
         m.refit(day + 1)
         if day < 13:
             assert m.threshold == 1.0 and m.source.startswith("bundle")
-    assert m.source == "meter history (20 days)" and m.threshold < 0.0
+    # a calm meter's own fit sits far below the bundle's, which stays the floor
+    assert m.fitted is not None and m.fitted.threshold < 0.0 and m.threshold == 1.0
+    assert m.source.startswith("meter history (20 days; its fit -") and "stays the floor" in m.source
+    noisy = MeterThreshold(bundle_threshold=1.0, after_days=14)
+    for day in range(20):
+        for logit in rng.normal(2.0, 0.3, 48):  # a household whose normal scores above the bundle's cut
+            noisy.observe(day, logit)
+    noisy.refit(20)
+    assert noisy.threshold > 2.0 and noisy.source == "meter history (20 days)"
     m.observe(30, float("nan"))  # a failed score is ignored
     assert 30 not in m.daily_max
 
@@ -145,3 +153,35 @@ def test_student_t_quantiles():
     assert student_t_quantile(0.975, 2000) == pytest.approx(1.9612, abs=1e-3)
     with pytest.raises(CalibrationError):
         student_t_quantile(0.2, 5)
+
+
+def test_an_alarm_is_held_until_the_windows_stay_clean_for_the_release_time():
+    """A flag that crosses its threshold up and down within the release time is one alarm; it
+    drops once no window has fired for ``release_after_s``; a new crossing after that is a new one."""
+    from edge.calibration import AlarmHold, alarm_episodes
+
+    t_s = 1800.0 * np.arange(40)
+    raw = np.zeros(40, bool)
+    raw[[3, 5, 8, 9, 13]] = True  # flicker: gaps of 1, 2, 0 and 3 windows (<= 2 h)
+    raw[30] = True  # 8.5 h after the last: a second alarm
+    hold = AlarmHold(release_after_s=2 * 3600.0)
+    published = np.array([hold.update(bool(f), t) for f, t in zip(raw, t_s, strict=True)])
+    assert alarm_episodes(raw) == 5 and alarm_episodes(published) == 2
+    up = np.flatnonzero(published)
+    assert up[0] == 3 and 16 in up and 17 not in up  # released 4 windows (2 h) after window 13
+    assert published[30:34].all() and not published[34:].any() and hold.since_s is None
+    follow = AlarmHold(release_after_s=0.0)
+    assert [follow.update(bool(f), t) for f, t in zip(raw, t_s, strict=True)] == raw.tolist()
+
+
+def test_a_held_alarm_says_so_in_the_published_result():
+    from edge.agent.inference import hold_alarm
+    from edge.calibration import AlarmHold
+
+    hold = AlarmHold(release_after_s=3600.0)
+    first = hold_alarm({"anomaly": True, "window_end_s": 0.0}, hold)
+    assert first["anomaly"] and first["window_anomaly"] and not first["anomaly_held"] and first["alarm_since_s"] == 0
+    later = hold_alarm({"anomaly": False, "window_end_s": 1800.0}, hold)
+    assert later["anomaly"] and later["anomaly_held"] and not later["window_anomaly"] and later["alarm_since_s"] == 0
+    done = hold_alarm({"anomaly": False, "window_end_s": 3600.0}, hold)
+    assert not done["anomaly"] and not done["anomaly_held"] and done["alarm_since_s"] is None

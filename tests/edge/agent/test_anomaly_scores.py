@@ -44,7 +44,8 @@ def _save(th: MeterThresholds, store: ReadingStore) -> None:
 def test_scores_and_the_refit_come_back_from_the_store(tmp_path):
     store, model = ReadingStore(tmp_path / "s.sqlite"), _model("a")
     th = MeterThresholds()
-    _observe_days(th, model, "m1", range(20), -3.0)
+    # a household that scores above the bundle's cut: its own fit rules
+    _observe_days(th, model, "m1", range(20), 2.0)
     cut = th.threshold("m1", model, (DAY0 + 20) * DAY_S + 60)
     _save(th, store)
     store.close()
@@ -144,7 +145,8 @@ async def test_an_agent_restart_keeps_each_meters_days(tiny_bundle, tmp_path):
                                 "min_coverage": 0.0, "profile_resolution_s": 1.0})
     cfg.store_path.parent.mkdir(parents=True)
     key = model_key(open_model(tiny_bundle, backend="onnx", precision="int8", threads=1))
-    _seed_scores(cfg.store_path, key, "h1", 20, -3.0)  # h1: 20 days under the bundle's anomaly model
+    # h1: 20 days under the bundle's anomaly model, scoring above any cut (its own fit rules)
+    _seed_scores(cfg.store_path, key, "h1", 20, 30.0)
     _seed_scores(cfg.store_path, "an-older-model", "h2", 9, 0.0)  # h2: 9 days under another one
 
     body, h1, h2 = await _run_agent(cfg)

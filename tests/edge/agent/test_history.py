@@ -225,6 +225,7 @@ def test_a_replay_runs_the_agents_path_with_the_history_it_builds_itself(context
     are the window logits of the very same inputs (the series' own days before each window, built
     independently by ``history_context``) cut at the bundle's threshold; a day-long flag run is one
     alarm."""
+    from edge.agent.config import ScheduleConfig
     from edge.agent.inference import AnomalyThreshold, ModelHost, open_model
     from edge.agent.replay import replay_meter
     from edge.bundle import load_bundle
@@ -250,5 +251,10 @@ def test_a_replay_runs_the_agents_path_with_the_history_it_builds_itself(context
     out = runtime.run("anomaly", {"load_w": windows, "observed": np.ones_like(windows), "history_w": hist,
                                   "history_mask": mask})
     cut = (host.current.anomaly_threshold or AnomalyThreshold()).window_logit
-    np.testing.assert_array_equal(r.flag, out["window_logit"].ravel() > cut)
+    np.testing.assert_array_equal(r.window_flag, out["window_logit"].ravel() > cut)
+    # the published flag is held: up while a flagged window ended less than the release time before
+    release_s = ScheduleConfig().alarm_release_after_s
+    age_s = r.window_end_s[:, None] - r.window_end_s[None, :]
+    held = ((age_s >= 0) & (age_s < release_s) & r.window_flag[None, :]).any(axis=1)
+    np.testing.assert_array_equal(r.flag, held)
     assert r.alarms == int(r.flag[0]) + int(np.sum(r.flag[1:] & ~r.flag[:-1]))

@@ -22,11 +22,12 @@ def _model(fingerprint: str = "a") -> LoadedModel:
                        appliances=(), anomaly_threshold=BUNDLE)
 
 
-def _days_of_scores(th: MeterThresholds, model: LoadedModel, days: int, level: float, seed: int = 0) -> None:
+def _days_of_scores(th: MeterThresholds, model: LoadedModel, days: int, level: float, seed: int = 0,
+                    meter: str = "m1") -> None:
     rng = np.random.default_rng(seed)
     for d in range(days):
         for k in range(48):  # a window every half hour
-            th.observe("m1", model, (DAY0 + d) * DAY_S + (k + 1) * 1800, level + rng.normal(0, 0.2))
+            th.observe(meter, model, (DAY0 + d) * DAY_S + (k + 1) * 1800, level + rng.normal(0, 0.2))
 
 
 def test_the_bundle_threshold_until_the_meter_has_its_days():
@@ -40,11 +41,15 @@ def test_the_bundle_threshold_until_the_meter_has_its_days():
 
 def test_refitted_from_the_meters_own_scores_after_n_days():
     th, model = MeterThresholds(), _model()
-    _days_of_scores(th, model, 20, -3.0)
+    _days_of_scores(th, model, 20, 2.0)
     cut = th.threshold("m1", model, (DAY0 + 20) * DAY_S + 60)
-    assert -3.0 < cut.window_logit < BUNDLE.window_logit  # this household scores low: its cut follows
+    assert cut.window_logit > 2.0  # this household scores high: its cut follows
     assert cut.point_logit - cut.window_logit == BUNDLE.point_logit - BUNDLE.window_logit
     assert th.source("m1", model) == "meter history (20 days), <= 1 false alarms/month"
+    _days_of_scores(th, model, 20, -3.0, meter="m3")
+    calm = th.threshold("m3", model, (DAY0 + 20) * DAY_S + 60)
+    assert calm.window_logit == BUNDLE.window_logit  # one that scores low keeps the bundle's as its floor
+    assert "stays the floor" in th.source("m3", model)
     other = th.threshold("m2", model, (DAY0 + 20) * DAY_S + 60)
     assert other == BUNDLE  # per meter
 

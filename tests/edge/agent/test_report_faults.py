@@ -28,3 +28,9 @@ def test_the_model_and_a_fault_both_speak_and_a_clean_window_says_so():
     assert "fault (spike)" in both and "looked abnormal (score 0.90)" in both
     clean = _text({"anomaly": False, "model_anomaly": False, "anomaly_kinds": [], "score": 0.2})
     assert "No abnormal consumption pattern was detected." in clean and "fault" not in clean
+
+
+def test_a_held_alarm_is_reported_as_held_not_as_clean():
+    held = _text({"anomaly": True, "model_anomaly": False, "anomaly_kinds": [], "anomaly_held": True,
+                  "window_anomaly": False, "score": 0.3})
+    assert "held until the readings have looked normal" in held and "No abnormal" not in held
